@@ -1,0 +1,205 @@
+//! `lbd`, the load balancer daemon: `lbd [EAL options] -- [lbd options]`.
+//!
+//! Today it starts EAL, one worker per worker lcore, each on its own RX/TX
+//! queue pair of one port, forwarding by a fixed MAC table. The gRPC control
+//! plane, health checks and the VIP decision come with later issues.
+
+mod args;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use dataplane::dpdk::{self, Eal, Mempool, Port, PortConfig};
+use dataplane::mac_table::MacTable;
+use dataplane::stats::{Counters, DropReason, WorkerStats};
+use dataplane::worker::Worker;
+use tracing::info;
+
+use crate::args::Options;
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LBD_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = run() {
+        eprintln!("lbd: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let (eal_args, opts) = args::parse(&argv)?;
+
+    let eal = Eal::init(&eal_args).context("starting EAL")?;
+    let lcores = eal.worker_lcores();
+    if lcores.is_empty() {
+        bail!("no worker lcore: give EAL at least two cores, e.g. -l 0,1 (the first is the main lcore)");
+    }
+    let queues = u16::try_from(lcores.len()).context("too many worker lcores")?;
+    let pool = Mempool::create(eal, "lbd_mbufs", opts.mbufs, 256, None)
+        .context("creating the mbuf pool")?;
+    let mut port = Port::open(
+        eal,
+        &opts.port,
+        &PortConfig {
+            queues,
+            rx_desc: opts.rx_desc,
+            tx_desc: opts.tx_desc,
+            mtu: None,
+            promiscuous: true,
+        },
+        pool,
+    )
+    .with_context(|| format!("configuring port {}", opts.port))?;
+    port.start()
+        .with_context(|| format!("starting port {}", opts.port))?;
+    let port_mac = port.mac();
+    info!(port = opts.port, mac = %mac_string(port_mac), workers = lcores.len(), routes = opts.routes.len(), "forwarding");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .context("installing signal handlers")?;
+    }
+    let table = MacTable::new(opts.routes.iter().copied());
+    let stats: Vec<WorkerStats> = lcores.iter().map(|_| WorkerStats::default()).collect();
+
+    dpdk::scope(eal, |s| -> Result<()> {
+        for (i, (&lcore, st)) in lcores.iter().zip(&stats).enumerate() {
+            let queue = port.queue(i as u16)?;
+            let (table, stop) = (&table, &*stop);
+            s.spawn(lcore, move || {
+                Worker::new(queue, table, port_mac, st).run(stop)
+            })?;
+        }
+        monitor(&opts, &stats, &stop);
+        Ok(())
+    })
+    .context("running workers")?
+    .inspect_err(|_| stop.store(true, Ordering::SeqCst))?;
+
+    let per_worker: Vec<Counters> = stats.iter().map(WorkerStats::read).collect();
+    let port_stats = port.stats().context("reading port stats")?;
+    drop(port); // stop and close: flushes what the device buffers (net_pcap)
+    report(&opts, &lcores, &per_worker, port_mac);
+    info!(
+        rx = port_stats.rx_packets,
+        tx = port_stats.tx_packets,
+        missed = port_stats.rx_missed,
+        "port counters"
+    );
+    Ok(())
+}
+
+/// Runs on the main lcore while workers poll: stops on a signal, or after
+/// `--exit-idle-ms` without a received packet (for replaying a pcap), and
+/// prints counters every `--stats-interval-s`.
+fn monitor(opts: &Options, stats: &[WorkerStats], stop: &AtomicBool) {
+    let start = Instant::now();
+    let mut last_rx = 0;
+    let mut last_change = start;
+    let mut last_print = start;
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(10));
+        let total: Counters = stats.iter().map(WorkerStats::read).sum();
+        let now = Instant::now();
+        if total.rx_packets != last_rx {
+            last_rx = total.rx_packets;
+            last_change = now;
+        }
+        if let Some(idle) = opts.exit_idle_ms {
+            if now - last_change >= Duration::from_millis(idle) {
+                info!(
+                    idle_ms = idle,
+                    "no packet received for the idle period: stopping"
+                );
+                break;
+            }
+        }
+        if let Some(every) = opts.stats_interval_s {
+            if now - last_print >= Duration::from_secs(every) {
+                last_print = now;
+                info!(
+                    rx = total.rx_packets,
+                    tx = total.tx_packets,
+                    dropped = total.dropped(),
+                    "counters"
+                );
+            }
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+}
+
+fn report(opts: &Options, lcores: &[u32], per_worker: &[Counters], port_mac: [u8; 6]) {
+    let total: Counters = per_worker.iter().copied().sum();
+    if opts.json {
+        let workers: Vec<_> = lcores
+            .iter()
+            .zip(per_worker)
+            .map(|(l, c)| {
+                counters_json(c).as_object().cloned().map(|mut o| {
+                    o.insert("lcore".into(), (*l).into());
+                    o
+                })
+            })
+            .collect();
+        let out = serde_json::json!({
+            "port": opts.port,
+            "port_mac": mac_string(port_mac),
+            "total": counters_json(&total),
+            "workers": workers,
+        });
+        println!("{out}");
+        return;
+    }
+    println!(
+        "{:<8} {:>12} {:>12} {:>12} {:>10} {:>10} {:>10}",
+        "worker", "rx", "tx", "tx_bytes", "no_route", "runt", "tx_failed"
+    );
+    let rows = lcores
+        .iter()
+        .map(|l| format!("lcore {l}"))
+        .zip(per_worker.iter().copied());
+    for (name, c) in rows.chain(std::iter::once(("total".to_string(), total))) {
+        println!(
+            "{:<8} {:>12} {:>12} {:>12} {:>10} {:>10} {:>10}",
+            name,
+            c.rx_packets,
+            c.tx_packets,
+            c.tx_bytes,
+            c.drop_count(DropReason::NoRoute),
+            c.drop_count(DropReason::Runt),
+            c.tx_dropped
+        );
+    }
+}
+
+fn counters_json(c: &Counters) -> serde_json::Value {
+    let drops: serde_json::Map<String, serde_json::Value> = DropReason::ALL
+        .iter()
+        .map(|r| (r.as_str().to_owned(), c.drop_count(*r).into()))
+        .collect();
+    serde_json::json!({
+        "rx_packets": c.rx_packets,
+        "rx_bytes": c.rx_bytes,
+        "tx_packets": c.tx_packets,
+        "tx_bytes": c.tx_bytes,
+        "tx_dropped": c.tx_dropped,
+        "drops": drops,
+    })
+}
+
+fn mac_string(m: [u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}

@@ -1,0 +1,11 @@
+//! Raw bindings to the system DPDK 22.11, generated at build time by bindgen
+//! from `pkg-config libdpdk`, plus a C shim (`lb_*`) for the static-inline
+//! functions, macros and thread-locals bindgen cannot emit.
+//!
+//! Everything here is `unsafe` to call; the safe layer is
+//! `dataplane::dpdk`. Only the items the dataplane uses are generated.
+
+#![allow(non_upper_case_globals, non_camel_case_types, non_snake_case)]
+#![allow(clippy::all, clippy::undocumented_unsafe_blocks, clippy::ptr_as_ptr)]
+
+include!(concat!(env!("OUT_DIR"), "/bindings.rs"));

@@ -1,0 +1,278 @@
+use std::ptr::NonNull;
+
+use dpdk_sys::rte_mbuf;
+
+/// Packets handled per poll: the usual DPDK burst.
+pub const BURST_SIZE: usize = 32;
+
+/// One owned packet buffer: returned to its pool on drop. Byte access covers
+/// the first segment, which holds every header the dataplane reads (RX
+/// scatter is never enabled, so received packets have one segment).
+pub struct Mbuf {
+    ptr: NonNull<rte_mbuf>,
+}
+
+// SAFETY: an mbuf is exclusively owned; moving it to another thread (as
+// DPDK's rings do) is fine. Not Sync: byte access is not synchronised.
+unsafe impl Send for Mbuf {}
+
+impl Mbuf {
+    /// # Safety
+    /// `ptr` must be a valid mbuf owned by nobody else.
+    pub(crate) unsafe fn from_raw(ptr: NonNull<rte_mbuf>) -> Mbuf {
+        Mbuf { ptr }
+    }
+
+    pub(crate) fn into_raw(self) -> *mut rte_mbuf {
+        let p = self.ptr.as_ptr();
+        std::mem::forget(self);
+        p
+    }
+
+    /// The packet bytes of the first segment.
+    #[inline]
+    pub fn data(&self) -> &[u8] {
+        // SAFETY: we own the mbuf; see `seg_bytes`.
+        unsafe { seg_bytes(self.ptr.as_ptr()) }
+    }
+
+    #[inline]
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        // SAFETY: we own the mbuf exclusively (&mut self); see `seg_bytes_mut`.
+        unsafe { seg_bytes_mut(self.ptr.as_ptr()) }
+    }
+
+    /// Total length over all segments.
+    pub fn pkt_len(&self) -> u32 {
+        // SAFETY: valid owned mbuf.
+        unsafe { dpdk_sys::lb_rte_pktmbuf_pkt_len(self.ptr.as_ptr()) }
+    }
+
+    pub fn segments(&self) -> u16 {
+        // SAFETY: valid owned mbuf.
+        unsafe { dpdk_sys::lb_rte_pktmbuf_nb_segs(self.ptr.as_ptr()) }
+    }
+
+    /// Free room after the data.
+    pub fn tailroom(&self) -> u16 {
+        // SAFETY: valid owned mbuf.
+        unsafe { dpdk_sys::lb_rte_pktmbuf_tailroom(self.ptr.as_ptr()) }
+    }
+
+    /// Append `bytes` at the tail; false (nothing written) without enough tailroom.
+    pub fn extend_from_slice(&mut self, bytes: &[u8]) -> bool {
+        let Ok(n) = u16::try_from(bytes.len()) else {
+            return false;
+        };
+        // SAFETY: valid owned mbuf; append checks the tailroom and returns NULL if short.
+        let dst = unsafe { dpdk_sys::lb_rte_pktmbuf_append(self.ptr.as_ptr(), n) };
+        if dst.is_null() {
+            return false;
+        }
+        // SAFETY: append reserved exactly n writable bytes at dst inside our buffer.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst.cast::<u8>(), bytes.len()) };
+        true
+    }
+
+    /// Remove `n` bytes from the tail; false (unchanged) when shorter than that.
+    pub fn truncate_by(&mut self, n: u16) -> bool {
+        // SAFETY: valid owned mbuf; trim checks the length.
+        unsafe { dpdk_sys::lb_rte_pktmbuf_trim(self.ptr.as_ptr(), n) == 0 }
+    }
+}
+
+impl Drop for Mbuf {
+    fn drop(&mut self) {
+        // SAFETY: we own the mbuf and never use it again.
+        unsafe { dpdk_sys::lb_rte_pktmbuf_free(self.ptr.as_ptr()) }
+    }
+}
+
+impl std::fmt::Debug for Mbuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mbuf")
+            .field("len", &self.data().len())
+            .finish()
+    }
+}
+
+/// # Safety
+/// `m` must be a valid mbuf that the caller may read, kept alive for `'a`.
+#[inline(always)]
+unsafe fn seg_bytes<'a>(m: *mut rte_mbuf) -> &'a [u8] {
+    // SAFETY: mtod points at data_len initialised bytes inside the mbuf's buffer.
+    unsafe {
+        std::slice::from_raw_parts(
+            dpdk_sys::lb_rte_pktmbuf_mtod(m).cast::<u8>(),
+            usize::from(dpdk_sys::lb_rte_pktmbuf_data_len(m)),
+        )
+    }
+}
+
+/// # Safety
+/// `m` must be a valid mbuf owned exclusively by the caller for `'a`, with no
+/// other slice of its data alive.
+#[inline(always)]
+unsafe fn seg_bytes_mut<'a>(m: *mut rte_mbuf) -> &'a mut [u8] {
+    // SAFETY: as in `seg_bytes`, and exclusive by the caller's contract.
+    unsafe {
+        std::slice::from_raw_parts_mut(
+            dpdk_sys::lb_rte_pktmbuf_mtod(m).cast::<u8>(),
+            usize::from(dpdk_sys::lb_rte_pktmbuf_data_len(m)),
+        )
+    }
+}
+
+/// Up to [`BURST_SIZE`] owned packets in a fixed array: what one poll
+/// receives and one transmit sends. No heap; packets still held when the
+/// burst is dropped or cleared are freed in bulk.
+pub struct Burst {
+    pkts: [*mut rte_mbuf; BURST_SIZE],
+    len: usize,
+}
+
+// SAFETY: the burst exclusively owns its mbufs, which may move between threads.
+unsafe impl Send for Burst {}
+
+impl Default for Burst {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Burst {
+    pub const fn new() -> Burst {
+        Burst {
+            pkts: [std::ptr::null_mut(); BURST_SIZE],
+            len: 0,
+        }
+    }
+
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Add a packet; gives it back when the burst is full.
+    pub fn push(&mut self, m: Mbuf) -> Result<(), Mbuf> {
+        if self.len == BURST_SIZE {
+            return Err(m);
+        }
+        self.pkts[self.len] = m.into_raw();
+        self.len += 1;
+        Ok(())
+    }
+
+    /// Take the last packet out.
+    pub fn pop(&mut self) -> Option<Mbuf> {
+        self.len = self.len.checked_sub(1)?;
+        let p = self.pkts[self.len];
+        // SAFETY: entries below the old len are owned, non-null mbufs; this
+        // one leaves the burst, so ownership moves to the returned Mbuf.
+        Some(unsafe { Mbuf::from_raw(NonNull::new_unchecked(p)) })
+    }
+
+    /// Bytes of packet `i`.
+    #[inline]
+    pub fn data(&self, i: usize) -> Option<&[u8]> {
+        // SAFETY: entries below len are owned, valid mbufs, alive while &self is.
+        self.pkts[..self.len]
+            .get(i)
+            .map(|&p| unsafe { seg_bytes(p) })
+    }
+
+    /// Mutable bytes of packet `i`.
+    #[inline]
+    pub fn data_mut(&mut self, i: usize) -> Option<&mut [u8]> {
+        // SAFETY: entries below len are owned, valid mbufs; &mut self makes the slice exclusive.
+        self.pkts[..self.len]
+            .get(i)
+            .map(|&p| unsafe { seg_bytes_mut(p) })
+    }
+
+    /// Prefetch the first cache line of every packet's data, so the headers
+    /// are in cache by the time the burst is processed.
+    #[inline]
+    pub fn prefetch_data(&self) {
+        for &p in &self.pkts[..self.len] {
+            // SAFETY: valid owned mbuf; mtod only computes an address; prefetch cannot fault.
+            unsafe { dpdk_sys::lb_rte_prefetch0(dpdk_sys::lb_rte_pktmbuf_mtod(p)) };
+        }
+    }
+
+    /// Keep the packets for which `keep` returns true (it may rewrite them in
+    /// place), in order; free the others in one bulk call. Returns how many
+    /// were freed.
+    #[inline]
+    pub fn retain_mut(&mut self, mut keep: impl FnMut(&mut [u8]) -> bool) -> usize {
+        let mut dropped = [std::ptr::null_mut(); BURST_SIZE];
+        let mut n_dropped = 0;
+        let mut kept = 0;
+        for i in 0..self.len {
+            let p = self.pkts[i];
+            // SAFETY: owned valid mbuf; the slice does not outlive this iteration.
+            if keep(unsafe { seg_bytes_mut(p) }) {
+                self.pkts[kept] = p;
+                kept += 1;
+            } else {
+                dropped[n_dropped] = p;
+                n_dropped += 1;
+            }
+        }
+        self.len = kept;
+        free_bulk(&mut dropped[..n_dropped]);
+        n_dropped
+    }
+
+    /// Free every packet.
+    pub fn clear(&mut self) {
+        let n = std::mem::take(&mut self.len);
+        free_bulk(&mut self.pkts[..n]);
+    }
+
+    /// The unused tail of the array and the current length, for RX and bulk
+    /// alloc to fill; follow with `set_len`.
+    pub(crate) fn spare_raw(&mut self) -> (&mut [*mut rte_mbuf], usize) {
+        (&mut self.pkts[self.len..], self.len)
+    }
+
+    /// The owned packets, for transmit.
+    pub(crate) fn raw(&mut self) -> &mut [*mut rte_mbuf] {
+        &mut self.pkts[..self.len]
+    }
+
+    /// # Safety
+    /// Entries below `len` must be owned, valid mbufs, and ownership of any
+    /// entry at or above `len` must have passed elsewhere.
+    pub(crate) unsafe fn set_len(&mut self, len: usize) {
+        debug_assert!(len <= BURST_SIZE);
+        self.len = len;
+    }
+
+    /// Drop the first `n` entries from the burst without freeing them
+    /// (their ownership passed to the driver), keeping the rest in order.
+    pub(crate) fn forget_front(&mut self, n: usize) {
+        let n = n.min(self.len);
+        self.pkts.copy_within(n..self.len, 0);
+        self.len -= n;
+    }
+}
+
+impl Drop for Burst {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
+fn free_bulk(pkts: &mut [*mut rte_mbuf]) {
+    if pkts.is_empty() {
+        return;
+    }
+    // SAFETY: every entry is an owned, valid mbuf the caller gives up here.
+    unsafe { dpdk_sys::rte_pktmbuf_free_bulk(pkts.as_mut_ptr(), pkts.len() as u32) }
+}

@@ -1,0 +1,41 @@
+//! The only safe layer over `dpdk-sys`: EAL, lcores, mempool, mbuf and
+//! ethdev port. Every `unsafe` block of the dataplane lives under this
+//! module and says why it is sound; everything above it is safe Rust.
+//!
+//! Ownership rules that make the safe API sound:
+//! - EAL is initialised at most once per process and never torn down, so
+//!   every DPDK object may assume it lives for the rest of the process.
+//! - Mempools are created once and never freed (`&'static Mempool`), so an
+//!   mbuf can never outlive its pool.
+//! - An [`Mbuf`] and the packets in a [`Burst`] are owned: freed on drop,
+//!   handed back to DPDK only by transmit, which consumes them.
+//! - A [`Queue`] is a unique handle to one RX/TX queue pair of a started
+//!   port; it borrows the [`Port`], so the port cannot be stopped under it.
+
+mod eal;
+mod error;
+mod lcore;
+mod mbuf;
+mod mempool;
+mod port;
+
+pub use eal::Eal;
+pub use error::DpdkError;
+pub use lcore::{scope, Scope};
+pub use mbuf::{Burst, Mbuf, BURST_SIZE};
+pub use mempool::Mempool;
+pub use port::{Link, Port, PortConfig, PortStats, Queue, TxOutcome};
+
+/// Prefetch the cache line at `p` into all cache levels. A hint: never faults.
+#[inline(always)]
+pub fn prefetch<T>(p: &T) {
+    // SAFETY: prefetch is a hint that cannot fault and reads nothing; `p` is a valid reference anyway.
+    unsafe { dpdk_sys::lb_rte_prefetch0(std::ptr::from_ref(p).cast()) }
+}
+
+/// The CPU time stamp counter; see [`Eal::tsc_hz`] for its frequency.
+#[inline(always)]
+pub fn rdtsc() -> u64 {
+    // SAFETY: reads the TSC register; no memory is touched.
+    unsafe { dpdk_sys::lb_rte_rdtsc() }
+}

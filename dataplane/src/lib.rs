@@ -1,0 +1,7 @@
+//! The dataplane: everything a worker core does. `dpdk` is the only module
+//! with `unsafe`; the rest is safe Rust over packet bytes.
+
+pub mod dpdk;
+pub mod mac_table;
+pub mod stats;
+pub mod worker;
