@@ -79,7 +79,7 @@ impl<'scope, 'env> Scope<'scope, 'env> {
 extern "C" fn trampoline(arg: *mut c_void) -> c_int {
     // SAFETY: `arg` is the `Box<Job>` leaked by `spawn`, reclaimed only here.
     let job = unsafe { Box::from_raw(arg.cast::<Job<'static>>()) };
-    match catch_unwind(AssertUnwindSafe(move || job())) {
+    match catch_unwind(AssertUnwindSafe(job)) {
         Ok(()) => JOB_OK,
         Err(_) => JOB_PANICKED,
     }

@@ -1,0 +1,2 @@
+//! Shared by the DPDK integration tests of this directory.
+pub mod eal;

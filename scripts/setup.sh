@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Everything the build, the tests and the demo need on a fresh Debian 12
+# machine (as root): Debian packages, then hugepages. Idempotent: a second run
+# installs nothing and reserves nothing new.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Build: DPDK 22.11 and its pkg-config file, libclang for bindgen, a C
+# compiler for the shim, protoc for the gRPC crate. Tests and demo: tcpdump,
+# python3, iproute2, ethtool.
+PACKAGES=(
+    libdpdk-dev dpdk pkg-config libclang-dev clang protobuf-compiler build-essential
+    libpcap-dev tcpdump python3 iproute2 ethtool
+)
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@";
+    elif command -v sudo >/dev/null; then sudo "$@";
+    else echo "setup: need root for: $*" >&2; exit 1; fi
+}
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing ${missing[*]}"
+    as_root apt-get update -q
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+else
+    echo "setup: Debian packages present"
+fi
+
+command -v cargo >/dev/null || { echo "setup: cargo not found: install Rust (rustup) first" >&2; exit 1; }
+
+as_root hugepages/hugepages.sh "${HUGEPAGES:-1024}"
