@@ -3,5 +3,6 @@
 
 pub mod dpdk;
 pub mod mac_table;
+pub mod packet;
 pub mod stats;
 pub mod worker;

@@ -1,0 +1,68 @@
+//! The internet checksum (RFC 1071).
+
+/// One's-complement sum of `data` as big-endian 16-bit words (odd tail padded
+/// with zero), added to `initial`, not yet folded.
+#[inline]
+pub fn sum(data: &[u8], initial: u32) -> u32 {
+    let mut acc = u64::from(initial);
+    let mut chunks = data.chunks_exact(2);
+    for c in &mut chunks {
+        acc += u64::from(u16::from_be_bytes([c[0], c[1]]));
+    }
+    if let [last] = chunks.remainder() {
+        acc += u64::from(u16::from_be_bytes([*last, 0]));
+    }
+    while acc >> 32 != 0 {
+        acc = (acc & 0xffff_ffff) + (acc >> 32);
+    }
+    acc as u32
+}
+
+/// Fold a sum to 16 bits and complement it: the checksum field value.
+#[inline]
+pub fn finish(mut s: u32) -> u16 {
+    while s >> 16 != 0 {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    !(s as u16)
+}
+
+/// Checksum of `data`.
+pub fn checksum(data: &[u8]) -> u16 {
+    finish(sum(data, 0))
+}
+
+/// The IPv6 pseudo-header's contribution (RFC 8200 section 8.1).
+pub fn ipv6_pseudo(src: &[u8; 16], dst: &[u8; 16], len: u32, next_header: u8) -> u32 {
+    let s = sum(src, 0);
+    let s = sum(dst, s);
+    let s = sum(&len.to_be_bytes(), s);
+    sum(&[0, 0, 0, next_header], s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc1071_example() {
+        // RFC 1071 section 3: words 0001 f203 f4f5 f6f7 sum to 0xddf2 (folded).
+        let d = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
+        assert_eq!(finish(sum(&d, 0)), !0xddf2);
+    }
+
+    #[test]
+    fn a_valid_header_sums_to_zero() {
+        let mut h = [
+            0x45, 0, 0, 0x28, 0x12, 0x34, 0x40, 0, 64, 6, 0, 0, 203, 0, 113, 7, 198, 51, 100, 10,
+        ];
+        let c = checksum(&h);
+        h[10..12].copy_from_slice(&c.to_be_bytes());
+        assert_eq!(checksum(&h), 0);
+    }
+
+    #[test]
+    fn odd_length_pads_with_zero() {
+        assert_eq!(checksum(&[0xab]), checksum(&[0xab, 0x00]));
+    }
+}
