@@ -3,6 +3,7 @@
 
 pub mod dpdk;
 pub mod mac_table;
+pub mod maglev;
 pub mod packet;
 pub mod stats;
 pub mod worker;
