@@ -2,6 +2,7 @@
 //! with `unsafe`; the rest is safe Rust over packet bytes.
 
 pub mod dpdk;
+pub mod flow;
 pub mod mac_table;
 pub mod maglev;
 pub mod packet;

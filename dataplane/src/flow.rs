@@ -1,0 +1,720 @@
+//! The per-worker flow table: 5-tuple -> (VIP, backend), so a flow stays on
+//! its backend for its whole life. One table per worker (RSS keeps a flow on
+//! one worker): no sharing, no locks.
+//!
+//! Layout: a fixed array of 64-byte entries (one cache line each), in
+//! buckets of [`WAYS`]; a flow lives in the bucket its hash selects, so a
+//! lookup touches at most four adjacent lines, which the worker prefetches
+//! for a whole burst before looking up. Memory: 64 bytes per entry,
+//! allocated once at start (1M entries = 64 MiB); nothing is allocated after.
+//!
+//! Time is passed in (`now`, in seconds from any fixed origin); the table
+//! has no clock. Idle timeouts depend on the flow's state.
+//!
+//! **Flood policy.** Every new entry starts *unconfirmed* ([`FlowState::New`]);
+//! it is confirmed by the flow's next packet (TCP: the handshake's ACK;
+//! UDP: a second datagram). When a bucket is full, a new entry may take, in
+//! order: a free or expired slot; the least recently used unconfirmed or
+//! closing entry; the least recently used confirmed entry that has been idle
+//! for at least [`FlowConfig::evict_idle_min`]. Otherwise it is rejected and
+//! counted, and the packet is still forwarded by Maglev (stateless, same
+//! answer while the backend set is unchanged). A flood of spoofed SYNs,
+//! ACKs or UDP datagrams never sends a second packet on a tuple, so its
+//! entries stay unconfirmed: it can only displace its own entries and
+//! streams idle for longer than `evict_idle_min`, never an active stream.
+
+use crate::packet::l4::{FIN, RST, SYN};
+
+/// Entries per bucket.
+pub const WAYS: usize = 4;
+
+/// A flow's 5-tuple. IPv4 addresses are stored IPv4-mapped in 16 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct FlowKey {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub proto: u8,
+}
+
+impl FlowKey {
+    pub fn v4(src: [u8; 4], dst: [u8; 4], src_port: u16, dst_port: u16, proto: u8) -> FlowKey {
+        FlowKey {
+            src: mapped(src),
+            dst: mapped(dst),
+            src_port,
+            dst_port,
+            proto,
+        }
+    }
+}
+
+/// `::ffff:a.b.c.d`
+#[inline]
+pub fn mapped(a: [u8; 4]) -> [u8; 16] {
+    [
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3],
+    ]
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum FlowState {
+    Free = 0,
+    /// One packet seen; not yet confirmed by a second.
+    New,
+    /// TCP, confirmed.
+    Established,
+    /// TCP, FIN or RST seen.
+    Closing,
+    /// UDP, confirmed.
+    Udp,
+}
+
+impl FlowState {
+    fn confirmed(self) -> bool {
+        matches!(self, FlowState::Established | FlowState::Udp)
+    }
+}
+
+/// Idle timeouts (seconds) and the eviction threshold. The defaults follow
+/// IPVS, with a short timeout for unconfirmed flows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowConfig {
+    pub new_timeout: u32,
+    pub established_timeout: u32,
+    pub closing_timeout: u32,
+    pub udp_timeout: u32,
+    /// A confirmed flow idle at least this long may be evicted for a new one.
+    pub evict_idle_min: u32,
+}
+
+impl Default for FlowConfig {
+    fn default() -> Self {
+        FlowConfig {
+            new_timeout: 30,
+            established_timeout: 900,
+            closing_timeout: 60,
+            udp_timeout: 300,
+            evict_idle_min: 30,
+        }
+    }
+}
+
+impl FlowConfig {
+    fn timeout(&self, s: FlowState) -> u32 {
+        match s {
+            FlowState::Free => 0,
+            FlowState::New => self.new_timeout,
+            FlowState::Established => self.established_timeout,
+            FlowState::Closing => self.closing_timeout,
+            FlowState::Udp => self.udp_timeout,
+        }
+    }
+}
+
+/// One flow: exactly one cache line.
+#[derive(Debug, Clone, Copy)]
+#[repr(C, align(64))]
+pub struct Entry {
+    key: FlowKey,
+    state: FlowState,
+    vip: u32,
+    backend: u32,
+    last_seen: u32,
+}
+
+const _: () = assert!(std::mem::size_of::<Entry>() == 64);
+
+const FREE: Entry = Entry {
+    key: FlowKey {
+        src: [0; 16],
+        dst: [0; 16],
+        src_port: 0,
+        dst_port: 0,
+        proto: 0,
+    },
+    state: FlowState::Free,
+    vip: 0,
+    backend: 0,
+    last_seen: 0,
+};
+
+impl Entry {
+    #[inline]
+    pub fn key(&self) -> &FlowKey {
+        &self.key
+    }
+
+    #[inline]
+    pub fn vip(&self) -> u32 {
+        self.vip
+    }
+
+    #[inline]
+    pub fn backend(&self) -> u32 {
+        self.backend
+    }
+
+    #[inline]
+    pub fn state(&self) -> FlowState {
+        self.state
+    }
+
+    /// Re-pin the flow (its backend went down or away).
+    #[inline]
+    pub fn set_backend(&mut self, backend: u32) {
+        self.backend = backend;
+    }
+
+    /// A packet of this flow was seen: refresh it and move its state.
+    /// `tcp_flags` is `None` for UDP.
+    #[inline]
+    pub fn observe(&mut self, tcp_flags: Option<u8>, now: u32) {
+        self.last_seen = now;
+        self.state = match (self.state, tcp_flags) {
+            (_, Some(f)) if f & (FIN | RST) != 0 => FlowState::Closing,
+            (FlowState::Closing, Some(f)) if f & SYN != 0 => FlowState::New,
+            (FlowState::New | FlowState::Established, Some(f)) if f & SYN == 0 => {
+                FlowState::Established
+            }
+            (FlowState::New | FlowState::Udp, None) => FlowState::Udp,
+            (s, _) => s,
+        };
+    }
+
+    fn expired(&self, now: u32, cfg: &FlowConfig) -> bool {
+        now.wrapping_sub(self.last_seen) >= cfg.timeout(self.state)
+    }
+
+    fn idle(&self, now: u32) -> u32 {
+        now.wrapping_sub(self.last_seen)
+    }
+}
+
+/// What an insert did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Insert {
+    /// Into a free or expired slot.
+    Inserted,
+    /// The key was there: its backend and VIP were replaced.
+    Updated,
+    /// The least recently used eligible entry was evicted.
+    Evicted { confirmed: bool },
+    /// No eligible slot: the flow is forwarded without an entry.
+    Rejected,
+}
+
+/// Counters, published by the worker.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlowStats {
+    pub hits: u64,
+    pub misses: u64,
+    pub inserts: u64,
+    pub evicted_unconfirmed: u64,
+    pub evicted_confirmed: u64,
+    pub rejected: u64,
+    pub expired: u64,
+    pub active: u64,
+}
+
+pub struct FlowTable {
+    entries: Box<[Entry]>,
+    bucket_mask: usize,
+    config: FlowConfig,
+    cursor: usize,
+    stats: FlowStats,
+}
+
+impl FlowTable {
+    /// A table for at least `capacity` flows (rounded up to a power of two
+    /// of buckets), allocated now.
+    pub fn new(capacity: usize, config: FlowConfig) -> FlowTable {
+        let buckets = capacity.div_ceil(WAYS).max(1).next_power_of_two();
+        FlowTable {
+            entries: vec![FREE; buckets * WAYS].into_boxed_slice(),
+            bucket_mask: buckets - 1,
+            config,
+            cursor: 0,
+            stats: FlowStats::default(),
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn config(&self) -> &FlowConfig {
+        &self.config
+    }
+
+    pub fn stats(&self) -> FlowStats {
+        self.stats
+    }
+
+    #[inline]
+    fn bucket(&self, hash: u64) -> usize {
+        (hash as usize & self.bucket_mask) * WAYS
+    }
+
+    /// The first line of the bucket `hash` selects, for the worker to prefetch.
+    #[inline]
+    pub fn prefetch_target(&self, hash: u64) -> &Entry {
+        &self.entries[self.bucket(hash)]
+    }
+
+    /// The live entry for `key`; an expired one is freed and reported as a miss.
+    #[inline]
+    pub fn lookup(&mut self, key: &FlowKey, hash: u64, now: u32) -> Option<&mut Entry> {
+        let b = self.bucket(hash);
+        let mut found = None;
+        for i in b..b + WAYS {
+            let e = &self.entries[i];
+            if e.state != FlowState::Free && e.key == *key {
+                found = Some(i);
+                break;
+            }
+        }
+        let Some(i) = found else {
+            self.stats.misses += 1;
+            return None;
+        };
+        if self.entries[i].expired(now, &self.config) {
+            self.free(i);
+            self.stats.expired += 1;
+            self.stats.misses += 1;
+            return None;
+        }
+        self.stats.hits += 1;
+        Some(&mut self.entries[i])
+    }
+
+    /// Pin `key` to (`vip`, `backend`) as a new, unconfirmed flow, following
+    /// the flood policy in the module doc.
+    pub fn insert(&mut self, key: &FlowKey, hash: u64, vip: u32, backend: u32, now: u32) -> Insert {
+        let b = self.bucket(hash);
+        let cfg = self.config;
+        let mut free = None;
+        let mut lru_unconfirmed: Option<usize> = None;
+        let mut lru_confirmed: Option<usize> = None;
+        for i in b..b + WAYS {
+            let e = &self.entries[i];
+            if e.state == FlowState::Free || e.expired(now, &cfg) {
+                free = free.or(Some(i));
+                continue;
+            }
+            if e.key == *key {
+                let e = &mut self.entries[i];
+                e.vip = vip;
+                e.backend = backend;
+                e.last_seen = now;
+                return Insert::Updated;
+            }
+            let slot = if e.state.confirmed() {
+                &mut lru_confirmed
+            } else {
+                &mut lru_unconfirmed
+            };
+            if slot.is_none_or(|j| self.entries[j].idle(now) < e.idle(now)) {
+                *slot = Some(i);
+            }
+        }
+        let (at, result) = if let Some(i) = free {
+            if self.entries[i].state != FlowState::Free {
+                self.free(i);
+                self.stats.expired += 1;
+            }
+            (i, Insert::Inserted)
+        } else if let Some(i) = lru_unconfirmed {
+            self.stats.evicted_unconfirmed += 1;
+            self.free(i);
+            (i, Insert::Evicted { confirmed: false })
+        } else if let Some(i) =
+            lru_confirmed.filter(|&i| self.entries[i].idle(now) >= cfg.evict_idle_min)
+        {
+            self.stats.evicted_confirmed += 1;
+            self.free(i);
+            (i, Insert::Evicted { confirmed: true })
+        } else {
+            self.stats.rejected += 1;
+            return Insert::Rejected;
+        };
+        self.entries[at] = Entry {
+            key: *key,
+            state: FlowState::New,
+            vip,
+            backend,
+            last_seen: now,
+        };
+        self.stats.inserts += 1;
+        self.stats.active += 1;
+        result
+    }
+
+    pub fn remove(&mut self, key: &FlowKey, hash: u64) -> bool {
+        let b = self.bucket(hash);
+        for i in b..b + WAYS {
+            if self.entries[i].state != FlowState::Free && self.entries[i].key == *key {
+                self.free(i);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Free expired entries in the next `budget` buckets (wrapping), so the
+    /// worker can sweep a little every poll without stalling. Returns how
+    /// many were freed.
+    pub fn expire(&mut self, now: u32, budget: usize) -> usize {
+        let buckets = self.bucket_mask + 1;
+        let cfg = self.config;
+        let mut freed = 0;
+        for _ in 0..budget.min(buckets) {
+            let b = self.cursor * WAYS;
+            for i in b..b + WAYS {
+                if self.entries[i].state != FlowState::Free && self.entries[i].expired(now, &cfg) {
+                    self.free(i);
+                    freed += 1;
+                }
+            }
+            self.cursor = (self.cursor + 1) & self.bucket_mask;
+        }
+        self.stats.expired += freed as u64;
+        freed
+    }
+
+    fn free(&mut self, i: usize) {
+        self.entries[i].state = FlowState::Free;
+        self.stats.active -= 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::maglev::mix64;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    const TCP: u8 = 6;
+    const UDP: u8 = 17;
+
+    fn key(i: u32, proto: u8) -> FlowKey {
+        FlowKey::v4(
+            [203, 0, (i >> 8) as u8, i as u8],
+            [198, 51, 100, 10],
+            10_000 + (i % 50_000) as u16,
+            443,
+            proto,
+        )
+    }
+
+    fn h(k: &FlowKey) -> u64 {
+        let mut x = 0u64;
+        for c in k.src.chunks(8).chain(k.dst.chunks(8)) {
+            x = mix64(x ^ u64::from_le_bytes(c.try_into().unwrap()));
+        }
+        mix64(x ^ (u64::from(k.src_port) << 24 | u64::from(k.dst_port) << 8 | u64::from(k.proto)))
+    }
+
+    #[test]
+    fn entry_is_one_cache_line() {
+        assert_eq!(std::mem::size_of::<Entry>(), 64);
+        assert_eq!(std::mem::align_of::<Entry>(), 64);
+    }
+
+    #[test]
+    fn insert_lookup_remove_v4_and_v6() {
+        let mut t = FlowTable::new(1024, FlowConfig::default());
+        let k4 = key(1, TCP);
+        let k6 = FlowKey {
+            src: [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7],
+            dst: [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10],
+            src_port: 40000,
+            dst_port: 443,
+            proto: UDP,
+        };
+        assert_eq!(t.insert(&k4, h(&k4), 0, 7, 100), Insert::Inserted);
+        assert_eq!(t.insert(&k6, h(&k6), 1, 9, 100), Insert::Inserted);
+        assert_eq!(
+            t.lookup(&k4, h(&k4), 101).map(|e| (e.vip(), e.backend())),
+            Some((0, 7))
+        );
+        assert_eq!(
+            t.lookup(&k6, h(&k6), 101).map(|e| (e.vip(), e.backend())),
+            Some((1, 9))
+        );
+        assert_eq!(t.insert(&k4, h(&k4), 0, 8, 102), Insert::Updated);
+        assert_eq!(t.lookup(&k4, h(&k4), 102).unwrap().backend(), 8);
+        assert!(t.remove(&k4, h(&k4)));
+        assert!(!t.remove(&k4, h(&k4)));
+        assert!(t.lookup(&k4, h(&k4), 103).is_none());
+        assert_eq!(t.stats().active, 1);
+    }
+
+    #[test]
+    fn state_transitions() {
+        let mut e = Entry {
+            state: FlowState::New,
+            ..FREE
+        };
+        e.observe(Some(0x10), 1); // ACK completes the handshake
+        assert_eq!(e.state(), FlowState::Established);
+        e.observe(Some(0x18), 2);
+        assert_eq!(e.state(), FlowState::Established);
+        e.observe(Some(FIN | 0x10), 3);
+        assert_eq!(e.state(), FlowState::Closing);
+        e.observe(Some(SYN), 4); // port reused for a new connection
+        assert_eq!(e.state(), FlowState::New);
+        e.observe(Some(RST), 5);
+        assert_eq!(e.state(), FlowState::Closing);
+        let mut u = Entry {
+            state: FlowState::New,
+            ..FREE
+        };
+        u.observe(None, 1);
+        assert_eq!(u.state(), FlowState::Udp);
+        let mut s = Entry {
+            state: FlowState::New,
+            ..FREE
+        };
+        s.observe(Some(SYN), 1); // retransmitted SYN does not confirm
+        assert_eq!(s.state(), FlowState::New);
+    }
+
+    #[test]
+    fn idle_timeouts_per_state() {
+        let cfg = FlowConfig::default();
+        let mut t = FlowTable::new(64, cfg);
+        let (syn, est, udp) = (key(1, TCP), key(2, TCP), key(3, UDP));
+        for k in [&syn, &est, &udp] {
+            t.insert(k, h(k), 0, 1, 1000);
+        }
+        t.lookup(&est, h(&est), 1000)
+            .unwrap()
+            .observe(Some(0x10), 1000);
+        t.lookup(&udp, h(&udp), 1000).unwrap().observe(None, 1000);
+        let at = 1000 + cfg.new_timeout;
+        assert!(
+            t.lookup(&syn, h(&syn), at).is_none(),
+            "unconfirmed flow expires after new_timeout"
+        );
+        assert!(t.lookup(&est, h(&est), at).is_some());
+        let at = 1000 + cfg.udp_timeout;
+        assert!(t.lookup(&udp, h(&udp), at).is_none());
+        assert!(
+            t.lookup(&est, h(&est), at - 1).is_some(),
+            "refreshed at {}",
+            at - 1
+        );
+        assert!(t
+            .lookup(&est, h(&est), at - 1 + cfg.established_timeout)
+            .is_none());
+        assert_eq!(t.stats().active, 0);
+    }
+
+    #[test]
+    fn time_wraps() {
+        let mut t = FlowTable::new(64, FlowConfig::default());
+        let k = key(1, UDP);
+        t.insert(&k, h(&k), 0, 1, u32::MAX - 5);
+        assert!(
+            t.lookup(&k, h(&k), 10).is_some(),
+            "16 s across the wrap is not 900 s"
+        );
+    }
+
+    /// Every key of `keys` that lands in the same bucket as the first.
+    fn same_bucket(t: &FlowTable, n: usize, proto: u8) -> Vec<FlowKey> {
+        let first = key(0, proto);
+        let b = t.bucket(h(&first));
+        (0..200_000)
+            .map(|i| key(i, proto))
+            .filter(|k| t.bucket(h(k)) == b)
+            .take(n)
+            .collect()
+    }
+
+    #[test]
+    fn full_bucket_evicts_lru_unconfirmed() {
+        let mut t = FlowTable::new(64, FlowConfig::default());
+        let ks = same_bucket(&t, WAYS + 1, TCP);
+        for (i, k) in ks[..WAYS].iter().enumerate() {
+            assert_eq!(t.insert(k, h(k), 0, 1, 10 + i as u32), Insert::Inserted);
+        }
+        let newest = &ks[WAYS];
+        assert_eq!(
+            t.insert(newest, h(newest), 0, 1, 20),
+            Insert::Evicted { confirmed: false }
+        );
+        assert!(
+            t.lookup(&ks[0], h(&ks[0]), 20).is_none(),
+            "the least recently used went"
+        );
+        for k in &ks[1..] {
+            assert!(t.lookup(k, h(k), 20).is_some());
+        }
+        assert_eq!(t.capacity(), 64);
+    }
+
+    #[test]
+    fn flood_never_evicts_active_streams() {
+        let cfg = FlowConfig::default();
+        let mut t = FlowTable::new(4096, cfg);
+        // Fill the table with confirmed streams, all active.
+        let mut streams = Vec::new();
+        for i in 0..200_000u32 {
+            let k = key(i, TCP);
+            if t.insert(&k, h(&k), 0, 1, 0) == Insert::Inserted {
+                t.lookup(&k, h(&k), 0).unwrap().observe(Some(0x10), 0);
+                streams.push(k);
+            }
+            if streams.len() == t.capacity() {
+                break;
+            }
+        }
+        assert_eq!(streams.len(), t.capacity());
+        // Ten times the capacity of spoofed SYNs, within the streams' active period.
+        let mut rejected = 0;
+        for i in 0..10 * t.capacity() as u32 {
+            let k = FlowKey::v4(
+                [192, 0, 2, (i % 250) as u8],
+                [198, 51, 100, 10],
+                (i / 250) as u16,
+                443,
+                TCP,
+            );
+            match t.insert(&k, h(&k), 0, 2, 5) {
+                Insert::Rejected => rejected += 1,
+                other => panic!("flood entry took {other:?}"),
+            }
+        }
+        assert_eq!(rejected, 10 * t.capacity());
+        for k in &streams {
+            assert_eq!(
+                t.lookup(k, h(k), 10).map(|e| e.backend()),
+                Some(1),
+                "stream survived"
+            );
+        }
+        // Streams idle past evict_idle_min may give way to new flows.
+        let late = FlowKey::v4([192, 0, 2, 1], [198, 51, 100, 10], 1, 443, TCP);
+        assert_eq!(
+            t.insert(&late, h(&late), 0, 2, 10 + cfg.evict_idle_min),
+            Insert::Evicted { confirmed: true }
+        );
+        assert_eq!(t.stats().evicted_confirmed, 1);
+    }
+
+    #[test]
+    fn flood_entries_displace_each_other_not_streams() {
+        let mut t = FlowTable::new(64, FlowConfig::default());
+        let ks = same_bucket(&t, WAYS + 10, UDP);
+        // Two confirmed UDP streams, then a flood into the same bucket.
+        for k in &ks[..2] {
+            t.insert(k, h(k), 0, 1, 0);
+            t.lookup(k, h(k), 0).unwrap().observe(None, 0);
+        }
+        for (i, k) in ks[2..].iter().enumerate() {
+            let r = t.insert(k, h(k), 0, 2, 1 + i as u32);
+            assert!(
+                matches!(r, Insert::Inserted | Insert::Evicted { confirmed: false }),
+                "{r:?}"
+            );
+        }
+        for k in &ks[..2] {
+            assert!(t.lookup(k, h(k), 20).is_some());
+        }
+    }
+
+    #[test]
+    fn sweep_respects_its_budget() {
+        let cfg = FlowConfig::default();
+        let mut t = FlowTable::new(1024, cfg);
+        for i in 0..500 {
+            let k = key(i, UDP);
+            t.insert(&k, h(&k), 0, 1, 0);
+        }
+        let active = t.stats().active as usize;
+        let late = cfg.new_timeout;
+        let mut freed = 0;
+        let buckets = t.capacity() / WAYS;
+        for _ in 0..buckets / 16 {
+            let n = t.expire(late, 16);
+            assert!(
+                n <= 16 * WAYS,
+                "one call frees at most its budget's buckets"
+            );
+            freed += n;
+        }
+        assert_eq!(
+            freed, active,
+            "one full round of the cursor frees every expired entry"
+        );
+        assert_eq!(t.stats().active, 0);
+    }
+
+    proptest! {
+        /// At a low load factor (no eviction), the table behaves like a map.
+        #[test]
+        fn matches_a_hashmap(ops in proptest::collection::vec((0u8..3, 0u32..64, 0u32..4), 1..300)) {
+            let mut t = FlowTable::new(4096, FlowConfig::default());
+            let mut model: HashMap<FlowKey, u32> = HashMap::new();
+            for (op, i, b) in ops {
+                let k = key(i, TCP);
+                match op {
+                    0 => {
+                        let r = t.insert(&k, h(&k), 0, b, 1);
+                        let was = model.insert(k, b);
+                        prop_assert_eq!(r, if was.is_some() { Insert::Updated } else { Insert::Inserted });
+                    }
+                    1 => {
+                        prop_assert_eq!(t.lookup(&k, h(&k), 1).map(|e| e.backend()), model.get(&k).copied());
+                    }
+                    _ => {
+                        prop_assert_eq!(t.remove(&k, h(&k)), model.remove(&k).is_some());
+                    }
+                }
+                prop_assert_eq!(t.stats().active as usize, model.len());
+            }
+        }
+    }
+
+    /// `cargo test --release -p dataplane flow_table_timing -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn flow_table_timing() {
+        let n = 1 << 20;
+        let start = std::time::Instant::now();
+        let mut t = FlowTable::new(n, FlowConfig::default());
+        println!(
+            "1M-entry table: {} MiB, built in {:?}",
+            t.capacity() * 64 >> 20,
+            start.elapsed()
+        );
+        let keys: Vec<(FlowKey, u64)> = (0..n as u32 / 2)
+            .map(|i| {
+                let k = FlowKey::v4(i.to_be_bytes(), [198, 51, 100, 10], 40000, 443, TCP);
+                (k, h(&k))
+            })
+            .collect();
+        let start = std::time::Instant::now();
+        for (k, hh) in &keys {
+            t.insert(k, *hh, 0, 1, 0);
+        }
+        println!(
+            "insert: {:.1} ns",
+            start.elapsed().as_nanos() as f64 / keys.len() as f64
+        );
+        let start = std::time::Instant::now();
+        let mut hits = 0;
+        for (k, hh) in &keys {
+            hits += t.lookup(k, *hh, 1).is_some() as usize;
+        }
+        println!(
+            "lookup hit: {:.1} ns ({hits} hits)",
+            start.elapsed().as_nanos() as f64 / keys.len() as f64
+        );
+    }
+}
