@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Write the demo's input pcap: TCP SYNs from clients to a VIP, addressed to
-the load balancer's MAC, plus a few frames for an unknown MAC that the
-forwarder must drop. Standard library only."""
+the load balancer's MAC, plus a few frames for another MAC (seen on a shared
+segment) that the load balancer must drop. Standard library only."""
 import struct
 import sys
 
@@ -36,7 +36,7 @@ def main():
     for i in range(n):
         client = bytes([203, 0, 113, 1 + i % 200])
         frames.append(syn(lb_mac, client_mac, client, vip, 10000 + i, 443))
-    for i in range(n // 10):  # not for us: dropped as no_route
+    for i in range(n // 10):  # not for us: dropped as not_for_us
         frames.append(syn(mac("02:00:00:00:00:99"), client_mac, bytes([203, 0, 113, 250]), vip, 20000 + i, 443))
     with open(out, "wb") as f:
         f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))

@@ -13,9 +13,12 @@ pub struct Options {
     /// The DPDK port to serve: a device name (net_pcap0, 0000:01:00.0) or a port number.
     #[arg(long)]
     pub port: String,
-    /// Static next hop: frames to Ethernet destination DST are sent to NEXT (DST=NEXT, MACs as aa:bb:cc:dd:ee:ff). Repeatable.
-    #[arg(long = "route", value_name = "DST=NEXT", value_parser = parse_route)]
-    pub routes: Vec<([u8; 6], [u8; 6])>,
+    /// The configuration file: VIPs and backends (see control/lb.example.toml). Without it, no VIP is served.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
+    /// Flow-table entries per worker (64 bytes each, allocated at start).
+    #[arg(long, default_value_t = 1 << 20)]
+    pub flows: usize,
     /// Mbufs in the packet pool.
     #[arg(long, default_value_t = 8191)]
     pub mbufs: u32,
@@ -58,31 +61,6 @@ pub fn parse(argv: &[String]) -> Result<(Vec<String>, Options)> {
     Ok((eal.to_vec(), opts))
 }
 
-fn parse_route(s: &str) -> Result<([u8; 6], [u8; 6]), String> {
-    let (dst, next) = s
-        .split_once('=')
-        .ok_or_else(|| format!("route {s:?}: expected DST=NEXT"))?;
-    Ok((parse_mac(dst)?, parse_mac(next)?))
-}
-
-pub fn parse_mac(s: &str) -> Result<[u8; 6], String> {
-    let mut out = [0u8; 6];
-    let mut parts = s.split(':');
-    for b in &mut out {
-        let p = parts
-            .next()
-            .ok_or_else(|| format!("MAC {s:?}: expected six hex bytes separated by ':'"))?;
-        if p.len() != 2 {
-            return Err(format!("MAC {s:?}: byte {p:?} is not two hex digits"));
-        }
-        *b = u8::from_str_radix(p, 16).map_err(|_| format!("MAC {s:?}: byte {p:?} is not hex"))?;
-    }
-    if parts.next().is_some() {
-        return Err(format!("MAC {s:?}: more than six bytes"));
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,41 +78,24 @@ mod tests {
             "--",
             "--port",
             "net_pcap0",
-            "--route",
-            "02:00:00:00:00:aa=02:00:00:00:00:bb",
+            "--config",
+            "lb.toml",
+            "--flows",
+            "1000",
         ]))
         .unwrap();
         assert_eq!(eal, v(&["-l", "0,1", "--no-pci"]));
         assert_eq!(o.port, "net_pcap0");
-        assert_eq!(
-            o.routes,
-            vec![([2, 0, 0, 0, 0, 0xaa], [2, 0, 0, 0, 0, 0xbb])]
-        );
+        assert_eq!(o.config.as_deref(), Some(std::path::Path::new("lb.toml")));
+        assert_eq!(o.flows, 1000);
     }
 
     #[test]
-    fn bad_mac_names_the_problem() {
-        let e = parse(&v(&[
-            "--",
-            "--port",
-            "p",
-            "--route",
-            "02:00:00:00:00=02:00:00:00:00:bb",
-        ]))
-        .unwrap_err();
-        assert!(format!("{e:#}").contains("expected six hex bytes"), "{e:#}");
-        let e = parse(&v(&[
-            "--",
-            "--port",
-            "p",
-            "--route",
-            "02:00:00:00:00:zz=02:00:00:00:00:bb",
-        ]))
-        .unwrap_err();
-        assert!(format!("{e:#}").contains("not hex"), "{e:#}");
-        assert!(parse_mac("02:00:00:00:00:00:01").is_err());
+    fn bad_options_name_the_problem() {
+        let e = parse(&v(&["--", "--port", "p", "--flows", "many"])).unwrap_err();
+        assert!(format!("{e:#}").contains("--flows"), "{e:#}");
         assert!(
-            parse(&v(&["--", "--route", "a=b"])).is_err(),
+            parse(&v(&["--", "--config", "x"])).is_err(),
             "port is required"
         );
     }

@@ -1,10 +1,12 @@
 //! `lbd`, the load balancer daemon: `lbd [EAL options] -- [lbd options]`.
 //!
-//! Today it starts EAL, one worker per worker lcore, each on its own RX/TX
-//! queue pair of one port, forwarding by a fixed MAC table. The gRPC control
-//! plane, health checks and the VIP decision come with later issues.
+//! It starts EAL, one worker per worker lcore, each on its own RX/TX queue
+//! pair of one port with its own flow table, and publishes the forwarding
+//! snapshot built from `--config`. The gRPC control plane, health checks and
+//! neighbour resolution come with later issues.
 
 mod args;
+mod config;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -12,12 +14,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use dataplane::dpdk::{self, Eal, Mempool, Port, PortConfig};
-use dataplane::mac_table::MacTable;
+use dataplane::flow::{FlowConfig, FlowTable};
+use dataplane::packet::MacAddr;
+use dataplane::snapshot::{Publisher, Snapshot};
 use dataplane::stats::{Counters, DropReason, WorkerStats};
 use dataplane::worker::Worker;
 use tracing::info;
 
 use crate::args::Options;
+use crate::config::Config;
 
 fn main() {
     tracing_subscriber::fmt()
@@ -36,6 +41,10 @@ fn main() {
 fn run() -> Result<()> {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let (eal_args, opts) = args::parse(&argv)?;
+    let config = match &opts.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
 
     let eal = Eal::init(&eal_args).context("starting EAL")?;
     let lcores = eal.worker_lcores();
@@ -45,41 +54,42 @@ fn run() -> Result<()> {
     let queues = u16::try_from(lcores.len()).context("too many worker lcores")?;
     let pool = Mempool::create(eal, "lbd_mbufs", opts.mbufs, 256, None)
         .context("creating the mbuf pool")?;
-    let mut port = Port::open(
-        eal,
-        &opts.port,
-        &PortConfig {
-            queues,
-            rx_desc: opts.rx_desc,
-            tx_desc: opts.tx_desc,
-            mtu: None,
-            promiscuous: true,
-        },
-        pool,
-    )
-    .with_context(|| format!("configuring port {}", opts.port))?;
+    let port_config = PortConfig {
+        queues,
+        rx_desc: opts.rx_desc,
+        tx_desc: opts.tx_desc,
+        mtu: None,
+        promiscuous: true,
+    };
+    let mut port = Port::open(eal, &opts.port, &port_config, pool)
+        .with_context(|| format!("configuring port {}", opts.port))?;
+    let mac = MacAddr(port.mac());
+    let spec = config.to_spec(1, mac)?;
+    let snapshot = Snapshot::build(&spec).context("configuration")?;
+    let mut publisher = Publisher::new(snapshot);
     port.start()
         .with_context(|| format!("starting port {}", opts.port))?;
-    let port_mac = port.mac();
-    info!(port = opts.port, mac = %mac_string(port_mac), workers = lcores.len(), routes = opts.routes.len(), "forwarding");
+    info!(port = opts.port, %mac, workers = lcores.len(), vips = spec.vips.len(), flows_per_worker = opts.flows, "forwarding");
 
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop))
             .context("installing signal handlers")?;
     }
-    let table = MacTable::new(opts.routes.iter().copied());
     let stats: Vec<WorkerStats> = lcores.iter().map(|_| WorkerStats::default()).collect();
+    let tsc_hz = eal.tsc_hz();
 
     dpdk::scope(eal, |s| -> Result<()> {
         for (i, (&lcore, st)) in lcores.iter().zip(&stats).enumerate() {
             let queue = port.queue(i as u16)?;
-            let (table, stop) = (&table, &*stop);
+            let reader = publisher.reader();
+            let flows = FlowTable::new(opts.flows, FlowConfig::default());
+            let stop = &*stop;
             s.spawn(lcore, move || {
-                Worker::new(queue, table, port_mac, st).run(stop)
+                Worker::new(queue, reader, flows, st, tsc_hz).run(stop)
             })?;
         }
-        monitor(&opts, &stats, &stop);
+        monitor(&opts, &stats, &stop, &mut publisher);
         Ok(())
     })
     .context("running workers")?
@@ -88,7 +98,7 @@ fn run() -> Result<()> {
     let per_worker: Vec<Counters> = stats.iter().map(WorkerStats::read).collect();
     let port_stats = port.stats().context("reading port stats")?;
     drop(port); // stop and close: flushes what the device buffers (net_pcap)
-    report(&opts, &lcores, &per_worker, port_mac);
+    report(&opts, &lcores, &per_worker, mac);
     info!(
         rx = port_stats.rx_packets,
         tx = port_stats.tx_packets,
@@ -99,15 +109,16 @@ fn run() -> Result<()> {
 }
 
 /// Runs on the main lcore while workers poll: stops on a signal, or after
-/// `--exit-idle-ms` without a received packet (for replaying a pcap), and
-/// prints counters every `--stats-interval-s`.
-fn monitor(opts: &Options, stats: &[WorkerStats], stop: &AtomicBool) {
+/// `--exit-idle-ms` without a received packet (for replaying a pcap), prints
+/// counters every `--stats-interval-s`, and frees replaced snapshots.
+fn monitor(opts: &Options, stats: &[WorkerStats], stop: &AtomicBool, publisher: &mut Publisher) {
     let start = Instant::now();
     let mut last_rx = 0;
     let mut last_change = start;
     let mut last_print = start;
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(10));
+        publisher.reap();
         let total: Counters = stats.iter().map(WorkerStats::read).sum();
         let now = Instant::now();
         if total.rx_packets != last_rx {
@@ -129,7 +140,9 @@ fn monitor(opts: &Options, stats: &[WorkerStats], stop: &AtomicBool) {
                 info!(
                     rx = total.rx_packets,
                     tx = total.tx_packets,
+                    forwarded = total.forwarded,
                     dropped = total.dropped(),
+                    active_flows = total.active_flows,
                     "counters"
                 );
             }
@@ -138,22 +151,21 @@ fn monitor(opts: &Options, stats: &[WorkerStats], stop: &AtomicBool) {
     stop.store(true, Ordering::SeqCst);
 }
 
-fn report(opts: &Options, lcores: &[u32], per_worker: &[Counters], port_mac: [u8; 6]) {
+fn report(opts: &Options, lcores: &[u32], per_worker: &[Counters], mac: MacAddr) {
     let total: Counters = per_worker.iter().copied().sum();
     if opts.json {
-        let workers: Vec<_> = lcores
+        let workers: Vec<serde_json::Value> = lcores
             .iter()
             .zip(per_worker)
             .map(|(l, c)| {
-                counters_json(c).as_object().cloned().map(|mut o| {
-                    o.insert("lcore".into(), (*l).into());
-                    o
-                })
+                let mut v = counters_json(c);
+                v["lcore"] = (*l).into();
+                v
             })
             .collect();
         let out = serde_json::json!({
             "port": opts.port,
-            "port_mac": mac_string(port_mac),
+            "port_mac": mac.to_string(),
             "total": counters_json(&total),
             "workers": workers,
         });
@@ -161,8 +173,8 @@ fn report(opts: &Options, lcores: &[u32], per_worker: &[Counters], port_mac: [u8
         return;
     }
     println!(
-        "{:<8} {:>12} {:>12} {:>12} {:>10} {:>10} {:>10}",
-        "worker", "rx", "tx", "tx_bytes", "no_route", "runt", "tx_failed"
+        "{:<8} {:>10} {:>10} {:>10} {:>10} {:>8} {:>8} {:>10}",
+        "worker", "rx", "tx", "forwarded", "new_flows", "arp", "nd", "dropped"
     );
     let rows = lcores
         .iter()
@@ -170,15 +182,24 @@ fn report(opts: &Options, lcores: &[u32], per_worker: &[Counters], port_mac: [u8
         .zip(per_worker.iter().copied());
     for (name, c) in rows.chain(std::iter::once(("total".to_string(), total))) {
         println!(
-            "{:<8} {:>12} {:>12} {:>12} {:>10} {:>10} {:>10}",
+            "{:<8} {:>10} {:>10} {:>10} {:>10} {:>8} {:>8} {:>10}",
             name,
             c.rx_packets,
             c.tx_packets,
-            c.tx_bytes,
-            c.drop_count(DropReason::NoRoute),
-            c.drop_count(DropReason::Runt),
-            c.tx_dropped
+            c.forwarded,
+            c.new_flows,
+            c.arp_replies,
+            c.nd_adverts,
+            c.dropped()
         );
+    }
+    let reasons: Vec<String> = DropReason::ALL
+        .iter()
+        .filter(|r| total.drop_count(**r) > 0)
+        .map(|r| format!("{}={}", r.as_str(), total.drop_count(*r)))
+        .collect();
+    if !reasons.is_empty() {
+        println!("drops: {}", reasons.join(" "));
     }
 }
 
@@ -193,13 +214,14 @@ fn counters_json(c: &Counters) -> serde_json::Value {
         "tx_packets": c.tx_packets,
         "tx_bytes": c.tx_bytes,
         "tx_dropped": c.tx_dropped,
+        "forwarded": c.forwarded,
+        "icmp_to_backend": c.icmp_to_backend,
+        "arp_replies": c.arp_replies,
+        "nd_adverts": c.nd_adverts,
+        "to_kernel": c.to_kernel,
+        "new_flows": c.new_flows,
+        "flow_rejected": c.flow_rejected,
+        "active_flows": c.active_flows,
         "drops": drops,
     })
-}
-
-fn mac_string(m: [u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }

@@ -1,84 +1,333 @@
 //! Golden-pcap test of `lbd` as a process: a committed pcap of crafted frames
-//! goes in through DPDK's net_pcap, the forwarded pcap comes out, and it is
-//! compared frame by frame and byte by byte with the committed expected pcap.
-//! The counters `lbd` reports must account for every dropped frame.
+//! (TCP/UDP flows to VIPs over IPv4 and IPv6, ARP and ND for VIPs, ICMP
+//! errors, fragments, VLAN, unknown VIP port, a VIP whose backends are all
+//! down, malformed frames) goes in through DPDK's net_pcap; what lbd sends
+//! comes out and must equal the committed expected pcap frame by frame, byte
+//! by byte. Independently of the golden file, every forwarded frame must be
+//! its input with only the Ethernet addresses changed, each flow must keep
+//! one backend, and lbd's counters must account for every frame by reason.
 //!
-//! `LB_BLESS=1 cargo test -p control --test golden_pcap` rewrites both golden
-//! files from the frame list below (then read them with `tcpdump -e -r`).
+//! `LB_BLESS=1 cargo test -p control --test golden_pcap` rewrites the golden
+//! files (then read them with `tcpdump -e -n -r`).
 
 #[path = "../../dataplane/tests/common/eal.rs"]
 mod eal;
 mod pcap;
 
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// net_pcap's port MAC: 02:70:63:61:70:<port index> ("pcap").
-const PORT_MAC: [u8; 6] = [0x02, 0x70, 0x63, 0x61, 0x70, 0x00];
-const VIP4_MAC: [u8; 6] = PORT_MAC;
-const VIP6_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x66];
-const BACKEND1: [u8; 6] = [0x02, 0, 0, 0, 0, 0xb1];
-const BACKEND2: [u8; 6] = [0x02, 0, 0, 0, 0, 0xb2];
-const CLIENT: [u8; 6] = [0x02, 0, 0, 0, 0, 0xc1];
-const UNKNOWN: [u8; 6] = [0x02, 0, 0, 0, 0, 0x99];
-const BROADCAST: [u8; 6] = [0xff; 6];
+use dataplane::packet::{build, MacAddr};
 
-/// (input frame, expected next hop or None if it must be dropped)
-fn cases() -> Vec<(Vec<u8>, Option<[u8; 6]>)> {
-    let mut c = vec![
-        // IPv4 TCP SYN 203.0.113.7:40000 -> VIP 198.51.100.10:443
-        (eth(VIP4_MAC, 0x0800, &ipv4_tcp_syn()), Some(BACKEND1)),
-        // IPv6 UDP 2001:db8::7 -> 2001:db8::10, port 5000 (SRT)
-        (eth(VIP6_MAC, 0x86dd, &ipv6_udp(40)), Some(BACKEND2)),
-        // 802.1Q tag, VLAN 100, then the IPv4 SYN: only the MACs change
-        (vlan(VIP4_MAC, 100, 0x0800, &ipv4_tcp_syn()), Some(BACKEND1)),
-        // A bare Ethernet header is still a frame to forward
-        (eth(VIP4_MAC, 0x0800, &[]), Some(BACKEND1)),
-        // Runt: 10 bytes, shorter than an Ethernet header
-        (VIP4_MAC.iter().chain(&CLIENT[..4]).copied().collect(), None),
-        // ARP request, broadcast: not in the table
-        (eth(BROADCAST, 0x0806, &[0u8; 28]), None),
-        // Full-size frame (1514 bytes) to the IPv6 VIP
-        (eth(VIP6_MAC, 0x86dd, &ipv6_udp(1500 - 48)), Some(BACKEND2)),
-    ];
-    // Three hundred frames of varied sizes to the two VIPs and an unknown MAC.
-    for i in 0..300usize {
-        let (dst, next) = match i % 5 {
-            0 | 1 => (VIP4_MAC, Some(BACKEND1)),
-            2 | 3 => (VIP6_MAC, Some(BACKEND2)),
-            _ => (UNKNOWN, None),
-        };
-        let len = 46 + (i * 37) % (1500 - 46);
-        let payload: Vec<u8> = (0..len).map(|j| (i + j) as u8).collect();
-        c.push((eth(dst, 0x0800 + (i % 3) as u16, &payload), next));
+/// net_pcap's port MAC: 02:70:63:61:70:<port index> ("pcap").
+const PORT: MacAddr = MacAddr([0x02, 0x70, 0x63, 0x61, 0x70, 0x00]);
+const CLIENT: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0xc1]);
+const ROUTER: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0xee]);
+const BACKENDS: [MacAddr; 5] = [
+    MacAddr([2, 0, 0, 0, 0, 0x11]),
+    MacAddr([2, 0, 0, 0, 0, 0x12]),
+    MacAddr([2, 0, 0, 0, 0, 0x13]),
+    MacAddr([2, 0, 0, 0, 0, 0x21]),
+    MacAddr([2, 0, 0, 0, 0, 0x22]),
+];
+const VIP4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
+const VIP_DOWN: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 20);
+const LOCAL4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+const SYN: u8 = 0x02;
+const ACK: u8 = 0x10;
+
+const CONFIG: &str = r#"
+local_addresses = ["192.0.2.1"]
+
+[[vip]]
+address = "198.51.100.10"
+port = 443
+protocol = "tcp"
+table_size = 251
+[[vip.backend]]
+address = "192.0.2.11"
+mac = "02:00:00:00:00:11"
+[[vip.backend]]
+address = "192.0.2.12"
+mac = "02:00:00:00:00:12"
+[[vip.backend]]
+address = "192.0.2.13"
+mac = "02:00:00:00:00:13"
+weight = 2
+
+[[vip]]
+address = "2001:db8::10"
+port = 5000
+protocol = "udp"
+[[vip.backend]]
+address = "2001:db8::21"
+mac = "02:00:00:00:00:21"
+[[vip.backend]]
+address = "2001:db8::22"
+mac = "02:00:00:00:00:22"
+
+[[vip]]
+address = "198.51.100.20"
+port = 443
+protocol = "tcp"
+[[vip.backend]]
+address = "192.0.2.31"
+mac = "02:00:00:00:00:31"
+state = "down"
+"#;
+
+/// What lbd must do with a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Want {
+    /// To a backend; frames with the same flow id must reach the same one.
+    Forward(u32),
+    Icmp(u32),
+    Arp,
+    Nd,
+    Drop(&'static str),
+    ToKernel,
+}
+
+fn vip6() -> Ipv6Addr {
+    "2001:db8::10".parse().unwrap()
+}
+
+fn client6(i: u16) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 1, i)
+}
+
+fn client4(i: u8) -> Ipv4Addr {
+    Ipv4Addr::new(203, 0, 113, i)
+}
+
+fn cases() -> Vec<(&'static str, Vec<u8>, Want)> {
+    let mut c: Vec<(&'static str, Vec<u8>, Want)> = Vec::new();
+    for i in 0..6u8 {
+        let sport = 40000 + u16::from(i);
+        c.push((
+            "tcp4 syn",
+            build::tcp4(PORT, CLIENT, client4(i + 1), VIP4, sport, 443, SYN, b""),
+            Want::Forward(u32::from(i)),
+        ));
     }
+    for i in 0..6u8 {
+        let sport = 40000 + u16::from(i);
+        c.push((
+            "tcp4 data",
+            build::tcp4(
+                PORT,
+                CLIENT,
+                client4(i + 1),
+                VIP4,
+                sport,
+                443,
+                ACK | 0x08,
+                b"GET /live/stream.m3u8 HTTP/1.1\r\n\r\n",
+            ),
+            Want::Forward(u32::from(i)),
+        ));
+    }
+    for i in 0..3u16 {
+        c.push((
+            "udp6",
+            build::udp6(
+                PORT,
+                CLIENT,
+                client6(i),
+                vip6(),
+                50000 + i,
+                5000,
+                &[0x47; 188],
+            ),
+            Want::Forward(100 + u32::from(i)),
+        ));
+        c.push((
+            "udp6 again",
+            build::udp6(
+                PORT,
+                CLIENT,
+                client6(i),
+                vip6(),
+                50000 + i,
+                5000,
+                &[0x47; 1316],
+            ),
+            Want::Forward(100 + u32::from(i)),
+        ));
+    }
+    c.push((
+        "arp for vip",
+        build::arp_request(CLIENT, client4(1), VIP4),
+        Want::Arp,
+    ));
+    c.push((
+        "arp for local",
+        build::arp_request(CLIENT, client4(1), LOCAL4),
+        Want::Arp,
+    ));
+    c.push((
+        "arp for other",
+        build::arp_request(CLIENT, client4(1), Ipv4Addr::new(192, 0, 2, 99)),
+        Want::ToKernel,
+    ));
+    c.push((
+        "ns for vip6",
+        build::neighbor_solicit(CLIENT, client6(0), vip6()),
+        Want::Nd,
+    ));
+    let reply = build::ipv4(
+        VIP4,
+        client4(1),
+        6,
+        &build::tcp(443, 40000, ACK, &[0; 1400], 0),
+    );
+    c.push((
+        "icmp frag needed",
+        build::icmp4_frag_needed(PORT, ROUTER, Ipv4Addr::new(203, 0, 113, 254), &reply, 1400),
+        Want::Icmp(0),
+    ));
+    let reply6 = build::ipv6(
+        vip6(),
+        client6(1),
+        17,
+        &build::udp(5000, 50001, &[0; 1400], 0),
+    );
+    c.push((
+        "icmp6 packet too big",
+        build::icmp6_packet_too_big(PORT, ROUTER, "2001:db8::fe".parse().unwrap(), &reply6, 1280),
+        Want::Icmp(101),
+    ));
+    let first = build::tcp(40100, 443, ACK, &[0; 32], 0);
+    c.push((
+        "fragment 1",
+        build::ethernet(
+            PORT,
+            CLIENT,
+            0x0800,
+            &build::ipv4_fragment(client4(50), VIP4, 6, 0x2000, 9, &first),
+        ),
+        Want::Forward(200),
+    ));
+    c.push((
+        "fragment 2",
+        build::ethernet(
+            PORT,
+            CLIENT,
+            0x0800,
+            &build::ipv4_fragment(client4(50), VIP4, 6, 0x2005, 9, &[1; 40]),
+        ),
+        Want::Forward(200),
+    ));
+    c.push((
+        "fragment 3",
+        build::ethernet(
+            PORT,
+            CLIENT,
+            0x0800,
+            &build::ipv4_fragment(client4(50), VIP4, 6, 0x000a, 9, &[2; 8]),
+        ),
+        Want::Forward(200),
+    ));
+    let syn = build::tcp4(PORT, CLIENT, client4(60), VIP4, 40200, 443, SYN, b"");
+    let mut tagged = syn[..12].to_vec();
+    tagged.extend_from_slice(&[0x81, 0x00, 0x00, 0x64]);
+    tagged.extend_from_slice(&syn[12..]);
+    c.push(("vlan 100 syn", tagged, Want::Forward(300)));
+    c.push((
+        "full-size segment",
+        build::tcp4(
+            PORT,
+            CLIENT,
+            client4(1),
+            VIP4,
+            40000,
+            443,
+            ACK,
+            &[0x5a; 1460],
+        ),
+        Want::Forward(0),
+    ));
+    c.push((
+        "unknown vip port",
+        build::tcp4(PORT, CLIENT, client4(1), VIP4, 40000, 80, SYN, b""),
+        Want::Drop("unknown_vip_port"),
+    ));
+    c.push((
+        "vip with every backend down",
+        build::tcp4(PORT, CLIENT, client4(1), VIP_DOWN, 40000, 443, SYN, b""),
+        Want::Drop("no_backend"),
+    ));
+    c.push((
+        "not for us",
+        build::tcp4(CLIENT, PORT, VIP4, client4(1), 443, 40000, ACK, b""),
+        Want::Drop("not_for_us"),
+    ));
+    c.push((
+        "to the host",
+        build::tcp4(PORT, CLIENT, client4(1), LOCAL4, 40000, 22, SYN, b""),
+        Want::ToKernel,
+    ));
+    let good = build::tcp4(PORT, CLIENT, client4(1), VIP4, 40000, 443, ACK, b"");
+    c.push(("runt", good[..10].to_vec(), Want::Drop("truncated")));
+    c.push(("ipv4 cut", good[..30].to_vec(), Want::Drop("truncated")));
+    c.push((
+        "bad ihl",
+        with(&good, 14, 0x44),
+        Want::Drop("bad_header_length"),
+    ));
+    c.push((
+        "bad version",
+        with(&good, 14, 0x65),
+        Want::Drop("bad_version"),
+    ));
+    c.push((
+        "total length beyond frame",
+        with(&good, 17, 0xff),
+        Want::Drop("truncated"),
+    ));
+    c.push((
+        "total length below header",
+        with(&with(&good, 16, 0), 17, 10),
+        Want::Drop("bad_length"),
+    ));
+    c.push((
+        "tcp offset 4",
+        with(&good, 46, 0x40),
+        Want::Drop("bad_header_length"),
+    ));
     c
+}
+
+fn with(f: &[u8], at: usize, v: u8) -> Vec<u8> {
+    let mut f = f.to_vec();
+    f[at] = v;
+    f
 }
 
 #[test]
 fn lbd_forwards_golden_pcap_byte_for_byte() {
     let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
-    let input = golden.join("forward-in.pcap");
-    let expected = golden.join("forward-expected.pcap");
+    let input = golden.join("vip-in.pcap");
+    let expected = golden.join("vip-expected.pcap");
     let cases = cases();
-    if std::env::var("LB_BLESS").is_ok_and(|v| v == "1") {
-        let ins: Vec<Vec<u8>> = cases.iter().map(|(f, _)| f.clone()).collect();
-        let outs: Vec<Vec<u8>> = cases
-            .iter()
-            .filter_map(|(f, next)| next.map(|n| rewritten(f, n)))
-            .collect();
-        pcap::write(&input, &ins);
-        pcap::write(&expected, &outs);
+    let frames: Vec<Vec<u8>> = cases.iter().map(|(_, f, _)| f.clone()).collect();
+    let bless = std::env::var("LB_BLESS").is_ok_and(|v| v == "1");
+    if bless {
+        pcap::write(&input, &frames);
     }
-    let want = pcap::read(&expected);
     assert_eq!(
-        pcap::read(&input).len(),
-        cases.len(),
+        pcap::read(&input),
+        frames,
         "golden input matches the case list (LB_BLESS=1 to regenerate)"
     );
 
-    let out_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    let output = out_dir.join(format!("forward-out-{}.pcap", std::process::id()));
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let pid = std::process::id();
+    let output = tmp.join(format!("vip-out-{pid}.pcap"));
+    let config = tmp.join(format!("vip-{pid}.toml"));
+    std::fs::write(&config, CONFIG).unwrap();
     let _ = std::fs::remove_file(&output);
     let vdev = format!(
         "net_pcap0,rx_pcap={},tx_pcap={}",
@@ -86,15 +335,16 @@ fn lbd_forwards_golden_pcap_byte_for_byte() {
         output.display()
     );
     let mut args = eal::eal_args("golden", "0@0,1@1", &[&vdev]);
+    let config_arg = config.display().to_string();
     args.extend(
         [
             "--",
             "--port",
             "net_pcap0",
-            "--route",
-            &format!("{}={}", mac(VIP4_MAC), mac(BACKEND1)),
-            "--route",
-            &format!("{}={}", mac(VIP6_MAC), mac(BACKEND2)),
+            "--config",
+            &config_arg,
+            "--flows",
+            "4096",
             "--exit-idle-ms",
             "500",
             "--json",
@@ -107,105 +357,107 @@ fn lbd_forwards_golden_pcap_byte_for_byte() {
         .expect("run lbd");
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "lbd failed: {stderr}");
-
     let got = pcap::read(&output);
-    assert_eq!(got.len(), want.len(), "forwarded frame count\n{stderr}");
+    let _ = std::fs::remove_file(&output);
+
+    // Independent of the golden file: what each sent frame must be.
+    let sent: Vec<&(&str, Vec<u8>, Want)> = cases
+        .iter()
+        .filter(|(_, _, w)| matches!(w, Want::Forward(_) | Want::Icmp(_) | Want::Arp | Want::Nd))
+        .collect();
+    assert_eq!(got.len(), sent.len(), "frames sent\n{stderr}");
+    let mut flow_backend: HashMap<u32, MacAddr> = HashMap::new();
+    for ((what, input, want), out) in sent.iter().zip(&got) {
+        match want {
+            Want::Forward(flow) | Want::Icmp(flow) => {
+                let to = MacAddr(out[..6].try_into().unwrap());
+                assert!(
+                    BACKENDS.contains(&to),
+                    "{what}: sent to {to}, not a backend"
+                );
+                assert_eq!(&out[6..12], &PORT.0, "{what}: source is the port");
+                assert_eq!(&out[12..], &input[12..], "{what}: IP packet untouched");
+                let first = *flow_backend.entry(*flow).or_insert(to);
+                assert_eq!(first, to, "{what}: flow {flow} keeps its backend");
+            }
+            Want::Arp => {
+                assert_eq!(&out[..6], &CLIENT.0, "{what}");
+                assert_eq!(&out[20..22], &[0, 2], "{what}: an ARP reply");
+                assert_eq!(&out[22..28], &PORT.0, "{what}: our MAC answers");
+            }
+            Want::Nd => {
+                assert_eq!(&out[..6], &CLIENT.0, "{what}");
+                assert_eq!(out[54], 136, "{what}: a neighbor advertisement");
+            }
+            _ => unreachable!(),
+        }
+    }
+    let vip4_backends: Vec<MacAddr> = (0..6).map(|f| flow_backend[&f]).collect();
+    assert!(vip4_backends.iter().all(|m| BACKENDS[..3].contains(m)));
+    assert!(
+        (100..103).all(|f| BACKENDS[3..].contains(&flow_backend[&f])),
+        "IPv6 VIP uses its own backends"
+    );
+
+    if bless {
+        pcap::write(&expected, &got);
+    }
+    let want = pcap::read(&expected);
+    assert_eq!(got.len(), want.len(), "forwarded frame count vs golden");
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-        assert_eq!(g, w, "frame {i} differs from the golden output");
+        assert_eq!(
+            g, w,
+            "sent frame {i} ({}) differs from the golden output",
+            sent[i].0
+        );
     }
 
     let report: serde_json::Value = serde_json::from_slice(&run.stdout).expect("lbd --json output");
     let total = &report["total"];
-    let dropped_no_route = cases
-        .iter()
-        .filter(|(f, n)| n.is_none() && f.len() >= 14)
-        .count();
+    let count = |f: &dyn Fn(&Want) -> bool| cases.iter().filter(|(_, _, w)| f(w)).count() as u64;
     assert_eq!(total["rx_packets"], cases.len() as u64, "{report}");
-    assert_eq!(total["tx_packets"], want.len() as u64, "{report}");
+    assert_eq!(total["tx_packets"], sent.len() as u64, "{report}");
     assert_eq!(
-        total["drops"]["no_route"], dropped_no_route as u64,
+        total["forwarded"],
+        count(&|w| matches!(w, Want::Forward(_) | Want::Icmp(_))),
         "{report}"
     );
-    assert_eq!(total["drops"]["runt"], 1, "{report}");
-    assert_eq!(total["tx_dropped"], 0, "{report}");
     assert_eq!(
-        total["tx_bytes"],
-        want.iter().map(|f| f.len() as u64).sum::<u64>(),
+        total["icmp_to_backend"],
+        count(&|w| matches!(w, Want::Icmp(_))),
         "{report}"
     );
-    assert_eq!(report["port_mac"], mac(PORT_MAC));
-    let _ = std::fs::remove_file(&output);
-}
-
-fn rewritten(frame: &[u8], next: [u8; 6]) -> Vec<u8> {
-    let mut f = frame.to_vec();
-    f[..6].copy_from_slice(&next);
-    f[6..12].copy_from_slice(&PORT_MAC);
-    f
-}
-
-fn eth(dst: [u8; 6], ethertype: u16, payload: &[u8]) -> Vec<u8> {
-    let mut f = Vec::with_capacity(14 + payload.len());
-    f.extend_from_slice(&dst);
-    f.extend_from_slice(&CLIENT);
-    f.extend_from_slice(&ethertype.to_be_bytes());
-    f.extend_from_slice(payload);
-    f
-}
-
-fn vlan(dst: [u8; 6], vid: u16, ethertype: u16, payload: &[u8]) -> Vec<u8> {
-    let mut tagged = vid.to_be_bytes().to_vec();
-    tagged.extend_from_slice(&ethertype.to_be_bytes());
-    tagged.extend_from_slice(payload);
-    eth(dst, 0x8100, &tagged)
-}
-
-fn ipv4_tcp_syn() -> Vec<u8> {
-    let mut p = vec![
-        0x45, 0x00, 0x00, 0x28, 0x12, 0x34, 0x40, 0x00, 0x40, 0x06, 0x00,
-        0x00, // v4, len 40, DF, TTL 64, TCP
-        203, 0, 113, 7, 198, 51, 100, 10, // src, dst
-        0x9c, 0x40, 0x01, 0xbb, 0, 0, 0x03, 0xe8, 0, 0, 0,
-        0, // ports 40000 -> 443, seq 1000, ack 0
-        0x50, 0x02, 0xfa, 0xf0, 0x00, 0x00, 0x00,
-        0x00, // offset 5, SYN, window, checksum (not checked), urg
-    ];
-    let sum = checksum(&p[..20]);
-    p[10..12].copy_from_slice(&sum.to_be_bytes());
-    p
-}
-
-fn ipv6_udp(payload: usize) -> Vec<u8> {
-    let mut p = vec![0x60, 0, 0, 0];
-    p.extend_from_slice(&((8 + payload) as u16).to_be_bytes());
-    p.extend_from_slice(&[17, 64]); // UDP, hop limit
-    p.extend_from_slice(&[
-        0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x07,
-    ]);
-    p.extend_from_slice(&[
-        0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
-    ]);
-    p.extend_from_slice(&[0x9c, 0x40, 0x13, 0x88]); // 40000 -> 5000
-    p.extend_from_slice(&((8 + payload) as u16).to_be_bytes());
-    p.extend_from_slice(&[0, 0]);
-    p.extend((0..payload).map(|i| i as u8));
-    p
-}
-
-fn checksum(b: &[u8]) -> u16 {
-    let mut s: u32 = b
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum();
-    while s >> 16 != 0 {
-        s = (s & 0xffff) + (s >> 16);
+    assert_eq!(
+        total["arp_replies"],
+        count(&|w| *w == Want::Arp),
+        "{report}"
+    );
+    assert_eq!(total["nd_adverts"], count(&|w| *w == Want::Nd), "{report}");
+    assert_eq!(
+        total["to_kernel"],
+        count(&|w| *w == Want::ToKernel),
+        "{report}"
+    );
+    assert_eq!(
+        total["new_flows"],
+        6 + 3 + 1,
+        "six TCP, three UDP, one VLAN flow: {report}"
+    );
+    assert_eq!(total["active_flows"], 6 + 3 + 1, "{report}");
+    let mut reasons: HashMap<&str, u64> = HashMap::new();
+    for (_, _, w) in &cases {
+        match w {
+            Want::Drop(r) => *reasons.entry(r).or_default() += 1,
+            Want::ToKernel => *reasons.entry("no_kernel_path").or_default() += 1,
+            _ => {}
+        }
     }
-    !(s as u16)
-}
-
-fn mac(m: [u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
+    for (reason, n) in total["drops"].as_object().unwrap() {
+        assert_eq!(
+            n.as_u64().unwrap(),
+            reasons.get(reason.as_str()).copied().unwrap_or(0),
+            "drops[{reason}]: {report}"
+        );
+    }
+    assert_eq!(report["port_mac"], PORT.to_string());
 }

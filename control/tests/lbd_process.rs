@@ -79,10 +79,29 @@ fn errors_are_one_clear_line() {
         "names the port and the available ones: {e}"
     );
 
-    let e = run(["--", "--port", "x", "--route", "nonsense"]
+    let bad_config = std::env::temp_dir().join(format!("lbd-bad-{}.toml", std::process::id()));
+    std::fs::write(
+        &bad_config,
+        "[[vip]]\naddress = \"198.51.100.10\"\nport = 443\nprotocol = \"sctp\"\n",
+    )
+    .unwrap();
+    let e = run(vec![
+        "--".into(),
+        "--port".into(),
+        "x".into(),
+        "--config".into(),
+        bad_config.display().to_string(),
+    ]);
+    assert!(
+        e.contains("protocol") && e.contains("sctp"),
+        "names the field and the value: {e}"
+    );
+    let _ = std::fs::remove_file(&bad_config);
+
+    let e = run(["--", "--port", "x", "--config", "/nonexistent/lb.toml"]
         .map(String::from)
         .to_vec());
-    assert!(e.contains("expected DST=NEXT"), "{e}");
+    assert!(e.contains("/nonexistent/lb.toml"), "{e}");
 
     let e = run(["--bogus-eal-flag", "--", "--port", "x"]
         .map(String::from)

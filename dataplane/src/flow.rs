@@ -690,7 +690,7 @@ mod tests {
         let mut t = FlowTable::new(n, FlowConfig::default());
         println!(
             "1M-entry table: {} MiB, built in {:?}",
-            t.capacity() * 64 >> 20,
+            (t.capacity() * 64) >> 20,
             start.elapsed()
         );
         let keys: Vec<(FlowKey, u64)> = (0..n as u32 / 2)

@@ -3,8 +3,9 @@
 
 pub mod dpdk;
 pub mod flow;
-pub mod mac_table;
+pub mod forward;
 pub mod maglev;
 pub mod packet;
+pub mod snapshot;
 pub mod stats;
 pub mod worker;

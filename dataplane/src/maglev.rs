@@ -47,7 +47,9 @@ pub struct Maglev {
 
 impl std::fmt::Debug for Maglev {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Maglev").field("size", &self.table.len()).finish()
+        f.debug_struct("Maglev")
+            .field("size", &self.table.len())
+            .finish()
     }
 }
 
@@ -61,7 +63,10 @@ impl Maglev {
             return Err(MaglevError::TooManyBackends(backends.len()));
         }
         if size as usize <= backends.len() {
-            return Err(MaglevError::TooSmall { size, backends: backends.len() });
+            return Err(MaglevError::TooSmall {
+                size,
+                backends: backends.len(),
+            });
         }
         let max_weight = backends.iter().map(|b| b.1).max().unwrap_or(0);
         if max_weight == 0 {
@@ -69,7 +74,10 @@ impl Maglev {
         }
         let mut order: Vec<usize> = (0..backends.len()).collect();
         order.sort_unstable_by(|&a, &b| backends[a].0.cmp(backends[b].0));
-        if order.windows(2).any(|w| backends[w[0]].0 == backends[w[1]].0) {
+        if order
+            .windows(2)
+            .any(|w| backends[w[0]].0 == backends[w[1]].0)
+        {
             return Err(MaglevError::DuplicateKey);
         }
         order.retain(|&i| backends[i].1 > 0);
@@ -172,12 +180,12 @@ pub fn is_prime(n: u32) -> bool {
     if n < 2 {
         return false;
     }
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         return n == 2;
     }
     let mut d = 3u32;
     while (d as u64) * (d as u64) <= n as u64 {
-        if n % d == 0 {
+        if n.is_multiple_of(d) {
             return false;
         }
         d += 2;
@@ -191,11 +199,17 @@ mod tests {
     use proptest::prelude::*;
 
     fn keys(n: usize) -> Vec<Vec<u8>> {
-        (0..n).map(|i| format!("10.0.{}.{}", i / 256, i % 256).into_bytes()).collect()
+        (0..n)
+            .map(|i| format!("10.0.{}.{}", i / 256, i % 256).into_bytes())
+            .collect()
     }
 
     fn build(size: u32, keys: &[Vec<u8>], weights: &[u32]) -> Maglev {
-        let b: Vec<(&[u8], u32)> = keys.iter().zip(weights).map(|(k, &w)| (&k[..], w)).collect();
+        let b: Vec<(&[u8], u32)> = keys
+            .iter()
+            .zip(weights)
+            .map(|(k, &w)| (&k[..], w))
+            .collect();
         Maglev::new(size, &b).unwrap()
     }
 
@@ -210,11 +224,17 @@ mod tests {
     fn assert_balanced(size: u32, weights: &[u32]) {
         let k = keys(weights.len());
         let t = build(size, &k, weights);
-        assert!(t.slots().iter().all(|&s| usize::from(s) < weights.len()), "every slot filled");
+        assert!(
+            t.slots().iter().all(|&s| usize::from(s) < weights.len()),
+            "every slot filled"
+        );
         let total: u32 = weights.iter().sum();
         for (i, s) in shares(&t, weights.len()).iter().enumerate() {
             let want = f64::from(weights[i]) / f64::from(total);
-            assert!((s - want).abs() <= 0.01 * want, "backend {i}: share {s:.5}, weight share {want:.5} (M={size})");
+            assert!(
+                (s - want).abs() <= 0.01 * want,
+                "backend {i}: share {s:.5}, weight share {want:.5} (M={size})"
+            );
         }
     }
 
@@ -257,7 +277,11 @@ mod tests {
         rev_w.reverse();
         let b = build(65537, &rev_k, &rev_w);
         for (sa, sb) in a.slots().iter().zip(b.slots()) {
-            assert_eq!(k[usize::from(*sa)], rev_k[usize::from(*sb)], "same key in every slot");
+            assert_eq!(
+                k[usize::from(*sa)],
+                rev_k[usize::from(*sb)],
+                "same key in every slot"
+            );
         }
     }
 
@@ -268,7 +292,12 @@ mod tests {
         let k = keys(n);
         let before = build(65537, &k, &vec![1; n]);
         let gone = n / 2;
-        let rest: Vec<Vec<u8>> = k.iter().enumerate().filter(|(i, _)| *i != gone).map(|(_, k)| k.clone()).collect();
+        let rest: Vec<Vec<u8>> = k
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != gone)
+            .map(|(_, k)| k.clone())
+            .collect();
         let after = build(65537, &rest, &vec![1; n - 1]);
         let (mut changed, mut survivor_moved) = (0, 0);
         for (b, a) in before.slots().iter().zip(after.slots()) {
@@ -288,11 +317,22 @@ mod tests {
     fn removing_one_backend_moves_about_one_nth() {
         for n in [10usize, 100] {
             let (changed, extra) = removal(n);
-            println!("N={n}: {:.4} of slots changed (1/N = {:.4}), {:.4} moved between survivors", changed, 1.0 / n as f64, extra);
+            println!(
+                "N={n}: {:.4} of slots changed (1/N = {:.4}), {:.4} moved between survivors",
+                changed,
+                1.0 / n as f64,
+                extra
+            );
             // The removed backend's own slots (1/N) must move; the rest is
             // Maglev's extra disruption, which stays a fraction of 1/N.
-            assert!(changed >= 1.0 / n as f64 * 0.99, "at least the removed backend's slots");
-            assert!(extra <= 1.0 / n as f64, "extra disruption {extra:.4} exceeds 1/N at N={n}");
+            assert!(
+                changed >= 1.0 / n as f64 * 0.99,
+                "at least the removed backend's slots"
+            );
+            assert!(
+                extra <= 1.0 / n as f64,
+                "extra disruption {extra:.4} exceeds 1/N at N={n}"
+            );
         }
     }
 
@@ -300,13 +340,30 @@ mod tests {
     fn adding_one_backend_takes_about_one_n_plus_oneth() {
         let n = 20;
         let k = keys(n + 1);
-        let before = build(65537, &k[..n].to_vec(), &vec![1; n]);
+        let before = build(65537, &k[..n], &vec![1; n]);
         let after = build(65537, &k, &vec![1; n + 1]);
-        let to_new = after.slots().iter().filter(|&&s| usize::from(s) == n).count() as f64 / 65537.0;
-        let changed = before.slots().iter().zip(after.slots()).filter(|(b, a)| b != a).count() as f64 / 65537.0;
+        let to_new = after
+            .slots()
+            .iter()
+            .filter(|&&s| usize::from(s) == n)
+            .count() as f64
+            / 65537.0;
+        let changed = before
+            .slots()
+            .iter()
+            .zip(after.slots())
+            .filter(|(b, a)| b != a)
+            .count() as f64
+            / 65537.0;
         let want = 1.0 / (n + 1) as f64;
-        assert!((to_new - want).abs() < 0.01 * want, "new backend share {to_new}");
-        assert!(changed < 2.0 * want, "changed {changed:.4} vs 1/(N+1) {want:.4}");
+        assert!(
+            (to_new - want).abs() < 0.01 * want,
+            "new backend share {to_new}"
+        );
+        assert!(
+            changed < 2.0 * want,
+            "changed {changed:.4} vs 1/(N+1) {want:.4}"
+        );
     }
 
     /// Golden table: a refactor that changes the hash, the fill order or the
@@ -329,12 +386,32 @@ mod tests {
     fn errors() {
         let k = keys(3);
         let b: Vec<(&[u8], u32)> = k.iter().map(|k| (&k[..], 1)).collect();
-        assert_eq!(Maglev::new(65536, &b).unwrap_err(), MaglevError::NotPrime(65536));
-        assert_eq!(Maglev::new(3, &b).unwrap_err(), MaglevError::TooSmall { size: 3, backends: 3 });
+        assert_eq!(
+            Maglev::new(65536, &b).unwrap_err(),
+            MaglevError::NotPrime(65536)
+        );
+        assert_eq!(
+            Maglev::new(3, &b).unwrap_err(),
+            MaglevError::TooSmall {
+                size: 3,
+                backends: 3
+            }
+        );
         assert_eq!(Maglev::new(251, &[]).unwrap_err(), MaglevError::NoWeight);
-        assert_eq!(Maglev::new(251, &[(b"a", 0)]).unwrap_err(), MaglevError::NoWeight);
-        assert_eq!(Maglev::new(251, &[(b"a", 1), (b"a", 2)]).unwrap_err(), MaglevError::DuplicateKey);
-        assert!(MaglevError::TooSmall { size: 3, backends: 3 }.to_string().contains("larger than the number of backends"));
+        assert_eq!(
+            Maglev::new(251, &[(b"a", 0)]).unwrap_err(),
+            MaglevError::NoWeight
+        );
+        assert_eq!(
+            Maglev::new(251, &[(b"a", 1), (b"a", 2)]).unwrap_err(),
+            MaglevError::DuplicateKey
+        );
+        assert!(MaglevError::TooSmall {
+            size: 3,
+            backends: 3
+        }
+        .to_string()
+        .contains("larger than the number of backends"));
     }
 
     #[test]
@@ -353,7 +430,12 @@ mod tests {
     #[test]
     #[ignore]
     fn maglev_build_time() {
-        for (m, n) in [(65537u32, 10usize), (65537, 100), (65537, 1000), (655373, 1000)] {
+        for (m, n) in [
+            (65537u32, 10usize),
+            (65537, 100),
+            (65537, 1000),
+            (655373, 1000),
+        ] {
             let k = keys(n);
             let b: Vec<(&[u8], u32)> = k.iter().map(|k| (&k[..], 1)).collect();
             let start = std::time::Instant::now();
@@ -361,7 +443,10 @@ mod tests {
             for _ in 0..runs {
                 std::hint::black_box(Maglev::new(m, &b).unwrap());
             }
-            println!("M={m} N={n}: {:.3} ms per build", start.elapsed().as_secs_f64() * 1e3 / runs as f64);
+            println!(
+                "M={m} N={n}: {:.3} ms per build",
+                start.elapsed().as_secs_f64() * 1e3 / runs as f64
+            );
         }
     }
 

@@ -9,21 +9,74 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(usize)]
 pub enum DropReason {
-    /// Shorter than an Ethernet header.
-    Runt,
-    /// No entry for its destination in the forwarding table.
-    NoRoute,
+    /// Shorter than its headers.
+    Truncated,
+    /// IP version differs from the ethertype's.
+    BadVersion,
+    /// IPv4 IHL or TCP data offset below the minimum.
+    BadHeaderLength,
+    /// A length field that contradicts itself.
+    BadLength,
+    /// More IPv6 extension headers than the dataplane walks.
+    TooManyExtensionHeaders,
+    /// ARP for a hardware or protocol type other than Ethernet/IPv4.
+    UnsupportedArp,
+    /// Unicast to another MAC (seen in promiscuous mode on a shared segment).
+    NotForUs,
+    /// To a VIP address, but no VIP on that port and protocol.
+    UnknownVipPort,
+    /// The VIP has no backend that can take the flow.
+    NoBackend,
+    /// ICMP to a VIP that is not an error about one of its flows.
+    IcmpNotForFlow,
+    /// For the host, but there is no exception path to the kernel.
+    NoKernelPath,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 2] = [DropReason::Runt, DropReason::NoRoute];
+    pub const ALL: [DropReason; 11] = [
+        DropReason::Truncated,
+        DropReason::BadVersion,
+        DropReason::BadHeaderLength,
+        DropReason::BadLength,
+        DropReason::TooManyExtensionHeaders,
+        DropReason::UnsupportedArp,
+        DropReason::NotForUs,
+        DropReason::UnknownVipPort,
+        DropReason::NoBackend,
+        DropReason::IcmpNotForFlow,
+        DropReason::NoKernelPath,
+    ];
     pub const COUNT: usize = Self::ALL.len();
 
     /// Stable name, used as a metrics label.
     pub fn as_str(self) -> &'static str {
         match self {
-            DropReason::Runt => "runt",
-            DropReason::NoRoute => "no_route",
+            DropReason::Truncated => "truncated",
+            DropReason::BadVersion => "bad_version",
+            DropReason::BadHeaderLength => "bad_header_length",
+            DropReason::BadLength => "bad_length",
+            DropReason::TooManyExtensionHeaders => "too_many_extension_headers",
+            DropReason::UnsupportedArp => "unsupported_arp",
+            DropReason::NotForUs => "not_for_us",
+            DropReason::UnknownVipPort => "unknown_vip_port",
+            DropReason::NoBackend => "no_backend",
+            DropReason::IcmpNotForFlow => "icmp_not_for_flow",
+            DropReason::NoKernelPath => "no_kernel_path",
+        }
+    }
+}
+
+impl From<crate::packet::Error> for DropReason {
+    fn from(e: crate::packet::Error) -> DropReason {
+        use crate::packet::Error;
+        match e {
+            Error::Truncated => DropReason::Truncated,
+            Error::BadVersion => DropReason::BadVersion,
+            Error::BadHeaderLength => DropReason::BadHeaderLength,
+            Error::BadLength => DropReason::BadLength,
+            Error::TooManyExtensionHeaders => DropReason::TooManyExtensionHeaders,
+            Error::Unsupported => DropReason::UnsupportedArp,
         }
     }
 }
@@ -55,6 +108,20 @@ pub struct WorkerStats {
     pub tx_bytes: Counter,
     /// Packets the driver did not take on transmit (freed).
     pub tx_dropped: Counter,
+    /// Sent to a backend (ICMP errors included).
+    pub forwarded: Counter,
+    pub icmp_to_backend: Counter,
+    pub arp_replies: Counter,
+    pub nd_adverts: Counter,
+    pub to_kernel: Counter,
+    /// Flows that got a backend from Maglev (new, or whose backend went away).
+    pub new_flows: Counter,
+    /// New flows the flow table had no room for (forwarded statelessly).
+    pub flow_rejected: Counter,
+    /// Entries in the worker's flow table (a level, not a total).
+    pub active_flows: Counter,
+    /// The snapshot generation the worker used for its last burst.
+    pub snapshot_generation: Counter,
     pub drops: [Counter; DropReason::COUNT],
 }
 
@@ -66,7 +133,23 @@ pub struct Counters {
     pub tx_packets: u64,
     pub tx_bytes: u64,
     pub tx_dropped: u64,
+    pub forwarded: u64,
+    pub icmp_to_backend: u64,
+    pub arp_replies: u64,
+    pub nd_adverts: u64,
+    pub to_kernel: u64,
+    pub new_flows: u64,
+    pub flow_rejected: u64,
+    pub active_flows: u64,
     pub drops: [u64; DropReason::COUNT],
+}
+
+impl Counter {
+    /// For levels (not totals): overwrite.
+    #[inline(always)]
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Relaxed);
+    }
 }
 
 impl WorkerStats {
@@ -77,6 +160,14 @@ impl WorkerStats {
             tx_packets: self.tx_packets.get(),
             tx_bytes: self.tx_bytes.get(),
             tx_dropped: self.tx_dropped.get(),
+            forwarded: self.forwarded.get(),
+            icmp_to_backend: self.icmp_to_backend.get(),
+            arp_replies: self.arp_replies.get(),
+            nd_adverts: self.nd_adverts.get(),
+            to_kernel: self.to_kernel.get(),
+            new_flows: self.new_flows.get(),
+            flow_rejected: self.flow_rejected.get(),
+            active_flows: self.active_flows.get(),
             drops: std::array::from_fn(|i| self.drops[i].get()),
         }
     }
@@ -87,6 +178,7 @@ impl Counters {
         self.drops[reason as usize]
     }
 
+    /// Every packet dropped, for any reason, transmit refusals included.
     pub fn dropped(&self) -> u64 {
         self.drops.iter().sum::<u64>() + self.tx_dropped
     }
@@ -101,6 +193,14 @@ impl std::ops::Add for Counters {
             tx_packets: self.tx_packets + o.tx_packets,
             tx_bytes: self.tx_bytes + o.tx_bytes,
             tx_dropped: self.tx_dropped + o.tx_dropped,
+            forwarded: self.forwarded + o.forwarded,
+            icmp_to_backend: self.icmp_to_backend + o.icmp_to_backend,
+            arp_replies: self.arp_replies + o.arp_replies,
+            nd_adverts: self.nd_adverts + o.nd_adverts,
+            to_kernel: self.to_kernel + o.to_kernel,
+            new_flows: self.new_flows + o.new_flows,
+            flow_rejected: self.flow_rejected + o.flow_rejected,
+            active_flows: self.active_flows + o.active_flows,
             drops: std::array::from_fn(|i| self.drops[i] + o.drops[i]),
         }
     }
@@ -127,15 +227,15 @@ mod tests {
         let s = WorkerStats::default();
         s.rx_packets.add(3);
         s.rx_packets.add(4);
-        s.drops[DropReason::NoRoute as usize].add(2);
+        s.drops[DropReason::NoBackend as usize].add(2);
         s.tx_dropped.add(1);
         let c = s.read();
         assert_eq!(c.rx_packets, 7);
-        assert_eq!(c.drop_count(DropReason::NoRoute), 2);
+        assert_eq!(c.drop_count(DropReason::NoBackend), 2);
         assert_eq!(c.dropped(), 3);
         let total: Counters = [c, c].into_iter().sum();
         assert_eq!(total.rx_packets, 14);
-        assert_eq!(total.drop_count(DropReason::NoRoute), 4);
+        assert_eq!(total.drop_count(DropReason::NoBackend), 4);
     }
 
     #[test]

@@ -1,33 +1,44 @@
 //! The poll loop of one worker lcore on its own RX/TX queue pair: burst RX,
-//! prefetch, decide and rewrite in place, burst TX, free and count what was
-//! not sent. Nothing here allocates, locks or makes a syscall; counters are
-//! published once per burst.
+//! load the snapshot once, prefetch packet data, classify and hash every
+//! packet, prefetch every flow's table bucket, then decide and rewrite in
+//! place, burst TX, free and count what was not sent. Nothing here
+//! allocates, locks or makes a syscall; counters are published once per
+//! burst. The worker owns the clock (the TSC) and hands `now` to the pure
+//! decision.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::dpdk::{Burst, Queue, BURST_SIZE};
-use crate::mac_table::{MacTable, Verdict};
+use crate::dpdk::{self, Burst, Queue, BURST_SIZE};
+use crate::flow::FlowTable;
+use crate::forward::{self, Action, Classified};
+use crate::snapshot::Reader;
 use crate::stats::{DropReason, WorkerStats};
+
+/// Flow-table buckets swept for expired entries per idle poll.
+const SWEEP_BUDGET: usize = 64;
 
 pub struct Worker<'a> {
     queue: Queue<'a>,
-    table: &'a MacTable,
-    port_mac: [u8; 6],
+    snapshots: Reader,
+    flows: FlowTable,
     stats: &'a WorkerStats,
+    tsc_hz: u64,
 }
 
 impl<'a> Worker<'a> {
     pub fn new(
         queue: Queue<'a>,
-        table: &'a MacTable,
-        port_mac: [u8; 6],
+        snapshots: Reader,
+        flows: FlowTable,
         stats: &'a WorkerStats,
+        tsc_hz: u64,
     ) -> Worker<'a> {
         Worker {
             queue,
-            table,
-            port_mac,
+            snapshots,
+            flows,
             stats,
+            tsc_hz: tsc_hz.max(1),
         }
     }
 
@@ -39,48 +50,113 @@ impl<'a> Worker<'a> {
         }
     }
 
+    #[inline]
+    fn now(&self) -> u32 {
+        (dpdk::rdtsc() / self.tsc_hz) as u32
+    }
+
     /// One RX burst through to TX; returns how many packets arrived.
     #[inline]
     pub fn poll_once(&mut self, burst: &mut Burst) -> usize {
         let n = self.queue.rx(burst);
+        let now = self.now();
         if n == 0 {
+            let freed = self.flows.expire(now, SWEEP_BUDGET);
+            if freed > 0 {
+                self.stats.active_flows.set(self.flows.stats().active);
+            }
             return 0;
         }
+        let snap = self.snapshots.load();
         burst.prefetch_data();
 
-        let mut rx_bytes = 0u64;
-        let mut drops = [0u64; DropReason::COUNT];
+        let mut classified = [Classified::ToKernel; BURST_SIZE];
+        for (i, c) in classified.iter_mut().enumerate().take(n) {
+            *c = forward::classify(burst.data(i).unwrap_or_default(), snap);
+            if let Some(h) = c.flow_hash() {
+                dpdk::prefetch(self.flows.prefetch_target(h));
+            }
+        }
+
+        let mut counts = BurstCounts::default();
         let mut lens = [0u16; BURST_SIZE];
         let mut kept = 0;
-        let (table, mac) = (self.table, self.port_mac);
+        let mut i = 0;
+        let flows = &mut self.flows;
         burst.retain_mut(|frame| {
-            rx_bytes += frame.len() as u64;
-            match table.rewrite(frame, mac) {
-                Verdict::Forward => {
-                    lens[kept] = frame.len() as u16;
-                    kept += 1;
-                    true
+            counts.rx_bytes += frame.len() as u64;
+            let action = forward::apply(classified[i], frame, snap, flows, now);
+            i += 1;
+            let len = match action {
+                Action::Forward { new_flow, .. } => {
+                    counts.forwarded += 1;
+                    counts.new_flows += u64::from(new_flow);
+                    frame.len()
                 }
-                Verdict::Drop(reason) => {
-                    drops[reason as usize] += 1;
-                    false
+                Action::IcmpToBackend { .. } => {
+                    counts.forwarded += 1;
+                    counts.icmp += 1;
+                    frame.len()
                 }
-            }
+                Action::ArpReply => {
+                    counts.arp += 1;
+                    frame.len()
+                }
+                Action::NdAdvert { len } => {
+                    counts.nd += 1;
+                    len
+                }
+                Action::ToKernel => {
+                    // The exception path (net_tap) is not wired yet.
+                    counts.to_kernel += 1;
+                    counts.drops[DropReason::NoKernelPath as usize] += 1;
+                    return None;
+                }
+                Action::Drop(reason) => {
+                    counts.drops[reason as usize] += 1;
+                    return None;
+                }
+            };
+            lens[kept] = len as u16;
+            kept += 1;
+            Some(len)
         });
         let out = self.queue.tx(burst);
 
         let s = self.stats;
+        let fs = self.flows.stats();
         s.rx_packets.add(n as u64);
-        s.rx_bytes.add(rx_bytes);
+        s.rx_bytes.add(counts.rx_bytes);
         s.tx_packets.add(out.sent as u64);
         s.tx_bytes
             .add(lens[..out.sent].iter().map(|&l| u64::from(l)).sum());
         s.tx_dropped.add(out.dropped as u64);
-        for (c, d) in s.drops.iter().zip(drops) {
+        s.forwarded.add(counts.forwarded);
+        s.icmp_to_backend.add(counts.icmp);
+        s.arp_replies.add(counts.arp);
+        s.nd_adverts.add(counts.nd);
+        s.to_kernel.add(counts.to_kernel);
+        s.new_flows.add(counts.new_flows);
+        s.flow_rejected.set(fs.rejected);
+        s.active_flows.set(fs.active);
+        s.snapshot_generation.set(snap.generation);
+        for (c, d) in s.drops.iter().zip(counts.drops) {
             if d != 0 {
                 c.add(d);
             }
         }
         n
     }
+}
+
+#[derive(Default)]
+struct BurstCounts {
+    rx_bytes: u64,
+    forwarded: u64,
+    icmp: u64,
+    arp: u64,
+    nd: u64,
+    to_kernel: u64,
+    new_flows: u64,
+    drops: [u64; DropReason::COUNT],
 }

@@ -205,28 +205,49 @@ impl Burst {
         }
     }
 
-    /// Keep the packets for which `keep` returns true (it may rewrite them in
-    /// place), in order; free the others in one bulk call. Returns how many
-    /// were freed.
+    /// Keep the packets for which `keep` returns `Some(len)`, cut to `len`
+    /// bytes when shorter (it may rewrite them in place), in order; free the
+    /// others in one bulk call. Returns how many were freed.
     #[inline]
-    pub fn retain_mut(&mut self, mut keep: impl FnMut(&mut [u8]) -> bool) -> usize {
+    pub fn retain_mut(&mut self, mut keep: impl FnMut(&mut [u8]) -> Option<usize>) -> usize {
         let mut dropped = [std::ptr::null_mut(); BURST_SIZE];
         let mut n_dropped = 0;
         let mut kept = 0;
         for i in 0..self.len {
             let p = self.pkts[i];
-            // SAFETY: owned valid mbuf; the slice does not outlive this iteration.
-            if keep(unsafe { seg_bytes_mut(p) }) {
-                self.pkts[kept] = p;
-                kept += 1;
-            } else {
-                dropped[n_dropped] = p;
-                n_dropped += 1;
+            // SAFETY: owned valid mbuf; the slice does not outlive this call.
+            let verdict = keep(unsafe { seg_bytes_mut(p) });
+            match verdict {
+                Some(len) => {
+                    // SAFETY: owned valid mbuf, no slice of it alive any more.
+                    let cur = usize::from(unsafe { dpdk_sys::lb_rte_pktmbuf_data_len(p) });
+                    // SAFETY: owned valid mbuf.
+                    if len < cur && unsafe { dpdk_sys::lb_rte_pktmbuf_nb_segs(p) } == 1 {
+                        // SAFETY: as above; trimming less than data_len of a
+                        // single-segment packet cannot fail.
+                        unsafe { dpdk_sys::lb_rte_pktmbuf_trim(p, (cur - len) as u16) };
+                    }
+                    self.pkts[kept] = p;
+                    kept += 1;
+                }
+                None => {
+                    dropped[n_dropped] = p;
+                    n_dropped += 1;
+                }
             }
         }
         self.len = kept;
         free_bulk(&mut dropped[..n_dropped]);
         n_dropped
+    }
+
+    /// Length of packet `i` (first segment), without touching its data.
+    #[inline]
+    pub fn len_of(&self, i: usize) -> Option<usize> {
+        // SAFETY: entries below len are owned, valid mbufs.
+        self.pkts[..self.len]
+            .get(i)
+            .map(|&p| usize::from(unsafe { dpdk_sys::lb_rte_pktmbuf_data_len(p) }))
     }
 
     /// Free every packet.

@@ -9,6 +9,7 @@
 //! tiny `Copy` enum: a malformed packet is a counted drop, never a panic.
 
 pub mod arp;
+pub mod build;
 pub mod checksum;
 pub mod ethernet;
 pub mod icmp;

@@ -1,0 +1,1120 @@
+//! The forwarding decision, a pure function: `(frame, snapshot, flow table,
+//! now) -> Action`, with the frame rewritten in place when it is to be sent.
+//! No DPDK type, no allocation, no lock, no syscall, no clock: unit-tested,
+//! property-tested and fuzzed without hardware.
+//!
+//! It runs in two phases so a worker can batch a burst: [`classify`] parses
+//! each packet and hashes its flow (touching only the packet and the
+//! snapshot), the worker prefetches every flow's table bucket, then
+//! [`apply`] looks the flows up and rewrites. [`decide`] does both for one
+//! packet.
+//!
+//! Fragments: every fragment of a datagram (the first included) goes to the
+//! backend Maglev picks for the hash of (source, destination, protocol)
+//! alone, using the table of the VIP with the lowest port on that address and
+//! protocol, since later fragments carry no ports. No flow entry is kept for
+//! them. When an address has VIPs on several ports with different backend
+//! pools, fragmented datagrams go to the lowest port's pool.
+
+use std::net::IpAddr;
+
+use crate::flow::{FlowKey, FlowTable, Insert};
+use crate::maglev::mix64;
+use crate::packet::arp::{ArpPacket, OP_REQUEST};
+use crate::packet::ethernet::{
+    EthernetFrame, MacAddr, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6,
+};
+use crate::packet::icmp::IcmpPacket;
+use crate::packet::icmpv6::{self, Icmpv6Packet, NEIGHBOR_SOLICIT, PROTO_ICMPV6};
+use crate::packet::ipv4::Ipv4Packet;
+use crate::packet::ipv6::Ipv6Packet;
+use crate::packet::l4::{self, TcpHeader, UdpHeader, PROTO_TCP, PROTO_UDP};
+use crate::snapshot::{BackendRef, Proto, Snapshot, VipKey};
+use crate::stats::DropReason;
+
+const PROTO_ICMP: u8 = 1;
+
+/// What to do with a packet. For `Forward`, `IcmpToBackend`, `ArpReply` and
+/// `NdAdvert` the frame has already been rewritten and is to be transmitted
+/// on the port it came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// To a backend: Ethernet destination = its MAC, source = ours.
+    Forward {
+        vip: u32,
+        backend: u16,
+        new_flow: bool,
+    },
+    /// An ICMP error about a VIP flow, to that flow's backend.
+    IcmpToBackend {
+        vip: u32,
+        backend: u16,
+    },
+    /// An ARP request for a VIP or our address, turned into the reply.
+    ArpReply,
+    /// A neighbor solicitation turned into the advertisement; the frame is now `len` bytes.
+    NdAdvert {
+        len: usize,
+    },
+    /// For the host: the exception path.
+    ToKernel,
+    Drop(DropReason),
+}
+
+/// A packet after [`classify`]: parsed, hashed, VIP found. Small and `Copy`,
+/// so a burst of them lives on the stack.
+#[derive(Debug, Clone, Copy)]
+pub enum Classified {
+    /// TCP or UDP to a VIP. `tcp_flags` is `None` for UDP.
+    Flow {
+        vip: u32,
+        key: FlowKey,
+        hash: u64,
+        tcp_flags: Option<u8>,
+    },
+    /// A fragment to a VIP: Maglev on the 3-tuple hash, no flow entry.
+    Fragment {
+        vip: u32,
+        hash: u64,
+    },
+    /// An ICMP error quoting a reply of a VIP flow; `key` is that flow's
+    /// (client-to-VIP) tuple.
+    IcmpError {
+        vip: u32,
+        key: FlowKey,
+        hash: u64,
+    },
+    Arp,
+    NeighborSolicit,
+    ToKernel,
+    Drop(DropReason),
+}
+
+impl Classified {
+    /// The flow-table hash to prefetch for, if `apply` will look one up.
+    #[inline]
+    pub fn flow_hash(&self) -> Option<u64> {
+        match self {
+            Classified::Flow { hash, .. } | Classified::IcmpError { hash, .. } => Some(*hash),
+            _ => None,
+        }
+    }
+}
+
+/// The flow hash: fixed forever (every instance must agree, and Maglev
+/// tables are indexed by it), a murmur3-finaliser chain over the 5-tuple.
+#[inline]
+pub fn flow_hash(k: &FlowKey) -> u64 {
+    let w = |b: &[u8; 16], i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+    let mut h = mix64(w(&k.src, 0) ^ 0x6c62_666c_6f77_3031);
+    h = mix64(h ^ w(&k.src, 8));
+    h = mix64(h ^ w(&k.dst, 0));
+    h = mix64(h ^ w(&k.dst, 8));
+    mix64(h ^ (u64::from(k.src_port) << 32 | u64::from(k.dst_port) << 16 | u64::from(k.proto)))
+}
+
+/// Parse and hash one frame.
+#[inline]
+pub fn classify(frame: &[u8], snap: &Snapshot) -> Classified {
+    match classify_inner(frame, snap) {
+        Ok(c) => c,
+        Err(reason) => Classified::Drop(reason),
+    }
+}
+
+fn classify_inner(frame: &[u8], snap: &Snapshot) -> Result<Classified, DropReason> {
+    let eth = EthernetFrame::new_checked(frame)?;
+    let dst_mac = eth.dst();
+    if dst_mac != snap.mac && !dst_mac.is_multicast() {
+        return Ok(Classified::Drop(DropReason::NotForUs));
+    }
+    match eth.ethertype() {
+        ETHERTYPE_IPV4 => classify_ipv4(eth.payload(), snap),
+        ETHERTYPE_IPV6 => classify_ipv6(eth.payload(), snap),
+        ETHERTYPE_ARP => {
+            let arp = ArpPacket::new_checked(eth.payload())?;
+            let target = IpAddr::V4(arp.target_ip());
+            if arp.op() == OP_REQUEST && (snap.is_vip_addr(target) || snap.is_local(target)) {
+                Ok(Classified::Arp)
+            } else {
+                Ok(Classified::ToKernel)
+            }
+        }
+        _ => Ok(Classified::ToKernel),
+    }
+}
+
+fn classify_ipv4(b: &[u8], snap: &Snapshot) -> Result<Classified, DropReason> {
+    let ip = Ipv4Packet::new_checked(b)?;
+    let dst = IpAddr::V4(ip.dst());
+    if !snap.is_vip_addr(dst) {
+        return Ok(Classified::ToKernel);
+    }
+    let (src, dst4) = (ip.src().octets(), ip.dst().octets());
+    let proto = ip.protocol();
+    if ip.is_fragment() {
+        return Ok(fragment(
+            snap,
+            dst,
+            proto,
+            FlowKey::v4(src, dst4, 0, 0, proto),
+        ));
+    }
+    match proto {
+        PROTO_TCP | PROTO_UDP => {
+            let (sport, dport, flags) = transport(proto, ip.payload())?;
+            Ok(flow(
+                snap,
+                dst,
+                proto,
+                FlowKey::v4(src, dst4, sport, dport, proto),
+                flags,
+            ))
+        }
+        PROTO_ICMP => {
+            let icmp = IcmpPacket::new_checked(ip.payload())?;
+            if !icmp.is_error() {
+                return Ok(Classified::Drop(DropReason::IcmpNotForFlow));
+            }
+            let q = icmp.quoted()?;
+            let (sport, dport) = l4::ports(q.payload())?;
+            // The quoted packet is the backend's reply (VIP -> client): the
+            // flow is its reverse.
+            let key = FlowKey::v4(
+                q.dst().octets(),
+                q.src().octets(),
+                dport,
+                sport,
+                q.protocol(),
+            );
+            Ok(icmp_error(snap, IpAddr::V4(q.src()), q.protocol(), key))
+        }
+        _ => Ok(Classified::Drop(DropReason::UnknownVipPort)),
+    }
+}
+
+fn classify_ipv6(b: &[u8], snap: &Snapshot) -> Result<Classified, DropReason> {
+    let ip = Ipv6Packet::new_checked(b)?;
+    let proto = ip.upper_protocol();
+    if proto == PROTO_ICMPV6 {
+        let icmp = Icmpv6Packet::new_checked(ip.upper_payload())?;
+        if icmp.msg_type() == NEIGHBOR_SOLICIT {
+            let target = IpAddr::from(icmp.nd_target());
+            if snap.is_vip_addr(target) || snap.is_local(target) {
+                return Ok(Classified::NeighborSolicit);
+            }
+            return Ok(Classified::ToKernel);
+        }
+    }
+    let dst = IpAddr::V6(ip.dst());
+    if !snap.is_vip_addr(dst) {
+        return Ok(Classified::ToKernel);
+    }
+    let (src, dst6) = (ip.src_bytes(), ip.dst_bytes());
+    if ip.fragment().is_some() {
+        let key = FlowKey {
+            src,
+            dst: dst6,
+            src_port: 0,
+            dst_port: 0,
+            proto,
+        };
+        return Ok(fragment(snap, dst, proto, key));
+    }
+    match proto {
+        PROTO_TCP | PROTO_UDP => {
+            let (sport, dport, flags) = transport(proto, ip.upper_payload())?;
+            let key = FlowKey {
+                src,
+                dst: dst6,
+                src_port: sport,
+                dst_port: dport,
+                proto,
+            };
+            Ok(flow(snap, dst, proto, key, flags))
+        }
+        PROTO_ICMPV6 => {
+            let icmp = Icmpv6Packet::new_checked(ip.upper_payload())?;
+            if !icmp.is_error() {
+                return Ok(Classified::Drop(DropReason::IcmpNotForFlow));
+            }
+            let q = icmp.quoted()?;
+            let (sport, dport) = l4::ports(q.upper_payload())?;
+            let key = FlowKey {
+                src: q.dst_bytes(),
+                dst: q.src_bytes(),
+                src_port: dport,
+                dst_port: sport,
+                proto: q.upper_protocol(),
+            };
+            Ok(icmp_error(
+                snap,
+                IpAddr::V6(q.src()),
+                q.upper_protocol(),
+                key,
+            ))
+        }
+        _ => Ok(Classified::Drop(DropReason::UnknownVipPort)),
+    }
+}
+
+fn transport(proto: u8, b: &[u8]) -> Result<(u16, u16, Option<u8>), DropReason> {
+    if proto == PROTO_TCP {
+        let t = TcpHeader::new_checked(b)?;
+        Ok((t.src_port(), t.dst_port(), Some(t.flags())))
+    } else {
+        let u = UdpHeader::new_checked(b)?;
+        Ok((u.src_port(), u.dst_port(), None))
+    }
+}
+
+fn flow(
+    snap: &Snapshot,
+    addr: IpAddr,
+    proto: u8,
+    key: FlowKey,
+    tcp_flags: Option<u8>,
+) -> Classified {
+    let Some(proto) = Proto::from_number(proto) else {
+        return Classified::Drop(DropReason::UnknownVipPort);
+    };
+    match snap.find_vip(&VipKey {
+        addr,
+        port: key.dst_port,
+        proto,
+    }) {
+        Some(vip) => Classified::Flow {
+            vip,
+            hash: flow_hash(&key),
+            key,
+            tcp_flags,
+        },
+        None => Classified::Drop(DropReason::UnknownVipPort),
+    }
+}
+
+fn fragment(snap: &Snapshot, addr: IpAddr, proto: u8, key: FlowKey) -> Classified {
+    match Proto::from_number(proto).and_then(|p| snap.fragment_vip(addr, p)) {
+        Some(vip) => Classified::Fragment {
+            vip,
+            hash: flow_hash(&key),
+        },
+        None => Classified::Drop(DropReason::UnknownVipPort),
+    }
+}
+
+fn icmp_error(snap: &Snapshot, vip_addr: IpAddr, proto: u8, key: FlowKey) -> Classified {
+    let vip = Proto::from_number(proto).and_then(|p| {
+        snap.find_vip(&VipKey {
+            addr: vip_addr,
+            port: key.dst_port,
+            proto: p,
+        })
+    });
+    match vip {
+        Some(vip) => Classified::IcmpError {
+            vip,
+            hash: flow_hash(&key),
+            key,
+        },
+        None => Classified::Drop(DropReason::IcmpNotForFlow),
+    }
+}
+
+/// Finish the decision for a classified frame: flow table, Maglev, rewrite.
+#[inline]
+pub fn apply(
+    c: Classified,
+    frame: &mut [u8],
+    snap: &Snapshot,
+    flows: &mut FlowTable,
+    now: u32,
+) -> Action {
+    match c {
+        Classified::Flow {
+            vip,
+            key,
+            hash,
+            tcp_flags,
+        } => {
+            let (backend, new_flow) = match pinned(flows, snap, &key, hash, vip, now) {
+                Pinned::Usable(slot) => {
+                    if let Some(e) = flows.lookup(&key, hash, now) {
+                        e.observe(tcp_flags, now);
+                    }
+                    (slot, false)
+                }
+                Pinned::Gone => match pick(snap, vip, hash) {
+                    Some(slot) => {
+                        if let Some(e) = flows.lookup(&key, hash, now) {
+                            e.set_backend(backend_ref(snap, slot).to_u32());
+                            e.observe(tcp_flags, now);
+                        }
+                        (slot, false)
+                    }
+                    None => return Action::Drop(DropReason::NoBackend),
+                },
+                Pinned::None => match pick(snap, vip, hash) {
+                    Some(slot) => {
+                        let inserted =
+                            flows.insert(&key, hash, vip, backend_ref(snap, slot).to_u32(), now);
+                        (slot, inserted != Insert::Updated)
+                    }
+                    None => return Action::Drop(DropReason::NoBackend),
+                },
+            };
+            rewrite(frame, snap, backend);
+            Action::Forward {
+                vip,
+                backend,
+                new_flow,
+            }
+        }
+        Classified::Fragment { vip, hash } => match pick(snap, vip, hash) {
+            Some(backend) => {
+                rewrite(frame, snap, backend);
+                Action::Forward {
+                    vip,
+                    backend,
+                    new_flow: false,
+                }
+            }
+            None => Action::Drop(DropReason::NoBackend),
+        },
+        Classified::IcmpError { vip, key, hash } => {
+            let backend = match pinned(flows, snap, &key, hash, vip, now) {
+                Pinned::Usable(slot) => Some(slot),
+                Pinned::Gone | Pinned::None => pick(snap, vip, hash),
+            };
+            match backend {
+                Some(backend) => {
+                    rewrite(frame, snap, backend);
+                    Action::IcmpToBackend { vip, backend }
+                }
+                None => Action::Drop(DropReason::NoBackend),
+            }
+        }
+        Classified::Arp => {
+            arp_reply(frame, snap.mac);
+            Action::ArpReply
+        }
+        Classified::NeighborSolicit => match nd_advert(frame, snap.mac) {
+            Some(len) => Action::NdAdvert { len },
+            None => Action::Drop(DropReason::Truncated),
+        },
+        Classified::ToKernel => Action::ToKernel,
+        Classified::Drop(r) => Action::Drop(r),
+    }
+}
+
+/// [`classify`] then [`apply`], for one frame.
+pub fn decide(frame: &mut [u8], snap: &Snapshot, flows: &mut FlowTable, now: u32) -> Action {
+    let c = classify(frame, snap);
+    apply(c, frame, snap, flows, now)
+}
+
+enum Pinned {
+    /// The flow's backend still keeps flows.
+    Usable(u16),
+    /// The flow had a backend that is down, unreachable or removed.
+    Gone,
+    None,
+}
+
+#[inline]
+fn pinned(
+    flows: &mut FlowTable,
+    snap: &Snapshot,
+    key: &FlowKey,
+    hash: u64,
+    vip: u32,
+    now: u32,
+) -> Pinned {
+    let Some(e) = flows.lookup(key, hash, now) else {
+        return Pinned::None;
+    };
+    let r = BackendRef::from_u32(e.backend());
+    match snap.resolve(r, vip) {
+        Some(b) if b.keeps_flows() && e.vip() == vip => Pinned::Usable(r.slot),
+        _ => Pinned::Gone,
+    }
+}
+
+#[inline]
+fn pick(snap: &Snapshot, vip: u32, hash: u64) -> Option<u16> {
+    snap.vip(vip)?.pick(hash)
+}
+
+fn backend_ref(snap: &Snapshot, slot: u16) -> BackendRef {
+    let incarnation = snap.backend(slot).map_or(0, |b| b.incarnation);
+    BackendRef { slot, incarnation }
+}
+
+/// DR: only the Ethernet addresses change; the IP packet is untouched.
+#[inline]
+fn rewrite(frame: &mut [u8], snap: &Snapshot, slot: u16) {
+    let mac = snap
+        .backend(slot)
+        .and_then(|b| b.mac)
+        .unwrap_or(MacAddr::ZERO);
+    frame[..6].copy_from_slice(&mac.0);
+    frame[6..12].copy_from_slice(&snap.mac.0);
+}
+
+fn arp_reply(frame: &mut [u8], mac: MacAddr) {
+    let Ok(mut eth) = EthernetFrame::new_checked(&mut *frame) else {
+        return;
+    };
+    let asker = eth.src();
+    eth.set_dst(asker);
+    eth.set_src(mac);
+    if let Ok(mut arp) = ArpPacket::new_checked(eth.payload_mut()) {
+        arp.make_reply(mac);
+    }
+}
+
+fn nd_advert(frame: &mut [u8], mac: MacAddr) -> Option<usize> {
+    let mut eth = EthernetFrame::new_checked(&mut *frame).ok()?;
+    let hl = eth.header_len();
+    let (asker_ip, target, end) = {
+        let ip = Ipv6Packet::new_checked(eth.payload()).ok()?;
+        if ip.upper_offset() != 40 {
+            return None; // extension headers before the ND message: not answered
+        }
+        let icmp = Icmpv6Packet::new_checked(ip.upper_payload()).ok()?;
+        (
+            ip.src_bytes(),
+            icmp.nd_target(),
+            40 + usize::from(ip.payload_len()),
+        )
+    };
+    let asker_mac = eth.src();
+    eth.set_dst(if asker_ip == [0; 16] {
+        MacAddr::ipv6_multicast(&icmpv6::ALL_NODES)
+    } else {
+        asker_mac
+    });
+    eth.set_src(mac);
+    let len = icmpv6::write_advert(&mut eth.payload_mut()[..end], mac, &target, &asker_ip);
+    Some(hl + len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::FlowConfig;
+    use crate::packet::build;
+    use crate::packet::ethernet::EthernetFrame;
+    use crate::snapshot::{BackendSpec, BackendState, SnapshotSpec, VipSpec};
+    use proptest::prelude::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    const PORT_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
+    const CLIENT_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xc1]);
+    const VIP4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
+    const LOCAL4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+    const CLIENT4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 7);
+    const SYN: u8 = 0x02;
+    const ACK: u8 = 0x10;
+
+    fn vip6() -> Ipv6Addr {
+        "2001:db8::10".parse().unwrap()
+    }
+
+    fn client6() -> Ipv6Addr {
+        "2001:db8::7".parse().unwrap()
+    }
+
+    fn backend_mac(slot: u16) -> MacAddr {
+        MacAddr([2, 0, 0, 0, 0xbe, slot as u8])
+    }
+
+    fn backend(slot: u16, state: BackendState) -> BackendSpec {
+        BackendSpec {
+            id: BackendRef {
+                slot,
+                incarnation: 1,
+            },
+            addr: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10 + slot as u8)),
+            weight: 1,
+            mac: Some(backend_mac(slot)),
+            state,
+        }
+    }
+
+    /// VIP 0: 198.51.100.10:443/tcp with backends 0..3; VIP 1: [2001:db8::10]:5000/udp with 3..5.
+    fn spec(states: [BackendState; 5]) -> SnapshotSpec {
+        SnapshotSpec {
+            generation: 1,
+            mac: PORT_MAC,
+            local: vec![IpAddr::V4(LOCAL4)],
+            vips: vec![
+                VipSpec {
+                    key: VipKey {
+                        addr: IpAddr::V4(VIP4),
+                        port: 443,
+                        proto: Proto::Tcp,
+                    },
+                    table_size: 251,
+                    backends: (0..3).map(|s| backend(s, states[s as usize])).collect(),
+                },
+                VipSpec {
+                    key: VipKey {
+                        addr: IpAddr::V6(vip6()),
+                        port: 5000,
+                        proto: Proto::Udp,
+                    },
+                    table_size: 251,
+                    backends: (3..5).map(|s| backend(s, states[s as usize])).collect(),
+                },
+            ],
+        }
+    }
+
+    fn snap(states: [BackendState; 5]) -> Snapshot {
+        Snapshot::build(&spec(states)).unwrap()
+    }
+
+    fn all_up() -> Snapshot {
+        snap([BackendState::Up; 5])
+    }
+
+    fn syn(sport: u16) -> Vec<u8> {
+        build::tcp4(PORT_MAC, CLIENT_MAC, CLIENT4, VIP4, sport, 443, SYN, b"")
+    }
+
+    fn table() -> FlowTable {
+        FlowTable::new(1024, FlowConfig::default())
+    }
+
+    /// Forwarded: only the Ethernet addresses changed, to the backend's MAC.
+    fn assert_dr_rewrite(before: &[u8], after: &[u8], slot: u16) {
+        assert_eq!(
+            &after[..6],
+            &backend_mac(slot).0,
+            "destination is the backend"
+        );
+        assert_eq!(&after[6..12], &PORT_MAC.0, "source is our port");
+        assert_eq!(&after[12..], &before[12..], "IP packet untouched");
+    }
+
+    #[test]
+    fn new_flow_is_pinned_and_forwarded_in_dr_mode() {
+        let s = all_up();
+        let mut t = table();
+        let f = syn(40000);
+        let mut out = f.clone();
+        let Action::Forward {
+            vip: 0,
+            backend,
+            new_flow: true,
+        } = decide(&mut out, &s, &mut t, 0)
+        else {
+            panic!("expected a forward");
+        };
+        assert!(backend < 3);
+        assert_dr_rewrite(&f, &out, backend);
+        let mut ack = build::tcp4(
+            PORT_MAC, CLIENT_MAC, CLIENT4, VIP4, 40000, 443, ACK, b"GET /",
+        );
+        assert_eq!(
+            decide(&mut ack, &s, &mut t, 1),
+            Action::Forward {
+                vip: 0,
+                backend,
+                new_flow: false
+            }
+        );
+        assert_eq!(t.stats().active, 1);
+    }
+
+    #[test]
+    fn flows_spread_over_backends_and_match_maglev_on_every_instance() {
+        let s = all_up();
+        let (mut t1, mut t2) = (table(), table());
+        let mut seen = [0usize; 3];
+        for sport in 1000..1300 {
+            let (mut a, mut b) = (syn(sport), syn(sport));
+            let ra = decide(&mut a, &s, &mut t1, 0);
+            let rb = decide(&mut b, &all_up(), &mut t2, 0);
+            assert_eq!(ra, rb, "two instances with the same config agree");
+            if let Action::Forward { backend, .. } = ra {
+                seen[usize::from(backend)] += 1;
+            }
+        }
+        assert!(seen.iter().all(|&n| n > 60), "{seen:?}");
+    }
+
+    #[test]
+    fn draining_keeps_flows_down_moves_them() {
+        let mut t = table();
+        let mut f = syn(40001);
+        let Action::Forward { backend, .. } = decide(&mut f, &all_up(), &mut t, 0) else {
+            panic!()
+        };
+        let mut states = [BackendState::Up; 5];
+        states[usize::from(backend)] = BackendState::Draining;
+        let mut f = syn(40001);
+        assert_eq!(
+            decide(&mut f, &snap(states), &mut t, 1),
+            Action::Forward {
+                vip: 0,
+                backend,
+                new_flow: false
+            }
+        );
+        // A new flow never lands on the draining backend.
+        for sport in 2000..2200 {
+            let mut g = syn(sport);
+            if let Action::Forward { backend: b, .. } = decide(&mut g, &snap(states), &mut t, 1) {
+                assert_ne!(b, backend);
+            }
+        }
+        states[usize::from(backend)] = BackendState::Down;
+        let mut f = syn(40001);
+        let Action::Forward {
+            backend: moved,
+            new_flow: false,
+            ..
+        } = decide(&mut f, &snap(states), &mut t, 2)
+        else {
+            panic!()
+        };
+        assert_ne!(moved, backend, "flow of a down backend is re-hashed");
+        // ... and stays on its new backend when the old one comes back.
+        let mut f = syn(40001);
+        assert_eq!(
+            decide(&mut f, &all_up(), &mut t, 3),
+            Action::Forward {
+                vip: 0,
+                backend: moved,
+                new_flow: false
+            }
+        );
+    }
+
+    #[test]
+    fn removed_backend_slot_reuse_does_not_capture_its_flows() {
+        let mut t = table();
+        let mut f = syn(40002);
+        let Action::Forward { backend, .. } = decide(&mut f, &all_up(), &mut t, 0) else {
+            panic!()
+        };
+        // The backend is replaced in its slot by another (new incarnation).
+        let mut sp = spec([BackendState::Up; 5]);
+        let b = &mut sp.vips[0].backends[usize::from(backend)];
+        b.id.incarnation = 2;
+        b.addr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 99));
+        let s = Snapshot::build(&sp).unwrap();
+        let mut f = syn(40002);
+        let a = decide(&mut f, &s, &mut t, 1);
+        let expected = s
+            .vip(0)
+            .unwrap()
+            .pick(flow_hash(&FlowKey::v4(
+                CLIENT4.octets(),
+                VIP4.octets(),
+                40002,
+                443,
+                6,
+            )))
+            .unwrap();
+        assert_eq!(
+            a,
+            Action::Forward {
+                vip: 0,
+                backend: expected,
+                new_flow: false
+            },
+            "re-hashed, not pinned to the newcomer by accident"
+        );
+    }
+
+    #[test]
+    fn no_usable_backend_drops() {
+        let mut t = table();
+        let mut f = syn(40003);
+        assert_eq!(
+            decide(&mut f, &snap([BackendState::Down; 5]), &mut t, 0),
+            Action::Drop(DropReason::NoBackend)
+        );
+        let mut sp = spec([BackendState::Up; 5]);
+        for b in &mut sp.vips[0].backends {
+            b.mac = None;
+        }
+        let mut f = syn(40003);
+        assert_eq!(
+            decide(&mut f, &Snapshot::build(&sp).unwrap(), &mut t, 0),
+            Action::Drop(DropReason::NoBackend),
+            "unresolved MACs are unusable"
+        );
+    }
+
+    #[test]
+    fn ipv6_udp_to_vip() {
+        let s = all_up();
+        let mut t = table();
+        let f = build::udp6(PORT_MAC, CLIENT_MAC, client6(), vip6(), 40000, 5000, b"srt");
+        let mut out = f.clone();
+        let Action::Forward {
+            vip: 1,
+            backend,
+            new_flow: true,
+        } = decide(&mut out, &s, &mut t, 0)
+        else {
+            panic!()
+        };
+        assert!((3..5).contains(&backend));
+        assert_dr_rewrite(&f, &out, backend);
+    }
+
+    #[test]
+    fn what_is_not_a_vip_flow() {
+        let s = all_up();
+        let mut t = table();
+        let cases: Vec<(&str, Vec<u8>, Action)> = vec![
+            (
+                "unknown VIP port",
+                build::tcp4(PORT_MAC, CLIENT_MAC, CLIENT4, VIP4, 1, 80, SYN, b""),
+                Action::Drop(DropReason::UnknownVipPort),
+            ),
+            (
+                "UDP to a TCP VIP",
+                build::udp4(PORT_MAC, CLIENT_MAC, CLIENT4, VIP4, 1, 443, b""),
+                Action::Drop(DropReason::UnknownVipPort),
+            ),
+            (
+                "to our own address",
+                build::tcp4(PORT_MAC, CLIENT_MAC, CLIENT4, LOCAL4, 1, 22, SYN, b""),
+                Action::ToKernel,
+            ),
+            (
+                "to another address",
+                build::tcp4(
+                    PORT_MAC,
+                    CLIENT_MAC,
+                    CLIENT4,
+                    Ipv4Addr::new(192, 0, 2, 200),
+                    1,
+                    179,
+                    SYN,
+                    b"",
+                ),
+                Action::ToKernel,
+            ),
+            (
+                "unicast to another MAC",
+                build::tcp4(CLIENT_MAC, PORT_MAC, VIP4, CLIENT4, 443, 1, ACK, b""),
+                Action::Drop(DropReason::NotForUs),
+            ),
+            (
+                "ARP for another address",
+                build::arp_request(CLIENT_MAC, CLIENT4, Ipv4Addr::new(192, 0, 2, 200)),
+                Action::ToKernel,
+            ),
+            (
+                "unknown ethertype",
+                build::ethernet(PORT_MAC, CLIENT_MAC, 0x88cc, &[0; 46]),
+                Action::ToKernel,
+            ),
+            (
+                "ping to the VIP",
+                build::ethernet(
+                    PORT_MAC,
+                    CLIENT_MAC,
+                    0x0800,
+                    &build::ipv4(CLIENT4, VIP4, 1, &[8, 0, 0, 0, 0, 0, 0, 0]),
+                ),
+                Action::Drop(DropReason::IcmpNotForFlow),
+            ),
+        ];
+        for (what, mut f, want) in cases {
+            let before = f.clone();
+            assert_eq!(decide(&mut f, &s, &mut t, 0), want, "{what}");
+            assert_eq!(f, before, "{what}: frame untouched");
+        }
+    }
+
+    #[test]
+    fn malformed_frames_are_counted_drops() {
+        let s = all_up();
+        let mut t = table();
+        let good = syn(40004);
+        let cases: Vec<(&str, Vec<u8>, DropReason)> = vec![
+            ("empty", vec![], DropReason::Truncated),
+            ("runt", good[..10].to_vec(), DropReason::Truncated),
+            (
+                "IPv4 header cut",
+                good[..30].to_vec(),
+                DropReason::Truncated,
+            ),
+            ("TCP header cut", good[..40].to_vec(), DropReason::Truncated),
+            (
+                "bad IHL",
+                {
+                    let mut f = good.clone();
+                    f[14] = 0x44;
+                    f
+                },
+                DropReason::BadHeaderLength,
+            ),
+            (
+                "bad version",
+                {
+                    let mut f = good.clone();
+                    f[14] = 0x65;
+                    f
+                },
+                DropReason::BadVersion,
+            ),
+            (
+                "total length beyond the frame",
+                {
+                    let mut f = good.clone();
+                    f[17] = 200;
+                    f
+                },
+                DropReason::Truncated,
+            ),
+            (
+                "total length below the header",
+                {
+                    let mut f = good.clone();
+                    f[16] = 0;
+                    f[17] = 10;
+                    f
+                },
+                DropReason::BadLength,
+            ),
+            (
+                "TCP data offset 4",
+                {
+                    let mut f = good.clone();
+                    f[46] = 0x40;
+                    f
+                },
+                DropReason::BadHeaderLength,
+            ),
+        ];
+        for (what, mut f, want) in cases {
+            assert_eq!(decide(&mut f, &s, &mut t, 0), Action::Drop(want), "{what}");
+        }
+        // A jumbo frame is just a frame.
+        let mut jumbo = build::tcp4(
+            PORT_MAC,
+            CLIENT_MAC,
+            CLIENT4,
+            VIP4,
+            40005,
+            443,
+            ACK,
+            &[0x5a; 8000],
+        );
+        assert!(matches!(
+            decide(&mut jumbo, &s, &mut t, 0),
+            Action::Forward { .. }
+        ));
+    }
+
+    #[test]
+    fn arp_request_for_vip_or_local_is_answered_in_place() {
+        let s = all_up();
+        let mut t = table();
+        for target in [VIP4, LOCAL4] {
+            let mut f = build::arp_request(CLIENT_MAC, CLIENT4, target);
+            assert_eq!(decide(&mut f, &s, &mut t, 0), Action::ArpReply);
+            let e = EthernetFrame::new_checked(&f[..]).unwrap();
+            assert_eq!((e.dst(), e.src()), (CLIENT_MAC, PORT_MAC));
+            let a = ArpPacket::new_checked(e.payload()).unwrap();
+            assert_eq!(a.op(), crate::packet::arp::OP_REPLY);
+            assert_eq!((a.sender_mac(), a.sender_ip()), (PORT_MAC, target));
+            assert_eq!((a.target_mac(), a.target_ip()), (CLIENT_MAC, CLIENT4));
+        }
+    }
+
+    #[test]
+    fn neighbor_solicitation_for_vip_is_advertised() {
+        let s = all_up();
+        let mut t = table();
+        let mut f = build::neighbor_solicit(CLIENT_MAC, client6(), vip6());
+        let Action::NdAdvert { len } = decide(&mut f, &s, &mut t, 0) else {
+            panic!()
+        };
+        let e = EthernetFrame::new_checked(&f[..len]).unwrap();
+        assert_eq!((e.dst(), e.src()), (CLIENT_MAC, PORT_MAC));
+        let ip = Ipv6Packet::new_checked(e.payload()).unwrap();
+        assert_eq!((ip.src(), ip.dst()), (vip6(), client6()));
+        let m = Icmpv6Packet::new_checked(ip.upper_payload()).unwrap();
+        assert_eq!(m.msg_type(), icmpv6::NEIGHBOR_ADVERT);
+        assert!(m.checksum_ok(&ip.src_bytes(), &ip.dst_bytes()));
+        assert_eq!(m.nd_lladdr(), Some(PORT_MAC));
+        let mut other =
+            build::neighbor_solicit(CLIENT_MAC, client6(), "2001:db8::99".parse().unwrap());
+        assert_eq!(decide(&mut other, &s, &mut t, 0), Action::ToKernel);
+    }
+
+    #[test]
+    fn frag_needed_reaches_the_flows_backend() {
+        let s = all_up();
+        let mut t = table();
+        for sport in 3000..3050 {
+            let mut f = syn(sport);
+            let Action::Forward { backend, .. } = decide(&mut f, &s, &mut t, 0) else {
+                panic!()
+            };
+            // The backend's reply VIP:443 -> client:sport hit a small MTU.
+            let reply = build::ipv4(
+                VIP4,
+                CLIENT4,
+                6,
+                &build::tcp(443, sport, ACK, &[0; 1400], 0),
+            );
+            let icmp = build::icmp4_frag_needed(
+                PORT_MAC,
+                MacAddr([2, 0, 0, 0, 0, 0xee]),
+                Ipv4Addr::new(203, 0, 113, 1),
+                &reply,
+                1400,
+            );
+            let mut out = icmp.clone();
+            assert_eq!(
+                decide(&mut out, &s, &mut t, 1),
+                Action::IcmpToBackend { vip: 0, backend },
+                "sport {sport}"
+            );
+            assert_dr_rewrite(&icmp, &out, backend);
+            // Without a flow entry (another instance, or after a restart) Maglev agrees.
+            let mut fresh = icmp.clone();
+            assert_eq!(
+                decide(&mut fresh, &s, &mut table(), 1),
+                Action::IcmpToBackend { vip: 0, backend }
+            );
+        }
+    }
+
+    #[test]
+    fn packet_too_big_reaches_the_flows_backend() {
+        let s = all_up();
+        let mut t = table();
+        let mut f = build::udp6(PORT_MAC, CLIENT_MAC, client6(), vip6(), 40000, 5000, b"x");
+        let Action::Forward { backend, .. } = decide(&mut f, &s, &mut t, 0) else {
+            panic!()
+        };
+        let reply = build::ipv6(
+            vip6(),
+            client6(),
+            17,
+            &build::udp(5000, 40000, &[0; 1400], 0),
+        );
+        let mut ptb = build::icmp6_packet_too_big(
+            PORT_MAC,
+            CLIENT_MAC,
+            "2001:db8::1".parse().unwrap(),
+            &reply,
+            1280,
+        );
+        assert_eq!(
+            decide(&mut ptb, &s, &mut t, 1),
+            Action::IcmpToBackend { vip: 1, backend }
+        );
+    }
+
+    #[test]
+    fn all_fragments_of_a_datagram_reach_one_backend() {
+        let s = all_up();
+        let mut t = table();
+        let mut backends = Vec::new();
+        for src in 1..40u8 {
+            let client = Ipv4Addr::new(203, 0, 113, src);
+            let first = build::udp(5000, 443, &[0; 32], 0);
+            let mut pieces = [
+                build::ethernet(
+                    PORT_MAC,
+                    CLIENT_MAC,
+                    0x0800,
+                    &build::ipv4_fragment(client, VIP4, 6, 0x2000, 7, &first),
+                ),
+                build::ethernet(
+                    PORT_MAC,
+                    CLIENT_MAC,
+                    0x0800,
+                    &build::ipv4_fragment(client, VIP4, 6, 0x2005, 7, &[0; 40]),
+                ),
+                build::ethernet(
+                    PORT_MAC,
+                    CLIENT_MAC,
+                    0x0800,
+                    &build::ipv4_fragment(client, VIP4, 6, 0x000a, 7, &[0; 8]),
+                ),
+            ];
+            let got: Vec<Action> = pieces
+                .iter_mut()
+                .map(|p| decide(p, &s, &mut t, 0))
+                .collect();
+            assert!(got.windows(2).all(|w| w[0] == w[1]), "{got:?}");
+            let Action::Forward { backend, .. } = got[0] else {
+                panic!("{got:?}")
+            };
+            backends.push(backend);
+        }
+        backends.sort_unstable();
+        backends.dedup();
+        assert!(backends.len() > 1, "different datagrams spread");
+        assert_eq!(t.stats().active, 0, "no flow entries for fragments");
+    }
+
+    #[test]
+    fn vlan_tagged_flows_keep_their_tag() {
+        let s = all_up();
+        let mut t = table();
+        let plain = syn(40006);
+        let mut tagged = plain[..12].to_vec();
+        tagged.extend_from_slice(&[0x81, 0x00, 0x00, 0x64]);
+        tagged.extend_from_slice(&plain[12..]);
+        let before = tagged.clone();
+        let Action::Forward { backend, .. } = decide(&mut tagged, &s, &mut t, 0) else {
+            panic!()
+        };
+        assert_dr_rewrite(&before, &tagged, backend);
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics_and_only_rewrites_what_it_sends(bytes in proptest::collection::vec(any::<u8>(), 0..300), to_us in any::<bool>()) {
+            let s = all_up();
+            let mut t = table();
+            let mut f = bytes.clone();
+            if to_us && f.len() >= 6 { f[..6].copy_from_slice(&PORT_MAC.0); }
+            let orig = f.clone();
+            match decide(&mut f, &s, &mut t, 0) {
+                Action::Forward { backend, .. } | Action::IcmpToBackend { backend, .. } => {
+                    prop_assert_eq!(&f[..6], &backend_mac(backend).0);
+                    prop_assert_eq!(&f[12..], &orig[12..]);
+                }
+                Action::ArpReply => prop_assert_eq!(f.len(), orig.len()),
+                Action::NdAdvert { len } => prop_assert!(len <= f.len()),
+                Action::ToKernel | Action::Drop(_) => prop_assert_eq!(f, orig),
+            }
+        }
+
+        /// Valid TCP/UDP to the VIP from any client: always forwarded, always the same backend.
+        #[test]
+        fn vip_flows_are_stable(src in any::<[u8; 4]>(), sport in 1u16.., udp in any::<bool>()) {
+            let s = all_up();
+            let mut t = table();
+            let client = Ipv4Addr::from(src);
+            let frame = |flags| if udp {
+                build::udp6(PORT_MAC, CLIENT_MAC, client.to_ipv6_mapped(), vip6(), sport, 5000, b"")
+            } else {
+                build::tcp4(PORT_MAC, CLIENT_MAC, client, VIP4, sport, 443, flags, b"")
+            };
+            let first = decide(&mut frame(SYN), &s, &mut t, 0);
+            prop_assert!(matches!(first, Action::Forward { new_flow: true, .. }), "{:?}", first);
+            for now in 1..4 {
+                let again = decide(&mut frame(ACK), &s, &mut t, now);
+                let (Action::Forward { backend: a, .. }, Action::Forward { backend: b, .. }) = (first, again) else { panic!() };
+                prop_assert_eq!(a, b);
+            }
+        }
+    }
+}

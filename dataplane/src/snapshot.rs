@@ -1,0 +1,733 @@
+//! The immutable forwarding state workers read: VIPs with their Maglev
+//! tables, backends with MAC and state, and the port's own addresses.
+//!
+//! The control side builds a new [`Snapshot`] for every change and
+//! [`Publisher::publish`]es it behind one atomic pointer; each worker's
+//! [`Reader`] picks it up once per burst with a single atomic load (and an
+//! `Arc` clone only when it changed). A publish never waits for a worker.
+//! Replaced snapshots are kept on the control side until no worker holds
+//! them, so a worker never runs a snapshot's destructor (which would free
+//! megabytes of tables on the packet path).
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use arc_swap::{ArcSwap, Cache};
+
+use crate::maglev::{Maglev, MaglevError};
+use crate::packet::ethernet::MacAddr;
+
+/// Transport protocols a VIP can serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    /// The IP protocol number.
+    pub fn number(self) -> u8 {
+        match self {
+            Proto::Tcp => 6,
+            Proto::Udp => 17,
+        }
+    }
+
+    pub fn from_number(n: u8) -> Option<Proto> {
+        match n {
+            6 => Some(Proto::Tcp),
+            17 => Some(Proto::Udp),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Proto {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        })
+    }
+}
+
+/// What identifies a VIP: address, port and protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct VipKey {
+    pub addr: IpAddr,
+    pub port: u16,
+    pub proto: Proto,
+}
+
+impl std::fmt::Display for VipKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.addr {
+            IpAddr::V4(a) => write!(f, "{a}:{}/{}", self.port, self.proto),
+            IpAddr::V6(a) => write!(f, "[{a}]:{}/{}", self.port, self.proto),
+        }
+    }
+}
+
+/// A backend's health and administrative state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BackendState {
+    /// Takes new flows and keeps its flows.
+    Up,
+    /// Keeps its flows, takes no new ones.
+    Draining,
+    /// Its flows move to other backends.
+    Down,
+}
+
+/// A backend's identity in snapshots: its slot in [`Snapshot::backend`] and
+/// an incarnation, so a flow pinned to a removed backend never follows a
+/// newcomer that reuses the slot. Packs into the `u32` a flow entry stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BackendRef {
+    pub slot: u16,
+    pub incarnation: u16,
+}
+
+impl BackendRef {
+    pub fn to_u32(self) -> u32 {
+        u32::from(self.incarnation) << 16 | u32::from(self.slot)
+    }
+
+    pub fn from_u32(v: u32) -> BackendRef {
+        BackendRef {
+            slot: v as u16,
+            incarnation: (v >> 16) as u16,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Backend {
+    pub addr: IpAddr,
+    /// Unknown until resolved (or set statically): a backend without a MAC is
+    /// not used.
+    pub mac: Option<MacAddr>,
+    pub state: BackendState,
+    pub weight: u32,
+    pub incarnation: u16,
+    /// Index of its VIP in [`Snapshot::vips`].
+    pub vip: u32,
+}
+
+impl Backend {
+    /// May a flow already pinned here stay? (up or draining, and reachable)
+    #[inline]
+    pub fn keeps_flows(&self) -> bool {
+        self.state != BackendState::Down && self.mac.is_some()
+    }
+
+    /// May new flows be hashed here?
+    pub fn takes_new_flows(&self) -> bool {
+        self.state == BackendState::Up && self.mac.is_some() && self.weight > 0
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Vip {
+    pub key: VipKey,
+    /// The Maglev table over `usable`; `None` when no backend takes new flows.
+    pub table: Option<Maglev>,
+    /// Slots of the backends in the table, indexed by what the table returns.
+    pub usable: Vec<u16>,
+    /// Slots of all this VIP's backends.
+    pub backends: Vec<u16>,
+    pub table_size: u32,
+}
+
+impl Vip {
+    /// The backend Maglev picks for a flow hash, if any backend takes new flows.
+    #[inline]
+    pub fn pick(&self, hash: u64) -> Option<u16> {
+        let t = self.table.as_ref()?;
+        self.usable.get(t.lookup(hash) as usize).copied()
+    }
+}
+
+/// What the control side asks for; [`Snapshot::build`] validates it.
+#[derive(Debug, Clone, Default)]
+pub struct SnapshotSpec {
+    pub generation: u64,
+    /// The data port's MAC (source of every frame we send).
+    pub mac: MacAddr,
+    /// The port's own addresses: traffic to them goes to the kernel, ARP/ND for them is answered.
+    pub local: Vec<IpAddr>,
+    pub vips: Vec<VipSpec>,
+}
+
+#[derive(Debug, Clone)]
+pub struct VipSpec {
+    pub key: VipKey,
+    /// Prime Maglev table size (65537 is the default).
+    pub table_size: u32,
+    pub backends: Vec<BackendSpec>,
+}
+
+#[derive(Debug, Clone)]
+pub struct BackendSpec {
+    pub id: BackendRef,
+    pub addr: IpAddr,
+    pub weight: u32,
+    pub mac: Option<MacAddr>,
+    pub state: BackendState,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SnapshotError {
+    #[error("vip {0}: defined twice")]
+    DuplicateVip(VipKey),
+    #[error("vip {vip}: backend {addr} listed twice")]
+    DuplicateBackend { vip: VipKey, addr: IpAddr },
+    #[error("vip {vip}: backend slot {slot} is already used by another backend")]
+    SlotInUse { vip: VipKey, slot: u16 },
+    #[error("vip {vip}: port 0 is not a valid port")]
+    PortZero { vip: VipKey },
+    #[error("vip {vip}: backend {addr} is the VIP itself")]
+    BackendIsVip { vip: VipKey, addr: IpAddr },
+    #[error("vip {vip}: {source}")]
+    Maglev { vip: VipKey, source: MaglevError },
+}
+
+/// The forwarding state of one generation. Immutable once built.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub generation: u64,
+    pub mac: MacAddr,
+    vips: Vec<Vip>,
+    backends: Vec<Option<Backend>>,
+    by_key: HashMap<VipKey, u32, FixedHash>,
+    vip_addrs: HashSet<IpAddr, FixedHash>,
+    /// Per (address, protocol): the VIP whose table fragments use (lowest port).
+    frag_vip: HashMap<(IpAddr, Proto), u32, FixedHash>,
+    local: HashSet<IpAddr, FixedHash>,
+}
+
+impl Snapshot {
+    /// An empty snapshot: no VIPs, everything goes to the kernel.
+    pub fn empty(mac: MacAddr) -> Snapshot {
+        Snapshot::build(&SnapshotSpec {
+            mac,
+            ..SnapshotSpec::default()
+        })
+        .expect("an empty spec is valid")
+    }
+
+    pub fn build(spec: &SnapshotSpec) -> Result<Snapshot, SnapshotError> {
+        let mut vips = Vec::with_capacity(spec.vips.len());
+        let mut backends: Vec<Option<Backend>> = Vec::new();
+        let mut by_key = HashMap::with_hasher(FixedHash);
+        let mut frag_vip: HashMap<(IpAddr, Proto), u32, FixedHash> =
+            HashMap::with_hasher(FixedHash);
+        for (vi, v) in spec.vips.iter().enumerate() {
+            let vi = vi as u32;
+            let key = v.key;
+            if key.port == 0 {
+                return Err(SnapshotError::PortZero { vip: key });
+            }
+            if by_key.insert(key, vi).is_some() {
+                return Err(SnapshotError::DuplicateVip(key));
+            }
+            let mut seen = HashSet::new();
+            let mut slots = Vec::with_capacity(v.backends.len());
+            for b in &v.backends {
+                if b.addr == key.addr {
+                    return Err(SnapshotError::BackendIsVip {
+                        vip: key,
+                        addr: b.addr,
+                    });
+                }
+                if !seen.insert(b.addr) {
+                    return Err(SnapshotError::DuplicateBackend {
+                        vip: key,
+                        addr: b.addr,
+                    });
+                }
+                let slot = usize::from(b.id.slot);
+                if backends.len() <= slot {
+                    backends.resize(slot + 1, None);
+                }
+                if backends[slot].is_some() {
+                    return Err(SnapshotError::SlotInUse {
+                        vip: key,
+                        slot: b.id.slot,
+                    });
+                }
+                backends[slot] = Some(Backend {
+                    addr: b.addr,
+                    mac: b.mac,
+                    state: b.state,
+                    weight: b.weight,
+                    incarnation: b.id.incarnation,
+                    vip: vi,
+                });
+                slots.push(b.id.slot);
+            }
+            let usable: Vec<u16> = slots
+                .iter()
+                .copied()
+                .filter(|&s| {
+                    backends[usize::from(s)]
+                        .as_ref()
+                        .is_some_and(Backend::takes_new_flows)
+                })
+                .collect();
+            let table = if usable.is_empty() {
+                None
+            } else {
+                let keyed: Vec<([u8; 16], u32)> = usable
+                    .iter()
+                    .map(|&s| {
+                        let b = backends[usize::from(s)].as_ref().expect("slot just filled");
+                        (addr_key(b.addr), b.weight)
+                    })
+                    .collect();
+                let refs: Vec<(&[u8], u32)> = keyed.iter().map(|(k, w)| (&k[..], *w)).collect();
+                Some(
+                    Maglev::new(v.table_size, &refs)
+                        .map_err(|source| SnapshotError::Maglev { vip: key, source })?,
+                )
+            };
+            frag_vip
+                .entry((key.addr, key.proto))
+                .and_modify(|cur| {
+                    if spec.vips[*cur as usize].key.port > key.port {
+                        *cur = vi;
+                    }
+                })
+                .or_insert(vi);
+            vips.push(Vip {
+                key,
+                table,
+                usable,
+                backends: slots,
+                table_size: v.table_size,
+            });
+        }
+        let mut vip_addrs = HashSet::with_hasher(FixedHash);
+        vip_addrs.extend(spec.vips.iter().map(|v| v.key.addr));
+        let mut local = HashSet::with_hasher(FixedHash);
+        local.extend(spec.local.iter().copied());
+        Ok(Snapshot {
+            generation: spec.generation,
+            mac: spec.mac,
+            vips,
+            backends,
+            by_key,
+            vip_addrs,
+            frag_vip,
+            local,
+        })
+    }
+
+    pub fn vips(&self) -> &[Vip] {
+        &self.vips
+    }
+
+    #[inline]
+    pub fn vip(&self, index: u32) -> Option<&Vip> {
+        self.vips.get(index as usize)
+    }
+
+    /// The VIP serving `key`, as an index into [`Snapshot::vips`].
+    #[inline]
+    pub fn find_vip(&self, key: &VipKey) -> Option<u32> {
+        if self.vips.is_empty() {
+            return None;
+        }
+        self.by_key.get(key).copied()
+    }
+
+    /// The VIP whose table routes fragments to `addr` with `proto`.
+    #[inline]
+    pub fn fragment_vip(&self, addr: IpAddr, proto: Proto) -> Option<u32> {
+        self.frag_vip.get(&(addr, proto)).copied()
+    }
+
+    /// Is `addr` the address of any VIP (for ARP/ND, and to tell an unknown
+    /// VIP port from traffic for the host)?
+    #[inline]
+    pub fn is_vip_addr(&self, addr: IpAddr) -> bool {
+        !self.vips.is_empty() && self.vip_addrs.contains(&addr)
+    }
+
+    /// Is `addr` one of the port's own addresses?
+    #[inline]
+    pub fn is_local(&self, addr: IpAddr) -> bool {
+        self.local.contains(&addr)
+    }
+
+    /// The backend in `slot`, if any.
+    #[inline]
+    pub fn backend(&self, slot: u16) -> Option<&Backend> {
+        self.backends.get(usize::from(slot))?.as_ref()
+    }
+
+    /// The backend a flow entry points at, if it is still the same backend
+    /// (same slot and incarnation) and still belongs to `vip`.
+    #[inline]
+    pub fn resolve(&self, r: BackendRef, vip: u32) -> Option<&Backend> {
+        self.backend(r.slot)
+            .filter(|b| b.incarnation == r.incarnation && b.vip == vip)
+    }
+
+    /// Backends and their slots, in slot order.
+    pub fn backends(&self) -> impl Iterator<Item = (u16, &Backend)> {
+        self.backends
+            .iter()
+            .enumerate()
+            .filter_map(|(i, b)| b.as_ref().map(|b| (i as u16, b)))
+    }
+}
+
+/// Maglev's stable backend key: the address, IPv4 mapped into IPv6.
+fn addr_key(a: IpAddr) -> [u8; 16] {
+    match a {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+/// A fixed, fast hasher for the snapshot's small lookup maps (FxHash's
+/// multiply-rotate). Not DoS-resistant, and need not be: its keys are the
+/// operator's VIPs and addresses, never packet contents chosen by a client.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FixedHash;
+
+impl std::hash::BuildHasher for FixedHash {
+    type Hasher = FxHasher;
+    fn build_hasher(&self) -> FxHasher {
+        FxHasher(0)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct FxHasher(u64);
+
+impl std::hash::Hasher for FxHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(b));
+        }
+    }
+
+    #[inline]
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    #[inline]
+    fn write_u8(&mut self, v: u8) {
+        self.write_u64(u64::from(v));
+    }
+
+    #[inline]
+    fn write_u16(&mut self, v: u16) {
+        self.write_u64(u64::from(v));
+    }
+
+    #[inline]
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(u64::from(v));
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// The control side's end: publishes snapshots, and frees replaced ones once
+/// no worker holds them.
+pub struct Publisher {
+    current: Arc<ArcSwap<Snapshot>>,
+    retired: Vec<Arc<Snapshot>>,
+}
+
+impl Publisher {
+    pub fn new(initial: Snapshot) -> Publisher {
+        Publisher {
+            current: Arc::new(ArcSwap::from_pointee(initial)),
+            retired: Vec::new(),
+        }
+    }
+
+    /// A reader for one worker.
+    pub fn reader(&self) -> Reader {
+        Reader {
+            cache: Cache::new(Arc::clone(&self.current)),
+        }
+    }
+
+    /// Make `next` the snapshot every worker uses from its next burst on.
+    pub fn publish(&mut self, next: Snapshot) {
+        let old = self.current.swap(Arc::new(next));
+        self.retired.push(old);
+        self.reap();
+    }
+
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Free replaced snapshots no worker holds any more; returns how many
+    /// are still held. Call it periodically.
+    pub fn reap(&mut self) -> usize {
+        self.retired.retain(|s| Arc::strong_count(s) > 1);
+        self.retired.len()
+    }
+}
+
+/// A worker's end: one atomic load per [`Reader::load`].
+pub struct Reader {
+    cache: Cache<Arc<ArcSwap<Snapshot>>, Arc<Snapshot>>,
+}
+
+impl Reader {
+    /// The current snapshot; call once per burst.
+    #[inline]
+    pub fn load(&mut self) -> &Snapshot {
+        self.cache.load()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    pub(crate) fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(a, b, c, d))
+    }
+
+    fn vip(port: u16) -> VipKey {
+        VipKey {
+            addr: v4(198, 51, 100, 10),
+            port,
+            proto: Proto::Tcp,
+        }
+    }
+
+    fn backend(slot: u16, last: u8, state: BackendState, mac: bool) -> BackendSpec {
+        BackendSpec {
+            id: BackendRef {
+                slot,
+                incarnation: 1,
+            },
+            addr: v4(192, 0, 2, last),
+            weight: 1,
+            mac: mac.then_some(MacAddr([2, 0, 0, 0, 0, last])),
+            state,
+        }
+    }
+
+    fn spec(backends: Vec<BackendSpec>) -> SnapshotSpec {
+        SnapshotSpec {
+            generation: 1,
+            mac: MacAddr([2, 0, 0, 0, 0, 1]),
+            local: vec![v4(192, 0, 2, 1)],
+            vips: vec![VipSpec {
+                key: vip(443),
+                table_size: 251,
+                backends,
+            }],
+        }
+    }
+
+    #[test]
+    fn only_up_backends_with_mac_take_new_flows() {
+        let s = Snapshot::build(&spec(vec![
+            backend(0, 11, BackendState::Up, true),
+            backend(1, 12, BackendState::Draining, true),
+            backend(2, 13, BackendState::Down, true),
+            backend(3, 14, BackendState::Up, false),
+        ]))
+        .unwrap();
+        let v = s.vip(s.find_vip(&vip(443)).unwrap()).unwrap();
+        assert_eq!(v.usable, vec![0]);
+        assert_eq!(v.backends, vec![0, 1, 2, 3]);
+        for h in 0..1000u64 {
+            assert_eq!(v.pick(h.wrapping_mul(0x9e37_79b9_7f4a_7c15)), Some(0));
+        }
+        assert!(s.backend(0).unwrap().keeps_flows());
+        assert!(
+            s.backend(1).unwrap().keeps_flows(),
+            "draining keeps its flows"
+        );
+        assert!(!s.backend(2).unwrap().keeps_flows(), "down does not");
+        assert!(
+            !s.backend(3).unwrap().keeps_flows(),
+            "no MAC, no forwarding"
+        );
+    }
+
+    #[test]
+    fn no_usable_backend_means_no_table() {
+        let s = Snapshot::build(&spec(vec![backend(0, 11, BackendState::Down, true)])).unwrap();
+        assert!(s.vip(0).unwrap().pick(42).is_none());
+    }
+
+    #[test]
+    fn lookups() {
+        let s = Snapshot::build(&spec(vec![backend(0, 11, BackendState::Up, true)])).unwrap();
+        assert_eq!(s.find_vip(&vip(443)), Some(0));
+        assert_eq!(s.find_vip(&vip(80)), None);
+        assert!(s.is_vip_addr(v4(198, 51, 100, 10)));
+        assert!(!s.is_vip_addr(v4(198, 51, 100, 11)));
+        assert!(s.is_local(v4(192, 0, 2, 1)));
+        assert_eq!(s.fragment_vip(v4(198, 51, 100, 10), Proto::Tcp), Some(0));
+        assert_eq!(s.fragment_vip(v4(198, 51, 100, 10), Proto::Udp), None);
+        let r = BackendRef {
+            slot: 0,
+            incarnation: 1,
+        };
+        assert!(s.resolve(r, 0).is_some());
+        assert!(
+            s.resolve(
+                BackendRef {
+                    slot: 0,
+                    incarnation: 2
+                },
+                0
+            )
+            .is_none(),
+            "another incarnation"
+        );
+        assert!(s.resolve(r, 1).is_none(), "another VIP");
+        assert_eq!(BackendRef::from_u32(r.to_u32()), r);
+    }
+
+    #[test]
+    fn fragments_use_the_lowest_port_vip() {
+        let mut sp = spec(vec![backend(0, 11, BackendState::Up, true)]);
+        sp.vips.push(VipSpec {
+            key: vip(80),
+            table_size: 251,
+            backends: vec![backend(1, 12, BackendState::Up, true)],
+        });
+        let s = Snapshot::build(&sp).unwrap();
+        assert_eq!(
+            s.fragment_vip(v4(198, 51, 100, 10), Proto::Tcp),
+            s.find_vip(&vip(80))
+        );
+    }
+
+    #[test]
+    fn invalid_specs_are_refused_with_the_reason() {
+        let mut sp = spec(vec![backend(0, 11, BackendState::Up, true)]);
+        sp.vips.push(sp.vips[0].clone());
+        assert_eq!(
+            Snapshot::build(&sp).unwrap_err(),
+            SnapshotError::DuplicateVip(vip(443))
+        );
+
+        let sp = spec(vec![
+            backend(0, 11, BackendState::Up, true),
+            backend(1, 11, BackendState::Up, true),
+        ]);
+        assert!(matches!(
+            Snapshot::build(&sp),
+            Err(SnapshotError::DuplicateBackend { .. })
+        ));
+
+        let sp = spec(vec![
+            backend(0, 11, BackendState::Up, true),
+            backend(0, 12, BackendState::Up, true),
+        ]);
+        assert!(matches!(
+            Snapshot::build(&sp),
+            Err(SnapshotError::SlotInUse { slot: 0, .. })
+        ));
+
+        let mut sp = spec(vec![backend(0, 11, BackendState::Up, true)]);
+        sp.vips[0].key.port = 0;
+        assert!(matches!(
+            Snapshot::build(&sp),
+            Err(SnapshotError::PortZero { .. })
+        ));
+
+        let mut sp = spec(vec![backend(0, 11, BackendState::Up, true)]);
+        sp.vips[0].backends[0].addr = vip(443).addr;
+        assert!(matches!(
+            Snapshot::build(&sp),
+            Err(SnapshotError::BackendIsVip { .. })
+        ));
+
+        let mut sp = spec(vec![backend(0, 11, BackendState::Up, true)]);
+        sp.vips[0].table_size = 250;
+        let e = Snapshot::build(&sp).unwrap_err();
+        assert!(matches!(e, SnapshotError::Maglev { .. }), "{e}");
+        assert!(e.to_string().contains("198.51.100.10:443/tcp"), "{e}");
+    }
+
+    #[test]
+    fn vip_key_display() {
+        let k = VipKey {
+            addr: IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x10)),
+            port: 443,
+            proto: Proto::Udp,
+        };
+        assert_eq!(k.to_string(), "[2001:db8::10]:443/udp");
+        assert_eq!(vip(443).to_string(), "198.51.100.10:443/tcp");
+    }
+
+    #[test]
+    fn readers_see_publishes_and_old_snapshots_are_freed_on_the_control_side() {
+        let mac = MacAddr([2, 0, 0, 0, 0, 1]);
+        let mut p = Publisher::new(Snapshot::empty(mac));
+        let mut r1 = p.reader();
+        let mut r2 = p.reader();
+        assert_eq!(r1.load().generation, 0);
+        assert_eq!(r2.load().generation, 0);
+        let mut sp = spec(vec![backend(0, 11, BackendState::Up, true)]);
+        sp.generation = 7;
+        p.publish(Snapshot::build(&sp).unwrap());
+        assert_eq!(r1.load().generation, 7, "picked up on the next load");
+        // r2 still holds generation 0: it is retired, not freed.
+        assert_eq!(p.reap(), 1);
+        assert_eq!(r2.load().generation, 7);
+        assert_eq!(p.reap(), 0, "freed once no reader holds it");
+        assert_eq!(p.current().generation, 7);
+    }
+
+    #[test]
+    fn readers_on_other_threads_follow_publishes() {
+        let mac = MacAddr([2, 0, 0, 0, 0, 1]);
+        let mut p = Publisher::new(Snapshot::empty(mac));
+        let readers: Vec<Reader> = (0..2).map(|_| p.reader()).collect();
+        let handles: Vec<_> = readers
+            .into_iter()
+            .map(|mut r| {
+                std::thread::spawn(move || {
+                    let mut last = 0;
+                    while last < 100 {
+                        let g = r.load().generation;
+                        assert!(g >= last, "generations never go back");
+                        last = g;
+                    }
+                })
+            })
+            .collect();
+        for g in 1..=100 {
+            p.publish(
+                Snapshot::build(&SnapshotSpec {
+                    generation: g,
+                    mac,
+                    ..SnapshotSpec::default()
+                })
+                .unwrap(),
+            );
+        }
+        for h in handles {
+            h.join().unwrap();
+        }
+        assert_eq!(p.reap(), 0);
+    }
+}
