@@ -7,10 +7,10 @@ cd "$(dirname "$0")/.."
 
 # Build: DPDK 22.11 and its pkg-config file, libclang for bindgen, a C
 # compiler for the shim, protoc for the gRPC crate. Tests and demo: tcpdump,
-# python3, iproute2, ethtool.
+# python3, iproute2, ethtool, ping, curl, pkill.
 PACKAGES=(
     libdpdk-dev dpdk pkg-config libclang-dev clang protobuf-compiler build-essential
-    libpcap-dev tcpdump python3 iproute2 ethtool
+    libpcap-dev tcpdump python3 iproute2 ethtool iputils-ping curl procps
 )
 
 as_root() {

@@ -16,6 +16,11 @@ pub struct Options {
     /// The configuration file: VIPs and backends (see control/lb.example.toml). Without it, no VIP is served.
     #[arg(long, value_name = "FILE")]
     pub config: Option<std::path::PathBuf>,
+    /// Create this kernel interface (net_tap, with the port's MAC) as the
+    /// exception path: traffic for the host (health checks, BGP, SSH) goes
+    /// through it. Give it the `local_addresses` with `ip addr add`.
+    #[arg(long, value_name = "NAME")]
+    pub kernel_iface: Option<String>,
     /// Flow-table entries per worker (64 bytes each, allocated at start).
     #[arg(long, default_value_t = 1 << 20)]
     pub flows: usize,

@@ -67,6 +67,10 @@ fn run() -> Result<()> {
     let spec = config.to_spec(1, mac)?;
     let snapshot = Snapshot::build(&spec).context("configuration")?;
     let mut publisher = Publisher::new(snapshot);
+    let mut kernel = match &opts.kernel_iface {
+        Some(name) => Some(kernel_port(eal, name, mac, &port_config, pool)?),
+        None => None,
+    };
     port.start()
         .with_context(|| format!("starting port {}", opts.port))?;
     info!(port = opts.port, %mac, workers = lcores.len(), vips = spec.vips.len(), flows_per_worker = opts.flows, "forwarding");
@@ -84,10 +88,12 @@ fn run() -> Result<()> {
             let queue = port.queue(i as u16)?;
             let reader = publisher.reader();
             let flows = FlowTable::new(opts.flows, FlowConfig::default());
+            let mut worker = Worker::new(queue, reader, flows, st, tsc_hz);
+            if let Some(k) = &kernel {
+                worker = worker.with_kernel(k.queue(i as u16)?);
+            }
             let stop = &*stop;
-            s.spawn(lcore, move || {
-                Worker::new(queue, reader, flows, st, tsc_hz).run(stop)
-            })?;
+            s.spawn(lcore, move || worker.run(stop))?;
         }
         monitor(&opts, &stats, &stop, &mut publisher);
         Ok(())
@@ -98,6 +104,7 @@ fn run() -> Result<()> {
     let per_worker: Vec<Counters> = stats.iter().map(WorkerStats::read).collect();
     let port_stats = port.stats().context("reading port stats")?;
     drop(port); // stop and close: flushes what the device buffers (net_pcap)
+    kernel.take();
     report(&opts, &lcores, &per_worker, mac);
     info!(
         rx = port_stats.rx_packets,
@@ -106,6 +113,49 @@ fn run() -> Result<()> {
         "port counters"
     );
     Ok(())
+}
+
+/// The exception interface: a net_tap device carrying the port's MAC, so
+/// the host's frames need no rewrite, with one queue pair per worker.
+fn kernel_port(
+    eal: &Eal,
+    name: &str,
+    mac: MacAddr,
+    port_config: &PortConfig,
+    pool: &'static Mempool,
+) -> Result<Port> {
+    if name.is_empty() || name.len() > 15 || name.contains([',', '=', '/', ' ']) {
+        bail!("--kernel-iface {name:?}: an interface name is 1 to 15 characters without ',', '=', '/' or spaces");
+    }
+    let vdev = "net_tap_lbd0";
+    eal.create_vdev(vdev, &format!("iface={name},mac={mac}"))
+        .with_context(|| format!("creating the exception interface {name}"))?;
+    let config = PortConfig {
+        promiscuous: false,
+        ..port_config.clone()
+    };
+    let mut port = Port::open(eal, vdev, &config, pool)
+        .with_context(|| format!("configuring the exception interface {name}"))?;
+    port.start()
+        .with_context(|| format!("starting the exception interface {name}"))?;
+    // Frames the kernel hands to a tap with TX checksum offload carry partial
+    // checksums, which would leave the port broken.
+    for cmd in [
+        vec!["ethtool", "-K", name, "tx", "off"],
+        vec!["ip", "link", "set", name, "up"],
+    ] {
+        match std::process::Command::new(cmd[0]).args(&cmd[1..]).output() {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => {
+                tracing::warn!(command = cmd.join(" "), error = %String::from_utf8_lossy(&o.stderr).trim(), "exception interface setup")
+            }
+            Err(e) => {
+                tracing::warn!(command = cmd.join(" "), error = %e, "exception interface setup")
+            }
+        }
+    }
+    info!(iface = name, %mac, "exception path to the kernel");
+    Ok(port)
 }
 
 /// Runs on the main lcore while workers poll: stops on a signal, or after
@@ -219,6 +269,7 @@ fn counters_json(c: &Counters) -> serde_json::Value {
         "arp_replies": c.arp_replies,
         "nd_adverts": c.nd_adverts,
         "to_kernel": c.to_kernel,
+        "from_kernel": c.from_kernel,
         "new_flows": c.new_flows,
         "flow_rejected": c.flow_rejected,
         "active_flows": c.active_flows,

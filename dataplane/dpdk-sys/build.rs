@@ -73,7 +73,7 @@ const ALLOWED_FUNCTIONS: &str = concat!(
     "lb_.*",
     "|rte_eal_init|rte_eal_cleanup|rte_eal_remote_launch|rte_eal_wait_lcore|rte_eal_get_lcore_state",
     "|rte_strerror|rte_socket_id|rte_lcore_count|rte_get_main_lcore|rte_get_next_lcore|rte_lcore_to_socket_id",
-    "|rte_get_tsc_hz",
+    "|rte_get_tsc_hz|rte_dev_probe",
     "|rte_pktmbuf_pool_create|rte_mempool_free|rte_mempool_avail_count|rte_mempool_in_use_count|rte_pktmbuf_free_bulk",
     "|rte_eth_dev_count_avail|rte_eth_dev_get_port_by_name|rte_eth_dev_get_name_by_port|rte_eth_dev_is_valid_port",
     "|rte_eth_dev_info_get|rte_eth_dev_configure|rte_eth_dev_start|rte_eth_dev_stop|rte_eth_dev_close",

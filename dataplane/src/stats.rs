@@ -29,7 +29,7 @@ pub enum DropReason {
     NoBackend,
     /// ICMP to a VIP that is not an error about one of its flows.
     IcmpNotForFlow,
-    /// For the host, but there is no exception path to the kernel.
+    /// For the host, but there is no exception path to the kernel (or it was full).
     NoKernelPath,
 }
 
@@ -113,7 +113,10 @@ pub struct WorkerStats {
     pub icmp_to_backend: Counter,
     pub arp_replies: Counter,
     pub nd_adverts: Counter,
+    /// Passed to the host through the exception interface.
     pub to_kernel: Counter,
+    /// Sent by the host through the exception interface, out of the port.
+    pub from_kernel: Counter,
     /// Flows that got a backend from Maglev (new, or whose backend went away).
     pub new_flows: Counter,
     /// New flows the flow table had no room for (forwarded statelessly).
@@ -138,6 +141,7 @@ pub struct Counters {
     pub arp_replies: u64,
     pub nd_adverts: u64,
     pub to_kernel: u64,
+    pub from_kernel: u64,
     pub new_flows: u64,
     pub flow_rejected: u64,
     pub active_flows: u64,
@@ -165,6 +169,7 @@ impl WorkerStats {
             arp_replies: self.arp_replies.get(),
             nd_adverts: self.nd_adverts.get(),
             to_kernel: self.to_kernel.get(),
+            from_kernel: self.from_kernel.get(),
             new_flows: self.new_flows.get(),
             flow_rejected: self.flow_rejected.get(),
             active_flows: self.active_flows.get(),
@@ -198,6 +203,7 @@ impl std::ops::Add for Counters {
             arp_replies: self.arp_replies + o.arp_replies,
             nd_adverts: self.nd_adverts + o.nd_adverts,
             to_kernel: self.to_kernel + o.to_kernel,
+            from_kernel: self.from_kernel + o.from_kernel,
             new_flows: self.new_flows + o.new_flows,
             flow_rejected: self.flow_rejected + o.flow_rejected,
             active_flows: self.active_flows + o.active_flows,

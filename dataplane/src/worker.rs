@@ -8,7 +8,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::dpdk::{self, Burst, Queue, BURST_SIZE};
+use crate::dpdk::{self, Burst, Fate, Queue, BURST_SIZE};
 use crate::flow::FlowTable;
 use crate::forward::{self, Action, Classified};
 use crate::snapshot::Reader;
@@ -19,6 +19,10 @@ const SWEEP_BUDGET: usize = 64;
 
 pub struct Worker<'a> {
     queue: Queue<'a>,
+    /// This worker's queue pair on the exception interface (net_tap): what
+    /// is for the host goes there, and what the host sends comes back out
+    /// of `queue`.
+    kernel: Option<Queue<'a>>,
     snapshots: Reader,
     flows: FlowTable,
     stats: &'a WorkerStats,
@@ -35,6 +39,7 @@ impl<'a> Worker<'a> {
     ) -> Worker<'a> {
         Worker {
             queue,
+            kernel: None,
             snapshots,
             flows,
             stats,
@@ -42,12 +47,43 @@ impl<'a> Worker<'a> {
         }
     }
 
+    /// Pass host traffic to (and from) the kernel through `kernel`.
+    pub fn with_kernel(mut self, kernel: Queue<'a>) -> Worker<'a> {
+        self.kernel = Some(kernel);
+        self
+    }
+
     /// Poll until `stop` is set (checked once per iteration).
     pub fn run(&mut self, stop: &AtomicBool) {
         let mut burst = Burst::new();
         while !stop.load(Ordering::Relaxed) {
             self.poll_once(&mut burst);
+            self.poll_kernel(&mut burst);
         }
+    }
+
+    /// What the host sent through the exception interface goes out of the
+    /// port unchanged (the interface carries the port's MAC).
+    #[inline]
+    pub fn poll_kernel(&mut self, burst: &mut Burst) {
+        let Some(k) = self.kernel.as_mut() else {
+            return;
+        };
+        let n = k.rx(burst);
+        if n == 0 {
+            return;
+        }
+        let mut lens = [0u16; BURST_SIZE];
+        for (i, l) in lens.iter_mut().enumerate().take(n) {
+            *l = burst.len_of(i).unwrap_or(0) as u16;
+        }
+        let out = self.queue.tx(burst);
+        let s = self.stats;
+        s.from_kernel.add(n as u64);
+        s.tx_packets.add(out.sent as u64);
+        s.tx_bytes
+            .add(lens[..out.sent].iter().map(|&l| u64::from(l)).sum());
+        s.tx_dropped.add(out.dropped as u64);
     }
 
     #[inline]
@@ -83,7 +119,9 @@ impl<'a> Worker<'a> {
         let mut kept = 0;
         let mut i = 0;
         let flows = &mut self.flows;
-        burst.retain_mut(|frame| {
+        let has_kernel = self.kernel.is_some();
+        let mut to_kernel = Burst::new();
+        burst.triage(&mut to_kernel, |frame| {
             counts.rx_bytes += frame.len() as u64;
             let action = forward::apply(classified[i], frame, snap, flows, now);
             i += 1;
@@ -106,22 +144,30 @@ impl<'a> Worker<'a> {
                     counts.nd += 1;
                     len
                 }
-                Action::ToKernel => {
-                    // The exception path (net_tap) is not wired yet.
+                Action::ToKernel if has_kernel => {
                     counts.to_kernel += 1;
+                    return Fate::Divert;
+                }
+                Action::ToKernel => {
                     counts.drops[DropReason::NoKernelPath as usize] += 1;
-                    return None;
+                    return Fate::Drop;
                 }
                 Action::Drop(reason) => {
                     counts.drops[reason as usize] += 1;
-                    return None;
+                    return Fate::Drop;
                 }
             };
             lens[kept] = len as u16;
             kept += 1;
-            Some(len)
+            Fate::Send(len)
         });
         let out = self.queue.tx(burst);
+        if let Some(k) = self.kernel.as_mut() {
+            if !to_kernel.is_empty() {
+                let ko = k.tx(&mut to_kernel);
+                counts.drops[DropReason::NoKernelPath as usize] += ko.dropped as u64;
+            }
+        }
 
         let s = self.stats;
         let fs = self.flows.stats();

@@ -7,7 +7,7 @@ mod common;
 
 use std::sync::OnceLock;
 
-use dataplane::dpdk::{Burst, Eal, Mbuf, Mempool, Port, PortConfig, BURST_SIZE};
+use dataplane::dpdk::{Burst, Eal, Fate, Mbuf, Mempool, Port, PortConfig, BURST_SIZE};
 
 fn eal() -> &'static Eal {
     static EAL: OnceLock<&'static Eal> = OnceLock::new();
@@ -242,4 +242,31 @@ fn port_errors_name_the_problem() {
         xstats.iter().any(|(n, _)| n == "rx_good_packets"),
         "{xstats:?}"
     );
+}
+
+#[test]
+fn triage_sends_diverts_and_drops() {
+    let p = pool("mb_triage", 127);
+    let mut b = Burst::new();
+    for i in 0..12u8 {
+        b.push(frame(i, 64, p)).unwrap();
+    }
+    let mut diverted = Burst::new();
+    let dropped = b.triage(&mut diverted, |d| match d[0] % 3 {
+        0 => Fate::Send(d.len()),
+        1 => Fate::Divert,
+        _ => Fate::Drop,
+    });
+    assert_eq!((b.len(), diverted.len(), dropped), (4, 4, 4));
+    assert_eq!(b.data(1).unwrap()[0], 3, "sent ones keep their order");
+    assert_eq!(diverted.data(1).unwrap()[0], 4, "diverted ones too");
+    assert_eq!(p.in_use(), 8, "dropped ones were freed");
+    // A full divert burst cannot take more: the packet is freed and counted.
+    let mut full = Burst::new();
+    for i in 0..BURST_SIZE {
+        full.push(frame(i as u8, 64, p)).unwrap();
+    }
+    assert_eq!(b.triage(&mut full, |_| Fate::Divert), 4);
+    drop((b, diverted, full));
+    assert_eq!(p.in_use(), 0);
 }

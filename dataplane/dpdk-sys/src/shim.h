@@ -15,6 +15,7 @@
 #include <rte_mempool.h>
 #include <rte_mbuf.h>
 #include <rte_ethdev.h>
+#include <rte_dev.h>
 
 /** Receive up to `n` packets from queue `queue` of `port`. */
 uint16_t lb_rte_eth_rx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t n);

@@ -92,6 +92,20 @@ impl Eal {
         unsafe { dpdk_sys::rte_get_tsc_hz() }
     }
 
+    /// Create a virtual device at run time, as `--vdev NAME,ARGS` would at
+    /// start (e.g. the `net_tap` exception interface once the port's MAC is known).
+    pub fn create_vdev(&self, name: &str, args: &str) -> Result<(), DpdkError> {
+        let devargs = CString::new(format!("{name},{args}")).map_err(|_| DpdkError::Invalid {
+            what: "vdev arguments",
+            reason: "contain a NUL byte".into(),
+        })?;
+        // SAFETY: EAL is initialised; a valid C string for the call's duration.
+        DpdkError::check("rte_dev_probe", unsafe {
+            dpdk_sys::rte_dev_probe(devargs.as_ptr())
+        })?;
+        Ok(())
+    }
+
     /// NUMA socket of the calling thread.
     pub fn socket_id(&self) -> i32 {
         // SAFETY: plain getter after EAL init.

@@ -123,6 +123,16 @@ unsafe fn seg_bytes_mut<'a>(m: *mut rte_mbuf) -> &'a mut [u8] {
     }
 }
 
+/// What [`Burst::triage`] does with a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    /// Keep it for transmit, cut to this many bytes if shorter.
+    Send(usize),
+    /// Move it to the other burst (e.g. the exception path).
+    Divert,
+    Drop,
+}
+
 /// Up to [`BURST_SIZE`] owned packets in a fixed array: what one poll
 /// receives and one transmit sends. No heap; packets still held when the
 /// burst is dropped or cleared are freed in bulk.
@@ -210,15 +220,25 @@ impl Burst {
     /// others in one bulk call. Returns how many were freed.
     #[inline]
     pub fn retain_mut(&mut self, mut keep: impl FnMut(&mut [u8]) -> Option<usize>) -> usize {
+        let mut unused = Burst::new();
+        self.triage(&mut unused, |d| keep(d).map_or(Fate::Drop, Fate::Send))
+    }
+
+    /// Decide each packet's [`Fate`] (the closure may rewrite it in place):
+    /// sent packets stay, in order, cut to their new length; diverted ones
+    /// move to the end of `divert`; dropped ones are freed in one bulk call.
+    /// Returns how many were freed. A packet diverted into a full `divert`
+    /// is freed and counted as dropped.
+    #[inline]
+    pub fn triage(&mut self, divert: &mut Burst, mut fate: impl FnMut(&mut [u8]) -> Fate) -> usize {
         let mut dropped = [std::ptr::null_mut(); BURST_SIZE];
         let mut n_dropped = 0;
         let mut kept = 0;
         for i in 0..self.len {
             let p = self.pkts[i];
             // SAFETY: owned valid mbuf; the slice does not outlive this call.
-            let verdict = keep(unsafe { seg_bytes_mut(p) });
-            match verdict {
-                Some(len) => {
+            match fate(unsafe { seg_bytes_mut(p) }) {
+                Fate::Send(len) => {
                     // SAFETY: owned valid mbuf, no slice of it alive any more.
                     let cur = usize::from(unsafe { dpdk_sys::lb_rte_pktmbuf_data_len(p) });
                     // SAFETY: owned valid mbuf.
@@ -230,7 +250,11 @@ impl Burst {
                     self.pkts[kept] = p;
                     kept += 1;
                 }
-                None => {
+                Fate::Divert if divert.len < BURST_SIZE => {
+                    divert.pkts[divert.len] = p;
+                    divert.len += 1;
+                }
+                Fate::Divert | Fate::Drop => {
                     dropped[n_dropped] = p;
                     n_dropped += 1;
                 }

@@ -22,7 +22,7 @@ mod port;
 pub use eal::Eal;
 pub use error::DpdkError;
 pub use lcore::{scope, Scope};
-pub use mbuf::{Burst, Mbuf, BURST_SIZE};
+pub use mbuf::{Burst, Fate, Mbuf, BURST_SIZE};
 pub use mempool::Mempool;
 pub use port::{Link, Port, PortConfig, PortStats, Queue, TxOutcome};
 

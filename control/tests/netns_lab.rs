@@ -1,0 +1,283 @@
+//! `lbd` on a real L2 segment in network namespaces created here and removed
+//! afterwards (documentation address ranges only): a client, a backend that
+//! owns the VIP on `lo` (the classic DR setup), and lbd on `net_af_packet`
+//! with two queue pairs and two workers, plus its exception interface.
+//! Real Linux TCP on both ends; the backend answers the client directly.
+
+#[path = "../../dataplane/tests/common/eal.rs"]
+mod eal;
+
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const VIP: &str = "198.51.100.10";
+const LOCAL: &str = "192.0.2.1";
+const CLIENT: &str = "192.0.2.7";
+const BACKEND: &str = "192.0.2.11";
+
+fn sh(args: &[&str]) -> Output {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Namespaces and links of one test, removed on drop (even after a failure).
+struct Lab {
+    ns: Vec<String>,
+    children: Vec<Child>,
+}
+
+impl Lab {
+    fn ns(&self, i: usize) -> &str {
+        &self.ns[i]
+    }
+
+    fn exec(&self, ns: &str, args: &[&str]) -> Output {
+        let mut a = vec!["ip", "netns", "exec", ns];
+        a.extend_from_slice(args);
+        sh(&a)
+    }
+
+    fn exec_status(&self, ns: &str, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for n in &self.ns {
+            let _ = Command::new("ip").args(["netns", "del", n]).status();
+        }
+    }
+}
+
+/// switch (bridge) <- client, lb, backend.
+fn build_lab(tag: &str) -> Lab {
+    let id = format!("{}{}", tag, std::process::id() % 100_000);
+    let names = ["sw", "cl", "lb", "be"].map(|r| format!("lbt{r}{id}"));
+    let mut lab = Lab {
+        ns: Vec::new(),
+        children: Vec::new(),
+    };
+    for n in &names {
+        sh(&["ip", "netns", "add", n]);
+        lab.ns.push(n.clone());
+    }
+    let (sw, cl, lb, be) = (&names[0], &names[1], &names[2], &names[3]);
+    lab.exec(sw, &["ip", "link", "add", "br0", "type", "bridge"]);
+    lab.exec(sw, &["ip", "link", "set", "br0", "up"]);
+    for (ns, port, iface) in [
+        (cl, "pcl", "eth0"),
+        (lb, "plb", "data0"),
+        (be, "pbe", "eth0"),
+    ] {
+        lab.exec(
+            sw,
+            &[
+                "ip", "link", "add", port, "type", "veth", "peer", "name", iface, "netns", ns,
+            ],
+        );
+        lab.exec(sw, &["ip", "link", "set", port, "master", "br0", "up"]);
+        lab.exec(ns, &["ip", "link", "set", iface, "up"]);
+        lab.exec(ns, &["ip", "link", "set", "lo", "up"]);
+        // veth TX checksum offload leaves partial checksums that arrive
+        // broken once a frame has crossed DPDK.
+        lab.exec(ns, &["ethtool", "-K", iface, "tx", "off"]);
+    }
+    lab.exec(
+        cl,
+        &["ip", "addr", "add", &format!("{CLIENT}/24"), "dev", "eth0"],
+    );
+    lab.exec(
+        cl,
+        &["ip", "route", "add", &format!("{VIP}/32"), "dev", "eth0"],
+    );
+    lab.exec(
+        be,
+        &["ip", "addr", "add", &format!("{BACKEND}/24"), "dev", "eth0"],
+    );
+    lab.exec(
+        be,
+        &["ip", "addr", "add", &format!("{VIP}/32"), "dev", "lo"],
+    );
+    for (k, v) in [
+        ("net.ipv4.conf.all.arp_ignore", "1"),
+        ("net.ipv4.conf.all.arp_announce", "2"),
+    ] {
+        lab.exec(be, &["sysctl", "-qw", &format!("{k}={v}")]);
+    }
+    lab
+}
+
+fn mac_of(lab: &Lab, ns: &str, iface: &str) -> String {
+    let out = lab.exec(ns, &["cat", &format!("/sys/class/net/{iface}/address")]);
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn dr_through_two_workers_and_the_exception_path() {
+    let mut lab = build_lab("a");
+    let (cl, lb, be) = (
+        lab.ns(1).to_string(),
+        lab.ns(2).to_string(),
+        lab.ns(3).to_string(),
+    );
+
+    // The backend serves HTTP on the VIP.
+    let server = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &be,
+            "python3",
+            "-m",
+            "http.server",
+            "--bind",
+            VIP,
+            "80",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    lab.children.push(server);
+
+    let config = std::env::temp_dir().join(format!("lbd-lab-{}.toml", std::process::id()));
+    std::fs::write(
+        &config,
+        format!(
+            "local_addresses = [\"{LOCAL}\"]\n[[vip]]\naddress = \"{VIP}\"\nport = 80\nprotocol = \"tcp\"\n\
+             [[vip.backend]]\naddress = \"{BACKEND}\"\nmac = \"{}\"\n",
+            mac_of(&lab, &be, "eth0")
+        ),
+    )
+    .unwrap();
+    let mut args = vec![
+        "netns".to_string(),
+        "exec".into(),
+        lb.clone(),
+        env!("CARGO_BIN_EXE_lbd").into(),
+    ];
+    args.extend(eal::eal_args(
+        "lab",
+        "0@0,1@1,2@1",
+        &["net_af_packet0,iface=data0,qpairs=2"],
+    ));
+    args.extend(
+        [
+            "--",
+            "--port",
+            "net_af_packet0",
+            "--config",
+            &config.display().to_string(),
+            "--kernel-iface",
+            "lbk0",
+            "--flows",
+            "4096",
+            "--json",
+        ]
+        .map(String::from),
+    );
+    let lbd = Command::new("ip")
+        .args(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // The host behind the exception interface gets the port's own address.
+    wait_until("the exception interface", || {
+        lab.exec_status(&lb, &["ip", "link", "show", "lbk0"])
+            .status
+            .success()
+    });
+    lab.exec(
+        &lb,
+        &["ip", "addr", "add", &format!("{LOCAL}/24"), "dev", "lbk0"],
+    );
+
+    // The host answers a ping through DPDK: port -> tap -> kernel -> tap -> port.
+    let ping = lab.exec_status(&cl, &["ping", "-c", "3", "-i", "0.2", "-W", "2", LOCAL]);
+    let ping_ok = ping.status.success();
+
+    // Twenty HTTP requests through the VIP; replies go straight back.
+    wait_until("the backend's HTTP server", || {
+        lab.exec_status(
+            &be,
+            &[
+                "python3",
+                "-c",
+                &format!("import socket; socket.create_connection(('{VIP}', 80), 1)"),
+            ],
+        )
+        .status
+        .success()
+    });
+    let mut ok = 0;
+    for _ in 0..20 {
+        let out = lab.exec_status(&cl, &["python3", "-c", &format!("import urllib.request; print(urllib.request.urlopen('http://{VIP}/', timeout=5).status)")]);
+        ok += usize::from(String::from_utf8_lossy(&out.stdout).trim() == "200");
+    }
+
+    let pid = lbd.id().to_string();
+    // `ip netns exec` runs lbd as its child (exec): signal the real process.
+    let _ = Command::new("pkill").args(["-TERM", "-P", &pid]).status();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    let out = lbd.wait_with_output().unwrap();
+    let _ = std::fs::remove_file(&config);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "lbd: {stderr}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+
+    assert!(
+        ping_ok,
+        "ping through the exception path: {}\n{report}",
+        String::from_utf8_lossy(&ping.stdout)
+    );
+    assert_eq!(ok, 20, "every request through the VIP succeeded: {report}");
+    let total = &report["total"];
+    assert!(total["to_kernel"].as_u64().unwrap() >= 3, "{report}");
+    assert!(total["from_kernel"].as_u64().unwrap() >= 3, "{report}");
+    assert!(
+        total["arp_replies"].as_u64().unwrap() >= 1,
+        "the client resolved the VIP through us: {report}"
+    );
+    assert!(total["new_flows"].as_u64().unwrap() >= 20, "{report}");
+    let workers = report["workers"].as_array().unwrap();
+    assert_eq!(workers.len(), 2);
+    for w in workers {
+        assert!(
+            w["new_flows"].as_u64().unwrap() > 0,
+            "both workers own flows in their own tables: {report}"
+        );
+    }
+    let flows: u64 = workers
+        .iter()
+        .map(|w| w["active_flows"].as_u64().unwrap())
+        .sum();
+    assert!(flows >= 20, "{report}");
+}
