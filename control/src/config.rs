@@ -93,6 +93,17 @@ impl Config {
         toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
     }
 
+    /// Every backend address, with its static MAC if it has one (for
+    /// neighbour resolution).
+    pub fn backend_addresses(&self) -> Result<Vec<(IpAddr, Option<MacAddr>)>> {
+        let spec = self.to_spec(0, MacAddr::ZERO)?;
+        Ok(spec
+            .vips
+            .iter()
+            .flat_map(|v| v.backends.iter().map(|b| (b.addr, b.mac)))
+            .collect())
+    }
+
     /// The snapshot this configuration asks for. Backends get slots in
     /// file order.
     pub fn to_spec(&self, generation: u64, mac: MacAddr) -> Result<SnapshotSpec> {

@@ -13,12 +13,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use crossbeam_queue::ArrayQueue;
 use dataplane::dpdk::{self, Eal, Mempool, Port, PortConfig};
 use dataplane::flow::{FlowConfig, FlowTable};
+use dataplane::neigh::{NeighConfig, NeighTable};
 use dataplane::packet::MacAddr;
 use dataplane::snapshot::{Publisher, Snapshot};
 use dataplane::stats::{Counters, DropReason, WorkerStats};
-use dataplane::worker::Worker;
+use dataplane::worker::{Neighbors, Worker};
 use tracing::info;
 
 use crate::args::Options;
@@ -64,9 +66,13 @@ fn run() -> Result<()> {
     let mut port = Port::open(eal, &opts.port, &port_config, pool)
         .with_context(|| format!("configuring port {}", opts.port))?;
     let mac = MacAddr(port.mac());
+    let mut neigh = NeighTable::new(NeighConfig::default());
+    neigh.set_wanted(config.backend_addresses()?);
     let spec = config.to_spec(1, mac)?;
     let snapshot = Snapshot::build(&spec).context("configuration")?;
-    let mut publisher = Publisher::new(snapshot);
+    let publisher = Publisher::new(snapshot);
+    let learned = ArrayQueue::new(1024);
+    let requests = ArrayQueue::new(1024);
     let mut kernel = match &opts.kernel_iface {
         Some(name) => Some(kernel_port(eal, name, mac, &port_config, pool)?),
         None => None,
@@ -92,10 +98,24 @@ fn run() -> Result<()> {
             if let Some(k) = &kernel {
                 worker = worker.with_kernel(k.queue(i as u16)?);
             }
+            let asks = (i == 0).then_some((&requests, pool));
+            worker = worker.with_neighbors(Neighbors {
+                learned: &learned,
+                requests: asks,
+            });
             let stop = &*stop;
             s.spawn(lcore, move || worker.run(stop))?;
         }
-        monitor(&opts, &stats, &stop, &mut publisher);
+        let mut control = Control {
+            config: &config,
+            mac,
+            generation: 1,
+            neigh,
+            publisher,
+            learned: &learned,
+            requests: &requests,
+        };
+        monitor(&opts, &stats, &stop, &mut control);
         Ok(())
     })
     .context("running workers")?
@@ -158,17 +178,79 @@ fn kernel_port(
     Ok(port)
 }
 
+/// The control side's state while workers run.
+struct Control<'a> {
+    config: &'a Config,
+    mac: MacAddr,
+    generation: u64,
+    neigh: NeighTable,
+    publisher: Publisher,
+    learned: &'a ArrayQueue<(std::net::IpAddr, MacAddr)>,
+    requests: &'a ArrayQueue<std::net::IpAddr>,
+}
+
+impl Control<'_> {
+    /// Take in what workers learned, ask for what is due, and publish a new
+    /// snapshot when a backend's MAC changed.
+    fn resolve_neighbors(&mut self, now: u32) {
+        let mut changed = false;
+        while let Some((ip, mac)) = self.learned.pop() {
+            if self.neigh.learn(ip, mac, now) {
+                info!(%ip, %mac, "backend resolved");
+                changed = true;
+            }
+        }
+        let (due, forgotten) = self.neigh.due(now);
+        for ip in due {
+            let _ = self.requests.push(ip);
+        }
+        if changed || forgotten {
+            self.publish();
+        }
+    }
+
+    fn publish(&mut self) {
+        let spec = self
+            .config
+            .to_spec(self.generation + 1, self.mac)
+            .and_then(|mut spec| {
+                for b in spec.vips.iter_mut().flat_map(|v| v.backends.iter_mut()) {
+                    if b.mac.is_none() {
+                        b.mac = self.neigh.mac(&b.addr);
+                    }
+                }
+                Ok(Snapshot::build(&spec)?)
+            });
+        match spec {
+            Ok(s) => {
+                self.generation += 1;
+                info!(
+                    generation = self.generation,
+                    unresolved = self.neigh.unresolved(),
+                    "snapshot published"
+                );
+                self.publisher.publish(s);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot build the snapshot; keeping the current one")
+            }
+        }
+    }
+}
+
 /// Runs on the main lcore while workers poll: stops on a signal, or after
 /// `--exit-idle-ms` without a received packet (for replaying a pcap), prints
-/// counters every `--stats-interval-s`, and frees replaced snapshots.
-fn monitor(opts: &Options, stats: &[WorkerStats], stop: &AtomicBool, publisher: &mut Publisher) {
+/// counters every `--stats-interval-s`, resolves backend MACs, and frees
+/// replaced snapshots.
+fn monitor(opts: &Options, stats: &[WorkerStats], stop: &AtomicBool, control: &mut Control) {
     let start = Instant::now();
     let mut last_rx = 0;
     let mut last_change = start;
     let mut last_print = start;
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(10));
-        publisher.reap();
+        control.resolve_neighbors(start.elapsed().as_secs() as u32);
+        control.publisher.reap();
         let total: Counters = stats.iter().map(WorkerStats::read).sum();
         let now = Instant::now();
         if total.rx_packets != last_rx {
@@ -270,6 +352,8 @@ fn counters_json(c: &Counters) -> serde_json::Value {
         "nd_adverts": c.nd_adverts,
         "to_kernel": c.to_kernel,
         "from_kernel": c.from_kernel,
+        "neigh_requests": c.neigh_requests,
+        "neigh_learned": c.neigh_learned,
         "new_flows": c.new_flows,
         "flow_rejected": c.flow_rejected,
         "active_flows": c.active_flows,

@@ -317,11 +317,19 @@ fn lbd_forwards_golden_pcap_byte_for_byte() {
     if bless {
         pcap::write(&input, &frames);
     }
+    let golden_in = pcap::read(&input);
     assert_eq!(
-        pcap::read(&input),
-        frames,
-        "golden input matches the case list (LB_BLESS=1 to regenerate)"
+        golden_in.len(),
+        frames.len(),
+        "golden input frame count (LB_BLESS=1 to regenerate)"
     );
+    for (i, (g, f)) in golden_in.iter().zip(&frames).enumerate() {
+        assert!(
+            g == f,
+            "golden input frame {i} ({}) differs from the case list (LB_BLESS=1 to regenerate)",
+            cases[i].0
+        );
+    }
 
     let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     let pid = std::process::id();
@@ -405,8 +413,8 @@ fn lbd_forwards_golden_pcap_byte_for_byte() {
     let want = pcap::read(&expected);
     assert_eq!(got.len(), want.len(), "forwarded frame count vs golden");
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-        assert_eq!(
-            g, w,
+        assert!(
+            g == w,
             "sent frame {i} ({}) differs from the golden output",
             sent[i].0
         );

@@ -166,12 +166,12 @@ fn dr_through_two_workers_and_the_exception_path() {
     lab.children.push(server);
 
     let config = std::env::temp_dir().join(format!("lbd-lab-{}.toml", std::process::id()));
+    // No MAC for the backend: lbd resolves it with ARP from the dataplane.
     std::fs::write(
         &config,
         format!(
             "local_addresses = [\"{LOCAL}\"]\n[[vip]]\naddress = \"{VIP}\"\nport = 80\nprotocol = \"tcp\"\n\
-             [[vip.backend]]\naddress = \"{BACKEND}\"\nmac = \"{}\"\n",
-            mac_of(&lab, &be, "eth0")
+             [[vip.backend]]\naddress = \"{BACKEND}\"\n"
         ),
     )
     .unwrap();
@@ -242,6 +242,7 @@ fn dr_through_two_workers_and_the_exception_path() {
         ok += usize::from(String::from_utf8_lossy(&out.stdout).trim() == "200");
     }
 
+    let backend_mac = mac_of(&lab, &be, "eth0");
     let pid = lbd.id().to_string();
     // `ip netns exec` runs lbd as its child (exec): signal the real process.
     let _ = Command::new("pkill").args(["-TERM", "-P", &pid]).status();
@@ -260,6 +261,15 @@ fn dr_through_two_workers_and_the_exception_path() {
     );
     assert_eq!(ok, 20, "every request through the VIP succeeded: {report}");
     let total = &report["total"];
+    assert!(total["neigh_requests"].as_u64().unwrap() >= 1, "{report}");
+    assert!(
+        total["neigh_learned"].as_u64().unwrap() >= 1,
+        "the backend's ARP reply was seen: {report}"
+    );
+    assert!(
+        stderr.contains("backend resolved") && stderr.contains(&backend_mac),
+        "{stderr}"
+    );
     assert!(total["to_kernel"].as_u64().unwrap() >= 3, "{report}");
     assert!(total["from_kernel"].as_u64().unwrap() >= 3, "{report}");
     assert!(

@@ -20,12 +20,12 @@ use std::net::IpAddr;
 
 use crate::flow::{FlowKey, FlowTable, Insert};
 use crate::maglev::mix64;
-use crate::packet::arp::{ArpPacket, OP_REQUEST};
+use crate::packet::arp::{ArpPacket, OP_REPLY, OP_REQUEST};
 use crate::packet::ethernet::{
     EthernetFrame, MacAddr, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6,
 };
 use crate::packet::icmp::IcmpPacket;
-use crate::packet::icmpv6::{self, Icmpv6Packet, NEIGHBOR_SOLICIT, PROTO_ICMPV6};
+use crate::packet::icmpv6::{self, Icmpv6Packet, NEIGHBOR_ADVERT, NEIGHBOR_SOLICIT, PROTO_ICMPV6};
 use crate::packet::ipv4::Ipv4Packet;
 use crate::packet::ipv6::Ipv6Packet;
 use crate::packet::l4::{self, TcpHeader, UdpHeader, PROTO_TCP, PROTO_UDP};
@@ -58,6 +58,12 @@ pub enum Action {
     },
     /// For the host: the exception path.
     ToKernel,
+    /// An ARP reply or neighbor advertisement to us: `ip` is at `mac`
+    /// (backend resolution). The frame then goes on to the host.
+    Learned {
+        ip: IpAddr,
+        mac: MacAddr,
+    },
     Drop(DropReason),
 }
 
@@ -86,6 +92,10 @@ pub enum Classified {
     },
     Arp,
     NeighborSolicit,
+    Learn {
+        ip: IpAddr,
+        mac: MacAddr,
+    },
     ToKernel,
     Drop(DropReason),
 }
@@ -133,6 +143,12 @@ fn classify_inner(frame: &[u8], snap: &Snapshot) -> Result<Classified, DropReaso
         ETHERTYPE_IPV6 => classify_ipv6(eth.payload(), snap),
         ETHERTYPE_ARP => {
             let arp = ArpPacket::new_checked(eth.payload())?;
+            if arp.op() == OP_REPLY && dst_mac == snap.mac {
+                return Ok(Classified::Learn {
+                    ip: IpAddr::V4(arp.sender_ip()),
+                    mac: arp.sender_mac(),
+                });
+            }
             let target = IpAddr::V4(arp.target_ip());
             if arp.op() == OP_REQUEST && (snap.is_vip_addr(target) || snap.is_local(target)) {
                 Ok(Classified::Arp)
@@ -202,6 +218,15 @@ fn classify_ipv6(b: &[u8], snap: &Snapshot) -> Result<Classified, DropReason> {
             let target = IpAddr::from(icmp.nd_target());
             if snap.is_vip_addr(target) || snap.is_local(target) {
                 return Ok(Classified::NeighborSolicit);
+            }
+            return Ok(Classified::ToKernel);
+        }
+        if icmp.msg_type() == NEIGHBOR_ADVERT {
+            if let Some(mac) = icmp.nd_lladdr() {
+                return Ok(Classified::Learn {
+                    ip: IpAddr::from(icmp.nd_target()),
+                    mac,
+                });
             }
             return Ok(Classified::ToKernel);
         }
@@ -402,6 +427,7 @@ pub fn apply(
             Some(len) => Action::NdAdvert { len },
             None => Action::Drop(DropReason::Truncated),
         },
+        Classified::Learn { ip, mac } => Action::Learned { ip, mac },
         Classified::ToKernel => Action::ToKernel,
         Classified::Drop(r) => Action::Drop(r),
     }
@@ -954,6 +980,61 @@ mod tests {
     }
 
     #[test]
+    fn replies_to_our_requests_are_learned() {
+        let s = all_up();
+        let mut t = table();
+        let backend = MacAddr([2, 0, 0, 0, 0, 0x11]);
+        let ip = Ipv4Addr::new(192, 0, 2, 11);
+        let mut reply = build::arp_request(backend, ip, LOCAL4);
+        crate::packet::arp::ArpPacket::new_checked(&mut reply[14..])
+            .unwrap()
+            .make_reply(backend);
+        reply[..6].copy_from_slice(&PORT_MAC.0);
+        // make_reply made `backend` the sender and LOCAL4's asker the target: fix the sender IP.
+        reply[28..32].copy_from_slice(&ip.octets());
+        let before = reply.clone();
+        assert_eq!(
+            decide(&mut reply, &s, &mut t, 0),
+            Action::Learned {
+                ip: IpAddr::V4(ip),
+                mac: backend
+            }
+        );
+        assert_eq!(reply, before, "passed on untouched");
+        // A reply to someone else is not ours to learn from.
+        let mut other = before.clone();
+        other[..6].copy_from_slice(&CLIENT_MAC.0);
+        assert_eq!(
+            decide(&mut other, &s, &mut t, 0),
+            Action::Drop(DropReason::NotForUs)
+        );
+
+        // IPv6: a solicited advertisement with the target's link-layer address.
+        let target: Ipv6Addr = "2001:db8::21".parse().unwrap();
+        let mut ns = build::neighbor_solicit(PORT_MAC, "2001:db8::1".parse().unwrap(), target);
+        let len = {
+            let (eth, rest) = ns.split_at_mut(14);
+            let _ = eth;
+            icmpv6::write_advert(
+                rest,
+                backend,
+                &target.octets(),
+                &Ipv6Addr::from([0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]).octets(),
+            )
+        };
+        ns.truncate(14 + len);
+        ns[..6].copy_from_slice(&PORT_MAC.0);
+        ns[6..12].copy_from_slice(&backend.0);
+        assert_eq!(
+            decide(&mut ns, &s, &mut t, 0),
+            Action::Learned {
+                ip: IpAddr::V6(target),
+                mac: backend
+            }
+        );
+    }
+
+    #[test]
     fn frag_needed_reaches_the_flows_backend() {
         let s = all_up();
         let mut t = table();
@@ -1093,7 +1174,7 @@ mod tests {
                 }
                 Action::ArpReply => prop_assert_eq!(f.len(), orig.len()),
                 Action::NdAdvert { len } => prop_assert!(len <= f.len()),
-                Action::ToKernel | Action::Drop(_) => prop_assert_eq!(f, orig),
+                Action::ToKernel | Action::Drop(_) | Action::Learned { .. } => prop_assert_eq!(f, orig),
             }
         }
 

@@ -5,6 +5,7 @@ pub mod dpdk;
 pub mod flow;
 pub mod forward;
 pub mod maglev;
+pub mod neigh;
 pub mod packet;
 pub mod snapshot;
 pub mod stats;

@@ -10,7 +10,7 @@
 //! megabytes of tables on the packet path).
 
 use std::collections::{HashMap, HashSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use arc_swap::{ArcSwap, Cache};
@@ -205,6 +205,8 @@ pub struct Snapshot {
     /// Per (address, protocol): the VIP whose table fragments use (lowest port).
     frag_vip: HashMap<(IpAddr, Proto), u32, FixedHash>,
     local: HashSet<IpAddr, FixedHash>,
+    source_v4: Option<Ipv4Addr>,
+    source_v6: Option<Ipv6Addr>,
 }
 
 impl Snapshot {
@@ -312,6 +314,22 @@ impl Snapshot {
         vip_addrs.extend(spec.vips.iter().map(|v| v.key.addr));
         let mut local = HashSet::with_hasher(FixedHash);
         local.extend(spec.local.iter().copied());
+        let source_v4 = spec
+            .local
+            .iter()
+            .filter_map(|a| match a {
+                IpAddr::V4(v) => Some(*v),
+                IpAddr::V6(_) => None,
+            })
+            .min();
+        let source_v6 = spec
+            .local
+            .iter()
+            .filter_map(|a| match a {
+                IpAddr::V6(v) => Some(*v),
+                IpAddr::V4(_) => None,
+            })
+            .min();
         Ok(Snapshot {
             generation: spec.generation,
             mac: spec.mac,
@@ -321,6 +339,8 @@ impl Snapshot {
             vip_addrs,
             frag_vip,
             local,
+            source_v4,
+            source_v6,
         })
     }
 
@@ -359,6 +379,17 @@ impl Snapshot {
     #[inline]
     pub fn is_local(&self, addr: IpAddr) -> bool {
         self.local.contains(&addr)
+    }
+
+    /// The source address of the dataplane's own ARP requests (the lowest
+    /// local IPv4 address), if any.
+    pub fn source_v4(&self) -> Option<Ipv4Addr> {
+        self.source_v4
+    }
+
+    /// The source address of the dataplane's own neighbor solicitations.
+    pub fn source_v6(&self) -> Option<Ipv6Addr> {
+        self.source_v6
     }
 
     /// The backend in `slot`, if any.
@@ -501,7 +532,6 @@ impl Reader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::{Ipv4Addr, Ipv6Addr};
 
     pub(crate) fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
         IpAddr::V4(Ipv4Addr::new(a, b, c, d))

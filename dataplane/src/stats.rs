@@ -117,6 +117,10 @@ pub struct WorkerStats {
     pub to_kernel: Counter,
     /// Sent by the host through the exception interface, out of the port.
     pub from_kernel: Counter,
+    /// ARP requests / neighbor solicitations sent to resolve backends.
+    pub neigh_requests: Counter,
+    /// ARP replies / neighbor advertisements reported to the control side.
+    pub neigh_learned: Counter,
     /// Flows that got a backend from Maglev (new, or whose backend went away).
     pub new_flows: Counter,
     /// New flows the flow table had no room for (forwarded statelessly).
@@ -142,6 +146,8 @@ pub struct Counters {
     pub nd_adverts: u64,
     pub to_kernel: u64,
     pub from_kernel: u64,
+    pub neigh_requests: u64,
+    pub neigh_learned: u64,
     pub new_flows: u64,
     pub flow_rejected: u64,
     pub active_flows: u64,
@@ -170,6 +176,8 @@ impl WorkerStats {
             nd_adverts: self.nd_adverts.get(),
             to_kernel: self.to_kernel.get(),
             from_kernel: self.from_kernel.get(),
+            neigh_requests: self.neigh_requests.get(),
+            neigh_learned: self.neigh_learned.get(),
             new_flows: self.new_flows.get(),
             flow_rejected: self.flow_rejected.get(),
             active_flows: self.active_flows.get(),
@@ -204,6 +212,8 @@ impl std::ops::Add for Counters {
             nd_adverts: self.nd_adverts + o.nd_adverts,
             to_kernel: self.to_kernel + o.to_kernel,
             from_kernel: self.from_kernel + o.from_kernel,
+            neigh_requests: self.neigh_requests + o.neigh_requests,
+            neigh_learned: self.neigh_learned + o.neigh_learned,
             new_flows: self.new_flows + o.new_flows,
             flow_rejected: self.flow_rejected + o.flow_rejected,
             active_flows: self.active_flows + o.active_flows,

@@ -6,16 +6,33 @@
 //! burst. The worker owns the clock (the TSC) and hands `now` to the pure
 //! decision.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::dpdk::{self, Burst, Fate, Queue, BURST_SIZE};
+use crossbeam_queue::ArrayQueue;
+
+use crate::dpdk::{self, Burst, Fate, Mempool, Queue, BURST_SIZE};
 use crate::flow::FlowTable;
 use crate::forward::{self, Action, Classified};
+use crate::packet::{build, MacAddr};
 use crate::snapshot::Reader;
 use crate::stats::{DropReason, WorkerStats};
 
 /// Flow-table buckets swept for expired entries per idle poll.
 const SWEEP_BUDGET: usize = 64;
+/// Neighbour requests sent per poll at most.
+const REQUESTS_PER_POLL: usize = 4;
+
+/// The worker's end of backend MAC resolution (see `neigh.rs`): what it
+/// learns from ARP replies and neighbor advertisements goes to `learned`;
+/// the worker given `requests` sends the ARP requests and solicitations the
+/// control side asks for, built in mbufs from `pool`. Lock-free queues:
+/// a full queue loses an entry (the next refresh repeats it), never blocks.
+#[derive(Clone, Copy)]
+pub struct Neighbors<'a> {
+    pub learned: &'a ArrayQueue<(IpAddr, MacAddr)>,
+    pub requests: Option<(&'a ArrayQueue<IpAddr>, &'static Mempool)>,
+}
 
 pub struct Worker<'a> {
     queue: Queue<'a>,
@@ -23,6 +40,7 @@ pub struct Worker<'a> {
     /// is for the host goes there, and what the host sends comes back out
     /// of `queue`.
     kernel: Option<Queue<'a>>,
+    neighbors: Option<Neighbors<'a>>,
     snapshots: Reader,
     flows: FlowTable,
     stats: &'a WorkerStats,
@@ -40,6 +58,7 @@ impl<'a> Worker<'a> {
         Worker {
             queue,
             kernel: None,
+            neighbors: None,
             snapshots,
             flows,
             stats,
@@ -53,13 +72,58 @@ impl<'a> Worker<'a> {
         self
     }
 
+    /// Report learned neighbours (and send requests, if given the queue).
+    pub fn with_neighbors(mut self, neighbors: Neighbors<'a>) -> Worker<'a> {
+        self.neighbors = Some(neighbors);
+        self
+    }
+
     /// Poll until `stop` is set (checked once per iteration).
     pub fn run(&mut self, stop: &AtomicBool) {
         let mut burst = Burst::new();
         while !stop.load(Ordering::Relaxed) {
             self.poll_once(&mut burst);
             self.poll_kernel(&mut burst);
+            self.send_requests(&mut burst);
         }
+    }
+
+    /// Send the ARP requests / neighbor solicitations the control side asked for.
+    #[inline]
+    pub fn send_requests(&mut self, burst: &mut Burst) {
+        let Some(Neighbors {
+            requests: Some((queue, pool)),
+            ..
+        }) = self.neighbors
+        else {
+            return;
+        };
+        if queue.is_empty() {
+            return;
+        }
+        let snap = self.snapshots.load();
+        let mut frame = [0u8; 128];
+        for _ in 0..REQUESTS_PER_POLL {
+            let Some(target) = queue.pop() else { break };
+            let len = match target {
+                IpAddr::V4(t) => {
+                    let src = snap.source_v4().unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
+                    build::write_arp_request(&mut frame, snap.mac, src, t)
+                }
+                IpAddr::V6(t) => snap
+                    .source_v6()
+                    .and_then(|src| build::write_neighbor_solicit(&mut frame, snap.mac, src, t)),
+            };
+            let (Some(len), Some(mut m)) = (len, pool.alloc()) else {
+                continue;
+            };
+            if m.extend_from_slice(&frame[..len]) && burst.push(m).is_ok() {
+                self.stats.neigh_requests.add(1);
+            }
+        }
+        let out = self.queue.tx(burst);
+        self.stats.tx_packets.add(out.sent as u64);
+        self.stats.tx_dropped.add(out.dropped as u64);
     }
 
     /// What the host sent through the exception interface goes out of the
@@ -120,6 +184,7 @@ impl<'a> Worker<'a> {
         let mut i = 0;
         let flows = &mut self.flows;
         let has_kernel = self.kernel.is_some();
+        let learned = self.neighbors.map(|n| n.learned);
         let mut to_kernel = Burst::new();
         burst.triage(&mut to_kernel, |frame| {
             counts.rx_bytes += frame.len() as u64;
@@ -143,6 +208,13 @@ impl<'a> Worker<'a> {
                 Action::NdAdvert { len } => {
                     counts.nd += 1;
                     len
+                }
+                Action::Learned { ip, mac } => {
+                    counts.learned += 1;
+                    if let Some(q) = learned {
+                        let _ = q.push((ip, mac));
+                    }
+                    return if has_kernel { Fate::Divert } else { Fate::Drop };
                 }
                 Action::ToKernel if has_kernel => {
                     counts.to_kernel += 1;
@@ -183,6 +255,7 @@ impl<'a> Worker<'a> {
         s.nd_adverts.add(counts.nd);
         s.to_kernel.add(counts.to_kernel);
         s.new_flows.add(counts.new_flows);
+        s.neigh_learned.add(counts.learned);
         s.flow_rejected.set(fs.rejected);
         s.active_flows.set(fs.active);
         s.snapshot_generation.set(snap.generation);
@@ -204,5 +277,6 @@ struct BurstCounts {
     nd: u64,
     to_kernel: u64,
     new_flows: u64,
+    learned: u64,
     drops: [u64; DropReason::COUNT],
 }

@@ -201,30 +201,73 @@ pub fn udp6(
 
 /// A broadcast ARP request from (`mac`, `ip`) for `target`.
 pub fn arp_request(mac: MacAddr, ip: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
-    let mut a = [0u8; super::arp::LEN];
-    super::arp::write_request(&mut a, mac, ip, target);
-    ethernet(MacAddr::BROADCAST, mac, ETHERTYPE_ARP, &a)
+    let mut f = vec![0u8; ARP_REQUEST_LEN];
+    write_arp_request(&mut f, mac, ip, target);
+    f
+}
+
+/// Bytes [`write_arp_request`] writes.
+pub const ARP_REQUEST_LEN: usize = 14 + super::arp::LEN;
+
+/// Write a broadcast ARP request into `buf` without allocating (the worker
+/// builds the dataplane's own requests in an mbuf). Returns the frame
+/// length, or `None` when `buf` is too short.
+pub fn write_arp_request(
+    buf: &mut [u8],
+    mac: MacAddr,
+    ip: Ipv4Addr,
+    target: Ipv4Addr,
+) -> Option<usize> {
+    let f = buf.get_mut(..ARP_REQUEST_LEN)?;
+    write_ethernet(f, MacAddr::BROADCAST, mac, ETHERTYPE_ARP);
+    let arp: &mut [u8; super::arp::LEN] = (&mut f[14..]).try_into().ok()?;
+    super::arp::write_request(arp, mac, ip, target);
+    Some(ARP_REQUEST_LEN)
 }
 
 /// A neighbor solicitation from (`mac`, `ip`) for `target`, to the target's
 /// solicited-node multicast address, with a source link-layer option.
 pub fn neighbor_solicit(mac: MacAddr, ip: Ipv6Addr, target: Ipv6Addr) -> Vec<u8> {
+    let mut f = vec![0u8; NEIGHBOR_SOLICIT_LEN];
+    write_neighbor_solicit(&mut f, mac, ip, target);
+    f
+}
+
+/// Bytes [`write_neighbor_solicit`] writes.
+pub const NEIGHBOR_SOLICIT_LEN: usize = 14 + 40 + 32;
+
+/// Write a neighbor solicitation into `buf` without allocating. Returns the
+/// frame length, or `None` when `buf` is too short.
+pub fn write_neighbor_solicit(
+    buf: &mut [u8],
+    mac: MacAddr,
+    ip: Ipv6Addr,
+    target: Ipv6Addr,
+) -> Option<usize> {
+    let f = buf.get_mut(..NEIGHBOR_SOLICIT_LEN)?;
     let t = target.octets();
-    let snma = Ipv6Addr::from([
+    let snma = [
         0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, t[13], t[14], t[15],
-    ]);
-    let mut m = vec![NEIGHBOR_SOLICIT, 0, 0, 0, 0, 0, 0, 0];
-    m.extend_from_slice(&t);
-    m.extend_from_slice(&[1, 1]);
-    m.extend_from_slice(&mac.0);
-    let c = checksum::finish(checksum::sum(&m, pseudo6(ip, snma, PROTO_ICMPV6, m.len())));
+    ];
+    write_ethernet(f, MacAddr::ipv6_multicast(&snma), mac, ETHERTYPE_IPV6);
+    super::ipv6::write_header(&mut f[14..54], 32, PROTO_ICMPV6, 255, &ip.octets(), &snma);
+    let m = &mut f[54..];
+    m[..8].copy_from_slice(&[NEIGHBOR_SOLICIT, 0, 0, 0, 0, 0, 0, 0]);
+    m[8..24].copy_from_slice(&t);
+    m[24..26].copy_from_slice(&[1, 1]);
+    m[26..32].copy_from_slice(&mac.0);
+    let c = checksum::finish(checksum::sum(
+        m,
+        checksum::ipv6_pseudo(&ip.octets(), &snma, 32, PROTO_ICMPV6),
+    ));
     m[2..4].copy_from_slice(&c.to_be_bytes());
-    ethernet(
-        MacAddr::ipv6_multicast(&snma.octets()),
-        mac,
-        ETHERTYPE_IPV6,
-        &ipv6(ip, snma, PROTO_ICMPV6, &m),
-    )
+    Some(NEIGHBOR_SOLICIT_LEN)
+}
+
+fn write_ethernet(f: &mut [u8], dst: MacAddr, src: MacAddr, ethertype: u16) {
+    f[..6].copy_from_slice(&dst.0);
+    f[6..12].copy_from_slice(&src.0);
+    f[12..14].copy_from_slice(&ethertype.to_be_bytes());
 }
 
 /// An ICMP "fragmentation needed" (MTU `mtu`) from `router` about `quoted`
@@ -290,6 +333,25 @@ mod tests {
 
     const A: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
     const B: MacAddr = MacAddr([2, 0, 0, 0, 0, 2]);
+
+    #[test]
+    fn writers_refuse_short_buffers() {
+        let ip = Ipv4Addr::new(192, 0, 2, 1);
+        assert_eq!(
+            write_arp_request(&mut [0; ARP_REQUEST_LEN - 1], A, ip, ip),
+            None
+        );
+        let v6: Ipv6Addr = "2001:db8::1".parse().unwrap();
+        assert_eq!(
+            write_neighbor_solicit(&mut [0; NEIGHBOR_SOLICIT_LEN - 1], A, v6, v6),
+            None
+        );
+        let mut big = [0u8; 128];
+        assert_eq!(
+            write_arp_request(&mut big, A, ip, ip),
+            Some(ARP_REQUEST_LEN)
+        );
+    }
 
     #[test]
     fn built_frames_parse_and_verify() {
