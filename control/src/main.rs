@@ -89,7 +89,7 @@ fn run() -> Result<()> {
     let stats: Vec<WorkerStats> = lcores.iter().map(|_| WorkerStats::default()).collect();
     let tsc_hz = eal.tsc_hz();
 
-    dpdk::scope(eal, |s| -> Result<()> {
+    let last_snapshot = dpdk::scope(eal, |s| -> Result<Arc<Snapshot>> {
         for (i, (&lcore, st)) in lcores.iter().zip(&stats).enumerate() {
             let queue = port.queue(i as u16)?;
             let reader = publisher.reader();
@@ -116,16 +116,17 @@ fn run() -> Result<()> {
             requests: &requests,
         };
         monitor(&opts, &stats, &stop, &mut control);
-        Ok(())
+        Ok(control.publisher.current())
     })
     .context("running workers")?
-    .inspect_err(|_| stop.store(true, Ordering::SeqCst))?;
+    .inspect_err(|_| stop.store(true, Ordering::SeqCst));
+    let last_snapshot = last_snapshot?;
 
     let per_worker: Vec<Counters> = stats.iter().map(WorkerStats::read).collect();
     let port_stats = port.stats().context("reading port stats")?;
     drop(port); // stop and close: flushes what the device buffers (net_pcap)
     kernel.take();
-    report(&opts, &lcores, &per_worker, mac);
+    report(&opts, &lcores, &per_worker, mac, &last_snapshot, &stats);
     info!(
         rx = port_stats.rx_packets,
         tx = port_stats.tx_packets,
@@ -283,7 +284,14 @@ fn monitor(opts: &Options, stats: &[WorkerStats], stop: &AtomicBool, control: &m
     stop.store(true, Ordering::SeqCst);
 }
 
-fn report(opts: &Options, lcores: &[u32], per_worker: &[Counters], mac: MacAddr) {
+fn report(
+    opts: &Options,
+    lcores: &[u32],
+    per_worker: &[Counters],
+    mac: MacAddr,
+    snap: &Snapshot,
+    stats: &[WorkerStats],
+) {
     let total: Counters = per_worker.iter().copied().sum();
     if opts.json {
         let workers: Vec<serde_json::Value> = lcores
@@ -300,6 +308,7 @@ fn report(opts: &Options, lcores: &[u32], per_worker: &[Counters], mac: MacAddr)
             "port_mac": mac.to_string(),
             "total": counters_json(&total),
             "workers": workers,
+            "vips": backends_json(snap, stats)["vips"],
         });
         println!("{out}");
         return;
@@ -332,6 +341,87 @@ fn report(opts: &Options, lcores: &[u32], per_worker: &[Counters], mac: MacAddr)
         .collect();
     if !reasons.is_empty() {
         println!("drops: {}", reasons.join(" "));
+    }
+    print_backends(snap, stats);
+}
+
+/// Per-backend traffic summed over workers, and per-VIP sums of those.
+fn backend_totals(snap: &Snapshot, stats: &[WorkerStats]) -> Vec<(u16, [u64; 3])> {
+    snap.backends()
+        .map(|(slot, _)| {
+            let mut t = [0u64; 3];
+            for w in stats {
+                let (p, b, n) = w.backend(slot);
+                t[0] += p;
+                t[1] += b;
+                t[2] += n;
+            }
+            (slot, t)
+        })
+        .collect()
+}
+
+fn backends_json(snap: &Snapshot, stats: &[WorkerStats]) -> serde_json::Value {
+    let totals = backend_totals(snap, stats);
+    let vips: Vec<serde_json::Value> = snap
+        .vips()
+        .iter()
+        .map(|v| {
+            let backends: Vec<serde_json::Value> = v
+                .backends
+                .iter()
+                .filter_map(|&slot| {
+                    let b = snap.backend(slot)?;
+                    let t = totals.iter().find(|(s, _)| *s == slot)?.1;
+                    Some(serde_json::json!({
+                        "address": b.addr.to_string(),
+                        "mac": b.mac.map(|m| m.to_string()),
+                        "state": format!("{:?}", b.state).to_lowercase(),
+                        "weight": b.weight,
+                        "packets": t[0], "bytes": t[1], "new_flows": t[2],
+                    }))
+                })
+                .collect();
+            let sum = |k: &str| {
+                backends
+                    .iter()
+                    .map(|b| b[k].as_u64().unwrap_or(0))
+                    .sum::<u64>()
+            };
+            serde_json::json!({
+                "vip": v.key.to_string(),
+                "packets": sum("packets"), "bytes": sum("bytes"), "new_flows": sum("new_flows"),
+                "backends": backends,
+            })
+        })
+        .collect();
+    serde_json::json!({ "vips": vips })
+}
+
+fn print_backends(snap: &Snapshot, stats: &[WorkerStats]) {
+    let totals = backend_totals(snap, stats);
+    for v in snap.vips() {
+        println!("vip {}", v.key);
+        for &slot in &v.backends {
+            let (Some(b), Some((_, t))) =
+                (snap.backend(slot), totals.iter().find(|(s, _)| *s == slot))
+            else {
+                continue;
+            };
+            let mac = b
+                .mac
+                .map_or_else(|| "unresolved".to_string(), |m| m.to_string());
+            println!(
+                "  {:<24} {:<18} {:<9} weight {:<4} {:>10} pkts {:>12} bytes {:>8} new flows",
+                b.addr.to_string(),
+                mac,
+                format!("{:?}", b.state).to_lowercase(),
+                b.weight,
+                t[0],
+                t[1],
+                t[2]
+            );
+        }
     }
 }
 

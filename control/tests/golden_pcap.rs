@@ -467,4 +467,25 @@ fn lbd_forwards_golden_pcap_byte_for_byte() {
         );
     }
     assert_eq!(report["port_mac"], PORT.to_string());
+
+    // Per-backend counters match what was sent to each backend's MAC.
+    let mut per_mac: HashMap<String, u64> = HashMap::new();
+    for ((_, _, w), out) in sent.iter().zip(&got) {
+        if matches!(w, Want::Forward(_) | Want::Icmp(_)) {
+            *per_mac.entry(MacAddr(out[..6].try_into().unwrap()).to_string()).or_default() += 1;
+        }
+    }
+    let mut counted = 0;
+    for vip in report["vips"].as_array().unwrap() {
+        let mut sum = 0;
+        for b in vip["backends"].as_array().unwrap() {
+            let mac = b["mac"].as_str().unwrap();
+            let packets = b["packets"].as_u64().unwrap();
+            assert_eq!(packets, per_mac.get(mac).copied().unwrap_or(0), "backend {mac}: {report}");
+            sum += packets;
+        }
+        assert_eq!(vip["packets"], sum, "a VIP's packets are its backends' sum");
+        counted += sum;
+    }
+    assert_eq!(counted, total["forwarded"].as_u64().unwrap());
 }

@@ -183,6 +183,8 @@ pub enum SnapshotError {
     DuplicateVip(VipKey),
     #[error("vip {vip}: backend {addr} listed twice")]
     DuplicateBackend { vip: VipKey, addr: IpAddr },
+    #[error("vip {vip}: backend slot {slot} is beyond the {max} slots the dataplane counts")]
+    SlotTooHigh { vip: VipKey, slot: u16, max: usize },
     #[error("vip {vip}: backend slot {slot} is already used by another backend")]
     SlotInUse { vip: VipKey, slot: u16 },
     #[error("vip {vip}: port 0 is not a valid port")]
@@ -250,6 +252,13 @@ impl Snapshot {
                     });
                 }
                 let slot = usize::from(b.id.slot);
+                if slot >= crate::stats::MAX_BACKEND_SLOTS {
+                    return Err(SnapshotError::SlotTooHigh {
+                        vip: key,
+                        slot: b.id.slot,
+                        max: crate::stats::MAX_BACKEND_SLOTS,
+                    });
+                }
                 if backends.len() <= slot {
                     backends.resize(slot + 1, None);
                 }

@@ -99,7 +99,19 @@ impl Counter {
 }
 
 /// One worker's counters, written only by that worker.
+/// Backend slots with counters ([`crate::snapshot::BackendRef::slot`] must be below this).
+pub const MAX_BACKEND_SLOTS: usize = 4096;
+
+/// One backend's traffic through one worker. Per-VIP figures are the sums
+/// over a VIP's backends, added up on the control side.
 #[derive(Debug, Default)]
+pub struct BackendCounters {
+    pub packets: Counter,
+    pub bytes: Counter,
+    pub new_flows: Counter,
+}
+
+#[derive(Debug)]
 #[repr(align(64))]
 pub struct WorkerStats {
     pub rx_packets: Counter,
@@ -130,6 +142,45 @@ pub struct WorkerStats {
     /// The snapshot generation the worker used for its last burst.
     pub snapshot_generation: Counter,
     pub drops: [Counter; DropReason::COUNT],
+    /// Indexed by backend slot; allocated once, [`MAX_BACKEND_SLOTS`] long.
+    pub backends: Box<[BackendCounters]>,
+}
+
+impl Default for WorkerStats {
+    fn default() -> Self {
+        WorkerStats {
+            rx_packets: Counter::default(),
+            rx_bytes: Counter::default(),
+            tx_packets: Counter::default(),
+            tx_bytes: Counter::default(),
+            tx_dropped: Counter::default(),
+            forwarded: Counter::default(),
+            icmp_to_backend: Counter::default(),
+            arp_replies: Counter::default(),
+            nd_adverts: Counter::default(),
+            to_kernel: Counter::default(),
+            from_kernel: Counter::default(),
+            neigh_requests: Counter::default(),
+            neigh_learned: Counter::default(),
+            new_flows: Counter::default(),
+            flow_rejected: Counter::default(),
+            active_flows: Counter::default(),
+            snapshot_generation: Counter::default(),
+            drops: Default::default(),
+            backends: (0..MAX_BACKEND_SLOTS)
+                .map(|_| BackendCounters::default())
+                .collect(),
+        }
+    }
+}
+
+impl WorkerStats {
+    /// (packets, bytes, new flows) sent to the backend in `slot` by this worker.
+    pub fn backend(&self, slot: u16) -> (u64, u64, u64) {
+        self.backends.get(usize::from(slot)).map_or((0, 0, 0), |b| {
+            (b.packets.get(), b.bytes.get(), b.new_flows.get())
+        })
+    }
 }
 
 /// A plain copy of a worker's counters, or a sum of several.
@@ -231,6 +282,15 @@ impl std::iter::Sum for Counters {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backend_counters_by_slot() {
+        let s = WorkerStats::default();
+        s.backends[7].packets.add(2);
+        s.backends[7].bytes.add(120);
+        assert_eq!(s.backend(7), (2, 120, 0));
+        assert_eq!(s.backend(u16::MAX), (0, 0, 0), "out of range reads as zero");
+    }
 
     #[test]
     fn worker_stats_own_their_cache_lines() {

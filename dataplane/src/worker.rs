@@ -185,20 +185,32 @@ impl<'a> Worker<'a> {
         let flows = &mut self.flows;
         let has_kernel = self.kernel.is_some();
         let learned = self.neighbors.map(|n| n.learned);
+        let backend_stats = &self.stats.backends;
         let mut to_kernel = Burst::new();
         burst.triage(&mut to_kernel, |frame| {
             counts.rx_bytes += frame.len() as u64;
             let action = forward::apply(classified[i], frame, snap, flows, now);
             i += 1;
             let len = match action {
-                Action::Forward { new_flow, .. } => {
+                Action::Forward {
+                    backend, new_flow, ..
+                } => {
                     counts.forwarded += 1;
                     counts.new_flows += u64::from(new_flow);
+                    if let Some(b) = backend_stats.get(usize::from(backend)) {
+                        b.packets.add(1);
+                        b.bytes.add(frame.len() as u64);
+                        b.new_flows.add(u64::from(new_flow));
+                    }
                     frame.len()
                 }
-                Action::IcmpToBackend { .. } => {
+                Action::IcmpToBackend { backend, .. } => {
                     counts.forwarded += 1;
                     counts.icmp += 1;
+                    if let Some(b) = backend_stats.get(usize::from(backend)) {
+                        b.packets.add(1);
+                        b.bytes.add(frame.len() as u64);
+                    }
                     frame.len()
                 }
                 Action::ArpReply => {
