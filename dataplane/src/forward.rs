@@ -126,21 +126,30 @@ pub fn flow_hash(k: &FlowKey) -> u64 {
 /// Parse and hash one frame.
 #[inline]
 pub fn classify(frame: &[u8], snap: &Snapshot) -> Classified {
-    match classify_inner(frame, snap) {
+    classify_segmented(frame, frame.len(), snap)
+}
+
+/// [`classify`] for a packet whose bytes do not all sit in `first` (a
+/// multi-segment mbuf, e.g. a jumbo frame): every header the decision reads
+/// must be in `first`; length fields are checked against `wire_len`.
+#[inline]
+pub fn classify_segmented(first: &[u8], wire_len: usize, snap: &Snapshot) -> Classified {
+    let missing = wire_len.saturating_sub(first.len());
+    match classify_inner(first, missing, snap) {
         Ok(c) => c,
         Err(reason) => Classified::Drop(reason),
     }
 }
 
-fn classify_inner(frame: &[u8], snap: &Snapshot) -> Result<Classified, DropReason> {
+fn classify_inner(frame: &[u8], missing: usize, snap: &Snapshot) -> Result<Classified, DropReason> {
     let eth = EthernetFrame::new_checked(frame)?;
     let dst_mac = eth.dst();
     if dst_mac != snap.mac && !dst_mac.is_multicast() {
         return Ok(Classified::Drop(DropReason::NotForUs));
     }
     match eth.ethertype() {
-        ETHERTYPE_IPV4 => classify_ipv4(eth.payload(), snap),
-        ETHERTYPE_IPV6 => classify_ipv6(eth.payload(), snap),
+        ETHERTYPE_IPV4 => classify_ipv4(eth.payload(), missing, snap),
+        ETHERTYPE_IPV6 => classify_ipv6(eth.payload(), missing, snap),
         ETHERTYPE_ARP => {
             let arp = ArpPacket::new_checked(eth.payload())?;
             if arp.op() == OP_REPLY && dst_mac == snap.mac {
@@ -160,8 +169,20 @@ fn classify_inner(frame: &[u8], snap: &Snapshot) -> Result<Classified, DropReaso
     }
 }
 
-fn classify_ipv4(b: &[u8], snap: &Snapshot) -> Result<Classified, DropReason> {
-    let ip = Ipv4Packet::new_checked(b)?;
+fn classify_ipv4(b: &[u8], missing: usize, snap: &Snapshot) -> Result<Classified, DropReason> {
+    let ip = if missing == 0 {
+        Ipv4Packet::new_checked(b)?
+    } else {
+        let ip = Ipv4Packet::new_quoted(b)?;
+        let total = usize::from(ip.total_len());
+        if total < ip.header_len() {
+            return Err(DropReason::BadLength);
+        }
+        if total > b.len() + missing {
+            return Err(DropReason::Truncated);
+        }
+        ip
+    };
     let dst = IpAddr::V4(ip.dst());
     if !snap.is_vip_addr(dst) {
         return Ok(Classified::ToKernel);
@@ -178,7 +199,7 @@ fn classify_ipv4(b: &[u8], snap: &Snapshot) -> Result<Classified, DropReason> {
     }
     match proto {
         PROTO_TCP | PROTO_UDP => {
-            let (sport, dport, flags) = transport(proto, ip.payload())?;
+            let (sport, dport, flags) = transport(proto, ip.payload(), missing)?;
             Ok(flow(
                 snap,
                 dst,
@@ -209,8 +230,16 @@ fn classify_ipv4(b: &[u8], snap: &Snapshot) -> Result<Classified, DropReason> {
     }
 }
 
-fn classify_ipv6(b: &[u8], snap: &Snapshot) -> Result<Classified, DropReason> {
-    let ip = Ipv6Packet::new_checked(b)?;
+fn classify_ipv6(b: &[u8], missing: usize, snap: &Snapshot) -> Result<Classified, DropReason> {
+    let ip = if missing == 0 {
+        Ipv6Packet::new_checked(b)?
+    } else {
+        let ip = Ipv6Packet::new_quoted(b)?;
+        if 40 + usize::from(ip.payload_len()) > b.len() + missing {
+            return Err(DropReason::Truncated);
+        }
+        ip
+    };
     let proto = ip.upper_protocol();
     if proto == PROTO_ICMPV6 {
         let icmp = Icmpv6Packet::new_checked(ip.upper_payload())?;
@@ -248,7 +277,7 @@ fn classify_ipv6(b: &[u8], snap: &Snapshot) -> Result<Classified, DropReason> {
     }
     match proto {
         PROTO_TCP | PROTO_UDP => {
-            let (sport, dport, flags) = transport(proto, ip.upper_payload())?;
+            let (sport, dport, flags) = transport(proto, ip.upper_payload(), missing)?;
             let key = FlowKey {
                 src,
                 dst: dst6,
@@ -283,13 +312,28 @@ fn classify_ipv6(b: &[u8], snap: &Snapshot) -> Result<Classified, DropReason> {
     }
 }
 
-fn transport(proto: u8, b: &[u8]) -> Result<(u16, u16, Option<u8>), DropReason> {
+fn transport(proto: u8, b: &[u8], missing: usize) -> Result<(u16, u16, Option<u8>), DropReason> {
     if proto == PROTO_TCP {
         let t = TcpHeader::new_checked(b)?;
         Ok((t.src_port(), t.dst_port(), Some(t.flags())))
-    } else {
+    } else if missing == 0 {
         let u = UdpHeader::new_checked(b)?;
         Ok((u.src_port(), u.dst_port(), None))
+    } else {
+        // The datagram continues in later segments: check its length field
+        // against the whole packet.
+        let (sport, dport) = l4::ports(b)?;
+        let len = usize::from(u16::from_be_bytes([
+            *b.get(4).ok_or(DropReason::Truncated)?,
+            *b.get(5).ok_or(DropReason::Truncated)?,
+        ]));
+        if len < 8 {
+            return Err(DropReason::BadLength);
+        }
+        if len > b.len() + missing {
+            return Err(DropReason::Truncated);
+        }
+        Ok((sport, dport, None))
     }
 }
 
@@ -939,6 +983,55 @@ mod tests {
         assert!(matches!(
             decide(&mut jumbo, &s, &mut t, 0),
             Action::Forward { .. }
+        ));
+    }
+
+    #[test]
+    fn multi_segment_packets_are_judged_on_their_whole_length() {
+        let s = all_up();
+        let mut t = table();
+        let jumbo = build::tcp4(
+            PORT_MAC,
+            CLIENT_MAC,
+            CLIENT4,
+            VIP4,
+            40007,
+            443,
+            ACK,
+            &[0x5a; 8900],
+        );
+        let first = &jumbo[..2048];
+        let c = classify_segmented(first, jumbo.len(), &s);
+        let mut seg = first.to_vec();
+        assert!(
+            matches!(apply(c, &mut seg, &s, &mut t, 0), Action::Forward { .. }),
+            "{c:?}"
+        );
+        assert_eq!(
+            classify(first, &s).flow_hash(),
+            None,
+            "alone, the first segment looks truncated"
+        );
+        assert!(matches!(
+            classify_segmented(first, jumbo.len() - 1, &s),
+            Classified::Drop(DropReason::Truncated)
+        ));
+        let udp = build::udp6(
+            PORT_MAC,
+            CLIENT_MAC,
+            client6(),
+            vip6(),
+            40000,
+            5000,
+            &[1; 8900],
+        );
+        assert!(matches!(
+            classify_segmented(&udp[..2048], udp.len(), &s),
+            Classified::Flow { .. }
+        ));
+        assert!(matches!(
+            classify_segmented(&udp[..2048], udp.len() - 10, &s),
+            Classified::Drop(DropReason::Truncated)
         ));
     }
 

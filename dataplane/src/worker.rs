@@ -171,15 +171,19 @@ impl<'a> Worker<'a> {
         burst.prefetch_data();
 
         let mut classified = [Classified::ToKernel; BURST_SIZE];
+        // Whole-packet lengths (several segments for a jumbo frame).
+        let mut wire = [0usize; BURST_SIZE];
         for (i, c) in classified.iter_mut().enumerate().take(n) {
-            *c = forward::classify(burst.data(i).unwrap_or_default(), snap);
+            let first = burst.data(i).unwrap_or_default();
+            wire[i] = burst.pkt_len_of(i).unwrap_or(first.len());
+            *c = forward::classify_segmented(first, wire[i], snap);
             if let Some(h) = c.flow_hash() {
                 dpdk::prefetch(self.flows.prefetch_target(h));
             }
         }
 
         let mut counts = BurstCounts::default();
-        let mut lens = [0u16; BURST_SIZE];
+        let mut lens = [0usize; BURST_SIZE];
         let mut kept = 0;
         let mut i = 0;
         let flows = &mut self.flows;
@@ -188,7 +192,8 @@ impl<'a> Worker<'a> {
         let backend_stats = &self.stats.backends;
         let mut to_kernel = Burst::new();
         burst.triage(&mut to_kernel, |frame| {
-            counts.rx_bytes += frame.len() as u64;
+            let bytes = wire[i];
+            counts.rx_bytes += bytes as u64;
             let action = forward::apply(classified[i], frame, snap, flows, now);
             i += 1;
             let len = match action {
@@ -199,7 +204,7 @@ impl<'a> Worker<'a> {
                     counts.new_flows += u64::from(new_flow);
                     if let Some(b) = backend_stats.get(usize::from(backend)) {
                         b.packets.add(1);
-                        b.bytes.add(frame.len() as u64);
+                        b.bytes.add(bytes as u64);
                         b.new_flows.add(u64::from(new_flow));
                     }
                     frame.len()
@@ -209,7 +214,7 @@ impl<'a> Worker<'a> {
                     counts.icmp += 1;
                     if let Some(b) = backend_stats.get(usize::from(backend)) {
                         b.packets.add(1);
-                        b.bytes.add(frame.len() as u64);
+                        b.bytes.add(bytes as u64);
                     }
                     frame.len()
                 }
@@ -241,7 +246,8 @@ impl<'a> Worker<'a> {
                     return Fate::Drop;
                 }
             };
-            lens[kept] = len as u16;
+            // A reply shrinks the frame; otherwise the whole packet goes out.
+            lens[kept] = if len < frame.len() { len } else { bytes };
             kept += 1;
             Fate::Send(len)
         });
@@ -259,7 +265,7 @@ impl<'a> Worker<'a> {
         s.rx_bytes.add(counts.rx_bytes);
         s.tx_packets.add(out.sent as u64);
         s.tx_bytes
-            .add(lens[..out.sent].iter().map(|&l| u64::from(l)).sum());
+            .add(lens[..out.sent].iter().map(|&l| l as u64).sum());
         s.tx_dropped.add(out.dropped as u64);
         s.forwarded.add(counts.forwarded);
         s.icmp_to_backend.add(counts.icmp);

@@ -265,6 +265,15 @@ impl Burst {
         n_dropped
     }
 
+    /// Length of packet `i` over all its segments.
+    #[inline]
+    pub fn pkt_len_of(&self, i: usize) -> Option<usize> {
+        // SAFETY: entries below len are owned, valid mbufs.
+        self.pkts[..self.len]
+            .get(i)
+            .map(|&p| unsafe { dpdk_sys::lb_rte_pktmbuf_pkt_len(p) } as usize)
+    }
+
     /// Length of packet `i` (first segment), without touching its data.
     #[inline]
     pub fn len_of(&self, i: usize) -> Option<usize> {
