@@ -164,7 +164,8 @@ impl Entry {
 
     /// Re-pin the flow (its backend went down or away).
     #[inline]
-    pub fn set_backend(&mut self, backend: u32) {
+    pub fn repin(&mut self, vip: u32, backend: u32) {
+        self.vip = vip;
         self.backend = backend;
     }
 
