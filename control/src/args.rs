@@ -2,6 +2,7 @@
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use dataplane::flow::FlowConfig;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -24,6 +25,18 @@ pub struct Options {
     /// Flow-table entries per worker (64 bytes each, allocated at start).
     #[arg(long, default_value_t = 1 << 20)]
     pub flows: usize,
+    /// Idle timeout (seconds) of a flow seen once and not yet confirmed by a second packet.
+    #[arg(long, default_value_t = FlowConfig::default().new_timeout, value_name = "SECONDS")]
+    pub new_flow_timeout: u32,
+    /// Idle timeout (seconds) of an established TCP flow.
+    #[arg(long, default_value_t = FlowConfig::default().established_timeout, value_name = "SECONDS")]
+    pub tcp_timeout: u32,
+    /// Idle timeout (seconds) of a TCP flow after FIN or RST.
+    #[arg(long, default_value_t = FlowConfig::default().closing_timeout, value_name = "SECONDS")]
+    pub tcp_closing_timeout: u32,
+    /// Idle timeout (seconds) of a confirmed UDP flow.
+    #[arg(long, default_value_t = FlowConfig::default().udp_timeout, value_name = "SECONDS")]
+    pub udp_timeout: u32,
     /// Mbufs in the packet pool.
     #[arg(long, default_value_t = 8191)]
     pub mbufs: u32,
@@ -42,6 +55,18 @@ pub struct Options {
     /// Print the final counters as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+impl Options {
+    pub fn flow_config(&self) -> FlowConfig {
+        FlowConfig {
+            new_timeout: self.new_flow_timeout,
+            established_timeout: self.tcp_timeout,
+            closing_timeout: self.tcp_closing_timeout,
+            udp_timeout: self.udp_timeout,
+            ..FlowConfig::default()
+        }
+    }
 }
 
 /// Split at the first `--`: EAL's arguments before, ours after.
@@ -93,6 +118,24 @@ mod tests {
         assert_eq!(o.port, "net_pcap0");
         assert_eq!(o.config.as_deref(), Some(std::path::Path::new("lb.toml")));
         assert_eq!(o.flows, 1000);
+        assert_eq!(o.flow_config(), FlowConfig::default());
+        let (_, o) = parse(&v(&[
+            "--",
+            "--port",
+            "p",
+            "--udp-timeout",
+            "60",
+            "--tcp-timeout",
+            "7200",
+        ]))
+        .unwrap();
+        assert_eq!(
+            (
+                o.flow_config().udp_timeout,
+                o.flow_config().established_timeout
+            ),
+            (60, 7200)
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use crossbeam_queue::ArrayQueue;
 use dataplane::dpdk::{self, Eal, Mempool, Port, PortConfig};
-use dataplane::flow::{FlowConfig, FlowTable};
+use dataplane::flow::FlowTable;
 use dataplane::neigh::{NeighConfig, NeighTable};
 use dataplane::packet::MacAddr;
 use dataplane::snapshot::{Publisher, Snapshot};
@@ -93,7 +93,7 @@ fn run() -> Result<()> {
         for (i, (&lcore, st)) in lcores.iter().zip(&stats).enumerate() {
             let queue = port.queue(i as u16)?;
             let reader = publisher.reader();
-            let flows = FlowTable::new(opts.flows, FlowConfig::default());
+            let flows = FlowTable::new(opts.flows, opts.flow_config());
             let mut worker = Worker::new(queue, reader, flows, st, tsc_hz);
             if let Some(k) = &kernel {
                 worker = worker.with_kernel(k.queue(i as u16)?);

@@ -18,8 +18,10 @@ use crate::packet::{build, MacAddr};
 use crate::snapshot::Reader;
 use crate::stats::{DropReason, WorkerStats};
 
-/// Flow-table buckets swept for expired entries per idle poll.
-const SWEEP_BUDGET: usize = 64;
+/// Flow-table buckets swept for expired entries per idle poll, and per busy
+/// burst (so a worker that is never idle still frees expired flows).
+const SWEEP_IDLE: usize = 64;
+const SWEEP_BUSY: usize = 2;
 /// Neighbour requests sent per poll at most.
 const REQUESTS_PER_POLL: usize = 4;
 
@@ -161,7 +163,7 @@ impl<'a> Worker<'a> {
         let n = self.queue.rx(burst);
         let now = self.now();
         if n == 0 {
-            let freed = self.flows.expire(now, SWEEP_BUDGET);
+            let freed = self.flows.expire(now, SWEEP_IDLE);
             if freed > 0 {
                 self.stats.active_flows.set(self.flows.stats().active);
             }
@@ -259,6 +261,7 @@ impl<'a> Worker<'a> {
             }
         }
 
+        self.flows.expire(now, SWEEP_BUSY);
         let s = self.stats;
         let fs = self.flows.stats();
         s.rx_packets.add(n as u64);
