@@ -22,24 +22,20 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use dataplane::packet::ethernet::MacAddr;
-use dataplane::snapshot::{
-    BackendRef, BackendSpec, BackendState, Proto, SnapshotSpec, VipKey, VipSpec,
-};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_TABLE_SIZE: u32 = 65537;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub local_addresses: Vec<IpAddr>,
     #[serde(default, rename = "vip")]
     pub vips: Vec<Vip>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Vip {
     pub address: IpAddr,
@@ -51,17 +47,18 @@ pub struct Vip {
     pub backends: Vec<Backend>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Tcp,
     Udp,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Backend {
     pub address: IpAddr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
     #[serde(default = "default_weight")]
     pub weight: u32,
@@ -69,7 +66,7 @@ pub struct Backend {
     pub state: State,
 }
 
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
     #[default]
@@ -92,87 +89,33 @@ impl Config {
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
     }
-
-    /// Every backend address, with its static MAC if it has one (for
-    /// neighbour resolution).
-    pub fn backend_addresses(&self) -> Result<Vec<(IpAddr, Option<MacAddr>)>> {
-        let spec = self.to_spec(0, MacAddr::ZERO)?;
-        Ok(spec
-            .vips
-            .iter()
-            .flat_map(|v| v.backends.iter().map(|b| (b.addr, b.mac)))
-            .collect())
-    }
-
-    /// The snapshot this configuration asks for. Backends get slots in
-    /// file order.
-    pub fn to_spec(&self, generation: u64, mac: MacAddr) -> Result<SnapshotSpec> {
-        let mut slot = 0u16;
-        let mut vips = Vec::with_capacity(self.vips.len());
-        for v in &self.vips {
-            let key = VipKey {
-                addr: v.address,
-                port: v.port,
-                proto: match v.protocol {
-                    Protocol::Tcp => Proto::Tcp,
-                    Protocol::Udp => Proto::Udp,
-                },
-            };
-            let mut backends = Vec::with_capacity(v.backends.len());
-            for b in &v.backends {
-                let mac = b
-                    .mac
-                    .as_deref()
-                    .map(str::parse::<MacAddr>)
-                    .transpose()
-                    .map_err(|e| anyhow::anyhow!("vip {key}: backend {}: mac: {e}", b.address))?;
-                backends.push(BackendSpec {
-                    id: BackendRef {
-                        slot,
-                        incarnation: 1,
-                    },
-                    addr: b.address,
-                    weight: b.weight,
-                    mac,
-                    state: match b.state {
-                        State::Up => BackendState::Up,
-                        State::Draining => BackendState::Draining,
-                        State::Down => BackendState::Down,
-                    },
-                });
-                slot = slot.checked_add(1).context("more than 65535 backends")?;
-            }
-            vips.push(VipSpec {
-                key,
-                table_size: v.table_size,
-                backends,
-            });
-        }
-        Ok(SnapshotSpec {
-            generation,
-            mac,
-            local: self.local_addresses.clone(),
-            vips,
-        })
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dataplane::snapshot::Snapshot;
+    use crate::state::State;
+    use dataplane::packet::MacAddr;
+    use dataplane::snapshot::{BackendState, Snapshot};
 
     #[test]
     fn example_config_builds_a_snapshot() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("lb.example.toml");
         let c = Config::load(&path).unwrap();
-        let spec = c.to_spec(1, MacAddr([2, 0, 0, 0, 0, 1])).unwrap();
+        let state = State::from_config(&c).unwrap();
+        let spec = state.to_spec(1, MacAddr([2, 0, 0, 0, 0, 1]), |_| None);
         assert_eq!(spec.vips.len(), 2);
-        assert_eq!(spec.vips[0].backends[1].state, BackendState::Draining);
-        assert_eq!(spec.vips[1].table_size, DEFAULT_TABLE_SIZE);
-        assert_eq!(spec.vips[1].backends[0].id.slot, 2, "slots in file order");
+        let tcp = spec.vips.iter().find(|v| v.key.port == 443).unwrap();
+        assert_eq!(tcp.backends[1].state, BackendState::Draining);
+        let udp = spec.vips.iter().find(|v| v.key.port == 5000).unwrap();
+        assert_eq!(udp.table_size, DEFAULT_TABLE_SIZE);
         let s = Snapshot::build(&spec).unwrap();
         assert_eq!(s.vips().len(), 2);
+        assert_eq!(
+            State::from_config(&state.to_config()).unwrap().to_config(),
+            state.to_config(),
+            "round trip"
+        );
     }
 
     #[test]
@@ -199,10 +142,18 @@ mod tests {
         );
         assert!(bad("colour = 1").contains("colour"));
         let c: Config = toml::from_str("[[vip]]\naddress = \"198.51.100.1\"\nport = 1\nprotocol = \"tcp\"\n[[vip.backend]]\naddress = \"192.0.2.1\"\nmac = \"nope\"").unwrap();
-        let e = format!("{:#}", c.to_spec(1, MacAddr::ZERO).unwrap_err());
+        let e = State::from_config(&c).unwrap_err().to_string();
         assert!(
-            e.contains("198.51.100.1:1/tcp") && e.contains("mac") && e.contains("nope"),
+            e.contains("198.51.100.1:1/tcp") && e.contains("backend.mac") && e.contains("nope"),
             "{e}"
         );
+        let c: Config = toml::from_str(
+            "[[vip]]\naddress = \"198.51.100.1\"\nport = 1\nprotocol = \"tcp\"\ntable_size = 1000",
+        )
+        .unwrap();
+        assert!(State::from_config(&c)
+            .unwrap_err()
+            .to_string()
+            .contains("not prime"));
     }
 }

@@ -6,7 +6,6 @@
 //! neighbour resolution come with later issues.
 
 mod args;
-mod config;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -24,7 +23,8 @@ use dataplane::worker::{Neighbors, Worker};
 use tracing::info;
 
 use crate::args::Options;
-use crate::config::Config;
+use control::config::Config;
+use control::state::State;
 
 fn main() {
     tracing_subscriber::fmt()
@@ -43,9 +43,10 @@ fn main() {
 fn run() -> Result<()> {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let (eal_args, opts) = args::parse(&argv)?;
-    let config = match &opts.config {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
+    let state = match &opts.config {
+        Some(path) => State::from_config(&Config::load(path)?)
+            .with_context(|| format!("{}", path.display()))?,
+        None => State::default(),
     };
 
     let eal = Eal::init(&eal_args).context("starting EAL")?;
@@ -67,8 +68,8 @@ fn run() -> Result<()> {
         .with_context(|| format!("configuring port {}", opts.port))?;
     let mac = MacAddr(port.mac());
     let mut neigh = NeighTable::new(NeighConfig::default());
-    neigh.set_wanted(config.backend_addresses()?);
-    let spec = config.to_spec(1, mac)?;
+    neigh.set_wanted(state.backend_addresses());
+    let spec = state.to_spec(1, mac, |_| None);
     let snapshot = Snapshot::build(&spec).context("configuration")?;
     let publisher = Publisher::new(snapshot);
     let learned = ArrayQueue::new(1024);
@@ -107,7 +108,7 @@ fn run() -> Result<()> {
             s.spawn(lcore, move || worker.run(stop))?;
         }
         let mut control = Control {
-            config: &config,
+            state: &state,
             mac,
             generation: 1,
             neigh,
@@ -181,7 +182,7 @@ fn kernel_port(
 
 /// The control side's state while workers run.
 struct Control<'a> {
-    config: &'a Config,
+    state: &'a State,
     mac: MacAddr,
     generation: u64,
     neigh: NeighTable,
@@ -211,17 +212,11 @@ impl Control<'_> {
     }
 
     fn publish(&mut self) {
+        let neigh = &self.neigh;
         let spec = self
-            .config
-            .to_spec(self.generation + 1, self.mac)
-            .and_then(|mut spec| {
-                for b in spec.vips.iter_mut().flat_map(|v| v.backends.iter_mut()) {
-                    if b.mac.is_none() {
-                        b.mac = self.neigh.mac(&b.addr);
-                    }
-                }
-                Ok(Snapshot::build(&spec)?)
-            });
+            .state
+            .to_spec(self.generation + 1, self.mac, |a| neigh.mac(a));
+        let spec = Snapshot::build(&spec);
         match spec {
             Ok(s) => {
                 self.generation += 1;

@@ -1,0 +1,613 @@
+//! The desired state: VIPs and their backends as the operator asked for
+//! them, validated, with a stable identity for every backend, and persisted
+//! to the state file (the `lb.toml` format of [`crate::config`]) so that
+//! `lbd` restarts into the same state.
+//!
+//! Identity: each backend holds a [`BackendRef`] (slot and incarnation) for
+//! its whole life, so changing one VIP never renumbers another VIP's
+//! backends, and a flow pinned to a removed backend can never follow a
+//! newcomer that reuses the slot (its incarnation differs).
+//!
+//! Every change is checked in full before anything is modified: a refused
+//! request leaves the state exactly as it was.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::Path;
+
+use dataplane::maglev::is_prime;
+use dataplane::packet::MacAddr;
+use dataplane::snapshot::{
+    BackendRef, BackendSpec, BackendState, Proto, SnapshotSpec, VipKey, VipSpec,
+};
+use dataplane::stats::MAX_BACKEND_SLOTS;
+
+use crate::config::{self, Config};
+
+pub const DEFAULT_TABLE_SIZE: u32 = config::DEFAULT_TABLE_SIZE;
+/// Smallest and largest Maglev table sizes accepted.
+pub const MIN_TABLE_SIZE: u32 = 251;
+pub const MAX_TABLE_SIZE: u32 = 4_194_301;
+/// Largest backend weight accepted.
+pub const MAX_WEIGHT: u32 = 10_000;
+
+/// Why a change was refused; each kind maps to one gRPC status code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StateError {
+    /// INVALID_ARGUMENT, naming the field.
+    #[error("{field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    /// ALREADY_EXISTS
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    /// NOT_FOUND
+    #[error("{0} not found")]
+    NotFound(String),
+    /// FAILED_PRECONDITION
+    #[error("{0}")]
+    Precondition(String),
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> StateError {
+    StateError::Invalid {
+        field,
+        reason: reason.into(),
+    }
+}
+
+/// What an operator can set on a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackendSettings {
+    pub weight: u32,
+    pub mac: Option<MacAddr>,
+    pub drain: bool,
+    /// Administratively down (health checks will drive this too).
+    pub down: bool,
+}
+
+impl Default for BackendSettings {
+    fn default() -> Self {
+        BackendSettings {
+            weight: 1,
+            mac: None,
+            drain: false,
+            down: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    pub id: BackendRef,
+    pub settings: BackendSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vip {
+    pub table_size: u32,
+    pub backends: BTreeMap<IpAddr, Backend>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct State {
+    pub local_addresses: Vec<IpAddr>,
+    vips: BTreeMap<VipKey, Vip>,
+    /// Incarnation last given out per slot, and the free slots.
+    incarnations: Vec<u16>,
+    free: Vec<u16>,
+}
+
+impl State {
+    pub fn vips(&self) -> &BTreeMap<VipKey, Vip> {
+        &self.vips
+    }
+
+    pub fn create_vip(&mut self, key: VipKey, table_size: Option<u32>) -> Result<(), StateError> {
+        check_vip_key(&key)?;
+        let table_size = table_size.unwrap_or(DEFAULT_TABLE_SIZE);
+        check_table_size(table_size, 0)?;
+        if self.vips.contains_key(&key) {
+            return Err(StateError::AlreadyExists(format!("vip {key}")));
+        }
+        self.vips.insert(
+            key,
+            Vip {
+                table_size,
+                backends: BTreeMap::new(),
+            },
+        );
+        Ok(())
+    }
+
+    pub fn delete_vip(&mut self, key: &VipKey) -> Result<(), StateError> {
+        let vip = self
+            .vips
+            .remove(key)
+            .ok_or_else(|| StateError::NotFound(format!("vip {key}")))?;
+        for b in vip.backends.values() {
+            self.free.push(b.id.slot);
+        }
+        Ok(())
+    }
+
+    pub fn add_backend(
+        &mut self,
+        key: &VipKey,
+        addr: IpAddr,
+        settings: BackendSettings,
+    ) -> Result<BackendRef, StateError> {
+        check_settings(&settings)?;
+        if addr == key.addr {
+            return Err(invalid(
+                "backend.address",
+                format!("{addr} is the VIP's own address; a backend must be another host"),
+            ));
+        }
+        if addr.is_unspecified() || addr.is_multicast() || addr.is_loopback() {
+            return Err(invalid(
+                "backend.address",
+                format!("{addr} is not a unicast host address"),
+            ));
+        }
+        let vip = self
+            .vips
+            .get(key)
+            .ok_or_else(|| StateError::NotFound(format!("vip {key}")))?;
+        if vip.backends.contains_key(&addr) {
+            return Err(StateError::AlreadyExists(format!(
+                "backend {addr} of vip {key}"
+            )));
+        }
+        check_table_size(vip.table_size, vip.backends.len() + 1)?;
+        let id = self.allocate()?;
+        let vip = self.vips.get_mut(key).expect("checked above");
+        vip.backends.insert(addr, Backend { id, settings });
+        Ok(id)
+    }
+
+    pub fn remove_backend(&mut self, key: &VipKey, addr: &IpAddr) -> Result<(), StateError> {
+        let vip = self
+            .vips
+            .get_mut(key)
+            .ok_or_else(|| StateError::NotFound(format!("vip {key}")))?;
+        let b = vip
+            .backends
+            .remove(addr)
+            .ok_or_else(|| StateError::NotFound(format!("backend {addr} of vip {key}")))?;
+        self.free.push(b.id.slot);
+        Ok(())
+    }
+
+    /// Change a backend's settings in place; its identity (and so its flows) stays.
+    pub fn update_backend(
+        &mut self,
+        key: &VipKey,
+        addr: &IpAddr,
+        settings: BackendSettings,
+    ) -> Result<(), StateError> {
+        check_settings(&settings)?;
+        let vip = self
+            .vips
+            .get_mut(key)
+            .ok_or_else(|| StateError::NotFound(format!("vip {key}")))?;
+        let b = vip
+            .backends
+            .get_mut(addr)
+            .ok_or_else(|| StateError::NotFound(format!("backend {addr} of vip {key}")))?;
+        b.settings = settings;
+        Ok(())
+    }
+
+    fn allocate(&mut self) -> Result<BackendRef, StateError> {
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None if self.incarnations.len() < MAX_BACKEND_SLOTS => {
+                self.incarnations.push(0);
+                (self.incarnations.len() - 1) as u16
+            }
+            None => {
+                return Err(StateError::Precondition(format!(
+                    "all {MAX_BACKEND_SLOTS} backend slots are in use"
+                )));
+            }
+        };
+        let inc = &mut self.incarnations[usize::from(slot)];
+        *inc = inc.wrapping_add(1).max(1);
+        Ok(BackendRef {
+            slot,
+            incarnation: *inc,
+        })
+    }
+
+    /// The snapshot this state asks for; `mac_of` supplies resolved MACs for
+    /// backends without a static one.
+    pub fn to_spec(
+        &self,
+        generation: u64,
+        port_mac: MacAddr,
+        mac_of: impl Fn(&IpAddr) -> Option<MacAddr>,
+    ) -> SnapshotSpec {
+        let vips = self
+            .vips
+            .iter()
+            .map(|(key, v)| VipSpec {
+                key: *key,
+                table_size: v.table_size,
+                backends: v
+                    .backends
+                    .iter()
+                    .map(|(addr, b)| BackendSpec {
+                        id: b.id,
+                        addr: *addr,
+                        weight: b.settings.weight,
+                        mac: b.settings.mac.or_else(|| mac_of(addr)),
+                        state: if b.settings.down {
+                            BackendState::Down
+                        } else if b.settings.drain {
+                            BackendState::Draining
+                        } else {
+                            BackendState::Up
+                        },
+                    })
+                    .collect(),
+            })
+            .collect();
+        SnapshotSpec {
+            generation,
+            mac: port_mac,
+            local: self.local_addresses.clone(),
+            vips,
+        }
+    }
+
+    /// Every backend address, with its static MAC if it has one.
+    pub fn backend_addresses(&self) -> Vec<(IpAddr, Option<MacAddr>)> {
+        self.vips
+            .values()
+            .flat_map(|v| v.backends.iter().map(|(a, b)| (*a, b.settings.mac)))
+            .collect()
+    }
+
+    /// Build from the file format, validating every entry as the API would.
+    pub fn from_config(c: &Config) -> Result<State, StateError> {
+        let mut s = State {
+            local_addresses: c.local_addresses.clone(),
+            ..State::default()
+        };
+        for v in &c.vips {
+            let key = VipKey {
+                addr: v.address,
+                port: v.port,
+                proto: match v.protocol {
+                    config::Protocol::Tcp => Proto::Tcp,
+                    config::Protocol::Udp => Proto::Udp,
+                },
+            };
+            s.create_vip(key, Some(v.table_size))?;
+            for b in &v.backends {
+                let mac = b
+                    .mac
+                    .as_deref()
+                    .map(str::parse::<MacAddr>)
+                    .transpose()
+                    .map_err(|e| {
+                        invalid(
+                            "backend.mac",
+                            format!("vip {key}, backend {}: {e}", b.address),
+                        )
+                    })?;
+                let settings = BackendSettings {
+                    weight: b.weight,
+                    mac,
+                    drain: b.state == config::State::Draining,
+                    down: b.state == config::State::Down,
+                };
+                s.add_backend(&key, b.address, settings)?;
+            }
+        }
+        Ok(s)
+    }
+
+    /// The file format of this state.
+    pub fn to_config(&self) -> Config {
+        Config {
+            local_addresses: self.local_addresses.clone(),
+            vips: self
+                .vips
+                .iter()
+                .map(|(key, v)| config::Vip {
+                    address: key.addr,
+                    port: key.port,
+                    protocol: match key.proto {
+                        Proto::Tcp => config::Protocol::Tcp,
+                        Proto::Udp => config::Protocol::Udp,
+                    },
+                    table_size: v.table_size,
+                    backends: v
+                        .backends
+                        .iter()
+                        .map(|(addr, b)| config::Backend {
+                            address: *addr,
+                            mac: b.settings.mac.map(|m| m.to_string()),
+                            weight: b.settings.weight,
+                            state: if b.settings.down {
+                                config::State::Down
+                            } else if b.settings.drain {
+                                config::State::Draining
+                            } else {
+                                config::State::Up
+                            },
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Write the state file durably: a temporary file in the same directory,
+    /// fsynced, renamed over the old one, and the directory fsynced, so a
+    /// crash leaves either the old or the new state, never a torn one.
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        let text = toml::to_string_pretty(&self.to_config()).map_err(std::io::Error::other)?;
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let name = path
+            .file_name()
+            .ok_or_else(|| std::io::Error::other("state file path has no file name"))?;
+        let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
+        {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(b"# Written by lbd: the desired state, kept across restarts. Format: control/lb.example.toml\n")?;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    }
+}
+
+fn check_vip_key(key: &VipKey) -> Result<(), StateError> {
+    if key.port == 0 {
+        return Err(invalid(
+            "vip.port",
+            "port 0 is not a service port; give 1-65535",
+        ));
+    }
+    if key.addr.is_unspecified() || key.addr.is_multicast() || key.addr.is_loopback() {
+        return Err(invalid(
+            "vip.address",
+            format!("{} is not a unicast address a VIP can use", key.addr),
+        ));
+    }
+    Ok(())
+}
+
+fn check_table_size(size: u32, backends: usize) -> Result<(), StateError> {
+    if !(MIN_TABLE_SIZE..=MAX_TABLE_SIZE).contains(&size) {
+        return Err(invalid(
+            "vip.table_size",
+            format!("{size} is outside {MIN_TABLE_SIZE}..={MAX_TABLE_SIZE}"),
+        ));
+    }
+    if !is_prime(size) {
+        return Err(invalid(
+            "vip.table_size",
+            format!("{size} is not prime (65537 and 655373 are)"),
+        ));
+    }
+    if backends * 100 > size as usize {
+        return Err(StateError::Precondition(format!(
+            "vip.table_size {size} is too small for {backends} backends: Maglev needs at least 100 slots per backend for balance"
+        )));
+    }
+    Ok(())
+}
+
+fn check_settings(s: &BackendSettings) -> Result<(), StateError> {
+    if s.weight > MAX_WEIGHT {
+        return Err(invalid(
+            "backend.weight",
+            format!("{} is above the maximum {MAX_WEIGHT}", s.weight),
+        ));
+    }
+    if let Some(m) = s.mac {
+        if m.is_multicast() || m == MacAddr::ZERO {
+            return Err(invalid(
+                "backend.mac",
+                format!("{m} is not a unicast MAC address"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dataplane::snapshot::Snapshot;
+    use std::net::Ipv4Addr;
+
+    fn vip(port: u16) -> VipKey {
+        VipKey {
+            addr: IpAddr::V4(Ipv4Addr::new(198, 51, 100, 10)),
+            port,
+            proto: Proto::Tcp,
+        }
+    }
+
+    fn be(last: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(192, 0, 2, last))
+    }
+
+    #[test]
+    fn identities_are_stable_and_never_reused_as_is() {
+        let mut s = State::default();
+        s.create_vip(vip(443), None).unwrap();
+        s.create_vip(vip(80), None).unwrap();
+        let a = s
+            .add_backend(&vip(443), be(11), BackendSettings::default())
+            .unwrap();
+        let b = s
+            .add_backend(&vip(80), be(12), BackendSettings::default())
+            .unwrap();
+        // Changes to one VIP leave the other's identities alone.
+        s.add_backend(&vip(443), be(13), BackendSettings::default())
+            .unwrap();
+        s.remove_backend(&vip(443), &be(13)).unwrap();
+        assert_eq!(s.vips()[&vip(80)].backends[&be(12)].id, b);
+        assert_eq!(s.vips()[&vip(443)].backends[&be(11)].id, a);
+        // A reused slot gets a new incarnation.
+        s.remove_backend(&vip(443), &be(11)).unwrap();
+        let c = s
+            .add_backend(&vip(443), be(14), BackendSettings::default())
+            .unwrap();
+        assert_eq!(c.slot, a.slot);
+        assert_ne!(c.incarnation, a.incarnation);
+    }
+
+    #[test]
+    fn refusals_name_the_field_and_change_nothing() {
+        let mut s = State::default();
+        s.create_vip(vip(443), None).unwrap();
+        let before = s.clone();
+        let cases: Vec<(StateError, &str)> = vec![
+            (s.clone().create_vip(vip(0), None).unwrap_err(), "vip.port"),
+            (
+                s.clone().create_vip(vip(1), Some(65536)).unwrap_err(),
+                "not prime",
+            ),
+            (
+                s.clone().create_vip(vip(1), Some(7)).unwrap_err(),
+                "vip.table_size",
+            ),
+            (
+                s.clone().create_vip(vip(443), None).unwrap_err(),
+                "already exists",
+            ),
+            (s.clone().delete_vip(&vip(8443)).unwrap_err(), "not found"),
+            (
+                s.clone()
+                    .add_backend(&vip(443), vip(443).addr, BackendSettings::default())
+                    .unwrap_err(),
+                "VIP's own address",
+            ),
+            (
+                s.clone()
+                    .add_backend(
+                        &vip(443),
+                        "224.0.0.1".parse().unwrap(),
+                        BackendSettings::default(),
+                    )
+                    .unwrap_err(),
+                "backend.address",
+            ),
+            (
+                s.clone()
+                    .add_backend(
+                        &vip(443),
+                        be(11),
+                        BackendSettings {
+                            weight: MAX_WEIGHT + 1,
+                            ..Default::default()
+                        },
+                    )
+                    .unwrap_err(),
+                "backend.weight",
+            ),
+            (
+                s.clone()
+                    .add_backend(
+                        &vip(443),
+                        be(11),
+                        BackendSettings {
+                            mac: Some(MacAddr::BROADCAST),
+                            ..Default::default()
+                        },
+                    )
+                    .unwrap_err(),
+                "backend.mac",
+            ),
+            (
+                s.clone()
+                    .add_backend(&vip(80), be(11), BackendSettings::default())
+                    .unwrap_err(),
+                "vip 198.51.100.10:80/tcp not found",
+            ),
+            (
+                s.clone().remove_backend(&vip(443), &be(99)).unwrap_err(),
+                "backend 192.0.2.99",
+            ),
+        ];
+        for (e, want) in cases {
+            assert!(e.to_string().contains(want), "{e} should mention {want:?}");
+        }
+        assert_eq!(s, before);
+        let mut small = State::default();
+        small.create_vip(vip(1), Some(251)).unwrap();
+        small
+            .add_backend(&vip(1), be(1), BackendSettings::default())
+            .unwrap();
+        small
+            .add_backend(&vip(1), be(2), BackendSettings::default())
+            .unwrap();
+        let e = small
+            .add_backend(&vip(1), be(3), BackendSettings::default())
+            .unwrap_err();
+        assert!(matches!(e, StateError::Precondition(_)), "{e}");
+        assert_eq!(
+            small.vips()[&vip(1)].backends.len(),
+            2,
+            "nothing half-applied"
+        );
+    }
+
+    #[test]
+    fn save_and_load_round_trip_to_the_same_tables() {
+        let dir = std::env::temp_dir().join(format!("lbd-state-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("state.toml");
+        let mut s = State {
+            local_addresses: vec![be(1)],
+            ..State::default()
+        };
+        s.create_vip(vip(443), Some(65537)).unwrap();
+        for (i, last) in [11u8, 12, 13].into_iter().enumerate() {
+            let settings = BackendSettings {
+                weight: i as u32 + 1,
+                mac: Some(MacAddr([2, 0, 0, 0, 0, last])),
+                drain: last == 12,
+                down: false,
+            };
+            s.add_backend(&vip(443), be(last), settings).unwrap();
+        }
+        s.save(&path).unwrap();
+        let loaded = State::from_config(&Config::load(&path).unwrap()).unwrap();
+        assert_eq!(loaded.to_config(), s.to_config());
+        let mac = MacAddr([2, 0, 0, 0, 0, 1]);
+        let a = Snapshot::build(&s.to_spec(1, mac, |_| None)).unwrap();
+        let b = Snapshot::build(&loaded.to_spec(1, mac, |_| None)).unwrap();
+        let (ta, tb) = (a.vip(0).unwrap(), b.vip(0).unwrap());
+        let keys = |s: &Snapshot, v: &dataplane::snapshot::Vip| -> Vec<IpAddr> {
+            v.table
+                .as_ref()
+                .unwrap()
+                .slots()
+                .iter()
+                .map(|&i| s.backend(v.usable[usize::from(i)]).unwrap().addr)
+                .collect()
+        };
+        assert_eq!(
+            keys(&a, ta),
+            keys(&b, tb),
+            "the same Maglev table after a restart"
+        );
+        assert!(
+            !dir.join(".state.toml.tmp").exists(),
+            "no temporary file left"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
