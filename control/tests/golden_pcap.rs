@@ -45,7 +45,7 @@ local_addresses = ["192.0.2.1"]
 address = "198.51.100.10"
 port = 443
 protocol = "tcp"
-table_size = 251
+table_size = 1009
 [[vip.backend]]
 address = "192.0.2.11"
 mac = "02:00:00:00:00:11"
