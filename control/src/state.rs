@@ -66,6 +66,23 @@ pub struct BackendSettings {
     pub down: bool,
 }
 
+impl BackendSettings {
+    /// Down wins over draining.
+    pub fn state(&self) -> BackendState {
+        if self.down {
+            BackendState::Down
+        } else if self.drain {
+            BackendState::Draining
+        } else {
+            BackendState::Up
+        }
+    }
+}
+
+fn backend_not_found(key: &VipKey, addr: &IpAddr) -> StateError {
+    StateError::NotFound(format!("backend {addr} of vip {key}"))
+}
+
 impl Default for BackendSettings {
     fn default() -> Self {
         BackendSettings {
@@ -167,14 +184,11 @@ impl State {
     }
 
     pub fn remove_backend(&mut self, key: &VipKey, addr: &IpAddr) -> Result<(), StateError> {
-        let vip = self
-            .vips
-            .get_mut(key)
-            .ok_or_else(|| StateError::NotFound(format!("vip {key}")))?;
-        let b = vip
+        let b = self
+            .vip_mut(key)?
             .backends
             .remove(addr)
-            .ok_or_else(|| StateError::NotFound(format!("backend {addr} of vip {key}")))?;
+            .ok_or_else(|| backend_not_found(key, addr))?;
         self.free.push(b.id.slot);
         Ok(())
     }
@@ -187,16 +201,19 @@ impl State {
         settings: BackendSettings,
     ) -> Result<(), StateError> {
         check_settings(&settings)?;
-        let vip = self
-            .vips
-            .get_mut(key)
-            .ok_or_else(|| StateError::NotFound(format!("vip {key}")))?;
-        let b = vip
+        let b = self
+            .vip_mut(key)?
             .backends
             .get_mut(addr)
-            .ok_or_else(|| StateError::NotFound(format!("backend {addr} of vip {key}")))?;
+            .ok_or_else(|| backend_not_found(key, addr))?;
         b.settings = settings;
         Ok(())
+    }
+
+    fn vip_mut(&mut self, key: &VipKey) -> Result<&mut Vip, StateError> {
+        self.vips
+            .get_mut(key)
+            .ok_or_else(|| StateError::NotFound(format!("vip {key}")))
     }
 
     fn allocate(&mut self) -> Result<BackendRef, StateError> {
@@ -242,13 +259,7 @@ impl State {
                         addr: *addr,
                         weight: b.settings.weight,
                         mac: b.settings.mac.or_else(|| mac_of(addr)),
-                        state: if b.settings.down {
-                            BackendState::Down
-                        } else if b.settings.drain {
-                            BackendState::Draining
-                        } else {
-                            BackendState::Up
-                        },
+                        state: b.settings.state(),
                     })
                     .collect(),
             })
@@ -331,12 +342,10 @@ impl State {
                             address: *addr,
                             mac: b.settings.mac.map(|m| m.to_string()),
                             weight: b.settings.weight,
-                            state: if b.settings.down {
-                                config::State::Down
-                            } else if b.settings.drain {
-                                config::State::Draining
-                            } else {
-                                config::State::Up
+                            state: match b.settings.state() {
+                                BackendState::Up => config::State::Up,
+                                BackendState::Draining => config::State::Draining,
+                                BackendState::Down => config::State::Down,
                             },
                         })
                         .collect(),

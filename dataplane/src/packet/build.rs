@@ -1,7 +1,7 @@
 //! Crafting whole frames, for tests, golden files and traffic generators
 //! (never on the packet path: these allocate). Checksums are filled in.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::checksum;
 use super::ethernet::{MacAddr, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
@@ -97,6 +97,72 @@ fn pseudo6(src: Ipv6Addr, dst: Ipv6Addr, proto: u8, len: usize) -> u32 {
     checksum::ipv6_pseudo(&src.octets(), &dst.octets(), len as u32, proto)
 }
 
+/// Ethernet + IP (v4 or v6, from the addresses) + `proto` + `l4`, where
+/// `l4` builds the transport header given its pseudo-header sum.
+fn ip_frame(
+    dst_mac: MacAddr,
+    src_mac: MacAddr,
+    src: IpAddr,
+    dst: IpAddr,
+    proto: u8,
+    l4_len: usize,
+    l4: impl FnOnce(u32) -> Vec<u8>,
+) -> Vec<u8> {
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => ethernet(
+            dst_mac,
+            src_mac,
+            ETHERTYPE_IPV4,
+            &ipv4(s, d, proto, &l4(pseudo4(s, d, proto, l4_len))),
+        ),
+        (IpAddr::V6(s), IpAddr::V6(d)) => ethernet(
+            dst_mac,
+            src_mac,
+            ETHERTYPE_IPV6,
+            &ipv6(s, d, proto, &l4(pseudo6(s, d, proto, l4_len))),
+        ),
+        _ => panic!("source {src} and destination {dst} must be of one family"),
+    }
+}
+
+/// Ethernet + IP + TCP (no options).
+#[allow(clippy::too_many_arguments)]
+pub fn tcp_frame(
+    dst_mac: MacAddr,
+    src_mac: MacAddr,
+    src: IpAddr,
+    dst: IpAddr,
+    sport: u16,
+    dport: u16,
+    flags: u8,
+    data: &[u8],
+) -> Vec<u8> {
+    ip_frame(
+        dst_mac,
+        src_mac,
+        src,
+        dst,
+        PROTO_TCP,
+        20 + data.len(),
+        |p| tcp(sport, dport, flags, data, p),
+    )
+}
+
+/// Ethernet + IP + UDP.
+pub fn udp_frame(
+    dst_mac: MacAddr,
+    src_mac: MacAddr,
+    src: IpAddr,
+    dst: IpAddr,
+    sport: u16,
+    dport: u16,
+    data: &[u8],
+) -> Vec<u8> {
+    ip_frame(dst_mac, src_mac, src, dst, PROTO_UDP, 8 + data.len(), |p| {
+        udp(sport, dport, data, p)
+    })
+}
+
 /// Ethernet + IPv4 + TCP.
 #[allow(clippy::too_many_arguments)]
 pub fn tcp4(
@@ -109,42 +175,15 @@ pub fn tcp4(
     flags: u8,
     data: &[u8],
 ) -> Vec<u8> {
-    let t = tcp(
+    tcp_frame(
+        dst_mac,
+        src_mac,
+        src.into(),
+        dst.into(),
         sport,
         dport,
         flags,
         data,
-        pseudo4(src, dst, PROTO_TCP, 20 + data.len()),
-    );
-    ethernet(
-        dst_mac,
-        src_mac,
-        ETHERTYPE_IPV4,
-        &ipv4(src, dst, PROTO_TCP, &t),
-    )
-}
-
-/// Ethernet + IPv4 + UDP.
-pub fn udp4(
-    dst_mac: MacAddr,
-    src_mac: MacAddr,
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    sport: u16,
-    dport: u16,
-    data: &[u8],
-) -> Vec<u8> {
-    let u = udp(
-        sport,
-        dport,
-        data,
-        pseudo4(src, dst, PROTO_UDP, 8 + data.len()),
-    );
-    ethernet(
-        dst_mac,
-        src_mac,
-        ETHERTYPE_IPV4,
-        &ipv4(src, dst, PROTO_UDP, &u),
     )
 }
 
@@ -160,19 +199,29 @@ pub fn tcp6(
     flags: u8,
     data: &[u8],
 ) -> Vec<u8> {
-    let t = tcp(
+    tcp_frame(
+        dst_mac,
+        src_mac,
+        src.into(),
+        dst.into(),
         sport,
         dport,
         flags,
         data,
-        pseudo6(src, dst, PROTO_TCP, 20 + data.len()),
-    );
-    ethernet(
-        dst_mac,
-        src_mac,
-        ETHERTYPE_IPV6,
-        &ipv6(src, dst, PROTO_TCP, &t),
     )
+}
+
+/// Ethernet + IPv4 + UDP.
+pub fn udp4(
+    dst_mac: MacAddr,
+    src_mac: MacAddr,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    sport: u16,
+    dport: u16,
+    data: &[u8],
+) -> Vec<u8> {
+    udp_frame(dst_mac, src_mac, src.into(), dst.into(), sport, dport, data)
 }
 
 /// Ethernet + IPv6 + UDP.
@@ -185,18 +234,7 @@ pub fn udp6(
     dport: u16,
     data: &[u8],
 ) -> Vec<u8> {
-    let u = udp(
-        sport,
-        dport,
-        data,
-        pseudo6(src, dst, PROTO_UDP, 8 + data.len()),
-    );
-    ethernet(
-        dst_mac,
-        src_mac,
-        ETHERTYPE_IPV6,
-        &ipv6(src, dst, PROTO_UDP, &u),
-    )
+    udp_frame(dst_mac, src_mac, src.into(), dst.into(), sport, dport, data)
 }
 
 /// A broadcast ARP request from (`mac`, `ip`) for `target`.
