@@ -91,21 +91,34 @@ fn run() -> Result<()> {
     let tsc_hz = eal.tsc_hz();
 
     let last_snapshot = dpdk::scope(eal, |s| -> Result<Arc<Snapshot>> {
-        for (i, (&lcore, st)) in lcores.iter().zip(&stats).enumerate() {
-            let queue = port.queue(i as u16)?;
-            let reader = publisher.reader();
-            let flows = FlowTable::new(opts.flows, opts.flow_config());
-            let mut worker = Worker::new(queue, reader, flows, st, tsc_hz);
-            if let Some(k) = &kernel {
-                worker = worker.with_kernel(k.queue(i as u16)?);
+        let spawned = (|| -> Result<()> {
+            for (i, (&lcore, st)) in lcores.iter().zip(&stats).enumerate() {
+                let queue = port.queue(i as u16)?;
+                let reader = publisher.reader();
+                let flows = FlowTable::new(opts.flows, opts.flow_config());
+                let mut worker = Worker::new(queue, reader, flows, st, tsc_hz);
+                if let Some(k) = &kernel {
+                    worker = worker.with_kernel(k.queue(i as u16)?);
+                }
+                let asks = (i == 0).then_some((&requests, pool));
+                worker = worker.with_neighbors(Neighbors {
+                    learned: &learned,
+                    requests: asks,
+                });
+                let stop = &*stop;
+                s.spawn(lcore, move || {
+                    // A worker that dies (panics) stops the others and lbd,
+                    // which then reports it: never a silently missing worker.
+                    let _stop_all = StopOnExit(stop);
+                    worker.run(stop)
+                })?;
             }
-            let asks = (i == 0).then_some((&requests, pool));
-            worker = worker.with_neighbors(Neighbors {
-                learned: &learned,
-                requests: asks,
-            });
-            let stop = &*stop;
-            s.spawn(lcore, move || worker.run(stop))?;
+            Ok(())
+        })();
+        if let Err(e) = spawned {
+            // Workers already launched must stop, or the scope would wait forever.
+            stop.store(true, Ordering::SeqCst);
+            return Err(e);
         }
         let mut control = Control {
             state: &state,
@@ -119,9 +132,7 @@ fn run() -> Result<()> {
         monitor(&opts, &stats, &stop, &mut control);
         Ok(control.publisher.current())
     })
-    .context("running workers")?
-    .inspect_err(|_| stop.store(true, Ordering::SeqCst));
-    let last_snapshot = last_snapshot?;
+    .context("running workers")??;
 
     let per_worker: Vec<Counters> = stats.iter().map(WorkerStats::read).collect();
     let port_stats = port.stats().context("reading port stats")?;
@@ -178,6 +189,15 @@ fn kernel_port(
     }
     info!(iface = name, %mac, "exception path to the kernel");
     Ok(port)
+}
+
+/// Sets the stop flag when dropped, including while unwinding from a panic.
+struct StopOnExit<'a>(&'a AtomicBool);
+
+impl Drop for StopOnExit<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
 }
 
 /// The control side's state while workers run.

@@ -233,7 +233,12 @@ impl<'a> Worker<'a> {
                     if let Some(q) = learned {
                         let _ = q.push((ip, mac));
                     }
-                    return if has_kernel { Fate::Divert } else { Fate::Drop };
+                    // The host may be waiting for this reply too.
+                    if has_kernel {
+                        counts.to_kernel += 1;
+                        return Fate::Divert;
+                    }
+                    return Fate::Drop;
                 }
                 Action::ToKernel if has_kernel => {
                     counts.to_kernel += 1;
@@ -257,6 +262,7 @@ impl<'a> Worker<'a> {
         if let Some(k) = self.kernel.as_mut() {
             if !to_kernel.is_empty() {
                 let ko = k.tx(&mut to_kernel);
+                counts.to_kernel -= ko.dropped as u64;
                 counts.drops[DropReason::NoKernelPath as usize] += ko.dropped as u64;
             }
         }
