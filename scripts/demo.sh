@@ -45,7 +45,7 @@ echo "== lbd: 1 worker lcore, net_pcap port"
 LBD_LOG=warn ./target/release/lbd -l 0,1 --no-pci --in-memory -m 256 --file-prefix "lbdemo$$" \
     --log-level lib.eal:warning \
     --vdev "net_pcap0,rx_pcap=$work/in.pcap,tx_pcap=$work/out.pcap" \
-    -- --port net_pcap0 --config "$work/lb.toml" --flows 65536 --exit-idle-ms 500
+    -- --port net_pcap0 --state "$work/lb.toml" --flows 65536 --exit-idle-ms 500 --no-grpc
 echo
 echo "== output (first 3 frames): the same IP packets, Ethernet now load balancer -> real server"
 tcpdump -e -n -r "$work/out.pcap" -c 3 2>/dev/null

@@ -6,4 +6,6 @@ cd "$(dirname "$0")/.."
 
 cargo fmt --all --check || { echo "test: run 'cargo fmt --all'" >&2; exit 1; }
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# Integration tests run lbctl next to lbd: build every binary first.
+cargo build --workspace --locked
 cargo test --workspace --locked

@@ -14,9 +14,23 @@ pub struct Options {
     /// The DPDK port to serve: a device name (net_pcap0, 0000:01:00.0) or a port number.
     #[arg(long)]
     pub port: String,
-    /// The configuration file: VIPs and backends (see control/lb.example.toml). Without it, no VIP is served.
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<std::path::PathBuf>,
+    /// The state file: VIPs and backends (format: control/lb.example.toml).
+    /// Loaded at start when it exists; every accepted API change rewrites it
+    /// before it is acknowledged. Without it, changes last until exit.
+    #[arg(long = "state", visible_alias = "config", value_name = "FILE")]
+    pub state: Option<std::path::PathBuf>,
+    /// The gRPC API's Unix socket (its file permissions are the access control).
+    #[arg(
+        long = "grpc-socket",
+        value_name = "PATH",
+        default_value = "/run/lbd.sock"
+    )]
+    grpc_socket_path: std::path::PathBuf,
+    /// Serve no gRPC API.
+    #[arg(long)]
+    no_grpc: bool,
+    #[arg(skip)]
+    pub grpc_socket: Option<std::path::PathBuf>,
     /// Create this kernel interface (net_tap, with the port's MAC) as the
     /// exception path: traffic for the host (health checks, BGP, SSH) goes
     /// through it. Give it the `local_addresses` with `ip addr add`.
@@ -75,7 +89,7 @@ pub fn parse(argv: &[String]) -> Result<(Vec<String>, Options)> {
         Some(i) => (&argv[..i], &argv[i + 1..]),
         None => (&argv[..0], argv),
     };
-    let opts =
+    let mut opts =
         Options::try_parse_from(std::iter::once("lbd").chain(ours.iter().map(String::as_str)))
             .map_err(|e| {
                 if matches!(
@@ -88,6 +102,7 @@ pub fn parse(argv: &[String]) -> Result<(Vec<String>, Options)> {
                 e
             })
             .context("lbd options (after --)")?;
+    opts.grpc_socket = (!opts.no_grpc).then(|| opts.grpc_socket_path.clone());
     Ok((eal.to_vec(), opts))
 }
 
@@ -116,8 +131,18 @@ mod tests {
         .unwrap();
         assert_eq!(eal, v(&["-l", "0,1", "--no-pci"]));
         assert_eq!(o.port, "net_pcap0");
-        assert_eq!(o.config.as_deref(), Some(std::path::Path::new("lb.toml")));
+        assert_eq!(
+            o.state.as_deref(),
+            Some(std::path::Path::new("lb.toml")),
+            "--config is an alias of --state"
+        );
+        assert_eq!(
+            o.grpc_socket.as_deref(),
+            Some(std::path::Path::new("/run/lbd.sock"))
+        );
         assert_eq!(o.flows, 1000);
+        let (_, quiet) = parse(&v(&["--", "--port", "p", "--no-grpc"])).unwrap();
+        assert_eq!(quiet.grpc_socket, None);
         assert_eq!(o.flow_config(), FlowConfig::default());
         let (_, o) = parse(&v(&[
             "--",

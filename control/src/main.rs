@@ -6,9 +6,12 @@
 //! neighbour resolution come with later issues.
 
 mod args;
+mod grpc;
 
+use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -24,7 +27,7 @@ use tracing::info;
 
 use crate::args::Options;
 use control::config::Config;
-use control::state::State;
+use control::state::{State, StateError};
 
 fn main() {
     tracing_subscriber::fmt()
@@ -43,10 +46,34 @@ fn main() {
 fn run() -> Result<()> {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let (eal_args, opts) = args::parse(&argv)?;
-    let state = match &opts.config {
-        Some(path) => State::from_config(&Config::load(path)?)
+    let state = match &opts.state {
+        Some(path) if path.exists() => State::from_config(&Config::load(path)?)
             .with_context(|| format!("{}", path.display()))?,
+        Some(path) => {
+            // Starts empty; the first change creates it, so its directory must exist.
+            let dir = path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."));
+            if !dir.is_dir() {
+                bail!(
+                    "state file {}: directory {} does not exist",
+                    path.display(),
+                    dir.display()
+                );
+            }
+            State::default()
+        }
         None => State::default(),
+    };
+    // Bound before EAL starts, so a second lbd fails at once and cleanly.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the control runtime")?;
+    let listener = match &opts.grpc_socket {
+        Some(path) => Some(rt.block_on(grpc::bind(path))?),
+        None => None,
     };
 
     let eal = Eal::init(&eal_args).context("starting EAL")?;
@@ -72,8 +99,12 @@ fn run() -> Result<()> {
     let spec = state.to_spec(1, mac, |_| None);
     let snapshot = Snapshot::build(&spec).context("configuration")?;
     let publisher = Publisher::new(snapshot);
-    let learned = ArrayQueue::new(1024);
-    let requests = ArrayQueue::new(1024);
+    // Shared with the workers and the API for the whole life of the process.
+    let learned: &'static ArrayQueue<(IpAddr, MacAddr)> =
+        Box::leak(Box::new(ArrayQueue::new(1024)));
+    let requests: &'static ArrayQueue<IpAddr> = Box::leak(Box::new(ArrayQueue::new(1024)));
+    let stats: &'static [WorkerStats] =
+        Vec::leak(lcores.iter().map(|_| WorkerStats::default()).collect());
     let mut kernel = match &opts.kernel_iface {
         Some(name) => Some(kernel_port(eal, name, mac, &port_config, pool)?),
         None => None,
@@ -87,22 +118,31 @@ fn run() -> Result<()> {
         signal_hook::flag::register(sig, Arc::clone(&stop))
             .context("installing signal handlers")?;
     }
-    let stats: Vec<WorkerStats> = lcores.iter().map(|_| WorkerStats::default()).collect();
     let tsc_hz = eal.tsc_hz();
+    let control = Arc::new(Mutex::new(Control {
+        state,
+        state_path: opts.state.clone(),
+        mac,
+        generation: 1,
+        neigh,
+        publisher,
+        learned,
+        requests,
+    }));
 
     let last_snapshot = dpdk::scope(eal, |s| -> Result<Arc<Snapshot>> {
         let spawned = (|| -> Result<()> {
-            for (i, (&lcore, st)) in lcores.iter().zip(&stats).enumerate() {
+            for (i, (&lcore, st)) in lcores.iter().zip(stats).enumerate() {
                 let queue = port.queue(i as u16)?;
-                let reader = publisher.reader();
+                let reader = control.lock().expect("control lock").publisher.reader();
                 let flows = FlowTable::new(opts.flows, opts.flow_config());
                 let mut worker = Worker::new(queue, reader, flows, st, tsc_hz);
                 if let Some(k) = &kernel {
                     worker = worker.with_kernel(k.queue(i as u16)?);
                 }
-                let asks = (i == 0).then_some((&requests, pool));
+                let asks = (i == 0).then_some((requests, pool));
                 worker = worker.with_neighbors(Neighbors {
-                    learned: &learned,
+                    learned,
                     requests: asks,
                 });
                 let stop = &*stop;
@@ -120,17 +160,26 @@ fn run() -> Result<()> {
             stop.store(true, Ordering::SeqCst);
             return Err(e);
         }
-        let mut control = Control {
-            state: &state,
-            mac,
-            generation: 1,
-            neigh,
-            publisher,
-            learned: &learned,
-            requests: &requests,
+        let api = grpc::Api {
+            control: Arc::clone(&control),
+            stats,
+            lcores: lcores.clone(),
+            port: opts.port.clone(),
+            eal_args: eal_args.clone(),
         };
-        monitor(&opts, &stats, &stop, &mut control);
-        Ok(control.publisher.current())
+        rt.block_on(async {
+            let server = async {
+                match listener {
+                    Some(l) => grpc::serve(l, api, &stop).await,
+                    None => Ok(()),
+                }
+            };
+            let (served, ()) = tokio::join!(server, monitor(&opts, stats, &stop, &control));
+            if let Err(e) = &served {
+                tracing::error!(error = %e, "gRPC server");
+            }
+        });
+        Ok(control.lock().expect("control lock").publisher.current())
     })
     .context("running workers")??;
 
@@ -138,7 +187,10 @@ fn run() -> Result<()> {
     let port_stats = port.stats().context("reading port stats")?;
     drop(port); // stop and close: flushes what the device buffers (net_pcap)
     kernel.take();
-    report(&opts, &lcores, &per_worker, mac, &last_snapshot, &stats);
+    if let Some(path) = &opts.grpc_socket {
+        let _ = std::fs::remove_file(path);
+    }
+    report(&opts, &lcores, &per_worker, mac, &last_snapshot, stats);
     info!(
         rx = port_stats.rx_packets,
         tx = port_stats.tx_packets,
@@ -200,18 +252,65 @@ impl Drop for StopOnExit<'_> {
     }
 }
 
-/// The control side's state while workers run.
-struct Control<'a> {
-    state: &'a State,
-    mac: MacAddr,
-    generation: u64,
+/// The control side: the desired state, neighbour resolution and the
+/// snapshot publisher, shared by the monitor loop and the gRPC API.
+pub struct Control {
+    pub state: State,
+    pub state_path: Option<PathBuf>,
+    pub mac: MacAddr,
+    pub generation: u64,
     neigh: NeighTable,
-    publisher: Publisher,
-    learned: &'a ArrayQueue<(std::net::IpAddr, MacAddr)>,
-    requests: &'a ArrayQueue<std::net::IpAddr>,
+    pub publisher: Publisher,
+    learned: &'static ArrayQueue<(IpAddr, MacAddr)>,
+    requests: &'static ArrayQueue<IpAddr>,
 }
 
-impl Control<'_> {
+/// Why a change was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("the dataplane cannot take this configuration: {0}")]
+    Snapshot(#[from] dataplane::snapshot::SnapshotError),
+    #[error("writing the state file {path}: {source}")]
+    Persist {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+impl Control {
+    /// Apply a change to a copy of the state; build its snapshot and write
+    /// the state file; only then make it current and publish it. A refused
+    /// or failed change leaves everything as it was.
+    pub fn change<T>(
+        &mut self,
+        f: impl FnOnce(&mut State) -> Result<T, StateError>,
+    ) -> Result<T, ChangeError> {
+        let mut next = self.state.clone();
+        let out = f(&mut next)?;
+        let neigh = &self.neigh;
+        let snapshot =
+            Snapshot::build(&next.to_spec(self.generation + 1, self.mac, |a| neigh.mac(a)))?;
+        if let Some(path) = &self.state_path {
+            next.save(path).map_err(|source| ChangeError::Persist {
+                path: path.display().to_string(),
+                source,
+            })?;
+        }
+        self.state = next;
+        self.neigh.set_wanted(self.state.backend_addresses());
+        self.generation += 1;
+        self.publisher.publish(snapshot);
+        info!(generation = self.generation, "configuration changed");
+        Ok(out)
+    }
+
+    /// The MAC a backend is forwarded to: static, resolved, or none yet.
+    pub fn effective_mac(&self, addr: &IpAddr, fixed: Option<MacAddr>) -> Option<MacAddr> {
+        fixed.or_else(|| self.neigh.mac(addr))
+    }
+
     /// Take in what workers learned, ask for what is due, and publish a new
     /// snapshot when a backend's MAC changed.
     fn resolve_neighbors(&mut self, now: u32) {
@@ -227,28 +326,8 @@ impl Control<'_> {
             let _ = self.requests.push(ip);
         }
         if changed || forgotten {
-            self.publish();
-        }
-    }
-
-    fn publish(&mut self) {
-        let neigh = &self.neigh;
-        let spec = self
-            .state
-            .to_spec(self.generation + 1, self.mac, |a| neigh.mac(a));
-        let spec = Snapshot::build(&spec);
-        match spec {
-            Ok(s) => {
-                self.generation += 1;
-                info!(
-                    generation = self.generation,
-                    unresolved = self.neigh.unresolved(),
-                    "snapshot published"
-                );
-                self.publisher.publish(s);
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot build the snapshot; keeping the current one")
+            if let Err(e) = self.change(|_| Ok(())) {
+                tracing::error!(error = %e, "cannot publish resolved neighbours");
             }
         }
     }
@@ -258,15 +337,24 @@ impl Control<'_> {
 /// `--exit-idle-ms` without a received packet (for replaying a pcap), prints
 /// counters every `--stats-interval-s`, resolves backend MACs, and frees
 /// replaced snapshots.
-fn monitor(opts: &Options, stats: &[WorkerStats], stop: &AtomicBool, control: &mut Control) {
+async fn monitor(
+    opts: &Options,
+    stats: &[WorkerStats],
+    stop: &AtomicBool,
+    control: &Mutex<Control>,
+) {
     let start = Instant::now();
     let mut last_rx = 0;
     let mut last_change = start;
     let mut last_print = start;
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
     while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(10));
-        control.resolve_neighbors(start.elapsed().as_secs() as u32);
-        control.publisher.reap();
+        tick.tick().await;
+        {
+            let mut c = control.lock().expect("control lock");
+            c.resolve_neighbors(start.elapsed().as_secs() as u32);
+            c.publisher.reap();
+        }
         let total: Counters = stats.iter().map(WorkerStats::read).sum();
         let now = Instant::now();
         if total.rx_packets != last_rx {

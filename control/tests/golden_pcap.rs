@@ -428,6 +428,7 @@ fn lbd_forwards_golden_pcap_byte_for_byte() {
             "--exit-idle-ms",
             "500",
             "--json",
+            "--no-grpc",
         ]
         .map(String::from),
     );

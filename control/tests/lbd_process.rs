@@ -14,7 +14,7 @@ fn lbd() -> Command {
 #[test]
 fn two_workers_share_the_port_and_sigterm_stops_them() {
     let mut args = eal::eal_args("lbd-workers", "0@0,1@1,2@1", &["net_null0,size=64"]);
-    args.extend(["--", "--port", "net_null0", "--json"].map(String::from));
+    args.extend(["--", "--port", "net_null0", "--json", "--no-grpc"].map(String::from));
     let child = lbd()
         .args(&args)
         .stdout(Stdio::piped())
@@ -67,12 +67,12 @@ fn errors_are_one_clear_line() {
     };
 
     let mut a = eal::eal_args("lbd-nolcore", "0", &["net_null0"]);
-    a.extend(["--", "--port", "net_null0"].map(String::from));
+    a.extend(["--", "--port", "net_null0", "--no-grpc"].map(String::from));
     let e = run(a);
     assert!(e.contains("no worker lcore"), "{e}");
 
     let mut a = eal::eal_args("lbd-noport", "0@0,1@1", &["net_null0"]);
-    a.extend(["--", "--port", "net_bogus0"].map(String::from));
+    a.extend(["--", "--port", "net_bogus0", "--no-grpc"].map(String::from));
     let e = run(a);
     assert!(
         e.contains("net_bogus0") && e.contains("net_null0"),
@@ -103,7 +103,7 @@ fn errors_are_one_clear_line() {
         .to_vec());
     assert!(e.contains("/nonexistent/lb.toml"), "{e}");
 
-    let e = run(["--bogus-eal-flag", "--", "--port", "x"]
+    let e = run(["--bogus-eal-flag", "--", "--port", "x", "--no-grpc"]
         .map(String::from)
         .to_vec());
     assert!(e.contains("rte_eal_init failed"), "{e}");

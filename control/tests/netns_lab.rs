@@ -198,6 +198,7 @@ fn dr_through_two_workers_and_the_exception_path() {
             "--flows",
             "4096",
             "--json",
+            "--no-grpc",
         ]
         .map(String::from),
     );

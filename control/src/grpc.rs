@@ -1,0 +1,361 @@
+//! The `lb.v1.LoadBalancer` gRPC service on a Unix socket: requests become
+//! changes of the desired state ([`crate::Control::change`]), which are
+//! validated, written to the state file and published to the workers before
+//! the reply.
+
+// tonic's handlers return `Status` by value; helpers do the same.
+#![allow(clippy::result_large_err)]
+
+use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use control::state::{BackendSettings, StateError, Vip as VipState};
+use dataplane::packet::MacAddr;
+use dataplane::snapshot::{BackendState, Proto, VipKey};
+use dataplane::stats::{DropReason, WorkerStats};
+use lb_proto::v1 as pb;
+use lb_proto::v1::load_balancer_server::{LoadBalancer, LoadBalancerServer};
+use tokio::net::UnixListener;
+use tonic::{Request, Response, Status};
+
+use crate::{ChangeError, Control};
+
+/// Listen on `path`, replacing a stale socket file but never a live one.
+pub async fn bind(path: &Path) -> Result<UnixListener> {
+    if path.exists() {
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            bail!("{}: another lbd is serving its API there", path.display());
+        }
+        std::fs::remove_file(path)
+            .with_context(|| format!("removing the stale socket {}", path.display()))?;
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("listening on {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("restricting {} to its owner", path.display()))?;
+    Ok(listener)
+}
+
+/// Serve until `stop` is set.
+pub async fn serve(listener: UnixListener, api: Api, stop: &AtomicBool) -> Result<()> {
+    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+    tonic::transport::Server::builder()
+        .add_service(LoadBalancerServer::new(api))
+        .serve_with_incoming_shutdown(incoming, async {
+            while !stop.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .context("serving the gRPC API")
+}
+
+#[derive(Clone)]
+pub struct Api {
+    pub control: Arc<Mutex<Control>>,
+    pub stats: &'static [WorkerStats],
+    pub lcores: Vec<u32>,
+    pub port: String,
+    pub eal_args: Vec<String>,
+}
+
+impl Api {
+    fn control(&self) -> Result<MutexGuard<'_, Control>, Status> {
+        self.control
+            .lock()
+            .map_err(|_| Status::internal("control state poisoned"))
+    }
+}
+
+fn status(e: ChangeError) -> Status {
+    match e {
+        ChangeError::State(StateError::Invalid { .. }) => Status::invalid_argument(e.to_string()),
+        ChangeError::State(StateError::AlreadyExists(_)) => Status::already_exists(e.to_string()),
+        ChangeError::State(StateError::NotFound(_)) => Status::not_found(e.to_string()),
+        ChangeError::State(StateError::Precondition(_)) | ChangeError::Snapshot(_) => {
+            Status::failed_precondition(e.to_string())
+        }
+        ChangeError::Persist { .. } => Status::internal(e.to_string()),
+    }
+}
+
+fn invalid(field: &str, reason: impl std::fmt::Display) -> Status {
+    Status::invalid_argument(format!("{field}: {reason}"))
+}
+
+fn vip_key(k: Option<pb::VipKey>) -> Result<VipKey, Status> {
+    let k = k.ok_or_else(|| invalid("vip", "missing"))?;
+    let addr: IpAddr = k.address.parse().map_err(|_| {
+        invalid(
+            "vip.address",
+            format!("{:?} is not an IPv4 or IPv6 address", k.address),
+        )
+    })?;
+    let port = u16::try_from(k.port)
+        .map_err(|_| invalid("vip.port", format!("{} is above 65535", k.port)))?;
+    let proto = match pb::Protocol::try_from(k.protocol) {
+        Ok(pb::Protocol::Tcp) => Proto::Tcp,
+        Ok(pb::Protocol::Udp) => Proto::Udp,
+        _ => return Err(invalid("vip.protocol", "must be TCP or UDP")),
+    };
+    Ok(VipKey { addr, port, proto })
+}
+
+fn backend_addr(s: &str) -> Result<IpAddr, Status> {
+    s.parse().map_err(|_| {
+        invalid(
+            "backend.address",
+            format!("{s:?} is not an IPv4 or IPv6 address"),
+        )
+    })
+}
+
+fn mac(s: &str) -> Result<Option<MacAddr>, Status> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    s.parse().map(Some).map_err(|e| invalid("backend.mac", e))
+}
+
+fn pb_key(k: &VipKey) -> pb::VipKey {
+    pb::VipKey {
+        address: k.addr.to_string(),
+        port: u32::from(k.port),
+        protocol: match k.proto {
+            Proto::Tcp => pb::Protocol::Tcp,
+            Proto::Udp => pb::Protocol::Udp,
+        } as i32,
+    }
+}
+
+fn pb_vip(c: &Control, key: &VipKey, v: &VipState) -> pb::Vip {
+    pb::Vip {
+        key: Some(pb_key(key)),
+        table_size: v.table_size,
+        backends: v
+            .backends
+            .iter()
+            .map(|(addr, b)| pb_backend(c, addr, &b.settings))
+            .collect(),
+    }
+}
+
+fn pb_backend(c: &Control, addr: &IpAddr, s: &BackendSettings) -> pb::Backend {
+    pb::Backend {
+        address: addr.to_string(),
+        weight: s.weight,
+        mac: s.mac.map(|m| m.to_string()).unwrap_or_default(),
+        effective_mac: c
+            .effective_mac(addr, s.mac)
+            .map(|m| m.to_string())
+            .unwrap_or_default(),
+        state: match s.state() {
+            BackendState::Up => pb::BackendState::Up,
+            BackendState::Draining => pb::BackendState::Draining,
+            BackendState::Down => pb::BackendState::Down,
+        } as i32,
+        drain: s.drain,
+    }
+}
+
+fn settings_of(c: &Control, key: &VipKey, addr: &IpAddr) -> Result<BackendSettings, Status> {
+    c.state
+        .vips()
+        .get(key)
+        .ok_or_else(|| Status::not_found(format!("vip {key} not found")))?
+        .backends
+        .get(addr)
+        .map(|b| b.settings)
+        .ok_or_else(|| Status::not_found(format!("backend {addr} of vip {key} not found")))
+}
+
+#[tonic::async_trait]
+impl LoadBalancer for Api {
+    async fn create_vip(
+        &self,
+        req: Request<pb::CreateVipRequest>,
+    ) -> Result<Response<pb::Vip>, Status> {
+        let r = req.into_inner();
+        let key = vip_key(r.vip)?;
+        let size = (r.table_size != 0).then_some(r.table_size);
+        let mut c = self.control()?;
+        c.change(|s| s.create_vip(key, size)).map_err(status)?;
+        let v = pb_vip(&c, &key, &c.state.vips()[&key]);
+        Ok(Response::new(v))
+    }
+
+    async fn delete_vip(&self, req: Request<pb::VipKey>) -> Result<Response<pb::Empty>, Status> {
+        let key = vip_key(Some(req.into_inner()))?;
+        self.control()?
+            .change(|s| s.delete_vip(&key))
+            .map_err(status)?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn get_vip(&self, req: Request<pb::VipKey>) -> Result<Response<pb::Vip>, Status> {
+        let key = vip_key(Some(req.into_inner()))?;
+        let c = self.control()?;
+        let v = c
+            .state
+            .vips()
+            .get(&key)
+            .ok_or_else(|| Status::not_found(format!("vip {key} not found")))?;
+        Ok(Response::new(pb_vip(&c, &key, v)))
+    }
+
+    async fn list_vips(
+        &self,
+        _: Request<pb::Empty>,
+    ) -> Result<Response<pb::ListVipsResponse>, Status> {
+        let c = self.control()?;
+        let vips = c
+            .state
+            .vips()
+            .iter()
+            .map(|(k, v)| pb_vip(&c, k, v))
+            .collect();
+        Ok(Response::new(pb::ListVipsResponse { vips }))
+    }
+
+    async fn add_backend(
+        &self,
+        req: Request<pb::AddBackendRequest>,
+    ) -> Result<Response<pb::Backend>, Status> {
+        let r = req.into_inner();
+        let key = vip_key(r.vip)?;
+        let addr = backend_addr(&r.address)?;
+        let settings = BackendSettings {
+            weight: r.weight.unwrap_or(1),
+            mac: mac(&r.mac)?,
+            drain: r.drain,
+            down: false,
+        };
+        let mut c = self.control()?;
+        c.change(|s| s.add_backend(&key, addr, settings))
+            .map_err(status)?;
+        Ok(Response::new(pb_backend(&c, &addr, &settings)))
+    }
+
+    async fn remove_backend(
+        &self,
+        req: Request<pb::BackendKey>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let r = req.into_inner();
+        let key = vip_key(r.vip)?;
+        let addr = backend_addr(&r.address)?;
+        self.control()?
+            .change(|s| s.remove_backend(&key, &addr))
+            .map_err(status)?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn update_backend(
+        &self,
+        req: Request<pb::UpdateBackendRequest>,
+    ) -> Result<Response<pb::Backend>, Status> {
+        let r = req.into_inner();
+        let b = r.backend.ok_or_else(|| invalid("backend", "missing"))?;
+        let key = vip_key(b.vip)?;
+        let addr = backend_addr(&b.address)?;
+        let mut c = self.control()?;
+        let mut settings = settings_of(&c, &key, &addr)?;
+        if let Some(w) = r.weight {
+            settings.weight = w;
+        }
+        if let Some(m) = &r.mac {
+            settings.mac = mac(m)?;
+        }
+        if let Some(d) = r.drain {
+            settings.drain = d;
+        }
+        c.change(|s| s.update_backend(&key, &addr, settings))
+            .map_err(status)?;
+        Ok(Response::new(pb_backend(&c, &addr, &settings)))
+    }
+
+    async fn get_stats(&self, _: Request<pb::Empty>) -> Result<Response<pb::Stats>, Status> {
+        let workers = self
+            .lcores
+            .iter()
+            .zip(self.stats)
+            .map(|(&lcore, s)| {
+                let c = s.read();
+                pb::WorkerStats {
+                    lcore,
+                    rx_packets: c.rx_packets,
+                    tx_packets: c.tx_packets,
+                    forwarded: c.forwarded,
+                    new_flows: c.new_flows,
+                    active_flows: c.active_flows,
+                    snapshot_generation: s.snapshot_generation.get(),
+                    drops: DropReason::ALL
+                        .iter()
+                        .map(|r| pb::Counter {
+                            name: r.as_str().into(),
+                            value: c.drop_count(*r),
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        let snap = self.control()?.publisher.current();
+        let vips = snap
+            .vips()
+            .iter()
+            .map(|v| {
+                let backends: Vec<pb::BackendStats> = v
+                    .backends
+                    .iter()
+                    .filter_map(|&slot| {
+                        let b = snap.backend(slot)?;
+                        let (mut packets, mut bytes, mut new_flows) = (0, 0, 0);
+                        for w in self.stats {
+                            let (p, by, n) = w.backend(slot);
+                            packets += p;
+                            bytes += by;
+                            new_flows += n;
+                        }
+                        Some(pb::BackendStats {
+                            address: b.addr.to_string(),
+                            packets,
+                            bytes,
+                            new_flows,
+                        })
+                    })
+                    .collect();
+                pb::VipStats {
+                    key: Some(pb_key(&v.key)),
+                    packets: backends.iter().map(|b| b.packets).sum(),
+                    bytes: backends.iter().map(|b| b.bytes).sum(),
+                    new_flows: backends.iter().map(|b| b.new_flows).sum(),
+                    backends,
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::Stats { workers, vips }))
+    }
+
+    async fn get_info(&self, _: Request<pb::Empty>) -> Result<Response<pb::Info>, Status> {
+        let c = self.control()?;
+        Ok(Response::new(pb::Info {
+            port: self.port.clone(),
+            mac: c.mac.to_string(),
+            worker_lcores: self.lcores.clone(),
+            eal_args: self.eal_args.clone(),
+            snapshot_generation: c.generation,
+            state_file: c
+                .state_path
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+        }))
+    }
+}

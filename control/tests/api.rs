@@ -1,0 +1,309 @@
+//! The gRPC API end to end, as an operator uses it: `lbctl` against a running
+//! `lbd` (on `net_null`), every validation error, and a restart that restores
+//! the same state from the state file.
+
+#[path = "../../dataplane/tests/common/eal.rs"]
+mod eal;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// `lbctl` is built next to `lbd` (`make test` builds every binary first).
+fn lbctl_path() -> PathBuf {
+    let p = Path::new(env!("CARGO_BIN_EXE_lbd")).with_file_name("lbctl");
+    assert!(
+        p.exists(),
+        "{} is missing: build it with `cargo build -p lbctl` (make test does)",
+        p.display()
+    );
+    p
+}
+
+struct Lbd {
+    child: Option<Child>,
+    socket: PathBuf,
+}
+
+impl Lbd {
+    fn start(dir: &Path, tag: &str) -> Lbd {
+        let socket = dir.join("lbd.sock");
+        let mut args = eal::eal_args(tag, "0@0,1@1", &["net_null0,size=64"]);
+        let state = dir.join("state.toml").display().to_string();
+        let sock = socket.display().to_string();
+        args.extend(
+            [
+                "--",
+                "--port",
+                "net_null0",
+                "--state",
+                &state,
+                "--grpc-socket",
+                &sock,
+                "--flows",
+                "4096",
+            ]
+            .map(String::from),
+        );
+        let child = Command::new(env!("CARGO_BIN_EXE_lbd"))
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lbd = Lbd {
+            child: Some(child),
+            socket,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !lbd.ctl(&["info"]).status.success() {
+            assert!(Instant::now() < deadline, "lbd did not serve its API");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        lbd
+    }
+
+    fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(lbctl_path())
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Run an lbctl command that must succeed; its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.ctl(args);
+        assert!(
+            out.status.success(),
+            "lbctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = vec!["--output", "json"];
+        a.extend_from_slice(args);
+        serde_json::from_str(&self.ok(&a))
+            .unwrap_or_else(|e| panic!("lbctl {args:?}: not JSON: {e}"))
+    }
+
+    /// Run an lbctl command that must fail; its stderr.
+    fn err(&self, args: &[&str]) -> String {
+        let out = self.ctl(args);
+        assert!(!out.status.success(), "lbctl {args:?} should have failed");
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    fn stop(mut self) -> String {
+        let child = self.child.take().unwrap();
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "lbd: {stderr}");
+        stderr
+    }
+}
+
+impl Drop for Lbd {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+const VIP: &str = "198.51.100.10:443/tcp";
+
+#[test]
+fn lbctl_drives_lbd_and_state_survives_a_restart() {
+    let dir = std::env::temp_dir().join(format!("lbd-api-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+
+    let lbd = Lbd::start(&dir, "api1");
+    assert!(lbd.ok(&["vip", "add", VIP]).contains(VIP));
+    lbd.ok(&[
+        "vip",
+        "add",
+        "[2001:db8::10]:5000/udp",
+        "--table-size",
+        "655373",
+    ]);
+    lbd.ok(&[
+        "backend",
+        "add",
+        VIP,
+        "192.0.2.11",
+        "--mac",
+        "02:00:00:00:00:11",
+    ]);
+    lbd.ok(&["backend", "add", VIP, "192.0.2.12", "--weight", "2"]);
+    lbd.ok(&["backend", "add", VIP, "192.0.2.13"]);
+    lbd.ok(&["backend", "drain", VIP, "192.0.2.13"]);
+    lbd.ok(&["backend", "set-weight", VIP, "192.0.2.11", "3"]);
+    lbd.ok(&["backend", "add", VIP, "192.0.2.14"]);
+    lbd.ok(&["backend", "del", VIP, "192.0.2.14"]);
+
+    let vips = lbd.json(&["vip", "list"]);
+    let list = vips.as_array().unwrap();
+    assert_eq!(list.len(), 2, "{vips}");
+    let v = list.iter().find(|v| v["vip"] == VIP).unwrap();
+    let backends = v["backends"].as_array().unwrap();
+    let by_addr = |a: &str| {
+        backends
+            .iter()
+            .find(|b| b["address"] == a)
+            .unwrap_or_else(|| panic!("{a} in {v}"))
+    };
+    assert_eq!(backends.len(), 3, "{v}");
+    assert_eq!(by_addr("192.0.2.11")["weight"], 3);
+    assert_eq!(by_addr("192.0.2.11")["effective_mac"], "02:00:00:00:00:11");
+    assert_eq!(by_addr("192.0.2.12")["weight"], 2);
+    assert_eq!(
+        by_addr("192.0.2.12")["effective_mac"],
+        "",
+        "unresolved until ARP answers"
+    );
+    assert_eq!(by_addr("192.0.2.13")["state"], "draining");
+    let udp = list
+        .iter()
+        .find(|v| v["vip"] == "[2001:db8::10]:5000/udp")
+        .unwrap();
+    assert_eq!(udp["table_size"], 655373);
+
+    // Every refusal names the field or the object, with the right code, and changes nothing.
+    for (args, want) in [
+        (vec!["vip", "add", VIP], "already exists (AlreadyExists)"),
+        (vec!["vip", "add", "198.51.100.10:0/tcp"], "vip.port"),
+        (
+            vec![
+                "vip",
+                "add",
+                "198.51.100.20:80/tcp",
+                "--table-size",
+                "65536",
+            ],
+            "vip.table_size: 65536 is not prime",
+        ),
+        (vec!["vip", "add", "0.0.0.0:80/tcp"], "vip.address"),
+        (
+            vec!["vip", "del", "198.51.100.99:80/tcp"],
+            "not found (NotFound)",
+        ),
+        (
+            vec!["backend", "add", VIP, "198.51.100.10"],
+            "VIP's own address",
+        ),
+        (vec!["backend", "add", VIP, "192.0.2.11"], "already exists"),
+        (
+            vec!["backend", "add", VIP, "192.0.2.20", "--weight", "100000"],
+            "backend.weight",
+        ),
+        (
+            vec![
+                "backend",
+                "add",
+                VIP,
+                "192.0.2.20",
+                "--mac",
+                "ff:ff:ff:ff:ff:ff",
+            ],
+            "backend.mac",
+        ),
+        (vec!["backend", "add", VIP, "not-an-ip"], "backend.address"),
+        (vec!["backend", "del", VIP, "192.0.2.99"], "not found"),
+        (
+            vec!["backend", "add", "198.51.100.10:443", "192.0.2.20"],
+            "ADDRESS:PORT/PROTOCOL",
+        ),
+    ] {
+        let e = lbd.err(&args);
+        assert!(e.contains(want), "lbctl {args:?}: {e}");
+    }
+    let small = "198.51.100.30:80/tcp";
+    lbd.ok(&["vip", "add", small, "--table-size", "251"]);
+    lbd.ok(&["backend", "add", small, "192.0.2.1"]);
+    lbd.ok(&["backend", "add", small, "192.0.2.2"]);
+    let e = lbd.err(&["backend", "add", small, "192.0.2.3"]);
+    assert!(
+        e.contains("FailedPrecondition") && e.contains("100 slots per backend"),
+        "{e}"
+    );
+    lbd.ok(&["vip", "del", small]);
+    assert_eq!(
+        lbd.json(&["vip", "list"]),
+        vips,
+        "refused requests changed nothing"
+    );
+
+    let stats = lbd.json(&["stats"]);
+    assert_eq!(stats["workers"].as_array().unwrap().len(), 1, "{stats}");
+    assert!(
+        stats["workers"][0]["rx_packets"].as_u64().unwrap() > 0,
+        "{stats}"
+    );
+    let info = lbd.json(&["info"]);
+    assert_eq!(info["port"], "net_null0");
+    assert!(
+        info["snapshot_generation"].as_u64().unwrap() >= 10,
+        "one generation per change: {info}"
+    );
+    assert!(info["state_file"].as_str().unwrap().ends_with("state.toml"));
+
+    // A second lbd on the same socket refuses to start.
+    let mut args = eal::eal_args("api-dup", "0@0,1@1", &["net_null0"]);
+    args.extend(
+        [
+            "--",
+            "--port",
+            "net_null0",
+            "--grpc-socket",
+            &lbd.socket.display().to_string(),
+        ]
+        .map(String::from),
+    );
+    let dup = Command::new(env!("CARGO_BIN_EXE_lbd"))
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(!dup.status.success());
+    assert!(
+        String::from_utf8_lossy(&dup.stderr).contains("another lbd"),
+        "{}",
+        String::from_utf8_lossy(&dup.stderr)
+    );
+
+    lbd.stop();
+    assert!(lbd_socket_gone(&dir), "the socket is removed on exit");
+
+    // Restart with the same state file: the same VIPs and backends.
+    let lbd = Lbd::start(&dir, "api2");
+    assert_eq!(lbd.json(&["vip", "list"]), vips);
+    lbd.stop();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn lbd_socket_gone(dir: &Path) -> bool {
+    !dir.join("lbd.sock").exists()
+}
+
+#[test]
+fn lbctl_without_lbd_says_so() {
+    let out = Command::new(lbctl_path())
+        .args(["--socket", "/nonexistent/lbd.sock", "vip", "list"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("connecting to lbd at /nonexistent/lbd.sock"),
+        "{e}"
+    );
+}

@@ -1,0 +1,501 @@
+//! `lbctl`, the operator CLI over lbd's `lb.v1` gRPC API (Unix socket).
+//! Human tables by default, `--output json` everywhere; a non-zero exit
+//! status with the server's message on any error.
+
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use lb_proto::v1 as pb;
+use lb_proto::v1::load_balancer_client::LoadBalancerClient;
+use serde_json::{json, Value};
+use tonic::transport::{Channel, Endpoint, Uri};
+
+#[derive(Debug, Parser)]
+#[command(name = "lbctl", about = "Operate the lbd load balancer")]
+struct Cli {
+    /// lbd's API socket.
+    #[arg(
+        long,
+        env = "LBCTL_SOCKET",
+        default_value = "/run/lbd.sock",
+        global = true
+    )]
+    socket: PathBuf,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = Output::Table, global = true)]
+    output: Output,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Virtual IPs: ADDRESS:PORT/PROTOCOL, e.g. 198.51.100.10:443/tcp or [2001:db8::10]:443/udp.
+    #[command(subcommand)]
+    Vip(VipCommand),
+    /// Real servers behind a VIP.
+    #[command(subcommand)]
+    Backend(BackendCommand),
+    /// Counters per worker, VIP and backend.
+    Stats,
+    /// The dataplane: port, MAC, workers, EAL arguments.
+    Info,
+}
+
+#[derive(Debug, Subcommand)]
+enum VipCommand {
+    Add {
+        vip: String,
+        /// Maglev table size (prime; default 65537).
+        #[arg(long)]
+        table_size: Option<u32>,
+    },
+    Del {
+        vip: String,
+    },
+    List,
+    Show {
+        vip: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BackendCommand {
+    Add {
+        vip: String,
+        address: String,
+        #[arg(long)]
+        weight: Option<u32>,
+        /// Static MAC; without it lbd resolves the MAC by ARP / ND.
+        #[arg(long)]
+        mac: Option<String>,
+        /// Add it draining (no new flows).
+        #[arg(long)]
+        drain: bool,
+    },
+    Del {
+        vip: String,
+        address: String,
+    },
+    /// Take no new flows; keep the existing ones.
+    Drain {
+        vip: String,
+        address: String,
+    },
+    Undrain {
+        vip: String,
+        address: String,
+    },
+    SetWeight {
+        vip: String,
+        address: String,
+        weight: u32,
+    },
+    List {
+        vip: String,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("lbctl: error: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = rt.block_on(run(cli)) {
+        eprintln!("lbctl: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let mut c = connect(cli.socket.clone()).await?;
+    let out = cli.output;
+    match cli.command {
+        Command::Vip(VipCommand::Add { vip, table_size }) => {
+            let v = c
+                .create_vip(pb::CreateVipRequest {
+                    vip: Some(parse_vip(&vip)?),
+                    table_size: table_size.unwrap_or(0),
+                })
+                .await
+                .map_err(server)?
+                .into_inner();
+            print_vips(out, &[v]);
+        }
+        Command::Vip(VipCommand::Del { vip }) => {
+            c.delete_vip(parse_vip(&vip)?).await.map_err(server)?;
+            done(out, &format!("vip {vip} deleted"));
+        }
+        Command::Vip(VipCommand::List) => {
+            let r = c
+                .list_vips(pb::Empty {})
+                .await
+                .map_err(server)?
+                .into_inner();
+            print_vips(out, &r.vips);
+        }
+        Command::Vip(VipCommand::Show { vip }) => {
+            let v = c
+                .get_vip(parse_vip(&vip)?)
+                .await
+                .map_err(server)?
+                .into_inner();
+            print_vips(out, &[v]);
+        }
+        Command::Backend(BackendCommand::Add {
+            vip,
+            address,
+            weight,
+            mac,
+            drain,
+        }) => {
+            let b = c
+                .add_backend(pb::AddBackendRequest {
+                    vip: Some(parse_vip(&vip)?),
+                    address,
+                    weight,
+                    mac: mac.unwrap_or_default(),
+                    drain,
+                })
+                .await
+                .map_err(server)?
+                .into_inner();
+            print_backends(out, &[b]);
+        }
+        Command::Backend(BackendCommand::Del { vip, address }) => {
+            c.remove_backend(pb::BackendKey {
+                vip: Some(parse_vip(&vip)?),
+                address: address.clone(),
+            })
+            .await
+            .map_err(server)?;
+            done(out, &format!("backend {address} removed from {vip}"));
+        }
+        Command::Backend(BackendCommand::Drain { vip, address }) => {
+            let b = update(&mut c, &vip, address, |r| r.drain = Some(true)).await?;
+            print_backends(out, &[b]);
+        }
+        Command::Backend(BackendCommand::Undrain { vip, address }) => {
+            let b = update(&mut c, &vip, address, |r| r.drain = Some(false)).await?;
+            print_backends(out, &[b]);
+        }
+        Command::Backend(BackendCommand::SetWeight {
+            vip,
+            address,
+            weight,
+        }) => {
+            let b = update(&mut c, &vip, address, |r| r.weight = Some(weight)).await?;
+            print_backends(out, &[b]);
+        }
+        Command::Backend(BackendCommand::List { vip }) => {
+            let v = c
+                .get_vip(parse_vip(&vip)?)
+                .await
+                .map_err(server)?
+                .into_inner();
+            print_backends(out, &v.backends);
+        }
+        Command::Stats => {
+            let s = c
+                .get_stats(pb::Empty {})
+                .await
+                .map_err(server)?
+                .into_inner();
+            print_stats(out, &s);
+        }
+        Command::Info => {
+            let i = c.get_info(pb::Empty {}).await.map_err(server)?.into_inner();
+            match out {
+                Output::Json => println!(
+                    "{}",
+                    json!({"port": i.port, "mac": i.mac, "worker_lcores": i.worker_lcores, "eal_args": i.eal_args,
+                           "snapshot_generation": i.snapshot_generation, "state_file": i.state_file})
+                ),
+                Output::Table => {
+                    println!("port        {}", i.port);
+                    println!("mac         {}", i.mac);
+                    println!("workers     {:?}", i.worker_lcores);
+                    println!("generation  {}", i.snapshot_generation);
+                    println!(
+                        "state file  {}",
+                        if i.state_file.is_empty() {
+                            "(none)"
+                        } else {
+                            &i.state_file
+                        }
+                    );
+                    println!("eal         {}", i.eal_args.join(" "));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn update(
+    c: &mut LoadBalancerClient<Channel>,
+    vip: &str,
+    address: String,
+    set: impl FnOnce(&mut pb::UpdateBackendRequest),
+) -> Result<pb::Backend> {
+    let mut r = pb::UpdateBackendRequest {
+        backend: Some(pb::BackendKey {
+            vip: Some(parse_vip(vip)?),
+            address,
+        }),
+        ..Default::default()
+    };
+    set(&mut r);
+    Ok(c.update_backend(r).await.map_err(server)?.into_inner())
+}
+
+async fn connect(path: PathBuf) -> Result<LoadBalancerClient<Channel>> {
+    let shown = path.display().to_string();
+    // The URI is required by the API but unused: the connector dials the socket.
+    let channel = Endpoint::try_from("http://lbd.invalid")?
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let path = path.clone();
+            async move {
+                let stream = tokio::net::UnixStream::connect(path).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+            }
+        }))
+        .await
+        .with_context(|| {
+            format!("connecting to lbd at {shown} (is lbd running? --socket or LBCTL_SOCKET)")
+        })?;
+    Ok(LoadBalancerClient::new(channel))
+}
+
+fn server(s: tonic::Status) -> anyhow::Error {
+    anyhow!("{} ({:?})", s.message(), s.code())
+}
+
+/// `198.51.100.10:443/tcp` or `[2001:db8::10]:443/udp`.
+fn parse_vip(s: &str) -> Result<pb::VipKey> {
+    let (hostport, proto) = s.rsplit_once('/').ok_or_else(|| {
+        anyhow!("vip {s:?}: expected ADDRESS:PORT/PROTOCOL, e.g. 198.51.100.10:443/tcp")
+    })?;
+    let protocol = match proto.to_ascii_lowercase().as_str() {
+        "tcp" => pb::Protocol::Tcp,
+        "udp" => pb::Protocol::Udp,
+        _ => bail!("vip {s:?}: protocol {proto:?} must be tcp or udp"),
+    };
+    let (addr, port) = hostport
+        .rsplit_once(':')
+        .ok_or_else(|| anyhow!("vip {s:?}: expected ADDRESS:PORT before /{proto}"))?;
+    let addr = addr
+        .strip_prefix('[')
+        .and_then(|a| a.strip_suffix(']'))
+        .unwrap_or(addr);
+    let port: u16 = port
+        .parse()
+        .map_err(|_| anyhow!("vip {s:?}: port {port:?} is not a number from 1 to 65535"))?;
+    Ok(pb::VipKey {
+        address: addr.to_string(),
+        port: u32::from(port),
+        protocol: protocol as i32,
+    })
+}
+
+fn vip_text(k: &Option<pb::VipKey>) -> String {
+    let Some(k) = k else { return String::new() };
+    let proto = if k.protocol == pb::Protocol::Udp as i32 {
+        "udp"
+    } else {
+        "tcp"
+    };
+    if k.address.contains(':') {
+        format!("[{}]:{}/{proto}", k.address, k.port)
+    } else {
+        format!("{}:{}/{proto}", k.address, k.port)
+    }
+}
+
+fn state_text(s: i32) -> &'static str {
+    match pb::BackendState::try_from(s) {
+        Ok(pb::BackendState::Up) => "up",
+        Ok(pb::BackendState::Draining) => "draining",
+        Ok(pb::BackendState::Down) => "down",
+        _ => "unknown",
+    }
+}
+
+fn backend_json(b: &pb::Backend) -> Value {
+    json!({"address": b.address, "weight": b.weight, "mac": b.mac, "effective_mac": b.effective_mac,
+           "state": state_text(b.state), "drain": b.drain})
+}
+
+fn print_vips(out: Output, vips: &[pb::Vip]) {
+    match out {
+        Output::Json => {
+            let v: Vec<Value> = vips
+                .iter()
+                .map(|v| json!({"vip": vip_text(&v.key), "table_size": v.table_size,
+                                "backends": v.backends.iter().map(backend_json).collect::<Vec<_>>()}))
+                .collect();
+            println!("{}", Value::Array(v));
+        }
+        Output::Table => {
+            println!("{:<32} {:>10} {:>9}", "VIP", "TABLE", "BACKENDS");
+            for v in vips {
+                println!(
+                    "{:<32} {:>10} {:>9}",
+                    vip_text(&v.key),
+                    v.table_size,
+                    v.backends.len()
+                );
+            }
+        }
+    }
+}
+
+fn print_backends(out: Output, backends: &[pb::Backend]) {
+    match out {
+        Output::Json => println!(
+            "{}",
+            Value::Array(backends.iter().map(backend_json).collect())
+        ),
+        Output::Table => {
+            println!(
+                "{:<28} {:>6} {:<9} {:<18}",
+                "BACKEND", "WEIGHT", "STATE", "MAC"
+            );
+            for b in backends {
+                let mac = if b.effective_mac.is_empty() {
+                    "(resolving)"
+                } else {
+                    &b.effective_mac
+                };
+                println!(
+                    "{:<28} {:>6} {:<9} {:<18}",
+                    b.address,
+                    b.weight,
+                    state_text(b.state),
+                    mac
+                );
+            }
+        }
+    }
+}
+
+fn print_stats(out: Output, s: &pb::Stats) {
+    let drops = |w: &pb::WorkerStats| -> Value {
+        Value::Object(
+            w.drops
+                .iter()
+                .map(|d| (d.name.clone(), json!(d.value)))
+                .collect(),
+        )
+    };
+    match out {
+        Output::Json => {
+            let workers: Vec<Value> = s
+                .workers
+                .iter()
+                .map(|w| json!({"lcore": w.lcore, "rx_packets": w.rx_packets, "tx_packets": w.tx_packets,
+                                "forwarded": w.forwarded, "new_flows": w.new_flows, "active_flows": w.active_flows,
+                                "snapshot_generation": w.snapshot_generation, "drops": drops(w)}))
+                .collect();
+            let vips: Vec<Value> = s
+                .vips
+                .iter()
+                .map(|v| json!({"vip": vip_text(&v.key), "packets": v.packets, "bytes": v.bytes, "new_flows": v.new_flows,
+                                "backends": v.backends.iter().map(|b| json!({"address": b.address, "packets": b.packets,
+                                    "bytes": b.bytes, "new_flows": b.new_flows})).collect::<Vec<_>>()}))
+                .collect();
+            println!("{}", json!({"workers": workers, "vips": vips}));
+        }
+        Output::Table => {
+            println!(
+                "{:<8} {:>12} {:>12} {:>12} {:>10} {:>10}",
+                "WORKER", "RX", "TX", "FORWARDED", "NEW FLOWS", "ACTIVE"
+            );
+            for w in &s.workers {
+                println!(
+                    "{:<8} {:>12} {:>12} {:>12} {:>10} {:>10}",
+                    format!("lcore {}", w.lcore),
+                    w.rx_packets,
+                    w.tx_packets,
+                    w.forwarded,
+                    w.new_flows,
+                    w.active_flows
+                );
+                let nonzero: Vec<String> = w
+                    .drops
+                    .iter()
+                    .filter(|d| d.value > 0)
+                    .map(|d| format!("{}={}", d.name, d.value))
+                    .collect();
+                if !nonzero.is_empty() {
+                    println!("         drops: {}", nonzero.join(" "));
+                }
+            }
+            for v in &s.vips {
+                println!(
+                    "{:<32} {:>12} pkts {:>14} bytes {:>10} new flows",
+                    vip_text(&v.key),
+                    v.packets,
+                    v.bytes,
+                    v.new_flows
+                );
+                for b in &v.backends {
+                    println!(
+                        "  {:<30} {:>12} pkts {:>14} bytes {:>10} new flows",
+                        b.address, b.packets, b.bytes, b.new_flows
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn done(out: Output, what: &str) {
+    match out {
+        Output::Json => println!("{}", json!({"ok": true, "message": what})),
+        Output::Table => println!("{what}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vip_syntax() {
+        let k = parse_vip("198.51.100.10:443/tcp").unwrap();
+        assert_eq!(
+            (k.address.as_str(), k.port, k.protocol),
+            ("198.51.100.10", 443, pb::Protocol::Tcp as i32)
+        );
+        let k = parse_vip("[2001:db8::10]:5000/UDP").unwrap();
+        assert_eq!(
+            (k.address.as_str(), k.port, k.protocol),
+            ("2001:db8::10", 5000, pb::Protocol::Udp as i32)
+        );
+        assert_eq!(vip_text(&Some(k)), "[2001:db8::10]:5000/udp");
+        for (bad, why) in [
+            ("198.51.100.10:443", "ADDRESS:PORT/PROTOCOL"),
+            ("198.51.100.10:443/sctp", "tcp or udp"),
+            ("198.51.100.10/tcp", "ADDRESS:PORT"),
+            ("198.51.100.10:99999/tcp", "1 to 65535"),
+        ] {
+            let e = parse_vip(bad).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+}
