@@ -64,6 +64,50 @@ pub struct Backend {
     pub weight: u32,
     #[serde(default)]
     pub state: State,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<Check>,
+}
+
+/// `[vip.backend.check]`: a TCP connect or an HTTP GET, every interval.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Check {
+    /// `tcp` or `http:/path`.
+    pub kind: String,
+    /// The HTTP status that means healthy.
+    #[serde(default = "default_status")]
+    pub status: u16,
+    /// Port to check; default: the VIP's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(default = "default_interval")]
+    pub interval_ms: u32,
+    #[serde(default = "default_timeout")]
+    pub timeout_ms: u32,
+    #[serde(default = "default_rise")]
+    pub rise: u32,
+    #[serde(default = "default_fall")]
+    pub fall: u32,
+}
+
+fn default_status() -> u16 {
+    200
+}
+
+fn default_interval() -> u32 {
+    2000
+}
+
+fn default_timeout() -> u32 {
+    1000
+}
+
+fn default_rise() -> u32 {
+    2
+}
+
+fn default_fall() -> u32 {
+    3
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use control::state::{BackendSettings, StateError, Vip as VipState};
+use control::state::{BackendSettings, CheckKind, HealthCheck, StateError, Vip as VipState};
 use dataplane::packet::MacAddr;
 use dataplane::snapshot::{BackendState, Proto, VipKey};
 use dataplane::stats::{DropReason, WorkerStats};
@@ -125,6 +125,73 @@ fn mac(s: &str) -> Result<Option<MacAddr>, Status> {
     s.parse().map(Some).map_err(|e| invalid("backend.mac", e))
 }
 
+fn check(c: pb::HealthCheck) -> Result<HealthCheck, Status> {
+    let kind = HealthCheck::parse_kind(&c.kind)
+        .map_err(|e| invalid("backend.check.kind", e))?
+        .ok_or_else(|| {
+            invalid(
+                "backend.check.kind",
+                "\"none\": leave the check out instead",
+            )
+        })?;
+    let status = u16::try_from(if c.http_status == 0 {
+        200
+    } else {
+        c.http_status
+    })
+    .map_err(|_| {
+        invalid(
+            "backend.check.http_status",
+            format!("{} is not an HTTP status", c.http_status),
+        )
+    })?;
+    let kind = match kind {
+        CheckKind::Http { path, .. } => CheckKind::Http { path, status },
+        k => k,
+    };
+    let mut hc = HealthCheck::new(kind);
+    if c.port != 0 {
+        hc.port =
+            Some(u16::try_from(c.port).map_err(|_| {
+                invalid("backend.check.port", format!("{} is above 65535", c.port))
+            })?);
+    }
+    for (field, v) in [
+        (&mut hc.interval_ms, c.interval_ms),
+        (&mut hc.timeout_ms, c.timeout_ms),
+        (&mut hc.rise, c.rise),
+        (&mut hc.fall, c.fall),
+    ] {
+        if v != 0 {
+            *field = v;
+        }
+    }
+    Ok(hc)
+}
+
+fn pb_check(c: &HealthCheck) -> pb::HealthCheck {
+    pb::HealthCheck {
+        kind: c.kind.to_string(),
+        port: c.port.map_or(0, u32::from),
+        interval_ms: c.interval_ms,
+        timeout_ms: c.timeout_ms,
+        rise: c.rise,
+        fall: c.fall,
+        http_status: match c.kind {
+            CheckKind::Http { status, .. } => u32::from(status),
+            CheckKind::Tcp => 0,
+        },
+    }
+}
+
+fn pb_health(c: &Control, key: &VipKey, addr: &IpAddr) -> pb::Health {
+    match c.health.get(&(*key, *addr)) {
+        None => pb::Health::Unspecified,
+        Some(h) if h.healthy => pb::Health::Healthy,
+        Some(_) => pb::Health::Unhealthy,
+    }
+}
+
 fn pb_key(k: &VipKey) -> pb::VipKey {
     pb::VipKey {
         address: k.addr.to_string(),
@@ -143,12 +210,20 @@ fn pb_vip(c: &Control, key: &VipKey, v: &VipState) -> pb::Vip {
         backends: v
             .backends
             .iter()
-            .map(|(addr, b)| pb_backend(c, addr, &b.settings))
+            .map(|(addr, b)| pb_backend(c, key, addr, &b.settings))
             .collect(),
     }
 }
 
-fn pb_backend(c: &Control, addr: &IpAddr, s: &BackendSettings) -> pb::Backend {
+fn pb_backend(c: &Control, key: &VipKey, addr: &IpAddr, s: &BackendSettings) -> pb::Backend {
+    let health = pb_health(c, key, addr);
+    // What the dataplane does with it: failing checks take it down.
+    let state = match s.state() {
+        BackendState::Up if health == pb::Health::Unhealthy => pb::BackendState::Down,
+        BackendState::Up => pb::BackendState::Up,
+        BackendState::Draining => pb::BackendState::Draining,
+        BackendState::Down => pb::BackendState::Down,
+    };
     pb::Backend {
         address: addr.to_string(),
         weight: s.weight,
@@ -157,12 +232,10 @@ fn pb_backend(c: &Control, addr: &IpAddr, s: &BackendSettings) -> pb::Backend {
             .effective_mac(addr, s.mac)
             .map(|m| m.to_string())
             .unwrap_or_default(),
-        state: match s.state() {
-            BackendState::Up => pb::BackendState::Up,
-            BackendState::Draining => pb::BackendState::Draining,
-            BackendState::Down => pb::BackendState::Down,
-        } as i32,
+        state: state as i32,
         drain: s.drain,
+        check: s.check.as_ref().map(pb_check),
+        health: health as i32,
     }
 }
 
@@ -173,7 +246,7 @@ fn settings_of(c: &Control, key: &VipKey, addr: &IpAddr) -> Result<BackendSettin
         .ok_or_else(|| Status::not_found(format!("vip {key} not found")))?
         .backends
         .get(addr)
-        .map(|b| b.settings)
+        .map(|b| b.settings.clone())
         .ok_or_else(|| Status::not_found(format!("backend {addr} of vip {key} not found")))
 }
 
@@ -237,11 +310,12 @@ impl LoadBalancer for Api {
             mac: mac(&r.mac)?,
             drain: r.drain,
             down: false,
+            check: r.check.map(check).transpose()?,
         };
         let mut c = self.control()?;
-        c.change(|s| s.add_backend(&key, addr, settings))
+        c.change(|s| s.add_backend(&key, addr, settings.clone()))
             .map_err(status)?;
-        Ok(Response::new(pb_backend(&c, &addr, &settings)))
+        Ok(Response::new(pb_backend(&c, &key, &addr, &settings)))
     }
 
     async fn remove_backend(
@@ -276,9 +350,41 @@ impl LoadBalancer for Api {
         if let Some(d) = r.drain {
             settings.drain = d;
         }
-        c.change(|s| s.update_backend(&key, &addr, settings))
+        if r.clear_check {
+            settings.check = None;
+        } else if let Some(hc) = r.check {
+            settings.check = Some(check(hc)?);
+        }
+        c.change(|s| s.update_backend(&key, &addr, settings.clone()))
             .map_err(status)?;
-        Ok(Response::new(pb_backend(&c, &addr, &settings)))
+        Ok(Response::new(pb_backend(&c, &key, &addr, &settings)))
+    }
+
+    async fn list_health(
+        &self,
+        _: Request<pb::Empty>,
+    ) -> Result<Response<pb::HealthResponse>, Status> {
+        let c = self.control()?;
+        let mut backends: Vec<pb::BackendHealth> = c
+            .health
+            .iter()
+            .map(|((vip, addr), h)| pb::BackendHealth {
+                vip: Some(pb_key(vip)),
+                address: addr.to_string(),
+                health: if h.healthy {
+                    pb::Health::Healthy
+                } else {
+                    pb::Health::Unhealthy
+                } as i32,
+                detail: h.detail.clone(),
+                consecutive_successes: h.successes,
+                consecutive_failures: h.failures,
+            })
+            .collect();
+        backends.sort_by(|a, b| {
+            (format!("{:?}", a.vip), &a.address).cmp(&(format!("{:?}", b.vip), &b.address))
+        });
+        Ok(Response::new(pb::HealthResponse { backends }))
     }
 
     async fn get_stats(&self, _: Request<pb::Empty>) -> Result<Response<pb::Stats>, Status> {

@@ -7,7 +7,9 @@
 
 mod args;
 mod grpc;
+mod health;
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,7 +22,7 @@ use dataplane::dpdk::{self, Eal, Mempool, Port, PortConfig};
 use dataplane::flow::FlowTable;
 use dataplane::neigh::{NeighConfig, NeighTable};
 use dataplane::packet::MacAddr;
-use dataplane::snapshot::{Publisher, Snapshot};
+use dataplane::snapshot::{Publisher, Snapshot, VipKey};
 use dataplane::stats::{Counters, DropReason, WorkerStats};
 use dataplane::worker::{Neighbors, Worker};
 use tracing::info;
@@ -128,6 +130,7 @@ fn run() -> Result<()> {
         publisher,
         learned,
         requests,
+        health: HashMap::new(),
     }));
 
     let last_snapshot = dpdk::scope(eal, |s| -> Result<Arc<Snapshot>> {
@@ -263,6 +266,8 @@ pub struct Control {
     pub publisher: Publisher,
     learned: &'static ArrayQueue<(IpAddr, MacAddr)>,
     requests: &'static ArrayQueue<IpAddr>,
+    /// Health-check verdicts: runtime state, never written to the state file.
+    pub health: HashMap<(VipKey, IpAddr), health::Status>,
 }
 
 /// Why a change was not applied.
@@ -289,9 +294,7 @@ impl Control {
     ) -> Result<T, ChangeError> {
         let mut next = self.state.clone();
         let out = f(&mut next)?;
-        let neigh = &self.neigh;
-        let snapshot =
-            Snapshot::build(&next.to_spec(self.generation + 1, self.mac, |a| neigh.mac(a)))?;
+        let snapshot = self.build_snapshot(&next)?;
         if let Some(path) = &self.state_path {
             next.save(path).map_err(|source| ChangeError::Persist {
                 path: path.display().to_string(),
@@ -304,6 +307,53 @@ impl Control {
         self.publisher.publish(snapshot);
         info!(generation = self.generation, "configuration changed");
         Ok(out)
+    }
+
+    /// The snapshot of `state` as the dataplane must see it: resolved MACs
+    /// filled in, backends failing their health checks down.
+    fn build_snapshot(
+        &self,
+        state: &State,
+    ) -> Result<Snapshot, dataplane::snapshot::SnapshotError> {
+        let mut spec = state.to_spec(self.generation + 1, self.mac, |a| self.neigh.mac(a));
+        for v in &mut spec.vips {
+            for b in &mut v.backends {
+                if self
+                    .health
+                    .get(&(v.key, b.addr))
+                    .is_some_and(|h| !h.healthy)
+                {
+                    b.state = dataplane::snapshot::BackendState::Down;
+                }
+            }
+        }
+        Snapshot::build(&spec)
+    }
+
+    /// Publish the current state again (health or a MAC changed; the state
+    /// file does not).
+    fn republish(&mut self) {
+        match self.build_snapshot(&self.state) {
+            Ok(s) => {
+                self.generation += 1;
+                self.publisher.publish(s);
+            }
+            Err(e) => tracing::error!(error = %e, "cannot publish; keeping the current snapshot"),
+        }
+    }
+
+    /// A health check's verdict changed (or was first given).
+    pub fn set_health(&mut self, vip: VipKey, addr: IpAddr, status: health::Status) {
+        let was = self.health.insert((vip, addr), status.clone());
+        let changed = was.as_ref().is_none_or(|w| w.healthy != status.healthy);
+        if changed && was.is_some() {
+            if status.healthy {
+                info!(%vip, backend = %addr, detail = status.detail, "backend up");
+            } else {
+                tracing::warn!(%vip, backend = %addr, detail = status.detail, "backend down");
+            }
+            self.republish();
+        }
     }
 
     /// The MAC a backend is forwarded to: static, resolved, or none yet.
@@ -326,9 +376,7 @@ impl Control {
             let _ = self.requests.push(ip);
         }
         if changed || forgotten {
-            if let Err(e) = self.change(|_| Ok(())) {
-                tracing::error!(error = %e, "cannot publish resolved neighbours");
-            }
+            self.republish();
         }
     }
 }
@@ -341,19 +389,27 @@ async fn monitor(
     opts: &Options,
     stats: &[WorkerStats],
     stop: &AtomicBool,
-    control: &Mutex<Control>,
+    control_arc: &Arc<Mutex<Control>>,
 ) {
+    let control: &Mutex<Control> = control_arc;
     let start = Instant::now();
     let mut last_rx = 0;
     let mut last_change = start;
     let mut last_print = start;
     let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let mut checks = health::Checks::default();
+    let mut ticks = 0u64;
     while !stop.load(Ordering::Relaxed) {
         tick.tick().await;
-        {
+        ticks += 1;
+        let wanted = {
             let mut c = control.lock().expect("control lock");
             c.resolve_neighbors(start.elapsed().as_secs() as u32);
             c.publisher.reap();
+            (ticks % 10 == 1).then(|| c.state.checks())
+        };
+        if let Some(wanted) = wanted {
+            checks.reconcile(wanted, control_arc);
         }
         let total: Counters = stats.iter().map(WorkerStats::read).sum();
         let now = Instant::now();

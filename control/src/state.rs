@@ -56,14 +56,80 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> StateError {
     }
 }
 
+/// How a backend's health is checked. Checks are ordinary connections from
+/// the host, so they leave through the exception path onto the data network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub kind: CheckKind,
+    /// Port to check; `None`: the VIP's port.
+    pub port: Option<u16>,
+    pub interval_ms: u32,
+    pub timeout_ms: u32,
+    /// Consecutive successes that bring a down backend up.
+    pub rise: u32,
+    /// Consecutive failures that bring an up backend down.
+    pub fall: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckKind {
+    /// A TCP connection must be accepted.
+    Tcp,
+    /// `GET path` must answer with `status`.
+    Http { path: String, status: u16 },
+}
+
+impl HealthCheck {
+    pub fn new(kind: CheckKind) -> HealthCheck {
+        HealthCheck {
+            kind,
+            port: None,
+            interval_ms: 2000,
+            timeout_ms: 1000,
+            rise: 2,
+            fall: 3,
+        }
+    }
+
+    /// `tcp`, `http:/path` or `none` (the CLI's and the file's short form).
+    pub fn parse_kind(s: &str) -> Result<Option<CheckKind>, StateError> {
+        match s {
+            "none" | "" => Ok(None),
+            "tcp" => Ok(Some(CheckKind::Tcp)),
+            _ => match s.strip_prefix("http:") {
+                Some(path) if path.starts_with('/') && !path.contains(char::is_whitespace) => {
+                    Ok(Some(CheckKind::Http {
+                        path: path.to_string(),
+                        status: 200,
+                    }))
+                }
+                _ => Err(invalid(
+                    "backend.check",
+                    format!("{s:?}: expected tcp, http:/path or none"),
+                )),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for CheckKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CheckKind::Tcp => f.write_str("tcp"),
+            CheckKind::Http { path, .. } => write!(f, "http:{path}"),
+        }
+    }
+}
+
 /// What an operator can set on a backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendSettings {
     pub weight: u32,
     pub mac: Option<MacAddr>,
     pub drain: bool,
-    /// Administratively down (health checks will drive this too).
+    /// Administratively down.
     pub down: bool,
+    pub check: Option<HealthCheck>,
 }
 
 impl BackendSettings {
@@ -90,6 +156,7 @@ impl Default for BackendSettings {
             mac: None,
             drain: false,
             down: false,
+            check: None,
         }
     }
 }
@@ -272,6 +339,18 @@ impl State {
         }
     }
 
+    /// Every health-checked backend: (VIP, address, check).
+    pub fn checks(&self) -> Vec<(VipKey, IpAddr, HealthCheck)> {
+        self.vips
+            .iter()
+            .flat_map(|(k, v)| {
+                v.backends
+                    .iter()
+                    .filter_map(move |(a, b)| b.settings.check.clone().map(|c| (*k, *a, c)))
+            })
+            .collect()
+    }
+
     /// Every backend address, with its static MAC if it has one.
     pub fn backend_addresses(&self) -> Vec<(IpAddr, Option<MacAddr>)> {
         self.vips
@@ -308,11 +387,32 @@ impl State {
                             format!("vip {key}, backend {}: {e}", b.address),
                         )
                     })?;
+                let check = match &b.check {
+                    None => None,
+                    Some(c) => {
+                        let kind = match HealthCheck::parse_kind(&c.kind)? {
+                            Some(CheckKind::Http { path, .. }) => Some(CheckKind::Http {
+                                path,
+                                status: c.status,
+                            }),
+                            other => other,
+                        };
+                        kind.map(|kind| HealthCheck {
+                            kind,
+                            port: c.port,
+                            interval_ms: c.interval_ms,
+                            timeout_ms: c.timeout_ms,
+                            rise: c.rise,
+                            fall: c.fall,
+                        })
+                    }
+                };
                 let settings = BackendSettings {
                     weight: b.weight,
                     mac,
                     drain: b.state == config::State::Draining,
                     down: b.state == config::State::Down,
+                    check,
                 };
                 s.add_backend(&key, b.address, settings)?;
             }
@@ -347,6 +447,18 @@ impl State {
                                 BackendState::Draining => config::State::Draining,
                                 BackendState::Down => config::State::Down,
                             },
+                            check: b.settings.check.as_ref().map(|c| config::Check {
+                                kind: c.kind.to_string(),
+                                status: match c.kind {
+                                    CheckKind::Http { status, .. } => status,
+                                    CheckKind::Tcp => 200,
+                                },
+                                port: c.port,
+                                interval_ms: c.interval_ms,
+                                timeout_ms: c.timeout_ms,
+                                rise: c.rise,
+                                fall: c.fall,
+                            }),
                         })
                         .collect(),
                 })
@@ -427,6 +539,51 @@ fn check_settings(s: &BackendSettings) -> Result<(), StateError> {
             return Err(invalid(
                 "backend.mac",
                 format!("{m} is not a unicast MAC address"),
+            ));
+        }
+    }
+    if let Some(c) = &s.check {
+        check_health(c)?;
+    }
+    Ok(())
+}
+
+fn check_health(c: &HealthCheck) -> Result<(), StateError> {
+    if !(100..=3_600_000).contains(&c.interval_ms) {
+        return Err(invalid(
+            "backend.check.interval_ms",
+            format!("{} is outside 100..=3600000", c.interval_ms),
+        ));
+    }
+    if c.timeout_ms == 0 || c.timeout_ms > c.interval_ms {
+        return Err(invalid(
+            "backend.check.timeout_ms",
+            format!(
+                "{} must be above 0 and at most the interval ({})",
+                c.timeout_ms, c.interval_ms
+            ),
+        ));
+    }
+    if !(1..=100).contains(&c.rise) {
+        return Err(invalid(
+            "backend.check.rise",
+            format!("{} is outside 1..=100", c.rise),
+        ));
+    }
+    if !(1..=100).contains(&c.fall) {
+        return Err(invalid(
+            "backend.check.fall",
+            format!("{} is outside 1..=100", c.fall),
+        ));
+    }
+    if c.port == Some(0) {
+        return Err(invalid("backend.check.port", "port 0 cannot be checked"));
+    }
+    if let CheckKind::Http { status, .. } = c.kind {
+        if !(100..=599).contains(&status) {
+            return Err(invalid(
+                "backend.check.status",
+                format!("{status} is not an HTTP status"),
             ));
         }
     }
@@ -553,6 +710,31 @@ mod tests {
         for (e, want) in cases {
             assert!(e.to_string().contains(want), "{e} should mention {want:?}");
         }
+        let bad_check = |f: fn(&mut HealthCheck)| {
+            let mut c = HealthCheck::new(CheckKind::Tcp);
+            f(&mut c);
+            s.clone()
+                .add_backend(
+                    &vip(443),
+                    be(11),
+                    BackendSettings {
+                        check: Some(c),
+                        ..Default::default()
+                    },
+                )
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(bad_check(|c| c.interval_ms = 10).contains("backend.check.interval_ms"));
+        assert!(bad_check(|c| c.timeout_ms = 5000).contains("backend.check.timeout_ms"));
+        assert!(bad_check(|c| c.rise = 0).contains("backend.check.rise"));
+        assert!(bad_check(|c| c.fall = 1000).contains("backend.check.fall"));
+        assert!(bad_check(|c| c.port = Some(0)).contains("backend.check.port"));
+        assert!(HealthCheck::parse_kind("http:health")
+            .unwrap_err()
+            .to_string()
+            .contains("tcp, http:/path or none"));
+        assert_eq!(HealthCheck::parse_kind("none").unwrap(), None);
         assert_eq!(s, before);
         let mut small = State::default();
         small.create_vip(vip(1), Some(251)).unwrap();
@@ -589,12 +771,28 @@ mod tests {
                 mac: Some(MacAddr([2, 0, 0, 0, 0, last])),
                 drain: last == 12,
                 down: false,
+                check: (last == 13).then(|| HealthCheck {
+                    port: Some(8080),
+                    interval_ms: 500,
+                    timeout_ms: 400,
+                    rise: 1,
+                    ..HealthCheck::new(CheckKind::Http {
+                        path: "/health".into(),
+                        status: 204,
+                    })
+                }),
             };
             s.add_backend(&vip(443), be(last), settings).unwrap();
         }
         s.save(&path).unwrap();
         let loaded = State::from_config(&Config::load(&path).unwrap()).unwrap();
         assert_eq!(loaded.to_config(), s.to_config());
+        assert_eq!(
+            loaded.checks(),
+            s.checks(),
+            "health checks survive the round trip"
+        );
+        assert_eq!(loaded.checks().len(), 1);
         let mac = MacAddr([2, 0, 0, 0, 0, 1]);
         let a = Snapshot::build(&s.to_spec(1, mac, |_| None)).unwrap();
         let b = Snapshot::build(&loaded.to_spec(1, mac, |_| None)).unwrap();

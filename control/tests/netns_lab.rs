@@ -124,6 +124,26 @@ fn build_lab(tag: &str) -> Lab {
     lab
 }
 
+/// One HTTP GET from the client through the VIP.
+fn http_get(lab: &Lab, cl: &str) -> bool {
+    let code = format!(
+        "import urllib.request; print(urllib.request.urlopen('http://{VIP}/', timeout=5).status)"
+    );
+    let out = lab.exec_status(cl, &["python3", "-c", &code]);
+    String::from_utf8_lossy(&out.stdout).trim() == "200"
+}
+
+/// `lbctl` is built next to `lbd` (`make test` builds every binary first).
+fn lbctl_path() -> std::path::PathBuf {
+    let p = std::path::Path::new(env!("CARGO_BIN_EXE_lbd")).with_file_name("lbctl");
+    assert!(
+        p.exists(),
+        "{} is missing: build it with `cargo build -p lbctl` (make test does)",
+        p.display()
+    );
+    p
+}
+
 fn mac_of(lab: &Lab, ns: &str, iface: &str) -> String {
     let out = lab.exec(ns, &["cat", &format!("/sys/class/net/{iface}/address")]);
     String::from_utf8_lossy(&out.stdout).trim().to_string()
@@ -146,7 +166,8 @@ fn dr_through_two_workers_and_the_exception_path() {
         lab.ns(3).to_string(),
     );
 
-    // The backend serves HTTP on the VIP.
+    // The backend serves HTTP on the VIP (and on its own address, where the
+    // health check asks).
     let server = Command::new("ip")
         .args([
             "netns",
@@ -156,7 +177,7 @@ fn dr_through_two_workers_and_the_exception_path() {
             "-m",
             "http.server",
             "--bind",
-            VIP,
+            "0.0.0.0",
             "80",
         ])
         .stdout(Stdio::null())
@@ -166,12 +187,32 @@ fn dr_through_two_workers_and_the_exception_path() {
     lab.children.push(server);
 
     let config = std::env::temp_dir().join(format!("lbd-lab-{}.toml", std::process::id()));
+    let socket = std::env::temp_dir().join(format!("lbd-lab-{}.sock", std::process::id()));
+    let lbctl = |args: &[&str]| -> serde_json::Value {
+        let out = Command::new(lbctl_path())
+            .arg("--socket")
+            .arg(&socket)
+            .args(["--output", "json"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "lbctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let health = |lbctl: &dyn Fn(&[&str]) -> serde_json::Value| {
+        lbctl(&["health"])[0]["health"].as_str().map(str::to_string)
+    };
     // No MAC for the backend: lbd resolves it with ARP from the dataplane.
     std::fs::write(
         &config,
         format!(
             "local_addresses = [\"{LOCAL}\"]\n[[vip]]\naddress = \"{VIP}\"\nport = 80\nprotocol = \"tcp\"\n\
-             [[vip.backend]]\naddress = \"{BACKEND}\"\n"
+             [[vip.backend]]\naddress = \"{BACKEND}\"\n\
+             [vip.backend.check]\nkind = \"http:/\"\ninterval_ms = 200\ntimeout_ms = 150\nrise = 2\nfall = 2\n"
         ),
     )
     .unwrap();
@@ -198,7 +239,8 @@ fn dr_through_two_workers_and_the_exception_path() {
             "--flows",
             "4096",
             "--json",
-            "--no-grpc",
+            "--grpc-socket",
+            &socket.display().to_string(),
         ]
         .map(String::from),
     );
@@ -237,11 +279,46 @@ fn dr_through_two_workers_and_the_exception_path() {
         .status
         .success()
     });
-    let mut ok = 0;
-    for _ in 0..20 {
-        let out = lab.exec_status(&cl, &["python3", "-c", &format!("import urllib.request; print(urllib.request.urlopen('http://{VIP}/', timeout=5).status)")]);
-        ok += usize::from(String::from_utf8_lossy(&out.stdout).trim() == "200");
-    }
+    wait_until("the backend's health check to pass", || {
+        health(&lbctl).as_deref() == Some("healthy")
+    });
+    let ok = (0..20).filter(|_| http_get(&lab, &cl)).count();
+
+    // The server dies: the HTTP check takes the backend down within
+    // fall x interval (plus a timeout); it comes back after rise successes.
+    let mut server = lab.children.remove(0);
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let died = Instant::now();
+    wait_until("the backend to be marked down", || {
+        health(&lbctl).as_deref() == Some("unhealthy")
+    });
+    let detection = died.elapsed();
+    let backend_state = lbctl(&["backend", "list", &format!("{VIP}:80/tcp")])[0]["state"].clone();
+    let restarted = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &be,
+            "python3",
+            "-m",
+            "http.server",
+            "--bind",
+            "0.0.0.0",
+            "80",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    lab.children.push(restarted);
+    wait_until("the backend to come back", || {
+        health(&lbctl).as_deref() == Some("healthy")
+    });
+    wait_until("a request through the VIP after recovery", || {
+        http_get(&lab, &cl)
+    });
+    let stats = lbctl(&["stats"]);
 
     let backend_mac = mac_of(&lab, &be, "eth0");
     let pid = lbd.id().to_string();
@@ -255,6 +332,18 @@ fn dr_through_two_workers_and_the_exception_path() {
     let report: serde_json::Value =
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
 
+    assert!(
+        detection < Duration::from_millis(2 * 200 + 150 + 600),
+        "down after {detection:?}"
+    );
+    assert_eq!(
+        backend_state, "down",
+        "a failing backend is down for the dataplane"
+    );
+    assert!(
+        stats["vips"][0]["packets"].as_u64().unwrap() >= 20,
+        "{stats}"
+    );
     assert!(
         ping_ok,
         "ping through the exception path: {}\n{report}",

@@ -43,6 +43,8 @@ enum Command {
     /// Real servers behind a VIP.
     #[command(subcommand)]
     Backend(BackendCommand),
+    /// Health-checked backends: verdict and last check.
+    Health,
     /// Counters per worker, VIP and backend.
     Stats,
     /// The dataplane: port, MAC, workers, EAL arguments.
@@ -66,6 +68,46 @@ enum VipCommand {
     },
 }
 
+/// Health check options of `backend add`.
+#[derive(Debug, clap::Args)]
+struct CheckArgs {
+    /// tcp, http:/path or none.
+    #[arg(long, default_value = "none")]
+    check: String,
+    /// Milliseconds between checks (default 2000).
+    #[arg(long)]
+    interval: Option<u32>,
+    /// Milliseconds a check may take (default 1000).
+    #[arg(long)]
+    timeout: Option<u32>,
+    /// Successes that bring a down backend up (default 2).
+    #[arg(long)]
+    rise: Option<u32>,
+    /// Failures that take an up backend down (default 3).
+    #[arg(long)]
+    fall: Option<u32>,
+    /// Port to check (default: the VIP's).
+    #[arg(long)]
+    check_port: Option<u32>,
+    /// HTTP status that means healthy (default 200).
+    #[arg(long)]
+    http_status: Option<u32>,
+}
+
+impl CheckArgs {
+    fn to_pb(&self) -> Option<pb::HealthCheck> {
+        (self.check != "none").then(|| pb::HealthCheck {
+            kind: self.check.clone(),
+            port: self.check_port.unwrap_or(0),
+            interval_ms: self.interval.unwrap_or(0),
+            timeout_ms: self.timeout.unwrap_or(0),
+            rise: self.rise.unwrap_or(0),
+            fall: self.fall.unwrap_or(0),
+            http_status: self.http_status.unwrap_or(0),
+        })
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum BackendCommand {
     Add {
@@ -79,6 +121,8 @@ enum BackendCommand {
         /// Add it draining (no new flows).
         #[arg(long)]
         drain: bool,
+        #[command(flatten)]
+        check: CheckArgs,
     },
     Del {
         vip: String,
@@ -162,6 +206,7 @@ async fn run(cli: Cli) -> Result<()> {
             weight,
             mac,
             drain,
+            check,
         }) => {
             let b = c
                 .add_backend(pb::AddBackendRequest {
@@ -170,6 +215,7 @@ async fn run(cli: Cli) -> Result<()> {
                     weight,
                     mac: mac.unwrap_or_default(),
                     drain,
+                    check: check.to_pb(),
                 })
                 .await
                 .map_err(server)?
@@ -208,6 +254,37 @@ async fn run(cli: Cli) -> Result<()> {
                 .map_err(server)?
                 .into_inner();
             print_backends(out, &v.backends);
+        }
+        Command::Health => {
+            let h = c
+                .list_health(pb::Empty {})
+                .await
+                .map_err(server)?
+                .into_inner();
+            match out {
+                Output::Json => {
+                    let v: Vec<Value> = h
+                        .backends
+                        .iter()
+                        .map(|b| json!({"vip": vip_text(&b.vip), "address": b.address, "health": health_text(b.health),
+                                        "detail": b.detail, "consecutive_successes": b.consecutive_successes,
+                                        "consecutive_failures": b.consecutive_failures}))
+                        .collect();
+                    println!("{}", Value::Array(v));
+                }
+                Output::Table => {
+                    println!("{:<28} {:<22} {:<10} DETAIL", "VIP", "BACKEND", "HEALTH");
+                    for b in &h.backends {
+                        println!(
+                            "{:<28} {:<22} {:<10} {}",
+                            vip_text(&b.vip),
+                            b.address,
+                            health_text(b.health),
+                            b.detail
+                        );
+                    }
+                }
+            }
         }
         Command::Stats => {
             let s = c
@@ -335,9 +412,19 @@ fn state_text(s: i32) -> &'static str {
     }
 }
 
+fn health_text(h: i32) -> &'static str {
+    match pb::Health::try_from(h) {
+        Ok(pb::Health::Healthy) => "healthy",
+        Ok(pb::Health::Unhealthy) => "unhealthy",
+        _ => "unchecked",
+    }
+}
+
 fn backend_json(b: &pb::Backend) -> Value {
     json!({"address": b.address, "weight": b.weight, "mac": b.mac, "effective_mac": b.effective_mac,
-           "state": state_text(b.state), "drain": b.drain})
+           "state": state_text(b.state), "drain": b.drain, "health": health_text(b.health),
+           "check": b.check.as_ref().map(|c| json!({"kind": c.kind, "port": c.port, "interval_ms": c.interval_ms,
+               "timeout_ms": c.timeout_ms, "rise": c.rise, "fall": c.fall, "http_status": c.http_status}))})
 }
 
 fn print_vips(out: Output, vips: &[pb::Vip]) {
