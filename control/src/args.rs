@@ -31,6 +31,9 @@ pub struct Options {
     no_grpc: bool,
     #[arg(skip)]
     pub grpc_socket: Option<std::path::PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9910).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Create this kernel interface (net_tap, with the port's MAC) as the
     /// exception path: traffic for the host (health checks, BGP, SSH) goes
     /// through it. Give it the `local_addresses` with `ip addr add`.

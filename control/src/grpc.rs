@@ -47,7 +47,12 @@ pub async fn bind(path: &Path) -> Result<UnixListener> {
 /// Serve until `stop` is set.
 pub async fn serve(listener: UnixListener, api: Api, stop: &AtomicBool) -> Result<()> {
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("building the reflection service")?;
     tonic::transport::Server::builder()
+        .add_service(reflection)
         .add_service(LoadBalancerServer::new(api))
         .serve_with_incoming_shutdown(incoming, async {
             while !stop.load(Ordering::Relaxed) {
@@ -192,7 +197,7 @@ fn pb_health(c: &Control, key: &VipKey, addr: &IpAddr) -> pb::Health {
     }
 }
 
-fn pb_key(k: &VipKey) -> pb::VipKey {
+pub fn pb_key(k: &VipKey) -> pb::VipKey {
     pb::VipKey {
         address: k.addr.to_string(),
         port: u32::from(k.port),
@@ -250,8 +255,30 @@ fn settings_of(c: &Control, key: &VipKey, addr: &IpAddr) -> Result<BackendSettin
         .ok_or_else(|| Status::not_found(format!("backend {addr} of vip {key} not found")))
 }
 
+type EventStream =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::Event, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl LoadBalancer for Api {
+    type WatchStream = EventStream;
+
+    async fn watch(&self, _: Request<pb::Empty>) -> Result<Response<EventStream>, Status> {
+        use tokio_stream::StreamExt;
+        let rx = self.control()?.events.subscribe();
+        let stream = tokio_stream::wrappers::BroadcastStream::new(rx).map(|e| {
+            Ok(match e {
+                Ok(ev) => ev,
+                Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
+                    pb::Event {
+                        time_ms: 0,
+                        kind: Some(pb::event::Kind::Missed(pb::EventsMissed { count: n })),
+                    }
+                }
+            })
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
     async fn create_vip(
         &self,
         req: Request<pb::CreateVipRequest>,
@@ -260,7 +287,8 @@ impl LoadBalancer for Api {
         let key = vip_key(r.vip)?;
         let size = (r.table_size != 0).then_some(r.table_size);
         let mut c = self.control()?;
-        c.change(|s| s.create_vip(key, size)).map_err(status)?;
+        c.change(&format!("vip {key} created"), |s| s.create_vip(key, size))
+            .map_err(status)?;
         let v = pb_vip(&c, &key, &c.state.vips()[&key]);
         Ok(Response::new(v))
     }
@@ -268,7 +296,7 @@ impl LoadBalancer for Api {
     async fn delete_vip(&self, req: Request<pb::VipKey>) -> Result<Response<pb::Empty>, Status> {
         let key = vip_key(Some(req.into_inner()))?;
         self.control()?
-            .change(|s| s.delete_vip(&key))
+            .change(&format!("vip {key} deleted"), |s| s.delete_vip(&key))
             .map_err(status)?;
         Ok(Response::new(pb::Empty {}))
     }
@@ -313,8 +341,10 @@ impl LoadBalancer for Api {
             check: r.check.map(check).transpose()?,
         };
         let mut c = self.control()?;
-        c.change(|s| s.add_backend(&key, addr, settings.clone()))
-            .map_err(status)?;
+        c.change(&format!("backend {addr} added to {key}"), |s| {
+            s.add_backend(&key, addr, settings.clone())
+        })
+        .map_err(status)?;
         Ok(Response::new(pb_backend(&c, &key, &addr, &settings)))
     }
 
@@ -326,7 +356,9 @@ impl LoadBalancer for Api {
         let key = vip_key(r.vip)?;
         let addr = backend_addr(&r.address)?;
         self.control()?
-            .change(|s| s.remove_backend(&key, &addr))
+            .change(&format!("backend {addr} removed from {key}"), |s| {
+                s.remove_backend(&key, &addr)
+            })
             .map_err(status)?;
         Ok(Response::new(pb::Empty {}))
     }
@@ -355,8 +387,10 @@ impl LoadBalancer for Api {
         } else if let Some(hc) = r.check {
             settings.check = Some(check(hc)?);
         }
-        c.change(|s| s.update_backend(&key, &addr, settings.clone()))
-            .map_err(status)?;
+        c.change(&format!("backend {addr} of {key} updated"), |s| {
+            s.update_backend(&key, &addr, settings.clone())
+        })
+        .map_err(status)?;
         Ok(Response::new(pb_backend(&c, &key, &addr, &settings)))
     }
 

@@ -8,6 +8,7 @@
 mod args;
 mod grpc;
 mod health;
+mod metrics;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -77,6 +78,13 @@ fn run() -> Result<()> {
         Some(path) => Some(rt.block_on(grpc::bind(path))?),
         None => None,
     };
+    let metrics_listener = match opts.metrics_listen {
+        Some(addr) => Some(
+            rt.block_on(tokio::net::TcpListener::bind(addr))
+                .with_context(|| format!("metrics listener on {addr}"))?,
+        ),
+        None => None,
+    };
 
     let eal = Eal::init(&eal_args).context("starting EAL")?;
     let lcores = eal.worker_lcores();
@@ -131,6 +139,7 @@ fn run() -> Result<()> {
         learned,
         requests,
         health: HashMap::new(),
+        events: tokio::sync::broadcast::channel(1024).0,
     }));
 
     let last_snapshot = dpdk::scope(eal, |s| -> Result<Arc<Snapshot>> {
@@ -170,6 +179,11 @@ fn run() -> Result<()> {
             port: opts.port.clone(),
             eal_args: eal_args.clone(),
         };
+        let source = metrics::Source {
+            control: Arc::clone(&control),
+            stats,
+            lcores: lcores.clone(),
+        };
         rt.block_on(async {
             let server = async {
                 match listener {
@@ -177,9 +191,19 @@ fn run() -> Result<()> {
                     None => Ok(()),
                 }
             };
-            let (served, ()) = tokio::join!(server, monitor(&opts, stats, &stop, &control));
+            let exposition = async {
+                match metrics_listener {
+                    Some(l) => metrics::serve(l, source, &stop).await,
+                    None => Ok(()),
+                }
+            };
+            let (served, exposed, ()) =
+                tokio::join!(server, exposition, monitor(&opts, stats, &stop, &control));
             if let Err(e) = &served {
                 tracing::error!(error = %e, "gRPC server");
+            }
+            if let Err(e) = &exposed {
+                tracing::error!(error = %e, "metrics server");
             }
         });
         Ok(control.lock().expect("control lock").publisher.current())
@@ -268,6 +292,8 @@ pub struct Control {
     requests: &'static ArrayQueue<IpAddr>,
     /// Health-check verdicts: runtime state, never written to the state file.
     pub health: HashMap<(VipKey, IpAddr), health::Status>,
+    /// Events for `Watch` subscribers.
+    pub events: tokio::sync::broadcast::Sender<lb_proto::v1::Event>,
 }
 
 /// Why a change was not applied.
@@ -290,6 +316,7 @@ impl Control {
     /// or failed change leaves everything as it was.
     pub fn change<T>(
         &mut self,
+        what: &str,
         f: impl FnOnce(&mut State) -> Result<T, StateError>,
     ) -> Result<T, ChangeError> {
         let mut next = self.state.clone();
@@ -305,8 +332,25 @@ impl Control {
         self.neigh.set_wanted(self.state.backend_addresses());
         self.generation += 1;
         self.publisher.publish(snapshot);
-        info!(generation = self.generation, "configuration changed");
+        info!(generation = self.generation, what, "configuration changed");
+        self.emit(lb_proto::v1::event::Kind::Config(
+            lb_proto::v1::ConfigChanged {
+                generation: self.generation,
+                what: what.to_string(),
+            },
+        ));
         Ok(out)
+    }
+
+    fn emit(&self, kind: lb_proto::v1::event::Kind) {
+        let time_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        // No subscriber is not an error.
+        let _ = self.events.send(lb_proto::v1::Event {
+            time_ms,
+            kind: Some(kind),
+        });
     }
 
     /// The snapshot of `state` as the dataplane must see it: resolved MACs
@@ -353,6 +397,19 @@ impl Control {
                 tracing::warn!(%vip, backend = %addr, detail = status.detail, "backend down");
             }
             self.republish();
+            let health = if status.healthy {
+                lb_proto::v1::Health::Healthy
+            } else {
+                lb_proto::v1::Health::Unhealthy
+            };
+            self.emit(lb_proto::v1::event::Kind::Backend(
+                lb_proto::v1::BackendHealthChanged {
+                    vip: Some(grpc::pb_key(&vip)),
+                    address: addr.to_string(),
+                    health: health as i32,
+                    detail: status.detail.clone(),
+                },
+            ));
         }
     }
 

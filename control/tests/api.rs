@@ -27,6 +27,10 @@ struct Lbd {
 
 impl Lbd {
     fn start(dir: &Path, tag: &str) -> Lbd {
+        Lbd::start_with(dir, tag, &[])
+    }
+
+    fn start_with(dir: &Path, tag: &str, extra: &[&str]) -> Lbd {
         let socket = dir.join("lbd.sock");
         let mut args = eal::eal_args(tag, "0@0,1@1", &["net_null0,size=64"]);
         let state = dir.join("state.toml").display().to_string();
@@ -45,6 +49,7 @@ impl Lbd {
             ]
             .map(String::from),
         );
+        args.extend(extra.iter().map(|s| s.to_string()));
         let child = Command::new(env!("CARGO_BIN_EXE_lbd"))
             .args(&args)
             .stdout(Stdio::null())
@@ -127,7 +132,22 @@ fn lbctl_drives_lbd_and_state_survives_a_restart() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
 
-    let lbd = Lbd::start(&dir, "api1");
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
+    let lbd = Lbd::start_with(&dir, "api1", &["--metrics-listen", &metrics_addr]);
+    // Watch events while the configuration changes.
+    let events = Command::new(lbctl_path())
+        .arg("--socket")
+        .arg(&lbd.socket)
+        .args(["--output", "json", "events", "--count", "2"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
     assert!(lbd.ok(&["vip", "add", VIP]).contains(VIP));
     lbd.ok(&[
         "vip",
@@ -150,6 +170,19 @@ fn lbctl_drives_lbd_and_state_survives_a_restart() {
     lbd.ok(&["backend", "set-weight", VIP, "192.0.2.11", "3"]);
     lbd.ok(&["backend", "add", VIP, "192.0.2.14"]);
     lbd.ok(&["backend", "del", VIP, "192.0.2.14"]);
+
+    let events = events.wait_with_output().unwrap();
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&events.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0]["kind"], "config");
+    assert_eq!(lines[0]["event"]["what"], format!("vip {VIP} created"));
+    assert!(lines[1]["event"]["what"]
+        .as_str()
+        .unwrap()
+        .contains("[2001:db8::10]:5000/udp"));
 
     let vips = lbd.json(&["vip", "list"]);
     let list = vips.as_array().unwrap();
@@ -257,6 +290,25 @@ fn lbctl_drives_lbd_and_state_survives_a_restart() {
     );
     assert!(info["state_file"].as_str().unwrap().ends_with("state.toml"));
 
+    // Prometheus exposition.
+    let metrics = match try_http_get(&metrics_addr, "/metrics") {
+        Ok(m) => m,
+        Err(e) => panic!("scraping {metrics_addr}: {e}\nlbd: {}", lbd.stop()),
+    };
+    assert!(metrics.starts_with("HTTP/1.1 200 OK"), "{metrics}");
+    for line in [
+        "# TYPE lb_worker_rx_packets_total counter",
+        "lb_worker_drops_total{worker=\"1\",reason=\"not_for_us\"}",
+        "# TYPE lb_backend_up gauge",
+        "lb_backend_up{vip=\"198.51.100.10:443/tcp\",backend=\"192.0.2.11\"} 1",
+        "lb_backend_up{vip=\"198.51.100.10:443/tcp\",backend=\"192.0.2.13\"} 0",
+        "lb_vip_packets_total{vip=\"198.51.100.10:443/tcp\"} 0",
+        "lb_vips 2",
+    ] {
+        assert!(metrics.contains(line), "missing {line:?} in\n{metrics}");
+    }
+    assert!(http_get(&metrics_addr, "/other").starts_with("HTTP/1.1 404"));
+
     // A second lbd on the same socket refuses to start.
     let mut args = eal::eal_args("api-dup", "0@0,1@1", &["net_null0"]);
     args.extend(
@@ -288,6 +340,21 @@ fn lbctl_drives_lbd_and_state_survives_a_restart() {
     assert_eq!(lbd.json(&["vip", "list"]), vips);
     lbd.stop();
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    try_http_get(addr, path).unwrap()
+}
+
+fn try_http_get(addr: &str, path: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    // Deliberately in pieces (write! issues several writes): the server must
+    // reassemble the request line.
+    write!(s, "GET {path} HTTP/1.1\r\nHost: lbd\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
 }
 
 fn lbd_socket_gone(dir: &Path) -> bool {

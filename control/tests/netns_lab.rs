@@ -124,6 +124,18 @@ fn build_lab(tag: &str) -> Lab {
     lab
 }
 
+/// lbd must not outlive a failed test (it would spin on its cores).
+struct KillOnDrop(Option<Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// One HTTP GET from the client through the VIP.
 fn http_get(lab: &Lab, cl: &str) -> bool {
     let code = format!(
@@ -241,15 +253,19 @@ fn dr_through_two_workers_and_the_exception_path() {
             "--json",
             "--grpc-socket",
             &socket.display().to_string(),
+            "--metrics-listen",
+            "127.0.0.1:9910",
         ]
         .map(String::from),
     );
-    let lbd = Command::new("ip")
-        .args(&args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut lbd = KillOnDrop(Some(
+        Command::new("ip")
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ));
 
     // The host behind the exception interface gets the port's own address.
     wait_until("the exception interface", || {
@@ -319,8 +335,22 @@ fn dr_through_two_workers_and_the_exception_path() {
         http_get(&lab, &cl)
     });
     let stats = lbctl(&["stats"]);
+    // Prometheus, scraped inside lbd's namespace.
+    let metrics = String::from_utf8(
+        lab.exec(&lb, &["curl", "-sf", "http://127.0.0.1:9910/metrics"])
+            .stdout,
+    )
+    .unwrap();
+    let sample = |name: &str| -> u64 {
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} in\n{metrics}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
 
     let backend_mac = mac_of(&lab, &be, "eth0");
+    let lbd = lbd.0.take().unwrap();
     let pid = lbd.id().to_string();
     // `ip netns exec` runs lbd as its child (exec): signal the real process.
     let _ = Command::new("pkill").args(["-TERM", "-P", &pid]).status();
@@ -343,6 +373,23 @@ fn dr_through_two_workers_and_the_exception_path() {
     assert!(
         stats["vips"][0]["packets"].as_u64().unwrap() >= 20,
         "{stats}"
+    );
+    assert!(
+        sample("lb_vip_packets_total{vip=\"198.51.100.10:80/tcp\"}") >= 20,
+        "{metrics}"
+    );
+    assert!(
+        sample("lb_backend_new_flows_total{vip=\"198.51.100.10:80/tcp\",backend=\"192.0.2.11\"}")
+            >= 20
+    );
+    assert_eq!(
+        sample("lb_backend_healthy{vip=\"198.51.100.10:80/tcp\",backend=\"192.0.2.11\"}"),
+        1
+    );
+    assert!(
+        sample("lb_worker_to_kernel_total{worker=\"1\"}")
+            + sample("lb_worker_to_kernel_total{worker=\"2\"}")
+            >= 3
     );
     assert!(
         ping_ok,

@@ -46,7 +46,20 @@ enum Command {
     /// Health-checked backends: verdict and last check.
     Health,
     /// Counters per worker, VIP and backend.
-    Stats,
+    Stats {
+        /// Print again every interval until interrupted.
+        #[arg(long)]
+        watch: bool,
+        /// Seconds between prints with --watch.
+        #[arg(long, default_value_t = 2)]
+        interval: u64,
+    },
+    /// Stream events (backend up/down, configuration changes) as they happen.
+    Events {
+        /// Exit after this many events.
+        #[arg(long)]
+        count: Option<u64>,
+    },
     /// The dataplane: port, MAC, workers, EAL arguments.
     Info,
 }
@@ -286,13 +299,31 @@ async fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
-        Command::Stats => {
+        Command::Stats { watch, interval } => loop {
             let s = c
                 .get_stats(pb::Empty {})
                 .await
                 .map_err(server)?
                 .into_inner();
             print_stats(out, &s);
+            if !watch {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(interval.max(1))).await;
+            if out == Output::Table {
+                println!();
+            }
+        },
+        Command::Events { count } => {
+            let mut stream = c.watch(pb::Empty {}).await.map_err(server)?.into_inner();
+            let mut seen = 0;
+            while count.is_none_or(|n| seen < n) {
+                let Some(ev) = stream.message().await.map_err(server)? else {
+                    bail!("lbd closed the event stream");
+                };
+                print_event(out, &ev);
+                seen += 1;
+            }
         }
         Command::Info => {
             let i = c.get_info(pb::Empty {}).await.map_err(server)?.into_inner();
@@ -548,6 +579,40 @@ fn print_stats(out: Output, s: &pb::Stats) {
                 }
             }
         }
+    }
+}
+
+fn print_event(out: Output, ev: &pb::Event) {
+    let (kind, text, v) = match &ev.kind {
+        Some(pb::event::Kind::Backend(b)) => (
+            "backend",
+            format!(
+                "{} {} {}: {}",
+                vip_text(&b.vip),
+                b.address,
+                health_text(b.health),
+                b.detail
+            ),
+            json!({"vip": vip_text(&b.vip), "address": b.address, "health": health_text(b.health), "detail": b.detail}),
+        ),
+        Some(pb::event::Kind::Config(c)) => (
+            "config",
+            format!("generation {}: {}", c.generation, c.what),
+            json!({"generation": c.generation, "what": c.what}),
+        ),
+        Some(pb::event::Kind::Missed(m)) => (
+            "missed",
+            format!("{} events missed (too slow)", m.count),
+            json!({"count": m.count}),
+        ),
+        None => ("unknown", String::new(), json!({})),
+    };
+    match out {
+        Output::Json => println!(
+            "{}",
+            json!({"time_ms": ev.time_ms, "kind": kind, "event": v})
+        ),
+        Output::Table => println!("{} {kind:<8} {text}", ev.time_ms),
     }
 }
 

@@ -5,4 +5,7 @@
 
 pub mod v1 {
     tonic::include_proto!("lb.v1");
+
+    /// The encoded descriptors of `lb.proto`, for server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("lb_descriptor");
 }

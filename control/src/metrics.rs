@@ -1,0 +1,313 @@
+//! Prometheus text exposition (format 0.0.4) at `/metrics`: per worker
+//! packets and drops by reason, per VIP and backend packets, bytes and new
+//! flows, backend state and health, and control-plane gauges. Counters are
+//! `_total`, sizes in bytes; labels `worker`, `reason`, `vip`, `backend`.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use dataplane::snapshot::BackendState;
+use dataplane::stats::{DropReason, WorkerStats};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use crate::Control;
+
+/// What the exposition reads.
+#[derive(Clone)]
+pub struct Source {
+    pub control: Arc<Mutex<Control>>,
+    pub stats: &'static [WorkerStats],
+    pub lcores: Vec<u32>,
+}
+
+/// Answer `GET /metrics` until `stop` is set.
+pub async fn serve(listener: TcpListener, source: Source, stop: &AtomicBool) -> Result<()> {
+    let stopped = async {
+        while !stop.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::pin!(stopped);
+    loop {
+        let conn = tokio::select! {
+            () = &mut stopped => return Ok(()),
+            conn = listener.accept() => conn,
+        };
+        let (mut stream, _) = conn.context("accepting a metrics connection")?;
+        let source = source.clone();
+        tokio::spawn(async move {
+            // The request line may arrive in pieces: read until it is whole.
+            let mut buf = [0u8; 1024];
+            let mut n = 0;
+            let read_line = async {
+                while n < buf.len() && !buf[..n].windows(2).any(|w| w == b"\r\n") {
+                    match stream.read(&mut buf[n..]).await {
+                        Ok(0) | Err(_) => return false,
+                        Ok(k) => n += k,
+                    }
+                }
+                true
+            };
+            if !matches!(
+                tokio::time::timeout(Duration::from_secs(5), read_line).await,
+                Ok(true)
+            ) {
+                return;
+            }
+            let line = String::from_utf8_lossy(&buf[..n]);
+            let response = if line.starts_with("GET /metrics ") || line.starts_with("GET /metrics?")
+            {
+                let body = render(&source);
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+            } else {
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    .to_string()
+            };
+            let _ = stream.write_all(response.as_bytes()).await;
+        });
+    }
+}
+
+struct Family<'a> {
+    out: &'a mut String,
+}
+
+impl Family<'_> {
+    fn header(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: u64) {
+        let _ = write!(self.out, "{name}");
+        if !labels.is_empty() {
+            let inner: Vec<String> = labels
+                .iter()
+                .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+                .collect();
+            let _ = write!(self.out, "{{{}}}", inner.join(","));
+        }
+        let _ = writeln!(self.out, " {value}");
+    }
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+struct BackendRow {
+    vip: String,
+    backend: String,
+    packets: u64,
+    bytes: u64,
+    new_flows: u64,
+    up: bool,
+    healthy: Option<bool>,
+}
+
+type RowValue = fn(&BackendRow) -> u64;
+
+pub fn render(source: &Source) -> String {
+    let mut out = String::new();
+    let mut f = Family { out: &mut out };
+    let workers: Vec<(String, dataplane::stats::Counters)> = source
+        .lcores
+        .iter()
+        .zip(source.stats)
+        .map(|(l, s)| (l.to_string(), s.read()))
+        .collect();
+
+    type Get = fn(&dataplane::stats::Counters) -> u64;
+    let per_worker: [(&str, &str, &str, Get); 9] = [
+        (
+            "lb_worker_rx_packets_total",
+            "counter",
+            "Packets received by a worker.",
+            |c| c.rx_packets,
+        ),
+        (
+            "lb_worker_rx_bytes_total",
+            "counter",
+            "Bytes received by a worker.",
+            |c| c.rx_bytes,
+        ),
+        (
+            "lb_worker_tx_packets_total",
+            "counter",
+            "Packets transmitted by a worker.",
+            |c| c.tx_packets,
+        ),
+        (
+            "lb_worker_tx_bytes_total",
+            "counter",
+            "Bytes transmitted by a worker.",
+            |c| c.tx_bytes,
+        ),
+        (
+            "lb_worker_tx_failed_total",
+            "counter",
+            "Packets the device refused on transmit (freed).",
+            |c| c.tx_dropped,
+        ),
+        (
+            "lb_worker_forwarded_total",
+            "counter",
+            "Packets forwarded to backends.",
+            |c| c.forwarded,
+        ),
+        (
+            "lb_worker_new_flows_total",
+            "counter",
+            "Flows that got a backend from Maglev.",
+            |c| c.new_flows,
+        ),
+        (
+            "lb_worker_to_kernel_total",
+            "counter",
+            "Packets passed to the host through the exception path.",
+            |c| c.to_kernel,
+        ),
+        (
+            "lb_worker_active_flows",
+            "gauge",
+            "Entries in the worker's flow table.",
+            |c| c.active_flows,
+        ),
+    ];
+    for (name, kind, help, get) in per_worker {
+        f.header(name, kind, help);
+        for (w, c) in &workers {
+            f.sample(name, &[("worker", w)], get(c));
+        }
+    }
+    f.header(
+        "lb_worker_drops_total",
+        "counter",
+        "Packets dropped, by reason.",
+    );
+    for (w, c) in &workers {
+        for r in DropReason::ALL {
+            f.sample(
+                "lb_worker_drops_total",
+                &[("worker", w), ("reason", r.as_str())],
+                c.drop_count(r),
+            );
+        }
+    }
+
+    let Ok(control) = source.control.lock() else {
+        return out;
+    };
+    let snap = control.publisher.current();
+    let mut rows = Vec::new();
+    for v in snap.vips() {
+        for &slot in &v.backends {
+            let Some(b) = snap.backend(slot) else {
+                continue;
+            };
+            let mut row = BackendRow {
+                vip: v.key.to_string(),
+                backend: b.addr.to_string(),
+                packets: 0,
+                bytes: 0,
+                new_flows: 0,
+                up: b.state == BackendState::Up && b.mac.is_some(),
+                healthy: control.health.get(&(v.key, b.addr)).map(|h| h.healthy),
+            };
+            for w in source.stats {
+                let (p, by, n) = w.backend(slot);
+                row.packets += p;
+                row.bytes += by;
+                row.new_flows += n;
+            }
+            rows.push(row);
+        }
+    }
+    let vips: Vec<String> = snap.vips().iter().map(|v| v.key.to_string()).collect();
+    let per_vip: [(&str, &str, RowValue); 3] = [
+        (
+            "lb_vip_packets_total",
+            "Packets forwarded for a VIP.",
+            |b| b.packets,
+        ),
+        ("lb_vip_bytes_total", "Bytes forwarded for a VIP.", |b| {
+            b.bytes
+        }),
+        ("lb_vip_new_flows_total", "New flows of a VIP.", |b| {
+            b.new_flows
+        }),
+    ];
+    for (name, help, get) in per_vip {
+        f.header(name, "counter", help);
+        for vip in &vips {
+            f.sample(
+                name,
+                &[("vip", vip)],
+                rows.iter().filter(|r| &r.vip == vip).map(get).sum(),
+            );
+        }
+    }
+    let per_backend: [(&str, &str, &str, RowValue); 4] = [
+        (
+            "lb_backend_packets_total",
+            "counter",
+            "Packets forwarded to a backend.",
+            |b| b.packets,
+        ),
+        (
+            "lb_backend_bytes_total",
+            "counter",
+            "Bytes forwarded to a backend.",
+            |b| b.bytes,
+        ),
+        (
+            "lb_backend_new_flows_total",
+            "counter",
+            "New flows given to a backend.",
+            |b| b.new_flows,
+        ),
+        (
+            "lb_backend_up",
+            "gauge",
+            "1 when the backend takes new flows (up and reachable), else 0.",
+            |b| u64::from(b.up),
+        ),
+    ];
+    for (name, kind, help, get) in per_backend {
+        f.header(name, kind, help);
+        for r in &rows {
+            f.sample(name, &[("vip", &r.vip), ("backend", &r.backend)], get(r));
+        }
+    }
+    f.header(
+        "lb_backend_healthy",
+        "gauge",
+        "Health check verdict: 1 healthy, 0 failing (absent when unchecked).",
+    );
+    for r in &rows {
+        if let Some(h) = r.healthy {
+            f.sample(
+                "lb_backend_healthy",
+                &[("vip", &r.vip), ("backend", &r.backend)],
+                u64::from(h),
+            );
+        }
+    }
+    f.header(
+        "lb_snapshot_generation",
+        "gauge",
+        "Generation of the forwarding snapshot published to workers.",
+    );
+    f.sample("lb_snapshot_generation", &[], control.generation);
+    f.header("lb_vips", "gauge", "Configured VIPs.");
+    f.sample("lb_vips", &[], control.state.vips().len() as u64);
+    out
+}
