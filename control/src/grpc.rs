@@ -394,6 +394,37 @@ impl LoadBalancer for Api {
         Ok(Response::new(pb_backend(&c, &key, &addr, &settings)))
     }
 
+    async fn apply(
+        &self,
+        req: Request<pb::ApplyRequest>,
+    ) -> Result<Response<pb::ApplyResponse>, Status> {
+        let r = req.into_inner();
+        let config: control::config::Config =
+            toml::from_str(&r.toml).map_err(|e| invalid("toml", e.to_string().trim()))?;
+        let desired = control::state::State::from_config(&config).map_err(|e| status(e.into()))?;
+        let mut c = self.control()?;
+        let changes = c
+            .state
+            .clone()
+            .converge(&desired)
+            .map_err(|e| status(e.into()))?;
+        if !changes.is_empty() && !r.dry_run {
+            let what = format!("apply: {}", changes.join("; "));
+            c.change(&what, |s| s.converge(&desired)).map_err(status)?;
+        }
+        Ok(Response::new(pb::ApplyResponse {
+            changes,
+            snapshot_generation: c.generation,
+        }))
+    }
+
+    async fn export(&self, _: Request<pb::Empty>) -> Result<Response<pb::ExportResponse>, Status> {
+        let c = self.control()?;
+        let text = toml::to_string_pretty(&c.state.to_config())
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(pb::ExportResponse { toml: text }))
+    }
+
     async fn list_health(
         &self,
         _: Request<pb::Empty>,

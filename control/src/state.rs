@@ -204,6 +204,65 @@ impl State {
         Ok(())
     }
 
+    /// Make this state equal to `desired` (a whole configuration, e.g. from
+    /// `lbctl apply`) with the fewest changes: backends that stay keep their
+    /// identity and so their flows. Returns what changed, in words; empty
+    /// when already converged. All or nothing: on error, `self` may be
+    /// partly changed, so callers work on a copy ([`crate`]'s `change` does).
+    pub fn converge(&mut self, desired: &State) -> Result<Vec<String>, StateError> {
+        let mut changes = Vec::new();
+        if self.local_addresses != desired.local_addresses {
+            self.local_addresses = desired.local_addresses.clone();
+            changes.push(format!("local addresses set to {:?}", self.local_addresses));
+        }
+        let gone: Vec<VipKey> = self
+            .vips
+            .keys()
+            .filter(|k| !desired.vips.contains_key(k))
+            .copied()
+            .collect();
+        for key in gone {
+            self.delete_vip(&key)?;
+            changes.push(format!("vip {key} deleted"));
+        }
+        for (key, want) in &desired.vips {
+            if !self.vips.contains_key(key) {
+                self.create_vip(*key, Some(want.table_size))?;
+                changes.push(format!("vip {key} created"));
+            }
+            let have = &self.vips[key];
+            let removed: Vec<IpAddr> = have
+                .backends
+                .keys()
+                .filter(|a| !want.backends.contains_key(a))
+                .copied()
+                .collect();
+            for addr in removed {
+                self.remove_backend(key, &addr)?;
+                changes.push(format!("backend {addr} removed from {key}"));
+            }
+            if self.vips[key].table_size != want.table_size {
+                check_table_size(want.table_size, want.backends.len())?;
+                self.vip_mut(key)?.table_size = want.table_size;
+                changes.push(format!("vip {key} table size set to {}", want.table_size));
+            }
+            for (addr, b) in &want.backends {
+                match self.vips[key].backends.get(addr) {
+                    None => {
+                        self.add_backend(key, *addr, b.settings.clone())?;
+                        changes.push(format!("backend {addr} added to {key}"));
+                    }
+                    Some(cur) if cur.settings != b.settings => {
+                        self.update_backend(key, addr, b.settings.clone())?;
+                        changes.push(format!("backend {addr} of {key} updated"));
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        Ok(changes)
+    }
+
     pub fn delete_vip(&mut self, key: &VipKey) -> Result<(), StateError> {
         let vip = self
             .vips
@@ -753,6 +812,42 @@ mod tests {
             2,
             "nothing half-applied"
         );
+    }
+
+    #[test]
+    fn converge_changes_only_what_differs_and_keeps_identities() {
+        let mut cur = State::default();
+        cur.create_vip(vip(443), None).unwrap();
+        cur.create_vip(vip(80), None).unwrap();
+        let keep = cur
+            .add_backend(&vip(443), be(11), BackendSettings::default())
+            .unwrap();
+        cur.add_backend(&vip(443), be(12), BackendSettings::default())
+            .unwrap();
+        let mut want = cur.clone();
+        want.delete_vip(&vip(80)).unwrap();
+        want.remove_backend(&vip(443), &be(12)).unwrap();
+        want.add_backend(&vip(443), be(13), BackendSettings::default())
+            .unwrap();
+        want.update_backend(
+            &vip(443),
+            &be(11),
+            BackendSettings {
+                weight: 5,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        want.create_vip(vip(8443), Some(655373)).unwrap();
+        let changes = cur.converge(&want).unwrap();
+        assert_eq!(changes.len(), 5, "{changes:?}");
+        assert_eq!(cur.to_config(), want.to_config());
+        assert_eq!(
+            cur.vips()[&vip(443)].backends[&be(11)].id,
+            keep,
+            "an updated backend keeps its identity"
+        );
+        assert!(cur.converge(&want).unwrap().is_empty(), "idempotent");
     }
 
     #[test]

@@ -45,6 +45,17 @@ enum Command {
     Backend(BackendCommand),
     /// Health-checked backends: verdict and last check.
     Health,
+    /// Converge lbd to a configuration file (the state-file TOML format),
+    /// atomically, printing what changed.
+    Apply {
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// Show what would change, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Print the current configuration in the state-file format.
+    Export,
     /// Counters per worker, VIP and backend.
     Stats {
         /// Print again every interval until interrupted.
@@ -267,6 +278,38 @@ async fn run(cli: Cli) -> Result<()> {
                 .map_err(server)?
                 .into_inner();
             print_backends(out, &v.backends);
+        }
+        Command::Apply { file, dry_run } => {
+            let toml = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let r = c
+                .apply(pb::ApplyRequest { toml, dry_run })
+                .await
+                .map_err(server)?
+                .into_inner();
+            match out {
+                Output::Json => println!(
+                    "{}",
+                    json!({"changes": r.changes, "dry_run": dry_run, "snapshot_generation": r.snapshot_generation})
+                ),
+                Output::Table if r.changes.is_empty() => {
+                    println!("no change: lbd already matches {}", file.display())
+                }
+                Output::Table => {
+                    let verb = if dry_run { "would change" } else { "changed" };
+                    println!("{verb} ({}):", r.changes.len());
+                    for ch in &r.changes {
+                        println!("  {ch}");
+                    }
+                }
+            }
+        }
+        Command::Export => {
+            let r = c.export(pb::Empty {}).await.map_err(server)?.into_inner();
+            match out {
+                Output::Json => println!("{}", json!({"toml": r.toml})),
+                Output::Table => print!("{}", r.toml),
+            }
         }
         Command::Health => {
             let h = c
