@@ -31,6 +31,19 @@ pub struct Options {
     no_grpc: bool,
     #[arg(skip)]
     pub grpc_socket: Option<std::path::PathBuf>,
+    /// Also serve the gRPC API on TCP at ADDR, with TLS and required client
+    /// certificates (give --tls-cert, --tls-key and --tls-client-ca).
+    #[arg(long, value_name = "ADDR", requires_all = ["tls_cert", "tls_key", "tls_client_ca"])]
+    pub grpc_listen: Option<std::net::SocketAddr>,
+    /// PEM certificate (chain) of the TCP API.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of the TCP API.
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// PEM CA that client certificates must chain to.
+    #[arg(long, value_name = "FILE")]
+    pub tls_client_ca: Option<std::path::PathBuf>,
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9910).
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<std::net::SocketAddr>,

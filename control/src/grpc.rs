@@ -44,6 +44,47 @@ pub async fn bind(path: &Path) -> Result<UnixListener> {
     Ok(listener)
 }
 
+/// The TCP listener of the API and its TLS settings (client certificates required).
+pub struct TcpApi {
+    pub listener: tokio::net::TcpListener,
+    pub tls: tonic::transport::ServerTlsConfig,
+}
+
+/// Bind the TCP API and load its certificates, so errors show at start.
+pub async fn bind_tcp(
+    addr: std::net::SocketAddr,
+    cert: &Path,
+    key: &Path,
+    client_ca: &Path,
+) -> Result<TcpApi> {
+    let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    let identity = tonic::transport::Identity::from_pem(read(cert)?, read(key)?);
+    let ca = tonic::transport::Certificate::from_pem(read(client_ca)?);
+    let tls = tonic::transport::ServerTlsConfig::new()
+        .identity(identity)
+        .client_ca_root(ca);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("gRPC listener on {addr}"))?;
+    Ok(TcpApi { listener, tls })
+}
+
+/// Serve the API over TLS on TCP until `stop` is set.
+pub async fn serve_tcp(tcp: TcpApi, api: Api, stop: &AtomicBool) -> Result<()> {
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(tcp.listener);
+    tonic::transport::Server::builder()
+        .tls_config(tcp.tls)
+        .context("TLS settings of the gRPC listener")?
+        .add_service(LoadBalancerServer::new(api))
+        .serve_with_incoming_shutdown(incoming, async {
+            while !stop.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .context("serving the gRPC API on TCP")
+}
+
 /// Serve until `stop` is set.
 pub async fn serve(listener: UnixListener, api: Api, stop: &AtomicBool) -> Result<()> {
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);

@@ -78,6 +78,17 @@ fn run() -> Result<()> {
         Some(path) => Some(rt.block_on(grpc::bind(path))?),
         None => None,
     };
+    let tcp_api = match (
+        opts.grpc_listen,
+        &opts.tls_cert,
+        &opts.tls_key,
+        &opts.tls_client_ca,
+    ) {
+        (Some(addr), Some(cert), Some(key), Some(ca)) => {
+            Some(rt.block_on(grpc::bind_tcp(addr, cert, key, ca))?)
+        }
+        _ => None,
+    };
     let metrics_listener = match opts.metrics_listen {
         Some(addr) => Some(
             rt.block_on(tokio::net::TcpListener::bind(addr))
@@ -185,11 +196,22 @@ fn run() -> Result<()> {
             lcores: lcores.clone(),
         };
         rt.block_on(async {
-            let server = async {
-                match listener {
-                    Some(l) => grpc::serve(l, api, &stop).await,
+            let tcp_side = api.clone();
+            let tcp_server = async {
+                match tcp_api {
+                    Some(t) => grpc::serve_tcp(t, tcp_side, &stop).await,
                     None => Ok(()),
                 }
+            };
+            let server = async {
+                let unix = async {
+                    match listener {
+                        Some(l) => grpc::serve(l, api, &stop).await,
+                        None => Ok(()),
+                    }
+                };
+                let (u, t) = tokio::join!(unix, tcp_server);
+                u.and(t)
             };
             let exposition = async {
                 match metrics_listener {

@@ -429,3 +429,92 @@ fn lbctl_without_lbd_says_so() {
         "{e}"
     );
 }
+
+/// Certificates for one test: a CA, lbd's server certificate for 127.0.0.1,
+/// a client certificate from the same CA, and one from an unknown CA.
+fn make_certs(dir: &Path) {
+    let script = r#"
+set -e
+key() { openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$1.key" -out "$1.csr" -subj "/CN=$1" 2>/dev/null; }
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=lb-test-ca 2>/dev/null
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout rogue-ca.key -out rogue-ca.pem -days 2 -subj /CN=rogue-ca 2>/dev/null
+key server; key client; key rogue
+printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n' > server.ext
+printf 'extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n' > client.ext
+openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile server.ext 2>/dev/null
+openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem -days 2 -extfile client.ext 2>/dev/null
+openssl x509 -req -in rogue.csr -CA rogue-ca.pem -CAkey rogue-ca.key -CAcreateserial -out rogue.pem -days 2 -extfile client.ext 2>/dev/null
+"#;
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "making test certificates: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn tcp_api_requires_a_client_certificate_from_the_ca() {
+    let dir = std::env::temp_dir().join(format!("lbd-tls-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    make_certs(&dir);
+    let p = |f: &str| dir.join(f).display().to_string();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let lbd = Lbd::start_with(
+        &dir,
+        "tls",
+        &[
+            "--grpc-listen",
+            &addr,
+            "--tls-cert",
+            &p("server.pem"),
+            "--tls-key",
+            &p("server.key"),
+            "--tls-client-ca",
+            &p("ca.pem"),
+        ],
+    );
+    let url = format!("https://{addr}");
+    let tcp = |cert: &str, key: &str| {
+        Command::new(lbctl_path())
+            .args([
+                "--server",
+                &url,
+                "--tls-ca",
+                &p("ca.pem"),
+                "--tls-cert",
+                &p(cert),
+                "--tls-key",
+                &p(key),
+            ])
+            .args(["--output", "json", "vip", "add", "198.51.100.50:443/tcp"])
+            .output()
+            .unwrap()
+    };
+    let good = tcp("client.pem", "client.key");
+    assert!(
+        good.status.success(),
+        "a client of the CA is served: {}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+    let rogue = tcp("rogue.pem", "rogue.key");
+    assert!(!rogue.status.success(), "a client of another CA is refused");
+    assert_eq!(
+        lbd.json(&["vip", "list"]).as_array().unwrap().len(),
+        1,
+        "only the trusted client changed anything"
+    );
+    lbd.stop();
+    std::fs::remove_dir_all(&dir).unwrap();
+}

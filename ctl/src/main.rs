@@ -22,6 +22,19 @@ struct Cli {
         global = true
     )]
     socket: PathBuf,
+    /// Reach lbd over TCP with TLS instead, e.g. https://192.0.2.1:7443
+    /// (needs --tls-ca, --tls-cert and --tls-key).
+    #[arg(long, env = "LBCTL_SERVER", global = true, requires_all = ["tls_ca", "tls_cert", "tls_key"])]
+    server: Option<String>,
+    /// PEM CA that lbd's certificate must chain to.
+    #[arg(long, env = "LBCTL_TLS_CA", global = true)]
+    tls_ca: Option<PathBuf>,
+    /// PEM client certificate.
+    #[arg(long, env = "LBCTL_TLS_CERT", global = true)]
+    tls_cert: Option<PathBuf>,
+    /// PEM client key.
+    #[arg(long, env = "LBCTL_TLS_KEY", global = true)]
+    tls_key: Option<PathBuf>,
     /// Output format.
     #[arg(long, short, value_enum, default_value_t = Output::Table, global = true)]
     output: Output,
@@ -190,7 +203,10 @@ fn main() {
 }
 
 async fn run(cli: Cli) -> Result<()> {
-    let mut c = connect(cli.socket.clone()).await?;
+    let mut c = match (&cli.server, &cli.tls_ca, &cli.tls_cert, &cli.tls_key) {
+        (Some(url), Some(ca), Some(cert), Some(key)) => connect_tls(url, ca, cert, key).await?,
+        _ => connect(cli.socket.clone()).await?,
+    };
     let out = cli.output;
     match cli.command {
         Command::Vip(VipCommand::Add { vip, table_size }) => {
@@ -429,6 +445,27 @@ async fn connect(path: PathBuf) -> Result<LoadBalancerClient<Channel>> {
         .with_context(|| {
             format!("connecting to lbd at {shown} (is lbd running? --socket or LBCTL_SOCKET)")
         })?;
+    Ok(LoadBalancerClient::new(channel))
+}
+
+async fn connect_tls(
+    url: &str,
+    ca: &PathBuf,
+    cert: &PathBuf,
+    key: &PathBuf,
+) -> Result<LoadBalancerClient<Channel>> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read(ca)?))
+        .identity(Identity::from_pem(read(cert)?, read(key)?));
+    let channel = Endpoint::from_shared(url.to_string())
+        .with_context(|| format!("--server {url:?}: not a URL like https://192.0.2.1:7443"))?
+        .tls_config(tls)
+        .context("TLS settings")?
+        .connect()
+        .await
+        .with_context(|| format!("connecting to lbd at {url}"))?;
     Ok(LoadBalancerClient::new(channel))
 }
 
