@@ -570,8 +570,8 @@ fn print_backends(out: Output, backends: &[pb::Backend]) {
         ),
         Output::Table => {
             println!(
-                "{:<28} {:>6} {:<9} {:<18}",
-                "BACKEND", "WEIGHT", "STATE", "MAC"
+                "{:<28} {:>6} {:<9} {:<18} {:<10} CHECK",
+                "BACKEND", "WEIGHT", "STATE", "MAC", "HEALTH"
             );
             for b in backends {
                 let mac = if b.effective_mac.is_empty() {
@@ -579,12 +579,14 @@ fn print_backends(out: Output, backends: &[pb::Backend]) {
                 } else {
                     &b.effective_mac
                 };
+                let check = b.check.as_ref().map_or("none", |c| c.kind.as_str());
                 println!(
-                    "{:<28} {:>6} {:<9} {:<18}",
+                    "{:<28} {:>6} {:<9} {:<18} {:<10} {check}",
                     b.address,
                     b.weight,
                     state_text(b.state),
-                    mac
+                    mac,
+                    health_text(b.health)
                 );
             }
         }
