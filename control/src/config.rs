@@ -43,6 +43,13 @@ pub struct Vip {
     pub protocol: Protocol,
     #[serde(default = "default_table_size")]
     pub table_size: u32,
+    /// Idle timeout (seconds) of this VIP's established TCP flows; 0 or
+    /// absent: lbd's `--tcp-timeout`. Long-paused streams may want hours.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tcp_idle_timeout: u16,
+    /// Idle timeout (seconds) of this VIP's UDP flows; 0 or absent: lbd's `--udp-timeout`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub udp_idle_timeout: u16,
     #[serde(default, rename = "backend")]
     pub backends: Vec<Backend>,
 }
@@ -121,6 +128,10 @@ pub enum State {
 
 fn default_table_size() -> u32 {
     DEFAULT_TABLE_SIZE
+}
+
+fn is_zero(v: &u16) -> bool {
+    *v == 0
 }
 
 fn default_weight() -> u32 {

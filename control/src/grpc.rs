@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use control::state::{BackendSettings, CheckKind, HealthCheck, StateError, Vip as VipState};
+use dataplane::flow::IdleTimeouts;
 use dataplane::packet::MacAddr;
 use dataplane::snapshot::{BackendState, Proto, VipKey};
 use dataplane::stats::{DropReason, WorkerStats};
@@ -253,6 +254,8 @@ fn pb_vip(c: &Control, key: &VipKey, v: &VipState) -> pb::Vip {
     pb::Vip {
         key: Some(pb_key(key)),
         table_size: v.table_size,
+        tcp_idle_timeout_s: u32::from(v.idle.tcp),
+        udp_idle_timeout_s: u32::from(v.idle.udp),
         backends: v
             .backends
             .iter()
@@ -327,9 +330,19 @@ impl LoadBalancer for Api {
         let r = req.into_inner();
         let key = vip_key(r.vip)?;
         let size = (r.table_size != 0).then_some(r.table_size);
+        let secs = |field: &str, v: u32| {
+            u16::try_from(v).map_err(|_| invalid(field, format!("{v} is above 65535 seconds")))
+        };
+        let idle = IdleTimeouts {
+            tcp: secs("vip.tcp_idle_timeout_s", r.tcp_idle_timeout_s)?,
+            udp: secs("vip.udp_idle_timeout_s", r.udp_idle_timeout_s)?,
+        };
         let mut c = self.control()?;
-        c.change(&format!("vip {key} created"), |s| s.create_vip(key, size))
-            .map_err(status)?;
+        c.change(&format!("vip {key} created"), |s| {
+            s.create_vip(key, size)?;
+            s.set_idle_timeouts(&key, idle)
+        })
+        .map_err(status)?;
         let v = pb_vip(&c, &key, &c.state.vips()[&key]);
         Ok(Response::new(v))
     }

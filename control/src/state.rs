@@ -16,6 +16,7 @@ use std::io::Write;
 use std::net::IpAddr;
 use std::path::Path;
 
+use dataplane::flow::IdleTimeouts;
 use dataplane::maglev::is_prime;
 use dataplane::packet::MacAddr;
 use dataplane::snapshot::{
@@ -170,6 +171,8 @@ pub struct Backend {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Vip {
     pub table_size: u32,
+    /// The VIP's own idle timeouts for established TCP and UDP flows (0: lbd's).
+    pub idle: IdleTimeouts,
     pub backends: BTreeMap<IpAddr, Backend>,
 }
 
@@ -198,6 +201,7 @@ impl State {
             key,
             Vip {
                 table_size,
+                idle: IdleTimeouts::default(),
                 backends: BTreeMap::new(),
             },
         );
@@ -228,6 +232,7 @@ impl State {
         for (key, want) in &desired.vips {
             if !self.vips.contains_key(key) {
                 self.create_vip(*key, Some(want.table_size))?;
+                self.vip_mut(key)?.idle = want.idle;
                 changes.push(format!("vip {key} created"));
             }
             let have = &self.vips[key];
@@ -240,6 +245,13 @@ impl State {
             for addr in removed {
                 self.remove_backend(key, &addr)?;
                 changes.push(format!("backend {addr} removed from {key}"));
+            }
+            if self.vips[key].idle != want.idle {
+                self.vip_mut(key)?.idle = want.idle;
+                changes.push(format!(
+                    "vip {key} idle timeouts set to tcp {} s, udp {} s",
+                    want.idle.tcp, want.idle.udp
+                ));
             }
             if self.vips[key].table_size != want.table_size {
                 check_table_size(want.table_size, want.backends.len())?;
@@ -261,6 +273,16 @@ impl State {
             }
         }
         Ok(changes)
+    }
+
+    /// Set a VIP's own idle timeouts (seconds; 0 keeps lbd's defaults).
+    pub fn set_idle_timeouts(
+        &mut self,
+        key: &VipKey,
+        idle: IdleTimeouts,
+    ) -> Result<(), StateError> {
+        self.vip_mut(key)?.idle = idle;
+        Ok(())
     }
 
     pub fn delete_vip(&mut self, key: &VipKey) -> Result<(), StateError> {
@@ -376,6 +398,7 @@ impl State {
             .iter()
             .map(|(key, v)| VipSpec {
                 key: *key,
+                idle: v.idle,
                 table_size: v.table_size,
                 backends: v
                     .backends
@@ -434,6 +457,13 @@ impl State {
                 },
             };
             s.create_vip(key, Some(v.table_size))?;
+            s.set_idle_timeouts(
+                &key,
+                IdleTimeouts {
+                    tcp: v.tcp_idle_timeout,
+                    udp: v.udp_idle_timeout,
+                },
+            )?;
             for b in &v.backends {
                 let mac = b
                     .mac
@@ -494,6 +524,8 @@ impl State {
                         Proto::Udp => config::Protocol::Udp,
                     },
                     table_size: v.table_size,
+                    tcp_idle_timeout: v.idle.tcp,
+                    udp_idle_timeout: v.idle.udp,
                     backends: v
                         .backends
                         .iter()

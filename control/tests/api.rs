@@ -155,6 +155,8 @@ fn lbctl_drives_lbd_and_state_survives_a_restart() {
         "[2001:db8::10]:5000/udp",
         "--table-size",
         "655373",
+        "--udp-idle-timeout",
+        "20",
     ]);
     lbd.ok(&[
         "backend",
@@ -210,6 +212,15 @@ fn lbctl_drives_lbd_and_state_survives_a_restart() {
         .find(|v| v["vip"] == "[2001:db8::10]:5000/udp")
         .unwrap();
     assert_eq!(udp["table_size"], 655373);
+    assert_eq!(udp["udp_idle_timeout_s"], 20, "a VIP's own idle timeout");
+    let e = lbd.err(&[
+        "vip",
+        "add",
+        "198.51.100.60:80/tcp",
+        "--tcp-idle-timeout",
+        "70000",
+    ]);
+    assert!(e.contains("vip.tcp_idle_timeout_s"), "{e}");
 
     // Every refusal names the field or the object, with the right code, and changes nothing.
     for (args, want) in [

@@ -95,6 +95,12 @@ enum VipCommand {
         /// Maglev table size (prime; default 65537).
         #[arg(long)]
         table_size: Option<u32>,
+        /// Idle timeout (seconds) of its established TCP flows (default: lbd's).
+        #[arg(long)]
+        tcp_idle_timeout: Option<u32>,
+        /// Idle timeout (seconds) of its UDP flows (default: lbd's).
+        #[arg(long)]
+        udp_idle_timeout: Option<u32>,
     },
     Del {
         vip: String,
@@ -209,11 +215,18 @@ async fn run(cli: Cli) -> Result<()> {
     };
     let out = cli.output;
     match cli.command {
-        Command::Vip(VipCommand::Add { vip, table_size }) => {
+        Command::Vip(VipCommand::Add {
+            vip,
+            table_size,
+            tcp_idle_timeout,
+            udp_idle_timeout,
+        }) => {
             let v = c
                 .create_vip(pb::CreateVipRequest {
                     vip: Some(parse_vip(&vip)?),
                     table_size: table_size.unwrap_or(0),
+                    tcp_idle_timeout_s: tcp_idle_timeout.unwrap_or(0),
+                    udp_idle_timeout_s: udp_idle_timeout.unwrap_or(0),
                 })
                 .await
                 .map_err(server)?
@@ -544,6 +557,7 @@ fn print_vips(out: Output, vips: &[pb::Vip]) {
             let v: Vec<Value> = vips
                 .iter()
                 .map(|v| json!({"vip": vip_text(&v.key), "table_size": v.table_size,
+                                "tcp_idle_timeout_s": v.tcp_idle_timeout_s, "udp_idle_timeout_s": v.udp_idle_timeout_s,
                                 "backends": v.backends.iter().map(backend_json).collect::<Vec<_>>()}))
                 .collect();
             println!("{}", Value::Array(v));

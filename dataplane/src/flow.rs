@@ -114,6 +114,15 @@ impl FlowConfig {
     }
 }
 
+/// A VIP's own idle timeouts (seconds) for confirmed flows, overriding the
+/// table's [`FlowConfig`]; 0 keeps the table's. Stored in each entry, so
+/// expiry needs no snapshot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct IdleTimeouts {
+    pub tcp: u16,
+    pub udp: u16,
+}
+
 /// One flow: exactly one cache line.
 #[derive(Debug, Clone, Copy)]
 #[repr(C, align(64))]
@@ -123,6 +132,7 @@ pub struct Entry {
     vip: u32,
     backend: u32,
     last_seen: u32,
+    idle: IdleTimeouts,
 }
 
 const _: () = assert!(std::mem::size_of::<Entry>() == 64);
@@ -139,6 +149,7 @@ const FREE: Entry = Entry {
     vip: 0,
     backend: 0,
     last_seen: 0,
+    idle: IdleTimeouts { tcp: 0, udp: 0 },
 };
 
 impl Entry {
@@ -186,10 +197,15 @@ impl Entry {
     }
 
     fn expired(&self, now: u32, cfg: &FlowConfig) -> bool {
-        now.wrapping_sub(self.last_seen) >= cfg.timeout(self.state)
+        let limit = match self.state {
+            FlowState::Established if self.idle.tcp != 0 => u32::from(self.idle.tcp),
+            FlowState::Udp if self.idle.udp != 0 => u32::from(self.idle.udp),
+            s => cfg.timeout(s),
+        };
+        now.wrapping_sub(self.last_seen) >= limit
     }
 
-    fn idle(&self, now: u32) -> u32 {
+    fn idle_for(&self, now: u32) -> u32 {
         now.wrapping_sub(self.last_seen)
     }
 }
@@ -294,6 +310,19 @@ impl FlowTable {
     /// Pin `key` to (`vip`, `backend`) as a new, unconfirmed flow, following
     /// the flood policy in the module doc.
     pub fn insert(&mut self, key: &FlowKey, hash: u64, vip: u32, backend: u32, now: u32) -> Insert {
+        self.insert_with(key, hash, vip, backend, now, IdleTimeouts::default())
+    }
+
+    /// [`FlowTable::insert`] with the VIP's own idle timeouts.
+    pub fn insert_with(
+        &mut self,
+        key: &FlowKey,
+        hash: u64,
+        vip: u32,
+        backend: u32,
+        now: u32,
+        idle: IdleTimeouts,
+    ) -> Insert {
         let b = self.bucket(hash);
         let cfg = self.config;
         let mut free = None;
@@ -310,6 +339,7 @@ impl FlowTable {
                 e.vip = vip;
                 e.backend = backend;
                 e.last_seen = now;
+                e.idle = idle;
                 return Insert::Updated;
             }
             let slot = if e.state.confirmed() {
@@ -317,7 +347,7 @@ impl FlowTable {
             } else {
                 &mut lru_unconfirmed
             };
-            if slot.is_none_or(|j| self.entries[j].idle(now) < e.idle(now)) {
+            if slot.is_none_or(|j| self.entries[j].idle_for(now) < e.idle_for(now)) {
                 *slot = Some(i);
             }
         }
@@ -332,7 +362,7 @@ impl FlowTable {
             self.free(i);
             (i, Insert::Evicted { confirmed: false })
         } else if let Some(i) =
-            lru_confirmed.filter(|&i| self.entries[i].idle(now) >= cfg.evict_idle_min)
+            lru_confirmed.filter(|&i| self.entries[i].idle_for(now) >= cfg.evict_idle_min)
         {
             self.stats.evicted_confirmed += 1;
             self.free(i);
@@ -347,6 +377,7 @@ impl FlowTable {
             vip,
             backend,
             last_seen: now,
+            idle,
         };
         self.stats.inserts += 1;
         self.stats.active += 1;
@@ -513,6 +544,30 @@ mod tests {
             .lookup(&est, h(&est), at - 1 + cfg.established_timeout)
             .is_none());
         assert_eq!(t.stats().active, 0);
+    }
+
+    #[test]
+    fn a_vips_own_timeouts_override_the_tables() {
+        let cfg = FlowConfig::default();
+        let mut t = FlowTable::new(64, cfg);
+        let (tcp, udp) = (key(1, TCP), key(2, UDP));
+        let idle = IdleTimeouts { tcp: 7200, udp: 20 };
+        t.insert_with(&tcp, h(&tcp), 0, 1, 0, idle);
+        t.insert_with(&udp, h(&udp), 0, 1, 0, idle);
+        t.lookup(&tcp, h(&tcp), 0).unwrap().observe(Some(0x10), 0);
+        t.lookup(&udp, h(&udp), 0).unwrap().observe(None, 0);
+        assert!(
+            t.lookup(&udp, h(&udp), 20).is_none(),
+            "UDP after the VIP's 20 s, not the table's 300 s"
+        );
+        assert!(
+            t.lookup(&tcp, h(&tcp), cfg.established_timeout + 1)
+                .is_some(),
+            "long-idle stream kept"
+        );
+        assert!(t
+            .lookup(&tcp, h(&tcp), cfg.established_timeout + 7200)
+            .is_none());
     }
 
     #[test]

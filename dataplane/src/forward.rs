@@ -425,8 +425,9 @@ pub fn apply(
                 }
                 None => match pick(snap, vip, hash) {
                     Some(slot) => {
-                        let inserted =
-                            flows.insert(&key, hash, vip, backend_ref(snap, slot).to_u32(), now);
+                        let idle = snap.vip(vip).map(|v| v.idle).unwrap_or_default();
+                        let r = backend_ref(snap, slot).to_u32();
+                        let inserted = flows.insert_with(&key, hash, vip, r, now, idle);
                         (slot, inserted != Insert::Updated)
                     }
                     None => return Action::Drop(DropReason::NoBackend),
@@ -604,6 +605,7 @@ mod tests {
             local: vec![IpAddr::V4(LOCAL4)],
             vips: vec![
                 VipSpec {
+                    idle: Default::default(),
                     key: VipKey {
                         addr: IpAddr::V4(VIP4),
                         port: 443,
@@ -613,6 +615,7 @@ mod tests {
                     backends: (0..3).map(|s| backend(s, states[s as usize])).collect(),
                 },
                 VipSpec {
+                    idle: Default::default(),
                     key: VipKey {
                         addr: IpAddr::V6(vip6()),
                         port: 5000,

@@ -138,6 +138,7 @@ pub struct Vip {
     /// Slots of all this VIP's backends.
     pub backends: Vec<u16>,
     pub table_size: u32,
+    pub idle: crate::flow::IdleTimeouts,
 }
 
 impl Vip {
@@ -163,6 +164,8 @@ pub struct SnapshotSpec {
 #[derive(Debug, Clone)]
 pub struct VipSpec {
     pub key: VipKey,
+    /// The VIP's own idle timeouts for its flows (0: the workers' defaults).
+    pub idle: crate::flow::IdleTimeouts,
     /// Prime Maglev table size (65537 is the default).
     pub table_size: u32,
     pub backends: Vec<BackendSpec>,
@@ -317,6 +320,7 @@ impl Snapshot {
                 usable,
                 backends: slots,
                 table_size: v.table_size,
+                idle: v.idle,
             });
         }
         let mut vip_addrs = HashSet::with_hasher(FixedHash);
@@ -573,6 +577,7 @@ mod tests {
             mac: MacAddr([2, 0, 0, 0, 0, 1]),
             local: vec![v4(192, 0, 2, 1)],
             vips: vec![VipSpec {
+                idle: Default::default(),
                 key: vip(443),
                 table_size: 251,
                 backends,
@@ -647,6 +652,7 @@ mod tests {
     fn fragments_use_the_lowest_port_vip() {
         let mut sp = spec(vec![backend(0, 11, BackendState::Up, true)]);
         sp.vips.push(VipSpec {
+            idle: Default::default(),
             key: vip(80),
             table_size: 251,
             backends: vec![backend(1, 12, BackendState::Up, true)],

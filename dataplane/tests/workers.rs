@@ -28,6 +28,7 @@ fn publisher(port_mac: MacAddr) -> Publisher {
         mac: port_mac,
         local: vec![],
         vips: vec![VipSpec {
+            idle: Default::default(),
             key: VipKey {
                 addr: IpAddr::V4(VIP),
                 port: 443,
