@@ -73,15 +73,13 @@ pub async fn bind_tcp(
 /// Serve the API over TLS on TCP until `stop` is set.
 pub async fn serve_tcp(tcp: TcpApi, api: Api, stop: &AtomicBool) -> Result<()> {
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(tcp.listener);
-    tonic::transport::Server::builder()
+    let server = tonic::transport::Server::builder()
         .tls_config(tcp.tls)
         .context("TLS settings of the gRPC listener")?
+        .add_service(reflection()?)
         .add_service(LoadBalancerServer::new(api))
-        .serve_with_incoming_shutdown(incoming, async {
-            while !stop.load(Ordering::Relaxed) {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
+        .serve_with_incoming_shutdown(incoming, stopped(stop));
+    bounded(server, stop)
         .await
         .context("serving the gRPC API on TCP")
 }
@@ -89,20 +87,48 @@ pub async fn serve_tcp(tcp: TcpApi, api: Api, stop: &AtomicBool) -> Result<()> {
 /// Serve until `stop` is set.
 pub async fn serve(listener: UnixListener, api: Api, stop: &AtomicBool) -> Result<()> {
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
-    let reflection = tonic_reflection::server::Builder::configure()
+    let server = tonic::transport::Server::builder()
+        .add_service(reflection()?)
+        .add_service(LoadBalancerServer::new(api))
+        .serve_with_incoming_shutdown(incoming, stopped(stop));
+    bounded(server, stop).await.context("serving the gRPC API")
+}
+
+fn reflection() -> Result<
+    tonic_reflection::server::v1::ServerReflectionServer<
+        impl tonic_reflection::server::v1::ServerReflection,
+    >,
+> {
+    tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .build_v1()
-        .context("building the reflection service")?;
-    tonic::transport::Server::builder()
-        .add_service(reflection)
-        .add_service(LoadBalancerServer::new(api))
-        .serve_with_incoming_shutdown(incoming, async {
-            while !stop.load(Ordering::Relaxed) {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await
-        .context("serving the gRPC API")
+        .context("building the reflection service")
+}
+
+async fn stopped(stop: &AtomicBool) {
+    while !stop.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// How long a stopping server waits for its clients (an open `Watch` never
+/// ends by itself) before it closes their connections.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+async fn bounded(
+    server: impl std::future::Future<Output = Result<(), tonic::transport::Error>>,
+    stop: &AtomicBool,
+) -> Result<(), tonic::transport::Error> {
+    tokio::select! {
+        served = server => served,
+        () = async {
+            stopped(stop).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {
+            tracing::info!("closing the API connections still open");
+            Ok(())
+        }
+    }
 }
 
 #[derive(Clone)]

@@ -23,6 +23,8 @@ fn lbctl_path() -> PathBuf {
 struct Lbd {
     child: Option<Child>,
     socket: PathBuf,
+    /// lbd's stderr goes to a file: an unread pipe would fill and block it.
+    log: PathBuf,
 }
 
 impl Lbd {
@@ -50,15 +52,17 @@ impl Lbd {
             .map(String::from),
         );
         args.extend(extra.iter().map(|s| s.to_string()));
+        let log = dir.join(format!("lbd-{tag}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_lbd"))
             .args(&args)
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
         let lbd = Lbd {
             child: Some(child),
             socket,
+            log,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while !lbd.ctl(&["info"]).status.success() {
@@ -108,9 +112,23 @@ impl Lbd {
             .args(["-TERM", &child.id().to_string()])
             .status()
             .unwrap();
-        let out = child.wait_with_output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(out.status.success(), "lbd: {stderr}");
+        // A stopping lbd closes what clients keep open (a Watch) after a
+        // short grace: it must not wait for them.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut child = child;
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("lbd did not stop within 10 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let stderr = std::fs::read_to_string(&self.log).unwrap_or_default();
+        assert!(status.success(), "lbd: {stderr}");
         stderr
     }
 }
@@ -527,5 +545,79 @@ fn tcp_api_requires_a_client_certificate_from_the_ca() {
         "only the trusted client changed anything"
     );
     lbd.stop();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Generic gRPC tools discover the API through server reflection.
+#[test]
+fn server_reflection_lists_the_service() {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+    let dir = std::env::temp_dir().join(format!("lbd-refl-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let lbd = Lbd::start(&dir, "refl");
+    let socket = lbd.socket.clone();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let services = rt.block_on(async move {
+        let channel = tonic::transport::Endpoint::try_from("http://lbd.invalid")
+            .unwrap()
+            .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+                let socket = socket.clone();
+                async move {
+                    let s = tokio::net::UnixStream::connect(socket).await?;
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
+                }
+            }))
+            .await
+            .unwrap();
+        let mut client = ServerReflectionClient::new(channel);
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut responses = client
+            .server_reflection_info(tokio_stream::iter([request]))
+            .await
+            .unwrap()
+            .into_inner();
+        let reply = tokio::time::timeout(Duration::from_secs(5), responses.message()).await;
+        let reply = reply
+            .expect("a reflection reply within 5 s")
+            .unwrap()
+            .expect("one reply");
+        match reply.message_response {
+            Some(MessageResponse::ListServicesResponse(l)) => {
+                l.service.into_iter().map(|s| s.name).collect::<Vec<_>>()
+            }
+            other => panic!("unexpected reflection reply {other:?}"),
+        }
+    });
+    drop(rt);
+    // A watcher that never leaves does not hold up the shutdown.
+    let mut watcher = Command::new(lbctl_path())
+        .arg("--socket")
+        .arg(&lbd.socket)
+        .arg("events")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let log = lbd.stop();
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+    assert!(
+        services.iter().any(|s| s == "lb.v1.LoadBalancer"),
+        "{services:?}\n{log}"
+    );
+    // The log of the whole session stays short at the default level.
+    assert!(log.len() < 16 << 10, "{} bytes of log", log.len());
     std::fs::remove_dir_all(&dir).unwrap();
 }
