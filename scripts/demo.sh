@@ -1,55 +1,66 @@
 #!/usr/bin/env bash
-# The demo, for now: lbd's poll-mode worker takes a capture of client SYNs
-# for the VIP 198.51.100.10:443 through DPDK's net_pcap device, picks a real
-# server for each flow with weighted Maglev, and hands it the untouched IP
-# packet by rewriting only the Ethernet header (DR mode). Frames that are not
-# for the load balancer are counted and dropped.
+# The demo: lbd in DR mode between a real client and three real nginx
+# servers, in network namespaces built by scripts/lab.sh (the lab the
+# end-to-end tests use). Configured with lbctl only; traffic through the
+# VIP; one server dies and its traffic moves with no failed request; the
+# lab is removed at the end, also after a failure or Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --release --locked -p control
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+cargo build --workspace --locked -q
+export LAB_ID=demo
+lab() { scripts/lab.sh "$@"; }
+trap 'lab down' EXIT
+say() { printf '\n== %s\n' "$*"; }
+run() { printf '$ %s\n' "$*" >&2; "$@"; }
+per_backend() { sort | uniq -c | awk '{printf "   %-7s %5d requests\n", $2, $1}'; }
+VIP=198.51.100.10:80/tcp
 
-LB_MAC=02:70:63:61:70:00        # net_pcap's port MAC
-cat > "$work/lb.toml" <<'TOML'
-[[vip]]
-address = "198.51.100.10"
-port = 443
-protocol = "tcp"
+say "lab: client 192.0.2.100, servers be1..be3 (192.0.2.11-13, VIP on lo, nginx), lbd on net_af_packet"
+lab up
+lab lbd-start
+lbctl() { scripts/lab.sh lbctl "$@"; }
 
-[[vip.backend]]                 # the real servers own the VIP on their loopback
-address = "192.0.2.11"
-mac = "02:00:00:00:00:11"
-weight = 1
+say "configuration, through the API"
+run lbctl vip add "$VIP"
+for b in 1 2 3; do
+    w=1; [ "$b" = 3 ] && w=2
+    run lbctl backend add "$VIP" "192.0.2.1$b" --weight "$w" --check http:/name --interval 200 --timeout 150 --rise 2 --fall 2 >/dev/null
+done
+lab wait-healthy 3
+run lbctl backend list "$VIP"
 
-[[vip.backend]]
-address = "192.0.2.12"
-mac = "02:00:00:00:00:12"
-weight = 1
+say "1000 HTTP requests from the client, each on its own connection (weights 1:1:2)"
+lab requests 1000 | per_backend
 
-[[vip.backend]]
-address = "192.0.2.13"
-mac = "02:00:00:00:00:13"
-weight = 2
-TOML
+say "direct return: 5 downloads of 8 MiB; the replies go from the servers straight to the client"
+lab downloads 5 8M | awk '{n++; b+=$3} END {printf "   client received %d MiB in %d downloads\n", b/1048576, n}'
+lbctl --output json stats | python3 -c '
+import json, sys
+v = json.load(sys.stdin)["vips"][0]
+print("   lbd forwarded %d packets, %d KiB in all, for the VIP (client to server only)" % (v["packets"], v["bytes"] // 1024))'
 
-echo "== configuration: VIP 198.51.100.10:443/tcp, backends .11 .12 (weight 1) and .13 (weight 2)"
-echo "== crafting client traffic"
-python3 scripts/demo-frames.py "$work/in.pcap" "$LB_MAC" 3000
-echo
-echo "== input (first 3 frames): clients -> VIP at the load balancer's MAC"
-tcpdump -e -n -r "$work/in.pcap" -c 3 2>/dev/null
-echo
-echo "== lbd: 1 worker lcore, net_pcap port"
-LBD_LOG=warn ./target/release/lbd -l 0,1 --no-pci --in-memory -m 256 --file-prefix "lbdemo$$" \
-    --log-level lib.eal:warning \
-    --vdev "net_pcap0,rx_pcap=$work/in.pcap,tx_pcap=$work/out.pcap" \
-    -- --port net_pcap0 --state "$work/lb.toml" --flows 65536 --exit-idle-ms 500 --no-grpc
-echo
-echo "== output (first 3 frames): the same IP packets, Ethernet now load balancer -> real server"
-tcpdump -e -n -r "$work/out.pcap" -c 3 2>/dev/null
-echo
-echo "== new flows per real server (weights 1:1:2)"
-tcpdump -e -n -r "$work/out.pcap" 2>/dev/null | awk '{print $4}' | tr -d ',' | sort | uniq -c |
-    sed -e 's/02:00:00:00:00:11/192.0.2.11/; s/02:00:00:00:00:12/192.0.2.12/; s/02:00:00:00:00:13/192.0.2.13/'
+say "a viewer plays an HLS stream through the VIP (playlist + segments in a loop, one retry per fetch)"
+lab hls 8 > "/tmp/lblab-demo-player" &
+player=$!
+sleep 2
+say "be2's nginx stops"
+lab nginx-stop 2
+start=$(date +%s%N)
+until lbctl health | grep 192.0.2.12 | grep -qw unhealthy; do sleep 0.05; done
+echo "   lbd marked be2 down after $(( ($(date +%s%N) - start) / 1000000 )) ms (check: every 200 ms, fall 2)"
+run lbctl health
+say "1000 more requests: they all land on be1 and be3"
+lab requests 1000 | per_backend
+wait "$player"
+echo "   player: $(cat /tmp/lblab-demo-player)"
+rm -f /tmp/lblab-demo-player
+
+say "be2 comes back"
+lab nginx-start 2
+lab wait-healthy 3
+echo "   1000 requests:"
+lab requests 1000 | per_backend
+
+say "counters"
+run lbctl stats

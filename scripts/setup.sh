@@ -7,10 +7,12 @@ cd "$(dirname "$0")/.."
 
 # Build: DPDK 22.11 and its pkg-config file, libclang for bindgen, a C
 # compiler for the shim, protoc for the gRPC crate. Tests and demo: tcpdump,
-# python3, iproute2, ethtool, ping, curl, pkill.
+# python3, iproute2, ethtool, ping, curl, pkill; the lab's real servers
+# (nginx) and its packet floods (hping3).
 PACKAGES=(
     libdpdk-dev dpdk pkg-config libclang-dev clang protobuf-compiler build-essential
     libpcap-dev tcpdump python3 iproute2 ethtool iputils-ping curl procps
+    nginx-light hping3
 )
 
 as_root() {
@@ -26,7 +28,18 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing ${missing[*]}"
     as_root apt-get update -q
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+    # The lab runs its own nginx in namespaces: installing the package must
+    # not start the system's nginx (policy-rc.d 101 = "do not start").
+    policy=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        policy=/usr/sbin/policy-rc.d
+        printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null
+        as_root chmod 755 "$policy"
+    fi
+    rc=0
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" || rc=$?
+    [ -z "$policy" ] || as_root rm -f "$policy"
+    [ "$rc" = 0 ] || exit "$rc"
 else
     echo "setup: Debian packages present"
 fi

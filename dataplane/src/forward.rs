@@ -18,7 +18,7 @@
 
 use std::net::IpAddr;
 
-use crate::flow::{FlowKey, FlowTable, Insert};
+use crate::flow::{FlowKey, FlowState, FlowTable, Insert};
 use crate::maglev::mix64;
 use crate::packet::arp::{ArpPacket, OP_REPLY, OP_REQUEST};
 use crate::packet::ethernet::{
@@ -410,20 +410,38 @@ pub fn apply(
             // flows, re-pin when it went away, insert when new.
             let (backend, new_flow) = match flows.lookup(&key, hash, now) {
                 Some(e) => {
-                    let slot = match usable(snap, e.backend(), vip) {
+                    // A new connection on the 5-tuple of a closed one (the
+                    // client reused its port) is a new flow: it goes where the
+                    // table says now, so a draining backend gets none.
+                    let reused = e.state() == FlowState::Closing
+                        && tcp_flags.is_some_and(|f| f & (l4::SYN | l4::ACK) == l4::SYN);
+                    let pinned = if reused {
+                        None
+                    } else {
+                        usable(snap, e.backend(), vip)
+                    };
+                    let slot = match pinned {
                         Some(slot) => slot,
                         None => match pick(snap, vip, hash) {
-                            Some(slot) => {
+                            Some(slot) if resolved(snap, slot) => {
                                 e.repin(vip, backend_ref(snap, slot).to_u32());
                                 slot
                             }
+                            Some(_) => return Action::Drop(DropReason::BackendUnresolved),
                             None => return Action::Drop(DropReason::NoBackend),
                         },
                     };
+                    if !resolved(snap, slot) {
+                        return Action::Drop(DropReason::BackendUnresolved);
+                    }
                     e.observe(tcp_flags, now);
-                    (slot, false)
+                    (slot, reused)
                 }
                 None => match pick(snap, vip, hash) {
+                    // Not pinned yet: the retransmission finds the MAC.
+                    Some(slot) if !resolved(snap, slot) => {
+                        return Action::Drop(DropReason::BackendUnresolved)
+                    }
                     Some(slot) => {
                         let idle = snap.vip(vip).map(|v| v.idle).unwrap_or_default();
                         let r = backend_ref(snap, slot).to_u32();
@@ -441,6 +459,9 @@ pub fn apply(
             }
         }
         Classified::Fragment { vip, hash } => match pick(snap, vip, hash) {
+            Some(backend) if !resolved(snap, backend) => {
+                Action::Drop(DropReason::BackendUnresolved)
+            }
             Some(backend) => {
                 rewrite(frame, snap, backend);
                 Action::Forward {
@@ -457,6 +478,9 @@ pub fn apply(
                 .and_then(|e| usable(snap, e.backend(), vip));
             let backend = pinned.or_else(|| pick(snap, vip, hash));
             match backend {
+                Some(backend) if !resolved(snap, backend) => {
+                    Action::Drop(DropReason::BackendUnresolved)
+                }
                 Some(backend) => {
                     rewrite(frame, snap, backend);
                     Action::IcmpToBackend { vip, backend }
@@ -493,6 +517,11 @@ fn usable(snap: &Snapshot, pinned: u32, vip: u32) -> Option<u16> {
     snap.resolve(r, vip)
         .filter(|b| b.keeps_flows())
         .map(|_| r.slot)
+}
+
+#[inline]
+fn resolved(snap: &Snapshot, slot: u16) -> bool {
+    snap.backend(slot).is_some_and(|b| b.mac.is_some())
 }
 
 #[inline]
@@ -751,6 +780,46 @@ mod tests {
     }
 
     #[test]
+    fn a_reused_port_after_close_is_a_new_flow() {
+        let mut t = table();
+        let mut f = syn(40005);
+        let Action::Forward { backend, .. } = decide(&mut f, &all_up(), &mut t, 0) else {
+            panic!()
+        };
+        let mut states = [BackendState::Up; 5];
+        states[usize::from(backend)] = BackendState::Draining;
+        let s = snap(states);
+        // The connection ends; its entry lingers in the closing state.
+        let mut fin = build::tcp4(PORT_MAC, CLIENT_MAC, CLIENT4, VIP4, 40005, 443, 0x11, b"");
+        assert!(matches!(
+            decide(&mut fin, &s, &mut t, 1),
+            Action::Forward { backend: b, .. } if b == backend
+        ));
+        // The client opens a new connection from the same port: the draining
+        // backend must not get it.
+        let mut again = syn(40005);
+        let Action::Forward {
+            backend: b,
+            new_flow: true,
+            ..
+        } = decide(&mut again, &s, &mut t, 2)
+        else {
+            panic!()
+        };
+        assert_ne!(b, backend);
+        // A late retransmission of the old FIN's ACK is not a new flow.
+        let mut ack = build::tcp4(PORT_MAC, CLIENT_MAC, CLIENT4, VIP4, 40005, 443, ACK, b"");
+        assert_eq!(
+            decide(&mut ack, &s, &mut t, 3),
+            Action::Forward {
+                vip: 0,
+                backend: b,
+                new_flow: false
+            }
+        );
+    }
+
+    #[test]
     fn removed_backend_slot_reuse_does_not_capture_its_flows() {
         let mut t = table();
         let mut f = syn(40002);
@@ -802,8 +871,13 @@ mod tests {
         let mut f = syn(40003);
         assert_eq!(
             decide(&mut f, &Snapshot::build(&sp).unwrap(), &mut t, 0),
-            Action::Drop(DropReason::NoBackend),
-            "unresolved MACs are unusable"
+            Action::Drop(DropReason::BackendUnresolved),
+            "no MAC, no forwarding"
+        );
+        assert_eq!(
+            t.stats().active,
+            0,
+            "and no flow pinned before the MAC is known"
         );
     }
 

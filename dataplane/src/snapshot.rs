@@ -105,8 +105,10 @@ impl BackendRef {
 #[derive(Debug, Clone)]
 pub struct Backend {
     pub addr: IpAddr,
-    /// Unknown until resolved (or set statically): a backend without a MAC is
-    /// not used.
+    /// Unknown until resolved (or set statically). Resolution does not change
+    /// the Maglev table (every instance, and lbd after a restart, must build
+    /// the same one): a packet for a backend without a MAC is dropped and
+    /// counted, and a new flow is not pinned until it resolves.
     pub mac: Option<MacAddr>,
     pub state: BackendState,
     pub weight: u32,
@@ -116,15 +118,15 @@ pub struct Backend {
 }
 
 impl Backend {
-    /// May a flow already pinned here stay? (up or draining, and reachable)
+    /// May a flow already pinned here stay? (up or draining)
     #[inline]
     pub fn keeps_flows(&self) -> bool {
-        self.state != BackendState::Down && self.mac.is_some()
+        self.state != BackendState::Down
     }
 
-    /// May new flows be hashed here?
+    /// Is it in the Maglev table? (up with a weight; its MAC plays no part)
     pub fn takes_new_flows(&self) -> bool {
-        self.state == BackendState::Up && self.mac.is_some() && self.weight > 0
+        self.state == BackendState::Up && self.weight > 0
     }
 }
 
@@ -586,7 +588,7 @@ mod tests {
     }
 
     #[test]
-    fn only_up_backends_with_mac_take_new_flows() {
+    fn up_backends_take_new_flows_resolved_or_not() {
         let s = Snapshot::build(&spec(vec![
             backend(0, 11, BackendState::Up, true),
             backend(1, 12, BackendState::Draining, true),
@@ -595,10 +597,11 @@ mod tests {
         ]))
         .unwrap();
         let v = s.vip(s.find_vip(&vip(443)).unwrap()).unwrap();
-        assert_eq!(v.usable, vec![0]);
+        assert_eq!(v.usable, vec![0, 3]);
         assert_eq!(v.backends, vec![0, 1, 2, 3]);
         for h in 0..1000u64 {
-            assert_eq!(v.pick(h.wrapping_mul(0x9e37_79b9_7f4a_7c15)), Some(0));
+            let picked = v.pick(h.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            assert!(matches!(picked, Some(0 | 3)), "{picked:?}");
         }
         assert!(s.backend(0).unwrap().keeps_flows());
         assert!(
@@ -607,9 +610,22 @@ mod tests {
         );
         assert!(!s.backend(2).unwrap().keeps_flows(), "down does not");
         assert!(
-            !s.backend(3).unwrap().keeps_flows(),
-            "no MAC, no forwarding"
+            s.backend(3).unwrap().keeps_flows(),
+            "an unresolved backend keeps its place (packets wait for the MAC)"
         );
+        // The table does not depend on which MACs are known yet.
+        let resolved = Snapshot::build(&spec(vec![
+            backend(0, 11, BackendState::Up, true),
+            backend(1, 12, BackendState::Draining, true),
+            backend(2, 13, BackendState::Down, true),
+            backend(3, 14, BackendState::Up, true),
+        ]))
+        .unwrap();
+        let w = resolved.vip(0).unwrap();
+        for h in 0..10_000u64 {
+            let h = h.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            assert_eq!(v.pick(h), w.pick(h));
+        }
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub enum DropReason {
     UnknownVipPort,
     /// The VIP has no backend that can take the flow.
     NoBackend,
+    /// The flow's backend has no known MAC yet (ARP/ND still resolving).
+    BackendUnresolved,
     /// ICMP to a VIP that is not an error about one of its flows.
     IcmpNotForFlow,
     /// For the host, but there is no exception path to the kernel (or it was full).
@@ -34,7 +36,7 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 11] = [
+    pub const ALL: [DropReason; 12] = [
         DropReason::Truncated,
         DropReason::BadVersion,
         DropReason::BadHeaderLength,
@@ -44,6 +46,7 @@ impl DropReason {
         DropReason::NotForUs,
         DropReason::UnknownVipPort,
         DropReason::NoBackend,
+        DropReason::BackendUnresolved,
         DropReason::IcmpNotForFlow,
         DropReason::NoKernelPath,
     ];
@@ -61,6 +64,7 @@ impl DropReason {
             DropReason::NotForUs => "not_for_us",
             DropReason::UnknownVipPort => "unknown_vip_port",
             DropReason::NoBackend => "no_backend",
+            DropReason::BackendUnresolved => "backend_unresolved",
             DropReason::IcmpNotForFlow => "icmp_not_for_flow",
             DropReason::NoKernelPath => "no_kernel_path",
         }
