@@ -249,8 +249,11 @@ impl FlowTable {
     /// of buckets), allocated now.
     pub fn new(capacity: usize, config: FlowConfig) -> FlowTable {
         let buckets = capacity.div_ceil(WAYS).max(1).next_power_of_two();
+        let mut entries = Vec::with_capacity(buckets * WAYS);
+        crate::dpdk::advise_hugepages(entries.spare_capacity_mut());
+        entries.resize(buckets * WAYS, FREE);
         FlowTable {
-            entries: vec![FREE; buckets * WAYS].into_boxed_slice(),
+            entries: entries.into_boxed_slice(),
             bucket_mask: buckets - 1,
             config,
             cursor: 0,

@@ -33,6 +33,30 @@ pub fn prefetch<T>(p: &T) {
     unsafe { dpdk_sys::lb_rte_prefetch0(std::ptr::from_ref(p).cast()) }
 }
 
+/// Ask the kernel to back `mem` with transparent huge pages: a table read at
+/// random (the flow table) then costs one TLB entry per 2 MiB instead of one
+/// per 4 KiB. Call it before the memory is first touched. Only advice: where
+/// THP is off, or the call fails, nothing changes.
+pub fn advise_hugepages<T>(mem: &mut [std::mem::MaybeUninit<T>]) {
+    const PAGE: usize = 4096;
+    let start = mem.as_mut_ptr() as usize;
+    let end = start + std::mem::size_of_val(mem);
+    let aligned = start.next_multiple_of(PAGE);
+    if end <= aligned + PAGE {
+        return;
+    }
+    // SAFETY: the range lies inside `mem`, which we borrow exclusively, and
+    // starts on a page boundary; MADV_HUGEPAGE changes how pages are backed,
+    // never their contents or validity.
+    unsafe {
+        libc::madvise(
+            aligned as *mut libc::c_void,
+            (end - aligned) / PAGE * PAGE,
+            libc::MADV_HUGEPAGE,
+        );
+    }
+}
+
 /// The CPU time stamp counter; see [`Eal::tsc_hz`] for its frequency.
 #[inline(always)]
 pub fn rdtsc() -> u64 {

@@ -1,0 +1,161 @@
+//! Micro-benchmarks of the forwarding path (criterion): Maglev table builds,
+//! flow-table lookups and inserts, and the per-packet decision with rewrite
+//! at 1M active flows and 100 backends, the way the worker runs it (bursts
+//! of 32, flow buckets prefetched) and one packet at a time.
+//!
+//! `cargo bench -p lb-bench` (all), or e.g. `cargo bench -p lb-bench -- decide`.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use dataplane::flow::{FlowConfig, FlowKey, FlowTable};
+use dataplane::forward;
+use dataplane::maglev::Maglev;
+use lb_bench::{burst, client, established, frame, snapshot, ACK, BURST, PORT_MAC, VIP};
+use std::hint::black_box;
+use std::time::Duration;
+
+/// A fixed pseudo-random order (splitmix64), so runs compare.
+fn shuffled(n: u32, seed: u64) -> Vec<u32> {
+    let mut v: Vec<u32> = (0..n).collect();
+    let mut s = seed;
+    for i in (1..v.len()).rev() {
+        s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = s;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        v.swap(i, (z % (i as u64 + 1)) as usize);
+    }
+    v
+}
+
+fn maglev_build(c: &mut Criterion) {
+    let mut g = c.benchmark_group("maglev_build");
+    g.sample_size(10);
+    g.measurement_time(Duration::from_secs(3));
+    for size in [65_537u32, 655_373] {
+        for n in [10u32, 100, 1000] {
+            let keys: Vec<[u8; 16]> = (0..n)
+                .map(|i| {
+                    let mut k = [0u8; 16];
+                    k[12..].copy_from_slice(&(0x0a00_0000 | i).to_be_bytes());
+                    k
+                })
+                .collect();
+            let backends: Vec<(&[u8], u32)> = keys.iter().map(|k| (&k[..], 1)).collect();
+            g.bench_with_input(
+                BenchmarkId::new(format!("M={size}"), format!("{n} backends")),
+                &backends,
+                |b, backends| b.iter(|| Maglev::new(size, black_box(backends)).unwrap()),
+            );
+        }
+    }
+    g.finish();
+}
+
+fn key(i: u32) -> (FlowKey, u64) {
+    let (src, sport) = client(i);
+    let k = FlowKey::v4(src.octets(), VIP.octets(), sport, 443, 6);
+    let h = forward::flow_hash(&k);
+    (k, h)
+}
+
+fn flow_table(c: &mut Criterion) {
+    let mut g = c.benchmark_group("flow_table");
+    g.sample_size(20);
+    g.throughput(Throughput::Elements(1));
+    for entries in [1usize << 20, 10 << 20] {
+        let label = format!("{}M entries", entries >> 20);
+        // Half full with established flows, looked up in random order.
+        let active = (entries / 2) as u32;
+        let mut t = FlowTable::new(entries, FlowConfig::default());
+        for i in 0..active {
+            let (k, h) = key(i);
+            t.insert(&k, h, 0, 0, 0);
+            t.lookup(&k, h, 0); // a second packet: confirmed
+        }
+        let order: Vec<(FlowKey, u64)> = shuffled(active, 1)
+            .into_iter()
+            .take(1 << 20)
+            .map(key)
+            .collect();
+        let mut i = 0;
+        g.bench_function(BenchmarkId::new("lookup_hit", &label), |b| {
+            b.iter(|| {
+                let (k, h) = &order[i];
+                i = (i + 1) % order.len();
+                black_box(t.lookup(k, *h, 1).is_some())
+            })
+        });
+        // New flows into the same table: it fills, then evicts the least
+        // recently used unconfirmed entries.
+        let mut next = active;
+        g.bench_function(BenchmarkId::new("insert_new", &label), |b| {
+            b.iter(|| {
+                let (k, h) = key(next);
+                next = next.wrapping_add(1);
+                black_box(t.insert(&k, h, 0, 0, 2))
+            })
+        });
+    }
+    g.finish();
+}
+
+/// The rewrite put the backend's MAC in each frame: make them arrive at our
+/// port again, as fresh packets from the NIC would (6 bytes per packet).
+fn arrive(frames: &mut [Vec<u8>]) {
+    for f in frames {
+        f[..6].copy_from_slice(&PORT_MAC.0);
+    }
+}
+
+fn decide(c: &mut Criterion) {
+    const FLOWS: u32 = 1 << 20;
+    let snap = snapshot(100, 65_537);
+    let mut flows = established(&snap, 2 << 20, FLOWS);
+    // Packets of random established flows, more than the caches hold
+    // together with the table.
+    let mut frames: Vec<Vec<u8>> = shuffled(FLOWS, 2)
+        .into_iter()
+        .take(1 << 18)
+        .map(|i| frame(i, ACK))
+        .collect();
+    let mut g = c.benchmark_group("decide_rewrite");
+    g.sample_size(30);
+    g.throughput(Throughput::Elements(BURST as u64));
+    let mut at = 0;
+    g.bench_function("1M flows, 100 backends, burst of 32 with prefetch", |b| {
+        b.iter(|| {
+            let chunk = &mut frames[at..at + BURST];
+            at = (at + BURST) % (1 << 18);
+            let n = burst(chunk, &snap, &mut flows, 1, |e| {
+                dataplane::dpdk::prefetch(e)
+            });
+            assert_eq!(n, BURST);
+            arrive(chunk);
+        })
+    });
+    g.bench_function("1M flows, 100 backends, one at a time", |b| {
+        b.iter(|| {
+            for f in &mut frames[at..at + BURST] {
+                black_box(forward::decide(f, &snap, &mut flows, 1));
+            }
+            arrive(&mut frames[at..at + BURST]);
+            at = (at + BURST) % (1 << 18);
+        })
+    });
+    // The decision's own cost: 32 flows, table and packets in L1/L2.
+    let mut hot: Vec<Vec<u8>> = frames[..BURST].to_vec();
+    g.bench_function("32 flows in cache", |b| {
+        b.iter(|| {
+            let n = burst(&mut hot, &snap, &mut flows, 1, |e| {
+                dataplane::dpdk::prefetch(e)
+            });
+            arrive(&mut hot);
+            n
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, maglev_build, flow_table, decide);
+criterion_main!(benches);

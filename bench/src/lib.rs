@@ -1,0 +1,109 @@
+//! Workloads shared by the benchmarks: a snapshot with one VIP and N
+//! backends, a flow table holding a given number of established flows, and
+//! the frames of those flows. Built the way lbd builds them, through the
+//! dataplane's public API.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use dataplane::flow::{FlowConfig, FlowTable};
+use dataplane::forward::{self, Action, Classified};
+use dataplane::packet::build;
+use dataplane::packet::ethernet::MacAddr;
+use dataplane::snapshot::{
+    BackendRef, BackendSpec, BackendState, Proto, Snapshot, SnapshotSpec, VipKey, VipSpec,
+};
+
+pub const PORT_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x01]);
+pub const CLIENT_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x02]);
+pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
+/// What the worker handles at once.
+pub const BURST: usize = 32;
+
+/// One TCP VIP with `backends` equal-weight backends, all up and resolved.
+pub fn snapshot(backends: u16, table_size: u32) -> Snapshot {
+    let spec = SnapshotSpec {
+        generation: 1,
+        mac: PORT_MAC,
+        local: vec![IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))],
+        vips: vec![VipSpec {
+            key: VipKey {
+                addr: IpAddr::V4(VIP),
+                port: 443,
+                proto: Proto::Tcp,
+            },
+            table_size,
+            idle: Default::default(),
+            backends: (0..backends)
+                .map(|i| BackendSpec {
+                    id: BackendRef {
+                        slot: i,
+                        incarnation: 0,
+                    },
+                    addr: IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | (u32::from(i) + 1))),
+                    mac: Some(MacAddr([0x02, 0xbe, 0, 0, (i >> 8) as u8, i as u8])),
+                    state: BackendState::Up,
+                    weight: 1,
+                })
+                .collect(),
+        }],
+    };
+    Snapshot::build(&spec).expect("a valid snapshot")
+}
+
+/// The client side of flow `i`: a distinct source address and port.
+pub fn client(i: u32) -> (Ipv4Addr, u16) {
+    (
+        Ipv4Addr::from(0x6400_0000 | (i >> 4)),
+        1024 + (i & 0xf) as u16 * 3001,
+    )
+}
+
+/// A 64-byte-class TCP segment of flow `i` (an ACK: established traffic).
+pub fn frame(i: u32, flags: u8) -> Vec<u8> {
+    let (src, sport) = client(i);
+    build::tcp4(PORT_MAC, CLIENT_MAC, src, VIP, sport, 443, flags, b"")
+}
+
+pub const SYN: u8 = 0x02;
+pub const ACK: u8 = 0x10;
+
+/// A flow table of `capacity` entries holding `flows` established flows of
+/// `snap`, inserted through the decision itself (as traffic would).
+pub fn established(snap: &Snapshot, capacity: usize, flows: u32) -> FlowTable {
+    let mut t = FlowTable::new(capacity, FlowConfig::default());
+    for i in 0..flows {
+        let mut f = frame(i, SYN);
+        let a = forward::decide(&mut f, snap, &mut t, 0);
+        assert!(matches!(a, Action::Forward { .. }), "{a:?}");
+        let mut f = frame(i, ACK);
+        forward::decide(&mut f, snap, &mut t, 0);
+    }
+    t
+}
+
+/// The worker's decision path for one burst, on plain buffers: classify and
+/// hash every frame and prefetch its flow bucket, then decide and rewrite
+/// each (`dataplane::worker` does the same over mbufs).
+#[inline]
+pub fn burst(
+    frames: &mut [Vec<u8>],
+    snap: &Snapshot,
+    flows: &mut FlowTable,
+    now: u32,
+    prefetch: impl Fn(&dataplane::flow::Entry),
+) -> usize {
+    let mut classified = [Classified::ToKernel; BURST];
+    for (c, f) in classified.iter_mut().zip(frames.iter()) {
+        *c = forward::classify(f, snap);
+        if let Some(h) = c.flow_hash() {
+            prefetch(flows.prefetch_target(h));
+        }
+    }
+    let mut forwarded = 0;
+    for (c, f) in classified.iter().zip(frames.iter_mut()) {
+        if let Action::Forward { .. } = forward::apply(*c, f, snap, flows, now) {
+            forwarded += 1;
+        }
+    }
+    forwarded
+}
