@@ -258,11 +258,13 @@ fn dr_through_two_workers_and_the_exception_path() {
         ]
         .map(String::from),
     );
+    // stderr to a file: an unread pipe fills and blocks lbd.
+    let log = std::env::temp_dir().join(format!("lbd-lab-{}.log", std::process::id()));
     let mut lbd = KillOnDrop(Some(
         Command::new("ip")
             .args(&args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap(),
     ));
@@ -356,8 +358,9 @@ fn dr_through_two_workers_and_the_exception_path() {
     let _ = Command::new("pkill").args(["-TERM", "-P", &pid]).status();
     let _ = Command::new("kill").args(["-TERM", &pid]).status();
     let out = lbd.wait_with_output().unwrap();
+    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
     let _ = std::fs::remove_file(&config);
-    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "lbd: {stderr}");
     let report: serde_json::Value =
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
