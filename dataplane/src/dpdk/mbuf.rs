@@ -205,6 +205,27 @@ impl Burst {
             .map(|&p| unsafe { seg_bytes_mut(p) })
     }
 
+    /// Append `bytes` to packet `i` (a generator filling freshly allocated
+    /// mbufs); false, nothing written, when `i` is out of range or the
+    /// tailroom is short.
+    pub fn extend_at(&mut self, i: usize, bytes: &[u8]) -> bool {
+        let Some(&p) = self.pkts[..self.len].get(i) else {
+            return false;
+        };
+        let Ok(n) = u16::try_from(bytes.len()) else {
+            return false;
+        };
+        // SAFETY: entries below len are owned, valid mbufs; append checks the
+        // tailroom and returns NULL when short.
+        let dst = unsafe { dpdk_sys::lb_rte_pktmbuf_append(p, n) };
+        if dst.is_null() {
+            return false;
+        }
+        // SAFETY: append reserved exactly n writable bytes at dst in this mbuf.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst.cast::<u8>(), bytes.len()) };
+        true
+    }
+
     /// Prefetch the first cache line of every packet's data, so the headers
     /// are in cache by the time the burst is processed.
     #[inline]

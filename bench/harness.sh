@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# The harness: our rate as a ratio to a plain DPDK forwarder, measured in the
+# same run, on the same virtual device and the same cores. Each round runs
+# the generator (lbgen, memif client, cpu 0) against the baseline (lbfwd:
+# receive, swap MACs, send back; cpu 1) and then against lbd (one worker on
+# cpu 1, one UDP VIP with N backends of static MACs), each over a fresh
+# net_memif link; the median round is reported as a markdown table and JSON.
+#
+#   bench/harness.sh [--rounds 3] [--seconds 5] [--warmup 2] [--flows 1000000]
+#                    [--backends 100] [--size 64] [--json bench-result.json]
+#
+# Builds release binaries first. Needs root and 1 GiB of free hugepages
+# (scripts/setup.sh reserves them). A loaded 2-core VM is noisy: read the
+# ratio, not the absolute rates.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=3 SECONDS_=5 WARMUP=2 FLOWS=1000000 BACKENDS=100 SIZE=64 JSON=bench-result.json
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --rounds) ROUNDS=$2 ;; --seconds) SECONDS_=$2 ;; --warmup) WARMUP=$2 ;;
+        --flows) FLOWS=$2 ;; --backends) BACKENDS=$2 ;; --size) SIZE=$2 ;; --json) JSON=$2 ;;
+        *) echo "harness: unknown option $1 (see the header of $0)" >&2; exit 2 ;;
+    esac
+    shift 2
+done
+
+cargo build --release --locked -q -p lb-bench -p control
+BIN=target/release
+WORK=$(mktemp -d)
+SUT_PID=""
+cleanup() { [ -z "$SUT_PID" ] || kill -KILL "$SUT_PID" 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+SUT_MAC=02:00:00:00:00:01
+EAL=(--no-pci --in-memory -m 512 --log-level lib.eal:warning)
+[ "${LB_EAL_NO_HUGE:-}" = 1 ] && EAL=(--no-pci --no-huge --no-shconf -m 1024 --log-level lib.eal:warning)
+
+# One UDP VIP (QUIC/SRT-style), N backends with static MACs: no resolution.
+{
+    echo '[[vip]]'; echo 'address = "198.51.100.10"'; echo 'port = 443'; echo 'protocol = "udp"'
+    for i in $(seq "$BACKENDS"); do
+        printf '[[vip.backend]]\naddress = "10.1.%d.%d"\nmac = "02:be:00:00:%02x:%02x"\n' \
+            $((i / 250)) $((i % 250 + 1)) $((i / 256)) $((i % 256))
+    done
+} > "$WORK/lb.toml"
+
+# Flows per lbd worker: room for every generated flow.
+TABLE=$(( FLOWS * 2 > 4096 ? FLOWS * 2 : 4096 ))
+
+start_sut() { # kind, socket
+    local vdev="net_memif0,role=server,socket=$2,mac=$SUT_MAC"
+    case "$1" in
+        baseline)
+            "$BIN/lbfwd" -l 1 "${EAL[@]}" --file-prefix "bfwd$$" --vdev "$vdev" \
+                -- --port net_memif0 > "$WORK/sut.out" 2> "$WORK/sut.err" & ;;
+        lbd)
+            LBD_LOG=warn "$BIN/lbd" --lcores 0@0,1@1 "${EAL[@]}" --file-prefix "blbd$$" --vdev "$vdev" \
+                -- --port net_memif0 --state "$WORK/lb.toml" --no-grpc --flows "$TABLE" \
+                --mbufs 16383 --json > "$WORK/sut.out" 2> "$WORK/sut.err" & ;;
+    esac
+    SUT_PID=$!
+    # memif listens on an abstract socket by default ("@PATH" for ss).
+    for _ in $(seq 200); do
+        ss -xl 2>/dev/null | grep -qF "@$2" && return 0
+        [ -S "$2" ] && return 0
+        sleep 0.1
+    done
+    cat "$WORK/sut.err" >&2; echo "harness: $1 did not open its memif socket" >&2; exit 1
+}
+
+stop_sut() {
+    kill -TERM "$SUT_PID" 2>/dev/null || true
+    wait "$SUT_PID" 2>/dev/null || true
+    SUT_PID=""
+}
+
+run_one() { # kind round
+    local sock="$WORK/memif-$1-$2.sock"
+    start_sut "$1" "$sock"
+    "$BIN/lbgen" -l 0 "${EAL[@]}" --file-prefix "bgen$$" --vdev "net_memif0,role=client,socket=$sock" \
+        -- --port net_memif0 --dst-mac "$SUT_MAC" --flows "$FLOWS" --size "$SIZE" \
+        --seconds "$SECONDS_" --warmup "$WARMUP" 2> "$WORK/gen.err" | tail -1 > "$WORK/$1-$2.json" ||
+        { cat "$WORK/gen.err" >&2; exit 1; }
+    stop_sut
+    echo "harness: round $2 $1: $(cat "$WORK/$1-$2.json")" >&2
+}
+
+for r in $(seq "$ROUNDS"); do
+    run_one baseline "$r"
+    run_one lbd "$r"
+done
+
+python3 - "$WORK" "$ROUNDS" "$JSON" "$FLOWS" "$BACKENDS" "$SIZE" <<'PY'
+import json, statistics, sys
+work, rounds, out, flows, backends, size = sys.argv[1], int(sys.argv[2]), sys.argv[3], *map(int, sys.argv[4:])
+rows = []
+for r in range(1, rounds + 1):
+    b = json.load(open(f"{work}/baseline-{r}.json"))
+    l = json.load(open(f"{work}/lbd-{r}.json"))
+    rows.append({"round": r, "baseline": b, "lbd": l,
+                 "ratio": l["returned_mpps"] / b["returned_mpps"] if b["returned_mpps"] else 0.0})
+med = sorted(rows, key=lambda x: x["ratio"])[len(rows) // 2]
+result = {"flows": flows, "backends": backends, "size": size, "cores": "generator cpu 0, forwarder cpu 1",
+          "rounds": rows, "median": med}
+json.dump(result, open(out, "w"), indent=1)
+print(f"| system | offered Mpps | forwarded Mpps | in flight at stop | ratio to baseline | p50 µs | p99 µs | p99.9 µs |")
+print(f"|---|---|---|---|---|---|---|---|")
+for name in ("baseline", "lbd"):
+    x = med[name]
+    ratio = 1.0 if name == "baseline" else med["ratio"]
+    print(f"| {name} | {x['offered_mpps']:.2f} | {x['returned_mpps']:.2f} | {x['tx'] - x['rx']} | {ratio:.2f} | "
+          f"{x['lat_p50_us']:.1f} | {x['lat_p99_us']:.1f} | {x['lat_p999_us']:.1f} |")
+print(f"\nmedian of {rounds} rounds by ratio; {flows} flows, {backends} backends, {size}-byte frames, UDP/IPv4 over net_memif; all rounds in {out}")
+PY
