@@ -61,17 +61,8 @@ impl Mbuf {
 
     /// Append `bytes` at the tail; false (nothing written) without enough tailroom.
     pub fn extend_from_slice(&mut self, bytes: &[u8]) -> bool {
-        let Ok(n) = u16::try_from(bytes.len()) else {
-            return false;
-        };
-        // SAFETY: valid owned mbuf; append checks the tailroom and returns NULL if short.
-        let dst = unsafe { dpdk_sys::lb_rte_pktmbuf_append(self.ptr.as_ptr(), n) };
-        if dst.is_null() {
-            return false;
-        }
-        // SAFETY: append reserved exactly n writable bytes at dst inside our buffer.
-        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst.cast::<u8>(), bytes.len()) };
-        true
+        // SAFETY: we own this valid mbuf exclusively (&mut self).
+        unsafe { append(self.ptr.as_ptr(), bytes) }
     }
 
     /// Remove `n` bytes from the tail; false (unchanged) when shorter than that.
@@ -94,6 +85,26 @@ impl std::fmt::Debug for Mbuf {
             .field("len", &self.data().len())
             .finish()
     }
+}
+
+/// Append `bytes` at the tail of `m`; false, nothing written, without
+/// enough tailroom.
+///
+/// # Safety
+/// `m` must be a valid mbuf that the caller owns exclusively.
+unsafe fn append(m: *mut rte_mbuf, bytes: &[u8]) -> bool {
+    let Ok(n) = u16::try_from(bytes.len()) else {
+        return false;
+    };
+    // SAFETY: valid exclusive mbuf (caller); append checks the tailroom and
+    // returns NULL when short.
+    let dst = unsafe { dpdk_sys::lb_rte_pktmbuf_append(m, n) };
+    if dst.is_null() {
+        return false;
+    }
+    // SAFETY: append reserved exactly n writable bytes at dst in this mbuf.
+    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst.cast::<u8>(), bytes.len()) };
+    true
 }
 
 /// # Safety
@@ -212,18 +223,8 @@ impl Burst {
         let Some(&p) = self.pkts[..self.len].get(i) else {
             return false;
         };
-        let Ok(n) = u16::try_from(bytes.len()) else {
-            return false;
-        };
-        // SAFETY: entries below len are owned, valid mbufs; append checks the
-        // tailroom and returns NULL when short.
-        let dst = unsafe { dpdk_sys::lb_rte_pktmbuf_append(p, n) };
-        if dst.is_null() {
-            return false;
-        }
-        // SAFETY: append reserved exactly n writable bytes at dst in this mbuf.
-        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst.cast::<u8>(), bytes.len()) };
-        true
+        // SAFETY: entries below len are owned, valid mbufs; &mut self makes this one exclusive.
+        unsafe { append(p, bytes) }
     }
 
     /// Prefetch the first cache line of every packet's data, so the headers
