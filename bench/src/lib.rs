@@ -96,7 +96,9 @@ pub fn burst(
     for (c, f) in classified.iter_mut().zip(frames.iter()) {
         *c = forward::classify(f, snap);
         if let Some(h) = c.flow_hash() {
-            prefetch(flows.prefetch_target(h));
+            for e in flows.bucket_entries(h) {
+                prefetch(e);
+            }
         }
     }
     let mut forwarded = 0;

@@ -278,10 +278,13 @@ impl FlowTable {
         (hash as usize & self.bucket_mask) * WAYS
     }
 
-    /// The first line of the bucket `hash` selects, for the worker to prefetch.
+    /// The entries a lookup of `hash` may read, for the worker to prefetch:
+    /// one cache line per way, and a lookup may read them all (a flow sits in
+    /// any way; a new one is looked for in every way).
     #[inline]
-    pub fn prefetch_target(&self, hash: u64) -> &Entry {
-        &self.entries[self.bucket(hash)]
+    pub fn bucket_entries(&self, hash: u64) -> &[Entry] {
+        let b = self.bucket(hash);
+        &self.entries[b..b + WAYS]
     }
 
     /// The live entry for `key`; an expired one is freed and reported as a miss.

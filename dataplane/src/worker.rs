@@ -180,7 +180,9 @@ impl<'a> Worker<'a> {
             wire[i] = burst.pkt_len_of(i).unwrap_or(first.len());
             *c = forward::classify_segmented(first, wire[i], snap);
             if let Some(h) = c.flow_hash() {
-                dpdk::prefetch(self.flows.prefetch_target(h));
+                for e in self.flows.bucket_entries(h) {
+                    dpdk::prefetch(e);
+                }
             }
         }
 

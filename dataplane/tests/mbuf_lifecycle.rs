@@ -84,7 +84,10 @@ fn exhausted_pool_says_so_and_recovers() {
     assert_eq!(b.data(1), Some(&[9u8; 60][..]));
     assert_eq!(b.data(0), Some(&[][..]));
     assert!(!b.extend_at(4, &[1]), "past the burst: nothing written");
-    assert!(!b.extend_at(2, &vec![0; 70_000]), "no room: nothing written");
+    assert!(
+        !b.extend_at(2, &vec![0; 70_000]),
+        "no room: nothing written"
+    );
     assert_eq!(b.data(2), Some(&[][..]));
     drop(b);
     assert_eq!(p.in_use(), 0);
