@@ -13,7 +13,10 @@ lab() { scripts/lab.sh "$@"; }
 trap 'lab down' EXIT
 say() { printf '\n== %s\n' "$*"; }
 run() { printf '$ %s\n' "$*" >&2; "$@"; }
-per_backend() { sort | uniq -c | awk '{printf "   %-7s %5d requests\n", $2, $1}'; }
+per_backend() {
+    sort | uniq -c | awk '{printf "   %-7s %5d requests\n", $2, $1; if ($2 == "FAILED") failed = 1}
+        END {if (!failed) print "   failed      0 requests"}'
+}
 VIP=198.51.100.10:80/tcp
 
 say "lab: client 192.0.2.100, servers be1..be3 (192.0.2.11-13, VIP on lo, nginx), lbd on net_af_packet"

@@ -221,8 +221,9 @@ fn persistence_and_direct_return(lab: &Lab) {
         "add",
         VIP,
         "192.0.2.14",
+        // A TCP connect check this time (the others are HTTP).
         "--check",
-        "http:/name",
+        "tcp",
         "--interval",
         "200",
         "--timeout",
