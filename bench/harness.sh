@@ -7,7 +7,14 @@
 # net_memif link; the median round is reported as a markdown table and JSON.
 #
 #   bench/harness.sh [--rounds 3] [--seconds 5] [--warmup 2] [--flows 1000000]
-#                    [--backends 100] [--size 64] [--json bench-result.json]
+#                    [--backends 100] [--size 64] [--churn CHANGES_PER_S]
+#                    [--json bench-result.json]
+#
+# --churn: during lbd's measurement, lbchurn changes a backend's weight
+# through the gRPC API at that rate (each change a new Maglev table and
+# snapshot, written to the state file first) and reports the changes/s
+# reached, the time until every worker forwards with the new snapshot
+# (p50/p99) and the packets the dataplane dropped meanwhile.
 #
 # Builds release binaries first. Needs root and 1 GiB of free hugepages
 # (scripts/setup.sh reserves them). A loaded 2-core VM is noisy: read the
@@ -15,11 +22,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ROUNDS=3 SECONDS_=5 WARMUP=2 FLOWS=1000000 BACKENDS=100 SIZE=64 JSON=bench-result.json
+ROUNDS=3 SECONDS_=5 WARMUP=2 FLOWS=1000000 BACKENDS=100 SIZE=64 JSON=bench-result.json CHURN=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --rounds) ROUNDS=$2 ;; --seconds) SECONDS_=$2 ;; --warmup) WARMUP=$2 ;;
-        --flows) FLOWS=$2 ;; --backends) BACKENDS=$2 ;; --size) SIZE=$2 ;; --json) JSON=$2 ;;
+        --flows) FLOWS=$2 ;; --backends) BACKENDS=$2 ;; --size) SIZE=$2 ;; --json) JSON=$2 ;; --churn) CHURN=$2 ;;
         *) echo "harness: unknown option $1 (see the header of $0)" >&2; exit 2 ;;
     esac
     shift 2
@@ -56,7 +63,7 @@ start_sut() { # kind, socket
                 -- --port net_memif0 > "$WORK/sut.out" 2> "$WORK/sut.err" & ;;
         lbd)
             LBD_LOG=warn "$BIN/lbd" --lcores 0@0,1@1 "${EAL[@]}" --file-prefix "blbd$$" --vdev "$vdev" \
-                -- --port net_memif0 --state "$WORK/lb.toml" --no-grpc --flows "$TABLE" \
+                -- --port net_memif0 --state "$WORK/lb.toml" --grpc-socket "$WORK/lbd.sock" --flows "$TABLE" \
                 --mbufs 16383 --json > "$WORK/sut.out" 2> "$WORK/sut.err" & ;;
     esac
     SUT_PID=$!
@@ -78,12 +85,20 @@ stop_sut() {
 run_one() { # kind round
     local sock="$WORK/memif-$1-$2.sock"
     start_sut "$1" "$sock"
+    local churn=""
+    if [ "$1" = lbd ] && [ "$CHURN" != 0 ]; then
+        (sleep "$WARMUP"; "$BIN/lbchurn" --socket "$WORK/lbd.sock" --vip 198.51.100.10:443/udp \
+            --backend 10.1.0.2 --rate "$CHURN" --seconds "$SECONDS_" > "$WORK/churn-$2.json") &
+        churn=$!
+    fi
     "$BIN/lbgen" -l 0 "${EAL[@]}" --file-prefix "bgen$$" --vdev "net_memif0,role=client,socket=$sock" \
         -- --port net_memif0 --dst-mac "$SUT_MAC" --flows "$FLOWS" --size "$SIZE" \
         --seconds "$SECONDS_" --warmup "$WARMUP" 2> "$WORK/gen.err" | tail -1 > "$WORK/$1-$2.json" ||
         { cat "$WORK/gen.err" >&2; exit 1; }
+    [ -z "$churn" ] || wait "$churn" || { echo "harness: lbchurn failed" >&2; exit 1; }
     stop_sut
     echo "harness: round $2 $1: $(cat "$WORK/$1-$2.json")" >&2
+    [ -z "$churn" ] || echo "harness: round $2 churn: $(cat "$WORK/churn-$2.json")" >&2
 }
 
 for r in $(seq "$ROUNDS"); do
@@ -98,8 +113,13 @@ rows = []
 for r in range(1, rounds + 1):
     b = json.load(open(f"{work}/baseline-{r}.json"))
     l = json.load(open(f"{work}/lbd-{r}.json"))
-    rows.append({"round": r, "baseline": b, "lbd": l,
-                 "ratio": l["returned_mpps"] / b["returned_mpps"] if b["returned_mpps"] else 0.0})
+    row = {"round": r, "baseline": b, "lbd": l,
+           "ratio": l["returned_mpps"] / b["returned_mpps"] if b["returned_mpps"] else 0.0}
+    try:
+        row["churn"] = json.load(open(f"{work}/churn-{r}.json"))
+    except FileNotFoundError:
+        pass
+    rows.append(row)
 med = sorted(rows, key=lambda x: x["ratio"])[len(rows) // 2]
 result = {"flows": flows, "backends": backends, "size": size, "cores": "generator cpu 0, forwarder cpu 1",
           "rounds": rows, "median": med}
@@ -111,5 +131,10 @@ for name in ("baseline", "lbd"):
     ratio = 1.0 if name == "baseline" else med["ratio"]
     print(f"| {name} | {x['offered_mpps']:.2f} | {x['returned_mpps']:.2f} | {x['tx'] - x['rx']} | {ratio:.2f} | "
           f"{x['lat_p50_us']:.1f} | {x['lat_p99_us']:.1f} | {x['lat_p999_us']:.1f} |")
+if "churn" in med:
+    c = med["churn"]
+    print(f"\nconfig churn during lbd's run: {c['changes_per_s']:.0f} changes/s reached of {c['target_per_s']:.0f} asked; "
+          f"new snapshot used by every worker after p50 {c['adoption_p50_us']:.0f} µs, p99 {c['adoption_p99_us']:.0f} µs "
+          f"(not within 1 s: {c['not_adopted_within_1s']}); dataplane drops meanwhile: {c['dataplane_drops']}")
 print(f"\nmedian of {rounds} rounds by ratio; {flows} flows, {backends} backends, {size}-byte frames, UDP/IPv4 over net_memif; all rounds in {out}")
 PY
