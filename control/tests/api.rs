@@ -566,17 +566,7 @@ fn server_reflection_lists_the_service() {
         .build()
         .unwrap();
     let services = rt.block_on(async move {
-        let channel = tonic::transport::Endpoint::try_from("http://lbd.invalid")
-            .unwrap()
-            .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-                let socket = socket.clone();
-                async move {
-                    let s = tokio::net::UnixStream::connect(socket).await?;
-                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
-                }
-            }))
-            .await
-            .unwrap();
+        let channel = lb_proto::connect_unix(socket).await.unwrap();
         let mut client = ServerReflectionClient::new(channel);
         let request = ServerReflectionRequest {
             host: String::new(),

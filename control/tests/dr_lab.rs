@@ -78,7 +78,7 @@ impl Lab {
             .as_array()
             .unwrap()
             .iter()
-            .find(|h| h["backend"] == backend || h["address"] == backend)
+            .find(|h| h["address"] == backend)
             .map(|h| h["health"].as_str().unwrap_or_default().to_string())
             .unwrap_or_default()
     }

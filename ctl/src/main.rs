@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use lb_proto::v1 as pb;
 use lb_proto::v1::load_balancer_client::LoadBalancerClient;
 use serde_json::{json, Value};
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::{Channel, Endpoint};
 
 #[derive(Debug, Parser)]
 #[command(name = "lbctl", about = "Operate the lbd load balancer")]
@@ -445,19 +445,9 @@ async fn update(
 
 async fn connect(path: PathBuf) -> Result<LoadBalancerClient<Channel>> {
     let shown = path.display().to_string();
-    // The URI is required by the API but unused: the connector dials the socket.
-    let channel = Endpoint::try_from("http://lbd.invalid")?
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let path = path.clone();
-            async move {
-                let stream = tokio::net::UnixStream::connect(path).await?;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-            }
-        }))
-        .await
-        .with_context(|| {
-            format!("connecting to lbd at {shown} (is lbd running? --socket or LBCTL_SOCKET)")
-        })?;
+    let channel = lb_proto::connect_unix(path).await.with_context(|| {
+        format!("connecting to lbd at {shown} (is lbd running? --socket or LBCTL_SOCKET)")
+    })?;
     Ok(LoadBalancerClient::new(channel))
 }
 

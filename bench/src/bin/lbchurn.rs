@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use lb_proto::v1::load_balancer_client::LoadBalancerClient;
 use lb_proto::v1::{BackendKey, Empty, Protocol, UpdateBackendRequest, VipKey};
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 
 struct Options {
     socket: PathBuf,
@@ -65,15 +65,7 @@ fn parse() -> Result<Options, String> {
 }
 
 async fn connect(path: PathBuf) -> Result<LoadBalancerClient<Channel>, String> {
-    let channel = Endpoint::try_from("http://lbd.invalid")
-        .map_err(|e| e.to_string())?
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let path = path.clone();
-            async move {
-                let s = tokio::net::UnixStream::connect(path).await?;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
-            }
-        }))
+    let channel = lb_proto::connect_unix(path)
         .await
         .map_err(|e| format!("connecting to lbd: {e}"))?;
     Ok(LoadBalancerClient::new(channel))

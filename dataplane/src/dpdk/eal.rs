@@ -46,8 +46,8 @@ impl Eal {
             what: "EAL arguments",
             reason: "too many".into(),
         })?;
-        // SAFETY: argv holds argc valid NUL-terminated strings followed by NULL,
-        // leaked so they outlive EAL; ATTEMPTED guarantees a single call.
+        // argv is leaked so that it outlives EAL.
+        // SAFETY: argv holds argc valid NUL-terminated strings followed by NULL; ATTEMPTED guarantees a single call.
         let ret = unsafe { dpdk_sys::rte_eal_init(argc, argv.as_mut_ptr()) };
         if ret < 0 {
             return Err(DpdkError::last("rte_eal_init"));

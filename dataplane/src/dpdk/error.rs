@@ -39,8 +39,7 @@ impl DpdkError {
     }
 
     pub(crate) fn from_errno(call: &'static str, errno: i32) -> DpdkError {
-        // SAFETY: rte_strerror returns a pointer to a NUL-terminated string
-        // (static, or a thread-local buffer) valid until the next call on this thread; copied at once.
+        // SAFETY: rte_strerror returns a NUL-terminated string (static, or a thread-local buffer valid until the next call on this thread), copied at once.
         let message = unsafe { CStr::from_ptr(dpdk_sys::rte_strerror(errno)) }
             .to_string_lossy()
             .into_owned();

@@ -63,8 +63,7 @@ impl<'scope, 'env> Scope<'scope, 'env> {
     {
         let job: Box<Job<'env>> = Box::new(Box::new(job));
         let arg = Box::into_raw(job).cast::<c_void>();
-        // SAFETY: `trampoline` takes back the box exactly once when the launch
-        // succeeds; the scope waits for the lcore before 'env ends.
+        // SAFETY: `trampoline` takes back the box exactly once when the launch succeeds; the scope waits for the lcore before 'env ends.
         let ret = unsafe { dpdk_sys::rte_eal_remote_launch(Some(trampoline), arg, lcore) };
         if ret < 0 {
             // SAFETY: the launch failed, so `trampoline` never runs: we still own the box.

@@ -96,8 +96,7 @@ unsafe fn append(m: *mut rte_mbuf, bytes: &[u8]) -> bool {
     let Ok(n) = u16::try_from(bytes.len()) else {
         return false;
     };
-    // SAFETY: valid exclusive mbuf (caller); append checks the tailroom and
-    // returns NULL when short.
+    // SAFETY: valid exclusive mbuf (caller); append checks the tailroom and returns NULL when short.
     let dst = unsafe { dpdk_sys::lb_rte_pktmbuf_append(m, n) };
     if dst.is_null() {
         return false;
@@ -193,27 +192,25 @@ impl Burst {
     pub fn pop(&mut self) -> Option<Mbuf> {
         self.len = self.len.checked_sub(1)?;
         let p = self.pkts[self.len];
-        // SAFETY: entries below the old len are owned, non-null mbufs; this
-        // one leaves the burst, so ownership moves to the returned Mbuf.
+        // This one leaves the burst: ownership moves to the returned Mbuf.
+        // SAFETY: entries below the old len are owned, non-null mbufs.
         Some(unsafe { Mbuf::from_raw(NonNull::new_unchecked(p)) })
     }
 
     /// Bytes of packet `i`.
     #[inline]
     pub fn data(&self, i: usize) -> Option<&[u8]> {
+        let &p = self.pkts[..self.len].get(i)?;
         // SAFETY: entries below len are owned, valid mbufs, alive while &self is.
-        self.pkts[..self.len]
-            .get(i)
-            .map(|&p| unsafe { seg_bytes(p) })
+        Some(unsafe { seg_bytes(p) })
     }
 
     /// Mutable bytes of packet `i`.
     #[inline]
     pub fn data_mut(&mut self, i: usize) -> Option<&mut [u8]> {
+        let &p = self.pkts[..self.len].get(i)?;
         // SAFETY: entries below len are owned, valid mbufs; &mut self makes the slice exclusive.
-        self.pkts[..self.len]
-            .get(i)
-            .map(|&p| unsafe { seg_bytes_mut(p) })
+        Some(unsafe { seg_bytes_mut(p) })
     }
 
     /// Append `bytes` to packet `i` (a generator filling freshly allocated
@@ -265,8 +262,7 @@ impl Burst {
                     let cur = usize::from(unsafe { dpdk_sys::lb_rte_pktmbuf_data_len(p) });
                     // SAFETY: owned valid mbuf.
                     if len < cur && unsafe { dpdk_sys::lb_rte_pktmbuf_nb_segs(p) } == 1 {
-                        // SAFETY: as above; trimming less than data_len of a
-                        // single-segment packet cannot fail.
+                        // SAFETY: owned valid mbuf; trimming less than data_len of a single-segment packet cannot fail.
                         unsafe { dpdk_sys::lb_rte_pktmbuf_trim(p, (cur - len) as u16) };
                     }
                     self.pkts[kept] = p;
@@ -290,19 +286,17 @@ impl Burst {
     /// Length of packet `i` over all its segments.
     #[inline]
     pub fn pkt_len_of(&self, i: usize) -> Option<usize> {
+        let &p = self.pkts[..self.len].get(i)?;
         // SAFETY: entries below len are owned, valid mbufs.
-        self.pkts[..self.len]
-            .get(i)
-            .map(|&p| unsafe { dpdk_sys::lb_rte_pktmbuf_pkt_len(p) } as usize)
+        Some(unsafe { dpdk_sys::lb_rte_pktmbuf_pkt_len(p) } as usize)
     }
 
     /// Length of packet `i` (first segment), without touching its data.
     #[inline]
     pub fn len_of(&self, i: usize) -> Option<usize> {
+        let &p = self.pkts[..self.len].get(i)?;
         // SAFETY: entries below len are owned, valid mbufs.
-        self.pkts[..self.len]
-            .get(i)
-            .map(|&p| usize::from(unsafe { dpdk_sys::lb_rte_pktmbuf_data_len(p) }))
+        Some(usize::from(unsafe { dpdk_sys::lb_rte_pktmbuf_data_len(p) }))
     }
 
     /// Free every packet.

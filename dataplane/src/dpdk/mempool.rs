@@ -78,8 +78,8 @@ impl Mempool {
     pub fn alloc_bulk(&self, burst: &mut Burst, n: usize) -> bool {
         let (spare, len) = burst.spare_raw();
         let n = n.min(spare.len());
-        // SAFETY: `spare` has room for n pointers; on success DPDK writes n
-        // fresh mbufs which the burst then owns; on failure it writes nothing.
+        // On success DPDK writes n fresh mbufs, which the burst then owns; on failure nothing.
+        // SAFETY: `spare` has room for n pointers.
         let ret = unsafe {
             dpdk_sys::lb_rte_pktmbuf_alloc_bulk(self.ptr.as_ptr(), spare.as_mut_ptr(), n as u32)
         };

@@ -45,9 +45,8 @@ pub fn advise_hugepages<T>(mem: &mut [std::mem::MaybeUninit<T>]) {
     if end <= aligned + PAGE {
         return;
     }
-    // SAFETY: the range lies inside `mem`, which we borrow exclusively, and
-    // starts on a page boundary; MADV_HUGEPAGE changes how pages are backed,
-    // never their contents or validity.
+    // MADV_HUGEPAGE changes how pages are backed, never their contents or validity.
+    // SAFETY: the range lies inside `mem`, which we borrow exclusively, and starts on a page boundary.
     unsafe {
         libc::madvise(
             aligned as *mut libc::c_void,

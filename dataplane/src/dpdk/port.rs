@@ -370,11 +370,8 @@ pub fn port_names() -> Vec<String> {
         // SAFETY: buf is writable and larger than RTE_ETH_NAME_MAX_LEN (64 with the NUL).
         if unsafe { dpdk_sys::rte_eth_dev_get_name_by_port(id, buf.as_mut_ptr()) } == 0 {
             // SAFETY: DPDK wrote a NUL-terminated name.
-            out.push(
-                unsafe { CStr::from_ptr(buf.as_ptr()) }
-                    .to_string_lossy()
-                    .into_owned(),
-            );
+            let name = unsafe { CStr::from_ptr(buf.as_ptr()) };
+            out.push(name.to_string_lossy().into_owned());
         }
     }
     if out.is_empty() {
@@ -411,10 +408,10 @@ impl Queue<'_> {
         let (spare, len) = burst.spare_raw();
         let room = spare.len() as u16;
         let ptr = spare.as_mut_ptr();
-        // SAFETY: this handle is the only user of the queue; `ptr` has room
-        // for `room` pointers; the driver writes `n` owned mbufs there.
-        let n =
-            usize::from(unsafe { dpdk_sys::lb_rte_eth_rx_burst(self.port, self.queue, ptr, room) });
+        // The driver writes `n` owned mbufs at `ptr`.
+        // SAFETY: this handle is the only user of the queue; `ptr` has room for `room` pointers.
+        let n = unsafe { dpdk_sys::lb_rte_eth_rx_burst(self.port, self.queue, ptr, room) };
+        let n = usize::from(n);
         // SAFETY: the n entries after len now hold owned mbufs.
         unsafe { burst.set_len(len + n) };
         n
