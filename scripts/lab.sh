@@ -9,20 +9,36 @@
 #
 # Documentation address ranges only, inside these namespaces only. lbd takes
 # the segment with DPDK net_af_packet on a veth; its exception interface
-# carries the host's own traffic (health checks) back onto the segment.
+# carries the host's own traffic (health checks, BGP) back onto the segment.
 #
-# Usage: scripts/lab.sh COMMAND [ARGS]     (LAB_ID names one lab; default "demo")
+# LAB_TOPO=ecmp at `up`: two balancers behind a router instead, each lbd
+# announcing the VIP by BGP through its own BIRD (over lbd's exception
+# path) to the router's BIRD, which installs one multipath route and
+# spreads flows by L4 hash (fib_multipath_hash_policy=1):
+#
+#   client 203.0.113.100 ── router 203.0.113.1 | 192.0.2.254 ─┐ bridge
+#   lbd #1 192.0.2.1, lbd #2 192.0.2.2 (namespaces lb, lb2)  ──┤
+#   be1..4 192.0.2.11-14 (default route: the router)         ──┘
+#
+# Usage: scripts/lab.sh COMMAND [ARGS]     (LAB_ID names one lab; default "demo";
+#                                           LB=2 picks the second lbd in ecmp)
 #   up                  namespaces, bridge, addresses, nginx on be1..be4
+#                       (in ecmp also the router and its BIRD)
 #   down                stop everything and remove the namespaces (always safe)
 #   lbd-start [ARGS]    start lbd (state file kept in the lab), wait for its API
+#                       (in ecmp with --bgp-routes, and start its BIRD)
 #   lbd-stop            SIGTERM lbd and wait for it
-#   configure [W1 W2 W3] lbctl: the VIP and be1..be3 with HTTP checks (weights)
+#   configure [W1 W2 W3] lbctl: the VIP and be1..be3 with HTTP checks (weights;
+#                       LAB_ORDER="3 2 1" adds the backends in another order)
+#   nexthops            (ecmp) the router's next hops for the VIP, one per line
 #   wait-healthy N      until N backends pass their checks
 #   nginx-stop N | nginx-start N
 #   lbctl ARGS          lbctl against the lab's lbd
 #   exec NS CMD...      run CMD in a namespace: client, lb, sw, be1..be4
 #   requests N          N HTTP requests (each its own connection) from the client;
 #                       prints one line per request: the serving backend or "FAILED"
+#   port-requests P N   N requests from the client's source ports P..P+N-1 (in
+#                       order); prints "port backend" (or "port FAILED") each
 #   downloads N RATE    N parallel downloads of /large at RATE (curl --limit-rate);
 #                       prints "exit code size backend" per download when all end
 #   hls SECONDS         fetch the playlist and its segments in a loop (one retry
@@ -37,13 +53,18 @@ LBCTL=${LBCTL:-$ROOT/target/debug/lbctl}
 
 VIP=198.51.100.10
 VIP_PORT=80
-LOCAL=192.0.2.1
-CLIENT=192.0.2.100
+LB=${LB:-1}
+[[ "$LB" =~ ^[12]$ ]] || { echo "lab: LB=$LB: give 1 or 2" >&2; exit 2; }
+SFX=${LB/#1/}           # instance 1 keeps the plain names: lb, lbd.sock
+LOCAL=192.0.2.$LB
+ROUTER=192.0.2.254
 NS_PREFIX=lb$ID
 CHECK=(--check http:/name --interval 200 --timeout 150 --rise 2 --fall 2)
 LARGE_MB=${LAB_LARGE_MB:-8}
 
 ns() { echo "$NS_PREFIX-$1"; }
+topo() { cat "$DIR/topo" 2>/dev/null || echo flat; }
+client_ip() { if [ "$(topo)" = ecmp ]; then echo 203.0.113.100; else echo 192.0.2.100; fi; }
 in_ns() { local n; n=$(ns "$1"); shift; ip netns exec "$n" "$@"; }
 backend_ip() { echo "192.0.2.$((10 + $1))"; }
 die() { echo "lab: $*" >&2; exit 1; }
@@ -51,18 +72,22 @@ die() { echo "lab: $*" >&2; exit 1; }
 need_root() { [ "$(id -u)" = 0 ] || die "must run as root (network namespaces)"; }
 
 cmd_down() {
-    if [ -f "$DIR/lbd.pid" ]; then
-        kill -TERM "$(cat "$DIR/lbd.pid")" 2>/dev/null || true
+    local pidf
+    for pidf in "$DIR/lbd.pid" "$DIR/lbd2.pid"; do
+        [ -f "$pidf" ] || continue
+        # A second signal skips lbd's grace period.
+        kill -TERM "$(cat "$pidf")" 2>/dev/null && sleep 0.1 &&
+            kill -TERM "$(cat "$pidf")" 2>/dev/null || true
         for _ in $(seq 50); do
-            kill -0 "$(cat "$DIR/lbd.pid")" 2>/dev/null || break
+            kill -0 "$(cat "$pidf")" 2>/dev/null || break
             sleep 0.1
         done
-        kill -KILL "$(cat "$DIR/lbd.pid")" 2>/dev/null || true
-    fi
+        kill -KILL "$(cat "$pidf")" 2>/dev/null || true
+    done
     for i in 1 2 3 4; do
         [ -f "$DIR/be$i/nginx.pid" ] && kill -TERM "$(cat "$DIR/be$i/nginx.pid")" 2>/dev/null || true
     done
-    for n in client lb be1 be2 be3 be4 sw; do
+    for n in client router lb lb2 be1 be2 be3 be4 sw; do
         # Whatever still runs in the namespace goes with it.
         if ip netns pids "$(ns $n)" >/dev/null 2>&1; then
             ip netns pids "$(ns $n)" | xargs -r kill -KILL 2>/dev/null || true
@@ -109,8 +134,12 @@ EOF
 cmd_up() {
     need_root
     command -v nginx >/dev/null || die "nginx is missing: run scripts/setup.sh"
+    local topo=${LAB_TOPO:-flat}
+    case "$topo" in flat | ecmp) ;; *) die "LAB_TOPO=$topo: flat or ecmp" ;; esac
+    [ "$topo" = flat ] || command -v bird >/dev/null || die "bird is missing: run scripts/setup.sh"
     cmd_down
     mkdir -p "$DIR/www/hls"
+    echo "$topo" > "$DIR/topo"
     # Content: a large file for long downloads, an HLS-style playlist.
     truncate -s "${LARGE_MB}M" "$DIR/www/large"
     {
@@ -122,7 +151,9 @@ cmd_up() {
         done
     } > "$DIR/www/hls/live.m3u8"
 
-    for n in sw client lb be1 be2 be3 be4; do
+    local spaces=(sw client lb be1 be2 be3 be4)
+    [ "$topo" = flat ] || spaces+=(router lb2)
+    for n in "${spaces[@]}"; do
         ip netns add "$(ns $n)"
         in_ns "$n" ip link set lo up
     done
@@ -137,14 +168,21 @@ cmd_up() {
         # frame has crossed DPDK.
         in_ns "$1" ethtool -K "$2" tx off >/dev/null
     }
-    attach client eth0
     attach lb data0
-    in_ns client ip addr add "$CLIENT/24" dev eth0
-    # The VIP is reached through the segment (where a router would send it).
-    in_ns client ip route add "$VIP/32" dev eth0
+    if [ "$topo" = flat ]; then
+        attach client eth0
+        in_ns client ip addr add "$(client_ip)/24" dev eth0
+        # The VIP is reached through the segment (where a router would send it).
+        in_ns client ip route add "$VIP/32" dev eth0
+    else
+        attach lb2 data0
+        router_up
+    fi
     for i in 1 2 3 4; do
         attach "be$i" eth0
         in_ns "be$i" ip addr add "$(backend_ip "$i")/24" dev eth0
+        # Replies go straight to the client, through the router if there is one.
+        [ "$topo" = flat ] || in_ns "be$i" ip route add default via "$ROUTER"
         # Classic DR: the VIP on lo, never answered for on the segment.
         in_ns "be$i" ip addr add "$VIP/32" dev lo
         in_ns "be$i" sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2
@@ -152,7 +190,73 @@ cmd_up() {
         nginx_conf "$i" > "$DIR/be$i/nginx.conf"
         cmd_nginx_start "$i"
     done
-    echo "lab $ID up: client $CLIENT, backends 192.0.2.11-14, VIP $VIP:$VIP_PORT/tcp"
+    echo "lab $ID up ($topo): client $(client_ip), backends 192.0.2.11-14, VIP $VIP:$VIP_PORT/tcp"
+}
+
+# BGP timers for a lab: a session is dead after 3 s and reconnects in 1 s.
+BGP_TIMERS="hold time 3; keepalive time 1; connect retry time 1; error wait time 1, 5;"
+
+router_up() {
+    in_ns sw ip link add p-router type veth peer name eth0 netns "$(ns router)"
+    in_ns sw ip link set p-router master br0 up
+    in_ns router ip link set eth0 up
+    in_ns router ip addr add "$ROUTER/24" dev eth0
+    in_ns router ip link add eth1 type veth peer name eth0 netns "$(ns client)"
+    in_ns router ip link set eth1 up
+    in_ns router ip addr add 203.0.113.1/24 dev eth1
+    in_ns client ip link set eth0 up
+    # Full checksums from every sender whose frames may cross DPDK (attach).
+    for dev in eth0 eth1; do in_ns router ethtool -K "$dev" tx off >/dev/null; done
+    in_ns client ethtool -K eth0 tx off >/dev/null
+    in_ns client ip addr add "$(client_ip)/24" dev eth0
+    in_ns client ip route add default via 203.0.113.1
+    # One L4 hash per flow over the balancers, as ECMP routers do.
+    in_ns router sysctl -qw net.ipv4.ip_forward=1 net.ipv4.fib_multipath_hash_policy=1 \
+        net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0
+    mkdir -p "$DIR/router"
+    cat > "$DIR/router/bird.conf" <<CONF
+router id $ROUTER;
+log "$DIR/router/bird.log" all;
+protocol device { scan time 1; }
+# Equal BGP paths from the balancers become one multipath kernel route.
+protocol kernel { ipv4 { import none; export all; }; merge paths on; }
+template bgp balancer {
+    local $ROUTER as 65000;
+    $BGP_TIMERS
+    ipv4 { import all; export none; };
+}
+protocol bgp lb1 from balancer { neighbor 192.0.2.1 as 65001; }
+protocol bgp lb2 from balancer { neighbor 192.0.2.2 as 65001; }
+CONF
+    in_ns router bird -c "$DIR/router/bird.conf" -s "$DIR/router/bird.ctl" \
+        -P "$DIR/router/bird.pid" </dev/null >/dev/null 2>>"$DIR/router/bird.err" ||
+        die "bird in the router: $(cat "$DIR/router/bird.err")"
+}
+
+# The balancer's own BIRD: one eBGP session to the router over lbd's
+# exception interface, exporting what lbd writes to --bgp-routes.
+lb_bird_start() {
+    local d="$DIR/lb$LB"
+    [ -f "$d/bird.pid" ] && kill -0 "$(cat "$d/bird.pid")" 2>/dev/null && return 0
+    cat > "$d/bird.conf" <<CONF
+router id $LOCAL;
+log "$d/bird.log" all;
+protocol device { scan time 1; }
+include "$d/vips.conf";
+protocol bgp uplink {
+    local $LOCAL as 65001;
+    neighbor $ROUTER as 65000;
+    $BGP_TIMERS
+    ipv4 { import none; export where source = RTS_STATIC; };
+}
+CONF
+    in_ns "lb$SFX" bird -c "$d/bird.conf" -s "$d/bird.ctl" -P "$d/bird.pid" \
+        </dev/null >/dev/null 2>>"$d/bird.err" || die "bird in lb$SFX: $(cat "$d/bird.err")"
+}
+
+cmd_nexthops() {
+    # "via A" for one path; "nexthop via A ..." per path for several.
+    in_ns router ip -4 route show "$VIP/32" | { grep -o 'via [0-9.]*' || true; } | awk '{print $2}' | sort
 }
 
 cmd_nginx_start() {
@@ -184,52 +288,91 @@ eal_memory() {
 cmd_lbd_start() {
     need_root
     [ -x "$LBD" ] || die "$LBD is missing: cargo build --workspace"
-    [ -f "$DIR/state.toml" ] || echo "local_addresses = [\"$LOCAL\"]" > "$DIR/state.toml"
-    rm -f "$DIR/lbd.sock"
-    local memory
+    local state="$DIR/state$SFX.toml" sock="$DIR/lbd$SFX.sock" pidf="$DIR/lbd$SFX.pid"
+    local log="$DIR/lbd$SFX.log" memory bgp=() lcores=0@0,1@1
+    [ -f "$state" ] || echo "local_addresses = [\"$LOCAL\"]" > "$state"
+    rm -f "$sock"
     memory=$(eal_memory)
+    if [ "$(topo)" = ecmp ]; then
+        mkdir -p "$DIR/lb$LB"
+        bgp=(--bgp-routes "$DIR/lb$LB/vips.conf"
+            --bgp-reload "birdc -s $DIR/lb$LB/bird.ctl configure")
+        # Each instance busy-polls its own core.
+        [ "$LB" = 1 ] || lcores=0@1,1@0
+    fi
     # shellcheck disable=SC2086  # memory is two words at most
-    ip netns exec "$(ns lb)" sh -c 'echo $$ > "$0"; exec "$@"' "$DIR/lbd.pid" \
-        "$LBD" --lcores 0@0,1@1 --no-pci --file-prefix "lblab-$ID" -m 256 $memory \
+    ip netns exec "$(ns "lb$SFX")" sh -c 'echo $$ > "$0"; exec "$@"' "$pidf" \
+        "$LBD" --lcores "$lcores" --no-pci --file-prefix "lblab-$ID-$LB" -m 256 $memory \
         --log-level lib.eal:warning --vdev net_af_packet0,iface=data0 \
-        -- --port net_af_packet0 --state "$DIR/state.toml" --kernel-iface lbk0 \
-        --grpc-socket "$DIR/lbd.sock" --metrics-listen 127.0.0.1:9100 --flows 65536 \
-        "$@" </dev/null >> "$DIR/lbd.log" 2>&1 &
+        -- --port net_af_packet0 --state "$state" --kernel-iface lbk0 \
+        --grpc-socket "$sock" --metrics-listen 127.0.0.1:9100 --flows 65536 \
+        "${bgp[@]}" "$@" </dev/null >> "$log" 2>&1 &
     for _ in $(seq 200); do
-        if [ -S "$DIR/lbd.sock" ] && "$LBCTL" --socket "$DIR/lbd.sock" info >/dev/null 2>&1; then
+        if [ -S "$sock" ] && "$LBCTL" --socket "$sock" info >/dev/null 2>&1; then
             # The host's address on the segment, behind the exception path.
-            in_ns lb ip link set lbk0 up
-            in_ns lb ip addr replace "$LOCAL/24" dev lbk0
+            in_ns "lb$SFX" ip link set lbk0 up
+            in_ns "lb$SFX" ip addr replace "$LOCAL/24" dev lbk0
+            [ "$(topo)" = flat ] || lb_bird_start
             return 0
         fi
-        kill -0 "$(cat "$DIR/lbd.pid" 2>/dev/null || echo 0)" 2>/dev/null ||
-            { tail -20 "$DIR/lbd.log" >&2; die "lbd exited"; }
+        kill -0 "$(cat "$pidf" 2>/dev/null || echo 0)" 2>/dev/null ||
+            { tail -20 "$log" >&2; die "lbd exited"; }
         sleep 0.1
     done
-    tail -20 "$DIR/lbd.log" >&2
+    tail -20 "$log" >&2
     die "lbd did not serve its API within 20 s"
 }
 
 cmd_lbd_stop() {
     local pid
-    pid=$(cat "$DIR/lbd.pid")
+    pid=$(cat "$DIR/lbd$SFX.pid")
     kill -TERM "$pid"
-    for _ in $(seq 100); do
-        kill -0 "$pid" 2>/dev/null || { rm -f "$DIR/lbd.pid"; return 0; }
+    # With BGP, lbd forwards for its grace period (3 s) after withdrawing.
+    for _ in $(seq 150); do
+        kill -0 "$pid" 2>/dev/null || { rm -f "$DIR/lbd$SFX.pid"; return 0; }
         sleep 0.1
     done
-    die "lbd did not stop within 10 s"
+    die "lbd did not stop within 15 s"
 }
 
-cmd_lbctl() { "$LBCTL" --socket "$DIR/lbd.sock" "$@"; }
+cmd_lbctl() { "$LBCTL" --socket "$DIR/lbd$SFX.sock" "$@"; }
 
 cmd_configure() {
     local weights=("${1:-1}" "${2:-1}" "${3:-1}")
     cmd_lbctl vip add "$VIP:$VIP_PORT/tcp"
-    for i in 1 2 3; do
+    for i in ${LAB_ORDER:-1 2 3}; do
         cmd_lbctl backend add "$VIP:$VIP_PORT/tcp" "$(backend_ip "$i")" \
             --weight "${weights[$((i - 1))]}" "${CHECK[@]}"
     done
+}
+
+cmd_port_requests() {
+    # SO_REUSEADDR + tcp_tw_reuse: a port may still be in TIME_WAIT from
+    # its last request (whichever side closed first).
+    in_ns client sysctl -qw net.ipv4.tcp_tw_reuse=1
+    in_ns client python3 - "$VIP" "$1" "$2" <<'CLIENT'
+import socket, sys
+vip, first, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+for port in range(first, first + n):
+    backend = "FAILED"
+    try:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.settimeout(5)
+        s.bind(("", port))
+        s.connect((vip, 80))
+        s.sendall(b"GET /name HTTP/1.0\r\nHost: lab\r\n\r\n")
+        reply = b""
+        while chunk := s.recv(4096):
+            reply += chunk
+        s.close()
+        for line in reply.decode(errors="replace").splitlines():
+            if line.lower().startswith("x-backend:"):
+                backend = line.split(":", 1)[1].strip()
+    except OSError as e:
+        backend = f"FAILED:{e.__class__.__name__}"
+    print(port, backend, flush=True)
+CLIENT
 }
 
 cmd_wait_healthy() {
@@ -294,10 +437,13 @@ main() {
         wait-healthy) cmd_wait_healthy "$1" ;;
         nginx-start) cmd_nginx_start "$1" ;;
         nginx-stop) cmd_nginx_stop "$1" ;;
-        lbctl) cmd_lbctl "$@" ;;
+        # exec: a caller can signal lbctl itself (events).
+        lbctl) exec "$LBCTL" --socket "$DIR/lbd$SFX.sock" "$@" ;;
         # exec: the caller's pid becomes the command's (to signal it).
         exec) local n=$1; shift; exec ip netns exec "$(ns "$n")" "$@" ;;
         requests) cmd_requests "$1" ;;
+        port-requests) cmd_port_requests "$1" "$2" ;;
+        nexthops) cmd_nexthops ;;
         downloads) cmd_downloads "$1" "$2" ;;
         hls) cmd_hls "$1" ;;
         *) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2 ;;

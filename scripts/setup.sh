@@ -8,11 +8,11 @@ cd "$(dirname "$0")/.."
 # Build: DPDK 22.11 and its pkg-config file, libclang for bindgen, a C
 # compiler for the shim, protoc for the gRPC crate. Tests and demo: tcpdump,
 # python3, iproute2, ethtool, ping, curl, pkill; the lab's real servers
-# (nginx) and its packet floods (hping3).
+# (nginx), its packet floods (hping3) and its BGP speakers (BIRD 2).
 PACKAGES=(
     libdpdk-dev dpdk pkg-config libclang-dev clang protobuf-compiler build-essential
     libpcap-dev tcpdump python3 iproute2 ethtool iputils-ping curl procps
-    nginx-light hping3
+    nginx-light hping3 bird2
 )
 
 as_root() {
@@ -28,8 +28,8 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing ${missing[*]}"
     as_root apt-get update -q
-    # The lab runs its own nginx in namespaces: installing the package must
-    # not start the system's nginx (policy-rc.d 101 = "do not start").
+    # The lab runs its own nginx and BIRD in namespaces: installing the
+    # packages must not start the system's (policy-rc.d 101 = "do not start").
     policy=""
     if [ ! -e /usr/sbin/policy-rc.d ]; then
         policy=/usr/sbin/policy-rc.d

@@ -52,6 +52,25 @@ pub struct Options {
     /// through it. Give it the `local_addresses` with `ip addr add`.
     #[arg(long, value_name = "NAME")]
     pub kernel_iface: Option<String>,
+    /// Announce the VIP addresses this instance can serve by writing them,
+    /// as BIRD 2 static protocols, to FILE (include it from bird.conf) and
+    /// running --bgp-reload after each change. See README, "Several
+    /// instances behind ECMP".
+    #[arg(long, value_name = "FILE")]
+    pub bgp_routes: Option<std::path::PathBuf>,
+    /// Command (run with sh -c) that makes the BGP speaker read --bgp-routes.
+    #[arg(
+        long,
+        value_name = "COMMAND",
+        default_value = "birdc configure",
+        requires = "bgp_routes"
+    )]
+    pub bgp_reload: String,
+    /// On SIGTERM or SIGINT: withdraw the routes, keep forwarding this many
+    /// milliseconds (while the routers move the flows away), then stop.
+    /// Default 3000 with --bgp-routes, else 0. A second signal stops at once.
+    #[arg(long, value_name = "MS")]
+    pub shutdown_grace_ms: Option<u64>,
     /// Flow-table entries per worker (64 bytes each, allocated at start).
     #[arg(long, default_value_t = 1 << 20)]
     pub flows: usize,
@@ -88,6 +107,13 @@ pub struct Options {
 }
 
 impl Options {
+    pub fn shutdown_grace(&self) -> std::time::Duration {
+        let ms = self
+            .shutdown_grace_ms
+            .unwrap_or(if self.bgp_routes.is_some() { 3000 } else { 0 });
+        std::time::Duration::from_millis(ms)
+    }
+
     pub fn flow_config(&self) -> FlowConfig {
         FlowConfig {
             new_timeout: self.new_flow_timeout,
@@ -160,6 +186,10 @@ mod tests {
         let (_, quiet) = parse(&v(&["--", "--port", "p", "--no-grpc"])).unwrap();
         assert_eq!(quiet.grpc_socket, None);
         assert_eq!(o.flow_config(), FlowConfig::default());
+        assert_eq!(o.shutdown_grace(), std::time::Duration::ZERO);
+        let (_, bgp) = parse(&v(&["--", "--port", "p", "--bgp-routes", "/run/vips.conf"])).unwrap();
+        assert_eq!(bgp.bgp_reload, "birdc configure");
+        assert_eq!(bgp.shutdown_grace(), std::time::Duration::from_secs(3));
         let (_, o) = parse(&v(&[
             "--",
             "--port",
@@ -187,5 +217,7 @@ mod tests {
             parse(&v(&["--", "--config", "x"])).is_err(),
             "port is required"
         );
+        let e = parse(&v(&["--", "--port", "p", "--bgp-reload", "true"])).unwrap_err();
+        assert!(format!("{e:#}").contains("--bgp-routes"), "{e:#}");
     }
 }

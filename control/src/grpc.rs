@@ -596,6 +596,12 @@ impl LoadBalancer for Api {
 
     async fn get_info(&self, _: Request<pb::Empty>) -> Result<Response<pb::Info>, Status> {
         let c = self.control()?;
+        let announced = c
+            .announced
+            .borrow()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         Ok(Response::new(pb::Info {
             port: self.port.clone(),
             mac: c.mac.to_string(),
@@ -607,6 +613,10 @@ impl LoadBalancer for Api {
                 .as_ref()
                 .map(|p| p.display().to_string())
                 .unwrap_or_default(),
+            config_digest: c.state.digest(),
+            announced,
+            announcing: c.announcing,
+            shutting_down: c.shutting_down,
         }))
     }
 }

@@ -26,6 +26,9 @@ pub struct Status {
     pub detail: String,
     pub successes: u32,
     pub failures: u32,
+    /// Passed a check since lbd started: only then does the backend count
+    /// for announcing its VIP (a restarted lbd attracts no traffic before).
+    pub passed: bool,
 }
 
 /// The running check tasks, kept in line with the state.
@@ -80,6 +83,7 @@ async fn run(vip: VipKey, addr: IpAddr, check: HealthCheck, control: Arc<Mutex<C
         detail: "not checked yet".into(),
         successes: 0,
         failures: 0,
+        passed: false,
     };
     loop {
         tick.tick().await;
@@ -88,6 +92,7 @@ async fn run(vip: VipKey, addr: IpAddr, check: HealthCheck, control: Arc<Mutex<C
             Ok(()) => {
                 status.successes = status.successes.saturating_add(1);
                 status.failures = 0;
+                status.passed = true;
                 status.detail = format!("{} ok", check.kind);
                 if !status.healthy && status.successes >= check.rise {
                     status.healthy = true;

@@ -2,15 +2,16 @@
 //!
 //! It starts EAL, one worker per worker lcore, each on its own RX/TX queue
 //! pair of one port with its own flow table, and publishes the forwarding
-//! snapshot built from `--config`. The gRPC control plane, health checks and
-//! neighbour resolution come with later issues.
+//! snapshot built from the state file. Its control side (tokio, on the main
+//! lcore) serves the gRPC API and metrics, runs health checks, resolves
+//! backend MACs and announces the servable VIPs to a BGP speaker.
 
 mod args;
 mod grpc;
 mod health;
 mod metrics;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,6 +30,7 @@ use dataplane::worker::{Neighbors, Worker};
 use tracing::info;
 
 use crate::args::Options;
+use control::announce::{self, Speaker};
 use control::config::Config;
 use control::state::{State, StateError};
 
@@ -135,10 +137,20 @@ fn run() -> Result<()> {
     info!(port = opts.port, %mac, workers = lcores.len(), vips = spec.vips.len(), flows_per_worker = opts.flows, "forwarding");
 
     let stop = Arc::new(AtomicBool::new(false));
+    // The first signal starts a graceful stop (monitor), a second one ends
+    // the process at once.
+    let term = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop))
+        signal_hook::flag::register_conditional_shutdown(sig, 1, Arc::clone(&term))
+            .and_then(|_| signal_hook::flag::register(sig, Arc::clone(&term)))
             .context("installing signal handlers")?;
     }
+    let (wanted_routes, wanted_rx) = tokio::sync::watch::channel(BTreeSet::new());
+    let (applied_tx, applied_routes) = tokio::sync::watch::channel(BTreeSet::new());
+    let speaker = opts.bgp_routes.as_ref().map(|path| Speaker {
+        routes_file: path.clone(),
+        reload: Some(opts.bgp_reload.clone()),
+    });
     let tsc_hz = eal.tsc_hz();
     let control = Arc::new(Mutex::new(Control {
         state,
@@ -151,6 +163,9 @@ fn run() -> Result<()> {
         requests,
         health: HashMap::new(),
         events: tokio::sync::broadcast::channel(1024).0,
+        announced: applied_routes,
+        announcing: speaker.is_some(),
+        shutting_down: false,
     }));
 
     let last_snapshot = dpdk::scope(eal, |s| -> Result<Arc<Snapshot>> {
@@ -219,8 +234,22 @@ fn run() -> Result<()> {
                     None => Ok(()),
                 }
             };
-            let (served, exposed, ()) =
-                tokio::join!(server, exposition, monitor(&opts, stats, &stop, &control));
+            let announcing = async {
+                if let Some(speaker) = speaker {
+                    speaker.run(wanted_rx, applied_tx, ROUTE_RETRY).await;
+                }
+            };
+            let watchdog = Watchdog {
+                term: &term,
+                grace: opts.shutdown_grace(),
+                routes: wanted_routes,
+            };
+            let (served, exposed, (), ()) = tokio::join!(
+                server,
+                exposition,
+                monitor(&opts, stats, &stop, &control, watchdog),
+                announcing
+            );
             if let Err(e) = &served {
                 tracing::error!(error = %e, "gRPC server");
             }
@@ -316,6 +345,12 @@ pub struct Control {
     pub health: HashMap<(VipKey, IpAddr), health::Status>,
     /// Events for `Watch` subscribers.
     pub events: tokio::sync::broadcast::Sender<lb_proto::v1::Event>,
+    /// The VIP addresses the BGP speaker was last told to announce.
+    pub announced: tokio::sync::watch::Receiver<BTreeSet<IpAddr>>,
+    /// Whether routes are announced at all (--bgp-routes).
+    pub announcing: bool,
+    /// Set on the first SIGTERM/SIGINT.
+    pub shutting_down: bool,
 }
 
 /// Why a change was not applied.
@@ -435,6 +470,15 @@ impl Control {
         }
     }
 
+    /// The VIP addresses this instance can serve now (see `announce`).
+    fn servable(&self) -> BTreeSet<IpAddr> {
+        announce::servable(&self.state, |vip, addr| {
+            self.health
+                .get(&(*vip, *addr))
+                .is_some_and(|h| h.healthy && h.passed)
+        })
+    }
+
     /// The MAC a backend is forwarded to: static, resolved, or none yet.
     pub fn effective_mac(&self, addr: &IpAddr, fixed: Option<MacAddr>) -> Option<MacAddr> {
         fixed.or_else(|| self.neigh.mac(addr))
@@ -460,18 +504,72 @@ impl Control {
     }
 }
 
-/// Runs on the main lcore while workers poll: stops on a signal, or after
-/// `--exit-idle-ms` without a received packet (for replaying a pcap), prints
-/// counters every `--stats-interval-s`, resolves backend MACs, and frees
-/// replaced snapshots.
+/// A failed route announcement is tried again after this long.
+const ROUTE_RETRY: Duration = Duration::from_secs(1);
+/// A worker whose heartbeat has not moved for this long is stalled: lbd
+/// withdraws its routes (other instances take the traffic) until it moves.
+const WORKER_STALL: Duration = Duration::from_secs(1);
+
+/// What the monitor needs to stop gracefully and keep the routes right.
+struct Watchdog<'a> {
+    term: &'a AtomicBool,
+    grace: Duration,
+    routes: tokio::sync::watch::Sender<BTreeSet<IpAddr>>,
+}
+
+impl Watchdog<'_> {
+    /// Ask for `wanted` to be announced; tells subscribers when it changes.
+    fn announce(&self, wanted: BTreeSet<IpAddr>, reason: &str, control: &Control) {
+        let changed = self.routes.send_if_modified(|current| {
+            let differs = *current != wanted;
+            *current = wanted.clone();
+            differs
+        });
+        if changed && control.announcing {
+            let shown: Vec<String> = wanted.iter().map(ToString::to_string).collect();
+            info!(announced = ?shown, reason, "routes");
+            control.emit(lb_proto::v1::event::Kind::Routes(
+                lb_proto::v1::RoutesChanged {
+                    announced: shown,
+                    reason: reason.to_string(),
+                },
+            ));
+        }
+    }
+}
+
+/// Per worker: its last heartbeat and when it last moved.
+fn stalled_workers(stats: &[WorkerStats], beats: &mut [(u64, Instant)], now: Instant) -> usize {
+    let mut stalled = 0;
+    for (w, (last, since)) in stats.iter().zip(beats.iter_mut()) {
+        let beat = w.heartbeat.get();
+        if beat != *last {
+            *last = beat;
+            *since = now;
+        }
+        if now - *since > WORKER_STALL {
+            stalled += 1;
+        }
+    }
+    stalled
+}
+
+/// Runs on the main lcore while workers poll: on a signal, withdraws the
+/// routes and stops after the grace period; stops after `--exit-idle-ms`
+/// without a received packet (for replaying a pcap); prints counters every
+/// `--stats-interval-s`, resolves backend MACs, frees replaced snapshots,
+/// and keeps the announced routes in line with what can be served.
 async fn monitor(
     opts: &Options,
     stats: &[WorkerStats],
     stop: &AtomicBool,
     control_arc: &Arc<Mutex<Control>>,
+    watchdog: Watchdog<'_>,
 ) {
     let control: &Mutex<Control> = control_arc;
     let start = Instant::now();
+    let mut beats = vec![(0, start); stats.len()];
+    let mut stop_at: Option<Instant> = None;
     let mut last_rx = 0;
     let mut last_change = start;
     let mut last_print = start;
@@ -481,17 +579,43 @@ async fn monitor(
     while !stop.load(Ordering::Relaxed) {
         tick.tick().await;
         ticks += 1;
+        let now = Instant::now();
+        if stop_at.is_none() && watchdog.term.load(Ordering::Relaxed) {
+            info!(
+                grace_ms = watchdog.grace.as_millis() as u64,
+                "stopping: routes withdrawn, forwarding until the grace period ends"
+            );
+            stop_at = Some(now + watchdog.grace);
+        }
+        if stop_at.is_some_and(|t| now >= t) {
+            break;
+        }
+        let stalled = stalled_workers(stats, &mut beats, now);
         let wanted = {
             let mut c = control.lock().expect("control lock");
             c.resolve_neighbors(start.elapsed().as_secs() as u32);
             c.publisher.reap();
+            c.shutting_down = stop_at.is_some();
+            let (routes, reason) = if c.shutting_down {
+                (BTreeSet::new(), "shutting down")
+            } else if stalled > 0 {
+                (BTreeSet::new(), "a worker is stalled")
+            } else {
+                let servable = c.servable();
+                let reason = if servable.is_empty() {
+                    "no VIP has a usable backend"
+                } else {
+                    "servable VIPs changed"
+                };
+                (servable, reason)
+            };
+            watchdog.announce(routes, reason, &c);
             (ticks % 10 == 1).then(|| c.state.checks())
         };
         if let Some(wanted) = wanted {
             checks.reconcile(wanted, control_arc);
         }
         let total: Counters = stats.iter().map(WorkerStats::read).sum();
-        let now = Instant::now();
         if total.rx_packets != last_rx {
             last_rx = total.rx_packets;
             last_change = now;
@@ -519,6 +643,13 @@ async fn monitor(
             }
         }
     }
+    // Whatever ended the loop, nothing is announced any more; the speaker
+    // applies this last set and returns once `watchdog.routes` is dropped.
+    watchdog.announce(
+        BTreeSet::new(),
+        "stopped",
+        &control.lock().expect("control lock"),
+    );
     stop.store(true, Ordering::SeqCst);
 }
 

@@ -309,5 +309,22 @@ pub fn render(source: &Source) -> String {
     f.sample("lb_snapshot_generation", &[], control.generation);
     f.header("lb_vips", "gauge", "Configured VIPs.");
     f.sample("lb_vips", &[], control.state.vips().len() as u64);
+    if control.announcing {
+        f.header(
+            "lb_route_announced",
+            "gauge",
+            "1 while the VIP address is announced to the routers (--bgp-routes), else 0.",
+        );
+        let announced = control.announced.borrow();
+        let addrs: std::collections::BTreeSet<_> =
+            control.state.vips().keys().map(|k| k.addr).collect();
+        for a in addrs {
+            f.sample(
+                "lb_route_announced",
+                &[("address", &a.to_string())],
+                u64::from(announced.contains(&a)),
+            );
+        }
+    }
     out
 }

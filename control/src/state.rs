@@ -557,6 +557,25 @@ impl State {
         }
     }
 
+    /// SHA-256 (hex) of everything that decides where a flow goes: the VIPs,
+    /// their table parameters and timeouts, their backends with weights,
+    /// states, MACs and checks, in the state file's canonical order (sorted,
+    /// so the order changes were made in does not matter). The instance's
+    /// own `local_addresses` are left out: instances behind one ECMP router
+    /// differ there and must still agree.
+    pub fn digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let canonical = Config {
+            local_addresses: Vec::new(),
+            ..self.to_config()
+        };
+        let text = toml::to_string(&canonical).expect("the config serializes");
+        Sha256::digest(text.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
     /// Write the state file durably: a temporary file in the same directory,
     /// fsynced, renamed over the old one, and the directory fsynced, so a
     /// crash leaves either the old or the new state, never a torn one.
@@ -697,6 +716,37 @@ mod tests {
 
     fn be(last: u8) -> IpAddr {
         IpAddr::V4(Ipv4Addr::new(192, 0, 2, last))
+    }
+
+    #[test]
+    fn digest_ignores_order_and_local_addresses_but_not_placement() {
+        let mut a = State::default();
+        a.create_vip(vip(80), None).unwrap();
+        for i in [11, 12, 13] {
+            a.add_backend(&vip(80), be(i), BackendSettings::default())
+                .unwrap();
+        }
+        let mut b = State {
+            local_addresses: vec![be(2)],
+            ..State::default()
+        };
+        b.create_vip(vip(80), None).unwrap();
+        for i in [13, 11, 12] {
+            b.add_backend(&vip(80), be(i), BackendSettings::default())
+                .unwrap();
+        }
+        assert_eq!(a.digest(), b.digest());
+        assert_eq!(a.digest().len(), 64);
+        let before = b.digest();
+        let heavier = BackendSettings {
+            weight: 2,
+            ..BackendSettings::default()
+        };
+        b.update_backend(&vip(80), &be(12), heavier).unwrap();
+        assert_ne!(b.digest(), before, "a weight decides placement");
+        let mut c = a.clone();
+        c.create_vip(vip(443), Some(65537)).unwrap();
+        assert_ne!(c.digest(), a.digest());
     }
 
     #[test]

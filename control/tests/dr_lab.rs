@@ -4,175 +4,18 @@
 //! `lbctl` only. Real Linux TCP on both ends. The scenarios run in order on
 //! one lab (one lbd busy-polling a core is all these 2-core machines take).
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+mod lab;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use lab::{complete, downloads, tally, wait_until, Download, Lab};
 
 const VIP: &str = "198.51.100.10:80/tcp";
 
-struct Lab {
-    id: String,
-    script: PathBuf,
-}
-
-impl Lab {
-    fn up() -> Lab {
-        let lab = Lab {
-            id: format!("t{}", std::process::id() % 100_000),
-            script: Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/lab.sh"),
-        };
-        let bin = Path::new(env!("CARGO_BIN_EXE_lbd"));
-        assert!(
-            bin.with_file_name("lbctl").exists(),
-            "lbctl is missing beside lbd: `cargo build --workspace` (make test does)"
-        );
-        lab.ok(&["up"]);
-        lab
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let bin = Path::new(env!("CARGO_BIN_EXE_lbd"));
-        let mut c = Command::new("bash");
-        c.arg(&self.script)
-            .args(args)
-            .env("LAB_ID", &self.id)
-            .env("LBD", bin)
-            .env("LBCTL", bin.with_file_name("lbctl"));
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.command(args).output().unwrap()
-    }
-
-    /// Run a lab command that must succeed; its stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "lab.sh {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    fn spawn(&self, args: &[&str]) -> Child {
-        self.command(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap()
-    }
-
-    fn json(&self, args: &[&str]) -> serde_json::Value {
-        let mut a = vec!["lbctl", "--output", "json"];
-        a.extend_from_slice(args);
-        let out = self.ok(&a);
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{a:?}: {e}: {out}"))
-    }
-
-    fn health(&self, backend: &str) -> String {
-        self.json(&["health"])
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|h| h["address"] == backend)
-            .map(|h| h["health"].as_str().unwrap_or_default().to_string())
-            .unwrap_or_default()
-    }
-
-    fn drops(&self) -> BTreeMap<String, u64> {
-        let mut total = BTreeMap::new();
-        for w in self.json(&["stats"])["workers"].as_array().unwrap() {
-            for (k, v) in w["drops"].as_object().unwrap() {
-                *total.entry(k.clone()).or_default() += v.as_u64().unwrap();
-            }
-        }
-        total
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(format!("/tmp/lblab-{}/lbd.log", self.id)).unwrap_or_default()
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("--- lbd log ---\n{}", self.log());
-        }
-        let _ = self.run(&["down"]);
-    }
-}
-
-/// Count of each backend in `lab.sh requests` output ("FAILED" included).
-fn tally(out: &str) -> BTreeMap<String, usize> {
-    let mut t = BTreeMap::new();
-    for l in out.lines() {
-        *t.entry(l.trim().to_string()).or_default() += 1;
-    }
-    t
-}
-
-/// One download as `lab.sh downloads` reports it.
-#[derive(Debug)]
-struct Download {
-    exit: i32,
-    status: String,
-    size: u64,
-    backend: String,
-}
-
-fn downloads(child: Child) -> Vec<Download> {
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            Download {
-                exit: f[0].parse().unwrap(),
-                status: f.get(1).unwrap_or(&"").to_string(),
-                size: f.get(2).and_then(|s| s.parse().ok()).unwrap_or(0),
-                backend: f.get(3).unwrap_or(&"").to_string(),
-            }
-        })
-        .collect()
-}
-
-const LARGE: u64 = 8 << 20; // lab.sh's /large
-
-fn complete(d: &Download) -> bool {
-    d.exit == 0 && d.status == "200" && d.size == LARGE
-}
-
-fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    start.elapsed()
-}
-
 #[test]
 fn dr_lab() {
-    let lab = Lab::up();
-    // A hung step must not hang the whole test run: tear down and fail.
-    let (id, script) = (lab.id.clone(), lab.script.clone());
-    std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_secs(360));
-        eprintln!("dr_lab: still running after 6 minutes; removing the lab");
-        let _ = Command::new("bash")
-            .arg(&script)
-            .arg("down")
-            .env("LAB_ID", &id)
-            .status();
-        std::process::exit(1);
-    });
+    let lab = Lab::up("flat", Duration::from_secs(360));
     lab.ok(&["lbd-start"]);
     lab.ok(&["configure", "1", "1", "2"]);
     lab.ok(&["wait-healthy", "3"]);
@@ -300,7 +143,8 @@ fn failover(lab: &Lab) {
     assert!(f[1].parse::<u32>().unwrap() > 20, "{player}");
     assert_eq!(f[3], "0", "player fetches failed: {player}");
     let others: Vec<&Download> = done.iter().filter(|d| d.backend != "be2").collect();
-    assert!(others.len() >= 10, "{done:?}");
+    // Half of the weight is elsewhere: about 15 of 30 (binomial; 5 is far out).
+    assert!(others.len() >= 5, "{done:?}");
     let broken: Vec<&&Download> = others.iter().filter(|d| !complete(d)).collect();
     assert!(
         broken.is_empty(),

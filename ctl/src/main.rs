@@ -1,6 +1,7 @@
 //! `lbctl`, the operator CLI over lbd's `lb.v1` gRPC API (Unix socket).
 //! Human tables by default, `--output json` everywhere; a non-zero exit
-//! status with the server's message on any error.
+//! status with the server's message on any error. Several instances at once
+//! (`--socket A --socket B`): each command runs on each of them in turn.
 
 use std::path::PathBuf;
 
@@ -14,18 +15,20 @@ use tonic::transport::{Channel, Endpoint};
 #[derive(Debug, Parser)]
 #[command(name = "lbctl", about = "Operate the lbd load balancer")]
 struct Cli {
-    /// lbd's API socket.
+    /// lbd's API socket; repeat it (or separate with commas) to run the
+    /// command on several instances.
     #[arg(
         long,
         env = "LBCTL_SOCKET",
         default_value = "/run/lbd.sock",
+        value_delimiter = ',',
         global = true
     )]
-    socket: PathBuf,
+    socket: Vec<PathBuf>,
     /// Reach lbd over TCP with TLS instead, e.g. https://192.0.2.1:7443
-    /// (needs --tls-ca, --tls-cert and --tls-key).
-    #[arg(long, env = "LBCTL_SERVER", global = true, requires_all = ["tls_ca", "tls_cert", "tls_key"])]
-    server: Option<String>,
+    /// (needs --tls-ca, --tls-cert and --tls-key); repeatable, as --socket.
+    #[arg(long, env = "LBCTL_SERVER", value_delimiter = ',', global = true, requires_all = ["tls_ca", "tls_cert", "tls_key"])]
+    server: Vec<String>,
     /// PEM CA that lbd's certificate must chain to.
     #[arg(long, env = "LBCTL_TLS_CA", global = true)]
     tls_ca: Option<PathBuf>,
@@ -48,7 +51,7 @@ enum Output {
     Json,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 enum Command {
     /// Virtual IPs: ADDRESS:PORT/PROTOCOL, e.g. 198.51.100.10:443/tcp or [2001:db8::10]:443/udp.
     #[command(subcommand)]
@@ -84,11 +87,15 @@ enum Command {
         #[arg(long)]
         count: Option<u64>,
     },
-    /// The dataplane: port, MAC, workers, EAL arguments.
+    /// The dataplane: port, MAC, workers, EAL arguments, config digest,
+    /// announced routes.
     Info,
+    /// The config digest of each instance given (--socket/--server); fails
+    /// unless all agree, as instances behind one ECMP router must.
+    Digest,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 enum VipCommand {
     Add {
         vip: String,
@@ -112,7 +119,7 @@ enum VipCommand {
 }
 
 /// Health check options of `backend add`.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 struct CheckArgs {
     /// tcp, http:/path or none.
     #[arg(long, default_value = "none")]
@@ -151,7 +158,7 @@ impl CheckArgs {
     }
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 enum BackendCommand {
     Add {
         vip: String,
@@ -208,13 +215,108 @@ fn main() {
     }
 }
 
+/// One lbd instance: a Unix socket, or a TLS URL.
+fn targets(cli: &Cli) -> Vec<String> {
+    if cli.server.is_empty() {
+        cli.socket.iter().map(|p| p.display().to_string()).collect()
+    } else {
+        cli.server.clone()
+    }
+}
+
+async fn client(cli: &Cli, target: &str) -> Result<LoadBalancerClient<Channel>> {
+    match (&cli.tls_ca, &cli.tls_cert, &cli.tls_key) {
+        (Some(ca), Some(cert), Some(key)) if !cli.server.is_empty() => {
+            connect_tls(target, ca, cert, key).await
+        }
+        _ => connect(PathBuf::from(target)).await,
+    }
+}
+
 async fn run(cli: Cli) -> Result<()> {
-    let mut c = match (&cli.server, &cli.tls_ca, &cli.tls_cert, &cli.tls_key) {
-        (Some(url), Some(ca), Some(cert), Some(key)) => connect_tls(url, ca, cert, key).await?,
-        _ => connect(cli.socket.clone()).await?,
-    };
+    let all = targets(&cli);
+    if let Command::Digest = cli.command {
+        return digest(&cli, &all).await;
+    }
+    if all.len() == 1 {
+        return run_one(&cli, &all[0]).await;
+    }
+    if matches!(
+        cli.command,
+        Command::Events { .. } | Command::Stats { watch: true, .. }
+    ) {
+        bail!("this command follows one instance; give one --socket or --server");
+    }
+    let mut failed = 0;
+    for target in &all {
+        if cli.output == Output::Table {
+            println!("== {target}");
+        }
+        if let Err(e) = run_one(&cli, target).await {
+            eprintln!("lbctl: error: {target}: {e:#}");
+            failed += 1;
+        }
+    }
+    if failed > 0 {
+        bail!("failed on {failed} of {} instances", all.len());
+    }
+    Ok(())
+}
+
+/// Compare the instances' config digests.
+async fn digest(cli: &Cli, all: &[String]) -> Result<()> {
+    let mut rows = Vec::new();
+    for target in all {
+        let info = async {
+            let mut c = client(cli, target).await?;
+            Ok::<_, anyhow::Error>(c.get_info(pb::Empty {}).await.map_err(server)?.into_inner())
+        }
+        .await
+        .with_context(|| target.clone())?;
+        rows.push((target, info));
+    }
+    let agree = rows
+        .windows(2)
+        .all(|w| w[0].1.config_digest == w[1].1.config_digest);
+    match cli.output {
+        Output::Json => println!(
+            "{}",
+            json!({
+                "agree": agree,
+                "instances": rows.iter().map(|(t, i)| json!({
+                    "instance": t, "config_digest": i.config_digest, "announced": i.announced,
+                })).collect::<Vec<_>>(),
+            })
+        ),
+        Output::Table => {
+            for (t, i) in &rows {
+                println!(
+                    "{}  {}  announced: {}",
+                    i.config_digest,
+                    t,
+                    announced_text(i)
+                );
+            }
+        }
+    }
+    if !agree {
+        bail!("the instances' configurations differ");
+    }
+    Ok(())
+}
+
+fn announced_text(i: &pb::Info) -> String {
+    match (i.announcing, i.announced.is_empty()) {
+        (false, _) => "(not announcing)".to_string(),
+        (true, true) => "nothing".to_string(),
+        (true, false) => i.announced.join(" "),
+    }
+}
+
+async fn run_one(cli: &Cli, target: &str) -> Result<()> {
+    let mut c = client(cli, target).await?;
     let out = cli.output;
-    match cli.command {
+    match cli.command.clone() {
         Command::Vip(VipCommand::Add {
             vip,
             table_size,
@@ -397,13 +499,16 @@ async fn run(cli: Cli) -> Result<()> {
                 seen += 1;
             }
         }
+        Command::Digest => digest(cli, &[target.to_string()]).await?,
         Command::Info => {
             let i = c.get_info(pb::Empty {}).await.map_err(server)?.into_inner();
             match out {
                 Output::Json => println!(
                     "{}",
                     json!({"port": i.port, "mac": i.mac, "worker_lcores": i.worker_lcores, "eal_args": i.eal_args,
-                           "snapshot_generation": i.snapshot_generation, "state_file": i.state_file})
+                           "snapshot_generation": i.snapshot_generation, "state_file": i.state_file,
+                           "config_digest": i.config_digest, "announcing": i.announcing,
+                           "announced": i.announced, "shutting_down": i.shutting_down})
                 ),
                 Output::Table => {
                     println!("port        {}", i.port);
@@ -419,6 +524,11 @@ async fn run(cli: Cli) -> Result<()> {
                         }
                     );
                     println!("eal         {}", i.eal_args.join(" "));
+                    println!("digest      {}", i.config_digest);
+                    println!("announced   {}", announced_text(&i));
+                    if i.shutting_down {
+                        println!("state       shutting down (routes withdrawn)");
+                    }
                 }
             }
         }
@@ -685,6 +795,19 @@ fn print_event(out: Output, ev: &pb::Event) {
             "config",
             format!("generation {}: {}", c.generation, c.what),
             json!({"generation": c.generation, "what": c.what}),
+        ),
+        Some(pb::event::Kind::Routes(r)) => (
+            "routes",
+            format!(
+                "announced: {} ({})",
+                if r.announced.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    r.announced.join(" ")
+                },
+                r.reason
+            ),
+            json!({"announced": r.announced, "reason": r.reason}),
         ),
         Some(pb::event::Kind::Missed(m)) => (
             "missed",

@@ -145,6 +145,8 @@ pub struct WorkerStats {
     pub active_flows: Counter,
     /// The snapshot generation the worker used for its last burst.
     pub snapshot_generation: Counter,
+    /// Advances while the worker polls: the control side's liveness signal.
+    pub heartbeat: Counter,
     pub drops: [Counter; DropReason::COUNT],
     /// Indexed by backend slot; allocated once, [`MAX_BACKEND_SLOTS`] long.
     pub backends: Box<[BackendCounters]>,
@@ -170,6 +172,7 @@ impl Default for WorkerStats {
             flow_rejected: Counter::default(),
             active_flows: Counter::default(),
             snapshot_generation: Counter::default(),
+            heartbeat: Counter::default(),
             drops: Default::default(),
             backends: (0..MAX_BACKEND_SLOTS)
                 .map(|_| BackendCounters::default())

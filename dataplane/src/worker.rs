@@ -83,7 +83,13 @@ impl<'a> Worker<'a> {
     /// Poll until `stop` is set (checked once per iteration).
     pub fn run(&mut self, stop: &AtomicBool) {
         let mut burst = Burst::new();
+        let mut loops = 0u64;
         while !stop.load(Ordering::Relaxed) {
+            loops = loops.wrapping_add(1);
+            // One store per 1024 polls keeps the stats line mostly unshared.
+            if loops.is_multiple_of(1024) {
+                self.stats.heartbeat.set(loops);
+            }
             self.poll_once(&mut burst);
             self.poll_kernel(&mut burst);
             self.send_requests(&mut burst);

@@ -1,0 +1,220 @@
+//! Several balancers behind ECMP (`LAB_TOPO=ecmp scripts/lab.sh`): a router
+//! namespace running BIRD with multipath and L4 hashing, two lbd instances
+//! each announcing the VIP over BGP through its own BIRD (the session runs
+//! over lbd's exception path), a client behind the router and three nginx
+//! backends replying straight to the client. The scenarios run in order on
+//! one lab.
+
+mod lab;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use lab::{complete, downloads, tally, wait_until, Download, Lab};
+
+const VIP: &str = "198.51.100.10:80/tcp";
+
+#[test]
+fn ecmp_lab() {
+    let lab = Lab::up("ecmp", Duration::from_secs(360));
+    let lb2 = lab.instance(2);
+    lab.ok(&["lbd-start"]);
+    lb2.ok(&["lbd-start"]);
+    lab.ok(&["configure"]);
+    // The second instance gets its backends in another order: Maglev must
+    // not care (backends are ordered by address, not by insertion).
+    let out = lb2
+        .command(&["configure"])
+        .env("LAB_ORDER", "3 2 1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    lab.ok(&["wait-healthy", "3"]);
+    lb2.ok(&["wait-healthy", "3"]);
+    wait_until("both instances' routes", Duration::from_secs(20), || {
+        nexthops(&lab) == ["192.0.2.1", "192.0.2.2"]
+    });
+
+    digests(&lab, &lb2);
+    let placement = both_carry_traffic(&lab, &lb2);
+    graceful_stop(&lab, &lb2, &placement);
+    withdrawn_without_backends(&lab, &lb2);
+}
+
+/// The router's next hops for the VIP, sorted.
+fn nexthops(lab: &Lab) -> Vec<String> {
+    lab.ok(&["nexthops"]).lines().map(str::to_string).collect()
+}
+
+/// `lbctl digest` over both instances agrees, and tells a difference.
+fn digests(lab: &Lab, lb2: &Lab) {
+    let both = ["lbctl", "--socket", &lb2.socket(), "digest"];
+    let out = lab.ok(&both);
+    let digests: Vec<&str> = out
+        .lines()
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(digests.len(), 2, "{out}");
+    assert_eq!(digests[0], digests[1], "{out}");
+    assert!(out.contains("announced: 198.51.100.10"), "{out}");
+
+    lb2.ok(&["lbctl", "backend", "set-weight", VIP, "192.0.2.11", "2"]);
+    let differ = lab.run(&both);
+    assert!(
+        !differ.status.success(),
+        "a different weight went unnoticed"
+    );
+    assert!(
+        String::from_utf8_lossy(&differ.stderr).contains("differ"),
+        "{differ:?}"
+    );
+    lb2.ok(&["lbctl", "backend", "set-weight", VIP, "192.0.2.11", "1"]);
+    lab.ok(&both);
+}
+
+/// New connections spread over both instances (ECMP), and each of 100
+/// fixed source ports gets a backend; returns port -> backend.
+fn both_carry_traffic(lab: &Lab, lb2: &Lab) -> BTreeMap<u16, String> {
+    let before = (lab.counter("new_flows"), lb2.counter("new_flows"));
+    let t = tally(&lab.ok(&["requests", "400"]));
+    let after = (lab.counter("new_flows"), lb2.counter("new_flows"));
+    assert_eq!(t.get("FAILED"), None, "{t:?}");
+    let (one, two) = (after.0 - before.0, after.1 - before.1);
+    assert!(
+        one >= 80 && two >= 80,
+        "400 connections, new flows per instance: {one} and {two}"
+    );
+    let placement = port_requests(lab);
+    assert!(
+        placement.values().all(|b| b.starts_with("be")),
+        "{placement:?}"
+    );
+    placement
+}
+
+fn port_requests(lab: &Lab) -> BTreeMap<u16, String> {
+    lab.ok(&["port-requests", "42000", "100"])
+        .lines()
+        .map(|l| {
+            let (p, b) = l.split_once(' ').unwrap();
+            (p.parse().unwrap(), b.to_string())
+        })
+        .collect()
+}
+
+/// Stopping instance 1 withdraws its route at once and keeps forwarding
+/// for the grace period; the long downloads it carried move to instance 2
+/// and keep their backends (none fails); every 5-tuple seen before gets
+/// the same backend through instance 2 alone.
+fn graceful_stop(lab: &Lab, lb2: &Lab, placement: &BTreeMap<u16, String>) {
+    let running = lab.spawn(&["downloads", "50", "1M"]);
+    std::thread::sleep(Duration::from_secs(2));
+    let carried = lab.counter("active_flows");
+    assert!(carried >= 10, "instance 1 carries {carried} flows");
+
+    let start = Instant::now();
+    let stopping = lab.spawn(&["lbd-stop"]);
+    let withdrawn = wait_until(
+        "instance 1's route withdrawn",
+        Duration::from_secs(3),
+        || nexthops(lab) == ["192.0.2.2"],
+    );
+    let stopped = stopping.wait_with_output().unwrap();
+    let stop_time = start.elapsed();
+    assert!(stopped.status.success(), "{stopped:?}");
+    // The route goes well within the grace period; lbd forwards through it.
+    assert!(
+        withdrawn < Duration::from_secs(2),
+        "withdrawn after {withdrawn:?}"
+    );
+    assert!(
+        stop_time >= Duration::from_secs(3),
+        "stopped after {stop_time:?}"
+    );
+
+    let before = lb2.counter("new_flows");
+    let again = port_requests(lab);
+    let through_two = lb2.counter("new_flows") - before;
+    let done = downloads(running);
+
+    // (A port whose last flow is still in instance 2's table reuses it.)
+    assert!(
+        through_two >= 80,
+        "new flows through instance 2: {through_two}"
+    );
+    let moved: Vec<(&u16, &String, &String)> = placement
+        .iter()
+        .filter_map(|(p, b)| {
+            let now = again.get(p)?;
+            (now != b).then_some((p, b, now))
+        })
+        .collect();
+    assert!(moved.is_empty(), "port, backend before, after: {moved:?}");
+    assert_eq!(done.len(), 50);
+    let broken: Vec<&Download> = done.iter().filter(|d| !complete(d)).collect();
+    assert!(broken.is_empty(), "downloads across the stop: {broken:?}");
+}
+
+/// Instance 1 rejoins; then with every backend down both withdraw the VIP
+/// (the router has no route left), and one backend back announces it again.
+fn withdrawn_without_backends(lab: &Lab, lb2: &Lab) {
+    lab.ok(&["lbd-start"]);
+    wait_until(
+        "instance 1 back in the route",
+        Duration::from_secs(20),
+        || nexthops(lab) == ["192.0.2.1", "192.0.2.2"],
+    );
+    // Watch instance 2's events meanwhile: 3 backends down, the routes
+    // withdrawn, one backend up, the routes announced.
+    let events = lb2.spawn(&["lbctl", "--output", "json", "events", "--count", "6"]);
+    std::thread::sleep(Duration::from_millis(300));
+    for i in ["1", "2", "3"] {
+        lab.ok(&["nginx-stop", i]);
+    }
+    wait_until("the VIP withdrawn", Duration::from_secs(5), || {
+        nexthops(lab).is_empty()
+    });
+    let info = lb2.json(&["info"]);
+    assert_eq!(info["announced"], serde_json::json!([]), "{info}");
+    let metrics = lab.ok(&["exec", "lb2", "curl", "-s", "http://127.0.0.1:9100/metrics"]);
+    assert!(
+        metrics.contains("lb_route_announced{address=\"198.51.100.10\"} 0"),
+        "{metrics}"
+    );
+    // (curl fails, so the command does too: read its output regardless.)
+    let t = tally(&String::from_utf8_lossy(
+        &lab.run(&["requests", "3"]).stdout,
+    ));
+    assert_eq!(t.get("FAILED"), Some(&3), "no route, no service: {t:?}");
+
+    lab.ok(&["nginx-start", "1"]);
+    wait_until("the VIP announced again", Duration::from_secs(5), || {
+        nexthops(lab) == ["192.0.2.1", "192.0.2.2"]
+    });
+    let t = tally(&lab.ok(&["requests", "20"]));
+    assert_eq!(t.get("be1"), Some(&20), "{t:?}");
+
+    let mut events = events;
+    let limit = Instant::now() + Duration::from_secs(5);
+    while events.try_wait().unwrap().is_none() {
+        if Instant::now() > limit {
+            let _ = events.kill();
+            panic!("fewer than 6 events from instance 2");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = String::from_utf8(events.wait_with_output().unwrap().stdout).unwrap();
+    let routes: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["kind"] == "routes")
+        .map(|e| e["event"]["announced"].clone())
+        .collect();
+    assert_eq!(
+        routes,
+        [serde_json::json!([]), serde_json::json!(["198.51.100.10"])],
+        "{out}"
+    );
+    lab.ok(&["nginx-start", "2"]);
+    lab.ok(&["nginx-start", "3"]);
+}
