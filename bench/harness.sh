@@ -11,10 +11,11 @@
 #                    [--json bench-result.json]
 #
 # --churn: during lbd's measurement, lbchurn changes a backend's weight
-# through the gRPC API at that rate (each change a new Maglev table and
-# snapshot, written to the state file first) and reports the changes/s
-# reached, the time until every worker forwards with the new snapshot
-# (p50/p99) and the packets the dataplane dropped meanwhile.
+# through the gRPC API at that rate, open loop with up to 8 requests in
+# flight (each change a new Maglev table and snapshot, acknowledged once the
+# state file holds it) and reports the changes/s acknowledged, the reply
+# time, the time from a snapshot's publication until every worker forwards
+# with it (p50/p99) and the packets the dataplane dropped meanwhile.
 #
 # Builds release binaries first. Needs root and 1 GiB of free hugepages
 # (scripts/setup.sh reserves them). A loaded 2-core VM is noisy: read the
@@ -133,8 +134,9 @@ for name in ("baseline", "lbd"):
           f"{x['lat_p50_us']:.1f} | {x['lat_p99_us']:.1f} | {x['lat_p999_us']:.1f} |")
 if "churn" in med:
     c = med["churn"]
-    print(f"\nconfig churn during lbd's run: {c['changes_per_s']:.0f} changes/s reached of {c['target_per_s']:.0f} asked; "
-          f"new snapshot used by every worker after p50 {c['adoption_p50_us']:.0f} µs, p99 {c['adoption_p99_us']:.0f} µs "
+    print(f"\nconfig churn during lbd's run: {c['changes_per_s']:.0f} changes/s acknowledged of {c['target_per_s']:.0f} asked "
+          f"({c['in_flight']} requests in flight at most; reply p50 {c['ack_p50_us']:.0f} µs, p99 {c['ack_p99_us']:.0f} µs); "
+          f"a new snapshot used by every worker p50 {c['adoption_p50_us']:.0f} µs, p99 {c['adoption_p99_us']:.0f} µs after its publication "
           f"(not within 1 s: {c['not_adopted_within_1s']}); dataplane drops meanwhile: {c['dataplane_drops']}")
 print(f"\nmedian of {rounds} rounds by ratio; {flows} flows, {backends} backends, {size}-byte frames, UDP/IPv4 over net_memif; all rounds in {out}")
 PY

@@ -363,21 +363,27 @@ impl LoadBalancer for Api {
             tcp: secs("vip.tcp_idle_timeout_s", r.tcp_idle_timeout_s)?,
             udp: secs("vip.udp_idle_timeout_s", r.udp_idle_timeout_s)?,
         };
-        let mut c = self.control()?;
-        c.change(&format!("vip {key} created"), |s| {
-            s.create_vip(key, size)?;
-            s.set_idle_timeouts(&key, idle)
-        })
-        .map_err(status)?;
-        let v = pb_vip(&c, &key, &c.state.vips()[&key]);
+        let (v, commit) = {
+            let mut c = self.control()?;
+            let ((), commit) = c
+                .change(&format!("vip {key} created"), |s| {
+                    s.create_vip(key, size)?;
+                    s.set_idle_timeouts(&key, idle)
+                })
+                .map_err(status)?;
+            (pb_vip(&c, &key, &c.state.vips()[&key]), commit)
+        };
+        commit.durable().await.map_err(status)?;
         Ok(Response::new(v))
     }
 
     async fn delete_vip(&self, req: Request<pb::VipKey>) -> Result<Response<pb::Empty>, Status> {
         let key = vip_key(Some(req.into_inner()))?;
-        self.control()?
+        let ((), commit) = self
+            .control()?
             .change(&format!("vip {key} deleted"), |s| s.delete_vip(&key))
             .map_err(status)?;
+        commit.durable().await.map_err(status)?;
         Ok(Response::new(pb::Empty {}))
     }
 
@@ -420,12 +426,17 @@ impl LoadBalancer for Api {
             down: false,
             check: r.check.map(check).transpose()?,
         };
-        let mut c = self.control()?;
-        c.change(&format!("backend {addr} added to {key}"), |s| {
-            s.add_backend(&key, addr, settings.clone())
-        })
-        .map_err(status)?;
-        Ok(Response::new(pb_backend(&c, &key, &addr, &settings)))
+        let (b, commit) = {
+            let mut c = self.control()?;
+            let (_, commit) = c
+                .change(&format!("backend {addr} added to {key}"), |s| {
+                    s.add_backend(&key, addr, settings.clone())
+                })
+                .map_err(status)?;
+            (pb_backend(&c, &key, &addr, &settings), commit)
+        };
+        commit.durable().await.map_err(status)?;
+        Ok(Response::new(b))
     }
 
     async fn remove_backend(
@@ -435,11 +446,13 @@ impl LoadBalancer for Api {
         let r = req.into_inner();
         let key = vip_key(r.vip)?;
         let addr = backend_addr(&r.address)?;
-        self.control()?
+        let ((), commit) = self
+            .control()?
             .change(&format!("backend {addr} removed from {key}"), |s| {
                 s.remove_backend(&key, &addr)
             })
             .map_err(status)?;
+        commit.durable().await.map_err(status)?;
         Ok(Response::new(pb::Empty {}))
     }
 
@@ -451,27 +464,32 @@ impl LoadBalancer for Api {
         let b = r.backend.ok_or_else(|| invalid("backend", "missing"))?;
         let key = vip_key(b.vip)?;
         let addr = backend_addr(&b.address)?;
-        let mut c = self.control()?;
-        let mut settings = settings_of(&c, &key, &addr)?;
-        if let Some(w) = r.weight {
-            settings.weight = w;
-        }
-        if let Some(m) = &r.mac {
-            settings.mac = mac(m)?;
-        }
-        if let Some(d) = r.drain {
-            settings.drain = d;
-        }
-        if r.clear_check {
-            settings.check = None;
-        } else if let Some(hc) = r.check {
-            settings.check = Some(check(hc)?);
-        }
-        c.change(&format!("backend {addr} of {key} updated"), |s| {
-            s.update_backend(&key, &addr, settings.clone())
-        })
-        .map_err(status)?;
-        Ok(Response::new(pb_backend(&c, &key, &addr, &settings)))
+        let (b, commit) = {
+            let mut c = self.control()?;
+            let mut settings = settings_of(&c, &key, &addr)?;
+            if let Some(w) = r.weight {
+                settings.weight = w;
+            }
+            if let Some(m) = &r.mac {
+                settings.mac = mac(m)?;
+            }
+            if let Some(d) = r.drain {
+                settings.drain = d;
+            }
+            if r.clear_check {
+                settings.check = None;
+            } else if let Some(hc) = r.check {
+                settings.check = Some(check(hc)?);
+            }
+            let ((), commit) = c
+                .change(&format!("backend {addr} of {key} updated"), |s| {
+                    s.update_backend(&key, &addr, settings.clone())
+                })
+                .map_err(status)?;
+            (pb_backend(&c, &key, &addr, &settings), commit)
+        };
+        commit.durable().await.map_err(status)?;
+        Ok(Response::new(b))
     }
 
     async fn apply(
@@ -482,19 +500,27 @@ impl LoadBalancer for Api {
         let config: control::config::Config =
             toml::from_str(&r.toml).map_err(|e| invalid("toml", e.to_string().trim()))?;
         let desired = control::state::State::from_config(&config).map_err(|e| status(e.into()))?;
-        let mut c = self.control()?;
-        let changes = c
-            .state
-            .clone()
-            .converge(&desired)
-            .map_err(|e| status(e.into()))?;
-        if !changes.is_empty() && !r.dry_run {
-            let what = format!("apply: {}", changes.join("; "));
-            c.change(&what, |s| s.converge(&desired)).map_err(status)?;
+        let (changes, generation, commit) = {
+            let mut c = self.control()?;
+            let changes = c
+                .state
+                .clone()
+                .converge(&desired)
+                .map_err(|e| status(e.into()))?;
+            let mut commit = None;
+            if !changes.is_empty() && !r.dry_run {
+                let what = format!("apply: {}", changes.join("; "));
+                let (_, done) = c.change(&what, |s| s.converge(&desired)).map_err(status)?;
+                commit = Some(done);
+            }
+            (changes, c.generation, commit)
+        };
+        if let Some(commit) = commit {
+            commit.durable().await.map_err(status)?;
         }
         Ok(Response::new(pb::ApplyResponse {
             changes,
-            snapshot_generation: c.generation,
+            snapshot_generation: generation,
         }))
     }
 

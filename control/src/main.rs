@@ -153,6 +153,9 @@ fn run() -> Result<()> {
     });
     let tsc_hz = eal.tsc_hz();
     let control = Arc::new(Mutex::new(Control {
+        durable: state.clone(),
+        commits: Vec::new(),
+        commit_wanted: Arc::new(tokio::sync::Notify::new()),
         state,
         state_path: opts.state.clone(),
         mac,
@@ -244,11 +247,12 @@ fn run() -> Result<()> {
                 grace: opts.shutdown_grace(),
                 routes: wanted_routes,
             };
-            let (served, exposed, (), ()) = tokio::join!(
+            let (served, exposed, (), (), ()) = tokio::join!(
                 server,
                 exposition,
                 monitor(&opts, stats, &stop, &control, watchdog),
-                announcing
+                announcing,
+                committer(&control, &stop)
             );
             if let Err(e) = &served {
                 tracing::error!(error = %e, "gRPC server");
@@ -333,7 +337,13 @@ impl Drop for StopOnExit<'_> {
 /// The control side: the desired state, neighbour resolution and the
 /// snapshot publisher, shared by the monitor loop and the gRPC API.
 pub struct Control {
+    /// The desired state: what the dataplane runs and the API shows.
     pub state: State,
+    /// What the state file holds (`state` once the committer caught up).
+    durable: State,
+    /// Changes applied but not yet written: each is acknowledged when written.
+    commits: Vec<tokio::sync::oneshot::Sender<Result<(), String>>>,
+    commit_wanted: Arc<tokio::sync::Notify>,
     pub state_path: Option<PathBuf>,
     pub mac: MacAddr,
     pub generation: u64,
@@ -360,31 +370,39 @@ pub enum ChangeError {
     State(#[from] StateError),
     #[error("the dataplane cannot take this configuration: {0}")]
     Snapshot(#[from] dataplane::snapshot::SnapshotError),
-    #[error("writing the state file {path}: {source}")]
-    Persist {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("{0}; the change was undone")]
+    Persist(String),
+}
+
+/// A change's acknowledgement: ready once the state file holds it.
+pub struct Commit(Option<tokio::sync::oneshot::Receiver<Result<(), String>>>);
+
+impl Commit {
+    pub async fn durable(self) -> Result<(), ChangeError> {
+        let Some(rx) = self.0 else {
+            return Ok(());
+        };
+        match rx.await {
+            Ok(r) => r.map_err(ChangeError::Persist),
+            Err(_) => Err(ChangeError::Persist("lbd is stopping".into())),
+        }
+    }
 }
 
 impl Control {
-    /// Apply a change to a copy of the state; build its snapshot and write
-    /// the state file; only then make it current and publish it. A refused
-    /// or failed change leaves everything as it was.
+    /// Apply a change to a copy of the state and build its snapshot (a
+    /// refused change leaves everything as it was); then make it current,
+    /// publish it, and queue it for the state file. The caller acknowledges
+    /// it once [`Commit::durable`]: changes that arrive together share one
+    /// write (group commit), and a failed write undoes them all.
     pub fn change<T>(
         &mut self,
         what: &str,
         f: impl FnOnce(&mut State) -> Result<T, StateError>,
-    ) -> Result<T, ChangeError> {
+    ) -> Result<(T, Commit), ChangeError> {
         let mut next = self.state.clone();
         let out = f(&mut next)?;
         let snapshot = self.build_snapshot(&next)?;
-        if let Some(path) = &self.state_path {
-            next.save(path).map_err(|source| ChangeError::Persist {
-                path: path.display().to_string(),
-                source,
-            })?;
-        }
         self.state = next;
         self.neigh.set_wanted(self.state.backend_addresses());
         self.generation += 1;
@@ -396,7 +414,38 @@ impl Control {
                 what: what.to_string(),
             },
         ));
-        Ok(out)
+        if self.state_path.is_none() {
+            return Ok((out, Commit(None)));
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.commits.push(tx);
+        self.commit_wanted.notify_one();
+        Ok((out, Commit(Some(rx))))
+    }
+
+    /// The state file could not be written: go back to what it holds and
+    /// fail every change not yet acknowledged.
+    fn undo_uncommitted(
+        &mut self,
+        reason: &str,
+        batch: Vec<tokio::sync::oneshot::Sender<Result<(), String>>>,
+    ) {
+        tracing::error!(
+            reason,
+            "state file not written; undoing the changes since the last write"
+        );
+        self.state = self.durable.clone();
+        self.neigh.set_wanted(self.state.backend_addresses());
+        self.republish();
+        self.emit(lb_proto::v1::event::Kind::Config(
+            lb_proto::v1::ConfigChanged {
+                generation: self.generation,
+                what: format!("undone: {reason}"),
+            },
+        ));
+        for tx in batch.into_iter().chain(std::mem::take(&mut self.commits)) {
+            let _ = tx.send(Err(reason.to_string()));
+        }
     }
 
     fn emit(&self, kind: lb_proto::v1::event::Kind) {
@@ -428,7 +477,7 @@ impl Control {
                 }
             }
         }
-        Snapshot::build(&spec)
+        Snapshot::build_from(&spec, Some(&self.publisher.current()))
     }
 
     /// Publish the current state again (health or a MAC changed; the state
@@ -500,6 +549,50 @@ impl Control {
         }
         if changed || forgotten {
             self.republish();
+        }
+    }
+}
+
+/// Writes the state file for the changes queued by [`Control::change`], one
+/// write for all that arrived meanwhile, off the runtime's thread (the API
+/// goes on serving), and acknowledges them. Drains the queue before lbd stops.
+async fn committer(control: &Mutex<Control>, stop: &AtomicBool) {
+    let wanted = Arc::clone(&control.lock().expect("control lock").commit_wanted);
+    loop {
+        tokio::select! {
+            _ = wanted.notified() => {}
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+        let (state, path, batch) = {
+            let mut c = control.lock().expect("control lock");
+            if c.commits.is_empty() {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                continue;
+            }
+            let Some(path) = c.state_path.clone() else {
+                continue;
+            };
+            (c.state.clone(), path, std::mem::take(&mut c.commits))
+        };
+        let written = tokio::task::spawn_blocking(move || {
+            state
+                .save(&path)
+                .map(|()| state)
+                .map_err(|e| format!("writing the state file {}: {e}", path.display()))
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("writing the state file: {e}")));
+        let mut c = control.lock().expect("control lock");
+        match written {
+            Ok(state) => {
+                c.durable = state;
+                for tx in batch {
+                    let _ = tx.send(Ok(()));
+                }
+            }
+            Err(reason) => c.undo_uncommitted(&reason, batch),
         }
     }
 }

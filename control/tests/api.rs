@@ -611,3 +611,59 @@ fn server_reflection_lists_the_service() {
     assert!(log.len() < 16 << 10, "{} bytes of log", log.len());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Changes that arrive together share one state-file write (group commit)
+/// and each is acknowledged only once written; a write that fails undoes
+/// every change it carried and says so.
+#[test]
+fn changes_are_acknowledged_once_written_and_undone_when_the_write_fails() {
+    let dir = std::env::temp_dir().join(format!("lbd-commit-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let lbd = Lbd::start(&dir, "commit1");
+    lbd.ok(&["vip", "add", VIP]);
+
+    // 20 backends added at once, by 20 clients.
+    let adds: Vec<Child> = (1..=20)
+        .map(|i| {
+            Command::new(lbctl_path())
+                .arg("--socket")
+                .arg(&lbd.socket)
+                .args(["backend", "add", VIP, &format!("192.0.2.{}", 100 + i)])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for a in adds {
+        let out = a.wait_with_output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+    // Acknowledged means written: the file has all of them now.
+    let file = std::fs::read_to_string(dir.join("state.toml")).unwrap();
+    assert_eq!(file.matches("[[vip.backend]]").count(), 20, "{file}");
+
+    // A write that cannot happen (its temporary file's name is taken by a
+    // directory, which stops root too): the change is refused and undone.
+    let blocker = dir.join(".state.toml.tmp");
+    std::fs::create_dir(&blocker).unwrap();
+    let e = lbd.err(&["backend", "add", VIP, "192.0.2.200"]);
+    assert!(e.contains("state file") && e.contains("undone"), "{e}");
+    let list = lbd.ok(&["backend", "list", VIP]);
+    assert!(!list.contains("192.0.2.200"), "{list}");
+    assert_eq!(list.lines().count(), 21, "{list}");
+
+    std::fs::remove_dir(&blocker).unwrap();
+    lbd.ok(&["backend", "add", VIP, "192.0.2.200"]);
+    let log = lbd.stop();
+    assert!(log.contains("undoing the changes"), "{log}");
+    let lbd = Lbd::start(&dir, "commit2");
+    assert_eq!(
+        lbd.ok(&["backend", "list", VIP]).lines().count(),
+        22,
+        "header and 21 backends after the restart"
+    );
+    lbd.stop();
+    std::fs::remove_dir_all(&dir).unwrap();
+}

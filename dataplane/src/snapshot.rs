@@ -7,7 +7,10 @@
 //! `Arc` clone only when it changed). A publish never waits for a worker.
 //! Replaced snapshots are kept on the control side until no worker holds
 //! them, so a worker never runs a snapshot's destructor (which would free
-//! megabytes of tables on the packet path).
+//! megabytes of tables on the packet path). A VIP whose Maglev input did
+//! not change shares its table with the previous snapshot
+//! ([`Snapshot::build_from`]): a change to one VIP, a health verdict or a
+//! resolved MAC rebuilds only the tables it affects.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -134,7 +137,9 @@ impl Backend {
 pub struct Vip {
     pub key: VipKey,
     /// The Maglev table over `usable`; `None` when no backend takes new flows.
-    pub table: Option<Maglev>,
+    pub table: Option<Arc<Maglev>>,
+    /// What `table` was built from: the usable backends' keys and weights.
+    inputs: Vec<([u8; 16], u32)>,
     /// Slots of the backends in the table, indexed by what the table returns.
     pub usable: Vec<u16>,
     /// Slots of all this VIP's backends.
@@ -227,6 +232,15 @@ impl Snapshot {
     }
 
     pub fn build(spec: &SnapshotSpec) -> Result<Snapshot, SnapshotError> {
+        Snapshot::build_from(spec, None)
+    }
+
+    /// Build `spec`, taking from `previous` every Maglev table whose input
+    /// (table size, usable backends' keys and weights, in order) is the same.
+    pub fn build_from(
+        spec: &SnapshotSpec,
+        previous: Option<&Snapshot>,
+    ) -> Result<Snapshot, SnapshotError> {
         let mut vips = Vec::with_capacity(spec.vips.len());
         let mut backends: Vec<Option<Backend>> = Vec::new();
         let mut by_key = HashMap::with_hasher(FixedHash);
@@ -292,21 +306,26 @@ impl Snapshot {
                         .is_some_and(Backend::takes_new_flows)
                 })
                 .collect();
-            let table = if usable.is_empty() {
-                None
-            } else {
-                let keyed: Vec<([u8; 16], u32)> = usable
-                    .iter()
-                    .map(|&s| {
-                        let b = backends[usize::from(s)].as_ref().expect("slot just filled");
-                        (addr_key(b.addr), b.weight)
-                    })
-                    .collect();
-                let refs: Vec<(&[u8], u32)> = keyed.iter().map(|(k, w)| (&k[..], *w)).collect();
-                Some(
-                    Maglev::new(v.table_size, &refs)
-                        .map_err(|source| SnapshotError::Maglev { vip: key, source })?,
-                )
+            let inputs: Vec<([u8; 16], u32)> = usable
+                .iter()
+                .map(|&s| {
+                    let b = backends[usize::from(s)].as_ref().expect("slot just filled");
+                    (addr_key(b.addr), b.weight)
+                })
+                .collect();
+            let same = previous
+                .and_then(|p| p.vip(p.find_vip(&key)?))
+                .filter(|p| p.table_size == v.table_size && p.inputs == inputs);
+            let table = match same {
+                Some(p) => p.table.clone(),
+                None if inputs.is_empty() => None,
+                None => {
+                    let refs: Vec<(&[u8], u32)> =
+                        inputs.iter().map(|(k, w)| (&k[..], *w)).collect();
+                    Some(Arc::new(Maglev::new(v.table_size, &refs).map_err(
+                        |source| SnapshotError::Maglev { vip: key, source },
+                    )?))
+                }
             };
             frag_vip
                 .entry((key.addr, key.proto))
@@ -319,6 +338,7 @@ impl Snapshot {
             vips.push(Vip {
                 key,
                 table,
+                inputs,
                 usable,
                 backends: slots,
                 table_size: v.table_size,
@@ -625,6 +645,38 @@ mod tests {
         for h in 0..10_000u64 {
             let h = h.wrapping_mul(0x9e37_79b9_7f4a_7c15);
             assert_eq!(v.pick(h), w.pick(h));
+        }
+    }
+
+    #[test]
+    fn tables_are_shared_only_while_their_input_is_the_same() {
+        let base = vec![
+            backend(0, 11, BackendState::Up, true),
+            backend(1, 12, BackendState::Up, false),
+        ];
+        let first = Snapshot::build(&spec(base.clone())).unwrap();
+        let table = |s: &Snapshot| s.vip(0).unwrap().table.clone().unwrap();
+
+        // A resolved MAC or a draining backend's state is not Maglev input.
+        let mut same = base.clone();
+        same[1].mac = Some(MacAddr([2, 0, 0, 0, 0, 12]));
+        same.push(backend(2, 13, BackendState::Draining, true));
+        let next = Snapshot::build_from(&spec(same), Some(&first)).unwrap();
+        assert!(Arc::ptr_eq(&table(&first), &table(&next)));
+
+        // A weight, a backend going down, a table size: rebuilt, and equal
+        // to a build from scratch.
+        let mut heavier = base.clone();
+        heavier[0].weight = 3;
+        let mut down = base.clone();
+        down[1].state = BackendState::Down;
+        let mut bigger = spec(base.clone());
+        bigger.vips[0].table_size = 65537;
+        for changed in [spec(heavier), spec(down), bigger] {
+            let next = Snapshot::build_from(&changed, Some(&first)).unwrap();
+            assert!(!Arc::ptr_eq(&table(&first), &table(&next)));
+            let scratch = Snapshot::build(&changed).unwrap();
+            assert_eq!(table(&next).slots(), table(&scratch).slots());
         }
     }
 

@@ -1,13 +1,19 @@
 //! lbchurn: the control-plane half of `bench/harness.sh --churn`. Changes a
-//! backend's weight through lbd's gRPC API at a target rate while traffic
-//! flows (each change rebuilds that VIP's Maglev table and publishes a new
-//! snapshot), and measures for each change the time from the request to
-//! every worker forwarding with the new snapshot (workers report the
-//! generation of their last burst). Prints one JSON line.
+//! backend's weight through lbd's gRPC API at a target rate (open loop,
+//! with up to `--in-flight` requests waiting for their replies) while
+//! traffic flows; each change rebuilds that VIP's Maglev table, publishes a
+//! new snapshot and is acknowledged once the state file holds it. Measures
+//! the changes per second acknowledged, the reply time, and for each new
+//! snapshot the time from its publication (polled) to every worker
+//! forwarding with it (workers report the generation of their last burst).
+//! Prints one JSON line.
 //!
-//! `lbchurn --socket PATH --vip 198.51.100.10:443/udp --backend 10.1.0.1 [--rate 1000] [--seconds 5]`
+//! `lbchurn --socket PATH --vip 198.51.100.10:443/udp --backend 10.1.0.1 [--rate 1000] [--seconds 5] [--in-flight 8]`
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lb_proto::v1::load_balancer_client::LoadBalancerClient;
@@ -20,6 +26,7 @@ struct Options {
     backend: String,
     rate: f64,
     seconds: f64,
+    in_flight: usize,
 }
 
 fn parse() -> Result<Options, String> {
@@ -27,6 +34,7 @@ fn parse() -> Result<Options, String> {
     let mut vip = None;
     let mut backend = None;
     let (mut rate, mut seconds): (f64, f64) = (1000.0, 5.0);
+    let mut in_flight = 8;
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -36,6 +44,7 @@ fn parse() -> Result<Options, String> {
             "--backend" => backend = Some(v.clone()),
             "--rate" => rate = v.parse().map_err(|e| format!("--rate: {e}"))?,
             "--seconds" => seconds = v.parse().map_err(|e| format!("--seconds: {e}"))?,
+            "--in-flight" => in_flight = v.parse().map_err(|e| format!("--in-flight: {e}"))?,
             "--vip" => {
                 let (addr, rest) = v.rsplit_once(':').ok_or("--vip: ADDR:PORT/PROTO")?;
                 let (port, proto) = rest.split_once('/').ok_or("--vip: ADDR:PORT/PROTO")?;
@@ -55,12 +64,16 @@ fn parse() -> Result<Options, String> {
     if rate.is_nan() || rate <= 0.0 {
         return Err("--rate: above 0".into());
     }
+    if !(1..=256).contains(&in_flight) {
+        return Err("--in-flight: 1 to 256".into());
+    }
     Ok(Options {
         socket: socket.ok_or("--socket is required")?,
         vip: vip.ok_or("--vip is required")?,
         backend: backend.ok_or("--backend is required")?,
         rate,
         seconds,
+        in_flight,
     })
 }
 
@@ -76,6 +89,14 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
         return 0.0;
     }
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+/// What the API side saw: (sent -> acknowledged) per change, and when the
+/// last reply came (a backlog stretches the run beyond `--seconds`).
+#[derive(Default)]
+struct Acks {
+    latency_us: Vec<f64>,
+    last: Option<Instant>,
 }
 
 async fn run(o: Options) -> Result<(), String> {
@@ -94,69 +115,121 @@ async fn run(o: Options) -> Result<(), String> {
     let period = Duration::from_secs_f64(1.0 / o.rate);
     let start = Instant::now();
     let end = start + Duration::from_secs_f64(o.seconds);
-    let (mut changes, mut not_adopted) = (0u64, 0u64);
+    // Open loop: change k is due at start + k x period, whoever is free
+    // sends it; `in_flight` clients at most wait for their replies.
+    let next = Arc::new(AtomicU64::new(0));
+    let acks = Arc::new(Mutex::new(Acks::default()));
+    let mut senders = tokio::task::JoinSet::new();
+    for _ in 0..o.in_flight {
+        let (mut c, next, acks, vip, backend) = (
+            c.clone(),
+            Arc::clone(&next),
+            Arc::clone(&acks),
+            o.vip.clone(),
+            o.backend.clone(),
+        );
+        senders.spawn(async move {
+            loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                let due = start + period.mul_f64(k as f64);
+                if due >= end {
+                    return Ok::<(), String>(());
+                }
+                tokio::time::sleep_until(due.into()).await;
+                let sent = Instant::now();
+                c.update_backend(UpdateBackendRequest {
+                    backend: Some(BackendKey {
+                        vip: Some(vip.clone()),
+                        address: backend.clone(),
+                    }),
+                    weight: Some(1 + (k % 2) as u32),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| format!("update_backend: {}", e.message()))?;
+                let now = Instant::now();
+                let mut a = acks.lock().expect("acks");
+                a.latency_us.push((now - sent).as_secs_f64() * 1e6);
+                a.last = Some(now);
+            }
+        });
+    }
+    // Meanwhile: when each new generation is first seen published, and when
+    // every worker has forwarded a burst with it (or a later one).
+    let mut published: BTreeMap<u64, Instant> = BTreeMap::new();
     let mut adoption = Vec::new();
-    let mut next = start;
-    while Instant::now() < end {
-        let sent = Instant::now();
-        let weight = 1 + (changes % 2) as u32;
-        c.update_backend(UpdateBackendRequest {
-            backend: Some(BackendKey {
-                vip: Some(o.vip.clone()),
-                address: o.backend.clone(),
-            }),
-            weight: Some(weight),
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| format!("update_backend: {}", e.message()))?;
-        changes += 1;
+    let mut last_seen = 0;
+    let mut senders_done = false;
+    loop {
         let generation = c
             .get_info(Empty {})
             .await
             .map_err(|e| e.to_string())?
             .into_inner()
             .snapshot_generation;
-        // Every worker has forwarded a burst with it (or a later one).
-        let adopted = loop {
-            let s = c
-                .get_stats(Empty {})
-                .await
-                .map_err(|e| e.to_string())?
-                .into_inner();
-            if s.workers
-                .iter()
-                .all(|w| w.snapshot_generation >= generation)
-            {
-                break true;
+        let now = Instant::now();
+        if generation > last_seen {
+            if last_seen > 0 {
+                published.insert(generation, now);
             }
-            if sent.elapsed() > Duration::from_secs(1) {
-                break false;
+            last_seen = generation;
+        }
+        let s = c
+            .get_stats(Empty {})
+            .await
+            .map_err(|e| e.to_string())?
+            .into_inner();
+        let adopted = s
+            .workers
+            .iter()
+            .map(|w| w.snapshot_generation)
+            .min()
+            .unwrap_or(0);
+        let now = Instant::now();
+        while let Some(entry) = published.first_entry() {
+            if *entry.key() > adopted {
+                break;
             }
-        };
-        if adopted {
-            adoption.push(sent.elapsed().as_secs_f64() * 1e6);
-        } else {
-            not_adopted += 1;
+            adoption.push((now - *entry.get()).as_secs_f64() * 1e6);
+            entry.remove();
         }
-        next += period;
-        if let Some(wait) = next.checked_duration_since(Instant::now()) {
-            tokio::time::sleep(wait).await;
+        while !senders_done {
+            match senders.try_join_next() {
+                Some(r) => r.map_err(|e| e.to_string())??,
+                None => break,
+            }
+            senders_done = senders.is_empty();
         }
+        let waited_out = !matches!(published.first_key_value(),
+            Some((_, t)) if now - *t <= Duration::from_secs(1));
+        if senders_done && (published.is_empty() || waited_out) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_micros(200)).await;
     }
-    let secs = start.elapsed().as_secs_f64();
     let after = c
         .get_stats(Empty {})
         .await
         .map_err(|e| e.to_string())?
         .into_inner();
+    let (mut acks, last) = {
+        let mut a = acks.lock().expect("acks");
+        (std::mem::take(&mut a.latency_us), a.last)
+    };
+    let secs = last.map_or(o.seconds, |t| (t - start).as_secs_f64().max(o.seconds));
+    acks.sort_by(f64::total_cmp);
     adoption.sort_by(f64::total_cmp);
     println!(
-        "{{\"target_per_s\":{},\"changes\":{changes},\"changes_per_s\":{:.1},\"adoption_p50_us\":{:.0},\"adoption_p99_us\":{:.0},\"not_adopted_within_1s\":{not_adopted},\"dataplane_drops\":{}}}",
+        "{{\"target_per_s\":{},\"in_flight\":{},\"changes\":{},\"changes_per_s\":{:.1},\"ack_p50_us\":{:.0},\"ack_p99_us\":{:.0},\"adoption_p50_us\":{:.0},\"adoption_p99_us\":{:.0},\"not_adopted_within_1s\":{},\"dataplane_drops\":{}}}",
         o.rate,
-        changes as f64 / secs,
+        o.in_flight,
+        acks.len(),
+        acks.len() as f64 / secs.max(1e-3),
+        percentile(&acks, 0.5),
+        percentile(&acks, 0.99),
         percentile(&adoption, 0.5),
         percentile(&adoption, 0.99),
+        published.len(),
         drops(&after) - drops(&before)
     );
     Ok(())
