@@ -338,11 +338,15 @@ cmd_lbd_stop() {
 cmd_lbctl() { "$LBCTL" --socket "$DIR/lbd$SFX.sock" "$@"; }
 
 cmd_configure() {
-    local weights=("${1:-1}" "${2:-1}" "${3:-1}")
+    local weights=("${1:-1}" "${2:-1}" "${3:-1}") check=("${CHECK[@]}")
+    # Two instances must agree on health to agree on placement: a slower,
+    # steadier check, so that a loaded 2-core machine does not flap one.
+    [ "$(topo)" = flat ] ||
+        check=(--check http:/name --interval 500 --timeout 450 --rise 2 --fall 3)
     cmd_lbctl vip add "$VIP:$VIP_PORT/tcp"
     for i in ${LAB_ORDER:-1 2 3}; do
         cmd_lbctl backend add "$VIP:$VIP_PORT/tcp" "$(backend_ip "$i")" \
-            --weight "${weights[$((i - 1))]}" "${CHECK[@]}"
+            --weight "${weights[$((i - 1))]}" "${check[@]}"
     done
 }
 

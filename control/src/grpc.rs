@@ -515,9 +515,14 @@ impl LoadBalancer for Api {
             }
             (changes, c.generation, commit)
         };
-        if let Some(commit) = commit {
-            commit.durable().await.map_err(status)?;
-        }
+        let generation = match commit {
+            Some(commit) => {
+                commit.durable().await.map_err(status)?;
+                // Published now, in this generation or a later one.
+                self.control()?.generation
+            }
+            None => generation,
+        };
         Ok(Response::new(pb::ApplyResponse {
             changes,
             snapshot_generation: generation,

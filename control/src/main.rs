@@ -376,6 +376,7 @@ pub enum ChangeError {
 
 /// A change's acknowledgement: ready once the state file holds it.
 pub struct Commit(Option<tokio::sync::oneshot::Receiver<Result<(), String>>>);
+// (None: nothing to wait for.)
 
 impl Commit {
     pub async fn durable(self) -> Result<(), ChangeError> {
@@ -390,11 +391,12 @@ impl Commit {
 }
 
 impl Control {
-    /// Apply a change to a copy of the state and build its snapshot (a
-    /// refused change leaves everything as it was); then make it current,
-    /// publish it, and queue it for the state file. The caller acknowledges
-    /// it once [`Commit::durable`]: changes that arrive together share one
-    /// write (group commit), and a failed write undoes them all.
+    /// Apply a change to a copy of the state and check that the dataplane
+    /// can take it (a refused change leaves everything as it was); then make
+    /// it current and queue it. The committer publishes one snapshot and
+    /// writes the state file once for all changes queued together (group
+    /// commit); the caller acknowledges a change once [`Commit::durable`],
+    /// and a failed write undoes them all.
     pub fn change<T>(
         &mut self,
         what: &str,
@@ -402,21 +404,18 @@ impl Control {
     ) -> Result<(T, Commit), ChangeError> {
         let mut next = self.state.clone();
         let out = f(&mut next)?;
-        let snapshot = self.build_snapshot(&next)?;
+        Snapshot::check(&self.spec(&next))?;
         self.state = next;
         self.neigh.set_wanted(self.state.backend_addresses());
-        self.generation += 1;
-        self.publisher.publish(snapshot);
-        info!(generation = self.generation, what, "configuration changed");
+        // The next snapshot published is the first to hold it.
+        let generation = self.generation + 1;
+        info!(generation, what, "configuration changed");
         self.emit(lb_proto::v1::event::Kind::Config(
             lb_proto::v1::ConfigChanged {
-                generation: self.generation,
+                generation,
                 what: what.to_string(),
             },
         ));
-        if self.state_path.is_none() {
-            return Ok((out, Commit(None)));
-        }
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.commits.push(tx);
         self.commit_wanted.notify_one();
@@ -465,6 +464,10 @@ impl Control {
         &self,
         state: &State,
     ) -> Result<Snapshot, dataplane::snapshot::SnapshotError> {
+        Snapshot::build_from(&self.spec(state), Some(&self.publisher.current()))
+    }
+
+    fn spec(&self, state: &State) -> dataplane::snapshot::SnapshotSpec {
         let mut spec = state.to_spec(self.generation + 1, self.mac, |a| self.neigh.mac(a));
         for v in &mut spec.vips {
             for b in &mut v.backends {
@@ -477,18 +480,22 @@ impl Control {
                 }
             }
         }
-        Snapshot::build_from(&spec, Some(&self.publisher.current()))
+        spec
     }
 
     /// Publish the current state again (health or a MAC changed; the state
     /// file does not).
-    fn republish(&mut self) {
+    fn republish(&mut self) -> bool {
         match self.build_snapshot(&self.state) {
             Ok(s) => {
                 self.generation += 1;
                 self.publisher.publish(s);
+                true
             }
-            Err(e) => tracing::error!(error = %e, "cannot publish; keeping the current snapshot"),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot publish; keeping the current snapshot");
+                false
+            }
         }
     }
 
@@ -553,9 +560,10 @@ impl Control {
     }
 }
 
-/// Writes the state file for the changes queued by [`Control::change`], one
-/// write for all that arrived meanwhile, off the runtime's thread (the API
-/// goes on serving), and acknowledges them. Drains the queue before lbd stops.
+/// Publishes the changes queued by [`Control::change`] and writes the state
+/// file for them: one snapshot and one write for all that arrived meanwhile,
+/// the write off the runtime's thread (the API goes on serving); then
+/// acknowledges them. Drains the queue before lbd stops.
 async fn committer(control: &Mutex<Control>, stop: &AtomicBool) {
     let wanted = Arc::clone(&control.lock().expect("control lock").commit_wanted);
     loop {
@@ -571,10 +579,19 @@ async fn committer(control: &Mutex<Control>, stop: &AtomicBool) {
                 }
                 continue;
             }
+            let batch = std::mem::take(&mut c.commits);
+            // One snapshot for the batch (tables of untouched VIPs reused).
+            if !c.republish() {
+                c.undo_uncommitted("the dataplane refused the configuration", batch);
+                continue;
+            }
             let Some(path) = c.state_path.clone() else {
+                for tx in batch {
+                    let _ = tx.send(Ok(()));
+                }
                 continue;
             };
-            (c.state.clone(), path, std::mem::take(&mut c.commits))
+            (c.state.clone(), path, batch)
         };
         let written = tokio::task::spawn_blocking(move || {
             state

@@ -149,7 +149,11 @@ fn graceful_stop(lab: &Lab, lb2: &Lab, placement: &BTreeMap<u16, String>) {
             (now != b).then_some((p, b, now))
         })
         .collect();
-    assert!(moved.is_empty(), "port, backend before, after: {moved:?}");
+    assert!(
+        moved.is_empty(),
+        "port, backend before, after: {moved:?}\nhealth on #2: {}",
+        lb2.ok(&["lbctl", "health"])
+    );
     assert_eq!(done.len(), 50);
     let broken: Vec<&Download> = done.iter().filter(|d| !complete(d)).collect();
     assert!(broken.is_empty(), "downloads across the stop: {broken:?}");

@@ -56,6 +56,13 @@ impl std::fmt::Debug for Maglev {
 impl Maglev {
     /// Build a table of prime `size` over `backends` = (stable key, weight).
     pub fn new(size: u32, backends: &[(&[u8], u32)]) -> Result<Maglev, MaglevError> {
+        let order = Maglev::check(size, backends)?;
+        Ok(Maglev::fill(size, backends, order))
+    }
+
+    /// Would [`Maglev::new`] accept these? Cheap: no table is filled. On
+    /// success, the backends with a weight, in key order.
+    pub fn check(size: u32, backends: &[(&[u8], u32)]) -> Result<Vec<usize>, MaglevError> {
         if !is_prime(size) {
             return Err(MaglevError::NotPrime(size));
         }
@@ -81,7 +88,12 @@ impl Maglev {
             return Err(MaglevError::DuplicateKey);
         }
         order.retain(|&i| backends[i].1 > 0);
+        Ok(order)
+    }
 
+    /// Fill the table; `order` comes from [`Maglev::check`].
+    fn fill(size: u32, backends: &[(&[u8], u32)], order: Vec<usize>) -> Maglev {
+        let max_weight = backends.iter().map(|b| b.1).max().unwrap_or(0);
         let m = u64::from(size);
         struct Walk {
             index: u16,
@@ -123,7 +135,7 @@ impl Maglev {
                 }
             }
         }
-        Ok(Maglev { table })
+        Maglev { table }
     }
 
     /// The backend index for a flow hash.

@@ -235,11 +235,25 @@ impl Snapshot {
         Snapshot::build_from(spec, None)
     }
 
+    /// Would [`Snapshot::build`] accept `spec`? Everything is checked, but
+    /// no Maglev table is filled: cheap enough for every API request.
+    pub fn check(spec: &SnapshotSpec) -> Result<(), SnapshotError> {
+        Snapshot::assemble(spec, None, false).map(drop)
+    }
+
     /// Build `spec`, taking from `previous` every Maglev table whose input
     /// (table size, usable backends' keys and weights, in order) is the same.
     pub fn build_from(
         spec: &SnapshotSpec,
         previous: Option<&Snapshot>,
+    ) -> Result<Snapshot, SnapshotError> {
+        Snapshot::assemble(spec, previous, true)
+    }
+
+    fn assemble(
+        spec: &SnapshotSpec,
+        previous: Option<&Snapshot>,
+        fill_tables: bool,
     ) -> Result<Snapshot, SnapshotError> {
         let mut vips = Vec::with_capacity(spec.vips.len());
         let mut backends: Vec<Option<Backend>> = Vec::new();
@@ -322,9 +336,13 @@ impl Snapshot {
                 None => {
                     let refs: Vec<(&[u8], u32)> =
                         inputs.iter().map(|(k, w)| (&k[..], *w)).collect();
-                    Some(Arc::new(Maglev::new(v.table_size, &refs).map_err(
-                        |source| SnapshotError::Maglev { vip: key, source },
-                    )?))
+                    let maglev = |source| SnapshotError::Maglev { vip: key, source };
+                    if fill_tables {
+                        Some(Arc::new(Maglev::new(v.table_size, &refs).map_err(maglev)?))
+                    } else {
+                        Maglev::check(v.table_size, &refs).map_err(maglev)?;
+                        None
+                    }
                 }
             };
             frag_vip
@@ -732,12 +750,19 @@ mod tests {
         );
     }
 
+    /// Build `sp`, and check that [`Snapshot::check`] says the same.
+    fn checked(sp: &SnapshotSpec) -> Result<Snapshot, SnapshotError> {
+        let built = Snapshot::build(sp);
+        assert_eq!(Snapshot::check(sp).err().as_ref(), built.as_ref().err());
+        built
+    }
+
     #[test]
     fn invalid_specs_are_refused_with_the_reason() {
         let mut sp = spec(vec![backend(0, 11, BackendState::Up, true)]);
         sp.vips.push(sp.vips[0].clone());
         assert_eq!(
-            Snapshot::build(&sp).unwrap_err(),
+            checked(&sp).unwrap_err(),
             SnapshotError::DuplicateVip(vip(443))
         );
 
@@ -746,7 +771,7 @@ mod tests {
             backend(1, 11, BackendState::Up, true),
         ]);
         assert!(matches!(
-            Snapshot::build(&sp),
+            checked(&sp),
             Err(SnapshotError::DuplicateBackend { .. })
         ));
 
@@ -755,27 +780,24 @@ mod tests {
             backend(0, 12, BackendState::Up, true),
         ]);
         assert!(matches!(
-            Snapshot::build(&sp),
+            checked(&sp),
             Err(SnapshotError::SlotInUse { slot: 0, .. })
         ));
 
         let mut sp = spec(vec![backend(0, 11, BackendState::Up, true)]);
         sp.vips[0].key.port = 0;
-        assert!(matches!(
-            Snapshot::build(&sp),
-            Err(SnapshotError::PortZero { .. })
-        ));
+        assert!(matches!(checked(&sp), Err(SnapshotError::PortZero { .. })));
 
         let mut sp = spec(vec![backend(0, 11, BackendState::Up, true)]);
         sp.vips[0].backends[0].addr = vip(443).addr;
         assert!(matches!(
-            Snapshot::build(&sp),
+            checked(&sp),
             Err(SnapshotError::BackendIsVip { .. })
         ));
 
         let mut sp = spec(vec![backend(0, 11, BackendState::Up, true)]);
         sp.vips[0].table_size = 250;
-        let e = Snapshot::build(&sp).unwrap_err();
+        let e = checked(&sp).unwrap_err();
         assert!(matches!(e, SnapshotError::Maglev { .. }), "{e}");
         assert!(e.to_string().contains("198.51.100.10:443/tcp"), "{e}");
     }
