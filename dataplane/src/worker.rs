@@ -173,6 +173,12 @@ impl<'a> Worker<'a> {
             if freed > 0 {
                 self.stats.active_flows.set(self.flows.stats().active);
             }
+            // Idle workers take new snapshots too: the old one can be freed,
+            // and the control side sees every worker on the current one.
+            let generation = self.snapshots.load().generation;
+            if self.stats.snapshot_generation.get() != generation {
+                self.stats.snapshot_generation.set(generation);
+            }
             return 0;
         }
         let snap = self.snapshots.load();
