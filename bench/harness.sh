@@ -8,7 +8,14 @@
 #
 #   bench/harness.sh [--rounds 3] [--seconds 5] [--warmup 2] [--flows 1000000]
 #                    [--backends 100] [--size 64] [--churn CHANGES_PER_S]
-#                    [--json bench-result.json]
+#                    [--proto udp|tcp] [--ipv6] [--vips 1] [--rate-mpps 0]
+#                    [--new-flows-per-sec 0] [--json bench-result.json]
+#
+# The traffic: --flows flows of --proto (UDP, or TCP ACKs of established
+# flows) over IPv4 or --ipv6, spread over --vips VIPs (198.51.100.10 + i or
+# 2001:db8::10 + i, port 443, each with the --backends backends), as fast
+# as the link takes it or at --rate-mpps, with --new-flows-per-sec of the
+# flows replaced by new ones every second.
 #
 # --churn: during lbd's measurement, lbchurn changes a backend's weight
 # through the gRPC API at that rate, open loop with up to 8 requests in
@@ -24,14 +31,20 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ROUNDS=3 SECONDS_=5 WARMUP=2 FLOWS=1000000 BACKENDS=100 SIZE=64 JSON=bench-result.json CHURN=0
+PROTO=udp IPV6=0 VIPS=1 RATE=0 NEW_FLOWS=0
 while [ $# -gt 0 ]; do
     case "$1" in
+        --ipv6) IPV6=1; shift; continue ;;
         --rounds) ROUNDS=$2 ;; --seconds) SECONDS_=$2 ;; --warmup) WARMUP=$2 ;;
         --flows) FLOWS=$2 ;; --backends) BACKENDS=$2 ;; --size) SIZE=$2 ;; --json) JSON=$2 ;; --churn) CHURN=$2 ;;
+        --proto) PROTO=$2 ;; --vips) VIPS=$2 ;; --rate-mpps) RATE=$2 ;; --new-flows-per-sec) NEW_FLOWS=$2 ;;
         *) echo "harness: unknown option $1 (see the header of $0)" >&2; exit 2 ;;
     esac
     shift 2
 done
+case "$PROTO" in udp | tcp) ;; *) echo "harness: --proto $PROTO: udp or tcp" >&2; exit 2 ;; esac
+GEN_ARGS=(--proto "$PROTO" --vips "$VIPS" --rate-mpps "$RATE" --new-flows-per-sec "$NEW_FLOWS")
+[ "$IPV6" = 0 ] || GEN_ARGS+=(--ipv6)
 
 cargo build --release --locked -q -p lb-bench -p control
 BIN=target/release
@@ -44,14 +57,18 @@ SUT_MAC=02:00:00:00:00:01
 EAL=(--no-pci --in-memory -m 512 --log-level lib.eal:warning)
 [ "${LB_EAL_NO_HUGE:-}" = 1 ] && EAL=(--no-pci --no-huge --no-shconf -m 1024 --log-level lib.eal:warning)
 
-# One UDP VIP (QUIC/SRT-style), N backends with static MACs: no resolution.
-{
-    echo '[[vip]]'; echo 'address = "198.51.100.10"'; echo 'port = 443'; echo 'protocol = "udp"'
-    for i in $(seq "$BACKENDS"); do
-        printf '[[vip.backend]]\naddress = "10.1.%d.%d"\nmac = "02:be:00:00:%02x:%02x"\n' \
-            $((i / 250)) $((i % 250 + 1)) $((i / 256)) $((i % 256))
-    done
-} > "$WORK/lb.toml"
+# The VIPs lbgen sends to (UDP: QUIC/SRT-style), each with the same N
+# backends of static MACs: no resolution.
+python3 - "$VIPS" "$BACKENDS" "$PROTO" "$IPV6" > "$WORK/lb.toml" <<'PY'
+import ipaddress, sys
+vips, backends, proto, v6 = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4] == "1"
+first = ipaddress.ip_address("2001:db8::10" if v6 else "198.51.100.10")
+for v in range(vips):
+    print(f'[[vip]]\naddress = "{first + v}"\nport = 443\nprotocol = "{proto}"')
+    for i in range(1, backends + 1):
+        addr = f"2001:db8:1::{i:x}" if v6 else f"10.1.{i // 250}.{i % 250 + 1}"
+        print(f'[[vip.backend]]\naddress = "{addr}"\nmac = "02:be:00:00:{i // 256:02x}:{i % 256:02x}"')
+PY
 
 # Flows per lbd worker: room for every generated flow.
 TABLE=$(( FLOWS * 2 > 4096 ? FLOWS * 2 : 4096 ))
@@ -88,12 +105,14 @@ run_one() { # kind round
     start_sut "$1" "$sock"
     local churn=""
     if [ "$1" = lbd ] && [ "$CHURN" != 0 ]; then
-        (sleep "$WARMUP"; "$BIN/lbchurn" --socket "$WORK/lbd.sock" --vip 198.51.100.10:443/udp \
-            --backend 10.1.0.2 --rate "$CHURN" --seconds "$SECONDS_" > "$WORK/churn-$2.json") &
+        local vip=198.51.100.10:443/$PROTO backend=10.1.0.2
+        [ "$IPV6" = 0 ] || { vip="[2001:db8::10]:443/$PROTO"; backend=2001:db8:1::1; }
+        (sleep "$WARMUP"; "$BIN/lbchurn" --socket "$WORK/lbd.sock" --vip "$vip" \
+            --backend "$backend" --rate "$CHURN" --seconds "$SECONDS_" > "$WORK/churn-$2.json") &
         churn=$!
     fi
     "$BIN/lbgen" -l 0 "${EAL[@]}" --file-prefix "bgen$$" --vdev "net_memif0,role=client,socket=$sock" \
-        -- --port net_memif0 --dst-mac "$SUT_MAC" --flows "$FLOWS" --size "$SIZE" \
+        -- --port net_memif0 --dst-mac "$SUT_MAC" --flows "$FLOWS" --size "$SIZE" "${GEN_ARGS[@]}" \
         --seconds "$SECONDS_" --warmup "$WARMUP" 2> "$WORK/gen.err" | tail -1 > "$WORK/$1-$2.json" ||
         { cat "$WORK/gen.err" >&2; exit 1; }
     [ -z "$churn" ] || wait "$churn" || { echo "harness: lbchurn failed" >&2; exit 1; }
@@ -138,5 +157,8 @@ if "churn" in med:
           f"({c['in_flight']} requests in flight at most; reply p50 {c['ack_p50_us']:.0f} µs, p99 {c['ack_p99_us']:.0f} µs); "
           f"a new snapshot used by every worker p50 {c['adoption_p50_us']:.0f} µs, p99 {c['adoption_p99_us']:.0f} µs after its publication "
           f"(not within 1 s: {c['not_adopted_within_1s']}); dataplane drops meanwhile: {c['dataplane_drops']}")
-print(f"\nmedian of {rounds} rounds by ratio; {flows} flows, {backends} backends, {size}-byte frames, UDP/IPv4 over net_memif; all rounds in {out}")
+g = med["lbd"]
+rate = f"at {g['rate_mpps']} Mpps" if g["rate_mpps"] else "as fast as the link takes"
+print(f"\nmedian of {rounds} rounds by ratio; {flows} flows ({g['new_flows_per_s']:.0f} new per second) to {g['vips']} VIP(s), "
+      f"{backends} backends each, {size}-byte {g['proto'].upper()}/IPv{g['ip']} frames {rate}, over net_memif; all rounds in {out}")
 PY

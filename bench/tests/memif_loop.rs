@@ -9,12 +9,16 @@ mod eal;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-#[test]
-fn generator_and_baseline_forwarder_loop_over_memif() {
-    let sock = format!("/tmp/lbbench-test-{}.sock", std::process::id());
+/// Run lbgen (with `gen_args` after the port options) against lbfwd over a
+/// fresh memif link; the JSON reports of both.
+fn generator_against_baseline(
+    tag: &str,
+    gen_args: &[&str],
+) -> (serde_json::Value, serde_json::Value) {
+    let sock = format!("/tmp/lbbench-test-{tag}-{}.sock", std::process::id());
     let fwd = Command::new(env!("CARGO_BIN_EXE_lbfwd"))
         .args(eal::eal_args(
-            "fwd",
+            &format!("fwd{tag}"),
             "0@1",
             &[&format!(
                 "net_memif0,role=server,socket={sock},mac=02:00:00:00:00:01"
@@ -37,7 +41,7 @@ fn generator_and_baseline_forwarder_loop_over_memif() {
     }
     let gen = Command::new(env!("CARGO_BIN_EXE_lbgen"))
         .args(eal::eal_args(
-            "gen",
+            &format!("gen{tag}"),
             "0@0",
             &[&format!("net_memif0,role=client,socket={sock}")],
         ))
@@ -47,13 +51,8 @@ fn generator_and_baseline_forwarder_loop_over_memif() {
             "net_memif0",
             "--dst-mac",
             "02:00:00:00:00:01",
-            "--flows",
-            "1000",
-            "--seconds",
-            "1",
-            "--warmup",
-            "0.3",
         ])
+        .args(gen_args)
         .output()
         .unwrap();
     let _ = Command::new("kill")
@@ -65,7 +64,18 @@ fn generator_and_baseline_forwarder_loop_over_memif() {
         "lbgen: {}",
         String::from_utf8_lossy(&gen.stderr)
     );
-    let r: serde_json::Value = serde_json::from_slice(&gen.stdout).unwrap();
+    (
+        serde_json::from_slice(&gen.stdout).unwrap(),
+        serde_json::from_slice(&fwd_out.stdout).unwrap(),
+    )
+}
+
+#[test]
+fn generator_and_baseline_forwarder_loop_over_memif() {
+    let (r, f) = generator_against_baseline(
+        "udp4",
+        &["--flows", "1000", "--seconds", "1", "--warmup", "0.3"],
+    );
     let (tx, rx) = (r["tx"].as_u64().unwrap(), r["rx"].as_u64().unwrap());
     assert!(rx > 10_000, "frames came back: {r}");
     assert!(
@@ -73,9 +83,47 @@ fn generator_and_baseline_forwarder_loop_over_memif() {
         "no more back than sent (plus warm-up stragglers): {r}"
     );
     assert!(r["lat_p50_us"].as_f64().unwrap() > 0.0, "{r}");
-    let f: serde_json::Value = serde_json::from_slice(&fwd_out.stdout).unwrap();
     assert!(
         f["tx"].as_u64().unwrap() >= rx,
         "lbfwd sent what lbgen got back: {f} {r}"
     );
+}
+
+/// TCP over IPv6 to 3 VIPs at a set rate, renewing flows: only frames of
+/// that kind count as returned, pacing holds the rate down, and flows are
+/// renewed at about the asked pace.
+#[test]
+fn generator_paces_tcp6_and_renews_flows() {
+    let (r, _) = generator_against_baseline(
+        "tcp6",
+        &[
+            "--ipv6",
+            "--proto",
+            "tcp",
+            "--vips",
+            "3",
+            "--size",
+            "128",
+            "--flows",
+            "5000",
+            "--rate-mpps",
+            "0.05",
+            "--new-flows-per-sec",
+            "2000",
+            "--seconds",
+            "1",
+            "--warmup",
+            "0.3",
+        ],
+    );
+    let (tx, rx) = (r["tx"].as_u64().unwrap(), r["rx"].as_u64().unwrap());
+    assert!(rx > 1000, "IPv6/TCP frames came back: {r}");
+    // 50,000 per second for a second, plus a burst: pacing can only lower it.
+    assert!(tx <= 50_000 + 64, "the rate limit held: {r}");
+    let renewed = r["new_flows"].as_u64().unwrap();
+    // Renewals follow their schedule from the start (warm-up included).
+    assert!(renewed <= 2600 + 32, "renewals paced: {r}");
+    assert!(renewed > 0, "flows renewed: {r}");
+    assert_eq!(r["proto"], "tcp");
+    assert_eq!(r["ip"], 6);
 }

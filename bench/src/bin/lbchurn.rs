@@ -49,7 +49,11 @@ fn parse() -> Result<Options, String> {
                 let (addr, rest) = v.rsplit_once(':').ok_or("--vip: ADDR:PORT/PROTO")?;
                 let (port, proto) = rest.split_once('/').ok_or("--vip: ADDR:PORT/PROTO")?;
                 vip = Some(VipKey {
-                    address: addr.to_string(),
+                    // [2001:db8::10]:443/udp for IPv6
+                    address: addr
+                        .trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .to_string(),
                     port: port.parse().map_err(|e| format!("--vip port: {e}"))?,
                     protocol: match proto {
                         "tcp" => Protocol::Tcp,

@@ -1,53 +1,124 @@
 //! lbgen: the DPDK traffic generator of `bench/harness.sh`. Sends prebuilt
-//! UDP/IPv4 frames of many flows to a VIP as fast as the port takes them,
-//! receives what the system under test sends back, and reports offered and
-//! returned packet rates and the round-trip latency (TSC stamped in each
-//! payload at send, read at receive) as one JSON line.
+//! frames of many flows (UDP or TCP ACKs, over IPv4 or IPv6, to one or many
+//! VIPs) as fast as the port takes them or at a set rate, turns a share of
+//! its flows into new ones every second, receives what the system under
+//! test sends back, and reports offered and returned packet rates and the
+//! round-trip latency (TSC stamped in each payload at send, read at
+//! receive) as one JSON line. Nothing is allocated on the send path.
 //!
-//! `lbgen [EAL options] -- --port net_memif0 --dst-mac MAC [--flows N] [--size B] [--seconds S] [--warmup S]`
+//! `lbgen [EAL options] -- --port net_memif0 --dst-mac MAC [--flows N] [--size B]
+//!   [--proto udp|tcp] [--ipv6] [--vips N] [--rate-mpps X] [--new-flows-per-sec N]
+//!   [--seconds S] [--warmup S]`
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use dataplane::dpdk::{Burst, Eal, Mempool, Port, PortConfig, BURST_SIZE};
 use dataplane::packet::build;
 use dataplane::packet::ethernet::MacAddr;
+use dataplane::packet::l4::ACK;
 
 const MAGIC: u64 = 0x6c62_6765_6e21_7473; // "lbgen!ts"
-const UDP_PAYLOAD_AT: usize = 14 + 20 + 8;
 
 struct Options {
     port: String,
     dst_mac: MacAddr,
-    vip: Ipv4Addr,
+    ipv6: bool,
+    tcp: bool,
+    vips: u32,
     vip_port: u16,
     flows: u32,
     size: usize,
+    rate_mpps: f64,
+    new_flows_per_sec: f64,
     seconds: f64,
     warmup: f64,
+}
+
+/// Where things are in every frame of a run.
+#[derive(Clone, Copy)]
+struct Layout {
+    ethertype: [u8; 2],
+    /// Offset and value of the IP protocol / next header byte.
+    proto_at: usize,
+    proto: u8,
+    /// The L4 header: source port at +0, checksum at `csum_at`.
+    l4_at: usize,
+    csum_at: usize,
+    /// The 16 bytes of magic and TSC stamp.
+    stamp_at: usize,
+}
+
+impl Layout {
+    fn of(o: &Options) -> Layout {
+        let (ethertype, ip_len, proto_at) = if o.ipv6 {
+            ([0x86, 0xdd], 40, 14 + 6)
+        } else {
+            ([0x08, 0x00], 20, 14 + 9)
+        };
+        let l4_at = 14 + ip_len;
+        let (proto, l4_len, csum) = if o.tcp { (6, 20, 16) } else { (17, 8, 6) };
+        Layout {
+            ethertype,
+            proto_at,
+            proto,
+            l4_at,
+            csum_at: l4_at + csum,
+            stamp_at: l4_at + l4_len,
+        }
+    }
+
+    /// Is `d` a frame of this run (that came back)?
+    fn matches(&self, d: &[u8]) -> bool {
+        d.len() >= self.stamp_at + 16
+            && d[12..14] == self.ethertype
+            && d[self.proto_at] == self.proto
+            && d[self.stamp_at..self.stamp_at + 8] == MAGIC.to_le_bytes()
+    }
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
     let mut o = Options {
         port: String::new(),
         dst_mac: MacAddr::ZERO,
-        vip: Ipv4Addr::new(198, 51, 100, 10),
+        ipv6: false,
+        tcp: false,
+        vips: 1,
         vip_port: 443,
         flows: 1 << 20,
         size: 64,
+        rate_mpps: 0.0,
+        new_flows_per_sec: 0.0,
         seconds: 5.0,
         warmup: 1.0,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
+        if a == "--ipv6" {
+            o.ipv6 = true;
+            continue;
+        }
         let mut v = || it.next().ok_or(format!("{a}: needs a value"));
         match a.as_str() {
             "--port" => o.port = v()?.clone(),
             "--dst-mac" => o.dst_mac = v()?.parse().map_err(|e| format!("--dst-mac: {e}"))?,
-            "--vip" => o.vip = v()?.parse().map_err(|e| format!("--vip: {e}"))?,
+            "--proto" => {
+                o.tcp = match v()?.as_str() {
+                    "tcp" => true,
+                    "udp" => false,
+                    p => return Err(format!("--proto {p}: tcp or udp")),
+                }
+            }
+            "--vips" => o.vips = v()?.parse().map_err(|e| format!("--vips: {e}"))?,
             "--vip-port" => o.vip_port = v()?.parse().map_err(|e| format!("--vip-port: {e}"))?,
             "--flows" => o.flows = v()?.parse().map_err(|e| format!("--flows: {e}"))?,
             "--size" => o.size = v()?.parse().map_err(|e| format!("--size: {e}"))?,
+            "--rate-mpps" => o.rate_mpps = v()?.parse().map_err(|e| format!("--rate-mpps: {e}"))?,
+            "--new-flows-per-sec" => {
+                o.new_flows_per_sec = v()?
+                    .parse()
+                    .map_err(|e| format!("--new-flows-per-sec: {e}"))?
+            }
             "--seconds" => o.seconds = v()?.parse().map_err(|e| format!("--seconds: {e}"))?,
             "--warmup" => o.warmup = v()?.parse().map_err(|e| format!("--warmup: {e}"))?,
             other => return Err(format!("unknown option {other}")),
@@ -56,27 +127,91 @@ fn parse(args: &[String]) -> Result<Options, String> {
     if o.port.is_empty() || o.dst_mac == MacAddr::ZERO {
         return Err("--port and --dst-mac are required".into());
     }
-    if !(60..=1514).contains(&o.size) {
-        return Err(format!("--size {}: 60 to 1514 bytes (without FCS)", o.size));
+    let min = Layout::of(&o).stamp_at + 16;
+    if !(min.max(60)..=1514).contains(&o.size) {
+        return Err(format!(
+            "--size {}: {} to 1514 bytes (without FCS) for these headers and the stamp",
+            o.size,
+            min.max(60)
+        ));
     }
     if o.flows == 0 || o.flows > 10_000_000 {
         return Err(format!("--flows {}: 1 to 10,000,000", o.flows));
     }
+    if o.vips == 0 || o.vips > 1000 {
+        return Err(format!("--vips {}: 1 to 1000", o.vips));
+    }
+    if !(o.rate_mpps >= 0.0 && o.new_flows_per_sec >= 0.0) {
+        return Err("--rate-mpps and --new-flows-per-sec: 0 or more".into());
+    }
     Ok(o)
 }
 
+/// VIP number `i`: 198.51.100.10 + i, or 2001:db8::10 + i (what the
+/// harness configures).
+fn vip(o: &Options, i: u32) -> IpAddr {
+    if o.ipv6 {
+        IpAddr::V6(Ipv6Addr::from(
+            (0x2001_0db8_u128 << 96) | (0x10 + u128::from(i)),
+        ))
+    } else {
+        IpAddr::V4(Ipv4Addr::from(0xc633_640a + i))
+    }
+}
+
 /// Frames of all flows, one after the other in one buffer (cycled at send).
-fn frames(o: &Options, src_mac: MacAddr) -> Vec<u8> {
-    let payload = vec![0u8; o.size - UDP_PAYLOAD_AT];
+/// Flow i: source address i / 64, source port 1024 + (i % 64) x 997, VIP
+/// i % vips.
+fn frames(o: &Options, src_mac: MacAddr, at: Layout) -> Vec<u8> {
+    let payload = vec![0u8; o.size - at.stamp_at];
     let mut all = Vec::with_capacity(o.size * o.flows as usize);
     for i in 0..o.flows {
-        let src = Ipv4Addr::from(0x6400_0000 | (i >> 6));
+        let src = if o.ipv6 {
+            IpAddr::V6(Ipv6Addr::from(
+                (0x2001_0db8_0100_u128 << 80) | u128::from(i >> 6),
+            ))
+        } else {
+            IpAddr::V4(Ipv4Addr::from(0x6400_0000 | (i >> 6)))
+        };
+        let dst = vip(o, i % o.vips);
         let sport = 1024 + (i & 0x3f) as u16 * 997;
-        let f = build::udp4(o.dst_mac, src_mac, src, o.vip, sport, o.vip_port, &payload);
+        let f = if o.tcp {
+            build::tcp_frame(
+                o.dst_mac, src_mac, src, dst, sport, o.vip_port, ACK, &payload,
+            )
+        } else {
+            build::udp_frame(o.dst_mac, src_mac, src, dst, sport, o.vip_port, &payload)
+        };
         debug_assert_eq!(f.len(), o.size);
         all.extend_from_slice(&f);
     }
     all
+}
+
+/// Make `frame` a new flow: the next source port, with the L4 checksum
+/// updated incrementally (RFC 1624). Ports of one source address are 997
+/// apart, so a bumped port meets no other flow's for a long while.
+fn renew(frame: &mut [u8], at: Layout, udp4: bool) {
+    let old = u16::from_be_bytes([frame[at.l4_at], frame[at.l4_at + 1]]);
+    let new = if old == u16::MAX { 1024 } else { old + 1 };
+    frame[at.l4_at..at.l4_at + 2].copy_from_slice(&new.to_be_bytes());
+    let csum = u16::from_be_bytes([frame[at.csum_at], frame[at.csum_at + 1]]);
+    if udp4 && csum == 0 {
+        return; // no checksum
+    }
+    let mut sum = u32::from(!csum) + u32::from(!old) + u32::from(new);
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    let mut updated = !(sum as u16);
+    if !at_tcp(at) && updated == 0 {
+        updated = 0xffff; // UDP sends 0 as all ones
+    }
+    frame[at.csum_at..at.csum_at + 2].copy_from_slice(&updated.to_be_bytes());
+}
+
+fn at_tcp(at: Layout) -> bool {
+    at.proto == 6
 }
 
 fn main() {
@@ -97,13 +232,27 @@ fn main() {
     let mut port = Port::open(eal, &o.port, &PortConfig::default(), pool).expect("port");
     port.start().expect("port start");
     let src_mac = MacAddr(port.mac());
-    let all = frames(&o, src_mac);
+    let at = Layout::of(&o);
+    let mut all = frames(&o, src_mac, at);
     let mut q = port.queue(0).expect("queue 0");
     let hz = eal.tsc_hz() as f64;
     let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 10_000_000_000, 3).unwrap();
 
-    let (mut tx, mut rx, mut tx_full) = (0u64, 0u64, 0u64);
+    // Pacing in TSC cycles: per burst sent, and per flow renewed (0: off).
+    let burst_cycles = if o.rate_mpps > 0.0 {
+        (hz * BURST_SIZE as f64 / (o.rate_mpps * 1e6)) as u64
+    } else {
+        0
+    };
+    let renew_cycles = if o.new_flows_per_sec > 0.0 {
+        ((hz / o.new_flows_per_sec) as u64).max(1)
+    } else {
+        0
+    };
+    let udp4 = !o.ipv6 && !o.tcp;
+    let (mut tx, mut rx, mut tx_full, mut renewed) = (0u64, 0u64, 0u64, 0u64);
     let mut next = 0usize;
+    let mut next_renew = 0usize;
     let n = all.len() / o.size;
     let mut out = Burst::new();
     let mut back = Burst::new();
@@ -111,6 +260,8 @@ fn main() {
     let warm = Duration::from_secs_f64(o.warmup);
     let end = warm + Duration::from_secs_f64(o.seconds);
     let mut measuring = false;
+    let t0 = dataplane::dpdk::rdtsc();
+    let (mut send_at, mut renew_at) = (t0, t0);
     loop {
         let t = start.elapsed();
         if t >= end {
@@ -118,11 +269,30 @@ fn main() {
         }
         if !measuring && t >= warm {
             measuring = true;
-            (tx, rx, tx_full) = (0, 0, 0);
+            (tx, rx, tx_full, renewed) = (0, 0, 0, 0);
             hist.reset();
         }
-        if pool.alloc_bulk(&mut out, BURST_SIZE) {
-            let now = dataplane::dpdk::rdtsc();
+        let now = dataplane::dpdk::rdtsc();
+        // New flows: a bounded number per turn, so sending never starves.
+        let mut budget = BURST_SIZE;
+        while renew_cycles > 0 && now >= renew_at && budget > 0 {
+            let f = &mut all[next_renew * o.size..(next_renew + 1) * o.size];
+            renew(f, at, udp4);
+            next_renew = if next_renew + 1 == n {
+                0
+            } else {
+                next_renew + 1
+            };
+            renew_at += renew_cycles;
+            renewed += 1;
+            budget -= 1;
+        }
+        let due = burst_cycles == 0 || now >= send_at;
+        if due && pool.alloc_bulk(&mut out, BURST_SIZE) {
+            if burst_cycles > 0 {
+                // Behind by more than a burst: do not catch up in a rush.
+                send_at = send_at.max(now.saturating_sub(burst_cycles)) + burst_cycles;
+            }
             for i in 0..out.len() {
                 let f = &all[next * o.size..(next + 1) * o.size];
                 next = if next + 1 == n { 0 } else { next + 1 };
@@ -130,8 +300,8 @@ fn main() {
                     continue;
                 }
                 let d = out.data_mut(i).expect("in burst");
-                d[UDP_PAYLOAD_AT..UDP_PAYLOAD_AT + 8].copy_from_slice(&MAGIC.to_le_bytes());
-                d[UDP_PAYLOAD_AT + 8..UDP_PAYLOAD_AT + 16].copy_from_slice(&now.to_le_bytes());
+                d[at.stamp_at..at.stamp_at + 8].copy_from_slice(&MAGIC.to_le_bytes());
+                d[at.stamp_at + 8..at.stamp_at + 16].copy_from_slice(&now.to_le_bytes());
             }
             let r = q.tx(&mut out);
             tx += r.sent as u64;
@@ -142,19 +312,14 @@ fn main() {
             let now = dataplane::dpdk::rdtsc();
             for i in 0..got {
                 let Some(d) = back.data(i) else { continue };
-                if d.len() < UDP_PAYLOAD_AT + 16 {
-                    continue;
-                }
-                let magic =
-                    u64::from_le_bytes(d[UDP_PAYLOAD_AT..UDP_PAYLOAD_AT + 8].try_into().unwrap());
-                if magic != MAGIC {
+                if !at.matches(d) {
                     continue;
                 }
                 rx += 1;
                 let sent = u64::from_le_bytes(
-                    d[UDP_PAYLOAD_AT + 8..UDP_PAYLOAD_AT + 16]
+                    d[at.stamp_at + 8..at.stamp_at + 16]
                         .try_into()
-                        .unwrap(),
+                        .expect("8 bytes"),
                 );
                 let ns = (now.wrapping_sub(sent) as f64 / hz * 1e9) as u64;
                 let _ = hist.record(ns.max(1));
@@ -164,13 +329,96 @@ fn main() {
     }
     let secs = o.seconds;
     println!(
-        "{{\"offered_mpps\":{:.4},\"returned_mpps\":{:.4},\"tx\":{tx},\"rx\":{rx},\"tx_refused\":{tx_full},\"lat_p50_us\":{:.2},\"lat_p99_us\":{:.2},\"lat_p999_us\":{:.2},\"flows\":{},\"size\":{}}}",
+        "{{\"offered_mpps\":{:.4},\"returned_mpps\":{:.4},\"tx\":{tx},\"rx\":{rx},\"tx_refused\":{tx_full},\"lat_p50_us\":{:.2},\"lat_p99_us\":{:.2},\"lat_p999_us\":{:.2},\"flows\":{},\"size\":{},\"proto\":\"{}\",\"ip\":{},\"vips\":{},\"rate_mpps\":{},\"new_flows\":{renewed},\"new_flows_per_s\":{:.1}}}",
         tx as f64 / secs / 1e6,
         rx as f64 / secs / 1e6,
         hist.value_at_quantile(0.5) as f64 / 1e3,
         hist.value_at_quantile(0.99) as f64 / 1e3,
         hist.value_at_quantile(0.999) as f64 / 1e3,
         o.flows,
-        o.size
+        o.size,
+        if o.tcp { "tcp" } else { "udp" },
+        if o.ipv6 { 6 } else { 4 },
+        o.vips,
+        o.rate_mpps,
+        renewed as f64 / secs,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(ipv6: bool, tcp: bool) -> Options {
+        let mut o = parse(
+            &[
+                "--port",
+                "p",
+                "--dst-mac",
+                "02:00:00:00:00:01",
+                "--size",
+                "128",
+            ]
+            .map(String::from),
+        )
+        .unwrap();
+        (o.ipv6, o.tcp, o.flows, o.vips) = (ipv6, tcp, 130, 3);
+        o
+    }
+
+    #[test]
+    fn a_renewed_flow_is_the_frame_built_with_the_next_port() {
+        for (ipv6, tcp) in [(false, false), (false, true), (true, false), (true, true)] {
+            let o = options(ipv6, tcp);
+            let at = Layout::of(&o);
+            let mac = MacAddr([2, 0, 0, 0, 0, 2]);
+            let mut all = frames(&o, mac, at);
+            let before = all.clone();
+            for i in 0..130 {
+                renew(&mut all[i * o.size..(i + 1) * o.size], at, !ipv6 && !tcp);
+            }
+            for i in 0..130usize {
+                let f = &all[i * o.size..(i + 1) * o.size];
+                let src = if ipv6 {
+                    IpAddr::V6(Ipv6Addr::from(
+                        (0x2001_0db8_0100_u128 << 80) | (i as u128 >> 6),
+                    ))
+                } else {
+                    IpAddr::V4(Ipv4Addr::from(0x6400_0000 | (i as u32 >> 6)))
+                };
+                let sport = 1024 + (i & 0x3f) as u16 * 997 + 1;
+                let payload = vec![0u8; o.size - at.stamp_at];
+                let dst = vip(&o, i as u32 % 3);
+                let want = if tcp {
+                    build::tcp_frame(o.dst_mac, mac, src, dst, sport, 443, ACK, &payload)
+                } else {
+                    build::udp_frame(o.dst_mac, mac, src, dst, sport, 443, &payload)
+                };
+                assert_eq!(f, &want[..], "ipv6 {ipv6} tcp {tcp} flow {i}");
+                assert!(at.matches(&{
+                    let mut g = f.to_vec();
+                    g[at.stamp_at..at.stamp_at + 8].copy_from_slice(&MAGIC.to_le_bytes());
+                    g
+                }));
+                assert_ne!(f, &before[i * o.size..(i + 1) * o.size]);
+            }
+        }
+    }
+
+    #[test]
+    fn sizes_too_small_for_the_headers_are_refused() {
+        let args = |extra: &[&str]| -> Vec<String> {
+            ["--port", "p", "--dst-mac", "02:00:00:00:00:01"]
+                .iter()
+                .chain(extra)
+                .map(|s| s.to_string())
+                .collect()
+        };
+        assert!(parse(&args(&["--size", "64"])).is_ok());
+        let e = parse(&args(&["--size", "64", "--ipv6", "--proto", "tcp"]))
+            .err()
+            .unwrap();
+        assert!(e.contains("90 to 1514"), "{e}");
+        assert!(parse(&args(&["--proto", "sctp"])).is_err());
+    }
 }
