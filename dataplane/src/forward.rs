@@ -112,15 +112,23 @@ impl Classified {
 }
 
 /// The flow hash: fixed forever (every instance must agree, and Maglev
-/// tables are indexed by it), a murmur3-finaliser chain over the 5-tuple.
+/// tables are indexed by it). Each 64-bit word of the 5-tuple is multiplied
+/// by its own odd constant, independently (the multiplies overlap in the
+/// pipeline), the products are combined, and one murmur3 finaliser mixes
+/// the result: a dependency chain of about 18 cycles instead of the 60 of
+/// five chained finalisers. Keyless like any hash all instances share, so
+/// an attacker can collide flows on purpose; the flow table's flood policy
+/// is the defence, not the hash.
 #[inline]
 pub fn flow_hash(k: &FlowKey) -> u64 {
     let w = |b: &[u8; 16], i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
-    let mut h = mix64(w(&k.src, 0) ^ 0x6c62_666c_6f77_3031);
-    h = mix64(h ^ w(&k.src, 8));
-    h = mix64(h ^ w(&k.dst, 0));
-    h = mix64(h ^ w(&k.dst, 8));
-    mix64(h ^ (u64::from(k.src_port) << 32 | u64::from(k.dst_port) << 16 | u64::from(k.proto)))
+    let ports = u64::from(k.src_port) << 32 | u64::from(k.dst_port) << 16 | u64::from(k.proto);
+    let a = (w(&k.src, 0) ^ 0x6c62_666c_6f77_3031).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let b = (w(&k.src, 8) ^ 0x243f_6a88_85a3_08d3).wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
+    let c = (w(&k.dst, 0) ^ 0x1319_8a2e_0370_7344).wrapping_mul(0x1656_67b1_9e37_79f9);
+    let d = (w(&k.dst, 8) ^ 0xa409_3822_299f_31d0).wrapping_mul(0xd6e8_feb8_6659_fd93);
+    let e = (ports ^ 0x082e_fa98_ec4e_6c89).wrapping_mul(0xff51_afd7_ed55_8ccd);
+    mix64(a ^ b.rotate_left(17) ^ c.rotate_left(31) ^ d.rotate_left(43) ^ e.rotate_left(53))
 }
 
 /// Parse and hash one frame.
@@ -593,6 +601,7 @@ mod tests {
     use proptest::prelude::*;
     use std::net::{Ipv4Addr, Ipv6Addr};
 
+    const FLOW_HASH_OF_BASE: u64 = 12_170_937_991_823_698_601;
     const PORT_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
     const CLIENT_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xc1]);
     const VIP4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
@@ -600,6 +609,55 @@ mod tests {
     const CLIENT4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 7);
     const SYN: u8 = 0x02;
     const ACK: u8 = 0x10;
+
+    /// The flow hash spreads what real clients vary (the low address bits,
+    /// the source port) evenly, and every input bit moves about half of the
+    /// output bits. Fixed values: placement must never change silently.
+    #[test]
+    fn flow_hash_spreads_and_avalanches_and_never_changes() {
+        let key = |client: u32, sport: u16| {
+            FlowKey::v4(client.to_be_bytes(), VIP4.octets(), sport, 443, PROTO_TCP)
+        };
+        // 1,000 clients x 64 ports into 256 bins, by the top bits as Maglev
+        // uses them and by the low bits as the flow table does.
+        let (mut top, mut low) = ([0u32; 256], [0u32; 256]);
+        for c in 0..1000u32 {
+            for p in 0..64u16 {
+                let h = flow_hash(&key(0xcb00_7100 + c, 40000 + p));
+                top[(h >> 56) as usize] += 1;
+                low[(h & 0xff) as usize] += 1;
+            }
+        }
+        for bins in [top, low] {
+            let (min, max) = (bins.iter().min().unwrap(), bins.iter().max().unwrap());
+            // 250 expected per bin; about 16 is one standard deviation.
+            assert!(*min > 170 && *max < 330, "{min}..{max}");
+        }
+        // Avalanche: flip each bit of the tuple; count output bits flipped.
+        let base = key(0xcb00_7107, 40000);
+        let h0 = flow_hash(&base);
+        let mut flips = Vec::new();
+        for i in 0..(16 * 8) {
+            let mut k = base;
+            k.src[i / 8] ^= 1 << (i % 8);
+            flips.push((flow_hash(&k) ^ h0).count_ones());
+            let mut k = base;
+            k.dst[i / 8] ^= 1 << (i % 8);
+            flips.push((flow_hash(&k) ^ h0).count_ones());
+        }
+        for i in 0..16 {
+            let mut k = base;
+            k.src_port ^= 1 << i;
+            flips.push((flow_hash(&k) ^ h0).count_ones());
+        }
+        let mean = flips.iter().sum::<u32>() as f64 / flips.len() as f64;
+        assert!((28.0..36.0).contains(&mean), "mean bits flipped {mean}");
+        assert!(flips.iter().all(|&f| f >= 12), "{flips:?}");
+        assert_eq!(
+            h0, FLOW_HASH_OF_BASE,
+            "the flow hash changed: placement would move"
+        );
+    }
 
     fn vip6() -> Ipv6Addr {
         "2001:db8::10".parse().unwrap()
