@@ -9,4 +9,5 @@ pub mod neigh;
 pub mod packet;
 pub mod snapshot;
 pub mod stats;
+pub mod vip_index;
 pub mod worker;

@@ -20,6 +20,7 @@ use arc_swap::{ArcSwap, Cache};
 
 use crate::maglev::{Maglev, MaglevError};
 use crate::packet::ethernet::MacAddr;
+use crate::vip_index::VipIndex;
 
 /// Transport protocols a VIP can serve.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -212,8 +213,8 @@ pub struct Snapshot {
     pub mac: MacAddr,
     vips: Vec<Vip>,
     backends: Vec<Option<Backend>>,
-    by_key: HashMap<VipKey, u32, FixedHash>,
-    vip_addrs: HashSet<IpAddr, FixedHash>,
+    /// Per-packet lookups: VIP by (address, port, protocol), VIP addresses.
+    index: VipIndex,
     /// Per (address, protocol): the VIP whose table fragments use (lowest port).
     frag_vip: HashMap<(IpAddr, Proto), u32, FixedHash>,
     local: HashSet<IpAddr, FixedHash>,
@@ -257,7 +258,7 @@ impl Snapshot {
     ) -> Result<Snapshot, SnapshotError> {
         let mut vips = Vec::with_capacity(spec.vips.len());
         let mut backends: Vec<Option<Backend>> = Vec::new();
-        let mut by_key = HashMap::with_hasher(FixedHash);
+        let mut by_key = HashSet::with_hasher(FixedHash);
         let mut frag_vip: HashMap<(IpAddr, Proto), u32, FixedHash> =
             HashMap::with_hasher(FixedHash);
         for (vi, v) in spec.vips.iter().enumerate() {
@@ -266,7 +267,7 @@ impl Snapshot {
             if key.port == 0 {
                 return Err(SnapshotError::PortZero { vip: key });
             }
-            if by_key.insert(key, vi).is_some() {
+            if !by_key.insert(key) {
                 return Err(SnapshotError::DuplicateVip(key));
             }
             let mut seen = HashSet::new();
@@ -363,8 +364,12 @@ impl Snapshot {
                 idle: v.idle,
             });
         }
-        let mut vip_addrs = HashSet::with_hasher(FixedHash);
-        vip_addrs.extend(spec.vips.iter().map(|v| v.key.addr));
+        let index = VipIndex::new(
+            spec.vips
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (v.key.addr, v.key.port, v.key.proto.number(), i as u32)),
+        );
         let mut local = HashSet::with_hasher(FixedHash);
         local.extend(spec.local.iter().copied());
         let source_v4 = spec
@@ -388,8 +393,7 @@ impl Snapshot {
             mac: spec.mac,
             vips,
             backends,
-            by_key,
-            vip_addrs,
+            index,
             frag_vip,
             local,
             source_v4,
@@ -409,10 +413,7 @@ impl Snapshot {
     /// The VIP serving `key`, as an index into [`Snapshot::vips`].
     #[inline]
     pub fn find_vip(&self, key: &VipKey) -> Option<u32> {
-        if self.vips.is_empty() {
-            return None;
-        }
-        self.by_key.get(key).copied()
+        self.index.service(key.addr, key.port, key.proto.number())
     }
 
     /// The VIP whose table routes fragments to `addr` with `proto`.
@@ -425,7 +426,7 @@ impl Snapshot {
     /// VIP port from traffic for the host)?
     #[inline]
     pub fn is_vip_addr(&self, addr: IpAddr) -> bool {
-        !self.vips.is_empty() && self.vip_addrs.contains(&addr)
+        self.index.is_vip_addr(addr)
     }
 
     /// Is `addr` one of the port's own addresses?
