@@ -331,7 +331,21 @@ impl FlowTable {
     ) -> Insert {
         let b = self.bucket(hash);
         let cfg = self.config;
-        let mut free = None;
+        // The key's own entry first: updated while live; once expired, its
+        // slot is the one to reuse (else the key could sit there twice).
+        let own = (b..b + WAYS)
+            .find(|&i| self.entries[i].state != FlowState::Free && self.entries[i].key == *key);
+        if let Some(i) = own {
+            let e = &mut self.entries[i];
+            if !e.expired(now, &cfg) {
+                e.vip = vip;
+                e.backend = backend;
+                e.last_seen = now;
+                e.idle = idle;
+                return Insert::Updated;
+            }
+        }
+        let mut free = own;
         let mut lru_unconfirmed: Option<usize> = None;
         let mut lru_confirmed: Option<usize> = None;
         for i in b..b + WAYS {
@@ -339,14 +353,6 @@ impl FlowTable {
             if e.state == FlowState::Free || e.expired(now, &cfg) {
                 free = free.or(Some(i));
                 continue;
-            }
-            if e.key == *key {
-                let e = &mut self.entries[i];
-                e.vip = vip;
-                e.backend = backend;
-                e.last_seen = now;
-                e.idle = idle;
-                return Insert::Updated;
             }
             let slot = if e.state.confirmed() {
                 &mut lru_confirmed
@@ -739,6 +745,52 @@ mod tests {
                     }
                 }
                 prop_assert_eq!(t.stats().active as usize, model.len());
+            }
+        }
+    }
+
+    /// No key is in its bucket twice, and the active count is the live entries.
+    fn assert_consistent(t: &FlowTable) {
+        for (bucket, ways) in t.entries.chunks(WAYS).enumerate() {
+            for e in ways.iter().filter(|e| e.state != FlowState::Free) {
+                let twice = ways
+                    .iter()
+                    .filter(|o| o.state != FlowState::Free && o.key == e.key);
+                assert_eq!(twice.count(), 1, "bucket {bucket}: {:?} twice", e.key);
+            }
+        }
+        let live = t.entries.iter().filter(|e| e.state != FlowState::Free);
+        assert_eq!(t.stats().active as usize, live.count());
+    }
+
+    proptest! {
+        /// A tiny table under inserts, lookups, removals, sweeps and time
+        /// passing (so buckets fill, entries expire and get evicted): a flow
+        /// just inserted is found, a lookup only ever finds the flow asked
+        /// for, and the table stays consistent.
+        #[test]
+        fn stays_consistent_under_churn(ops in proptest::collection::vec((0u8..5, 0u32..40, 0u32..20), 1..400)) {
+            let mut t = FlowTable::new(16, FlowConfig { new_timeout: 5, ..FlowConfig::default() });
+            let mut now = 0u32;
+            for (op, i, x) in ops {
+                let k = key(i, if i % 2 == 0 { TCP } else { UDP });
+                match op {
+                    0 => {
+                        if t.insert(&k, h(&k), 0, x, now) != Insert::Rejected {
+                            prop_assert_eq!(t.lookup(&k, h(&k), now).map(|e| e.backend()), Some(x));
+                        }
+                    }
+                    1 => {
+                        if let Some(e) = t.lookup(&k, h(&k), now) {
+                            prop_assert_eq!(e.key(), &k);
+                            e.observe(if i % 2 == 0 { Some(0x10) } else { None }, now);
+                        }
+                    }
+                    2 => { t.remove(&k, h(&k)); }
+                    3 => { t.expire(now, x as usize); }
+                    _ => now += x,
+                }
+                assert_consistent(&t);
             }
         }
     }
