@@ -929,3 +929,25 @@ fn counters_json(c: &Counters) -> serde_json::Value {
         "drops": drops,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_whose_heartbeat_stops_is_stalled_until_it_moves() {
+        let stats = [WorkerStats::default(), WorkerStats::default()];
+        let start = Instant::now();
+        let mut beats = vec![(0, start); 2];
+        let later = |ms| start + Duration::from_millis(ms);
+        stats[0].heartbeat.set(1024);
+        stats[1].heartbeat.set(1024);
+        assert_eq!(stalled_workers(&stats, &mut beats, later(500)), 0);
+        stats[0].heartbeat.set(2048);
+        assert_eq!(stalled_workers(&stats, &mut beats, later(1200)), 0);
+        // Worker 1 has not moved since 500 ms.
+        assert_eq!(stalled_workers(&stats, &mut beats, later(1600)), 1);
+        stats[1].heartbeat.set(3072);
+        assert_eq!(stalled_workers(&stats, &mut beats, later(1700)), 0);
+    }
+}
