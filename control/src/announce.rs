@@ -15,9 +15,8 @@
 //! Nothing is announced while a worker is stalled or lbd is shutting down.
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use dataplane::snapshot::{BackendState, VipKey};
@@ -98,12 +97,12 @@ pub enum SpeakerError {
 impl Speaker {
     /// Write the routes file and run the reload command.
     pub async fn apply(&self, addrs: &BTreeSet<IpAddr>) -> Result<(), SpeakerError> {
-        write_atomically(&self.routes_file, bird_config(addrs).as_bytes()).map_err(|source| {
-            SpeakerError::Write {
+        crate::persist::write_durably(&self.routes_file, bird_config(addrs).as_bytes()).map_err(
+            |source| SpeakerError::Write {
                 path: self.routes_file.display().to_string(),
                 source,
-            }
-        })?;
+            },
+        )?;
         let Some(command) = &self.reload else {
             return Ok(());
         };
@@ -170,23 +169,6 @@ impl Speaker {
             }
         }
     }
-}
-
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .ok_or_else(|| std::io::Error::other("no file name"))?;
-    let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]

@@ -5,4 +5,5 @@
 
 pub mod announce;
 pub mod config;
+pub mod persist;
 pub mod state;

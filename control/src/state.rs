@@ -12,7 +12,6 @@
 //! request leaves the state exactly as it was.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::net::IpAddr;
 use std::path::Path;
 
@@ -581,22 +580,8 @@ impl State {
     /// crash leaves either the old or the new state, never a torn one.
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
         let text = toml::to_string_pretty(&self.to_config()).map_err(std::io::Error::other)?;
-        let dir = path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let name = path
-            .file_name()
-            .ok_or_else(|| std::io::Error::other("state file path has no file name"))?;
-        let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
-        {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(b"# Written by lbd: the desired state, kept across restarts. Format: control/lb.example.toml\n")?;
-            f.write_all(text.as_bytes())?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
+        let header = "# Written by lbd: the desired state, kept across restarts. Format: control/lb.example.toml\n";
+        crate::persist::write_durably(path, (header.to_string() + &text).as_bytes())
     }
 }
 
