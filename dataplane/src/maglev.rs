@@ -92,48 +92,83 @@ impl Maglev {
     }
 
     /// Fill the table; `order` comes from [`Maglev::check`].
+    ///
+    /// The paper's fill, made fast without changing a single slot (the test
+    /// `fill_matches_reference` holds it to the plain version):
+    /// - free slots are tracked in a bitmap that stays in L1 (8 KiB at
+    ///   M = 65537), and walks are kept as parallel arrays;
+    /// - once only `tail` slots are free, a walk would probe about M / free
+    ///   slots per claim. Instead, each free slot's position in the backend's
+    ///   permutation is computed, `(slot - offset) * skip^-1 mod M`, and the
+    ///   smallest wins: a walk has passed only taken slots, so the first free
+    ///   slot of its permutation is exactly where its probing would stop.
     fn fill(size: u32, backends: &[(&[u8], u32)], order: Vec<usize>) -> Maglev {
-        let max_weight = backends.iter().map(|b| b.1).max().unwrap_or(0);
         let m = u64::from(size);
-        struct Walk {
-            index: u16,
-            pos: u32,
-            skip: u32,
-            weight: u64,
-            credit: u64,
-        }
-        let mut walks: Vec<Walk> = order
+        let max_weight = u64::from(backends.iter().map(|b| b.1).max().unwrap_or(0));
+        let index: Vec<u16> = order.iter().map(|&i| i as u16).collect();
+        let offset: Vec<u32> = order
             .iter()
-            .map(|&i| {
-                let key = backends[i].0;
-                Walk {
-                    index: i as u16,
-                    pos: (hash_bytes(key, SEED_OFFSET) % m) as u32,
-                    skip: (hash_bytes(key, SEED_SKIP) % (m - 1) + 1) as u32,
-                    weight: u64::from(backends[i].1),
-                    credit: 0,
-                }
-            })
+            .map(|&i| (hash_bytes(backends[i].0, SEED_OFFSET) % m) as u32)
             .collect();
-        let max_weight = u64::from(max_weight);
+        let skip: Vec<u32> = order
+            .iter()
+            .map(|&i| (hash_bytes(backends[i].0, SEED_SKIP) % (m - 1) + 1) as u32)
+            .collect();
+        let weight: Vec<u64> = order.iter().map(|&i| u64::from(backends[i].1)).collect();
+        let mut turns = Turns {
+            weight: &weight,
+            max_weight,
+            credit: vec![0; order.len()],
+            at: 0,
+        };
+        turns.credit[0] = weight[0];
+
         let mut table = vec![EMPTY; size as usize].into_boxed_slice();
-        let mut filled = 0u32;
-        'fill: loop {
-            for w in &mut walks {
-                w.credit += w.weight;
-                while w.credit >= max_weight {
-                    w.credit -= max_weight;
-                    while table[w.pos as usize] != EMPTY {
-                        w.pos = step(w.pos, w.skip, size);
-                    }
-                    table[w.pos as usize] = w.index;
-                    w.pos = step(w.pos, w.skip, size);
-                    filled += 1;
-                    if filled == size {
-                        break 'fill;
-                    }
+        let mut taken = vec![0u64; (size as usize).div_ceil(64)];
+        let is_free = |taken: &[u64], q: u32| !taken[q as usize / 64] >> (q % 64) & 1;
+        // Where probing (about M / free per claim) starts to cost more than
+        // scanning the free slots (one multiply and reduction each).
+        let tail = (size as usize / 16).isqrt().max(1);
+        let mut pos = offset.clone();
+        for _ in tail..size as usize {
+            let w = turns.next();
+            // Four positions per turn: their loads overlap and the loop's
+            // exit branch is taken a quarter as often.
+            let (k, mut p) = (skip[w], pos[w]);
+            let slot = loop {
+                let p1 = step(p, k, size);
+                let p2 = step(p1, k, size);
+                let p3 = step(p2, k, size);
+                let mask = is_free(&taken, p)
+                    | is_free(&taken, p1) << 1
+                    | is_free(&taken, p2) << 2
+                    | is_free(&taken, p3) << 3;
+                if mask != 0 {
+                    break [p, p1, p2, p3][mask.trailing_zeros() as usize];
                 }
-            }
+                p = step(p3, k, size);
+            };
+            pos[w] = step(slot, k, size);
+            taken[slot as usize / 64] |= 1 << (slot % 64);
+            table[slot as usize] = index[w];
+        }
+
+        let mut free: Vec<u32> = (0..size).filter(|&s| is_free(&taken, s) != 0).collect();
+        let inverse: Vec<u64> = skip.iter().map(|&k| inverse_mod(k, size)).collect();
+        let barrett = (u128::from(u64::MAX) / u128::from(m)) as u64;
+        while !free.is_empty() {
+            let w = turns.next();
+            let (o, inv) = (u64::from(offset[w]), inverse[w]);
+            let place = |s: u32| {
+                let d = u64::from(s) + m - o;
+                reduce(if d >= m { d - m } else { d } * inv, m, barrett)
+            };
+            let (at, _) = free
+                .iter()
+                .enumerate()
+                .min_by_key(|&(_, &s)| place(s))
+                .expect("not empty");
+            table[free.swap_remove(at) as usize] = index[w];
         }
         Maglev { table }
     }
@@ -155,6 +190,32 @@ impl Maglev {
     }
 }
 
+/// Whose turn it is to claim a slot: backends in key order, round after
+/// round, each earning its weight in credit per round and claiming once per
+/// `max_weight` of credit.
+struct Turns<'a> {
+    weight: &'a [u64],
+    max_weight: u64,
+    credit: Vec<u64>,
+    at: usize,
+}
+
+impl Turns<'_> {
+    #[inline(always)]
+    fn next(&mut self) -> usize {
+        while self.credit[self.at] < self.max_weight {
+            self.at = if self.at + 1 == self.weight.len() {
+                0
+            } else {
+                self.at + 1
+            };
+            self.credit[self.at] += self.weight[self.at];
+        }
+        self.credit[self.at] -= self.max_weight;
+        self.at
+    }
+}
+
 #[inline(always)]
 fn step(pos: u32, skip: u32, size: u32) -> u32 {
     let next = pos as u64 + skip as u64;
@@ -163,6 +224,34 @@ fn step(pos: u32, skip: u32, size: u32) -> u32 {
     } else {
         next as u32
     }
+}
+
+/// `x mod m` for `x < m^2` with `r = (2^64 - 1) / m`: the quotient estimate is
+/// at most two short, so two conditional subtractions finish it.
+#[inline(always)]
+fn reduce(x: u64, m: u64, r: u64) -> u64 {
+    let q = ((u128::from(x) * u128::from(r)) >> 64) as u64;
+    let mut y = x - q * m;
+    if y >= m {
+        y -= m;
+    }
+    if y >= m {
+        y -= m;
+    }
+    y
+}
+
+/// `a^-1 mod m` for prime `m` and `0 < a < m` (extended Euclid).
+fn inverse_mod(a: u32, m: u32) -> u64 {
+    let (mut r0, mut r1) = (i64::from(m), i64::from(a));
+    let (mut t0, mut t1) = (0i64, 1i64);
+    while r1 != 0 {
+        let q = r0 / r1;
+        (r0, r1) = (r1, r0 - q * r1);
+        (t0, t1) = (t1, t0 - q * t1);
+    }
+    debug_assert_eq!(r0, 1, "{a} has no inverse mod {m}");
+    t0.rem_euclid(i64::from(m)) as u64
 }
 
 /// The murmur3 64-bit finaliser: a bijective mix of all input bits.
@@ -462,8 +551,83 @@ mod tests {
         }
     }
 
+    /// The paper's fill as written: probe each walk's permutation until a
+    /// free slot. `Maglev::fill` must produce exactly this table.
+    fn reference(size: u32, backends: &[(&[u8], u32)]) -> Vec<u16> {
+        let order = Maglev::check(size, backends).unwrap();
+        let max_weight = u64::from(backends.iter().map(|b| b.1).max().unwrap());
+        let m = u64::from(size);
+        let mut walks: Vec<(u16, u32, u32, u64, u64)> = order
+            .iter()
+            .map(|&i| {
+                let key = backends[i].0;
+                let pos = (hash_bytes(key, SEED_OFFSET) % m) as u32;
+                let skip = (hash_bytes(key, SEED_SKIP) % (m - 1) + 1) as u32;
+                (i as u16, pos, skip, u64::from(backends[i].1), 0)
+            })
+            .collect();
+        let mut table = vec![EMPTY; size as usize];
+        let mut filled = 0;
+        loop {
+            for (index, pos, skip, weight, credit) in &mut walks {
+                *credit += *weight;
+                while *credit >= max_weight {
+                    *credit -= max_weight;
+                    while table[*pos as usize] != EMPTY {
+                        *pos = (*pos + *skip) % size;
+                    }
+                    table[*pos as usize] = *index;
+                    *pos = (*pos + *skip) % size;
+                    filled += 1;
+                    if filled == size {
+                        return table;
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fill_matches_reference_at_full_sizes() {
+        let k = keys(1000);
+        let w: Vec<u32> = (0..1000).map(|i| 1 + i % 7).collect();
+        let b: Vec<(&[u8], u32)> = k.iter().zip(&w).map(|(k, &w)| (&k[..], w)).collect();
+        for (m, n) in [(65537, 10), (65537, 1000), (655373, 100)] {
+            let t = Maglev::new(m, &b[..n]).unwrap();
+            assert!(t.slots() == reference(m, &b[..n]), "M={m} N={n}");
+        }
+    }
+
+    #[test]
+    fn inverses() {
+        for m in [2u32, 3, 251, 65537, 655373] {
+            for a in [1, 2, m / 2, m - 1] {
+                if a > 0 && a < m {
+                    assert_eq!(
+                        u64::from(a) * inverse_mod(a, m) % u64::from(m),
+                        1,
+                        "{a} mod {m}"
+                    );
+                }
+            }
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn fill_matches_reference(
+            weights in proptest::collection::vec(0u32..6, 1..40),
+            size in prop::sample::select(vec![41u32, 251, 1009, 4099, 10007]),
+            seed in any::<u64>(),
+        ) {
+            prop_assume!(weights.iter().any(|&w| w > 0) && (size as usize) > weights.len());
+            let k: Vec<Vec<u8>> = (0..weights.len()).map(|i| (seed ^ i as u64).to_le_bytes().to_vec()).collect();
+            let b: Vec<(&[u8], u32)> = k.iter().zip(&weights).map(|(k, &w)| (&k[..], w)).collect();
+            let t = Maglev::new(size, &b).unwrap();
+            prop_assert_eq!(t.slots(), &reference(size, &b)[..]);
+        }
+
         #[test]
         fn any_backend_set_fills_every_slot_deterministically(
             weights in proptest::collection::vec(0u32..5, 1..30),
