@@ -117,6 +117,7 @@ run_one() { # kind round
         { cat "$WORK/gen.err" >&2; exit 1; }
     [ -z "$churn" ] || wait "$churn" || { echo "harness: lbchurn failed" >&2; exit 1; }
     stop_sut
+    [ "$1" != lbd ] || cp "$WORK/sut.out" "$WORK/lbd-counters-$2.json"
     echo "harness: round $2 $1: $(cat "$WORK/$1-$2.json")" >&2
     [ -z "$churn" ] || echo "harness: round $2 churn: $(cat "$WORK/churn-$2.json")" >&2
 }
@@ -135,6 +136,9 @@ for r in range(1, rounds + 1):
     l = json.load(open(f"{work}/lbd-{r}.json"))
     row = {"round": r, "baseline": b, "lbd": l,
            "ratio": l["returned_mpps"] / b["returned_mpps"] if b["returned_mpps"] else 0.0}
+    # lbd's own flow-table counters at the end of the round.
+    t = json.load(open(f"{work}/lbd-counters-{r}.json"))["total"]
+    row["lbd_flows"] = {k: t[k] for k in ("active_flows", "new_flows", "flow_rejected")}
     try:
         row["churn"] = json.load(open(f"{work}/churn-{r}.json"))
     except FileNotFoundError:
@@ -157,6 +161,9 @@ if "churn" in med:
           f"({c['in_flight']} requests in flight at most; reply p50 {c['ack_p50_us']:.0f} µs, p99 {c['ack_p99_us']:.0f} µs); "
           f"a new snapshot used by every worker p50 {c['adoption_p50_us']:.0f} µs, p99 {c['adoption_p99_us']:.0f} µs after its publication "
           f"(not within 1 s: {c['not_adopted_within_1s']}); dataplane drops meanwhile: {c['dataplane_drops']}")
+f = med["lbd_flows"]
+print(f"\nlbd's flow table at the end: {f['active_flows']} active flows; {f['new_flows']} packets missed the table and were "
+      f"placed by Maglev, {f['flow_rejected']} of them found no slot (forwarded without an entry, placed again next time)")
 g = med["lbd"]
 rate = f"at {g['rate_mpps']} Mpps" if g["rate_mpps"] else "as fast as the link takes"
 print(f"\nmedian of {rounds} rounds by ratio; {flows} flows ({g['new_flows_per_s']:.0f} new per second) to {g['vips']} VIP(s), "
