@@ -577,6 +577,7 @@ impl LoadBalancer for Api {
                     forwarded: c.forwarded,
                     new_flows: c.new_flows,
                     active_flows: c.active_flows,
+                    flow_rejected: c.flow_rejected,
                     snapshot_generation: s.snapshot_generation.get(),
                     drops: DropReason::ALL
                         .iter()

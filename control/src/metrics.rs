@@ -126,7 +126,7 @@ pub fn render(source: &Source) -> String {
         .collect();
 
     type Get = fn(&dataplane::stats::Counters) -> u64;
-    let per_worker: [(&str, &str, &str, Get); 9] = [
+    let per_worker: [(&str, &str, &str, Get); 10] = [
         (
             "lb_worker_rx_packets_total",
             "counter",
@@ -174,6 +174,12 @@ pub fn render(source: &Source) -> String {
             "counter",
             "Packets passed to the host through the exception path.",
             |c| c.to_kernel,
+        ),
+        (
+            "lb_worker_flow_rejected_total",
+            "counter",
+            "Packets of new flows that found no flow-table slot (forwarded without an entry).",
+            |c| c.flow_rejected,
         ),
         (
             "lb_worker_active_flows",

@@ -311,6 +311,7 @@ fn lbctl_drives_lbd_and_state_survives_a_restart() {
         stats["workers"][0]["rx_packets"].as_u64().unwrap() > 0,
         "{stats}"
     );
+    assert_eq!(stats["workers"][0]["flow_rejected"], 0, "{stats}");
     let info = lbd.json(&["info"]);
     assert_eq!(info["port"], "net_null0");
     assert!(
@@ -383,6 +384,7 @@ fn lbctl_drives_lbd_and_state_survives_a_restart() {
     for line in [
         "# TYPE lb_worker_rx_packets_total counter",
         "lb_worker_drops_total{worker=\"1\",reason=\"not_for_us\"}",
+        "lb_worker_flow_rejected_total{worker=\"1\"} 0",
         "# TYPE lb_backend_up gauge",
         "lb_backend_up{vip=\"198.51.100.10:443/tcp\",backend=\"192.0.2.11\"} 1",
         "lb_backend_up{vip=\"198.51.100.10:443/tcp\",backend=\"192.0.2.13\"} 0",

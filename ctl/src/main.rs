@@ -723,6 +723,7 @@ fn print_stats(out: Output, s: &pb::Stats) {
                 .iter()
                 .map(|w| json!({"lcore": w.lcore, "rx_packets": w.rx_packets, "tx_packets": w.tx_packets,
                                 "forwarded": w.forwarded, "new_flows": w.new_flows, "active_flows": w.active_flows,
+                                "flow_rejected": w.flow_rejected,
                                 "snapshot_generation": w.snapshot_generation, "drops": drops(w)}))
                 .collect();
             let vips: Vec<Value> = s
@@ -757,6 +758,12 @@ fn print_stats(out: Output, s: &pb::Stats) {
                     .collect();
                 if !nonzero.is_empty() {
                     println!("         drops: {}", nonzero.join(" "));
+                }
+                if w.flow_rejected > 0 {
+                    println!(
+                        "         flow table full: {} packets forwarded without an entry",
+                        w.flow_rejected
+                    );
                 }
             }
             for v in &s.vips {
