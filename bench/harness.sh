@@ -2,14 +2,18 @@
 # The harness: our rate as a ratio to a plain DPDK forwarder, measured in the
 # same run, on the same virtual device and the same cores. Each round runs
 # the generator (lbgen, memif client, cpu 0) against the baseline (lbfwd:
-# receive, swap MACs, send back; cpu 1) and then against lbd (one worker on
-# cpu 1, one UDP VIP with N backends of static MACs), each over a fresh
-# net_memif link; the median round is reported as a markdown table and JSON.
+# receive, swap MACs, send back; cpu 1), against DPDK's own dpdk-testpmd in
+# macswap mode (forwarding core on cpu 1; Debian's dpdk-dev package; left
+# out when not installed, or with --no-testpmd), and then against lbd (one
+# worker on cpu 1, one UDP VIP with N backends of static MACs), each over a
+# fresh net_memif link; the median round is reported as a markdown table
+# and JSON.
 #
 #   bench/harness.sh [--rounds 3] [--seconds 5] [--warmup 2] [--flows 1000000]
 #                    [--backends 100] [--size 64] [--churn CHANGES_PER_S]
 #                    [--proto udp|tcp] [--ipv6] [--vips 1] [--rate-mpps 0]
 #                    [--new-flows-per-sec 0] [--json bench-result.json]
+#                    [--no-testpmd]
 #
 # The traffic: --flows flows of --proto (UDP, or TCP ACKs of established
 # flows) over IPv4 or --ipv6, spread over --vips VIPs (198.51.100.10 + i or
@@ -32,9 +36,11 @@ cd "$(dirname "$0")/.."
 
 ROUNDS=3 SECONDS_=5 WARMUP=2 FLOWS=1000000 BACKENDS=100 SIZE=64 JSON=bench-result.json CHURN=0
 PROTO=udp IPV6=0 VIPS=1 RATE=0 NEW_FLOWS=0
+TESTPMD=$(command -v dpdk-testpmd || true)
 while [ $# -gt 0 ]; do
     case "$1" in
         --ipv6) IPV6=1; shift; continue ;;
+        --no-testpmd) TESTPMD=""; shift; continue ;;
         --rounds) ROUNDS=$2 ;; --seconds) SECONDS_=$2 ;; --warmup) WARMUP=$2 ;;
         --flows) FLOWS=$2 ;; --backends) BACKENDS=$2 ;; --size) SIZE=$2 ;; --json) JSON=$2 ;; --churn) CHURN=$2 ;;
         --proto) PROTO=$2 ;; --vips) VIPS=$2 ;; --rate-mpps) RATE=$2 ;; --new-flows-per-sec) NEW_FLOWS=$2 ;;
@@ -79,6 +85,12 @@ start_sut() { # kind, socket
         baseline)
             "$BIN/lbfwd" -l 1 "${EAL[@]}" --file-prefix "bfwd$$" --vdev "$vdev" \
                 -- --port net_memif0 > "$WORK/sut.out" 2> "$WORK/sut.err" & ;;
+        testpmd)
+            # Main lcore beside the generator (it only prints stats), the
+            # forwarding core on cpu 1, as lbd's worker.
+            "$TESTPMD" --lcores 0@0,1@1 "${EAL[@]}" --file-prefix "btpmd$$" --vdev "$vdev" \
+                -- --forward-mode=macswap --auto-start --stats-period 1 --nb-cores 1 \
+                > "$WORK/sut.out" 2> "$WORK/sut.err" & ;;
         lbd)
             LBD_LOG=warn "$BIN/lbd" --lcores 0@0,1@1 "${EAL[@]}" --file-prefix "blbd$$" --vdev "$vdev" \
                 -- --port net_memif0 --state "$WORK/lb.toml" --grpc-socket "$WORK/lbd.sock" --flows "$TABLE" \
@@ -124,18 +136,24 @@ run_one() { # kind round
 
 for r in $(seq "$ROUNDS"); do
     run_one baseline "$r"
+    [ -z "$TESTPMD" ] || run_one testpmd "$r"
     run_one lbd "$r"
 done
 
-python3 - "$WORK" "$ROUNDS" "$JSON" "$FLOWS" "$BACKENDS" "$SIZE" <<'PY'
+python3 - "$WORK" "$ROUNDS" "$JSON" "$FLOWS" "$BACKENDS" "$SIZE" "${TESTPMD:+1}" <<'PY'
 import json, statistics, sys
-work, rounds, out, flows, backends, size = sys.argv[1], int(sys.argv[2]), sys.argv[3], *map(int, sys.argv[4:])
+work, rounds, out, flows, backends, size = sys.argv[1], int(sys.argv[2]), sys.argv[3], *map(int, sys.argv[4:7])
+testpmd = sys.argv[7] == "1"
 rows = []
+ratio = lambda x, b: x["returned_mpps"] / b["returned_mpps"] if b["returned_mpps"] else 0.0
 for r in range(1, rounds + 1):
     b = json.load(open(f"{work}/baseline-{r}.json"))
     l = json.load(open(f"{work}/lbd-{r}.json"))
-    row = {"round": r, "baseline": b, "lbd": l,
-           "ratio": l["returned_mpps"] / b["returned_mpps"] if b["returned_mpps"] else 0.0}
+    row = {"round": r, "baseline": b, "lbd": l, "ratio": ratio(l, b)}
+    if testpmd:
+        row["testpmd"] = json.load(open(f"{work}/testpmd-{r}.json"))
+        row["testpmd_ratio"] = ratio(row["testpmd"], b)
+        row["lbd_to_testpmd"] = ratio(l, row["testpmd"])
     # lbd's own flow-table counters at the end of the round.
     t = json.load(open(f"{work}/lbd-counters-{r}.json"))["total"]
     row["lbd_flows"] = {k: t[k] for k in ("active_flows", "new_flows", "flow_rejected")}
@@ -150,11 +168,20 @@ result = {"flows": flows, "backends": backends, "size": size, "cores": "generato
 json.dump(result, open(out, "w"), indent=1)
 print(f"| system | offered Mpps | forwarded Mpps | in flight at stop | ratio to baseline | p50 µs | p99 µs | p99.9 µs |")
 print(f"|---|---|---|---|---|---|---|---|")
-for name in ("baseline", "lbd"):
-    x = med[name]
-    ratio = 1.0 if name == "baseline" else med["ratio"]
-    print(f"| {name} | {x['offered_mpps']:.2f} | {x['returned_mpps']:.2f} | {x['tx'] - x['rx']} | {ratio:.2f} | "
+names = {"baseline": ("lbfwd (baseline)", 1.0), "lbd": ("lbd", med["ratio"])}
+if testpmd:
+    names["testpmd"] = ("dpdk-testpmd macswap", med["testpmd_ratio"])
+for name in ("baseline", "testpmd", "lbd"):
+    if name not in names:
+        continue
+    x, (label, rx) = med[name], names[name]
+    print(f"| {label} | {x['offered_mpps']:.2f} | {x['returned_mpps']:.2f} | {x['tx'] - x['rx']} | {rx:.2f} | "
           f"{x['lat_p50_us']:.1f} | {x['lat_p99_us']:.1f} | {x['lat_p999_us']:.1f} |")
+if testpmd:
+    by_round = " ".join("%.2f" % x["testpmd_ratio"] for x in rows)
+    print(f"\nlbd / dpdk-testpmd in the median round: {med['lbd_to_testpmd']:.2f}; testpmd / lbfwd by round: {by_round}")
+else:
+    print("\ndpdk-testpmd: not installed (Debian: dpdk-dev) or --no-testpmd; lbfwd is the only baseline")
 if "churn" in med:
     c = med["churn"]
     print(f"\nconfig churn during lbd's run: {c['changes_per_s']:.0f} changes/s acknowledged of {c['target_per_s']:.0f} asked "

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 # python3, iproute2, ethtool, ping, curl, pkill; the lab's real servers
 # (nginx), its packet floods (hping3) and its BGP speakers (BIRD 2).
 PACKAGES=(
-    libdpdk-dev dpdk pkg-config libclang-dev clang protobuf-compiler build-essential
+    libdpdk-dev dpdk dpdk-dev pkg-config libclang-dev clang protobuf-compiler build-essential
     libpcap-dev tcpdump python3 iproute2 ethtool iputils-ping curl procps
     nginx-light hping3 bird2
 )

@@ -1,6 +1,7 @@
-//! The harness's two DPDK programs, for real over net_memif: lbgen sends to
-//! lbfwd (the baseline forwarder), which sends every frame back; lbgen
-//! counts them and measures their latency. (`bench/harness.sh` runs the
+//! The harness's DPDK programs, for real over net_memif: lbgen sends to
+//! lbfwd (the baseline forwarder), or to dpdk-testpmd (the second
+//! baseline), which sends every frame back; lbgen counts them and measures
+//! their latency. (`bench/harness.sh` runs the
 //! same pair, and lbd, for the figures.)
 
 #[path = "../../dataplane/tests/common/eal.rs"]
@@ -15,16 +16,43 @@ fn generator_against_baseline(
     tag: &str,
     gen_args: &[&str],
 ) -> (serde_json::Value, serde_json::Value) {
+    let (gen, fwd) = generator_against(tag, None, gen_args);
+    (gen, serde_json::from_slice(&fwd).unwrap())
+}
+
+/// Run lbgen against a memif server: lbfwd, or the given `dpdk-testpmd` in
+/// macswap mode as the harness runs it. lbgen's JSON report and the
+/// server's stdout.
+fn generator_against(
+    tag: &str,
+    testpmd: Option<&str>,
+    gen_args: &[&str],
+) -> (serde_json::Value, Vec<u8>) {
     let sock = format!("/tmp/lbbench-test-{tag}-{}.sock", std::process::id());
-    let fwd = Command::new(env!("CARGO_BIN_EXE_lbfwd"))
-        .args(eal::eal_args(
-            &format!("fwd{tag}"),
-            "0@1",
-            &[&format!(
-                "net_memif0,role=server,socket={sock},mac=02:00:00:00:00:01"
-            )],
-        ))
-        .args(["--", "--port", "net_memif0", "--seconds", "20"])
+    let vdev = format!("net_memif0,role=server,socket={sock},mac=02:00:00:00:00:01");
+    let mut server = match testpmd {
+        None => {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_lbfwd"));
+            c.args(eal::eal_args(&format!("fwd{tag}"), "0@1", &[&vdev]))
+                .args(["--", "--port", "net_memif0", "--seconds", "20"]);
+            c
+        }
+        Some(path) => {
+            let mut c = Command::new(path);
+            c.args(eal::eal_args(&format!("tpmd{tag}"), "0@0,1@1", &[&vdev]))
+                .args([
+                    "--",
+                    "--forward-mode=macswap",
+                    "--auto-start",
+                    "--stats-period",
+                    "1",
+                    "--nb-cores",
+                    "1",
+                ]);
+            c
+        }
+    };
+    let fwd = server
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -36,7 +64,10 @@ fn generator_against_baseline(
         if String::from_utf8_lossy(&ss.stdout).contains(&format!("@{sock}")) {
             break;
         }
-        assert!(Instant::now() < deadline, "lbfwd did not listen on {sock}");
+        assert!(
+            Instant::now() < deadline,
+            "the server did not listen on {sock}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let gen = Command::new(env!("CARGO_BIN_EXE_lbgen"))
@@ -64,10 +95,29 @@ fn generator_against_baseline(
         "lbgen: {}",
         String::from_utf8_lossy(&gen.stderr)
     );
-    (
-        serde_json::from_slice(&gen.stdout).unwrap(),
-        serde_json::from_slice(&fwd_out.stdout).unwrap(),
-    )
+    (serde_json::from_slice(&gen.stdout).unwrap(), fwd_out.stdout)
+}
+
+/// The harness's second baseline: DPDK's own testpmd (Debian's dpdk-dev,
+/// installed by `make setup`) forwards lbgen's frames back over memif.
+#[test]
+fn generator_and_testpmd_loop_over_memif() {
+    let testpmd = "/usr/bin/dpdk-testpmd";
+    assert!(
+        std::path::Path::new(testpmd).exists(),
+        "{testpmd} is missing: run `make setup` (it installs Debian's dpdk-dev)"
+    );
+    let (r, out) = generator_against(
+        "tpmd",
+        Some(testpmd),
+        &["--flows", "1000", "--seconds", "1", "--warmup", "0.3"],
+    );
+    assert!(r["rx"].as_u64().unwrap() > 10_000, "frames came back: {r}");
+    let out = String::from_utf8_lossy(&out);
+    assert!(
+        out.contains("macswap"),
+        "testpmd forwarded in macswap mode: {out}"
+    );
 }
 
 #[test]
