@@ -82,7 +82,7 @@ pub fn established(snap: &Snapshot, capacity: usize, flows: u32) -> FlowTable {
 }
 
 /// The worker's decision path for one burst, on plain buffers: classify and
-/// hash every frame and prefetch its flow bucket, then decide and rewrite
+/// hash every frame and prefetch its two candidate flow entries, then decide and rewrite
 /// each (`dataplane::worker` does the same over mbufs).
 #[inline]
 pub fn burst(
@@ -96,7 +96,7 @@ pub fn burst(
     for (c, f) in classified.iter_mut().zip(frames.iter()) {
         *c = forward::classify(f, snap);
         if let Some(h) = c.flow_hash() {
-            for e in flows.bucket_entries(h) {
+            for e in flows.candidates(h) {
                 prefetch(e);
             }
         }

@@ -1,6 +1,6 @@
 //! The poll loop of one worker lcore on its own RX/TX queue pair: burst RX,
 //! load the snapshot once, prefetch packet data, classify and hash every
-//! packet, prefetch every flow's table bucket, then decide and rewrite in
+//! packet, prefetch the two flow-table entries a lookup reads, then decide and rewrite in
 //! place, burst TX, free and count what was not sent. Nothing here
 //! allocates, locks or makes a syscall; counters are published once per
 //! burst. The worker owns the clock (the TSC) and hands `now` to the pure
@@ -192,7 +192,7 @@ impl<'a> Worker<'a> {
             wire[i] = burst.pkt_len_of(i).unwrap_or(first.len());
             *c = forward::classify_segmented(first, wire[i], snap);
             if let Some(h) = c.flow_hash() {
-                for e in self.flows.bucket_entries(h) {
+                for e in self.flows.candidates(h) {
                     dpdk::prefetch(e);
                 }
             }
