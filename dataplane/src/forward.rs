@@ -29,7 +29,7 @@ use crate::packet::icmpv6::{self, Icmpv6Packet, NEIGHBOR_ADVERT, NEIGHBOR_SOLICI
 use crate::packet::ipv4::Ipv4Packet;
 use crate::packet::ipv6::Ipv6Packet;
 use crate::packet::l4::{self, TcpHeader, UdpHeader, PROTO_TCP, PROTO_UDP};
-use crate::snapshot::{BackendRef, Proto, Snapshot, VipKey};
+use crate::snapshot::{Backend, BackendRef, Proto, Snapshot, VipKey};
 use crate::stats::DropReason;
 
 const PROTO_ICMP: u8 = 1;
@@ -415,8 +415,9 @@ pub fn apply(
             tcp_flags,
         } => {
             // One flow-table lookup: keep the pinned backend while it takes
-            // flows, re-pin when it went away, insert when new.
-            let (backend, new_flow) = match flows.lookup(&key, hash, now) {
+            // flows, re-pin when it went away, insert when new. Each path
+            // reads its backend once, MAC included.
+            let (backend, mac, new_flow) = match flows.lookup(&key, hash, now) {
                 Some(e) => {
                     // A new connection on the 5-tuple of a closed one (the
                     // client reused its port) is a new flow: it goes where the
@@ -428,38 +429,32 @@ pub fn apply(
                     } else {
                         usable(snap, e.backend(), vip)
                     };
-                    let slot = match pinned {
-                        Some(slot) => slot,
-                        None => match pick(snap, vip, hash) {
-                            Some(slot) if resolved(snap, slot) => {
-                                e.repin(vip, backend_ref(snap, slot).to_u32());
-                                slot
+                    let (slot, mac) = match pinned {
+                        Some((slot, Some(mac))) => (slot, mac),
+                        Some((_, None)) => return Action::Drop(DropReason::BackendUnresolved),
+                        None => match picked(snap, vip, hash) {
+                            Ok((slot, b, mac)) => {
+                                e.repin(vip, backend_ref(slot, b).to_u32());
+                                (slot, mac)
                             }
-                            Some(_) => return Action::Drop(DropReason::BackendUnresolved),
-                            None => return Action::Drop(DropReason::NoBackend),
+                            Err(reason) => return Action::Drop(reason),
                         },
                     };
-                    if !resolved(snap, slot) {
-                        return Action::Drop(DropReason::BackendUnresolved);
-                    }
                     e.observe(tcp_flags, now);
-                    (slot, reused)
+                    (slot, mac, reused)
                 }
-                None => match pick(snap, vip, hash) {
-                    // Not pinned yet: the retransmission finds the MAC.
-                    Some(slot) if !resolved(snap, slot) => {
-                        return Action::Drop(DropReason::BackendUnresolved)
-                    }
-                    Some(slot) => {
+                // Not pinned while unresolved: the retransmission finds the MAC.
+                None => match picked(snap, vip, hash) {
+                    Ok((slot, b, mac)) => {
                         let idle = snap.vip(vip).map(|v| v.idle).unwrap_or_default();
-                        let r = backend_ref(snap, slot).to_u32();
+                        let r = backend_ref(slot, b).to_u32();
                         let inserted = flows.insert_with(&key, hash, vip, r, now, idle);
-                        (slot, inserted != Insert::Updated)
+                        (slot, mac, inserted != Insert::Updated)
                     }
-                    None => return Action::Drop(DropReason::NoBackend),
+                    Err(reason) => return Action::Drop(reason),
                 },
             };
-            rewrite(frame, snap, backend);
+            rewrite_to(frame, mac, snap.mac);
             Action::Forward {
                 vip,
                 backend,
@@ -483,7 +478,8 @@ pub fn apply(
         Classified::IcmpError { vip, key, hash } => {
             let pinned = flows
                 .lookup(&key, hash, now)
-                .and_then(|e| usable(snap, e.backend(), vip));
+                .and_then(|e| usable(snap, e.backend(), vip))
+                .map(|(slot, _)| slot);
             let backend = pinned.or_else(|| pick(snap, vip, hash));
             match backend {
                 Some(backend) if !resolved(snap, backend) => {
@@ -520,11 +516,20 @@ pub fn decide(frame: &mut [u8], snap: &Snapshot, flows: &mut FlowTable, now: u32
 /// and incarnation), still serves `vip`, and still keeps flows. VIP indices
 /// may change between snapshots; backend identity does not.
 #[inline]
-fn usable(snap: &Snapshot, pinned: u32, vip: u32) -> Option<u16> {
+fn usable(snap: &Snapshot, pinned: u32, vip: u32) -> Option<(u16, Option<MacAddr>)> {
     let r = BackendRef::from_u32(pinned);
     snap.resolve(r, vip)
         .filter(|b| b.keeps_flows())
-        .map(|_| r.slot)
+        .map(|b| (r.slot, b.mac))
+}
+
+/// The VIP's Maglev choice for a new (or re-pinned) flow, with its MAC.
+#[inline]
+fn picked(snap: &Snapshot, vip: u32, hash: u64) -> Result<(u16, &Backend, MacAddr), DropReason> {
+    let slot = pick(snap, vip, hash).ok_or(DropReason::NoBackend)?;
+    let b = snap.backend(slot).ok_or(DropReason::NoBackend)?;
+    let mac = b.mac.ok_or(DropReason::BackendUnresolved)?;
+    Ok((slot, b, mac))
 }
 
 #[inline]
@@ -537,9 +542,11 @@ fn pick(snap: &Snapshot, vip: u32, hash: u64) -> Option<u16> {
     snap.vip(vip)?.pick(hash)
 }
 
-fn backend_ref(snap: &Snapshot, slot: u16) -> BackendRef {
-    let incarnation = snap.backend(slot).map_or(0, |b| b.incarnation);
-    BackendRef { slot, incarnation }
+fn backend_ref(slot: u16, b: &Backend) -> BackendRef {
+    BackendRef {
+        slot,
+        incarnation: b.incarnation,
+    }
 }
 
 /// DR: only the Ethernet addresses change; the IP packet is untouched.
@@ -549,8 +556,13 @@ fn rewrite(frame: &mut [u8], snap: &Snapshot, slot: u16) {
         .backend(slot)
         .and_then(|b| b.mac)
         .unwrap_or(MacAddr::ZERO);
-    frame[..6].copy_from_slice(&mac.0);
-    frame[6..12].copy_from_slice(&snap.mac.0);
+    rewrite_to(frame, mac, snap.mac);
+}
+
+#[inline(always)]
+fn rewrite_to(frame: &mut [u8], dst: MacAddr, src: MacAddr) {
+    frame[..6].copy_from_slice(&dst.0);
+    frame[6..12].copy_from_slice(&src.0);
 }
 
 fn arp_reply(frame: &mut [u8], mac: MacAddr) {
