@@ -143,86 +143,91 @@ pub fn classify(frame: &[u8], snap: &Snapshot) -> Classified {
 #[inline]
 pub fn classify_segmented(first: &[u8], wire_len: usize, snap: &Snapshot) -> Classified {
     let missing = wire_len.saturating_sub(first.len());
-    match classify_inner(first, missing, snap) {
-        Ok(c) => c,
-        Err(reason) => Classified::Drop(reason),
-    }
+    classify_inner(first, missing, snap)
 }
 
-fn classify_inner(frame: &[u8], missing: usize, snap: &Snapshot) -> Result<Classified, DropReason> {
-    let eth = EthernetFrame::new_checked(frame)?;
+/// `?` for the classifier, which returns a [`Classified`] itself (a drop
+/// for an error) rather than a `Result`: the value is then built where the
+/// caller keeps it, not copied out of a `Result` (that copy read bytes just
+/// written by narrower stores, a store-forwarding stall on every packet).
+macro_rules! tri {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(e) => return Classified::Drop(e.into()),
+        }
+    };
+}
+
+fn classify_inner(frame: &[u8], missing: usize, snap: &Snapshot) -> Classified {
+    let eth = tri!(EthernetFrame::new_checked(frame));
     let dst_mac = eth.dst();
     if dst_mac != snap.mac && !dst_mac.is_multicast() {
-        return Ok(Classified::Drop(DropReason::NotForUs));
+        return Classified::Drop(DropReason::NotForUs);
     }
     match eth.ethertype() {
         ETHERTYPE_IPV4 => classify_ipv4(eth.payload(), missing, snap),
         ETHERTYPE_IPV6 => classify_ipv6(eth.payload(), missing, snap),
         ETHERTYPE_ARP => {
-            let arp = ArpPacket::new_checked(eth.payload())?;
+            let arp = tri!(ArpPacket::new_checked(eth.payload()));
             if arp.op() == OP_REPLY && dst_mac == snap.mac {
-                return Ok(Classified::Learn {
+                return Classified::Learn {
                     ip: IpAddr::V4(arp.sender_ip()),
                     mac: arp.sender_mac(),
-                });
+                };
             }
             let target = IpAddr::V4(arp.target_ip());
             if arp.op() == OP_REQUEST && (snap.is_vip_addr(target) || snap.is_local(target)) {
-                Ok(Classified::Arp)
+                Classified::Arp
             } else {
-                Ok(Classified::ToKernel)
+                Classified::ToKernel
             }
         }
-        _ => Ok(Classified::ToKernel),
+        _ => Classified::ToKernel,
     }
 }
 
-fn classify_ipv4(b: &[u8], missing: usize, snap: &Snapshot) -> Result<Classified, DropReason> {
+fn classify_ipv4(b: &[u8], missing: usize, snap: &Snapshot) -> Classified {
     let ip = if missing == 0 {
-        Ipv4Packet::new_checked(b)?
+        tri!(Ipv4Packet::new_checked(b))
     } else {
-        let ip = Ipv4Packet::new_quoted(b)?;
+        let ip = tri!(Ipv4Packet::new_quoted(b));
         let total = usize::from(ip.total_len());
         if total < ip.header_len() {
-            return Err(DropReason::BadLength);
+            return Classified::Drop(DropReason::BadLength);
         }
         if total > b.len() + missing {
-            return Err(DropReason::Truncated);
+            return Classified::Drop(DropReason::Truncated);
         }
         ip
     };
     let dst = IpAddr::V4(ip.dst());
     if !snap.is_vip_addr(dst) {
-        return Ok(Classified::ToKernel);
+        return Classified::ToKernel;
     }
     let (src, dst4) = (ip.src().octets(), ip.dst().octets());
     let proto = ip.protocol();
     if ip.is_fragment() {
-        return Ok(fragment(
-            snap,
-            dst,
-            proto,
-            FlowKey::v4(src, dst4, 0, 0, proto),
-        ));
+        return fragment(snap, dst, proto, FlowKey::v4(src, dst4, 0, 0, proto));
     }
     match proto {
         PROTO_TCP | PROTO_UDP => {
-            let (sport, dport, flags) = transport(proto, ip.payload(), missing)?;
-            Ok(flow(
+            let (sport, dport, flags) = tri!(transport(proto, ip.payload(), missing));
+            flow(
                 snap,
                 dst,
                 proto,
                 FlowKey::v4(src, dst4, sport, dport, proto),
                 flags,
-            ))
+            )
         }
         PROTO_ICMP => {
-            let icmp = IcmpPacket::new_checked(ip.payload())?;
+            let icmp = tri!(IcmpPacket::new_checked(ip.payload()));
             if !icmp.is_error() {
-                return Ok(Classified::Drop(DropReason::IcmpNotForFlow));
+                return Classified::Drop(DropReason::IcmpNotForFlow);
             }
-            let q = icmp.quoted()?;
-            let (sport, dport) = l4::ports(q.payload())?;
+            let q = tri!(icmp.quoted());
+            let (sport, dport) = tri!(l4::ports(q.payload()));
             // The quoted packet is the backend's reply (VIP -> client): the
             // flow is its reverse.
             let key = FlowKey::v4(
@@ -232,45 +237,45 @@ fn classify_ipv4(b: &[u8], missing: usize, snap: &Snapshot) -> Result<Classified
                 sport,
                 q.protocol(),
             );
-            Ok(icmp_error(snap, IpAddr::V4(q.src()), q.protocol(), key))
+            icmp_error(snap, IpAddr::V4(q.src()), q.protocol(), key)
         }
-        _ => Ok(Classified::Drop(DropReason::UnknownVipPort)),
+        _ => Classified::Drop(DropReason::UnknownVipPort),
     }
 }
 
-fn classify_ipv6(b: &[u8], missing: usize, snap: &Snapshot) -> Result<Classified, DropReason> {
+fn classify_ipv6(b: &[u8], missing: usize, snap: &Snapshot) -> Classified {
     let ip = if missing == 0 {
-        Ipv6Packet::new_checked(b)?
+        tri!(Ipv6Packet::new_checked(b))
     } else {
-        let ip = Ipv6Packet::new_quoted(b)?;
+        let ip = tri!(Ipv6Packet::new_quoted(b));
         if 40 + usize::from(ip.payload_len()) > b.len() + missing {
-            return Err(DropReason::Truncated);
+            return Classified::Drop(DropReason::Truncated);
         }
         ip
     };
     let proto = ip.upper_protocol();
     if proto == PROTO_ICMPV6 {
-        let icmp = Icmpv6Packet::new_checked(ip.upper_payload())?;
+        let icmp = tri!(Icmpv6Packet::new_checked(ip.upper_payload()));
         if icmp.msg_type() == NEIGHBOR_SOLICIT {
             let target = IpAddr::from(icmp.nd_target());
             if snap.is_vip_addr(target) || snap.is_local(target) {
-                return Ok(Classified::NeighborSolicit);
+                return Classified::NeighborSolicit;
             }
-            return Ok(Classified::ToKernel);
+            return Classified::ToKernel;
         }
         if icmp.msg_type() == NEIGHBOR_ADVERT {
             if let Some(mac) = icmp.nd_lladdr() {
-                return Ok(Classified::Learn {
+                return Classified::Learn {
                     ip: IpAddr::from(icmp.nd_target()),
                     mac,
-                });
+                };
             }
-            return Ok(Classified::ToKernel);
+            return Classified::ToKernel;
         }
     }
     let dst = IpAddr::V6(ip.dst());
     if !snap.is_vip_addr(dst) {
-        return Ok(Classified::ToKernel);
+        return Classified::ToKernel;
     }
     let (src, dst6) = (ip.src_bytes(), ip.dst_bytes());
     if ip.fragment().is_some() {
@@ -281,11 +286,11 @@ fn classify_ipv6(b: &[u8], missing: usize, snap: &Snapshot) -> Result<Classified
             dst_port: 0,
             proto,
         };
-        return Ok(fragment(snap, dst, proto, key));
+        return fragment(snap, dst, proto, key);
     }
     match proto {
         PROTO_TCP | PROTO_UDP => {
-            let (sport, dport, flags) = transport(proto, ip.upper_payload(), missing)?;
+            let (sport, dport, flags) = tri!(transport(proto, ip.upper_payload(), missing));
             let key = FlowKey {
                 src,
                 dst: dst6,
@@ -293,15 +298,15 @@ fn classify_ipv6(b: &[u8], missing: usize, snap: &Snapshot) -> Result<Classified
                 dst_port: dport,
                 proto,
             };
-            Ok(flow(snap, dst, proto, key, flags))
+            flow(snap, dst, proto, key, flags)
         }
         PROTO_ICMPV6 => {
-            let icmp = Icmpv6Packet::new_checked(ip.upper_payload())?;
+            let icmp = tri!(Icmpv6Packet::new_checked(ip.upper_payload()));
             if !icmp.is_error() {
-                return Ok(Classified::Drop(DropReason::IcmpNotForFlow));
+                return Classified::Drop(DropReason::IcmpNotForFlow);
             }
-            let q = icmp.quoted()?;
-            let (sport, dport) = l4::ports(q.upper_payload())?;
+            let q = tri!(icmp.quoted());
+            let (sport, dport) = tri!(l4::ports(q.upper_payload()));
             let key = FlowKey {
                 src: q.dst_bytes(),
                 dst: q.src_bytes(),
@@ -309,14 +314,9 @@ fn classify_ipv6(b: &[u8], missing: usize, snap: &Snapshot) -> Result<Classified
                 dst_port: sport,
                 proto: q.upper_protocol(),
             };
-            Ok(icmp_error(
-                snap,
-                IpAddr::V6(q.src()),
-                q.upper_protocol(),
-                key,
-            ))
+            icmp_error(snap, IpAddr::V6(q.src()), q.upper_protocol(), key)
         }
-        _ => Ok(Classified::Drop(DropReason::UnknownVipPort)),
+        _ => Classified::Drop(DropReason::UnknownVipPort),
     }
 }
 
