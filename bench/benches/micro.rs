@@ -1,7 +1,8 @@
 //! Micro-benchmarks of the forwarding path (criterion): Maglev table builds,
 //! flow-table lookups and inserts, and the per-packet decision with rewrite
 //! at 1M active flows and 100 backends, the way the worker runs it (bursts
-//! of 32, each flow's two candidate entries prefetched) and one packet at a time.
+//! of 32, each flow's two candidate entries prefetched) and one packet at a
+//! time.
 //!
 //! `cargo bench -p lb-bench` (all), or e.g. `cargo bench -p lb-bench -- decide`.
 

@@ -82,8 +82,8 @@ pub fn established(snap: &Snapshot, capacity: usize, flows: u32) -> FlowTable {
 }
 
 /// The worker's decision path for one burst, on plain buffers: classify and
-/// hash every frame and prefetch its two candidate flow entries, then decide and rewrite
-/// each (`dataplane::worker` does the same over mbufs).
+/// hash every frame and prefetch its two candidate flow entries, then
+/// decide and rewrite each (`dataplane::worker` does the same over mbufs).
 #[inline]
 pub fn burst(
     frames: &mut [Vec<u8>],
