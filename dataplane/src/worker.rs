@@ -1,10 +1,10 @@
 //! The poll loop of one worker lcore on its own RX/TX queue pair: burst RX,
 //! load the snapshot once, prefetch packet data, classify and hash every
 //! packet, prefetch the two flow-table entries each lookup reads, then
-//! decide and rewrite in place, burst TX, free and count what was not sent. Nothing here
-//! allocates, locks or makes a syscall; counters are published once per
-//! burst. The worker owns the clock (the TSC) and hands `now` to the pure
-//! decision.
+//! decide and rewrite in place, burst TX, free and count what was not sent.
+//! Nothing here allocates, locks or makes a syscall; counters are published
+//! once per burst. The worker owns the clock (the TSC) and hands `now` to
+//! the pure decision.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
