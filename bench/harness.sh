@@ -11,6 +11,7 @@
 #
 #   bench/harness.sh [--rounds 3] [--seconds 5] [--warmup 2] [--flows 1000000]
 #                    [--backends 100] [--size 64] [--churn CHANGES_PER_S]
+#                    [--churn-in-flight 8]
 #                    [--proto udp|tcp] [--ipv6] [--vips 1] [--rate-mpps 0]
 #                    [--new-flows-per-sec 0] [--json bench-result.json]
 #                    [--no-testpmd]
@@ -22,8 +23,9 @@
 # flows replaced by new ones every second.
 #
 # --churn: during lbd's measurement, lbchurn changes a backend's weight
-# through the gRPC API at that rate, open loop with up to 8 requests in
-# flight (each change a new Maglev table and snapshot, acknowledged once the
+# through the gRPC API at that rate, open loop with up to --churn-in-flight
+# requests in flight (default 8; the rate is at most that many per reply
+# time, and a reply waits for its group's fsync) (each change a new Maglev table and snapshot, acknowledged once the
 # state file holds it) and reports the changes/s acknowledged, the reply
 # time, the time from a snapshot's publication until every worker forwards
 # with it (p50/p99) and the packets the dataplane dropped meanwhile.
@@ -34,7 +36,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ROUNDS=3 SECONDS_=5 WARMUP=2 FLOWS=1000000 BACKENDS=100 SIZE=64 JSON=bench-result.json CHURN=0
+ROUNDS=3 SECONDS_=5 WARMUP=2 FLOWS=1000000 BACKENDS=100 SIZE=64 JSON=bench-result.json CHURN=0 CHURN_IN_FLIGHT=8
 PROTO=udp IPV6=0 VIPS=1 RATE=0 NEW_FLOWS=0
 TESTPMD=$(command -v dpdk-testpmd || true)
 while [ $# -gt 0 ]; do
@@ -43,6 +45,7 @@ while [ $# -gt 0 ]; do
         --no-testpmd) TESTPMD=""; shift; continue ;;
         --rounds) ROUNDS=$2 ;; --seconds) SECONDS_=$2 ;; --warmup) WARMUP=$2 ;;
         --flows) FLOWS=$2 ;; --backends) BACKENDS=$2 ;; --size) SIZE=$2 ;; --json) JSON=$2 ;; --churn) CHURN=$2 ;;
+        --churn-in-flight) CHURN_IN_FLIGHT=$2 ;;
         --proto) PROTO=$2 ;; --vips) VIPS=$2 ;; --rate-mpps) RATE=$2 ;; --new-flows-per-sec) NEW_FLOWS=$2 ;;
         *) echo "harness: unknown option $1 (see the header of $0)" >&2; exit 2 ;;
     esac
@@ -120,7 +123,7 @@ run_one() { # kind round
         local vip=198.51.100.10:443/$PROTO backend=10.1.0.2
         [ "$IPV6" = 0 ] || { vip="[2001:db8::10]:443/$PROTO"; backend=2001:db8:1::1; }
         (sleep "$WARMUP"; "$BIN/lbchurn" --socket "$WORK/lbd.sock" --vip "$vip" \
-            --backend "$backend" --rate "$CHURN" --seconds "$SECONDS_" > "$WORK/churn-$2.json") &
+            --backend "$backend" --rate "$CHURN" --in-flight "$CHURN_IN_FLIGHT" --seconds "$SECONDS_" > "$WORK/churn-$2.json") &
         churn=$!
     fi
     "$BIN/lbgen" -l 0 "${EAL[@]}" --file-prefix "bgen$$" --vdev "net_memif0,role=client,socket=$sock" \
