@@ -96,7 +96,12 @@ impl Maglev {
     /// The paper's fill, made fast without changing a single slot (the test
     /// `fill_matches_reference` holds it to the plain version):
     /// - free slots are tracked in a bitmap that stays in L1 (8 KiB at
-    ///   M = 65537), and walks are kept as parallel arrays;
+    ///   M = 65537), and each walk's state sits in one small struct;
+    /// - a probe looks at four positions of the permutation, each one step
+    ///   of a precomputed multiple of the skip from the first (no chain of
+    ///   additions), and picks the first free one with selects, not an
+    ///   indexed load;
+    /// - with equal weights (the usual case) turns are plain round robin;
     /// - once only `tail` slots are free, a walk would probe about M / free
     ///   slots per claim. Instead, each free slot's position in the backend's
     ///   permutation is computed, `(slot - offset) * skip^-1 mod M`, and the
@@ -122,38 +127,74 @@ impl Maglev {
             at: 0,
         };
         turns.credit[0] = weight[0];
+        let equal = weight.iter().all(|&w| w == max_weight);
 
         let mut table = vec![EMPTY; size as usize].into_boxed_slice();
         let mut taken = vec![0u64; (size as usize).div_ceil(64)];
         let is_free = |taken: &[u64], q: u32| !taken[q as usize / 64] >> (q % 64) & 1;
         // Where probing (about M / free per claim) starts to cost more than
         // scanning the free slots (one multiply and reduction each).
-        let tail = (size as usize / 16).isqrt().max(1);
-        let mut pos = offset.clone();
+        let tail = (size as usize / 4).isqrt().max(1);
+        let mut walks: Vec<Walk> = (0..order.len())
+            .map(|w| {
+                let k1 = skip[w];
+                let k2 = step(k1, k1, size);
+                let k3 = step(k2, k1, size);
+                Walk {
+                    pos: offset[w],
+                    strides: [k1, k2, k3, step(k3, k1, size)],
+                    index: index[w],
+                }
+            })
+            .collect();
+        let n = walks.len();
+        let mut rr = 0usize;
         for _ in tail..size as usize {
-            let w = turns.next();
-            // Four positions per turn: their loads overlap and the loop's
-            // exit branch is taken a quarter as often.
-            let (k, mut p) = (skip[w], pos[w]);
+            let w = if equal {
+                let w = rr;
+                rr = if rr + 1 == n { 0 } else { rr + 1 };
+                w
+            } else {
+                turns.next()
+            };
+            let walk = &mut walks[w];
+            let (k, mut p) = (walk.strides, walk.pos);
             let slot = loop {
-                let p1 = step(p, k, size);
-                let p2 = step(p1, k, size);
-                let p3 = step(p2, k, size);
+                let p1 = step(p, k[0], size);
+                let p2 = step(p, k[1], size);
+                let p3 = step(p, k[2], size);
                 let mask = is_free(&taken, p)
                     | is_free(&taken, p1) << 1
                     | is_free(&taken, p2) << 2
                     | is_free(&taken, p3) << 3;
                 if mask != 0 {
-                    break [p, p1, p2, p3][mask.trailing_zeros() as usize];
+                    let low = if mask & 1 != 0 { p } else { p1 };
+                    let high = if mask & 4 != 0 { p2 } else { p3 };
+                    break if mask & 3 != 0 { low } else { high };
                 }
-                p = step(p3, k, size);
+                p = step(p, k[3], size);
             };
-            pos[w] = step(slot, k, size);
+            walk.pos = step(slot, k[0], size);
             taken[slot as usize / 64] |= 1 << (slot % 64);
-            table[slot as usize] = index[w];
+            table[slot as usize] = walk.index;
+        }
+        if equal {
+            // The free-list phase below continues the turns where they are.
+            turns.at = if rr == 0 { n - 1 } else { rr - 1 };
+            turns.credit.iter_mut().for_each(|c| *c = 0);
         }
 
-        let mut free: Vec<u32> = (0..size).filter(|&s| is_free(&taken, s) != 0).collect();
+        let mut free: Vec<u32> = Vec::with_capacity(tail);
+        for (i, &word) in taken.iter().enumerate() {
+            let mut f = !word;
+            while f != 0 {
+                let s = i as u32 * 64 + f.trailing_zeros();
+                if s < size {
+                    free.push(s);
+                }
+                f &= f - 1;
+            }
+        }
         let inverse: Vec<u64> = skip.iter().map(|&k| inverse_mod(k, size)).collect();
         let barrett = (u128::from(u64::MAX) / u128::from(m)) as u64;
         while !free.is_empty() {
@@ -188,6 +229,15 @@ impl Maglev {
     pub fn slots(&self) -> &[u16] {
         &self.table
     }
+}
+
+/// One backend's walk through its permutation while filling.
+struct Walk {
+    /// Its next position.
+    pos: u32,
+    /// `j * skip mod M` for j = 1..=4.
+    strides: [u32; 4],
+    index: u16,
 }
 
 /// Whose turn it is to claim a slot: backends in key order, round after
