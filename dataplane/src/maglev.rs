@@ -120,14 +120,7 @@ impl Maglev {
             .map(|&i| (hash_bytes(backends[i].0, SEED_SKIP) % (m - 1) + 1) as u32)
             .collect();
         let weight: Vec<u64> = order.iter().map(|&i| u64::from(backends[i].1)).collect();
-        let mut turns = Turns {
-            weight: &weight,
-            max_weight,
-            credit: vec![0; order.len()],
-            at: 0,
-        };
-        turns.credit[0] = weight[0];
-        let equal = weight.iter().all(|&w| w == max_weight);
+        let mut turns = Turns::new(&weight, max_weight);
 
         let mut table = vec![EMPTY; size as usize].into_boxed_slice();
         let mut taken = vec![0u64; (size as usize).div_ceil(64)];
@@ -147,16 +140,8 @@ impl Maglev {
                 }
             })
             .collect();
-        let n = walks.len();
-        let mut rr = 0usize;
         for _ in tail..size as usize {
-            let w = if equal {
-                let w = rr;
-                rr = if rr + 1 == n { 0 } else { rr + 1 };
-                w
-            } else {
-                turns.next()
-            };
+            let w = turns.next();
             let walk = &mut walks[w];
             let (k, mut p) = (walk.strides, walk.pos);
             let slot = loop {
@@ -177,11 +162,6 @@ impl Maglev {
             walk.pos = step(slot, k[0], size);
             taken[slot as usize / 64] |= 1 << (slot % 64);
             table[slot as usize] = walk.index;
-        }
-        if equal {
-            // The free-list phase below continues the turns where they are.
-            turns.at = if rr == 0 { n - 1 } else { rr - 1 };
-            turns.credit.iter_mut().for_each(|c| *c = 0);
         }
 
         let mut free: Vec<u32> = Vec::with_capacity(tail);
@@ -242,17 +222,41 @@ struct Walk {
 
 /// Whose turn it is to claim a slot: backends in key order, round after
 /// round, each earning its weight in credit per round and claiming once per
-/// `max_weight` of credit.
+/// `max_weight` of credit. With equal weights (the usual case) that is
+/// plain round robin, taken without the credit.
 struct Turns<'a> {
     weight: &'a [u64],
     max_weight: u64,
     credit: Vec<u64>,
+    /// The last to claim (round robin), or the one earning (credit).
     at: usize,
+    equal: bool,
 }
 
-impl Turns<'_> {
+impl<'a> Turns<'a> {
+    fn new(weight: &'a [u64], max_weight: u64) -> Turns<'a> {
+        let equal = weight.iter().all(|&w| w == max_weight);
+        let mut credit = vec![0; weight.len()];
+        credit[0] = weight[0];
+        Turns {
+            weight,
+            max_weight,
+            credit,
+            at: if equal { weight.len() - 1 } else { 0 },
+            equal,
+        }
+    }
+
     #[inline(always)]
     fn next(&mut self) -> usize {
+        if self.equal {
+            self.at = if self.at + 1 == self.weight.len() {
+                0
+            } else {
+                self.at + 1
+            };
+            return self.at;
+        }
         while self.credit[self.at] < self.max_weight {
             self.at = if self.at + 1 == self.weight.len() {
                 0

@@ -19,6 +19,8 @@ use dataplane::packet::ethernet::MacAddr;
 use dataplane::packet::l4::ACK;
 
 const MAGIC: u64 = 0x6c62_6765_6e21_7473; // "lbgen!ts"
+/// How long the link may take to come up.
+const LINK_WAIT: Duration = Duration::from_secs(10);
 
 struct Options {
     port: String,
@@ -231,6 +233,17 @@ fn main() {
     let pool = Mempool::create(eal, "lbgen", 16383, 256, None).expect("mempool");
     let mut port = Port::open(eal, &o.port, &PortConfig::default(), pool).expect("port");
     port.start().expect("port start");
+    // The link is up once the memif server has accepted us (or a NIC has
+    // negotiated): warm-up and measurement start from there, not from a
+    // link that refuses every frame.
+    let up_by = Instant::now() + LINK_WAIT;
+    while !port.link().is_ok_and(|l| l.up) {
+        if Instant::now() >= up_by {
+            eprintln!("lbgen: {}: link not up after {LINK_WAIT:?}", o.port);
+            std::process::exit(1);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let src_mac = MacAddr(port.mac());
     let at = Layout::of(&o);
     let mut all = frames(&o, src_mac, at);
