@@ -289,9 +289,9 @@ cmd_lbd_start() {
     need_root
     [ -x "$LBD" ] || die "$LBD is missing: cargo build --workspace"
     local state="$DIR/state$SFX.toml" sock="$DIR/lbd$SFX.sock" pidf="$DIR/lbd$SFX.pid"
-    local log="$DIR/lbd$SFX.log" memory bgp=() lcores=0@0,1@1
+    local log="$DIR/lbd$SFX.log" memory bgp=() lcores=0@0,1@1 pid
     [ -f "$state" ] || echo "local_addresses = [\"$LOCAL\"]" > "$state"
-    rm -f "$sock"
+    rm -f "$sock" "$pidf"
     memory=$(eal_memory)
     if [ "$(topo)" = ecmp ]; then
         mkdir -p "$DIR/lb$LB"
@@ -315,8 +315,13 @@ cmd_lbd_start() {
             [ "$(topo)" = flat ] || lb_bird_start
             return 0
         fi
-        kill -0 "$(cat "$pidf" 2>/dev/null || echo 0)" 2>/dev/null ||
-            { tail -20 "$log" >&2; die "lbd exited"; }
+        # The pid file is written by the starting shell: until it holds a
+        # pid (it may exist and still be empty), lbd is starting, not gone.
+        pid=$(cat "$pidf" 2>/dev/null || true)
+        if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
+            tail -20 "$log" >&2
+            die "lbd exited"
+        fi
         sleep 0.1
     done
     tail -20 "$log" >&2
