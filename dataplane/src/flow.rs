@@ -257,8 +257,12 @@ impl Entry {
         now.wrapping_sub(self.last_seen)
     }
 
+    fn candidate_ways(&self) -> [usize; 2] {
+        [usize::from(self.ways & 0xf), usize::from(self.ways >> 4)]
+    }
+
     fn is_candidate(&self, way: usize) -> bool {
-        way == usize::from(self.ways & 0xf) || way == usize::from(self.ways >> 4)
+        self.candidate_ways().contains(&way)
     }
 }
 
@@ -533,11 +537,8 @@ impl FlowTable {
             if e.home != HOME || !e.is_candidate(w) {
                 continue;
             }
-            let other = if usize::from(e.ways & 0xf) == w {
-                usize::from(e.ways >> 4)
-            } else {
-                usize::from(e.ways & 0xf)
-            };
+            let [c1, c2] = e.candidate_ways();
+            let other = if c1 == w { c2 } else { c1 };
             let target = &self.entries[b + other];
             if target.state != FlowState::Free {
                 if !target.expired(now, &cfg) {
