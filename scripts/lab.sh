@@ -38,7 +38,8 @@
 #   requests N          N HTTP requests (each its own connection) from the client;
 #                       prints one line per request: the serving backend or "FAILED"
 #   port-requests P N   N requests from the client's source ports P..P+N-1 (in
-#                       order); prints "port backend" (or "port FAILED") each
+#                       order, within 40000-44999, reserved for it); prints
+#                       "port backend" (or "port FAILED:reason") each
 #   downloads N RATE    N parallel downloads of /large at RATE (curl --limit-rate);
 #                       prints "exit code size backend" per download when all end
 #   hls SECONDS         fetch the playlist and its segments in a loop (one retry
@@ -61,6 +62,7 @@ ROUTER=192.0.2.254
 NS_PREFIX=lb$ID
 CHECK=(--check http:/name --interval 200 --timeout 150 --rise 2 --fall 2)
 LARGE_MB=${LAB_LARGE_MB:-8}
+FIXED_PORTS=40000-44999  # the client's source ports for port-requests
 
 ns() { echo "$NS_PREFIX-$1"; }
 topo() { cat "$DIR/topo" 2>/dev/null || echo flat; }
@@ -157,6 +159,9 @@ cmd_up() {
         ip netns add "$(ns $n)"
         in_ns "$n" ip link set lo up
     done
+    # port-requests binds these source ports itself: no connect() may take
+    # one as its ephemeral port (CI once saw 12 of 50 downloads land there).
+    in_ns client sysctl -qw net.ipv4.ip_local_reserved_ports="$FIXED_PORTS"
     in_ns sw ip link add br0 type bridge
     in_ns sw ip link set br0 up
     attach() { # namespace, its interface name
@@ -356,6 +361,9 @@ cmd_configure() {
 }
 
 cmd_port_requests() {
+    local lo=${FIXED_PORTS%-*} hi=${FIXED_PORTS#*-}
+    [ "$1" -ge "$lo" ] && [ $(($1 + $2 - 1)) -le "$hi" ] ||
+        die "port-requests: ports $1..$(($1 + $2 - 1)) outside the reserved $FIXED_PORTS"
     # SO_REUSEADDR + tcp_tw_reuse: a port may still be in TIME_WAIT from
     # its last request (whichever side closed first).
     in_ns client sysctl -qw net.ipv4.tcp_tw_reuse=1
@@ -379,7 +387,7 @@ for port in range(first, first + n):
             if line.lower().startswith("x-backend:"):
                 backend = line.split(":", 1)[1].strip()
     except OSError as e:
-        backend = f"FAILED:{e.__class__.__name__}"
+        backend = f"FAILED:{e.__class__.__name__}({e.strerror or e})"
     print(port, backend, flush=True)
 CLIENT
 }
