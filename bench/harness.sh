@@ -189,8 +189,10 @@ if "churn" in med:
     c = med["churn"]
     print(f"\nconfig churn during lbd's run: {c['changes_per_s']:.0f} changes/s acknowledged of {c['target_per_s']:.0f} asked "
           f"({c['in_flight']} requests in flight at most; reply p50 {c['ack_p50_us']:.0f} µs, p99 {c['ack_p99_us']:.0f} µs); "
-          f"a new snapshot used by every worker p50 {c['adoption_p50_us']:.0f} µs, p99 {c['adoption_p99_us']:.0f} µs after its publication "
-          f"(not within 1 s: {c['not_adopted_within_1s']}); dataplane drops meanwhile: {c['dataplane_drops']}")
+          f"{c['snapshots']} snapshots published, {c['adopted']} first bursts on a new one over all workers, "
+          f"p50 <= {c['adoption_p50_us']} µs, p99 <= {c['adoption_p99_us']} µs, max <= {c['adoption_max_us']} µs after its publication "
+          f"(measured by the workers; workers still behind 1 s after the last change: {c['workers_behind_after_1s']}); "
+          f"dataplane drops meanwhile: {c['dataplane_drops']}")
 f = med["lbd_flows"]
 print(f"\nlbd's flow table at the end: {f['active_flows']} active flows; {f['new_flows']} packets missed the table and were "
       f"placed by Maglev, {f['flow_rejected']} of them found no slot (forwarded without an entry, placed again next time)")

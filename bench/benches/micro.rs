@@ -2,7 +2,7 @@
 //! flow-table lookups and inserts, and the per-packet decision with rewrite
 //! at 1M active flows and 100 backends, the way the worker runs it (bursts
 //! of 32, each flow's two candidate entries prefetched) and one packet at a
-//! time.
+//! time, for established flows and for new ones.
 //!
 //! `cargo bench -p lb-bench` (all), or e.g. `cargo bench -p lb-bench -- decide`.
 
@@ -10,7 +10,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use dataplane::flow::{FlowConfig, FlowKey, FlowTable};
 use dataplane::forward;
 use dataplane::maglev::Maglev;
-use lb_bench::{burst, client, established, frame, snapshot, ACK, BURST, PORT_MAC, VIP};
+use lb_bench::{burst, client, established, frame, snapshot, ACK, BURST, PORT_MAC, SYN, VIP};
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -112,7 +112,13 @@ fn arrive(frames: &mut [Vec<u8>]) {
 fn decide(c: &mut Criterion) {
     const FLOWS: u32 = 1 << 20;
     let snap = snapshot(100, 65_537);
-    let mut flows = established(&snap, 2 << 20, FLOWS);
+    // Established flows never time out here: the new-flow case below moves
+    // the clock on by hours.
+    let config = FlowConfig {
+        established_timeout: u32::MAX,
+        ..FlowConfig::default()
+    };
+    let mut flows = established(&snap, 2 << 20, FLOWS, config);
     // Packets of random established flows, more than the caches hold
     // together with the table.
     let mut frames: Vec<Vec<u8>> = shuffled(FLOWS, 2)
@@ -155,8 +161,45 @@ fn decide(c: &mut Criterion) {
             n
         })
     });
+    // New flows: SYNs of flows the table has not seen, into the same table
+    // (1M established flows, room for 1M more), decided in bursts as above.
+    // Each pass over the frames gives them other source addresses and
+    // moves the clock past the SYN timeout, so every packet is a new flow
+    // and the previous pass's entries have expired: the steady state of a
+    // stream of new flows, where each takes the slot of one that ended.
+    let mut syns: Vec<Vec<u8>> = (FLOWS..FLOWS + (1 << 18)).map(|i| frame(i, SYN)).collect();
+    let (mut pass, mut now) = (0u32, 1u32);
+    g.bench_function(
+        "1M flows, 100 backends, new flows (SYN), burst of 32 with prefetch",
+        |b| {
+            b.iter(|| {
+                if at == 0 {
+                    pass += 1;
+                    now += config.new_timeout + 1;
+                }
+                let chunk = &mut syns[at..at + BURST];
+                at = (at + BURST) % (1 << 18);
+                // The source address's first octet: 101..=200, never an
+                // established flow's (100).
+                let octet = 101 + (pass % 100) as u8;
+                for f in chunk.iter_mut() {
+                    f[..6].copy_from_slice(&PORT_MAC.0);
+                    f[SRC_OCTET] = octet;
+                }
+                let n = burst(chunk, &snap, &mut flows, now, |e| {
+                    dataplane::dpdk::prefetch(e)
+                });
+                assert_eq!(n, BURST);
+            })
+        },
+    );
+    let s = flows.stats();
+    assert_eq!(s.rejected, 0, "new flows found room: {s:?}");
     g.finish();
 }
+
+/// The first octet of the IPv4 source address in an untagged frame.
+const SRC_OCTET: usize = 14 + 12;
 
 criterion_group!(benches, maglev_build, flow_table, decide);
 criterion_main!(benches);

@@ -68,9 +68,9 @@ pub const SYN: u8 = 0x02;
 pub const ACK: u8 = 0x10;
 
 /// A flow table of `capacity` entries holding `flows` established flows of
-/// `snap`, inserted through the decision itself (as traffic would).
-pub fn established(snap: &Snapshot, capacity: usize, flows: u32) -> FlowTable {
-    let mut t = FlowTable::new(capacity, FlowConfig::default());
+/// `snap`, inserted through the decision itself (as traffic would) at time 0.
+pub fn established(snap: &Snapshot, capacity: usize, flows: u32, config: FlowConfig) -> FlowTable {
+    let mut t = FlowTable::new(capacity, config);
     for i in 0..flows {
         let mut f = frame(i, SYN);
         let a = forward::decide(&mut f, snap, &mut t, 0);
@@ -96,8 +96,12 @@ pub fn burst(
     for (c, f) in classified.iter_mut().zip(frames.iter()) {
         *c = forward::classify(f, snap);
         if let Some(h) = c.flow_hash() {
-            for e in flows.candidates(h) {
-                prefetch(e);
+            if c.opens_flow() {
+                flows.bucket_entries(h).iter().for_each(&prefetch);
+            } else {
+                for e in flows.candidates(h) {
+                    prefetch(e);
+                }
             }
         }
     }

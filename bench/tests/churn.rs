@@ -1,6 +1,7 @@
 //! lbchurn against a real lbd (on net_null, whose endless packets keep the
 //! worker's bursts, and so its snapshot generation, moving): changes go
-//! through the API, every one is adopted by the worker, and the report says so.
+//! through the API, every one is adopted by the worker, which measures how
+//! long each took to reach it, and the report says so.
 
 #[path = "../../dataplane/tests/common/eal.rs"]
 mod eal;
@@ -71,6 +72,18 @@ fn churn_changes_are_adopted_by_every_worker() {
     );
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(r["changes"].as_u64().unwrap() >= 5, "{r}");
-    assert_eq!(r["not_adopted_within_1s"], 0, "{r}");
-    assert!(r["adoption_p50_us"].as_f64().unwrap() > 0.0, "{r}");
+    assert_eq!(r["workers_behind_after_1s"], 0, "{r}");
+    // One worker, a snapshot every 50 ms: it takes each (a stall of 50 ms
+    // could cost one), and the delay it measured for each is counted.
+    let (snapshots, adopted) = (
+        r["snapshots"].as_u64().unwrap(),
+        r["adopted"].as_u64().unwrap(),
+    );
+    assert!(snapshots >= 5, "{r}");
+    assert!(adopted <= snapshots && adopted + 1 >= snapshots, "{r}");
+    let (p50, max) = (
+        r["adoption_p50_us"].as_u64().unwrap(),
+        r["adoption_max_us"].as_u64().unwrap(),
+    );
+    assert!(p50 <= max && max < 1_000_000, "{r}");
 }

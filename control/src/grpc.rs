@@ -579,6 +579,12 @@ impl LoadBalancer for Api {
                     active_flows: c.active_flows,
                     flow_rejected: c.flow_rejected,
                     snapshot_generation: s.snapshot_generation.get(),
+                    snapshot_adoption: s
+                        .snapshot_adoption
+                        .read()
+                        .nonzero()
+                        .map(|(max_us, count)| pb::DelayBucket { max_us, count })
+                        .collect(),
                     drops: DropReason::ALL
                         .iter()
                         .map(|r| pb::Counter {

@@ -84,7 +84,7 @@ impl Family<'_> {
         let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
     }
 
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: u64) {
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
         let _ = write!(self.out, "{name}");
         if !labels.is_empty() {
             let inner: Vec<String> = labels
@@ -209,6 +209,30 @@ pub fn render(source: &Source) -> String {
         }
     }
 
+    const ADOPTION: &str = "lb_worker_snapshot_adoption_seconds";
+    f.header(
+        ADOPTION,
+        "histogram",
+        "From a snapshot's publication to the worker's first burst on it.",
+    );
+    for (l, s) in source.lcores.iter().zip(source.stats) {
+        let w = l.to_string();
+        let d = s.snapshot_adoption.read();
+        let bucket = format!("{ADOPTION}_bucket");
+        // Powers of two of microseconds: the histogram's own bucket bounds.
+        for k in 0..=27 {
+            let le = format!("{}", (1u64 << k) as f64 / 1e6);
+            f.sample(&bucket, &[("worker", &w), ("le", &le)], d.below_pow2(k));
+        }
+        f.sample(&bucket, &[("worker", &w), ("le", "+Inf")], d.count());
+        f.sample(
+            &format!("{ADOPTION}_sum"),
+            &[("worker", &w)],
+            d.sum_us as f64 / 1e6,
+        );
+        f.sample(&format!("{ADOPTION}_count"), &[("worker", &w)], d.count());
+    }
+
     let Ok(control) = source.control.lock() else {
         return out;
     };
@@ -257,7 +281,7 @@ pub fn render(source: &Source) -> String {
             f.sample(
                 name,
                 &[("vip", vip)],
-                rows.iter().filter(|r| &r.vip == vip).map(get).sum(),
+                rows.iter().filter(|r| &r.vip == vip).map(get).sum::<u64>(),
             );
         }
     }

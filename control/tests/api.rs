@@ -312,6 +312,16 @@ fn lbctl_drives_lbd_and_state_survives_a_restart() {
         "{stats}"
     );
     assert_eq!(stats["workers"][0]["flow_rejected"], 0, "{stats}");
+    // The worker timed each snapshot from its publication to its first
+    // burst on it (net_null keeps it busy, so none is skipped for long).
+    let adoption = &stats["workers"][0]["snapshot_adoption"];
+    assert!(adoption["adopted"].as_u64().unwrap() >= 5, "{stats}");
+    let (p50, max) = (
+        adoption["p50_us"].as_u64().unwrap(),
+        adoption["max_us"].as_u64().unwrap(),
+    );
+    assert!(p50 <= max && max < 1_000_000, "{stats}");
+    assert!(lbd.ok(&["stats"]).contains(" adopted, p50 <= "));
     let info = lbd.json(&["info"]);
     assert_eq!(info["port"], "net_null0");
     assert!(
@@ -393,6 +403,27 @@ fn lbctl_drives_lbd_and_state_survives_a_restart() {
     ] {
         assert!(metrics.contains(line), "missing {line:?} in\n{metrics}");
     }
+    // The adoption histogram: its +Inf bucket is its count, and no finer
+    // bucket holds more.
+    let value = |name: &str| -> u64 {
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("missing {name} in\n{metrics}"));
+        line[name.len()..].trim().parse().unwrap()
+    };
+    let adoption = "lb_worker_snapshot_adoption_seconds";
+    let count = value(&format!("{adoption}_count{{worker=\"1\"}}"));
+    assert!(count >= 5, "{metrics}");
+    assert_eq!(
+        value(&format!("{adoption}_bucket{{worker=\"1\",le=\"+Inf\"}}")),
+        count
+    );
+    assert!(
+        value(&format!(
+            "{adoption}_bucket{{worker=\"1\",le=\"0.000001\"}}"
+        )) <= count
+    );
     assert!(http_get(&metrics_addr, "/other").starts_with("HTTP/1.1 404"));
 
     // A second lbd on the same socket refuses to start.

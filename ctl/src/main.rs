@@ -707,6 +707,14 @@ fn print_backends(out: Output, backends: &[pb::Backend]) {
     }
 }
 
+/// A worker's snapshot adoption delays: how many, and quantiles (bucket
+/// bounds, microseconds).
+fn adoption_json(w: &pb::WorkerStats) -> Value {
+    let q = |q| lb_proto::delay_quantile(&w.snapshot_adoption, q);
+    json!({"adopted": w.snapshot_adoption.iter().map(|b| b.count).sum::<u64>(),
+           "p50_us": q(0.5), "p99_us": q(0.99), "max_us": q(1.0)})
+}
+
 fn print_stats(out: Output, s: &pb::Stats) {
     let drops = |w: &pb::WorkerStats| -> Value {
         Value::Object(
@@ -724,7 +732,8 @@ fn print_stats(out: Output, s: &pb::Stats) {
                 .map(|w| json!({"lcore": w.lcore, "rx_packets": w.rx_packets, "tx_packets": w.tx_packets,
                                 "forwarded": w.forwarded, "new_flows": w.new_flows, "active_flows": w.active_flows,
                                 "flow_rejected": w.flow_rejected,
-                                "snapshot_generation": w.snapshot_generation, "drops": drops(w)}))
+                                "snapshot_generation": w.snapshot_generation,
+                                "snapshot_adoption": adoption_json(w), "drops": drops(w)}))
                 .collect();
             let vips: Vec<Value> = s
                 .vips
@@ -763,6 +772,16 @@ fn print_stats(out: Output, s: &pb::Stats) {
                     println!(
                         "         flow table full: {} packets forwarded without an entry",
                         w.flow_rejected
+                    );
+                }
+                let q = |q| lb_proto::delay_quantile(&w.snapshot_adoption, q).unwrap_or(0);
+                let adopted: u64 = w.snapshot_adoption.iter().map(|b| b.count).sum();
+                if adopted > 0 {
+                    println!(
+                        "         snapshots: {adopted} adopted, p50 <= {} us, p99 <= {} us, max <= {} us",
+                        q(0.5),
+                        q(0.99),
+                        q(1.0)
                     );
                 }
             }

@@ -389,6 +389,15 @@ impl FlowTable {
         candidate_ways(hash).map(|w| &self.entries[b + w])
     }
 
+    /// Every entry of the flow's bucket: what placing a new flow may read
+    /// (make-room looks at the other ways) and write (the counts live in
+    /// every way), for the worker to prefetch for a packet that opens a flow.
+    #[inline]
+    pub fn bucket_entries(&self, hash: u64) -> &[Entry] {
+        let b = self.bucket(hash);
+        &self.entries[b..b + WAYS]
+    }
+
     /// The live entry for `key`; an expired one is freed and reported as a miss.
     #[inline]
     pub fn lookup(&mut self, key: &FlowKey, hash: u64, now: u32) -> Option<&mut Entry> {

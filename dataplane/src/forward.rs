@@ -101,6 +101,13 @@ pub enum Classified {
 }
 
 impl Classified {
+    /// A TCP SYN without ACK: the first packet of a new flow (almost
+    /// always), which the flow table will place.
+    #[inline]
+    pub fn opens_flow(&self) -> bool {
+        matches!(self, Classified::Flow { tcp_flags: Some(f), .. } if f & (l4::SYN | l4::ACK) == l4::SYN)
+    }
+
     /// The flow-table hash to prefetch for, if `apply` will look one up.
     #[inline]
     pub fn flow_hash(&self) -> Option<u64> {
@@ -761,6 +768,19 @@ mod tests {
         );
         assert_eq!(&after[6..12], &PORT_MAC.0, "source is our port");
         assert_eq!(&after[12..], &before[12..], "IP packet untouched");
+    }
+
+    #[test]
+    fn only_a_bare_syn_opens_a_flow() {
+        let s = all_up();
+        let tcp = |flags| build::tcp4(PORT_MAC, CLIENT_MAC, CLIENT4, VIP4, 1, 443, flags, b"");
+        assert!(classify(&syn(1), &s).opens_flow());
+        for flags in [SYN | ACK, ACK, 0x11, 0x04] {
+            assert!(!classify(&tcp(flags), &s).opens_flow(), "flags {flags:#x}");
+        }
+        let udp = build::udp6(PORT_MAC, CLIENT_MAC, client6(), vip6(), 1, 5000, b"");
+        assert!(matches!(classify(&udp, &s), Classified::Flow { .. }));
+        assert!(!classify(&udp, &s).opens_flow());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The dataplane: everything a worker core does. `dpdk` is the only module
 //! with `unsafe`; the rest is safe Rust over packet bytes.
 
+pub mod delay;
 pub mod dpdk;
 pub mod flow;
 pub mod forward;

@@ -211,6 +211,9 @@ pub enum SnapshotError {
 pub struct Snapshot {
     pub generation: u64,
     pub mac: MacAddr,
+    /// The TSC when [`Publisher`] made it current (0 before): workers
+    /// measure from it how long the snapshot took to reach them.
+    published_tsc: u64,
     vips: Vec<Vip>,
     backends: Vec<Option<Backend>>,
     /// Per-packet lookups: VIP by (address, port, protocol), VIP addresses.
@@ -391,6 +394,7 @@ impl Snapshot {
         Ok(Snapshot {
             generation: spec.generation,
             mac: spec.mac,
+            published_tsc: 0,
             vips,
             backends,
             index,
@@ -433,6 +437,11 @@ impl Snapshot {
     #[inline]
     pub fn is_local(&self, addr: IpAddr) -> bool {
         self.local.contains(&addr)
+    }
+
+    /// The TSC at publication (0 if never published).
+    pub fn published_tsc(&self) -> u64 {
+        self.published_tsc
     }
 
     /// The source address of the dataplane's own ARP requests (the lowest
@@ -552,7 +561,8 @@ impl Publisher {
     }
 
     /// Make `next` the snapshot every worker uses from its next burst on.
-    pub fn publish(&mut self, next: Snapshot) {
+    pub fn publish(&mut self, mut next: Snapshot) {
+        next.published_tsc = crate::dpdk::rdtsc();
         let old = self.current.swap(Arc::new(next));
         self.retired.push(old);
         self.reap();

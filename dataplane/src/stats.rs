@@ -5,6 +5,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use crate::delay::DelayHistogram;
+
 /// Why a packet was dropped; each reason has its own counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(usize)]
@@ -145,6 +147,9 @@ pub struct WorkerStats {
     pub active_flows: Counter,
     /// The snapshot generation the worker used for its last burst.
     pub snapshot_generation: Counter,
+    /// From a snapshot's publication to this worker's first burst on it
+    /// (snapshots published before the worker started are not counted).
+    pub snapshot_adoption: DelayHistogram,
     /// Advances while the worker polls: the control side's liveness signal.
     pub heartbeat: Counter,
     pub drops: [Counter; DropReason::COUNT],
@@ -172,6 +177,7 @@ impl Default for WorkerStats {
             flow_rejected: Counter::default(),
             active_flows: Counter::default(),
             snapshot_generation: Counter::default(),
+            snapshot_adoption: DelayHistogram::default(),
             heartbeat: Counter::default(),
             drops: Default::default(),
             backends: (0..MAX_BACKEND_SLOTS)

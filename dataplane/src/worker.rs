@@ -1,7 +1,7 @@
 //! The poll loop of one worker lcore on its own RX/TX queue pair: burst RX,
 //! load the snapshot once, prefetch packet data, classify and hash every
-//! packet, prefetch the two flow-table entries each lookup reads, then
-//! decide and rewrite in place, burst TX, free and count what was not sent.
+//! packet, prefetch the two flow-table entries each lookup reads (the whole
+//! bucket for a SYN, which will be placed), then decide and rewrite in place, burst TX, free and count what was not sent.
 //! Nothing here allocates, locks or makes a syscall; counters are published
 //! once per burst. The worker owns the clock (the TSC) and hands `now` to
 //! the pure decision.
@@ -15,7 +15,7 @@ use crate::dpdk::{self, Burst, Fate, Mempool, Queue, BURST_SIZE};
 use crate::flow::FlowTable;
 use crate::forward::{self, Action, Classified};
 use crate::packet::{build, MacAddr};
-use crate::snapshot::Reader;
+use crate::snapshot::{Reader, Snapshot};
 use crate::stats::{DropReason, WorkerStats};
 
 /// Flow-table buckets swept for expired entries per idle poll, and per busy
@@ -47,6 +47,8 @@ pub struct Worker<'a> {
     flows: FlowTable,
     stats: &'a WorkerStats,
     tsc_hz: u64,
+    /// The generation of the last snapshot used; `None` before the first.
+    generation: Option<u64>,
 }
 
 impl<'a> Worker<'a> {
@@ -65,6 +67,7 @@ impl<'a> Worker<'a> {
             flows,
             stats,
             tsc_hz: tsc_hz.max(1),
+            generation: None,
         }
     }
 
@@ -175,13 +178,12 @@ impl<'a> Worker<'a> {
             }
             // Idle workers take new snapshots too: the old one can be freed,
             // and the control side sees every worker on the current one.
-            let generation = self.snapshots.load().generation;
-            if self.stats.snapshot_generation.get() != generation {
-                self.stats.snapshot_generation.set(generation);
-            }
+            let snap = self.snapshots.load();
+            adopt(&mut self.generation, snap, self.stats, self.tsc_hz);
             return 0;
         }
         let snap = self.snapshots.load();
+        adopt(&mut self.generation, snap, self.stats, self.tsc_hz);
         burst.prefetch_data();
 
         let mut classified = [Classified::ToKernel; BURST_SIZE];
@@ -192,8 +194,14 @@ impl<'a> Worker<'a> {
             wire[i] = burst.pkt_len_of(i).unwrap_or(first.len());
             *c = forward::classify_segmented(first, wire[i], snap);
             if let Some(h) = c.flow_hash() {
-                for e in self.flows.candidates(h) {
-                    dpdk::prefetch(e);
+                // A SYN will be placed: placing may read and write every
+                // way of the bucket. Else the lookup reads two lines.
+                if c.opens_flow() {
+                    self.flows.bucket_entries(h).iter().for_each(dpdk::prefetch);
+                } else {
+                    for e in self.flows.candidates(h) {
+                        dpdk::prefetch(e);
+                    }
                 }
             }
         }
@@ -299,7 +307,6 @@ impl<'a> Worker<'a> {
         s.neigh_learned.add(counts.learned);
         s.flow_rejected.set(fs.rejected);
         s.active_flows.set(fs.active);
-        s.snapshot_generation.set(snap.generation);
         for (c, d) in s.drops.iter().zip(counts.drops) {
             if d != 0 {
                 c.add(d);
@@ -307,6 +314,31 @@ impl<'a> Worker<'a> {
         }
         n
     }
+}
+
+/// Note a snapshot the worker uses: when it is new to this worker, publish
+/// its generation and record how long it took to get here.
+#[inline(always)]
+fn adopt(seen: &mut Option<u64>, snap: &Snapshot, stats: &WorkerStats, tsc_hz: u64) {
+    if *seen != Some(snap.generation) {
+        adopted(seen, snap, stats, tsc_hz);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn adopted(seen: &mut Option<u64>, snap: &Snapshot, stats: &WorkerStats, tsc_hz: u64) {
+    // The first snapshot was published before the worker started: its
+    // delay is the start-up, not a config change reaching the worker.
+    if seen.is_some() && snap.published_tsc() != 0 {
+        let cycles = dpdk::rdtsc().saturating_sub(snap.published_tsc());
+        let us = u128::from(cycles) * 1_000_000 / u128::from(tsc_hz);
+        stats
+            .snapshot_adoption
+            .record(us.min(u128::from(u64::MAX)) as u64);
+    }
+    *seen = Some(snap.generation);
+    stats.snapshot_generation.set(snap.generation);
 }
 
 #[derive(Default)]

@@ -3,9 +3,10 @@
 //! with up to `--in-flight` requests waiting for their replies) while
 //! traffic flows; each change rebuilds that VIP's Maglev table, publishes a
 //! new snapshot and is acknowledged once the state file holds it. Measures
-//! the changes per second acknowledged, the reply time, and for each new
-//! snapshot the time from its publication (polled) to every worker
-//! forwarding with it (workers report the generation of their last burst).
+//! the changes per second acknowledged, the reply time, and the time from
+//! each snapshot's publication to each worker's first burst on it (lbd's
+//! workers measure it with the TSC: `snapshot_adoption` in the stats), and
+//! checks that every worker reaches the last snapshot within a second.
 //! Prints one JSON line.
 //!
 //! `lbchurn --socket PATH --vip 198.51.100.10:443/udp --backend 10.1.0.1 [--rate 1000] [--seconds 5] [--in-flight 8]`
@@ -17,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lb_proto::v1::load_balancer_client::LoadBalancerClient;
-use lb_proto::v1::{BackendKey, Empty, Protocol, UpdateBackendRequest, VipKey};
+use lb_proto::v1::{BackendKey, DelayBucket, Empty, Protocol, Stats, UpdateBackendRequest, VipKey};
 use tonic::transport::Channel;
 
 struct Options {
@@ -88,6 +89,34 @@ async fn connect(path: PathBuf) -> Result<LoadBalancerClient<Channel>, String> {
     Ok(LoadBalancerClient::new(channel))
 }
 
+async fn generation(c: &mut LoadBalancerClient<Channel>) -> Result<u64, String> {
+    Ok(c.get_info(Empty {})
+        .await
+        .map_err(|e| e.to_string())?
+        .into_inner()
+        .snapshot_generation)
+}
+
+/// The workers' snapshot adoption delays recorded between two reads of the
+/// stats (lbd measures them: publication to each worker's first burst on
+/// the snapshot), all workers together.
+fn adoption_since(before: &Stats, after: &Stats) -> Vec<DelayBucket> {
+    let mut counts: BTreeMap<u64, i128> = BTreeMap::new();
+    for (s, sign) in [(after, 1), (before, -1)] {
+        for b in s.workers.iter().flat_map(|w| &w.snapshot_adoption) {
+            *counts.entry(b.max_us).or_default() += sign * i128::from(b.count);
+        }
+    }
+    counts
+        .into_iter()
+        .filter(|&(_, c)| c > 0)
+        .map(|(max_us, count)| DelayBucket {
+            max_us,
+            count: count as u64,
+        })
+        .collect()
+}
+
 fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -116,6 +145,7 @@ async fn run(o: Options) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?
         .into_inner();
+    let first_generation = generation(&mut c).await?;
     let period = Duration::from_secs_f64(1.0 / o.rate);
     let start = Instant::now();
     let end = start + Duration::from_secs_f64(o.seconds);
@@ -158,83 +188,54 @@ async fn run(o: Options) -> Result<(), String> {
             }
         });
     }
-    // Meanwhile: when each new generation is first seen published, and when
-    // every worker has forwarded a burst with it (or a later one).
-    let mut published: BTreeMap<u64, Instant> = BTreeMap::new();
-    let mut adoption = Vec::new();
-    let mut last_seen = 0;
-    let mut senders_done = false;
-    loop {
-        let generation = c
-            .get_info(Empty {})
-            .await
-            .map_err(|e| e.to_string())?
-            .into_inner()
-            .snapshot_generation;
-        let now = Instant::now();
-        if generation > last_seen {
-            if last_seen > 0 {
-                published.insert(generation, now);
-            }
-            last_seen = generation;
-        }
+    senders
+        .join_all()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<()>, String>>()?;
+    // Then every worker on the last snapshot (or later), within a second.
+    let last_generation = generation(&mut c).await?;
+    let waited = Instant::now();
+    let after = loop {
         let s = c
             .get_stats(Empty {})
             .await
             .map_err(|e| e.to_string())?
             .into_inner();
-        let adopted = s
+        let behind = s
             .workers
             .iter()
-            .map(|w| w.snapshot_generation)
-            .min()
-            .unwrap_or(0);
-        let now = Instant::now();
-        while let Some(entry) = published.first_entry() {
-            if *entry.key() > adopted {
-                break;
-            }
-            adoption.push((now - *entry.get()).as_secs_f64() * 1e6);
-            entry.remove();
+            .filter(|w| w.snapshot_generation < last_generation)
+            .count();
+        if behind == 0 || waited.elapsed() > Duration::from_secs(1) {
+            break (s, behind);
         }
-        while !senders_done {
-            match senders.try_join_next() {
-                Some(r) => r.map_err(|e| e.to_string())??,
-                None => break,
-            }
-            senders_done = senders.is_empty();
-        }
-        let waited_out = !matches!(published.first_key_value(),
-            Some((_, t)) if now - *t <= Duration::from_secs(1));
-        if senders_done && (published.is_empty() || waited_out) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_micros(200)).await;
-    }
-    let after = c
-        .get_stats(Empty {})
-        .await
-        .map_err(|e| e.to_string())?
-        .into_inner();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
     let (mut acks, last) = {
         let mut a = acks.lock().expect("acks");
         (std::mem::take(&mut a.latency_us), a.last)
     };
     let secs = last.map_or(o.seconds, |t| (t - start).as_secs_f64().max(o.seconds));
     acks.sort_by(f64::total_cmp);
-    adoption.sort_by(f64::total_cmp);
+    let adoption = adoption_since(&before, &after.0);
+    let adopted: u64 = adoption.iter().map(|b| b.count).sum();
+    let q = |q| lb_proto::delay_quantile(&adoption, q).unwrap_or(0);
     println!(
-        "{{\"target_per_s\":{},\"in_flight\":{},\"changes\":{},\"changes_per_s\":{:.1},\"ack_p50_us\":{:.0},\"ack_p99_us\":{:.0},\"adoption_p50_us\":{:.0},\"adoption_p99_us\":{:.0},\"not_adopted_within_1s\":{},\"dataplane_drops\":{}}}",
+        "{{\"target_per_s\":{},\"in_flight\":{},\"changes\":{},\"changes_per_s\":{:.1},\"ack_p50_us\":{:.0},\"ack_p99_us\":{:.0},\"snapshots\":{},\"adopted\":{},\"adoption_p50_us\":{},\"adoption_p99_us\":{},\"adoption_max_us\":{},\"workers_behind_after_1s\":{},\"dataplane_drops\":{}}}",
         o.rate,
         o.in_flight,
         acks.len(),
         acks.len() as f64 / secs.max(1e-3),
         percentile(&acks, 0.5),
         percentile(&acks, 0.99),
-        percentile(&adoption, 0.5),
-        percentile(&adoption, 0.99),
-        published.len(),
-        drops(&after) - drops(&before)
+        last_generation - first_generation,
+        adopted,
+        q(0.5),
+        q(0.99),
+        q(1.0),
+        after.1,
+        drops(&after.0) - drops(&before)
     );
     Ok(())
 }
