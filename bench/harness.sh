@@ -56,7 +56,8 @@ GEN_ARGS=(--proto "$PROTO" --vips "$VIPS" --rate-mpps "$RATE" --new-flows-per-se
 [ "$IPV6" = 0 ] || GEN_ARGS+=(--ipv6)
 
 cargo build --release --locked -q -p lb-bench -p control
-BIN=target/release
+# BENCH_BIN=DIR: another build's binaries (to compare two builds in turn).
+BIN=${BENCH_BIN:-target/release}
 WORK=$(mktemp -d)
 SUT_PID=""
 cleanup() { [ -z "$SUT_PID" ] || kill -KILL "$SUT_PID" 2>/dev/null || true; rm -rf "$WORK"; }
