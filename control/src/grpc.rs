@@ -578,6 +578,7 @@ impl LoadBalancer for Api {
                     new_flows: c.new_flows,
                     active_flows: c.active_flows,
                     flow_rejected: c.flow_rejected,
+                    tx_failed: c.tx_dropped,
                     snapshot_generation: s.snapshot_generation.get(),
                     snapshot_adoption: s
                         .snapshot_adoption

@@ -312,6 +312,10 @@ fn lbctl_drives_lbd_and_state_survives_a_restart() {
         "{stats}"
     );
     assert_eq!(stats["workers"][0]["flow_rejected"], 0, "{stats}");
+    assert_eq!(
+        stats["workers"][0]["tx_failed"], 0,
+        "net_null takes every packet: {stats}"
+    );
     // The worker timed each snapshot from its publication to its first
     // burst on it (net_null keeps it busy, so none is skipped for long).
     let adoption = &stats["workers"][0]["snapshot_adoption"];

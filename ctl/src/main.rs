@@ -731,7 +731,7 @@ fn print_stats(out: Output, s: &pb::Stats) {
                 .iter()
                 .map(|w| json!({"lcore": w.lcore, "rx_packets": w.rx_packets, "tx_packets": w.tx_packets,
                                 "forwarded": w.forwarded, "new_flows": w.new_flows, "active_flows": w.active_flows,
-                                "flow_rejected": w.flow_rejected,
+                                "flow_rejected": w.flow_rejected, "tx_failed": w.tx_failed,
                                 "snapshot_generation": w.snapshot_generation,
                                 "snapshot_adoption": adoption_json(w), "drops": drops(w)}))
                 .collect();
@@ -767,6 +767,12 @@ fn print_stats(out: Output, s: &pb::Stats) {
                     .collect();
                 if !nonzero.is_empty() {
                     println!("         drops: {}", nonzero.join(" "));
+                }
+                if w.tx_failed > 0 {
+                    println!(
+                        "         transmit refused by the device: {} packets",
+                        w.tx_failed
+                    );
                 }
                 if w.flow_rejected > 0 {
                     println!(

@@ -134,10 +134,11 @@ struct Acks {
 
 async fn run(o: Options) -> Result<(), String> {
     let mut c = connect(o.socket.clone()).await?;
+    // Every packet lost: dropped by the decision or refused on transmit.
     let drops = |s: &lb_proto::v1::Stats| -> u64 {
         s.workers
             .iter()
-            .flat_map(|w| w.drops.iter().map(|d| d.value))
+            .map(|w| w.tx_failed + w.drops.iter().map(|d| d.value).sum::<u64>())
             .sum()
     };
     let before = c
