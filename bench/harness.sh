@@ -123,7 +123,8 @@ run_one() { # kind round
     if [ "$1" = lbd ] && [ "$CHURN" != 0 ]; then
         local vip=198.51.100.10:443/$PROTO backend=10.1.0.2
         [ "$IPV6" = 0 ] || { vip="[2001:db8::10]:443/$PROTO"; backend=2001:db8:1::1; }
-        (sleep "$WARMUP"; "$BIN/lbchurn" --socket "$WORK/lbd.sock" --vip "$vip" \
+        # On cpu 0 with the generator and lbd's control side: off the worker's core.
+        (sleep "$WARMUP"; taskset -c 0 "$BIN/lbchurn" --socket "$WORK/lbd.sock" --vip "$vip" \
             --backend "$backend" --rate "$CHURN" --in-flight "$CHURN_IN_FLIGHT" --seconds "$SECONDS_" > "$WORK/churn-$2.json") &
         churn=$!
     fi
@@ -160,7 +161,7 @@ for r in range(1, rounds + 1):
         row["lbd_to_testpmd"] = ratio(l, row["testpmd"])
     # lbd's own flow-table counters at the end of the round.
     t = json.load(open(f"{work}/lbd-counters-{r}.json"))["total"]
-    row["lbd_flows"] = {k: t[k] for k in ("active_flows", "new_flows", "flow_rejected")}
+    row["lbd_flows"] = {k: t[k] for k in ("active_flows", "new_flows", "flow_rejected", "tx_dropped")}
     try:
         row["churn"] = json.load(open(f"{work}/churn-{r}.json"))
     except FileNotFoundError:
@@ -193,10 +194,12 @@ if "churn" in med:
           f"{c['snapshots']} snapshots published, {c['adopted']} first bursts on a new one over all workers, "
           f"p50 <= {c['adoption_p50_us']} µs, p99 <= {c['adoption_p99_us']} µs, max <= {c['adoption_max_us']} µs after its publication "
           f"(measured by the workers; workers still behind 1 s after the last change: {c['workers_behind_after_1s']}); "
-          f"dataplane drops meanwhile: {c['dataplane_drops']}")
+          f"meanwhile lbd dropped {c['dataplane_drops']} packets and the link refused {c['tx_failed']} of its transmits")
 f = med["lbd_flows"]
 print(f"\nlbd's flow table at the end: {f['active_flows']} active flows; {f['new_flows']} packets missed the table and were "
-      f"placed by Maglev, {f['flow_rejected']} of them found no slot (forwarded without an entry, placed again next time)")
+      f"placed by Maglev, {f['flow_rejected']} of them found no slot (forwarded without an entry, placed again next time); "
+      f"over the whole round (warm-up included) the link refused {f['tx_dropped']} of lbd's transmits (the generator's "
+      f"receive ring full)")
 g = med["lbd"]
 rate = f"at {g['rate_mpps']} Mpps" if g["rate_mpps"] else "as fast as the link takes"
 print(f"\nmedian of {rounds} rounds by ratio; {flows} flows ({g['new_flows_per_s']:.0f} new per second) to {g['vips']} VIP(s), "

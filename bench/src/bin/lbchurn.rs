@@ -134,13 +134,15 @@ struct Acks {
 
 async fn run(o: Options) -> Result<(), String> {
     let mut c = connect(o.socket.clone()).await?;
-    // Every packet lost: dropped by the decision or refused on transmit.
+    // Packets lost: dropped by the decision, and refused on transmit.
     let drops = |s: &lb_proto::v1::Stats| -> u64 {
         s.workers
             .iter()
-            .map(|w| w.tx_failed + w.drops.iter().map(|d| d.value).sum::<u64>())
+            .flat_map(|w| w.drops.iter().map(|d| d.value))
             .sum()
     };
+    let tx_failed =
+        |s: &lb_proto::v1::Stats| -> u64 { s.workers.iter().map(|w| w.tx_failed).sum() };
     let before = c
         .get_stats(Empty {})
         .await
@@ -223,7 +225,7 @@ async fn run(o: Options) -> Result<(), String> {
     let adopted: u64 = adoption.iter().map(|b| b.count).sum();
     let q = |q| lb_proto::delay_quantile(&adoption, q).unwrap_or(0);
     println!(
-        "{{\"target_per_s\":{},\"in_flight\":{},\"changes\":{},\"changes_per_s\":{:.1},\"ack_p50_us\":{:.0},\"ack_p99_us\":{:.0},\"snapshots\":{},\"adopted\":{},\"adoption_p50_us\":{},\"adoption_p99_us\":{},\"adoption_max_us\":{},\"workers_behind_after_1s\":{},\"dataplane_drops\":{}}}",
+        "{{\"target_per_s\":{},\"in_flight\":{},\"changes\":{},\"changes_per_s\":{:.1},\"ack_p50_us\":{:.0},\"ack_p99_us\":{:.0},\"snapshots\":{},\"adopted\":{},\"adoption_p50_us\":{},\"adoption_p99_us\":{},\"adoption_max_us\":{},\"workers_behind_after_1s\":{},\"dataplane_drops\":{},\"tx_failed\":{}}}",
         o.rate,
         o.in_flight,
         acks.len(),
@@ -236,7 +238,8 @@ async fn run(o: Options) -> Result<(), String> {
         q(0.99),
         q(1.0),
         after.1,
-        drops(&after.0) - drops(&before)
+        drops(&after.0) - drops(&before),
+        tx_failed(&after.0) - tx_failed(&before)
     );
     Ok(())
 }
