@@ -1,7 +1,8 @@
 //! The poll loop of one worker lcore on its own RX/TX queue pair: burst RX,
 //! load the snapshot once, prefetch packet data, classify and hash every
 //! packet, prefetch the two flow-table entries each lookup reads (the whole
-//! bucket for a SYN, which will be placed), then decide and rewrite in place, burst TX, free and count what was not sent.
+//! bucket for a SYN, which will be placed), then decide and rewrite in
+//! place, burst TX, free and count what was not sent.
 //! Nothing here allocates, locks or makes a syscall; counters are published
 //! once per burst. The worker owns the clock (the TSC) and hands `now` to
 //! the pure decision.
