@@ -10,7 +10,9 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use dataplane::flow::{FlowConfig, FlowKey, FlowTable};
 use dataplane::forward;
 use dataplane::maglev::Maglev;
-use lb_bench::{burst, client, established, frame, snapshot, ACK, BURST, PORT_MAC, SYN, VIP};
+use lb_bench::{
+    burst, client, datagram, established, frame, snapshot, ACK, BURST, PORT_MAC, SYN, VIP,
+};
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -167,17 +169,16 @@ fn decide(c: &mut Criterion) {
     // moves the clock past the SYN timeout, so every packet is a new flow
     // and the previous pass's entries have expired: the steady state of a
     // stream of new flows, where each takes the slot of one that ended.
-    let mut syns: Vec<Vec<u8>> = (FLOWS..FLOWS + (1 << 18)).map(|i| frame(i, SYN)).collect();
-    let (mut pass, mut now) = (0u32, 1u32);
-    g.bench_function(
-        "1M flows, 100 backends, new flows (SYN), burst of 32 with prefetch",
-        |b| {
+    let mut pass = 0u32;
+    let mut now = 1u32;
+    let mut new_flows = |name: &str, frames: &mut [Vec<u8>]| {
+        g.bench_function(name, |b| {
             b.iter(|| {
                 if at == 0 {
                     pass += 1;
                     now += config.new_timeout + 1;
                 }
-                let chunk = &mut syns[at..at + BURST];
+                let chunk = &mut frames[at..at + BURST];
                 at = (at + BURST) % (1 << 18);
                 // The source address's first octet: 101..=200, never an
                 // established flow's (100).
@@ -191,7 +192,19 @@ fn decide(c: &mut Criterion) {
                 });
                 assert_eq!(n, BURST);
             })
-        },
+        });
+    };
+    let mut syns: Vec<Vec<u8>> = (FLOWS..FLOWS + (1 << 18)).map(|i| frame(i, SYN)).collect();
+    new_flows(
+        "1M flows, 100 backends, new flows (SYN), burst of 32 with prefetch",
+        &mut syns,
+    );
+    // UDP (QUIC, SRT): nothing tells a new flow's first datagram, so only
+    // its two candidate entries are prefetched.
+    let mut datagrams: Vec<Vec<u8>> = (FLOWS..FLOWS + (1 << 18)).map(datagram).collect();
+    new_flows(
+        "1M flows, 100 backends, new UDP flows, burst of 32 with prefetch",
+        &mut datagrams,
     );
     let s = flows.stats();
     assert_eq!(s.rejected, 0, "new flows found room: {s:?}");

@@ -19,33 +19,35 @@ pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
 /// What the worker handles at once.
 pub const BURST: usize = 32;
 
-/// One TCP VIP with `backends` equal-weight backends, all up and resolved.
+/// Two VIPs on one address, port 443: TCP and UDP (QUIC), each with
+/// `backends` equal-weight backends of its own, all up and resolved.
 pub fn snapshot(backends: u16, table_size: u32) -> Snapshot {
+    let vip = |proto, first: u16| VipSpec {
+        key: VipKey {
+            addr: IpAddr::V4(VIP),
+            port: 443,
+            proto,
+        },
+        table_size,
+        idle: Default::default(),
+        backends: (first..first + backends)
+            .map(|i| BackendSpec {
+                id: BackendRef {
+                    slot: i,
+                    incarnation: 0,
+                },
+                addr: IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | (u32::from(i) + 1))),
+                mac: Some(MacAddr([0x02, 0xbe, 0, 0, (i >> 8) as u8, i as u8])),
+                state: BackendState::Up,
+                weight: 1,
+            })
+            .collect(),
+    };
     let spec = SnapshotSpec {
         generation: 1,
         mac: PORT_MAC,
         local: vec![IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))],
-        vips: vec![VipSpec {
-            key: VipKey {
-                addr: IpAddr::V4(VIP),
-                port: 443,
-                proto: Proto::Tcp,
-            },
-            table_size,
-            idle: Default::default(),
-            backends: (0..backends)
-                .map(|i| BackendSpec {
-                    id: BackendRef {
-                        slot: i,
-                        incarnation: 0,
-                    },
-                    addr: IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | (u32::from(i) + 1))),
-                    mac: Some(MacAddr([0x02, 0xbe, 0, 0, (i >> 8) as u8, i as u8])),
-                    state: BackendState::Up,
-                    weight: 1,
-                })
-                .collect(),
-        }],
+        vips: vec![vip(Proto::Tcp, 0), vip(Proto::Udp, backends)],
     };
     Snapshot::build(&spec).expect("a valid snapshot")
 }
@@ -62,6 +64,12 @@ pub fn client(i: u32) -> (Ipv4Addr, u16) {
 pub fn frame(i: u32, flags: u8) -> Vec<u8> {
     let (src, sport) = client(i);
     build::tcp4(PORT_MAC, CLIENT_MAC, src, VIP, sport, 443, flags, b"")
+}
+
+/// A 64-byte-class UDP datagram of flow `i`, to the UDP VIP.
+pub fn datagram(i: u32) -> Vec<u8> {
+    let (src, sport) = client(i);
+    build::udp4(PORT_MAC, CLIENT_MAC, src, VIP, sport, 443, b"")
 }
 
 pub const SYN: u8 = 0x02;
