@@ -219,8 +219,9 @@ pub fn render(source: &Source) -> String {
         let w = l.to_string();
         let d = s.snapshot_adoption.read();
         let bucket = format!("{ADOPTION}_bucket");
-        // Powers of two of microseconds: the histogram's own bucket bounds.
-        for k in 0..=27 {
+        // Powers of two of microseconds, the histogram's own bucket bounds,
+        // up to 2^26 µs (67 s): its last bucket also holds longer delays.
+        for k in 0..=26 {
             let le = format!("{}", (1u64 << k) as f64 / 1e6);
             f.sample(&bucket, &[("worker", &w), ("le", &le)], d.below_pow2(k));
         }

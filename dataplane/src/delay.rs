@@ -86,7 +86,8 @@ impl Delays {
     }
 
     /// How many delays were below `2^k` µs: the cumulative count at a
-    /// bucket boundary (for Prometheus' `le`); `k` up to 27.
+    /// bucket boundary (for Prometheus' `le`); exact for `k` up to 26 (at
+    /// 27 it counts the longer delays of the last bucket too).
     pub fn below_pow2(&self, k: u32) -> u64 {
         let last = if k < 3 {
             (1usize << k) - 1
