@@ -163,8 +163,9 @@ fn decide(c: &mut Criterion) {
             n
         })
     });
-    // New flows: SYNs of flows the table has not seen, into the same table
-    // (1M established flows, room for 1M more), decided in bursts as above.
+    // New flows: first packets (TCP SYNs, then UDP datagrams) of flows the
+    // table has not seen, into the same table (1M established flows, room
+    // for 1M more), decided in bursts as above.
     // Each pass over the frames gives them other source addresses and
     // moves the clock past the SYN timeout, so every packet is a new flow
     // and the previous pass's entries have expired: the steady state of a
