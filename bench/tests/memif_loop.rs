@@ -186,3 +186,52 @@ fn generator_paces_tcp6_and_renews_flows() {
     assert_eq!(r["proto"], "tcp");
     assert_eq!(r["ip"], 6);
 }
+
+/// A generator started before its server: its first connection finds no
+/// one, and a memif client never tries again by itself, so lbgen starts
+/// its port again until the link comes up (it once waited in vain in CI).
+#[test]
+fn generator_reconnects_to_a_late_server() {
+    let sock = format!("/tmp/lbbench-test-late-{}.sock", std::process::id());
+    let gen = Command::new(env!("CARGO_BIN_EXE_lbgen"))
+        .args(eal::eal_args(
+            "genlate",
+            "0@0",
+            &[&format!("net_memif0,role=client,socket={sock}")],
+        ))
+        .args([
+            "--",
+            "--port",
+            "net_memif0",
+            "--dst-mac",
+            "02:00:00:00:00:01",
+        ])
+        .args(["--flows", "1000", "--seconds", "1", "--warmup", "0.3"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    let vdev = format!("net_memif0,role=server,socket={sock},mac=02:00:00:00:00:01");
+    let mut fwd = Command::new(env!("CARGO_BIN_EXE_lbfwd"))
+        .args(eal::eal_args("fwdlate", "0@1", &[&vdev]))
+        .args(["--", "--port", "net_memif0", "--seconds", "20"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = gen.wait_with_output().unwrap();
+    let _ = Command::new("kill")
+        .args(["-TERM", &fwd.id().to_string()])
+        .status();
+    let _ = fwd.wait();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "lbgen: {stderr}");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(r["rx"].as_u64().unwrap() > 10_000, "frames came back: {r}");
+    // Either its start failed (no listener) or the link stayed down.
+    assert!(
+        stderr.contains("trying again") || stderr.contains("restarting the port"),
+        "{stderr}"
+    );
+}

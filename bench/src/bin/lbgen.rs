@@ -21,6 +21,8 @@ use dataplane::packet::l4::ACK;
 const MAGIC: u64 = 0x6c62_6765_6e21_7473; // "lbgen!ts"
 /// How long the link may take to come up.
 const LINK_WAIT: Duration = Duration::from_secs(10);
+/// How long a connection attempt may take before the port is restarted.
+const RECONNECT: Duration = Duration::from_secs(2);
 
 struct Options {
     port: String,
@@ -232,17 +234,37 @@ fn main() {
     });
     let pool = Mempool::create(eal, "lbgen", 16383, 256, None).expect("mempool");
     let mut port = Port::open(eal, &o.port, &PortConfig::default(), pool).expect("port");
-    port.start().expect("port start");
     // The link is up once the memif server has accepted us (or a NIC has
     // negotiated): warm-up and measurement start from there, not from a
-    // link that refuses every frame.
+    // link that refuses every frame. A memif client connects once, when its
+    // port starts: if the server refuses (or is not listening yet), the
+    // start fails or the link stays down for good. CI once saw the latter
+    // with dpdk-testpmd as the server, so start the port again, which
+    // connects again, until the link is up or LINK_WAIT has passed.
     let up_by = Instant::now() + LINK_WAIT;
-    while !port.link().is_ok_and(|l| l.up) {
+    loop {
+        if let Err(e) = port.start() {
+            if Instant::now() >= up_by {
+                eprintln!("lbgen: {}: {e}", o.port);
+                std::process::exit(1);
+            }
+            eprintln!("lbgen: {}: {e}; trying again", o.port);
+            std::thread::sleep(Duration::from_millis(200));
+            continue;
+        }
+        let attempt_by = (Instant::now() + RECONNECT).min(up_by);
+        while !port.link().is_ok_and(|l| l.up) && Instant::now() < attempt_by {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if port.link().is_ok_and(|l| l.up) {
+            break;
+        }
         if Instant::now() >= up_by {
             eprintln!("lbgen: {}: link not up after {LINK_WAIT:?}", o.port);
             std::process::exit(1);
         }
-        std::thread::sleep(Duration::from_millis(10));
+        eprintln!("lbgen: {}: link still down, restarting the port", o.port);
+        port.stop().expect("port stop");
     }
     let src_mac = MacAddr(port.mac());
     let at = Layout::of(&o);
