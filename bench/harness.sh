@@ -192,7 +192,9 @@ if "churn" in med:
     print(f"\nconfig churn during lbd's run: {c['changes_per_s']:.0f} changes/s acknowledged of {c['target_per_s']:.0f} asked "
           f"({c['in_flight']} requests in flight at most; reply p50 {c['ack_p50_us']:.0f} µs, p99 {c['ack_p99_us']:.0f} µs); "
           f"{c['snapshots']} snapshots published, {c['adopted']} first bursts on a new one over all workers, "
-          f"p50 <= {c['adoption_p50_us']} µs, p99 <= {c['adoption_p99_us']} µs, max <= {c['adoption_max_us']} µs after its publication "
+          f"p50 <= {c['adoption_p50_us']} µs, p99 <= {c['adoption_p99_us']} µs, max <= {c['adoption_max_us']} µs after its publication; "
+          f"every worker on it: {c['all_workers_snapshots']} snapshots, p50 <= {c['all_workers_p50_us']} µs, "
+          f"p99 <= {c['all_workers_p99_us']} µs, max <= {c['all_workers_max_us']} µs "
           f"(measured by the workers; workers still behind 1 s after the last change: {c['workers_behind_after_1s']}); "
           f"meanwhile lbd dropped {c['dataplane_drops']} packets and the link refused {c['tx_failed']} of its transmits")
 f = med["lbd_flows"]

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use control::state::{BackendSettings, CheckKind, HealthCheck, StateError, Vip as VipState};
+use dataplane::delay::Delays;
 use dataplane::flow::IdleTimeouts;
 use dataplane::packet::MacAddr;
 use dataplane::snapshot::{BackendState, Proto, VipKey};
@@ -580,12 +581,7 @@ impl LoadBalancer for Api {
                     flow_rejected: c.flow_rejected,
                     tx_failed: c.tx_dropped,
                     snapshot_generation: s.snapshot_generation.get(),
-                    snapshot_adoption: s
-                        .snapshot_adoption
-                        .read()
-                        .nonzero()
-                        .map(|(max_us, count)| pb::DelayBucket { max_us, count })
-                        .collect(),
+                    snapshot_adoption: delay_buckets(&s.snapshot_adoption.read()),
                     drops: DropReason::ALL
                         .iter()
                         .map(|r| pb::Counter {
@@ -630,7 +626,16 @@ impl LoadBalancer for Api {
                 }
             })
             .collect();
-        Ok(Response::new(pb::Stats { workers, vips }))
+        let all_workers: Delays = self
+            .stats
+            .iter()
+            .map(|s| s.snapshot_all_workers.read())
+            .fold(Delays::default(), |a, b| a + b);
+        Ok(Response::new(pb::Stats {
+            workers,
+            vips,
+            snapshot_all_workers: delay_buckets(&all_workers),
+        }))
     }
 
     async fn get_info(&self, _: Request<pb::Empty>) -> Result<Response<pb::Info>, Status> {
@@ -658,4 +663,11 @@ impl LoadBalancer for Api {
             shutting_down: c.shutting_down,
         }))
     }
+}
+
+/// A histogram as the API gives it: its buckets that have a count.
+fn delay_buckets(d: &Delays) -> Vec<pb::DelayBucket> {
+    d.nonzero()
+        .map(|(max_us, count)| pb::DelayBucket { max_us, count })
+        .collect()
 }

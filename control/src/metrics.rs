@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use dataplane::delay::Delays;
 use dataplane::snapshot::BackendState;
 use dataplane::stats::{DropReason, WorkerStats};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -94,6 +95,26 @@ impl Family<'_> {
             let _ = write!(self.out, "{{{}}}", inner.join(","));
         }
         let _ = writeln!(self.out, " {value}");
+    }
+}
+
+impl Family<'_> {
+    /// A histogram's samples at the delay histogram's own bucket bounds,
+    /// powers of two of microseconds, up to 2^26 µs (67 s: its last bucket
+    /// also holds longer delays).
+    fn histogram(&mut self, name: &str, labels: &[(&str, &str)], d: &Delays) {
+        let bucket = format!("{name}_bucket");
+        for k in 0..=26 {
+            let le = format!("{}", (1u64 << k) as f64 / 1e6);
+            let mut l = labels.to_vec();
+            l.push(("le", &le));
+            self.sample(&bucket, &l, d.below_pow2(k));
+        }
+        let mut l = labels.to_vec();
+        l.push(("le", "+Inf"));
+        self.sample(&bucket, &l, d.count());
+        self.sample(&format!("{name}_sum"), labels, d.sum_us as f64 / 1e6);
+        self.sample(&format!("{name}_count"), labels, d.count());
     }
 }
 
@@ -217,22 +238,20 @@ pub fn render(source: &Source) -> String {
     );
     for (l, s) in source.lcores.iter().zip(source.stats) {
         let w = l.to_string();
-        let d = s.snapshot_adoption.read();
-        let bucket = format!("{ADOPTION}_bucket");
-        // Powers of two of microseconds, the histogram's own bucket bounds,
-        // up to 2^26 µs (67 s): its last bucket also holds longer delays.
-        for k in 0..=26 {
-            let le = format!("{}", (1u64 << k) as f64 / 1e6);
-            f.sample(&bucket, &[("worker", &w), ("le", &le)], d.below_pow2(k));
-        }
-        f.sample(&bucket, &[("worker", &w), ("le", "+Inf")], d.count());
-        f.sample(
-            &format!("{ADOPTION}_sum"),
-            &[("worker", &w)],
-            d.sum_us as f64 / 1e6,
-        );
-        f.sample(&format!("{ADOPTION}_count"), &[("worker", &w)], d.count());
+        f.histogram(ADOPTION, &[("worker", &w)], &s.snapshot_adoption.read());
     }
+    const ALL: &str = "lb_snapshot_all_workers_seconds";
+    f.header(
+        ALL,
+        "histogram",
+        "From a snapshot's publication until every worker had it.",
+    );
+    let all = source
+        .stats
+        .iter()
+        .map(|s| s.snapshot_all_workers.read())
+        .fold(Delays::default(), |a, b| a + b);
+    f.histogram(ALL, &[], &all);
 
     let Ok(control) = source.control.lock() else {
         return out;

@@ -319,13 +319,23 @@ fn lbctl_drives_lbd_and_state_survives_a_restart() {
     // The worker timed each snapshot from its publication to its first
     // burst on it (net_null keeps it busy, so none is skipped for long).
     let adoption = &stats["workers"][0]["snapshot_adoption"];
-    assert!(adoption["adopted"].as_u64().unwrap() >= 5, "{stats}");
+    assert!(adoption["snapshots"].as_u64().unwrap() >= 5, "{stats}");
     let (p50, max) = (
         adoption["p50_us"].as_u64().unwrap(),
         adoption["max_us"].as_u64().unwrap(),
     );
     assert!(p50 <= max && max < 1_000_000, "{stats}");
-    assert!(lbd.ok(&["stats"]).contains(" adopted, p50 <= "));
+    // One worker: it is the last to take each snapshot it takes (the
+    // stats may be read between its two records: one less at most).
+    let all = stats["snapshot_all_workers"]["snapshots"].as_u64().unwrap();
+    let taken = adoption["snapshots"].as_u64().unwrap();
+    assert!(all <= taken && all + 1 >= taken, "{stats}");
+    let table = lbd.ok(&["stats"]);
+    assert!(table.contains("new snapshots reached it: "), "{table}");
+    assert!(
+        table.contains("every worker on a new snapshot: "),
+        "{table}"
+    );
     let info = lbd.json(&["info"]);
     assert_eq!(info["port"], "net_null0");
     assert!(
@@ -428,6 +438,12 @@ fn lbctl_drives_lbd_and_state_survives_a_restart() {
             "{adoption}_bucket{{worker=\"1\",le=\"0.000001\"}}"
         )) <= count
     );
+    let all = value("lb_snapshot_all_workers_seconds_count");
+    assert_eq!(
+        value("lb_snapshot_all_workers_seconds_bucket{le=\"+Inf\"}"),
+        all
+    );
+    assert!(all >= 5 && all <= count, "{metrics}");
     assert!(http_get(&metrics_addr, "/other").starts_with("HTTP/1.1 404"));
 
     // A second lbd on the same socket refuses to start.

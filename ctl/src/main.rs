@@ -707,12 +707,25 @@ fn print_backends(out: Output, backends: &[pb::Backend]) {
     }
 }
 
-/// A worker's snapshot adoption delays: how many, and quantiles (bucket
-/// bounds, microseconds).
-fn adoption_json(w: &pb::WorkerStats) -> Value {
-    let q = |q| lb_proto::delay_quantile(&w.snapshot_adoption, q);
-    json!({"adopted": w.snapshot_adoption.iter().map(|b| b.count).sum::<u64>(),
+/// Snapshot delays: how many, and quantiles (bucket bounds, microseconds).
+fn delays_json(buckets: &[pb::DelayBucket]) -> Value {
+    let q = |q| lb_proto::delay_quantile(buckets, q);
+    json!({"snapshots": buckets.iter().map(|b| b.count).sum::<u64>(),
            "p50_us": q(0.5), "p99_us": q(0.99), "max_us": q(1.0)})
+}
+
+/// "N snapshots, p50 <= X us, p99 <= Y us, max <= Z us", or None for none.
+fn delays_text(buckets: &[pb::DelayBucket]) -> Option<String> {
+    let n: u64 = buckets.iter().map(|b| b.count).sum();
+    let q = |q| lb_proto::delay_quantile(buckets, q).unwrap_or(0);
+    (n > 0).then(|| {
+        format!(
+            "{n} snapshots, p50 <= {} us, p99 <= {} us, max <= {} us",
+            q(0.5),
+            q(0.99),
+            q(1.0)
+        )
+    })
 }
 
 fn print_stats(out: Output, s: &pb::Stats) {
@@ -733,7 +746,7 @@ fn print_stats(out: Output, s: &pb::Stats) {
                                 "forwarded": w.forwarded, "new_flows": w.new_flows, "active_flows": w.active_flows,
                                 "flow_rejected": w.flow_rejected, "tx_failed": w.tx_failed,
                                 "snapshot_generation": w.snapshot_generation,
-                                "snapshot_adoption": adoption_json(w), "drops": drops(w)}))
+                                "snapshot_adoption": delays_json(&w.snapshot_adoption), "drops": drops(w)}))
                 .collect();
             let vips: Vec<Value> = s
                 .vips
@@ -742,7 +755,11 @@ fn print_stats(out: Output, s: &pb::Stats) {
                                 "backends": v.backends.iter().map(|b| json!({"address": b.address, "packets": b.packets,
                                     "bytes": b.bytes, "new_flows": b.new_flows})).collect::<Vec<_>>()}))
                 .collect();
-            println!("{}", json!({"workers": workers, "vips": vips}));
+            println!(
+                "{}",
+                json!({"workers": workers, "vips": vips,
+                       "snapshot_all_workers": delays_json(&s.snapshot_all_workers)})
+            );
         }
         Output::Table => {
             println!(
@@ -780,16 +797,12 @@ fn print_stats(out: Output, s: &pb::Stats) {
                         w.flow_rejected
                     );
                 }
-                let q = |q| lb_proto::delay_quantile(&w.snapshot_adoption, q).unwrap_or(0);
-                let adopted: u64 = w.snapshot_adoption.iter().map(|b| b.count).sum();
-                if adopted > 0 {
-                    println!(
-                        "         snapshots: {adopted} adopted, p50 <= {} us, p99 <= {} us, max <= {} us",
-                        q(0.5),
-                        q(0.99),
-                        q(1.0)
-                    );
+                if let Some(t) = delays_text(&w.snapshot_adoption) {
+                    println!("         new snapshots reached it: {t}");
                 }
+            }
+            if let Some(t) = delays_text(&s.snapshot_all_workers) {
+                println!("every worker on a new snapshot: {t}");
             }
             for v in &s.vips {
                 println!(

@@ -14,6 +14,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use arc_swap::{ArcSwap, Cache};
@@ -214,6 +215,9 @@ pub struct Snapshot {
     /// The TSC when [`Publisher`] made it current (0 before): workers
     /// measure from it how long the snapshot took to reach them.
     published_tsc: u64,
+    /// The readers there were at publication that have not taken it yet
+    /// ([`Snapshot::take`]); the last one knows every worker has it.
+    pending: AtomicU32,
     vips: Vec<Vip>,
     backends: Vec<Option<Backend>>,
     /// Per-packet lookups: VIP by (address, port, protocol), VIP addresses.
@@ -395,6 +399,7 @@ impl Snapshot {
             generation: spec.generation,
             mac: spec.mac,
             published_tsc: 0,
+            pending: AtomicU32::new(0),
             vips,
             backends,
             index,
@@ -442,6 +447,16 @@ impl Snapshot {
     /// The TSC at publication (0 if never published).
     pub fn published_tsc(&self) -> u64 {
         self.published_tsc
+    }
+
+    /// A worker's first burst on this snapshot: true for the last of the
+    /// readers there were at its publication (every worker has it now).
+    /// Once per snapshot and worker, never per packet; a worker that skips
+    /// a snapshot leaves it incomplete.
+    pub fn take(&self) -> bool {
+        self.pending
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            == Ok(1)
     }
 
     /// The source address of the dataplane's own ARP requests (the lowest
@@ -543,6 +558,8 @@ impl std::hash::Hasher for FxHasher {
 pub struct Publisher {
     current: Arc<ArcSwap<Snapshot>>,
     retired: Vec<Arc<Snapshot>>,
+    /// Readers handed out: the workers each snapshot waits for.
+    readers: AtomicU32,
 }
 
 impl Publisher {
@@ -550,11 +567,13 @@ impl Publisher {
         Publisher {
             current: Arc::new(ArcSwap::from_pointee(initial)),
             retired: Vec::new(),
+            readers: AtomicU32::new(0),
         }
     }
 
     /// A reader for one worker.
     pub fn reader(&self) -> Reader {
+        self.readers.fetch_add(1, Ordering::Relaxed);
         Reader {
             cache: Cache::new(Arc::clone(&self.current)),
         }
@@ -563,6 +582,7 @@ impl Publisher {
     /// Make `next` the snapshot every worker uses from its next burst on.
     pub fn publish(&mut self, mut next: Snapshot) {
         next.published_tsc = crate::dpdk::rdtsc();
+        next.pending = AtomicU32::new(self.readers.load(Ordering::Relaxed));
         let old = self.current.swap(Arc::new(next));
         self.retired.push(old);
         self.reap();
@@ -841,6 +861,20 @@ mod tests {
         assert_eq!(r2.load().generation, 7);
         assert_eq!(p.reap(), 0, "freed once no reader holds it");
         assert_eq!(p.current().generation, 7);
+    }
+
+    #[test]
+    fn the_last_reader_to_take_a_snapshot_knows_it() {
+        let mac = MacAddr([2, 0, 0, 0, 0, 1]);
+        let mut p = Publisher::new(Snapshot::empty(mac));
+        let (_r1, _r2) = (p.reader(), p.reader());
+        assert!(!p.current().take(), "never published: nobody waits for it");
+        p.publish(Snapshot::empty(mac));
+        let s = p.current();
+        assert_ne!(s.published_tsc(), 0);
+        assert!(!s.take(), "one of two");
+        assert!(s.take(), "both have it");
+        assert!(!s.take(), "a reader created after its publication");
     }
 
     #[test]

@@ -150,6 +150,10 @@ pub struct WorkerStats {
     /// From a snapshot's publication to this worker's first burst on it
     /// (snapshots published before the worker started are not counted).
     pub snapshot_adoption: DelayHistogram,
+    /// From a snapshot's publication until every worker had it, recorded by
+    /// the worker that took it last ([`crate::snapshot::Snapshot::take`]):
+    /// summed over workers, one count per snapshot all of them took.
+    pub snapshot_all_workers: DelayHistogram,
     /// Advances while the worker polls: the control side's liveness signal.
     pub heartbeat: Counter,
     pub drops: [Counter; DropReason::COUNT],
@@ -178,6 +182,7 @@ impl Default for WorkerStats {
             active_flows: Counter::default(),
             snapshot_generation: Counter::default(),
             snapshot_adoption: DelayHistogram::default(),
+            snapshot_all_workers: DelayHistogram::default(),
             heartbeat: Counter::default(),
             drops: Default::default(),
             backends: (0..MAX_BACKEND_SLOTS)

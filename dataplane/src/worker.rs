@@ -330,13 +330,16 @@ fn adopt(seen: &mut Option<u64>, snap: &Snapshot, stats: &WorkerStats, tsc_hz: u
 #[inline(never)]
 fn adopted(seen: &mut Option<u64>, snap: &Snapshot, stats: &WorkerStats, tsc_hz: u64) {
     // The first snapshot was published before the worker started: its
-    // delay is the start-up, not a config change reaching the worker.
+    // delay is the start-up, not a config change reaching the worker (and
+    // it is not taken, so it is not counted for all workers either).
     if seen.is_some() && snap.published_tsc() != 0 {
         let cycles = dpdk::rdtsc().saturating_sub(snap.published_tsc());
         let us = u128::from(cycles) * 1_000_000 / u128::from(tsc_hz);
-        stats
-            .snapshot_adoption
-            .record(us.min(u128::from(u64::MAX)) as u64);
+        let us = us.min(u128::from(u64::MAX)) as u64;
+        stats.snapshot_adoption.record(us);
+        if snap.take() {
+            stats.snapshot_all_workers.record(us);
+        }
     }
     *seen = Some(snap.generation);
     stats.snapshot_generation.set(snap.generation);

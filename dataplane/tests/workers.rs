@@ -153,7 +153,8 @@ fn two_workers_each_own_a_queue(eal: &'static Eal) {
     port.start().unwrap();
     // net_null's bytes are not initialised: whatever they hold, every packet
     // must be accounted for, and nothing may leak or panic.
-    let publisher = publisher(MacAddr(port.mac()));
+    let mac = MacAddr(port.mac());
+    let mut publisher = publisher(mac);
     let stats = [WorkerStats::default(), WorkerStats::default()];
     let stop = AtomicBool::new(false);
     let hz = eal.tsc_hz();
@@ -170,9 +171,36 @@ fn two_workers_each_own_a_queue(eal: &'static Eal) {
             || stats.iter().all(|s| s.read().rx_packets > 100_000),
             "both workers to receive",
         );
+        // Five new snapshots, each taken by both workers before the next.
+        for generation in 2..=6 {
+            let spec = SnapshotSpec {
+                generation,
+                mac,
+                ..SnapshotSpec::default()
+            };
+            publisher.publish(Snapshot::build(&spec).unwrap());
+            wait_for(
+                || {
+                    stats
+                        .iter()
+                        .all(|s| s.snapshot_generation.get() == generation)
+                },
+                "both workers on the new snapshot",
+            );
+        }
         stop.store(true, Ordering::Relaxed);
     })
     .unwrap();
+    // Each worker timed each snapshot; each snapshot completed once, at the
+    // worker that took it last.
+    for s in &stats {
+        assert_eq!(s.snapshot_adoption.read().count(), 5);
+    }
+    let completed: u64 = stats
+        .iter()
+        .map(|s| s.snapshot_all_workers.read().count())
+        .sum();
+    assert_eq!(completed, 5, "one count per snapshot, over both workers");
     for s in &stats {
         let c = s.read();
         assert_eq!(

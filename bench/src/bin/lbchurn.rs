@@ -97,13 +97,17 @@ async fn generation(c: &mut LoadBalancerClient<Channel>) -> Result<u64, String> 
         .snapshot_generation)
 }
 
-/// The workers' snapshot adoption delays recorded between two reads of the
-/// stats (lbd measures them: publication to each worker's first burst on
-/// the snapshot), all workers together.
-fn adoption_since(before: &Stats, after: &Stats) -> Vec<DelayBucket> {
+/// Snapshot delays recorded between two reads of the stats (lbd measures
+/// them), from the buckets `of` picks out of a read: each worker's delays
+/// to its first burst on a snapshot, or the delays until every worker had it.
+fn delays_since<'a>(
+    before: &'a Stats,
+    after: &'a Stats,
+    of: impl Fn(&'a Stats) -> Vec<&'a DelayBucket>,
+) -> Vec<DelayBucket> {
     let mut counts: BTreeMap<u64, i128> = BTreeMap::new();
     for (s, sign) in [(after, 1), (before, -1)] {
-        for b in s.workers.iter().flat_map(|w| &w.snapshot_adoption) {
+        for b in of(s) {
             *counts.entry(b.max_us).or_default() += sign * i128::from(b.count);
         }
     }
@@ -221,11 +225,21 @@ async fn run(o: Options) -> Result<(), String> {
     };
     let secs = last.map_or(o.seconds, |t| (t - start).as_secs_f64().max(o.seconds));
     acks.sort_by(f64::total_cmp);
-    let adoption = adoption_since(&before, &after.0);
+    let adoption = delays_since(&before, &after.0, |s| {
+        s.workers
+            .iter()
+            .flat_map(|w| &w.snapshot_adoption)
+            .collect()
+    });
     let adopted: u64 = adoption.iter().map(|b| b.count).sum();
     let q = |q| lb_proto::delay_quantile(&adoption, q).unwrap_or(0);
+    let all = delays_since(&before, &after.0, |s| {
+        s.snapshot_all_workers.iter().collect()
+    });
+    let all_n: u64 = all.iter().map(|b| b.count).sum();
+    let all_q = |q| lb_proto::delay_quantile(&all, q).unwrap_or(0);
     println!(
-        "{{\"target_per_s\":{},\"in_flight\":{},\"changes\":{},\"changes_per_s\":{:.1},\"ack_p50_us\":{:.0},\"ack_p99_us\":{:.0},\"snapshots\":{},\"adopted\":{},\"adoption_p50_us\":{},\"adoption_p99_us\":{},\"adoption_max_us\":{},\"workers_behind_after_1s\":{},\"dataplane_drops\":{},\"tx_failed\":{}}}",
+        "{{\"target_per_s\":{},\"in_flight\":{},\"changes\":{},\"changes_per_s\":{:.1},\"ack_p50_us\":{:.0},\"ack_p99_us\":{:.0},\"snapshots\":{},\"adopted\":{},\"adoption_p50_us\":{},\"adoption_p99_us\":{},\"adoption_max_us\":{},\"all_workers_snapshots\":{},\"all_workers_p50_us\":{},\"all_workers_p99_us\":{},\"all_workers_max_us\":{},\"workers_behind_after_1s\":{},\"dataplane_drops\":{},\"tx_failed\":{}}}",
         o.rate,
         o.in_flight,
         acks.len(),
@@ -237,6 +251,10 @@ async fn run(o: Options) -> Result<(), String> {
         q(0.5),
         q(0.99),
         q(1.0),
+        all_n,
+        all_q(0.5),
+        all_q(0.99),
+        all_q(1.0),
         after.1,
         drops(&after.0) - drops(&before),
         tx_failed(&after.0) - tx_failed(&before)
