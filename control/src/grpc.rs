@@ -630,7 +630,7 @@ impl LoadBalancer for Api {
             .stats
             .iter()
             .map(|s| s.snapshot_all_workers.read())
-            .fold(Delays::default(), |a, b| a + b);
+            .sum();
         Ok(Response::new(pb::Stats {
             workers,
             vips,

@@ -96,9 +96,7 @@ impl Family<'_> {
         }
         let _ = writeln!(self.out, " {value}");
     }
-}
 
-impl Family<'_> {
     /// A histogram's samples at the delay histogram's own bucket bounds,
     /// powers of two of microseconds, up to 2^26 µs (67 s: its last bucket
     /// also holds longer delays).
@@ -246,11 +244,11 @@ pub fn render(source: &Source) -> String {
         "histogram",
         "From a snapshot's publication until every worker had it.",
     );
-    let all = source
+    let all: Delays = source
         .stats
         .iter()
         .map(|s| s.snapshot_all_workers.read())
-        .fold(Delays::default(), |a, b| a + b);
+        .sum();
     f.histogram(ALL, &[], &all);
 
     let Ok(control) = source.control.lock() else {

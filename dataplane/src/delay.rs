@@ -119,6 +119,12 @@ impl std::ops::Add for Delays {
     }
 }
 
+impl std::iter::Sum for Delays {
+    fn sum<I: Iterator<Item = Delays>>(iter: I) -> Delays {
+        iter.fold(Delays::default(), |a, b| a + b)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,7 +176,7 @@ mod tests {
         assert_eq!(d.below_pow2(7), 100, "1..=100 are below 128");
         assert_eq!(d.below_pow2(13), 101);
         assert_eq!(d.below_pow2(27), 101);
-        let twice = d + d;
+        let twice: Delays = [d, d].into_iter().sum();
         assert_eq!(twice.count(), 202);
         assert_eq!(twice.nonzero().map(|(_, c)| c).sum::<u64>(), 202);
     }
