@@ -81,6 +81,8 @@ fn churn_changes_are_adopted_by_every_worker() {
     );
     assert!(snapshots >= 5, "{r}");
     assert!(adopted <= snapshots && adopted + 1 >= snapshots, "{r}");
+    // The only worker is the last to take each snapshot it takes.
+    assert_eq!(r["all_workers_snapshots"], r["adopted"], "{r}");
     let (p50, max) = (
         r["adoption_p50_us"].as_u64().unwrap(),
         r["adoption_max_us"].as_u64().unwrap(),
