@@ -20,6 +20,25 @@ fn generator_against_baseline(
     (gen, serde_json::from_slice(&fwd).unwrap())
 }
 
+/// lbgen as the memif client on `sock`, to lbfwd's MAC, with `gen_args`.
+fn generator(tag: &str, sock: &str, gen_args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lbgen"));
+    c.args(eal::eal_args(
+        &format!("gen{tag}"),
+        "0@0",
+        &[&format!("net_memif0,role=client,socket={sock}")],
+    ))
+    .args([
+        "--",
+        "--port",
+        "net_memif0",
+        "--dst-mac",
+        "02:00:00:00:00:01",
+    ])
+    .args(gen_args);
+    c
+}
+
 /// Run lbgen against a memif server: lbfwd, or the given `dpdk-testpmd` in
 /// macswap mode as the harness runs it. lbgen's JSON report and the
 /// server's stdout.
@@ -70,22 +89,7 @@ fn generator_against(
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let gen = Command::new(env!("CARGO_BIN_EXE_lbgen"))
-        .args(eal::eal_args(
-            &format!("gen{tag}"),
-            "0@0",
-            &[&format!("net_memif0,role=client,socket={sock}")],
-        ))
-        .args([
-            "--",
-            "--port",
-            "net_memif0",
-            "--dst-mac",
-            "02:00:00:00:00:01",
-        ])
-        .args(gen_args)
-        .output()
-        .unwrap();
+    let gen = generator(tag, &sock, gen_args).output().unwrap();
     let _ = Command::new("kill")
         .args(["-TERM", &fwd.id().to_string()])
         .status();
@@ -193,24 +197,15 @@ fn generator_paces_tcp6_and_renews_flows() {
 #[test]
 fn generator_reconnects_to_a_late_server() {
     let sock = format!("/tmp/lbbench-test-late-{}.sock", std::process::id());
-    let gen = Command::new(env!("CARGO_BIN_EXE_lbgen"))
-        .args(eal::eal_args(
-            "genlate",
-            "0@0",
-            &[&format!("net_memif0,role=client,socket={sock}")],
-        ))
-        .args([
-            "--",
-            "--port",
-            "net_memif0",
-            "--dst-mac",
-            "02:00:00:00:00:01",
-        ])
-        .args(["--flows", "1000", "--seconds", "1", "--warmup", "0.3"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let gen = generator(
+        "late",
+        &sock,
+        &["--flows", "1000", "--seconds", "1", "--warmup", "0.3"],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
     std::thread::sleep(Duration::from_millis(2500));
     let vdev = format!("net_memif0,role=server,socket={sock},mac=02:00:00:00:00:01");
     let mut fwd = Command::new(env!("CARGO_BIN_EXE_lbfwd"))
