@@ -477,35 +477,33 @@ pub fn apply(
                 new_flow,
             }
         }
-        Classified::Fragment { vip, hash } => match pick(snap, vip, hash) {
-            Some(backend) if !resolved(snap, backend) => {
-                Action::Drop(DropReason::BackendUnresolved)
-            }
-            Some(backend) => {
-                rewrite(frame, snap, backend);
+        Classified::Fragment { vip, hash } => match picked(snap, vip, hash) {
+            Ok((backend, _, mac)) => {
+                rewrite_to(frame, mac, snap.mac);
                 Action::Forward {
                     vip,
                     backend,
                     new_flow: false,
                 }
             }
-            None => Action::Drop(DropReason::NoBackend),
+            Err(reason) => Action::Drop(reason),
         },
         Classified::IcmpError { vip, key, hash } => {
+            // The flow's pinned backend while it keeps flows, else Maglev's.
             let pinned = flows
                 .lookup(&key, hash, now)
-                .and_then(|e| usable(snap, e.backend(), vip))
-                .map(|(slot, _)| slot);
-            let backend = pinned.or_else(|| pick(snap, vip, hash));
-            match backend {
-                Some(backend) if !resolved(snap, backend) => {
-                    Action::Drop(DropReason::BackendUnresolved)
-                }
-                Some(backend) => {
-                    rewrite(frame, snap, backend);
+                .and_then(|e| usable(snap, e.backend(), vip));
+            let target = match pinned {
+                Some((slot, Some(mac))) => Ok((slot, mac)),
+                Some((_, None)) => Err(DropReason::BackendUnresolved),
+                None => picked(snap, vip, hash).map(|(slot, _, mac)| (slot, mac)),
+            };
+            match target {
+                Ok((backend, mac)) => {
+                    rewrite_to(frame, mac, snap.mac);
                     Action::IcmpToBackend { vip, backend }
                 }
-                None => Action::Drop(DropReason::NoBackend),
+                Err(reason) => Action::Drop(reason),
             }
         }
         Classified::Arp => {
@@ -549,11 +547,6 @@ fn picked(snap: &Snapshot, vip: u32, hash: u64) -> Result<(u16, &Backend, MacAdd
 }
 
 #[inline]
-fn resolved(snap: &Snapshot, slot: u16) -> bool {
-    snap.backend(slot).is_some_and(|b| b.mac.is_some())
-}
-
-#[inline]
 fn pick(snap: &Snapshot, vip: u32, hash: u64) -> Option<u16> {
     snap.vip(vip)?.pick(hash)
 }
@@ -566,15 +559,6 @@ fn backend_ref(slot: u16, b: &Backend) -> BackendRef {
 }
 
 /// DR: only the Ethernet addresses change; the IP packet is untouched.
-#[inline]
-fn rewrite(frame: &mut [u8], snap: &Snapshot, slot: u16) {
-    let mac = snap
-        .backend(slot)
-        .and_then(|b| b.mac)
-        .unwrap_or(MacAddr::ZERO);
-    rewrite_to(frame, mac, snap.mac);
-}
-
 #[inline(always)]
 fn rewrite_to(frame: &mut [u8], dst: MacAddr, src: MacAddr) {
     frame[..6].copy_from_slice(&dst.0);
