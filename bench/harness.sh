@@ -128,12 +128,19 @@ run_one() { # kind round
             --backend "$backend" --rate "$CHURN" --in-flight "$CHURN_IN_FLIGHT" --seconds "$SECONDS_" > "$WORK/churn-$2.json") &
         churn=$!
     fi
+    # lbgen reports, then lingers without polling; the system under test
+    # stops first, and lbgen closes its end after (see lbgen's --linger:
+    # memif can free the rings under a peer that is still polling).
+    local out="$WORK/$1-$2.json"
+    : > "$out"
     "$BIN/lbgen" -l 0 "${EAL[@]}" --file-prefix "bgen$$" --vdev "net_memif0,role=client,socket=$sock" \
         -- --port net_memif0 --dst-mac "$SUT_MAC" --flows "$FLOWS" --size "$SIZE" "${GEN_ARGS[@]}" \
-        --seconds "$SECONDS_" --warmup "$WARMUP" 2> "$WORK/gen.err" | tail -1 > "$WORK/$1-$2.json" ||
-        { cat "$WORK/gen.err" >&2; exit 1; }
+        --seconds "$SECONDS_" --warmup "$WARMUP" --linger 30 > "$out" 2> "$WORK/gen.err" &
+    local gen=$!
+    while kill -0 "$gen" 2>/dev/null && ! grep -q '^{' "$out"; do sleep 0.1; done
     [ -z "$churn" ] || wait "$churn" || { echo "harness: lbchurn failed" >&2; exit 1; }
     stop_sut
+    wait "$gen" || { cat "$WORK/gen.err" >&2; echo "harness: lbgen failed" >&2; exit 1; }
     [ "$1" != lbd ] || cp "$WORK/sut.out" "$WORK/lbd-counters-$2.json"
     echo "harness: round $2 $1: $(cat "$WORK/$1-$2.json")" >&2
     [ -z "$churn" ] || echo "harness: round $2 churn: $(cat "$WORK/churn-$2.json")" >&2

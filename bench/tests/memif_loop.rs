@@ -7,7 +7,8 @@
 #[path = "../../dataplane/tests/common/eal.rs"]
 mod eal;
 
-use std::process::{Command, Stdio};
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// Run lbgen (with `gen_args` after the port options) against lbfwd over a
@@ -34,9 +35,38 @@ fn generator(tag: &str, sock: &str, gen_args: &[&str]) -> Command {
         "net_memif0",
         "--dst-mac",
         "02:00:00:00:00:01",
+        "--linger",
+        "20",
     ])
-    .args(gen_args);
+    .args(gen_args)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     c
+}
+
+/// The shutdown order `--linger` exists for: lbgen reports and stops
+/// polling, then the server stops (it stops polling, then closes the
+/// link), then lbgen closes its port. The other way round, DPDK's memif
+/// can free the rings under a server still polling them, and the server
+/// crashes without its report (it did, once, in CI). Both outputs, with
+/// lbgen's stdout just its report.
+fn report_then_stop(mut gen: Child, server: Child) -> (Output, Output) {
+    let mut err = gen.stderr.take().unwrap();
+    let errs = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v);
+        v
+    });
+    let mut report = String::new();
+    let _ = BufReader::new(gen.stdout.take().unwrap()).read_line(&mut report);
+    let _ = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status();
+    let server = server.wait_with_output().unwrap();
+    let mut out = gen.wait_with_output().unwrap();
+    out.stdout = report.into_bytes();
+    out.stderr = errs.join().unwrap();
+    (out, server)
 }
 
 /// Run lbgen against a memif server: lbfwd, or the given `dpdk-testpmd` in
@@ -73,7 +103,7 @@ fn generator_against(
     };
     let fwd = server
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     // The server must listen before the client starts (an abstract socket).
@@ -89,15 +119,17 @@ fn generator_against(
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let gen = generator(tag, &sock, gen_args).output().unwrap();
-    let _ = Command::new("kill")
-        .args(["-TERM", &fwd.id().to_string()])
-        .status();
-    let fwd_out = fwd.wait_with_output().unwrap();
+    let (gen, fwd_out) = report_then_stop(generator(tag, &sock, gen_args).spawn().unwrap(), fwd);
     assert!(
         gen.status.success(),
         "lbgen: {}",
         String::from_utf8_lossy(&gen.stderr)
+    );
+    assert!(
+        fwd_out.status.success(),
+        "the server ({}): {}",
+        fwd_out.status,
+        String::from_utf8_lossy(&fwd_out.stderr)
     );
     (serde_json::from_slice(&gen.stdout).unwrap(), fwd_out.stdout)
 }
@@ -202,24 +234,19 @@ fn generator_reconnects_to_a_late_server() {
         &sock,
         &["--flows", "1000", "--seconds", "1", "--warmup", "0.3"],
     )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
     .spawn()
     .unwrap();
     std::thread::sleep(Duration::from_millis(2500));
     let vdev = format!("net_memif0,role=server,socket={sock},mac=02:00:00:00:00:01");
-    let mut fwd = Command::new(env!("CARGO_BIN_EXE_lbfwd"))
+    let fwd = Command::new(env!("CARGO_BIN_EXE_lbfwd"))
         .args(eal::eal_args("fwdlate", "0@1", &[&vdev]))
         .args(["--", "--port", "net_memif0", "--seconds", "20"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let out = gen.wait_with_output().unwrap();
-    let _ = Command::new("kill")
-        .args(["-TERM", &fwd.id().to_string()])
-        .status();
-    let _ = fwd.wait();
+    let (out, fwd) = report_then_stop(gen, fwd);
+    assert!(fwd.status.success(), "lbfwd: {}", fwd.status);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "lbgen: {stderr}");
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -8,7 +8,15 @@
 //!
 //! `lbgen [EAL options] -- --port net_memif0 --dst-mac MAC [--flows N] [--size B]
 //!   [--proto udp|tcp] [--ipv6] [--vips N] [--rate-mpps X] [--new-flows-per-sec N]
-//!   [--seconds S] [--warmup S]`
+//!   [--seconds S] [--warmup S] [--linger S]`
+//!
+//! `--linger S`: after the report, keep the port open, without polling it,
+//! until the link goes down (the system under test closed it) or S seconds
+//! pass. DPDK 22.11's memif frees a link's rings when the peer closes it,
+//! without waiting for its own datapath: a peer still polling when we close
+//! can crash on the freed ring. So the harness reads the report, stops the
+//! system under test (it stops polling, then closes), and only then do we
+//! close.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
@@ -37,6 +45,7 @@ struct Options {
     new_flows_per_sec: f64,
     seconds: f64,
     warmup: f64,
+    linger: f64,
 }
 
 /// Where things are in every frame of a run.
@@ -95,6 +104,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         new_flows_per_sec: 0.0,
         seconds: 5.0,
         warmup: 1.0,
+        linger: 0.0,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -125,6 +135,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
             }
             "--seconds" => o.seconds = v()?.parse().map_err(|e| format!("--seconds: {e}"))?,
             "--warmup" => o.warmup = v()?.parse().map_err(|e| format!("--warmup: {e}"))?,
+            "--linger" => o.linger = v()?.parse().map_err(|e| format!("--linger: {e}"))?,
             other => return Err(format!("unknown option {other}")),
         }
     }
@@ -147,6 +158,15 @@ fn parse(args: &[String]) -> Result<Options, String> {
     }
     if !(o.rate_mpps >= 0.0 && o.new_flows_per_sec >= 0.0) {
         return Err("--rate-mpps and --new-flows-per-sec: 0 or more".into());
+    }
+    for (name, v) in [
+        ("--seconds", o.seconds),
+        ("--warmup", o.warmup),
+        ("--linger", o.linger),
+    ] {
+        if !(0.0..=86_400.0).contains(&v) {
+            return Err(format!("{name} {v}: 0 to 86400 seconds"));
+        }
     }
     Ok(o)
 }
@@ -383,6 +403,18 @@ fn main() {
         o.rate_mpps,
         renewed as f64 / secs,
     );
+    linger(&port, o.linger);
+}
+
+/// Wait, not polling, until `port`'s link is down or `secs` have passed
+/// (see `--linger`).
+fn linger(port: &Port, secs: f64) {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let until = Instant::now() + Duration::from_secs_f64(secs);
+    while Instant::now() < until && port.link().is_ok_and(|l| l.up) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 #[cfg(test)]
@@ -460,5 +492,22 @@ mod tests {
             .unwrap();
         assert!(e.contains("90 to 1514"), "{e}");
         assert!(parse(&args(&["--proto", "sctp"])).is_err());
+    }
+
+    #[test]
+    fn times_must_be_seconds_from_zero() {
+        let args = |k: &str, v: &str| -> Vec<String> {
+            ["--port", "p", "--dst-mac", "02:00:00:00:00:01", k, v]
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        };
+        assert_eq!(parse(&args("--linger", "5")).unwrap().linger, 5.0);
+        for k in ["--seconds", "--warmup", "--linger"] {
+            for bad in ["-1", "NaN", "1e9"] {
+                let e = parse(&args(k, bad)).err().unwrap();
+                assert!(e.starts_with(k) && e.contains("0 to 86400"), "{e}");
+            }
+        }
     }
 }
