@@ -60,7 +60,9 @@ SFX=${LB/#1/}           # instance 1 keeps the plain names: lb, lbd.sock
 LOCAL=192.0.2.$LB
 ROUTER=192.0.2.254
 NS_PREFIX=lb$ID
-CHECK=(--check http:/name --interval 200 --timeout 150 --rise 2 --fall 2)
+# Fast for tests, but not trigger-happy: on a loaded 2-core machine a check
+# can wait 150 ms for a core, and a backend marked down loses its streams.
+CHECK=(--check http:/name --interval 250 --timeout 240 --rise 2 --fall 3)
 LARGE_MB=${LAB_LARGE_MB:-8}
 FIXED_PORTS=40000-44999  # the client's source ports for port-requests
 

@@ -68,9 +68,11 @@ fn persistence_and_direct_return(lab: &Lab) {
         "--check",
         "tcp",
         "--interval",
-        "200",
+        "250",
         "--timeout",
-        "150",
+        "240",
+        "--fall",
+        "3",
     ]);
     std::thread::sleep(Duration::from_millis(500));
     lab.ok(&["lbctl", "backend", "drain", VIP, "192.0.2.11"]);
@@ -123,7 +125,8 @@ fn failover(lab: &Lab) {
     let player = lab.spawn(&["hls", "8"]);
     std::thread::sleep(Duration::from_secs(2));
     lab.ok(&["nginx-stop", "2"]);
-    // fall 2 x interval 200 ms, plus a check's timeout and our polling.
+    // fall 3 x interval 250 ms (scripts/lab.sh), plus a check's timeout
+    // and our polling.
     let detected = wait_until("be2 to be marked down", Duration::from_secs(5), || {
         lab.health("192.0.2.12") == "unhealthy"
     });
@@ -133,7 +136,7 @@ fn failover(lab: &Lab) {
     let player = String::from_utf8(player.stdout).unwrap();
 
     assert!(
-        detected < Duration::from_millis(2 * 200 + 150 + 500),
+        detected < Duration::from_millis(3 * 250 + 240 + 500),
         "down after {detected:?}"
     );
     assert_eq!(t.get("FAILED"), None, "{t:?}");
