@@ -22,21 +22,32 @@ struct Cli {
         env = "LBCTL_SOCKET",
         default_value = "/run/lbd.sock",
         value_delimiter = ',',
-        global = true
+        global = true,
+        help_heading = "Connection"
     )]
     socket: Vec<PathBuf>,
     /// Reach lbd over TCP with TLS instead, e.g. https://192.0.2.1:7443
     /// (needs --tls-ca, --tls-cert and --tls-key); repeatable, as --socket.
-    #[arg(long, env = "LBCTL_SERVER", value_delimiter = ',', global = true, requires_all = ["tls_ca", "tls_cert", "tls_key"])]
+    #[arg(long, env = "LBCTL_SERVER", value_delimiter = ',', global = true, help_heading = "Connection", requires_all = ["tls_ca", "tls_cert", "tls_key"])]
     server: Vec<String>,
     /// PEM CA that lbd's certificate must chain to.
-    #[arg(long, env = "LBCTL_TLS_CA", global = true)]
+    #[arg(long, env = "LBCTL_TLS_CA", global = true, help_heading = "Connection")]
     tls_ca: Option<PathBuf>,
     /// PEM client certificate.
-    #[arg(long, env = "LBCTL_TLS_CERT", global = true)]
+    #[arg(
+        long,
+        env = "LBCTL_TLS_CERT",
+        global = true,
+        help_heading = "Connection"
+    )]
     tls_cert: Option<PathBuf>,
     /// PEM client key.
-    #[arg(long, env = "LBCTL_TLS_KEY", global = true)]
+    #[arg(
+        long,
+        env = "LBCTL_TLS_KEY",
+        global = true,
+        help_heading = "Connection"
+    )]
     tls_key: Option<PathBuf>,
     /// Output format.
     #[arg(long, short, value_enum, default_value_t = Output::Table, global = true)]
@@ -64,6 +75,7 @@ enum Command {
     /// Converge lbd to a configuration file (the state-file TOML format),
     /// atomically, printing what changed.
     Apply {
+        /// The TOML file.
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
         /// Show what would change, change nothing.
@@ -97,7 +109,9 @@ enum Command {
 
 #[derive(Debug, Clone, Subcommand)]
 enum VipCommand {
+    /// Create a VIP, with no backends yet.
     Add {
+        /// ADDRESS:PORT/PROTOCOL, e.g. 198.51.100.10:443/tcp.
         vip: String,
         /// Maglev table size (prime; default 65537).
         #[arg(long)]
@@ -109,17 +123,23 @@ enum VipCommand {
         #[arg(long)]
         udp_idle_timeout: Option<u32>,
     },
+    /// Delete a VIP and its backends; its flows are no longer forwarded.
     Del {
+        /// ADDRESS:PORT/PROTOCOL.
         vip: String,
     },
+    /// Every VIP: table size and number of backends (JSON: the backends too).
     List,
+    /// One VIP, as `list` shows it (`backend list` for its backends).
     Show {
+        /// ADDRESS:PORT/PROTOCOL.
         vip: String,
     },
 }
 
-/// Health check options of `backend add`.
+// The health check options of `backend add`.
 #[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Health check")]
 struct CheckArgs {
     /// tcp, http:/path or none.
     #[arg(long, default_value = "none")]
@@ -160,9 +180,14 @@ impl CheckArgs {
 
 #[derive(Debug, Clone, Subcommand)]
 enum BackendCommand {
+    /// Add a backend to a VIP: it takes new flows once its MAC is known
+    /// (with a check, it counts as healthy until `fall` checks fail).
     Add {
+        /// ADDRESS:PORT/PROTOCOL.
         vip: String,
+        /// The backend's IP address (it owns the VIP on a loopback: DR).
         address: String,
+        /// Share of new flows relative to the VIP's other backends (default 1; 0 takes none).
         #[arg(long)]
         weight: Option<u32>,
         /// Static MAC; without it lbd resolves the MAC by ARP / ND.
@@ -174,25 +199,39 @@ enum BackendCommand {
         #[command(flatten)]
         check: CheckArgs,
     },
+    /// Remove a backend; its flows move to the others.
     Del {
+        /// ADDRESS:PORT/PROTOCOL.
         vip: String,
+        /// The backend's IP address.
         address: String,
     },
     /// Take no new flows; keep the existing ones.
     Drain {
+        /// ADDRESS:PORT/PROTOCOL.
         vip: String,
+        /// The backend's IP address.
         address: String,
     },
+    /// Take new flows again after a drain.
     Undrain {
+        /// ADDRESS:PORT/PROTOCOL.
         vip: String,
+        /// The backend's IP address.
         address: String,
     },
+    /// Change a backend's share of new flows; its flows stay where they are.
     SetWeight {
+        /// ADDRESS:PORT/PROTOCOL.
         vip: String,
+        /// The backend's IP address.
         address: String,
+        /// The new weight (0 takes no new flows).
         weight: u32,
     },
+    /// A VIP's backends: state, weight, MAC, counters.
     List {
+        /// ADDRESS:PORT/PROTOCOL.
         vip: String,
     },
 }
@@ -880,6 +919,30 @@ fn done(out: Output, what: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `--help` explains every command and every argument: an operator
+    /// should not have to read the source to know what `undrain` does.
+    #[test]
+    fn every_command_and_argument_has_help() {
+        fn walk(c: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in c.get_arguments() {
+                if a.get_help().is_none() && !matches!(a.get_id().as_str(), "help" | "version") {
+                    missing.push(format!("{path} {}", a.get_id()));
+                }
+            }
+            for sub in c.get_subcommands() {
+                let p = format!("{path} {}", sub.get_name());
+                if sub.get_about().is_none() {
+                    missing.push(p.clone());
+                }
+                walk(sub, &p, missing);
+            }
+        }
+        use clap::CommandFactory;
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "lbctl", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:?}");
+    }
 
     #[test]
     fn vip_syntax() {
