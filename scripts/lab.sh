@@ -62,7 +62,7 @@ ROUTER=192.0.2.254
 NS_PREFIX=lb$ID
 # Fast for tests, but not trigger-happy: on a loaded 2-core machine a check
 # can wait 150 ms for a core, and a backend marked down loses its streams.
-CHECK=(--check http:/name --interval 250 --timeout 240 --rise 2 --fall 3)
+CHECK=(--check http:/name --interval 200 --timeout 190 --rise 2 --fall 3)
 LARGE_MB=${LAB_LARGE_MB:-8}
 FIXED_PORTS=40000-44999  # the client's source ports for port-requests
 

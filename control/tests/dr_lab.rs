@@ -68,9 +68,9 @@ fn persistence_and_direct_return(lab: &Lab) {
         "--check",
         "tcp",
         "--interval",
-        "250",
+        "200",
         "--timeout",
-        "240",
+        "190",
         "--fall",
         "3",
     ]);
@@ -125,7 +125,7 @@ fn failover(lab: &Lab) {
     let player = lab.spawn(&["hls", "8"]);
     std::thread::sleep(Duration::from_secs(2));
     lab.ok(&["nginx-stop", "2"]);
-    // fall 3 x interval 250 ms (scripts/lab.sh), plus a check's timeout
+    // fall 3 x interval 200 ms (scripts/lab.sh), plus a check's timeout
     // and our polling.
     let detected = wait_until("be2 to be marked down", Duration::from_secs(5), || {
         lab.health("192.0.2.12") == "unhealthy"
@@ -136,7 +136,7 @@ fn failover(lab: &Lab) {
     let player = String::from_utf8(player.stdout).unwrap();
 
     assert!(
-        detected < Duration::from_millis(3 * 250 + 240 + 500),
+        detected < Duration::from_millis(3 * 200 + 190 + 500),
         "down after {detected:?}"
     );
     assert_eq!(t.get("FAILED"), None, "{t:?}");

@@ -225,7 +225,7 @@ fn dr_through_two_workers_and_the_exception_path() {
         format!(
             "local_addresses = [\"{LOCAL}\"]\n[[vip]]\naddress = \"{VIP}\"\nport = 80\nprotocol = \"tcp\"\n\
              [[vip.backend]]\naddress = \"{BACKEND}\"\n\
-             [vip.backend.check]\nkind = \"http:/\"\ninterval_ms = 250\ntimeout_ms = 240\nrise = 2\nfall = 3\n"
+             [vip.backend.check]\nkind = \"http:/\"\ninterval_ms = 200\ntimeout_ms = 190\nrise = 2\nfall = 3\n"
         ),
     )
     .unwrap();
@@ -367,7 +367,7 @@ fn dr_through_two_workers_and_the_exception_path() {
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
 
     assert!(
-        detection < Duration::from_millis(3 * 250 + 240 + 600),
+        detection < Duration::from_millis(3 * 200 + 190 + 600),
         "down after {detection:?}"
     );
     assert_eq!(
