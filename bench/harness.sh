@@ -110,10 +110,13 @@ start_sut() { # kind, socket
     cat "$WORK/sut.err" >&2; echo "harness: $1 did not open its memif socket" >&2; exit 1
 }
 
-stop_sut() {
+stop_sut() { # kind
     kill -TERM "$SUT_PID" 2>/dev/null || true
-    wait "$SUT_PID" 2>/dev/null || true
+    local rc=0
+    wait "$SUT_PID" 2>/dev/null || rc=$?
     SUT_PID=""
+    # Its report (lbd's counters) is only whole if it stopped cleanly.
+    [ "$rc" = 0 ] || { tail -20 "$WORK/sut.err" >&2; echo "harness: $1 exited with status $rc" >&2; exit 1; }
 }
 
 run_one() { # kind round
@@ -139,7 +142,7 @@ run_one() { # kind round
     local gen=$!
     while kill -0 "$gen" 2>/dev/null && ! grep -q '^{' "$out"; do sleep 0.1; done
     [ -z "$churn" ] || wait "$churn" || { echo "harness: lbchurn failed" >&2; exit 1; }
-    stop_sut
+    stop_sut "$1"
     wait "$gen" || { cat "$WORK/gen.err" >&2; echo "harness: lbgen failed" >&2; exit 1; }
     [ "$1" != lbd ] || cp "$WORK/sut.out" "$WORK/lbd-counters-$2.json"
     echo "harness: round $2 $1: $(cat "$WORK/$1-$2.json")" >&2
