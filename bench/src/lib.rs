@@ -103,15 +103,7 @@ pub fn burst(
     let mut classified = [Classified::ToKernel; BURST];
     for (c, f) in classified.iter_mut().zip(frames.iter()) {
         *c = forward::classify(f, snap);
-        if let Some(h) = c.flow_hash() {
-            if c.opens_flow() {
-                flows.bucket_entries(h).iter().for_each(&prefetch);
-            } else {
-                for e in flows.candidates(h) {
-                    prefetch(e);
-                }
-            }
-        }
+        c.prefetch_entries(flows, &prefetch);
     }
     let mut forwarded = 0;
     for (c, f) in classified.iter().zip(frames.iter_mut()) {

@@ -626,15 +626,10 @@ impl LoadBalancer for Api {
                 }
             })
             .collect();
-        let all_workers: Delays = self
-            .stats
-            .iter()
-            .map(|s| s.snapshot_all_workers.read())
-            .sum();
         Ok(Response::new(pb::Stats {
             workers,
             vips,
-            snapshot_all_workers: delay_buckets(&all_workers),
+            snapshot_all_workers: delay_buckets(&WorkerStats::all_workers(self.stats)),
         }))
     }
 

@@ -244,12 +244,7 @@ pub fn render(source: &Source) -> String {
         "histogram",
         "From a snapshot's publication until every worker had it.",
     );
-    let all: Delays = source
-        .stats
-        .iter()
-        .map(|s| s.snapshot_all_workers.read())
-        .sum();
-    f.histogram(ALL, &[], &all);
+    f.histogram(ALL, &[], &WorkerStats::all_workers(source.stats));
 
     let Ok(control) = source.control.lock() else {
         return out;

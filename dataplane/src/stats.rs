@@ -193,6 +193,12 @@ impl Default for WorkerStats {
 }
 
 impl WorkerStats {
+    /// The delays until every worker had a snapshot: each worker holds the
+    /// counts of the snapshots it took last, so the whole is their sum.
+    pub fn all_workers(workers: &[WorkerStats]) -> crate::delay::Delays {
+        workers.iter().map(|s| s.snapshot_all_workers.read()).sum()
+    }
+
     /// (packets, bytes, new flows) sent to the backend in `slot` by this worker.
     pub fn backend(&self, slot: u16) -> (u64, u64, u64) {
         self.backends.get(usize::from(slot)).map_or((0, 0, 0), |b| {

@@ -194,17 +194,7 @@ impl<'a> Worker<'a> {
             let first = burst.data(i).unwrap_or_default();
             wire[i] = burst.pkt_len_of(i).unwrap_or(first.len());
             *c = forward::classify_segmented(first, wire[i], snap);
-            if let Some(h) = c.flow_hash() {
-                // A SYN will be placed: placing may read and write every
-                // way of the bucket. Else the lookup reads two lines.
-                if c.opens_flow() {
-                    self.flows.bucket_entries(h).iter().for_each(dpdk::prefetch);
-                } else {
-                    for e in self.flows.candidates(h) {
-                        dpdk::prefetch(e);
-                    }
-                }
-            }
+            c.prefetch_entries(&self.flows, dpdk::prefetch);
         }
 
         let mut counts = BurstCounts::default();
