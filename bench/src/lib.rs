@@ -90,8 +90,9 @@ pub fn established(snap: &Snapshot, capacity: usize, flows: u32, config: FlowCon
 }
 
 /// The worker's decision path for one burst, on plain buffers: classify and
-/// hash every frame and prefetch its two candidate flow entries, then
-/// decide and rewrite each (`dataplane::worker` does the same over mbufs).
+/// hash every frame and prefetch the flow entries its lookup reads
+/// (`Classified::prefetch_entries`), then decide and rewrite each
+/// (`dataplane::worker` does the same over mbufs).
 #[inline]
 pub fn burst(
     frames: &mut [Vec<u8>],
