@@ -7,12 +7,12 @@
 //! `cargo bench -p lb-bench` (all), or e.g. `cargo bench -p lb-bench -- decide`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use dataplane::flow::{FlowConfig, FlowKey, FlowTable};
-use dataplane::forward;
-use dataplane::maglev::Maglev;
 use lb_bench::{
     burst, client, datagram, established, frame, snapshot, ACK, BURST, PORT_MAC, SYN, VIP,
 };
+use lb_core::flow::{FlowConfig, FlowKey, FlowTable};
+use lb_core::forward;
+use lb_core::maglev::Maglev;
 use std::hint::black_box;
 use std::time::Duration;
 

@@ -5,11 +5,11 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use dataplane::flow::{FlowConfig, FlowTable};
-use dataplane::forward::{self, Action, Classified};
-use dataplane::packet::build;
-use dataplane::packet::ethernet::MacAddr;
-use dataplane::snapshot::{
+use lb_core::flow::{FlowConfig, FlowTable};
+use lb_core::forward::{self, Action, Classified};
+use lb_core::packet::build;
+use lb_core::packet::ethernet::MacAddr;
+use lb_core::snapshot::{
     BackendRef, BackendSpec, BackendState, Proto, Snapshot, SnapshotSpec, VipKey, VipSpec,
 };
 
@@ -99,7 +99,7 @@ pub fn burst(
     snap: &Snapshot,
     flows: &mut FlowTable,
     now: u32,
-    prefetch: impl Fn(&dataplane::flow::Entry),
+    prefetch: impl Fn(&lb_core::flow::Entry),
 ) -> usize {
     let mut classified = [Classified::ToKernel; BURST];
     for (c, f) in classified.iter_mut().zip(frames.iter()) {

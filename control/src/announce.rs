@@ -19,7 +19,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use dataplane::snapshot::{BackendState, VipKey};
+use lb_core::snapshot::{BackendState, VipKey};
 use tokio::sync::watch;
 
 use crate::state::State;
@@ -175,7 +175,7 @@ impl Speaker {
 mod tests {
     use super::*;
     use crate::state::{BackendSettings, CheckKind, HealthCheck};
-    use dataplane::snapshot::Proto;
+    use lb_core::snapshot::Proto;
 
     fn key(addr: &str, port: u16) -> VipKey {
         VipKey {

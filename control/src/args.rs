@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use dataplane::flow::FlowConfig;
+use lb_core::flow::FlowConfig;
 
 #[derive(Debug, Parser)]
 #[command(

@@ -150,8 +150,8 @@ impl Config {
 mod tests {
     use super::*;
     use crate::state::State;
-    use dataplane::packet::MacAddr;
-    use dataplane::snapshot::{BackendState, Snapshot};
+    use lb_core::packet::MacAddr;
+    use lb_core::snapshot::{BackendState, Snapshot};
 
     #[test]
     fn example_config_builds_a_snapshot() {

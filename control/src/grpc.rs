@@ -15,11 +15,11 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use control::state::{BackendSettings, CheckKind, HealthCheck, StateError, Vip as VipState};
-use dataplane::delay::Delays;
-use dataplane::flow::IdleTimeouts;
-use dataplane::packet::MacAddr;
-use dataplane::snapshot::{BackendState, Proto, VipKey};
-use dataplane::stats::{DropReason, WorkerStats};
+use lb_core::delay::Delays;
+use lb_core::flow::IdleTimeouts;
+use lb_core::packet::MacAddr;
+use lb_core::snapshot::{BackendState, Proto, VipKey};
+use lb_core::stats::{DropReason, WorkerStats};
 use lb_proto::v1 as pb;
 use lb_proto::v1::load_balancer_server::{LoadBalancer, LoadBalancerServer};
 use tokio::net::UnixListener;

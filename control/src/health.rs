@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use control::state::{CheckKind, HealthCheck};
-use dataplane::snapshot::VipKey;
+use lb_core::snapshot::VipKey;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;

@@ -21,12 +21,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use crossbeam_queue::ArrayQueue;
 use dataplane::dpdk::{self, Eal, Mempool, Port, PortConfig};
-use dataplane::flow::FlowTable;
-use dataplane::neigh::{NeighConfig, NeighTable};
-use dataplane::packet::MacAddr;
-use dataplane::snapshot::{Publisher, Snapshot, VipKey};
-use dataplane::stats::{Counters, DropReason, WorkerStats};
 use dataplane::worker::{Neighbors, Worker};
+use lb_core::neigh::{NeighConfig, NeighTable};
+use lb_core::packet::MacAddr;
+use lb_core::snapshot::{Publisher, Snapshot, VipKey};
+use lb_core::stats::{Counters, DropReason, WorkerStats};
 use tracing::info;
 
 use crate::args::Options;
@@ -176,7 +175,7 @@ fn run() -> Result<()> {
             for (i, (&lcore, st)) in lcores.iter().zip(stats).enumerate() {
                 let queue = port.queue(i as u16)?;
                 let reader = control.lock().expect("control lock").publisher.reader();
-                let flows = FlowTable::new(opts.flows, opts.flow_config());
+                let flows = dpdk::flow_table(opts.flows, opts.flow_config());
                 let mut worker = Worker::new(queue, reader, flows, st, tsc_hz);
                 if let Some(k) = &kernel {
                     worker = worker.with_kernel(k.queue(i as u16)?);
@@ -369,7 +368,7 @@ pub enum ChangeError {
     #[error(transparent)]
     State(#[from] StateError),
     #[error("the dataplane cannot take this configuration: {0}")]
-    Snapshot(#[from] dataplane::snapshot::SnapshotError),
+    Snapshot(#[from] lb_core::snapshot::SnapshotError),
     #[error("{0}; the change was undone")]
     Persist(String),
 }
@@ -460,14 +459,11 @@ impl Control {
 
     /// The snapshot of `state` as the dataplane must see it: resolved MACs
     /// filled in, backends failing their health checks down.
-    fn build_snapshot(
-        &self,
-        state: &State,
-    ) -> Result<Snapshot, dataplane::snapshot::SnapshotError> {
+    fn build_snapshot(&self, state: &State) -> Result<Snapshot, lb_core::snapshot::SnapshotError> {
         Snapshot::build_from(&self.spec(state), Some(&self.publisher.current()))
     }
 
-    fn spec(&self, state: &State) -> dataplane::snapshot::SnapshotSpec {
+    fn spec(&self, state: &State) -> lb_core::snapshot::SnapshotSpec {
         let mut spec = state.to_spec(self.generation + 1, self.mac, |a| self.neigh.mac(a));
         for v in &mut spec.vips {
             for b in &mut v.backends {
@@ -476,7 +472,7 @@ impl Control {
                     .get(&(v.key, b.addr))
                     .is_some_and(|h| !h.healthy)
                 {
-                    b.state = dataplane::snapshot::BackendState::Down;
+                    b.state = lb_core::snapshot::BackendState::Down;
                 }
             }
         }
@@ -489,7 +485,7 @@ impl Control {
         match self.build_snapshot(&self.state) {
             Ok(s) => {
                 self.generation += 1;
-                self.publisher.publish(s);
+                self.publisher.publish(s, dpdk::rdtsc());
                 true
             }
             Err(e) => {

@@ -9,9 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use dataplane::delay::Delays;
-use dataplane::snapshot::BackendState;
-use dataplane::stats::{DropReason, WorkerStats};
+use lb_core::delay::Delays;
+use lb_core::snapshot::BackendState;
+use lb_core::stats::{DropReason, WorkerStats};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -137,14 +137,14 @@ type RowValue = fn(&BackendRow) -> u64;
 pub fn render(source: &Source) -> String {
     let mut out = String::new();
     let mut f = Family { out: &mut out };
-    let workers: Vec<(String, dataplane::stats::Counters)> = source
+    let workers: Vec<(String, lb_core::stats::Counters)> = source
         .lcores
         .iter()
         .zip(source.stats)
         .map(|(l, s)| (l.to_string(), s.read()))
         .collect();
 
-    type Get = fn(&dataplane::stats::Counters) -> u64;
+    type Get = fn(&lb_core::stats::Counters) -> u64;
     let per_worker: [(&str, &str, &str, Get); 10] = [
         (
             "lb_worker_rx_packets_total",

@@ -15,13 +15,13 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::Path;
 
-use dataplane::flow::IdleTimeouts;
-use dataplane::maglev::is_prime;
-use dataplane::packet::MacAddr;
-use dataplane::snapshot::{
+use lb_core::flow::IdleTimeouts;
+use lb_core::maglev::is_prime;
+use lb_core::packet::MacAddr;
+use lb_core::snapshot::{
     BackendRef, BackendSpec, BackendState, Proto, SnapshotSpec, VipKey, VipSpec,
 };
-use dataplane::stats::MAX_BACKEND_SLOTS;
+use lb_core::stats::MAX_BACKEND_SLOTS;
 
 use crate::config::{self, Config};
 
@@ -688,7 +688,7 @@ fn check_health(c: &HealthCheck) -> Result<(), StateError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dataplane::snapshot::Snapshot;
+    use lb_core::snapshot::Snapshot;
     use std::net::Ipv4Addr;
 
     fn vip(port: u16) -> VipKey {
@@ -959,7 +959,7 @@ mod tests {
         let a = Snapshot::build(&s.to_spec(1, mac, |_| None)).unwrap();
         let b = Snapshot::build(&loaded.to_spec(1, mac, |_| None)).unwrap();
         let (ta, tb) = (a.vip(0).unwrap(), b.vip(0).unwrap());
-        let keys = |s: &Snapshot, v: &dataplane::snapshot::Vip| -> Vec<IpAddr> {
+        let keys = |s: &Snapshot, v: &lb_core::snapshot::Vip| -> Vec<IpAddr> {
             v.table
                 .as_ref()
                 .unwrap()

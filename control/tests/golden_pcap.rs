@@ -19,7 +19,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use dataplane::packet::{build, MacAddr};
+use lb_core::packet::{build, MacAddr};
 
 /// net_pcap's port MAC: 02:70:63:61:70:<port index> ("pcap").
 const PORT: MacAddr = MacAddr([0x02, 0x70, 0x63, 0x61, 0x70, 0x00]);

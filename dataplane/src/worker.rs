@@ -13,11 +13,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crossbeam_queue::ArrayQueue;
 
 use crate::dpdk::{self, Burst, Fate, Mempool, Queue, BURST_SIZE};
-use crate::flow::FlowTable;
-use crate::forward::{self, Action, Classified};
-use crate::packet::{build, MacAddr};
-use crate::snapshot::{Reader, Snapshot};
-use crate::stats::{DropReason, WorkerStats};
+use lb_core::flow::FlowTable;
+use lb_core::forward::{self, Action, Classified};
+use lb_core::packet::{build, MacAddr};
+use lb_core::snapshot::{Reader, Snapshot};
+use lb_core::stats::{DropReason, WorkerStats};
 
 /// Flow-table buckets swept for expired entries per idle poll, and per busy
 /// burst (so a worker that is never idle still frees expired flows).

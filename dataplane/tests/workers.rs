@@ -10,14 +10,14 @@ use std::time::{Duration, Instant};
 use std::net::{IpAddr, Ipv4Addr};
 
 use dataplane::dpdk::{self, Burst, Eal, Mempool, Port, PortConfig, BURST_SIZE};
-use dataplane::flow::{FlowConfig, FlowTable};
-use dataplane::packet::{build, MacAddr};
-use dataplane::snapshot::{
+use dataplane::worker::Worker;
+use lb_core::flow::{FlowConfig, FlowTable};
+use lb_core::packet::{build, MacAddr};
+use lb_core::snapshot::{
     BackendRef, BackendSpec, BackendState, Proto, Publisher, Snapshot, SnapshotSpec, VipKey,
     VipSpec,
 };
-use dataplane::stats::{Counters, DropReason, WorkerStats};
-use dataplane::worker::Worker;
+use lb_core::stats::{Counters, DropReason, WorkerStats};
 
 const BACKEND_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0xbb]);
 const VIP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
@@ -178,7 +178,7 @@ fn two_workers_each_own_a_queue(eal: &'static Eal) {
                 mac,
                 ..SnapshotSpec::default()
             };
-            publisher.publish(Snapshot::build(&spec).unwrap());
+            publisher.publish(Snapshot::build(&spec).unwrap(), dpdk::rdtsc());
             wait_for(
                 || {
                     stats

@@ -22,9 +22,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use dataplane::dpdk::{Burst, Eal, Mempool, Port, PortConfig, BURST_SIZE};
-use dataplane::packet::build;
-use dataplane::packet::ethernet::MacAddr;
-use dataplane::packet::l4::ACK;
+use lb_core::packet::build;
+use lb_core::packet::ethernet::MacAddr;
+use lb_core::packet::l4::ACK;
 
 const MAGIC: u64 = 0x6c62_6765_6e21_7473; // "lbgen!ts"
 /// How long the link may take to come up.

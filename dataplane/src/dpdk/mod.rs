@@ -67,6 +67,14 @@ pub fn advise_hugepages<T>(mem: &mut [std::mem::MaybeUninit<T>]) {
     }
 }
 
+/// A flow table for at least `capacity` flows in memory advised for huge
+/// pages before its first touch (the core crate takes its memory from here).
+pub fn flow_table(capacity: usize, config: lb_core::flow::FlowConfig) -> lb_core::flow::FlowTable {
+    let mut memory = Vec::with_capacity(lb_core::flow::FlowTable::slots_for(capacity));
+    advise_hugepages(memory.spare_capacity_mut());
+    lb_core::flow::FlowTable::in_memory(memory, capacity, config)
+}
+
 /// The CPU time stamp counter; see [`Eal::tsc_hz`] for its frequency.
 #[inline(always)]
 pub fn rdtsc() -> u64 {

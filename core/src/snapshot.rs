@@ -580,8 +580,10 @@ impl Publisher {
     }
 
     /// Make `next` the snapshot every worker uses from its next burst on.
-    pub fn publish(&mut self, mut next: Snapshot) {
-        next.published_tsc = crate::dpdk::rdtsc();
+    /// `now_tsc` is the time stamp counter at publication: workers measure
+    /// adoption against it with the same counter.
+    pub fn publish(&mut self, mut next: Snapshot, now_tsc: u64) {
+        next.published_tsc = now_tsc;
         next.pending = AtomicU32::new(self.readers.load(Ordering::Relaxed));
         let old = self.current.swap(Arc::new(next));
         self.retired.push(old);
@@ -854,7 +856,7 @@ mod tests {
         assert_eq!(r2.load().generation, 0);
         let mut sp = spec(vec![backend(0, 11, BackendState::Up, true)]);
         sp.generation = 7;
-        p.publish(Snapshot::build(&sp).unwrap());
+        p.publish(Snapshot::build(&sp).unwrap(), 1);
         assert_eq!(r1.load().generation, 7, "picked up on the next load");
         // r2 still holds generation 0: it is retired, not freed.
         assert_eq!(p.reap(), 1);
@@ -869,9 +871,9 @@ mod tests {
         let mut p = Publisher::new(Snapshot::empty(mac));
         let (_r1, _r2) = (p.reader(), p.reader());
         assert!(!p.current().take(), "never published: nobody waits for it");
-        p.publish(Snapshot::empty(mac));
+        p.publish(Snapshot::empty(mac), 12_345);
         let s = p.current();
-        assert_ne!(s.published_tsc(), 0);
+        assert_eq!(s.published_tsc(), 12_345, "the caller's clock");
         assert!(!s.take(), "one of two");
         assert!(s.take(), "both have it");
         assert!(!s.take(), "a reader created after its publication");
@@ -903,6 +905,7 @@ mod tests {
                     ..SnapshotSpec::default()
                 })
                 .unwrap(),
+                g,
             );
         }
         for h in handles {

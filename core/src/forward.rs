@@ -1544,7 +1544,7 @@ mod tests {
     }
 
     /// Per-packet cost of the decision and rewrite, in release mode:
-    /// `cargo test --release -p dataplane decide_timing -- --ignored --nocapture`.
+    /// `cargo test --release -p lb-core decide_timing -- --ignored --nocapture`.
     #[test]
     #[ignore]
     fn decide_timing() {

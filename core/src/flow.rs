@@ -310,16 +310,32 @@ pub struct FlowTable {
 }
 
 impl FlowTable {
-    /// A table for at least `capacity` flows (rounded up to a power of two
-    /// of buckets), allocated now.
+    /// Entries a table for at least `capacity` flows holds: a power of two
+    /// of buckets.
+    pub fn slots_for(capacity: usize) -> usize {
+        capacity.div_ceil(WAYS).max(1).next_power_of_two() * WAYS
+    }
+
+    /// A table for at least `capacity` flows, allocated now on the heap.
     pub fn new(capacity: usize, config: FlowConfig) -> FlowTable {
-        let buckets = capacity.div_ceil(WAYS).max(1).next_power_of_two();
-        let mut entries = Vec::with_capacity(buckets * WAYS);
-        crate::dpdk::advise_hugepages(entries.spare_capacity_mut());
-        entries.resize(buckets * WAYS, FREE);
+        FlowTable::in_memory(
+            Vec::with_capacity(FlowTable::slots_for(capacity)),
+            capacity,
+            config,
+        )
+    }
+
+    /// A table for at least `capacity` flows in memory the caller chose
+    /// (a worker advises huge pages for it before its first touch). `memory`
+    /// should have room for [`FlowTable::slots_for`] entries; with less it
+    /// is reallocated here.
+    pub fn in_memory(mut memory: Vec<Entry>, capacity: usize, config: FlowConfig) -> FlowTable {
+        let slots = FlowTable::slots_for(capacity);
+        memory.clear();
+        memory.resize(slots, FREE);
         FlowTable {
-            entries: entries.into_boxed_slice(),
-            bucket_mask: buckets - 1,
+            entries: memory.into_boxed_slice(),
+            bucket_mask: slots / WAYS - 1,
             config,
             cursor: 0,
             stats: FlowStats::default(),
@@ -1097,7 +1113,7 @@ mod tests {
         }
     }
 
-    /// `cargo test --release -p dataplane flow_table_timing -- --ignored --nocapture`
+    /// `cargo test --release -p lb-core flow_table_timing -- --ignored --nocapture`
     #[test]
     #[ignore]
     fn flow_table_timing() {

@@ -581,7 +581,7 @@ mod tests {
         assert_eq!(t.lookup(u64::MAX), t.slots()[250]);
     }
 
-    /// Build times in release mode: `cargo test --release -p dataplane maglev_build_time -- --ignored --nocapture`.
+    /// Build times in release mode: `cargo test --release -p lb-core maglev_build_time -- --ignored --nocapture`.
     #[test]
     #[ignore]
     fn maglev_build_time() {
