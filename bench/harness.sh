@@ -171,7 +171,7 @@ for r in range(1, rounds + 1):
         row["lbd_to_testpmd"] = ratio(l, row["testpmd"])
     # lbd's own flow-table counters at the end of the round.
     t = json.load(open(f"{work}/lbd-counters-{r}.json"))["total"]
-    row["lbd_flows"] = {k: t[k] for k in ("active_flows", "new_flows", "flow_rejected", "tx_dropped")}
+    row["lbd_flows"] = {k: t[k] for k in ("active_flows", "new_flows", "flow_rejected", "tx_failed")}
     try:
         row["churn"] = json.load(open(f"{work}/churn-{r}.json"))
     except FileNotFoundError:
@@ -210,7 +210,7 @@ if "churn" in med:
 f = med["lbd_flows"]
 print(f"\nlbd's flow table at the end: {f['active_flows']} active flows; {f['new_flows']} packets missed the table and were "
       f"placed by Maglev, {f['flow_rejected']} of them found no slot (forwarded without an entry, placed again next time); "
-      f"over the whole round (warm-up included) the link refused {f['tx_dropped']} of lbd's transmits (the generator's "
+      f"over the whole round (warm-up included) the link refused {f['tx_failed']} of lbd's transmits (the generator's "
       f"receive ring full)")
 g = med["lbd"]
 rate = f"at {g['rate_mpps']} Mpps" if g["rate_mpps"] else "as fast as the link takes"

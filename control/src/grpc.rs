@@ -16,10 +16,11 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use control::state::{BackendSettings, CheckKind, HealthCheck, StateError, Vip as VipState};
 use lb_core::delay::Delays;
+use lb_core::drop_reason::DropReason;
 use lb_core::flow::IdleTimeouts;
 use lb_core::packet::MacAddr;
 use lb_core::snapshot::{BackendState, Proto, VipKey};
-use lb_core::stats::{DropReason, WorkerStats};
+use lb_core::stats::WorkerStats;
 use lb_proto::v1 as pb;
 use lb_proto::v1::load_balancer_server::{LoadBalancer, LoadBalancerServer};
 use tokio::net::UnixListener;
@@ -579,7 +580,7 @@ impl LoadBalancer for Api {
                     new_flows: c.new_flows,
                     active_flows: c.active_flows,
                     flow_rejected: c.flow_rejected,
-                    tx_failed: c.tx_dropped,
+                    tx_failed: c.tx_failed,
                     snapshot_generation: s.snapshot_generation.get(),
                     snapshot_adoption: delay_buckets(&s.snapshot_adoption.read()),
                     drops: DropReason::ALL
@@ -604,7 +605,11 @@ impl LoadBalancer for Api {
                         let b = snap.backend(slot)?;
                         let (mut packets, mut bytes, mut new_flows) = (0, 0, 0);
                         for w in self.stats {
-                            let (p, by, n) = w.backend(slot);
+                            let lb_core::stats::BackendTotals {
+                                packets: p,
+                                bytes: by,
+                                new_flows: n,
+                            } = w.backend(slot);
                             packets += p;
                             bytes += by;
                             new_flows += n;

@@ -22,10 +22,11 @@ use anyhow::{bail, Context, Result};
 use crossbeam_queue::ArrayQueue;
 use dataplane::dpdk::{self, Eal, Mempool, Port, PortConfig};
 use dataplane::worker::{Neighbors, Worker};
+use lb_core::drop_reason::DropReason;
 use lb_core::neigh::{NeighConfig, NeighTable};
 use lb_core::packet::MacAddr;
 use lb_core::snapshot::{Publisher, Snapshot, VipKey};
-use lb_core::stats::{Counters, DropReason, WorkerStats};
+use lb_core::stats::{Counters, WorkerStats};
 use tracing::info;
 
 use crate::args::Options;
@@ -826,7 +827,11 @@ fn backend_totals(snap: &Snapshot, stats: &[WorkerStats]) -> Vec<(u16, [u64; 3])
         .map(|(slot, _)| {
             let mut t = [0u64; 3];
             for w in stats {
-                let (p, b, n) = w.backend(slot);
+                let lb_core::stats::BackendTotals {
+                    packets: p,
+                    bytes: b,
+                    new_flows: n,
+                } = w.backend(slot);
                 t[0] += p;
                 t[1] += b;
                 t[2] += n;
@@ -910,7 +915,7 @@ fn counters_json(c: &Counters) -> serde_json::Value {
         "rx_bytes": c.rx_bytes,
         "tx_packets": c.tx_packets,
         "tx_bytes": c.tx_bytes,
-        "tx_dropped": c.tx_dropped,
+        "tx_failed": c.tx_failed,
         "forwarded": c.forwarded,
         "icmp_to_backend": c.icmp_to_backend,
         "arp_replies": c.arp_replies,

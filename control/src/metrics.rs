@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use lb_core::delay::Delays;
+use lb_core::drop_reason::DropReason;
 use lb_core::snapshot::BackendState;
-use lb_core::stats::{DropReason, WorkerStats};
+use lb_core::stats::WorkerStats;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -174,7 +175,7 @@ pub fn render(source: &Source) -> String {
             "lb_worker_tx_failed_total",
             "counter",
             "Packets the device refused on transmit (freed).",
-            |c| c.tx_dropped,
+            |c| c.tx_failed,
         ),
         (
             "lb_worker_forwarded_total",
@@ -266,7 +267,11 @@ pub fn render(source: &Source) -> String {
                 healthy: control.health.get(&(v.key, b.addr)).map(|h| h.healthy),
             };
             for w in source.stats {
-                let (p, by, n) = w.backend(slot);
+                let lb_core::stats::BackendTotals {
+                    packets: p,
+                    bytes: by,
+                    new_flows: n,
+                } = w.backend(slot);
                 row.packets += p;
                 row.bytes += by;
                 row.new_flows += n;

@@ -18,10 +18,10 @@ use std::path::Path;
 use lb_core::flow::IdleTimeouts;
 use lb_core::maglev::is_prime;
 use lb_core::packet::MacAddr;
+use lb_core::snapshot::MAX_BACKEND_SLOTS;
 use lb_core::snapshot::{
     BackendRef, BackendSpec, BackendState, Proto, SnapshotSpec, VipKey, VipSpec,
 };
-use lb_core::stats::MAX_BACKEND_SLOTS;
 
 use crate::config::{self, Config};
 

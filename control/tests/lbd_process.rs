@@ -40,7 +40,7 @@ fn two_workers_share_the_port_and_sigterm_stops_them() {
         let rx = w["rx_packets"].as_u64().unwrap();
         assert!(rx > 0, "every worker polled its own queue: {report}");
         let accounted = w["tx_packets"].as_u64().unwrap()
-            + w["tx_dropped"].as_u64().unwrap()
+            + w["tx_failed"].as_u64().unwrap()
             + w["drops"]
                 .as_object()
                 .unwrap()

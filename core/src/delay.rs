@@ -4,7 +4,7 @@
 //! 12.5% of each other, up to 2^27 µs (134 s); longer delays count in the
 //! last bucket. 200 buckets: fixed size, nothing allocated on record.
 
-use crate::stats::Counter;
+use crate::counter::Counter;
 
 pub const BUCKETS: usize = 8 + 24 * 8;
 /// Bucket `i` of the first 8 holds exactly `i` µs; above, 8 per octave.

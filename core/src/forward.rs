@@ -18,6 +18,7 @@
 
 use std::net::IpAddr;
 
+use crate::drop_reason::DropReason;
 use crate::flow::{Entry, FlowKey, FlowState, FlowTable, Insert};
 use crate::maglev::mix64;
 use crate::packet::arp::{ArpPacket, OP_REPLY, OP_REQUEST};
@@ -30,7 +31,6 @@ use crate::packet::ipv4::Ipv4Packet;
 use crate::packet::ipv6::Ipv6Packet;
 use crate::packet::l4::{self, TcpHeader, UdpHeader, PROTO_TCP, PROTO_UDP};
 use crate::snapshot::{Backend, BackendRef, Proto, Snapshot, VipKey};
-use crate::stats::DropReason;
 
 const PROTO_ICMP: u8 = 1;
 

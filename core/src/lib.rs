@@ -16,7 +16,9 @@
 
 #![forbid(unsafe_code)]
 
+pub mod counter;
 pub mod delay;
+pub mod drop_reason;
 pub mod flow;
 pub mod forward;
 pub mod maglev;

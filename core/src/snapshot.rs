@@ -23,6 +23,10 @@ use crate::maglev::{Maglev, MaglevError};
 use crate::packet::ethernet::MacAddr;
 use crate::vip_index::VipIndex;
 
+/// Backend slots a snapshot may hand out: workers keep per-backend counters
+/// for this many ([`crate::stats::WorkerStats::backends`]).
+pub const MAX_BACKEND_SLOTS: usize = 4096;
+
 /// Transport protocols a VIP can serve.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Proto {
@@ -293,11 +297,11 @@ impl Snapshot {
                     });
                 }
                 let slot = usize::from(b.id.slot);
-                if slot >= crate::stats::MAX_BACKEND_SLOTS {
+                if slot >= MAX_BACKEND_SLOTS {
                     return Err(SnapshotError::SlotTooHigh {
                         vip: key,
                         slot: b.id.slot,
-                        max: crate::stats::MAX_BACKEND_SLOTS,
+                        max: MAX_BACKEND_SLOTS,
                     });
                 }
                 if backends.len() <= slot {

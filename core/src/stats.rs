@@ -2,111 +2,145 @@
 //! (cache-line aligned, so workers never share a line); readers on the
 //! control side load them with relaxed atomics and add them up. No counter is
 //! shared between cores, and a worker publishes once per burst.
+//!
+//! **Declared once.** The worker's traffic counters are listed in one place,
+//! [`for_each_counter!`](crate::for_each_counter): the fields of
+//! [`WorkerStats`] and [`Counters`], [`COUNTERS`] (name, kind, help) and
+//! [`Counters::values`] derive from it here, and every exporter (the gRPC
+//! `WorkerStats` message, the Prometheus families, the exit report) derives
+//! its fields from it too, so an exporter that lacks a counter does not
+//! compile or fails its test.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use crate::counter::Counter;
+use crate::delay::{DelayHistogram, Delays};
+use crate::drop_reason::DropReason;
+use crate::snapshot::MAX_BACKEND_SLOTS;
 
-use crate::delay::DelayHistogram;
-
-/// Why a packet was dropped; each reason has its own counter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(usize)]
-pub enum DropReason {
-    /// Shorter than its headers.
-    Truncated,
-    /// IP version differs from the ethertype's.
-    BadVersion,
-    /// IPv4 IHL or TCP data offset below the minimum.
-    BadHeaderLength,
-    /// A length field that contradicts itself.
-    BadLength,
-    /// More IPv6 extension headers than the dataplane walks.
-    TooManyExtensionHeaders,
-    /// ARP for a hardware or protocol type other than Ethernet/IPv4.
-    UnsupportedArp,
-    /// Unicast to another MAC (seen in promiscuous mode on a shared segment).
-    NotForUs,
-    /// To a VIP address, but no VIP on that port and protocol.
-    UnknownVipPort,
-    /// The VIP has no backend that can take the flow.
-    NoBackend,
-    /// The flow's backend has no known MAC yet (ARP/ND still resolving).
-    BackendUnresolved,
-    /// ICMP to a VIP that is not an error about one of its flows.
-    IcmpNotForFlow,
-    /// For the host, but there is no exception path to the kernel (or it was full).
-    NoKernelPath,
-}
-
-impl DropReason {
-    pub const ALL: [DropReason; 12] = [
-        DropReason::Truncated,
-        DropReason::BadVersion,
-        DropReason::BadHeaderLength,
-        DropReason::BadLength,
-        DropReason::TooManyExtensionHeaders,
-        DropReason::UnsupportedArp,
-        DropReason::NotForUs,
-        DropReason::UnknownVipPort,
-        DropReason::NoBackend,
-        DropReason::BackendUnresolved,
-        DropReason::IcmpNotForFlow,
-        DropReason::NoKernelPath,
-    ];
-    pub const COUNT: usize = Self::ALL.len();
-
-    /// Stable name, used as a metrics label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DropReason::Truncated => "truncated",
-            DropReason::BadVersion => "bad_version",
-            DropReason::BadHeaderLength => "bad_header_length",
-            DropReason::BadLength => "bad_length",
-            DropReason::TooManyExtensionHeaders => "too_many_extension_headers",
-            DropReason::UnsupportedArp => "unsupported_arp",
-            DropReason::NotForUs => "not_for_us",
-            DropReason::UnknownVipPort => "unknown_vip_port",
-            DropReason::NoBackend => "no_backend",
-            DropReason::BackendUnresolved => "backend_unresolved",
-            DropReason::IcmpNotForFlow => "icmp_not_for_flow",
-            DropReason::NoKernelPath => "no_kernel_path",
+/// Calls `$callback! { [name, Kind, "help"], ... }` with every worker
+/// counter: the one list of them. `Kind` is `Total` (only goes up; a
+/// Prometheus counter) or `Level` (a current value; a gauge). Drops by
+/// reason are counted beside these, one per [`DropReason`].
+#[macro_export]
+macro_rules! for_each_counter {
+    ($callback:path) => {
+        $callback! {
+            [rx_packets, Total, "Packets received by the worker."],
+            [rx_bytes, Total, "Bytes received by the worker."],
+            [tx_packets, Total, "Packets the worker transmitted."],
+            [tx_bytes, Total, "Bytes the worker transmitted."],
+            [tx_failed, Total, "Packets the device refused on transmit (freed): lost, but not dropped by the decision."],
+            [forwarded, Total, "Packets sent to a backend (ICMP errors included)."],
+            [icmp_to_backend, Total, "ICMP errors about a VIP flow sent to that flow's backend."],
+            [arp_replies, Total, "ARP replies sent for VIPs and the port's own addresses."],
+            [nd_adverts, Total, "Neighbor advertisements sent for VIPs and the port's own addresses."],
+            [to_kernel, Total, "Packets passed to the host through the exception interface."],
+            [from_kernel, Total, "Packets the host sent through the exception interface, out of the port."],
+            [neigh_requests, Total, "ARP requests and neighbor solicitations sent to resolve backends."],
+            [neigh_learned, Total, "ARP replies and neighbor advertisements reported to the control side."],
+            [new_flows, Total, "Flows that got a backend from Maglev (new, or whose backend went away)."],
+            [flow_rejected, Total, "Packets of new flows that found no flow-table slot (forwarded by Maglev without an entry)."],
+            [active_flows, Level, "Entries in the worker's flow table."],
         }
-    }
+    };
 }
 
-impl From<crate::packet::Error> for DropReason {
-    fn from(e: crate::packet::Error) -> DropReason {
-        use crate::packet::Error;
-        match e {
-            Error::Truncated => DropReason::Truncated,
-            Error::BadVersion => DropReason::BadVersion,
-            Error::BadHeaderLength => DropReason::BadHeaderLength,
-            Error::BadLength => DropReason::BadLength,
-            Error::TooManyExtensionHeaders => DropReason::TooManyExtensionHeaders,
-            Error::Unsupported => DropReason::UnsupportedArp,
+/// Whether a counter only goes up or is a current value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Total,
+    Level,
+}
+
+/// A counter's name (the same in every exporter), kind and meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CounterInfo {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub help: &'static str,
+}
+
+macro_rules! declare_counters {
+    ($([$name:ident, $kind:ident, $help:literal]),+ $(,)?) => {
+        /// Every worker counter, in the order of [`Counters::values`].
+        pub const COUNTERS: [CounterInfo; [$(stringify!($name)),+].len()] = [
+            $(CounterInfo { name: stringify!($name), kind: Kind::$kind, help: $help },)+
+        ];
+
+        /// One worker's counters, written only by that worker.
+        #[derive(Debug)]
+        #[repr(align(64))]
+        pub struct WorkerStats {
+            $(#[doc = $help] pub $name: Counter,)+
+            /// Drops by reason, indexed by `DropReason as usize`.
+            pub drops: [Counter; DropReason::COUNT],
+            /// The snapshot generation the worker used for its last burst.
+            pub snapshot_generation: Counter,
+            /// From a snapshot's publication to this worker's first burst on it
+            /// (snapshots published before the worker started are not counted).
+            pub snapshot_adoption: DelayHistogram,
+            /// From a snapshot's publication until every worker had it, recorded by
+            /// the worker that took it last ([`crate::snapshot::Snapshot::take`]):
+            /// summed over workers, one count per snapshot all of them took.
+            pub snapshot_all_workers: DelayHistogram,
+            /// Advances while the worker polls: the control side's liveness signal.
+            pub heartbeat: Counter,
+            /// Indexed by backend slot; allocated once, [`MAX_BACKEND_SLOTS`] long.
+            pub backends: Box<[BackendCounters]>,
         }
-    }
+
+        impl Default for WorkerStats {
+            fn default() -> Self {
+                WorkerStats {
+                    $($name: Counter::default(),)+
+                    drops: Default::default(),
+                    snapshot_generation: Counter::default(),
+                    snapshot_adoption: DelayHistogram::default(),
+                    snapshot_all_workers: DelayHistogram::default(),
+                    heartbeat: Counter::default(),
+                    backends: (0..MAX_BACKEND_SLOTS)
+                        .map(|_| BackendCounters::default())
+                        .collect(),
+                }
+            }
+        }
+
+        /// A plain copy of a worker's counters, or a sum of several.
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+        pub struct Counters {
+            $(#[doc = $help] pub $name: u64,)+
+            /// Indexed by `DropReason as usize`.
+            pub drops: [u64; DropReason::COUNT],
+        }
+
+        impl WorkerStats {
+            pub fn read(&self) -> Counters {
+                Counters {
+                    $($name: self.$name.get(),)+
+                    drops: std::array::from_fn(|i| self.drops[i].get()),
+                }
+            }
+        }
+
+        impl Counters {
+            /// The values in the order of [`COUNTERS`].
+            pub fn values(&self) -> [u64; COUNTERS.len()] {
+                [$(self.$name),+]
+            }
+        }
+
+        impl std::ops::Add for Counters {
+            type Output = Counters;
+            fn add(self, o: Counters) -> Counters {
+                Counters {
+                    $($name: self.$name + o.$name,)+
+                    drops: std::array::from_fn(|i| self.drops[i] + o.drops[i]),
+                }
+            }
+        }
+    };
 }
 
-/// A counter with exactly one writer. `add` is a plain load and store (no
-/// locked instruction): correct only because one worker owns it.
-#[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
-
-impl Counter {
-    #[inline(always)]
-    pub fn add(&self, n: u64) {
-        self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed);
-    }
-
-    #[inline]
-    pub fn get(&self) -> u64 {
-        self.0.load(Relaxed)
-    }
-}
-
-/// One worker's counters, written only by that worker.
-/// Backend slots with counters ([`crate::snapshot::BackendRef::slot`] must be below this).
-pub const MAX_BACKEND_SLOTS: usize = 4096;
+for_each_counter!(declare_counters);
 
 /// One backend's traffic through one worker. Per-VIP figures are the sums
 /// over a VIP's backends, added up on the control side.
@@ -117,147 +151,55 @@ pub struct BackendCounters {
     pub new_flows: Counter,
 }
 
-#[derive(Debug)]
-#[repr(align(64))]
-pub struct WorkerStats {
-    pub rx_packets: Counter,
-    pub rx_bytes: Counter,
-    pub tx_packets: Counter,
-    pub tx_bytes: Counter,
-    /// Packets the driver did not take on transmit (freed).
-    pub tx_dropped: Counter,
-    /// Sent to a backend (ICMP errors included).
-    pub forwarded: Counter,
-    pub icmp_to_backend: Counter,
-    pub arp_replies: Counter,
-    pub nd_adverts: Counter,
-    /// Passed to the host through the exception interface.
-    pub to_kernel: Counter,
-    /// Sent by the host through the exception interface, out of the port.
-    pub from_kernel: Counter,
-    /// ARP requests / neighbor solicitations sent to resolve backends.
-    pub neigh_requests: Counter,
-    /// ARP replies / neighbor advertisements reported to the control side.
-    pub neigh_learned: Counter,
-    /// Flows that got a backend from Maglev (new, or whose backend went away).
-    pub new_flows: Counter,
-    /// New flows the flow table had no room for (forwarded statelessly).
-    pub flow_rejected: Counter,
-    /// Entries in the worker's flow table (a level, not a total).
-    pub active_flows: Counter,
-    /// The snapshot generation the worker used for its last burst.
-    pub snapshot_generation: Counter,
-    /// From a snapshot's publication to this worker's first burst on it
-    /// (snapshots published before the worker started are not counted).
-    pub snapshot_adoption: DelayHistogram,
-    /// From a snapshot's publication until every worker had it, recorded by
-    /// the worker that took it last ([`crate::snapshot::Snapshot::take`]):
-    /// summed over workers, one count per snapshot all of them took.
-    pub snapshot_all_workers: DelayHistogram,
-    /// Advances while the worker polls: the control side's liveness signal.
-    pub heartbeat: Counter,
-    pub drops: [Counter; DropReason::COUNT],
-    /// Indexed by backend slot; allocated once, [`MAX_BACKEND_SLOTS`] long.
-    pub backends: Box<[BackendCounters]>,
+/// A backend's traffic summed over workers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BackendTotals {
+    pub packets: u64,
+    pub bytes: u64,
+    pub new_flows: u64,
 }
 
-impl Default for WorkerStats {
-    fn default() -> Self {
-        WorkerStats {
-            rx_packets: Counter::default(),
-            rx_bytes: Counter::default(),
-            tx_packets: Counter::default(),
-            tx_bytes: Counter::default(),
-            tx_dropped: Counter::default(),
-            forwarded: Counter::default(),
-            icmp_to_backend: Counter::default(),
-            arp_replies: Counter::default(),
-            nd_adverts: Counter::default(),
-            to_kernel: Counter::default(),
-            from_kernel: Counter::default(),
-            neigh_requests: Counter::default(),
-            neigh_learned: Counter::default(),
-            new_flows: Counter::default(),
-            flow_rejected: Counter::default(),
-            active_flows: Counter::default(),
-            snapshot_generation: Counter::default(),
-            snapshot_adoption: DelayHistogram::default(),
-            snapshot_all_workers: DelayHistogram::default(),
-            heartbeat: Counter::default(),
-            drops: Default::default(),
-            backends: (0..MAX_BACKEND_SLOTS)
-                .map(|_| BackendCounters::default())
-                .collect(),
+impl std::ops::Add for BackendTotals {
+    type Output = BackendTotals;
+    fn add(self, o: BackendTotals) -> BackendTotals {
+        BackendTotals {
+            packets: self.packets + o.packets,
+            bytes: self.bytes + o.bytes,
+            new_flows: self.new_flows + o.new_flows,
         }
     }
 }
 
 impl WorkerStats {
+    #[inline(always)]
+    pub fn drop(&self, reason: DropReason) -> &Counter {
+        &self.drops[reason as usize]
+    }
+
     /// The delays until every worker had a snapshot: each worker holds the
     /// counts of the snapshots it took last, so the whole is their sum.
-    pub fn all_workers(workers: &[WorkerStats]) -> crate::delay::Delays {
+    pub fn all_workers(workers: &[WorkerStats]) -> Delays {
         workers.iter().map(|s| s.snapshot_all_workers.read()).sum()
     }
 
-    /// (packets, bytes, new flows) sent to the backend in `slot` by this worker.
-    pub fn backend(&self, slot: u16) -> (u64, u64, u64) {
-        self.backends.get(usize::from(slot)).map_or((0, 0, 0), |b| {
-            (b.packets.get(), b.bytes.get(), b.new_flows.get())
-        })
+    /// What this worker sent to the backend in `slot`.
+    pub fn backend(&self, slot: u16) -> BackendTotals {
+        self.backends
+            .get(usize::from(slot))
+            .map_or(BackendTotals::default(), |b| BackendTotals {
+                packets: b.packets.get(),
+                bytes: b.bytes.get(),
+                new_flows: b.new_flows.get(),
+            })
     }
-}
 
-/// A plain copy of a worker's counters, or a sum of several.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counters {
-    pub rx_packets: u64,
-    pub rx_bytes: u64,
-    pub tx_packets: u64,
-    pub tx_bytes: u64,
-    pub tx_dropped: u64,
-    pub forwarded: u64,
-    pub icmp_to_backend: u64,
-    pub arp_replies: u64,
-    pub nd_adverts: u64,
-    pub to_kernel: u64,
-    pub from_kernel: u64,
-    pub neigh_requests: u64,
-    pub neigh_learned: u64,
-    pub new_flows: u64,
-    pub flow_rejected: u64,
-    pub active_flows: u64,
-    pub drops: [u64; DropReason::COUNT],
-}
-
-impl Counter {
-    /// For levels (not totals): overwrite.
-    #[inline(always)]
-    pub fn set(&self, v: u64) {
-        self.0.store(v, Relaxed);
-    }
-}
-
-impl WorkerStats {
-    pub fn read(&self) -> Counters {
-        Counters {
-            rx_packets: self.rx_packets.get(),
-            rx_bytes: self.rx_bytes.get(),
-            tx_packets: self.tx_packets.get(),
-            tx_bytes: self.tx_bytes.get(),
-            tx_dropped: self.tx_dropped.get(),
-            forwarded: self.forwarded.get(),
-            icmp_to_backend: self.icmp_to_backend.get(),
-            arp_replies: self.arp_replies.get(),
-            nd_adverts: self.nd_adverts.get(),
-            to_kernel: self.to_kernel.get(),
-            from_kernel: self.from_kernel.get(),
-            neigh_requests: self.neigh_requests.get(),
-            neigh_learned: self.neigh_learned.get(),
-            new_flows: self.new_flows.get(),
-            flow_rejected: self.flow_rejected.get(),
-            active_flows: self.active_flows.get(),
-            drops: std::array::from_fn(|i| self.drops[i].get()),
-        }
+    /// What all `workers` sent to the backend in `slot`: the one sum every
+    /// exporter of per-backend (and so per-VIP) traffic uses.
+    pub fn backend_total(workers: &[WorkerStats], slot: u16) -> BackendTotals {
+        workers
+            .iter()
+            .map(|w| w.backend(slot))
+            .fold(BackendTotals::default(), |a, b| a + b)
     }
 }
 
@@ -268,32 +210,7 @@ impl Counters {
 
     /// Every packet dropped, for any reason, transmit refusals included.
     pub fn dropped(&self) -> u64 {
-        self.drops.iter().sum::<u64>() + self.tx_dropped
-    }
-}
-
-impl std::ops::Add for Counters {
-    type Output = Counters;
-    fn add(self, o: Counters) -> Counters {
-        Counters {
-            rx_packets: self.rx_packets + o.rx_packets,
-            rx_bytes: self.rx_bytes + o.rx_bytes,
-            tx_packets: self.tx_packets + o.tx_packets,
-            tx_bytes: self.tx_bytes + o.tx_bytes,
-            tx_dropped: self.tx_dropped + o.tx_dropped,
-            forwarded: self.forwarded + o.forwarded,
-            icmp_to_backend: self.icmp_to_backend + o.icmp_to_backend,
-            arp_replies: self.arp_replies + o.arp_replies,
-            nd_adverts: self.nd_adverts + o.nd_adverts,
-            to_kernel: self.to_kernel + o.to_kernel,
-            from_kernel: self.from_kernel + o.from_kernel,
-            neigh_requests: self.neigh_requests + o.neigh_requests,
-            neigh_learned: self.neigh_learned + o.neigh_learned,
-            new_flows: self.new_flows + o.new_flows,
-            flow_rejected: self.flow_rejected + o.flow_rejected,
-            active_flows: self.active_flows + o.active_flows,
-            drops: std::array::from_fn(|i| self.drops[i] + o.drops[i]),
-        }
+        self.drops.iter().sum::<u64>() + self.tx_failed
     }
 }
 
@@ -312,8 +229,23 @@ mod tests {
         let s = WorkerStats::default();
         s.backends[7].packets.add(2);
         s.backends[7].bytes.add(120);
-        assert_eq!(s.backend(7), (2, 120, 0));
-        assert_eq!(s.backend(u16::MAX), (0, 0, 0), "out of range reads as zero");
+        let want = BackendTotals {
+            packets: 2,
+            bytes: 120,
+            new_flows: 0,
+        };
+        assert_eq!(s.backend(7), want);
+        assert_eq!(
+            s.backend(u16::MAX),
+            BackendTotals::default(),
+            "out of range reads as zero"
+        );
+        let two = [WorkerStats::default(), WorkerStats::default()];
+        two[0].backends[7].packets.add(2);
+        two[1].backends[7].packets.add(3);
+        two[1].backends[7].new_flows.add(1);
+        assert_eq!(WorkerStats::backend_total(&two, 7).packets, 5);
+        assert_eq!(WorkerStats::backend_total(&two, 7).new_flows, 1);
     }
 
     #[test]
@@ -327,8 +259,8 @@ mod tests {
         let s = WorkerStats::default();
         s.rx_packets.add(3);
         s.rx_packets.add(4);
-        s.drops[DropReason::NoBackend as usize].add(2);
-        s.tx_dropped.add(1);
+        s.drop(DropReason::NoBackend).add(2);
+        s.tx_failed.add(1);
         let c = s.read();
         assert_eq!(c.rx_packets, 7);
         assert_eq!(c.drop_count(DropReason::NoBackend), 2);
@@ -339,13 +271,23 @@ mod tests {
     }
 
     #[test]
-    fn drop_reason_names_are_distinct() {
-        let mut names: Vec<_> = DropReason::ALL.iter().map(|r| r.as_str()).collect();
+    fn the_table_names_every_counter_once_in_field_order() {
+        let mut names: Vec<_> = COUNTERS.iter().map(|c| c.name).collect();
         names.sort_unstable();
         names.dedup();
-        assert_eq!(names.len(), DropReason::COUNT);
-        for (i, r) in DropReason::ALL.iter().enumerate() {
-            assert_eq!(*r as usize, i);
-        }
+        assert_eq!(names.len(), COUNTERS.len());
+        // Each field lands at its own index of `values`.
+        let s = WorkerStats::default();
+        s.rx_packets.add(1);
+        s.tx_failed.add(5);
+        s.active_flows.set(9);
+        let v = s.read().values();
+        let at = |n: &str| v[COUNTERS.iter().position(|c| c.name == n).unwrap()];
+        assert_eq!(
+            (at("rx_packets"), at("tx_failed"), at("active_flows")),
+            (1, 5, 9)
+        );
+        assert_eq!(v.iter().sum::<u64>(), 15);
+        assert_eq!(COUNTERS.iter().filter(|c| c.kind == Kind::Level).count(), 1);
     }
 }

@@ -13,11 +13,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crossbeam_queue::ArrayQueue;
 
 use crate::dpdk::{self, Burst, Fate, Mempool, Queue, BURST_SIZE};
+use lb_core::drop_reason::DropReason;
 use lb_core::flow::FlowTable;
 use lb_core::forward::{self, Action, Classified};
 use lb_core::packet::{build, MacAddr};
 use lb_core::snapshot::{Reader, Snapshot};
-use lb_core::stats::{DropReason, WorkerStats};
+use lb_core::stats::WorkerStats;
 
 /// Flow-table buckets swept for expired entries per idle poll, and per busy
 /// burst (so a worker that is never idle still frees expired flows).
@@ -135,7 +136,7 @@ impl<'a> Worker<'a> {
         }
         let out = self.queue.tx(burst);
         self.stats.tx_packets.add(out.sent as u64);
-        self.stats.tx_dropped.add(out.dropped as u64);
+        self.stats.tx_failed.add(out.dropped as u64);
     }
 
     /// What the host sent through the exception interface goes out of the
@@ -159,7 +160,7 @@ impl<'a> Worker<'a> {
         s.tx_packets.add(out.sent as u64);
         s.tx_bytes
             .add(lens[..out.sent].iter().map(|&l| u64::from(l)).sum());
-        s.tx_dropped.add(out.dropped as u64);
+        s.tx_failed.add(out.dropped as u64);
     }
 
     #[inline]
@@ -288,7 +289,7 @@ impl<'a> Worker<'a> {
         s.tx_packets.add(out.sent as u64);
         s.tx_bytes
             .add(lens[..out.sent].iter().map(|&l| l as u64).sum());
-        s.tx_dropped.add(out.dropped as u64);
+        s.tx_failed.add(out.dropped as u64);
         s.forwarded.add(counts.forwarded);
         s.icmp_to_backend.add(counts.icmp);
         s.arp_replies.add(counts.arp);

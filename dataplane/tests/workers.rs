@@ -11,13 +11,14 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use dataplane::dpdk::{self, Burst, Eal, Mempool, Port, PortConfig, BURST_SIZE};
 use dataplane::worker::Worker;
+use lb_core::drop_reason::DropReason;
 use lb_core::flow::{FlowConfig, FlowTable};
 use lb_core::packet::{build, MacAddr};
 use lb_core::snapshot::{
     BackendRef, BackendSpec, BackendState, Proto, Publisher, Snapshot, SnapshotSpec, VipKey,
     VipSpec,
 };
-use lb_core::stats::{Counters, DropReason, WorkerStats};
+use lb_core::stats::{Counters, WorkerStats};
 
 const BACKEND_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0xbb]);
 const VIP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
