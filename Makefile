@@ -1,6 +1,6 @@
 # The two commands of the README. Each sets the machine up first (Debian
 # packages, hugepages; see scripts/setup.sh), so both work on a fresh Debian 12.
-.PHONY: all setup build test demo clean
+.PHONY: all setup build test test-core demo clean
 
 all: build
 
@@ -10,8 +10,12 @@ setup:
 build: setup
 	cargo build --release --workspace --locked
 
-test: setup
+# test-core first: the pure core builds and tests before DPDK is installed.
+test: test-core setup
 	scripts/test.sh
+
+test-core:
+	scripts/test-core.sh
 
 demo: setup
 	scripts/demo.sh
