@@ -1,5 +1,5 @@
 //! The `lb.v1.LoadBalancer` gRPC service on a Unix socket: requests become
-//! changes of the desired state ([`crate::Control::change`]), which are
+//! changes of the desired state ([`crate::hub::Control::change`]), which are
 //! validated, written to the state file and published to the workers before
 //! the reply.
 
@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use crate::state::{BackendSettings, CheckKind, HealthCheck, StateError, Vip as VipState};
 use anyhow::{bail, Context, Result};
-use control::state::{BackendSettings, CheckKind, HealthCheck, StateError, Vip as VipState};
 use lb_core::delay::Delays;
 use lb_core::drop_reason::DropReason;
 use lb_core::flow::IdleTimeouts;
@@ -26,7 +26,7 @@ use lb_proto::v1::load_balancer_server::{LoadBalancer, LoadBalancerServer};
 use tokio::net::UnixListener;
 use tonic::{Request, Response, Status};
 
-use crate::{ChangeError, Control};
+use crate::hub::{ChangeError, Control};
 
 /// Listen on `path`, replacing a stale socket file but never a live one.
 pub async fn bind(path: &Path) -> Result<UnixListener> {
@@ -136,7 +136,7 @@ async fn bounded(
 #[derive(Clone)]
 pub struct Api {
     pub control: Arc<Mutex<Control>>,
-    pub stats: &'static [WorkerStats],
+    pub stats: Arc<[WorkerStats]>,
     pub lcores: Vec<u32>,
     pub port: String,
     pub eal_args: Vec<String>,
@@ -260,7 +260,7 @@ fn pb_check(c: &HealthCheck) -> pb::HealthCheck {
 }
 
 fn pb_health(c: &Control, key: &VipKey, addr: &IpAddr) -> pb::Health {
-    match c.health.get(&(*key, *addr)) {
+    match c.health(key, addr) {
         None => pb::Health::Unspecified,
         Some(h) if h.healthy => pb::Health::Healthy,
         Some(_) => pb::Health::Unhealthy,
@@ -317,7 +317,7 @@ fn pb_backend(c: &Control, key: &VipKey, addr: &IpAddr, s: &BackendSettings) -> 
 }
 
 fn settings_of(c: &Control, key: &VipKey, addr: &IpAddr) -> Result<BackendSettings, Status> {
-    c.state
+    c.state()
         .vips()
         .get(key)
         .ok_or_else(|| Status::not_found(format!("vip {key} not found")))?
@@ -336,7 +336,7 @@ impl LoadBalancer for Api {
 
     async fn watch(&self, _: Request<pb::Empty>) -> Result<Response<EventStream>, Status> {
         use tokio_stream::StreamExt;
-        let rx = self.control()?.events.subscribe();
+        let rx = self.control()?.subscribe();
         let stream = tokio_stream::wrappers::BroadcastStream::new(rx).map(|e| {
             Ok(match e {
                 Ok(ev) => ev,
@@ -373,7 +373,7 @@ impl LoadBalancer for Api {
                     s.set_idle_timeouts(&key, idle)
                 })
                 .map_err(status)?;
-            (pb_vip(&c, &key, &c.state.vips()[&key]), commit)
+            (pb_vip(&c, &key, &c.state().vips()[&key]), commit)
         };
         commit.durable().await.map_err(status)?;
         Ok(Response::new(v))
@@ -393,7 +393,7 @@ impl LoadBalancer for Api {
         let key = vip_key(Some(req.into_inner()))?;
         let c = self.control()?;
         let v = c
-            .state
+            .state()
             .vips()
             .get(&key)
             .ok_or_else(|| Status::not_found(format!("vip {key} not found")))?;
@@ -406,7 +406,7 @@ impl LoadBalancer for Api {
     ) -> Result<Response<pb::ListVipsResponse>, Status> {
         let c = self.control()?;
         let vips = c
-            .state
+            .state()
             .vips()
             .iter()
             .map(|(k, v)| pb_vip(&c, k, v))
@@ -499,13 +499,13 @@ impl LoadBalancer for Api {
         req: Request<pb::ApplyRequest>,
     ) -> Result<Response<pb::ApplyResponse>, Status> {
         let r = req.into_inner();
-        let config: control::config::Config =
+        let config: crate::config::Config =
             toml::from_str(&r.toml).map_err(|e| invalid("toml", e.to_string().trim()))?;
-        let desired = control::state::State::from_config(&config).map_err(|e| status(e.into()))?;
+        let desired = crate::state::State::from_config(&config).map_err(|e| status(e.into()))?;
         let (changes, generation, commit) = {
             let mut c = self.control()?;
             let changes = c
-                .state
+                .state()
                 .clone()
                 .converge(&desired)
                 .map_err(|e| status(e.into()))?;
@@ -515,13 +515,13 @@ impl LoadBalancer for Api {
                 let (_, done) = c.change(&what, |s| s.converge(&desired)).map_err(status)?;
                 commit = Some(done);
             }
-            (changes, c.generation, commit)
+            (changes, c.generation(), commit)
         };
         let generation = match commit {
             Some(commit) => {
                 commit.durable().await.map_err(status)?;
                 // Published now, in this generation or a later one.
-                self.control()?.generation
+                self.control()?.generation()
             }
             None => generation,
         };
@@ -533,7 +533,7 @@ impl LoadBalancer for Api {
 
     async fn export(&self, _: Request<pb::Empty>) -> Result<Response<pb::ExportResponse>, Status> {
         let c = self.control()?;
-        let text = toml::to_string_pretty(&c.state.to_config())
+        let text = toml::to_string_pretty(&c.state().to_config())
             .map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(pb::ExportResponse { toml: text }))
     }
@@ -544,8 +544,7 @@ impl LoadBalancer for Api {
     ) -> Result<Response<pb::HealthResponse>, Status> {
         let c = self.control()?;
         let mut backends: Vec<pb::BackendHealth> = c
-            .health
-            .iter()
+            .health_all()
             .map(|((vip, addr), h)| pb::BackendHealth {
                 vip: Some(pb_key(vip)),
                 address: addr.to_string(),
@@ -569,7 +568,7 @@ impl LoadBalancer for Api {
         let workers = self
             .lcores
             .iter()
-            .zip(self.stats)
+            .zip(self.stats.iter())
             .map(|(&lcore, s)| {
                 let c = s.read();
                 pb::WorkerStats {
@@ -590,10 +589,13 @@ impl LoadBalancer for Api {
                             value: c.drop_count(*r),
                         })
                         .collect(),
+                    // The fields proto/lb.proto gained in 154fbd4 are not
+                    // filled yet: that is the counters' change, not this one.
+                    ..Default::default()
                 }
             })
             .collect();
-        let snap = self.control()?.publisher.current();
+        let snap = self.control()?.snapshot();
         let vips = snap
             .vips()
             .iter()
@@ -604,7 +606,7 @@ impl LoadBalancer for Api {
                     .filter_map(|&slot| {
                         let b = snap.backend(slot)?;
                         let (mut packets, mut bytes, mut new_flows) = (0, 0, 0);
-                        for w in self.stats {
+                        for w in self.stats.iter() {
                             let lb_core::stats::BackendTotals {
                                 packets: p,
                                 bytes: by,
@@ -634,33 +636,27 @@ impl LoadBalancer for Api {
         Ok(Response::new(pb::Stats {
             workers,
             vips,
-            snapshot_all_workers: delay_buckets(&WorkerStats::all_workers(self.stats)),
+            snapshot_all_workers: delay_buckets(&WorkerStats::all_workers(&self.stats)),
         }))
     }
 
     async fn get_info(&self, _: Request<pb::Empty>) -> Result<Response<pb::Info>, Status> {
         let c = self.control()?;
-        let announced = c
-            .announced
-            .borrow()
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        let announced = c.announced().iter().map(ToString::to_string).collect();
         Ok(Response::new(pb::Info {
             port: self.port.clone(),
-            mac: c.mac.to_string(),
+            mac: c.mac().to_string(),
             worker_lcores: self.lcores.clone(),
             eal_args: self.eal_args.clone(),
-            snapshot_generation: c.generation,
+            snapshot_generation: c.generation(),
             state_file: c
-                .state_path
-                .as_ref()
+                .state_path()
                 .map(|p| p.display().to_string())
                 .unwrap_or_default(),
-            config_digest: c.state.digest(),
+            config_digest: c.state().digest(),
             announced,
-            announcing: c.announcing,
-            shutting_down: c.shutting_down,
+            announcing: c.announcing(),
+            shutting_down: c.shutting_down(),
         }))
     }
 }

@@ -10,13 +10,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use control::state::{CheckKind, HealthCheck};
+use crate::state::{CheckKind, HealthCheck};
 use lb_core::snapshot::VipKey;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
-use crate::Control;
+use crate::hub::Control;
 
 /// A backend's health as the checks see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,7 +51,7 @@ impl Checks {
             if !same {
                 task.abort();
                 if let Ok(mut c) = control.lock() {
-                    c.health.remove(key);
+                    c.forget_health(&key.0, &key.1);
                 }
             }
             same

@@ -1,9 +1,33 @@
-//! The control side of the load balancer, as a library for `lbd` (and its
-//! tests): the configuration file format and the validated desired state
-//! with its persistence, and route announcement. The gRPC API is built on
-//! [`state`].
+//! `lbd`, the load balancer daemon, as a library: `main.rs` parses the
+//! arguments and wires these parts; the tests build the hub, the API and
+//! the metrics without EAL.
+//!
+//! - [`args`]: the command line.
+//! - [`config`], [`state`], [`persist`]: the state file's format, the
+//!   validated desired state, and durable file replacement.
+//! - [`startup`]: the part that needs EAL (the port, the exception
+//!   interface, the workers on their lcores).
+//! - [`hub`]: the control hub, [`hub::Control`]: desired state, health
+//!   verdicts, neighbours, the snapshot publisher, queued changes.
+//! - [`commit`]: group commit of changes to the snapshot and the state file.
+//! - [`monitor`]: graceful stop, idle stop, the stalled-worker watchdog.
+//! - [`health`]: active health checks.
+//! - [`announce`]: route announcement to a BGP speaker.
+//! - [`grpc`], [`metrics`], [`listeners`]: the API, the Prometheus
+//!   exposition, and their listeners.
+//! - [`report`]: the exit report.
 
 pub mod announce;
+pub mod args;
+pub mod commit;
 pub mod config;
+pub mod grpc;
+pub mod health;
+pub mod hub;
+pub mod listeners;
+pub mod metrics;
+pub mod monitor;
 pub mod persist;
+pub mod report;
+pub mod startup;
 pub mod state;

@@ -16,13 +16,13 @@ use lb_core::stats::WorkerStats;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use crate::Control;
+use crate::hub::Control;
 
 /// What the exposition reads.
 #[derive(Clone)]
 pub struct Source {
     pub control: Arc<Mutex<Control>>,
-    pub stats: &'static [WorkerStats],
+    pub stats: Arc<[WorkerStats]>,
     pub lcores: Vec<u32>,
 }
 
@@ -141,7 +141,7 @@ pub fn render(source: &Source) -> String {
     let workers: Vec<(String, lb_core::stats::Counters)> = source
         .lcores
         .iter()
-        .zip(source.stats)
+        .zip(source.stats.iter())
         .map(|(l, s)| (l.to_string(), s.read()))
         .collect();
 
@@ -235,7 +235,7 @@ pub fn render(source: &Source) -> String {
         "histogram",
         "From a snapshot's publication to the worker's first burst on it.",
     );
-    for (l, s) in source.lcores.iter().zip(source.stats) {
+    for (l, s) in source.lcores.iter().zip(source.stats.iter()) {
         let w = l.to_string();
         f.histogram(ADOPTION, &[("worker", &w)], &s.snapshot_adoption.read());
     }
@@ -245,12 +245,12 @@ pub fn render(source: &Source) -> String {
         "histogram",
         "From a snapshot's publication until every worker had it.",
     );
-    f.histogram(ALL, &[], &WorkerStats::all_workers(source.stats));
+    f.histogram(ALL, &[], &WorkerStats::all_workers(&source.stats));
 
     let Ok(control) = source.control.lock() else {
         return out;
     };
-    let snap = control.publisher.current();
+    let snap = control.snapshot();
     let mut rows = Vec::new();
     for v in snap.vips() {
         for &slot in &v.backends {
@@ -264,9 +264,9 @@ pub fn render(source: &Source) -> String {
                 bytes: 0,
                 new_flows: 0,
                 up: b.state == BackendState::Up && b.mac.is_some(),
-                healthy: control.health.get(&(v.key, b.addr)).map(|h| h.healthy),
+                healthy: control.health(&v.key, &b.addr).map(|h| h.healthy),
             };
-            for w in source.stats {
+            for w in source.stats.iter() {
                 let lb_core::stats::BackendTotals {
                     packets: p,
                     bytes: by,
@@ -354,18 +354,18 @@ pub fn render(source: &Source) -> String {
         "gauge",
         "Generation of the forwarding snapshot published to workers.",
     );
-    f.sample("lb_snapshot_generation", &[], control.generation);
+    f.sample("lb_snapshot_generation", &[], control.generation());
     f.header("lb_vips", "gauge", "Configured VIPs.");
-    f.sample("lb_vips", &[], control.state.vips().len() as u64);
-    if control.announcing {
+    f.sample("lb_vips", &[], control.state().vips().len() as u64);
+    if control.announcing() {
         f.header(
             "lb_route_announced",
             "gauge",
             "1 while the VIP address is announced to the routers (--bgp-routes), else 0.",
         );
-        let announced = control.announced.borrow();
+        let announced = control.announced();
         let addrs: std::collections::BTreeSet<_> =
-            control.state.vips().keys().map(|k| k.addr).collect();
+            control.state().vips().keys().map(|k| k.addr).collect();
         for a in addrs {
             f.sample(
                 "lb_route_announced",

@@ -1,0 +1,420 @@
+//! The control hub: the desired state and what it holds at run time
+//! (health verdicts, resolved backend MACs), the snapshot publisher, and
+//! the changes on their way to the state file. The gRPC API, the health
+//! checks, the monitor and the committer all go through it. It needs no
+//! EAL: the workers' side of it is a snapshot reader and two queues.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crossbeam_queue::ArrayQueue;
+use lb_core::neigh::{NeighConfig, NeighTable};
+use lb_core::packet::MacAddr;
+use lb_core::snapshot::{Publisher, Reader, Snapshot, SnapshotError, VipKey};
+use tracing::info;
+
+use crate::announce;
+use crate::health;
+use crate::state::{State, StateError};
+
+/// How many learned MACs and resolution requests the queues between the
+/// workers and the hub hold.
+const NEIGH_QUEUE: usize = 1024;
+
+/// A change's acknowledgement channel, as the committer holds it.
+pub(crate) type Ack = tokio::sync::oneshot::Sender<Result<(), String>>;
+
+/// The control side: the desired state, neighbour resolution and the
+/// snapshot publisher, shared by the monitor loop and the gRPC API.
+pub struct Control {
+    /// The desired state: what the dataplane runs and the API shows.
+    state: State,
+    /// What the state file holds (`state` once the committer caught up).
+    durable: State,
+    /// Changes applied but not yet written: each is acknowledged when written.
+    commits: Vec<Ack>,
+    commit_wanted: Arc<tokio::sync::Notify>,
+    state_path: Option<PathBuf>,
+    mac: MacAddr,
+    generation: u64,
+    neigh: NeighTable,
+    publisher: Publisher,
+    /// The TSC stamp of a publication (`dataplane::dpdk::rdtsc` in lbd).
+    clock: fn() -> u64,
+    /// MACs the workers learned, for the hub to take in.
+    learned: Arc<ArrayQueue<(IpAddr, MacAddr)>>,
+    /// Backends to resolve, for the first worker to ask for.
+    requests: Arc<ArrayQueue<IpAddr>>,
+    /// Health-check verdicts: runtime state, never written to the state file.
+    health: HashMap<(VipKey, IpAddr), health::Status>,
+    /// Events for `Watch` subscribers.
+    events: tokio::sync::broadcast::Sender<lb_proto::v1::Event>,
+    /// The VIP addresses the BGP speaker was last told to announce.
+    announced: tokio::sync::watch::Receiver<BTreeSet<IpAddr>>,
+    /// Whether routes are announced at all (--bgp-routes).
+    announcing: bool,
+    /// Set on the first SIGTERM/SIGINT.
+    shutting_down: bool,
+}
+
+/// Why a change was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("the dataplane cannot take this configuration: {0}")]
+    Snapshot(#[from] SnapshotError),
+    #[error("{0}; the change was undone")]
+    Persist(String),
+}
+
+/// A change's acknowledgement: ready once the state file holds it.
+pub struct Commit(Option<tokio::sync::oneshot::Receiver<Result<(), String>>>);
+// (None: nothing to wait for.)
+
+impl Commit {
+    pub async fn durable(self) -> Result<(), ChangeError> {
+        let Some(rx) = self.0 else {
+            return Ok(());
+        };
+        match rx.await {
+            Ok(r) => r.map_err(ChangeError::Persist),
+            Err(_) => Err(ChangeError::Persist("lbd is stopping".into())),
+        }
+    }
+}
+
+impl Control {
+    /// The hub for `state` on a port with `mac`, its first snapshot
+    /// (generation 1) published; `clock` stamps each later publication.
+    /// No state file (see [`Control::with_state_file`]) and no route
+    /// announcement (see [`Control::with_announcements`]).
+    pub fn new(state: State, mac: MacAddr, clock: fn() -> u64) -> Result<Control, SnapshotError> {
+        let mut neigh = NeighTable::new(NeighConfig::default());
+        neigh.set_wanted(state.backend_addresses());
+        let snapshot = Snapshot::build(&state.to_spec(1, mac, |_| None))?;
+        Ok(Control {
+            durable: state.clone(),
+            commits: Vec::new(),
+            commit_wanted: Arc::new(tokio::sync::Notify::new()),
+            state,
+            state_path: None,
+            mac,
+            generation: 1,
+            neigh,
+            publisher: Publisher::new(snapshot),
+            clock,
+            learned: Arc::new(ArrayQueue::new(NEIGH_QUEUE)),
+            requests: Arc::new(ArrayQueue::new(NEIGH_QUEUE)),
+            health: HashMap::new(),
+            events: tokio::sync::broadcast::channel(1024).0,
+            announced: tokio::sync::watch::channel(BTreeSet::new()).1,
+            announcing: false,
+            shutting_down: false,
+        })
+    }
+
+    /// Write every accepted change to `path` before it is acknowledged.
+    pub fn with_state_file(mut self, path: Option<PathBuf>) -> Control {
+        self.state_path = path;
+        self
+    }
+
+    /// Routes are announced (--bgp-routes): `announced` follows the set the
+    /// speaker last applied.
+    pub fn with_announcements(
+        mut self,
+        announced: tokio::sync::watch::Receiver<BTreeSet<IpAddr>>,
+    ) -> Control {
+        self.announced = announced;
+        self.announcing = true;
+        self
+    }
+
+    /// The desired state.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    pub fn state_path(&self) -> Option<&Path> {
+        self.state_path.as_deref()
+    }
+
+    /// The port's MAC, the source of every forwarded frame.
+    pub fn mac(&self) -> MacAddr {
+        self.mac
+    }
+
+    /// The generation of the last snapshot published.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The snapshot the workers run now.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.publisher.current()
+    }
+
+    /// A reader of the published snapshots, for a worker.
+    pub fn reader(&self) -> Reader {
+        self.publisher.reader()
+    }
+
+    /// Free the snapshots every reader has left.
+    pub fn reap(&mut self) -> usize {
+        self.publisher.reap()
+    }
+
+    /// Where workers report the MACs they learn.
+    pub fn learned(&self) -> Arc<ArrayQueue<(IpAddr, MacAddr)>> {
+        Arc::clone(&self.learned)
+    }
+
+    /// Where the hub asks a worker to resolve a backend.
+    pub fn requests(&self) -> Arc<ArrayQueue<IpAddr>> {
+        Arc::clone(&self.requests)
+    }
+
+    /// The health-check verdict of a checked backend.
+    pub fn health(&self, vip: &VipKey, addr: &IpAddr) -> Option<&health::Status> {
+        self.health.get(&(*vip, *addr))
+    }
+
+    /// Every health-check verdict.
+    pub fn health_all(&self) -> impl Iterator<Item = (&(VipKey, IpAddr), &health::Status)> {
+        self.health.iter()
+    }
+
+    /// The backend is no longer checked (or its check changed).
+    pub fn forget_health(&mut self, vip: &VipKey, addr: &IpAddr) {
+        self.health.remove(&(*vip, *addr));
+    }
+
+    /// Events from now on (configuration, health, routes).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<lb_proto::v1::Event> {
+        self.events.subscribe()
+    }
+
+    /// The VIP addresses the BGP speaker was last told to announce.
+    pub fn announced(&self) -> BTreeSet<IpAddr> {
+        self.announced.borrow().clone()
+    }
+
+    /// Whether routes are announced at all (--bgp-routes).
+    pub fn announcing(&self) -> bool {
+        self.announcing
+    }
+
+    /// Whether lbd is stopping (a first SIGTERM/SIGINT came).
+    pub fn shutting_down(&self) -> bool {
+        self.shutting_down
+    }
+
+    pub fn set_shutting_down(&mut self, stopping: bool) {
+        self.shutting_down = stopping;
+    }
+
+    /// Woken when a change is queued for the committer.
+    pub(crate) fn commit_wanted(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.commit_wanted)
+    }
+
+    /// The changes queued since the last call, one snapshot published for
+    /// them all, and what to write: `None` when nothing is queued or the
+    /// batch is settled already (no state file: acknowledged; refused by
+    /// the dataplane: undone).
+    pub(crate) fn take_batch(&mut self) -> Option<(State, PathBuf, Vec<Ack>)> {
+        if self.commits.is_empty() {
+            return None;
+        }
+        let batch = std::mem::take(&mut self.commits);
+        // One snapshot for the batch (tables of untouched VIPs reused).
+        if !self.republish() {
+            self.undo_uncommitted("the dataplane refused the configuration", batch);
+            return None;
+        }
+        let Some(path) = self.state_path.clone() else {
+            for tx in batch {
+                let _ = tx.send(Ok(()));
+            }
+            return None;
+        };
+        Some((self.state.clone(), path, batch))
+    }
+
+    /// Whether changes wait for the committer.
+    pub(crate) fn has_commits(&self) -> bool {
+        !self.commits.is_empty()
+    }
+
+    /// The state file now holds `state`: acknowledge `batch`.
+    pub(crate) fn committed(&mut self, state: State, batch: Vec<Ack>) {
+        self.durable = state;
+        for tx in batch {
+            let _ = tx.send(Ok(()));
+        }
+    }
+
+    /// Apply a change to a copy of the state and check that the dataplane
+    /// can take it (a refused change leaves everything as it was); then make
+    /// it current and queue it. The committer publishes one snapshot and
+    /// writes the state file once for all changes queued together (group
+    /// commit); the caller acknowledges a change once [`Commit::durable`],
+    /// and a failed write undoes them all.
+    pub fn change<T>(
+        &mut self,
+        what: &str,
+        f: impl FnOnce(&mut State) -> Result<T, StateError>,
+    ) -> Result<(T, Commit), ChangeError> {
+        let mut next = self.state.clone();
+        let out = f(&mut next)?;
+        Snapshot::check(&self.spec(&next))?;
+        self.state = next;
+        self.neigh.set_wanted(self.state.backend_addresses());
+        // The next snapshot published is the first to hold it.
+        let generation = self.generation + 1;
+        info!(generation, what, "configuration changed");
+        self.emit(lb_proto::v1::event::Kind::Config(
+            lb_proto::v1::ConfigChanged {
+                generation,
+                what: what.to_string(),
+            },
+        ));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.commits.push(tx);
+        self.commit_wanted.notify_one();
+        Ok((out, Commit(Some(rx))))
+    }
+
+    /// The state file could not be written: go back to what it holds and
+    /// fail every change not yet acknowledged.
+    pub(crate) fn undo_uncommitted(&mut self, reason: &str, batch: Vec<Ack>) {
+        tracing::error!(
+            reason,
+            "state file not written; undoing the changes since the last write"
+        );
+        self.state = self.durable.clone();
+        self.neigh.set_wanted(self.state.backend_addresses());
+        self.republish();
+        self.emit(lb_proto::v1::event::Kind::Config(
+            lb_proto::v1::ConfigChanged {
+                generation: self.generation,
+                what: format!("undone: {reason}"),
+            },
+        ));
+        for tx in batch.into_iter().chain(std::mem::take(&mut self.commits)) {
+            let _ = tx.send(Err(reason.to_string()));
+        }
+    }
+
+    pub(crate) fn emit(&self, kind: lb_proto::v1::event::Kind) {
+        let time_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        // No subscriber is not an error.
+        let _ = self.events.send(lb_proto::v1::Event {
+            time_ms,
+            kind: Some(kind),
+        });
+    }
+
+    /// The snapshot of `state` as the dataplane must see it: resolved MACs
+    /// filled in, backends failing their health checks down.
+    fn build_snapshot(&self, state: &State) -> Result<Snapshot, SnapshotError> {
+        Snapshot::build_from(&self.spec(state), Some(&self.publisher.current()))
+    }
+
+    fn spec(&self, state: &State) -> lb_core::snapshot::SnapshotSpec {
+        let mut spec = state.to_spec(self.generation + 1, self.mac, |a| self.neigh.mac(a));
+        for v in &mut spec.vips {
+            for b in &mut v.backends {
+                if self
+                    .health
+                    .get(&(v.key, b.addr))
+                    .is_some_and(|h| !h.healthy)
+                {
+                    b.state = lb_core::snapshot::BackendState::Down;
+                }
+            }
+        }
+        spec
+    }
+
+    /// Publish the current state again (health or a MAC changed; the state
+    /// file does not).
+    pub(crate) fn republish(&mut self) -> bool {
+        match self.build_snapshot(&self.state) {
+            Ok(s) => {
+                self.generation += 1;
+                self.publisher.publish(s, (self.clock)());
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot publish; keeping the current snapshot");
+                false
+            }
+        }
+    }
+
+    /// A health check's verdict changed (or was first given).
+    pub fn set_health(&mut self, vip: VipKey, addr: IpAddr, status: health::Status) {
+        let was = self.health.insert((vip, addr), status.clone());
+        let changed = was.as_ref().is_none_or(|w| w.healthy != status.healthy);
+        if changed && was.is_some() {
+            if status.healthy {
+                info!(%vip, backend = %addr, detail = status.detail, "backend up");
+            } else {
+                tracing::warn!(%vip, backend = %addr, detail = status.detail, "backend down");
+            }
+            self.republish();
+            let health = if status.healthy {
+                lb_proto::v1::Health::Healthy
+            } else {
+                lb_proto::v1::Health::Unhealthy
+            };
+            self.emit(lb_proto::v1::event::Kind::Backend(
+                lb_proto::v1::BackendHealthChanged {
+                    vip: Some(crate::grpc::pb_key(&vip)),
+                    address: addr.to_string(),
+                    health: health as i32,
+                    detail: status.detail.clone(),
+                },
+            ));
+        }
+    }
+
+    /// The VIP addresses this instance can serve now (see `announce`).
+    pub fn servable(&self) -> BTreeSet<IpAddr> {
+        announce::servable(&self.state, |vip, addr| {
+            self.health
+                .get(&(*vip, *addr))
+                .is_some_and(|h| h.healthy && h.passed)
+        })
+    }
+
+    /// The MAC a backend is forwarded to: static, resolved, or none yet.
+    pub fn effective_mac(&self, addr: &IpAddr, fixed: Option<MacAddr>) -> Option<MacAddr> {
+        fixed.or_else(|| self.neigh.mac(addr))
+    }
+
+    /// Take in what workers learned, ask for what is due, and publish a new
+    /// snapshot when a backend's MAC changed.
+    pub fn resolve_neighbors(&mut self, now: u32) {
+        let mut changed = false;
+        while let Some((ip, mac)) = self.learned.pop() {
+            if self.neigh.learn(ip, mac, now) {
+                info!(%ip, %mac, "backend resolved");
+                changed = true;
+            }
+        }
+        let (due, forgotten) = self.neigh.due(now);
+        for ip in due {
+            let _ = self.requests.push(ip);
+        }
+        if changed || forgotten {
+            self.republish();
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! The monitor on the main lcore while workers poll: graceful stop on a
+//! signal, the idle stop, periodic counters, neighbour resolution, health
+//! check tasks, and the watchdog that withdraws the routes while a worker
+//! is stalled.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use lb_core::stats::{Counters, WorkerStats};
+use tracing::info;
+
+use crate::args::Options;
+use crate::health;
+use crate::hub::Control;
+
+/// The flag the first SIGINT or SIGTERM sets, for [`Watchdog::term`]: it
+/// starts a graceful stop (the monitor), a second one ends the process at once.
+pub fn stop_signals() -> Result<Arc<AtomicBool>> {
+    let term = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(sig, 1, Arc::clone(&term))
+            .and_then(|_| signal_hook::flag::register(sig, Arc::clone(&term)))
+            .context("installing signal handlers")?;
+    }
+    Ok(term)
+}
+
+/// A failed route announcement is tried again after this long.
+pub const ROUTE_RETRY: Duration = Duration::from_secs(1);
+/// A worker whose heartbeat has not moved for this long is stalled: lbd
+/// withdraws its routes (other instances take the traffic) until it moves.
+pub const WORKER_STALL: Duration = Duration::from_secs(1);
+
+/// What the monitor needs to stop gracefully and keep the routes right.
+pub struct Watchdog<'a> {
+    /// Set by the first SIGTERM/SIGINT.
+    pub term: &'a AtomicBool,
+    /// How long lbd forwards once routes are withdrawn.
+    pub grace: Duration,
+    /// What the BGP speaker is to announce.
+    pub routes: tokio::sync::watch::Sender<BTreeSet<IpAddr>>,
+}
+
+impl Watchdog<'_> {
+    /// Ask for `wanted` to be announced; tells subscribers when it changes.
+    fn announce(&self, wanted: BTreeSet<IpAddr>, reason: &str, control: &Control) {
+        let changed = self.routes.send_if_modified(|current| {
+            let differs = *current != wanted;
+            *current = wanted.clone();
+            differs
+        });
+        if changed && control.announcing() {
+            let shown: Vec<String> = wanted.iter().map(ToString::to_string).collect();
+            info!(announced = ?shown, reason, "routes");
+            control.emit(lb_proto::v1::event::Kind::Routes(
+                lb_proto::v1::RoutesChanged {
+                    announced: shown,
+                    reason: reason.to_string(),
+                },
+            ));
+        }
+    }
+}
+
+/// Per worker: its last heartbeat and when it last moved.
+pub fn stalled_workers(stats: &[WorkerStats], beats: &mut [(u64, Instant)], now: Instant) -> usize {
+    let mut stalled = 0;
+    for (w, (last, since)) in stats.iter().zip(beats.iter_mut()) {
+        let beat = w.heartbeat.get();
+        if beat != *last {
+            *last = beat;
+            *since = now;
+        }
+        if now - *since > WORKER_STALL {
+            stalled += 1;
+        }
+    }
+    stalled
+}
+
+/// Runs on the main lcore while workers poll: on a signal, withdraws the
+/// routes and stops after the grace period; stops after `--exit-idle-ms`
+/// without a received packet (for replaying a pcap); prints counters every
+/// `--stats-interval-s`, resolves backend MACs, frees replaced snapshots,
+/// and keeps the announced routes in line with what can be served.
+pub async fn monitor(
+    opts: &Options,
+    stats: &[WorkerStats],
+    stop: &AtomicBool,
+    control_arc: &Arc<Mutex<Control>>,
+    watchdog: Watchdog<'_>,
+) {
+    let control: &Mutex<Control> = control_arc;
+    let start = Instant::now();
+    let mut beats = vec![(0, start); stats.len()];
+    let mut stop_at: Option<Instant> = None;
+    let mut last_rx = 0;
+    let mut last_change = start;
+    let mut last_print = start;
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let mut checks = health::Checks::default();
+    let mut ticks = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        tick.tick().await;
+        ticks += 1;
+        let now = Instant::now();
+        if stop_at.is_none() && watchdog.term.load(Ordering::Relaxed) {
+            info!(
+                grace_ms = watchdog.grace.as_millis() as u64,
+                "stopping: routes withdrawn, forwarding until the grace period ends"
+            );
+            stop_at = Some(now + watchdog.grace);
+        }
+        if stop_at.is_some_and(|t| now >= t) {
+            break;
+        }
+        let stalled = stalled_workers(stats, &mut beats, now);
+        let wanted = {
+            let mut c = control.lock().expect("control lock");
+            c.resolve_neighbors(start.elapsed().as_secs() as u32);
+            c.reap();
+            c.set_shutting_down(stop_at.is_some());
+            let (routes, reason) = if c.shutting_down() {
+                (BTreeSet::new(), "shutting down")
+            } else if stalled > 0 {
+                (BTreeSet::new(), "a worker is stalled")
+            } else {
+                let servable = c.servable();
+                let reason = if servable.is_empty() {
+                    "no VIP has a usable backend"
+                } else {
+                    "servable VIPs changed"
+                };
+                (servable, reason)
+            };
+            watchdog.announce(routes, reason, &c);
+            (ticks % 10 == 1).then(|| c.state().checks())
+        };
+        if let Some(wanted) = wanted {
+            checks.reconcile(wanted, control_arc);
+        }
+        let total: Counters = stats.iter().map(WorkerStats::read).sum();
+        if total.rx_packets != last_rx {
+            last_rx = total.rx_packets;
+            last_change = now;
+        }
+        if let Some(idle) = opts.exit_idle_ms {
+            if now - last_change >= Duration::from_millis(idle) {
+                info!(
+                    idle_ms = idle,
+                    "no packet received for the idle period: stopping"
+                );
+                break;
+            }
+        }
+        if let Some(every) = opts.stats_interval_s {
+            if now - last_print >= Duration::from_secs(every) {
+                last_print = now;
+                info!(
+                    rx = total.rx_packets,
+                    tx = total.tx_packets,
+                    forwarded = total.forwarded,
+                    dropped = total.dropped(),
+                    active_flows = total.active_flows,
+                    "counters"
+                );
+            }
+        }
+    }
+    // Whatever ended the loop, nothing is announced any more; the speaker
+    // applies this last set and returns once `watchdog.routes` is dropped.
+    watchdog.announce(
+        BTreeSet::new(),
+        "stopped",
+        &control.lock().expect("control lock"),
+    );
+    stop.store(true, Ordering::SeqCst);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_whose_heartbeat_stops_is_stalled_until_it_moves() {
+        let stats = [WorkerStats::default(), WorkerStats::default()];
+        let start = Instant::now();
+        let mut beats = vec![(0, start); 2];
+        let later = |ms| start + Duration::from_millis(ms);
+        stats[0].heartbeat.set(1024);
+        stats[1].heartbeat.set(1024);
+        assert_eq!(stalled_workers(&stats, &mut beats, later(500)), 0);
+        stats[0].heartbeat.set(2048);
+        assert_eq!(stalled_workers(&stats, &mut beats, later(1200)), 0);
+        // Worker 1 has not moved since 500 ms.
+        assert_eq!(stalled_workers(&stats, &mut beats, later(1600)), 1);
+        stats[1].heartbeat.set(3072);
+        assert_eq!(stalled_workers(&stats, &mut beats, later(1700)), 0);
+    }
+}

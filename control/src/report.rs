@@ -1,0 +1,181 @@
+//! The exit report: counters per worker and in total, drops by reason, and
+//! per-VIP and per-backend traffic, as a table or (`--json`) one JSON object.
+
+use lb_core::drop_reason::DropReason;
+use lb_core::packet::MacAddr;
+use lb_core::snapshot::Snapshot;
+use lb_core::stats::{Counters, WorkerStats};
+
+use crate::args::Options;
+
+/// Print the report of a run to stdout.
+pub fn report(
+    opts: &Options,
+    lcores: &[u32],
+    per_worker: &[Counters],
+    mac: MacAddr,
+    snap: &Snapshot,
+    stats: &[WorkerStats],
+) {
+    let total: Counters = per_worker.iter().copied().sum();
+    if opts.json {
+        let workers: Vec<serde_json::Value> = lcores
+            .iter()
+            .zip(per_worker)
+            .map(|(l, c)| {
+                let mut v = counters_json(c);
+                v["lcore"] = (*l).into();
+                v
+            })
+            .collect();
+        let out = serde_json::json!({
+            "port": opts.port,
+            "port_mac": mac.to_string(),
+            "total": counters_json(&total),
+            "workers": workers,
+            "vips": backends_json(snap, stats)["vips"],
+        });
+        println!("{out}");
+        return;
+    }
+    println!(
+        "{:<8} {:>10} {:>10} {:>10} {:>10} {:>8} {:>8} {:>10}",
+        "worker", "rx", "tx", "forwarded", "new_flows", "arp", "nd", "dropped"
+    );
+    let rows = lcores
+        .iter()
+        .map(|l| format!("lcore {l}"))
+        .zip(per_worker.iter().copied());
+    for (name, c) in rows.chain(std::iter::once(("total".to_string(), total))) {
+        println!(
+            "{:<8} {:>10} {:>10} {:>10} {:>10} {:>8} {:>8} {:>10}",
+            name,
+            c.rx_packets,
+            c.tx_packets,
+            c.forwarded,
+            c.new_flows,
+            c.arp_replies,
+            c.nd_adverts,
+            c.dropped()
+        );
+    }
+    let reasons: Vec<String> = DropReason::ALL
+        .iter()
+        .filter(|r| total.drop_count(**r) > 0)
+        .map(|r| format!("{}={}", r.as_str(), total.drop_count(*r)))
+        .collect();
+    if !reasons.is_empty() {
+        println!("drops: {}", reasons.join(" "));
+    }
+    print_backends(snap, stats);
+}
+
+/// Per-backend traffic summed over workers, and per-VIP sums of those.
+fn backend_totals(snap: &Snapshot, stats: &[WorkerStats]) -> Vec<(u16, [u64; 3])> {
+    snap.backends()
+        .map(|(slot, _)| {
+            let mut t = [0u64; 3];
+            for w in stats {
+                let lb_core::stats::BackendTotals {
+                    packets: p,
+                    bytes: b,
+                    new_flows: n,
+                } = w.backend(slot);
+                t[0] += p;
+                t[1] += b;
+                t[2] += n;
+            }
+            (slot, t)
+        })
+        .collect()
+}
+
+fn backends_json(snap: &Snapshot, stats: &[WorkerStats]) -> serde_json::Value {
+    let totals = backend_totals(snap, stats);
+    let vips: Vec<serde_json::Value> = snap
+        .vips()
+        .iter()
+        .map(|v| {
+            let backends: Vec<serde_json::Value> = v
+                .backends
+                .iter()
+                .filter_map(|&slot| {
+                    let b = snap.backend(slot)?;
+                    let t = totals.iter().find(|(s, _)| *s == slot)?.1;
+                    Some(serde_json::json!({
+                        "address": b.addr.to_string(),
+                        "mac": b.mac.map(|m| m.to_string()),
+                        "state": format!("{:?}", b.state).to_lowercase(),
+                        "weight": b.weight,
+                        "packets": t[0], "bytes": t[1], "new_flows": t[2],
+                    }))
+                })
+                .collect();
+            let sum = |k: &str| {
+                backends
+                    .iter()
+                    .map(|b| b[k].as_u64().unwrap_or(0))
+                    .sum::<u64>()
+            };
+            serde_json::json!({
+                "vip": v.key.to_string(),
+                "packets": sum("packets"), "bytes": sum("bytes"), "new_flows": sum("new_flows"),
+                "backends": backends,
+            })
+        })
+        .collect();
+    serde_json::json!({ "vips": vips })
+}
+
+fn print_backends(snap: &Snapshot, stats: &[WorkerStats]) {
+    let totals = backend_totals(snap, stats);
+    for v in snap.vips() {
+        println!("vip {}", v.key);
+        for &slot in &v.backends {
+            let (Some(b), Some((_, t))) =
+                (snap.backend(slot), totals.iter().find(|(s, _)| *s == slot))
+            else {
+                continue;
+            };
+            let mac = b
+                .mac
+                .map_or_else(|| "unresolved".to_string(), |m| m.to_string());
+            println!(
+                "  {:<24} {:<18} {:<9} weight {:<4} {:>10} pkts {:>12} bytes {:>8} new flows",
+                b.addr.to_string(),
+                mac,
+                format!("{:?}", b.state).to_lowercase(),
+                b.weight,
+                t[0],
+                t[1],
+                t[2]
+            );
+        }
+    }
+}
+
+fn counters_json(c: &Counters) -> serde_json::Value {
+    let drops: serde_json::Map<String, serde_json::Value> = DropReason::ALL
+        .iter()
+        .map(|r| (r.as_str().to_owned(), c.drop_count(*r).into()))
+        .collect();
+    serde_json::json!({
+        "rx_packets": c.rx_packets,
+        "rx_bytes": c.rx_bytes,
+        "tx_packets": c.tx_packets,
+        "tx_bytes": c.tx_bytes,
+        "tx_failed": c.tx_failed,
+        "forwarded": c.forwarded,
+        "icmp_to_backend": c.icmp_to_backend,
+        "arp_replies": c.arp_replies,
+        "nd_adverts": c.nd_adverts,
+        "to_kernel": c.to_kernel,
+        "from_kernel": c.from_kernel,
+        "neigh_requests": c.neigh_requests,
+        "neigh_learned": c.neigh_learned,
+        "new_flows": c.new_flows,
+        "flow_rejected": c.flow_rejected,
+        "active_flows": c.active_flows,
+        "drops": drops,
+    })
+}
