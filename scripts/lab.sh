@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The DR lab: real clients and real servers around lbd, in network namespaces
 # this script creates and removes. One implementation, used by `make demo`
-# (scripts/demo.sh) and by the end-to-end tests (control/tests/dr_lab.rs).
+# (scripts/demo.sh) and by the end-to-end tests (control/tests/{dr_lab,
+# ecmp_lab,netns_lab}.rs, through testkit/src/lab.rs).
 #
 #   client 192.0.2.100 ─┐
 #   lbd    192.0.2.1  ──┤ bridge (namespace "sw")
@@ -26,12 +27,19 @@
 #                       (in ecmp also the router and its BIRD)
 #   down                stop everything and remove the namespaces (always safe)
 #   lbd-start [ARGS]    start lbd (state file kept in the lab), wait for its API
-#                       (in ecmp with --bgp-routes, and start its BIRD)
-#   lbd-stop            SIGTERM lbd and wait for it
+#                       (in ecmp with --bgp-routes, and start its BIRD); ARGS go
+#                       to lbd (e.g. --json); LAB_WORKERS=2: two workers on two
+#                       queue pairs. Its stdout goes to lbd.out, stderr to lbd.log
+#   lbd-stop            SIGTERM lbd, wait for it; fails unless it exited with 0
 #   configure [W1 W2 W3] lbctl: the VIP and be1..be3 with HTTP checks (weights;
-#                       LAB_ORDER="3 2 1" adds the backends in another order)
+#                       LAB_ORDER="3 2 1" adds the backends in another order,
+#                       LAB_ORDER=1 only be1)
+#   check-options       the health-check timing configure gives (one line of
+#                       lbctl options; the demo uses them too)
 #   nexthops            (ecmp) the router's next hops for the VIP, one per line
 #   wait-healthy N      until N backends pass their checks
+#   wait-connections N  until the client has N established connections to the VIP
+#   metrics             lbd's Prometheus metrics (scraped in its namespace)
 #   nginx-stop N | nginx-start N
 #   lbctl ARGS          lbctl against the lab's lbd
 #   exec NS CMD...      run CMD in a namespace: client, lb, sw, be1..be4
@@ -60,9 +68,15 @@ SFX=${LB/#1/}           # instance 1 keeps the plain names: lb, lbd.sock
 LOCAL=192.0.2.$LB
 ROUTER=192.0.2.254
 NS_PREFIX=lb$ID
+# The backends' health checks (configure, and the demo through check-options).
 # Fast for tests, but not trigger-happy: on a loaded 2-core machine a check
 # can wait 150 ms for a core, and a backend marked down loses its streams.
-CHECK=(--check http:/name --interval 200 --timeout 190 --rise 2 --fall 3)
+# Detection within fall x interval + timeout, 790 ms.
+CHECK_OPTIONS=(--interval 200 --timeout 190 --rise 2 --fall 3)
+# Two instances (ecmp) must agree on health to agree on placement: a
+# slower, steadier check, so that a loaded 2-core machine does not flap one.
+ECMP_CHECK_OPTIONS=(--interval 500 --timeout 450 --rise 2 --fall 3)
+METRICS=127.0.0.1:9100  # lbd's metrics, inside its namespace
 LARGE_MB=${LAB_LARGE_MB:-8}
 FIXED_PORTS=40000-44999  # the client's source ports for port-requests
 
@@ -296,24 +310,34 @@ cmd_lbd_start() {
     need_root
     [ -x "$LBD" ] || die "$LBD is missing: cargo build --workspace"
     local state="$DIR/state$SFX.toml" sock="$DIR/lbd$SFX.sock" pidf="$DIR/lbd$SFX.pid"
-    local log="$DIR/lbd$SFX.log" memory bgp=() lcores=0@0,1@1 pid
+    local log="$DIR/lbd$SFX.log" out="$DIR/lbd$SFX.out" rcf="$DIR/lbd$SFX.rc"
+    local memory bgp=() main=0 core=1 workers=${LAB_WORKERS:-1} lcores pid
+    [[ "$workers" =~ ^[12]$ ]] || die "LAB_WORKERS=$workers: give 1 or 2"
     [ -f "$state" ] || echo "local_addresses = [\"$LOCAL\"]" > "$state"
-    rm -f "$sock" "$pidf"
+    rm -f "$sock" "$pidf" "$rcf"
     memory=$(eal_memory)
     if [ "$(topo)" = ecmp ]; then
         mkdir -p "$DIR/lb$LB"
         bgp=(--bgp-routes "$DIR/lb$LB/vips.conf"
             --bgp-reload "birdc -s $DIR/lb$LB/bird.ctl configure")
         # Each instance busy-polls its own core.
-        [ "$LB" = 1 ] || lcores=0@1,1@0
+        [ "$LB" = 1 ] || { main=1; core=0; }
     fi
+    # The main lcore on one core, the workers (one queue pair each) on the other.
+    lcores=0@$main
+    for w in $(seq "$workers"); do lcores+=",$w@$core"; done
+    # The subshell waits for lbd and keeps its exit status for lbd-stop.
     # shellcheck disable=SC2086  # memory is two words at most
-    ip netns exec "$(ns "lb$SFX")" sh -c 'echo $$ > "$0"; exec "$@"' "$pidf" \
-        "$LBD" --lcores "$lcores" --no-pci --file-prefix "lblab-$ID-$LB" -m 256 $memory \
-        --log-level lib.eal:warning --vdev net_af_packet0,iface=data0 \
-        -- --port net_af_packet0 --state "$state" --kernel-iface lbk0 \
-        --grpc-socket "$sock" --metrics-listen 127.0.0.1:9100 --flows 65536 \
-        "${bgp[@]}" "$@" </dev/null >> "$log" 2>&1 &
+    (
+        rc=0
+        ip netns exec "$(ns "lb$SFX")" sh -c 'echo $$ > "$0"; exec "$@"' "$pidf" \
+            "$LBD" --lcores "$lcores" --no-pci --file-prefix "lblab-$ID-$LB" -m 256 $memory \
+            --log-level lib.eal:warning --vdev "net_af_packet0,iface=data0,qpairs=$workers" \
+            -- --port net_af_packet0 --state "$state" --kernel-iface lbk0 \
+            --grpc-socket "$sock" --metrics-listen "$METRICS" --flows 65536 \
+            "${bgp[@]}" "$@" </dev/null > "$out" 2>> "$log" || rc=$?
+        echo "$rc" > "$rcf"
+    ) </dev/null >/dev/null 2>&1 &
     for _ in $(seq 200); do
         if [ -S "$sock" ] && "$LBCTL" --socket "$sock" info >/dev/null 2>&1; then
             # The host's address on the segment, behind the exception path.
@@ -336,25 +360,34 @@ cmd_lbd_start() {
 }
 
 cmd_lbd_stop() {
-    local pid
+    local pid rcf="$DIR/lbd$SFX.rc" rc
     pid=$(cat "$DIR/lbd$SFX.pid")
     kill -TERM "$pid"
     # With BGP, lbd forwards for its grace period (3 s) after withdrawing.
     for _ in $(seq 150); do
-        kill -0 "$pid" 2>/dev/null || { rm -f "$DIR/lbd$SFX.pid"; return 0; }
+        kill -0 "$pid" 2>/dev/null || break
         sleep 0.1
     done
-    die "lbd did not stop within 15 s"
+    kill -0 "$pid" 2>/dev/null && die "lbd did not stop within 15 s"
+    rm -f "$DIR/lbd$SFX.pid"
+    # Its exit status, from the shell that started it.
+    for _ in $(seq 50); do
+        [ -s "$rcf" ] && break
+        sleep 0.1
+    done
+    rc=$(cat "$rcf" 2>/dev/null || echo unknown)
+    [ "$rc" = 0 ] || { tail -20 "$DIR/lbd$SFX.log" >&2; die "lbd exited with status $rc"; }
 }
 
 cmd_lbctl() { "$LBCTL" --socket "$DIR/lbd$SFX.sock" "$@"; }
 
+cmd_check_options() {
+    if [ "$(topo)" = flat ]; then echo "${CHECK_OPTIONS[*]}"; else echo "${ECMP_CHECK_OPTIONS[*]}"; fi
+}
+
 cmd_configure() {
-    local weights=("${1:-1}" "${2:-1}" "${3:-1}") check=("${CHECK[@]}")
-    # Two instances must agree on health to agree on placement: a slower,
-    # steadier check, so that a loaded 2-core machine does not flap one.
-    [ "$(topo)" = flat ] ||
-        check=(--check http:/name --interval 500 --timeout 450 --rise 2 --fall 3)
+    local weights=("${1:-1}" "${2:-1}" "${3:-1}") check
+    read -ra check <<< "--check http:/name $(cmd_check_options)"
     cmd_lbctl vip add "$VIP:$VIP_PORT/tcp"
     for i in ${LAB_ORDER:-1 2 3}; do
         cmd_lbctl backend add "$VIP:$VIP_PORT/tcp" "$(backend_ip "$i")" \
@@ -402,6 +435,18 @@ cmd_wait_healthy() {
     cmd_lbctl health >&2
     die "fewer than $1 healthy backends after 20 s"
 }
+
+cmd_wait_connections() {
+    local n
+    for _ in $(seq 200); do
+        n=$(in_ns client ss -Htn state established dst "$VIP" dport = ":$VIP_PORT" | wc -l)
+        [ "$n" -ge "$1" ] && return 0
+        sleep 0.1
+    done
+    die "$n of $1 connections to the VIP established after 20 s"
+}
+
+cmd_metrics() { in_ns "lb$SFX" curl -sf "http://$METRICS/metrics"; }
 
 cmd_requests() {
     # URL globbing: one curl, N requests, each on its own connection (the
@@ -453,7 +498,10 @@ main() {
         lbd-start) cmd_lbd_start "$@" ;;
         lbd-stop) cmd_lbd_stop ;;
         configure) cmd_configure "$@" ;;
+        check-options) cmd_check_options ;;
         wait-healthy) cmd_wait_healthy "$1" ;;
+        wait-connections) cmd_wait_connections "$1" ;;
+        metrics) cmd_metrics ;;
         nginx-start) cmd_nginx_start "$1" ;;
         nginx-stop) cmd_nginx_stop "$1" ;;
         # exec: a caller can signal lbctl itself (events).

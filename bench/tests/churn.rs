@@ -3,8 +3,7 @@
 //! through the API, every one is adopted by the worker, which measures how
 //! long each took to reach it, and the report says so.
 
-#[path = "../../dataplane/tests/common/eal.rs"]
-mod eal;
+use lb_testkit::eal;
 
 use std::path::Path;
 use std::process::{Command, Stdio};

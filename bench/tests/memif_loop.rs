@@ -4,8 +4,7 @@
 //! their latency. (`bench/harness.sh` runs the
 //! same pair, and lbd, for the figures.)
 
-#[path = "../../dataplane/tests/common/eal.rs"]
-mod eal;
+use lb_testkit::eal;
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Output, Stdio};

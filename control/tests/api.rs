@@ -2,8 +2,7 @@
 //! `lbd` (on `net_null`), every validation error, and a restart that restores
 //! the same state from the state file.
 
-#[path = "../../dataplane/tests/common/eal.rs"]
-mod eal;
+use lb_testkit::eal;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

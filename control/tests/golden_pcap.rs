@@ -10,8 +10,7 @@
 //! `LB_BLESS=1 cargo test -p control --test golden_pcap` rewrites the golden
 //! files (then read them with `tcpdump -e -n -r`).
 
-#[path = "../../dataplane/tests/common/eal.rs"]
-mod eal;
+use lb_testkit::eal;
 mod pcap;
 
 use std::collections::HashMap;

@@ -1,8 +1,7 @@
 //! `lbd` as an operator runs it: several workers, stopped by a signal, and
 //! clear errors for a bad command line.
 
-#[path = "../../dataplane/tests/common/eal.rs"]
-mod eal;
+use lb_testkit::eal;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! driver refuses on transmit. One EAL for this process, shared by its tests;
 //! each test has its own pool and its own virtual device.
 
-mod common;
+use lb_testkit::eal;
 
 use std::sync::OnceLock;
 
@@ -12,7 +12,7 @@ use dataplane::dpdk::{Burst, Eal, Fate, Mbuf, Mempool, Port, PortConfig, BURST_S
 fn eal() -> &'static Eal {
     static EAL: OnceLock<&'static Eal> = OnceLock::new();
     EAL.get_or_init(|| {
-        let args = common::eal::eal_args(
+        let args = eal::eal_args(
             "mbuf",
             "0",
             // net_ring2 is never opened: a closed port leaves the list, and

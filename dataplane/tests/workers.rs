@@ -2,7 +2,7 @@
 //! main lcore (the thread that initialised EAL), so this file has a single
 //! test that runs its scenarios in order on that thread.
 
-mod common;
+use lb_testkit::eal;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -58,7 +58,7 @@ fn flows() -> FlowTable {
 #[test]
 fn workers_on_lcores() {
     // Three lcores on the two CPUs these machines have: 0 is main, 1 and 2 are workers.
-    let args = common::eal::eal_args(
+    let args = eal::eal_args(
         "workers",
         "0@0,1@1,2@1",
         &["net_ring0", "net_null0,size=64"],

@@ -6,8 +6,7 @@ use std::ptr;
 
 use dpdk_sys::*;
 
-#[path = "../../tests/common/eal.rs"]
-mod eal;
+use lb_testkit::eal;
 
 fn init_eal() {
     let mut args = vec!["shim-test".to_string()];

@@ -4,8 +4,6 @@
 //! when none are free. `LB_EAL_NO_HUGE=1` runs on plain memory instead
 //! (`--no-huge --no-shconf`), as an explicit choice, never a silent fallback.
 
-#![allow(dead_code)]
-
 const MEM_MB: u32 = 256;
 
 /// EAL arguments for a test process: `lcores` as for `--lcores`

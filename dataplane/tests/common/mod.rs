@@ -1,2 +1,0 @@
-//! Shared by the DPDK integration tests of this directory.
-pub mod eal;
