@@ -331,6 +331,11 @@ impl FlowTable {
     /// is reallocated here.
     pub fn in_memory(mut memory: Vec<Entry>, capacity: usize, config: FlowConfig) -> FlowTable {
         let slots = FlowTable::slots_for(capacity);
+        // A flow's home bucket is kept as a u32, HOME meaning none.
+        assert!(
+            slots / WAYS < HOME as usize,
+            "{capacity} flows: too many buckets"
+        );
         memory.clear();
         memory.resize(slots, FREE);
         FlowTable {
@@ -356,6 +361,10 @@ impl FlowTable {
 
     /// The first entry of the flow's bucket.
     #[inline]
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "the hash is folded: only the bits under bucket_mask count"
+    )]
     fn bucket(&self, hash: u64) -> usize {
         (hash as usize & self.bucket_mask) * WAYS
     }
@@ -526,6 +535,10 @@ impl FlowTable {
             self.stats.rejected += 1;
             return Insert::Rejected;
         };
+        #[allow(
+            clippy::cast_possible_truncation,
+            reason = "in_memory asserts there are fewer than HOME buckets"
+        )]
         let home = if at / WAYS == b / WAYS {
             if !ways.contains(&(at % WAYS)) {
                 self.update_meta(b, |m| m.misplaced += 1);
@@ -538,6 +551,10 @@ impl FlowTable {
         self.entries[at] = Entry {
             key: *key,
             state: FlowState::New,
+            #[allow(
+                clippy::cast_possible_truncation,
+                reason = "two ways, each < WAYS <= 16, in a nibble each"
+            )]
             ways: (ways[0] | ways[1] << 4) as u8,
             vip,
             backend,
@@ -644,7 +661,10 @@ mod tests {
 
     fn key(i: u32, proto: u8) -> FlowKey {
         FlowKey::v4(
-            [203, 0, (i >> 8) as u8, i as u8],
+            {
+                let [_, _, hi, lo] = i.to_be_bytes();
+                [203, 0, hi, lo]
+            },
             [198, 51, 100, 10],
             10_000 + (i % 50_000) as u16,
             443,
@@ -827,7 +847,10 @@ mod tests {
         let mut t = FlowTable::new(64, FlowConfig::default());
         let ks = same_bucket(&t, 2 * WAYS + 1, TCP);
         for (i, k) in ks[..2 * WAYS].iter().enumerate() {
-            assert_eq!(t.insert(k, h(k), 0, 1, 10 + i as u32), Insert::Inserted);
+            assert_eq!(
+                t.insert(k, h(k), 0, 1, 10 + u32::try_from(i).unwrap()),
+                Insert::Inserted
+            );
         }
         let newest = &ks[2 * WAYS];
         assert_eq!(
@@ -863,11 +886,11 @@ mod tests {
         assert_eq!(streams.len(), t.capacity());
         // Ten times the capacity of spoofed SYNs, within the streams' active period.
         let mut rejected = 0;
-        for i in 0..10 * t.capacity() as u32 {
+        for i in 0..u32::try_from(10 * t.capacity()).unwrap() {
             let k = FlowKey::v4(
                 [192, 0, 2, (i % 250) as u8],
                 [198, 51, 100, 10],
-                (i / 250) as u16,
+                u16::try_from(i / 250).unwrap(),
                 443,
                 TCP,
             );
@@ -903,7 +926,7 @@ mod tests {
             t.lookup(k, h(k), 0).unwrap().observe(None, 0);
         }
         for (i, k) in ks[2..].iter().enumerate() {
-            let r = t.insert(k, h(k), 0, 2, 1 + i as u32);
+            let r = t.insert(k, h(k), 0, 2, 1 + u32::try_from(i).unwrap());
             assert!(
                 matches!(r, Insert::Inserted | Insert::Evicted { confirmed: false }),
                 "{r:?}"
@@ -922,7 +945,7 @@ mod tests {
             let k = key(i, UDP);
             t.insert(&k, h(&k), 0, 1, 0);
         }
-        let active = t.stats().active as usize;
+        let active = usize::try_from(t.stats().active).unwrap();
         let late = cfg.new_timeout;
         let mut freed = 0;
         let buckets = t.capacity() / WAYS;
@@ -962,7 +985,7 @@ mod tests {
                         prop_assert_eq!(t.remove(&k, h(&k)), model.remove(&k).is_some());
                     }
                 }
-                prop_assert_eq!(t.stats().active as usize, model.len());
+                prop_assert_eq!(usize::try_from(t.stats().active).unwrap(), model.len());
             }
         }
     }
@@ -1007,7 +1030,7 @@ mod tests {
             .entries
             .iter()
             .all(|e| e.state != FlowState::Free || e.home == HOME));
-        assert_eq!(t.stats().active as usize, live.len());
+        assert_eq!(usize::try_from(t.stats().active).unwrap(), live.len());
     }
 
     /// Every flow active and confirmed, so nothing may be evicted: the share
@@ -1018,6 +1041,11 @@ mod tests {
     fn spill_keeps_rejections_rare() {
         for (load, most) in [(0.25, 0.0), (0.5, 0.005), (0.75, 0.04), (0.9, 0.09)] {
             let mut t = FlowTable::new(1 << 16, FlowConfig::default());
+            #[allow(
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                reason = "a fraction of 2^16 entries, rounded down"
+            )]
             let n = (t.capacity() as f64 * load) as u32;
             let mut rejected = 0;
             for i in 0..n {
@@ -1045,6 +1073,11 @@ mod tests {
     fn candidates_hold_most_flows() {
         for (load, least) in [(0.25, 0.98), (0.5, 0.92), (0.75, 0.8)] {
             let mut t = FlowTable::new(1 << 16, FlowConfig::default());
+            #[allow(
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                reason = "a fraction of 2^16 entries, rounded down"
+            )]
             let n = (t.capacity() as f64 * load) as u32;
             let keys: Vec<FlowKey> = (0..n)
                 .map(|i| FlowKey::v4(i.to_be_bytes(), [198, 51, 100, 10], 40000, 443, TCP))
@@ -1125,7 +1158,7 @@ mod tests {
             (t.capacity() * 64) >> 20,
             start.elapsed()
         );
-        let keys: Vec<(FlowKey, u64)> = (0..n as u32 / 2)
+        let keys: Vec<(FlowKey, u64)> = (0..u32::try_from(n / 2).unwrap())
             .map(|i| {
                 let k = FlowKey::v4(i.to_be_bytes(), [198, 51, 100, 10], 40000, 443, TCP);
                 (k, h(&k))

@@ -699,7 +699,7 @@ mod tests {
     }
 
     fn backend_mac(slot: u16) -> MacAddr {
-        MacAddr([2, 0, 0, 0, 0xbe, slot as u8])
+        MacAddr([2, 0, 0, 0, 0xbe, u8::try_from(slot).unwrap()])
     }
 
     fn backend(slot: u16, state: BackendState) -> BackendSpec {
@@ -708,7 +708,7 @@ mod tests {
                 slot,
                 incarnation: 1,
             },
-            addr: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10 + slot as u8)),
+            addr: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10 + u8::try_from(slot).unwrap())),
             weight: 1,
             mac: Some(backend_mac(slot)),
             state,
@@ -1498,6 +1498,10 @@ mod tests {
     /// extensions of valid frames, through the whole decision. Runs in
     /// every test pass (a fuzzer that needs no nightly toolchain).
     #[test]
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "random indices and bytes: the low bits of a 64-bit xorshift"
+    )]
     fn mutated_frames_never_break_the_decision() {
         let s = all_up();
         let mut t = table();

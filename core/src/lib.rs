@@ -15,6 +15,13 @@
 //! - [`stats`]: the counters (declared once), drop reasons; [`delay`]: delay histograms.
 
 #![forbid(unsafe_code)]
+// Casts that can lose bits or change sign say so (Firecracker's rule): each
+// one is a `From`/`try_from`, or an `as` under an `allow` naming the bound.
+#![warn(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap
+)]
 
 pub mod counter;
 pub mod delay;

@@ -110,14 +110,17 @@ impl Maglev {
     fn fill(size: u32, backends: &[(&[u8], u32)], order: Vec<usize>) -> Maglev {
         let m = u64::from(size);
         let max_weight = u64::from(backends.iter().map(|b| b.1).max().unwrap_or(0));
-        let index: Vec<u16> = order.iter().map(|&i| i as u16).collect();
+        let index: Vec<u16> = order
+            .iter()
+            .map(|&i| u16::try_from(i).expect("check: at most MAX_BACKENDS backends"))
+            .collect();
         let offset: Vec<u32> = order
             .iter()
-            .map(|&i| (hash_bytes(backends[i].0, SEED_OFFSET) % m) as u32)
+            .map(|&i| rem(hash_bytes(backends[i].0, SEED_OFFSET), size))
             .collect();
         let skip: Vec<u32> = order
             .iter()
-            .map(|&i| (hash_bytes(backends[i].0, SEED_SKIP) % (m - 1) + 1) as u32)
+            .map(|&i| rem(hash_bytes(backends[i].0, SEED_SKIP), size - 1) + 1)
             .collect();
         let weight: Vec<u64> = order.iter().map(|&i| u64::from(backends[i].1)).collect();
         let mut turns = Turns::new(&weight, max_weight);
@@ -168,6 +171,10 @@ impl Maglev {
         for (i, &word) in taken.iter().enumerate() {
             let mut f = !word;
             while f != 0 {
+                #[allow(
+                    clippy::cast_possible_truncation,
+                    reason = "i < size.div_ceil(64), so i * 64 < size + 64 fits u32"
+                )]
                 let s = i as u32 * 64 + f.trailing_zeros();
                 if s < size {
                     free.push(s);
@@ -176,6 +183,10 @@ impl Maglev {
             }
         }
         let inverse: Vec<u64> = skip.iter().map(|&k| inverse_mod(k, size)).collect();
+        #[allow(
+            clippy::cast_possible_truncation,
+            reason = "(2^64 - 1) / m <= u64::MAX for m >= 1"
+        )]
         let barrett = (u128::from(u64::MAX) / u128::from(m)) as u64;
         while !free.is_empty() {
             let w = turns.next();
@@ -196,13 +207,17 @@ impl Maglev {
 
     /// The backend index for a flow hash.
     #[inline(always)]
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "(hash * len) >> 64 < len, an index"
+    )]
     pub fn lookup(&self, hash: u64) -> u16 {
         let slot = ((u128::from(hash) * self.table.len() as u128) >> 64) as usize;
         self.table[slot]
     }
 
     pub fn size(&self) -> u32 {
-        self.table.len() as u32
+        u32::try_from(self.table.len()).expect("built with a u32 size")
     }
 
     /// The table itself, slot by slot.
@@ -271,6 +286,10 @@ impl<'a> Turns<'a> {
 }
 
 #[inline(always)]
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "pos, skip < size, so next < 2 * size and the result < size"
+)]
 fn step(pos: u32, skip: u32, size: u32) -> u32 {
     let next = pos as u64 + skip as u64;
     if next >= size as u64 {
@@ -278,6 +297,13 @@ fn step(pos: u32, skip: u32, size: u32) -> u32 {
     } else {
         next as u32
     }
+}
+
+/// `x mod m`, which is below `m` and so fits its `u32`.
+#[inline(always)]
+#[allow(clippy::cast_possible_truncation, reason = "x % m < m <= u32::MAX")]
+fn rem(x: u64, m: u32) -> u32 {
+    (x % u64::from(m)) as u32
 }
 
 /// `x mod m` for `x < m^2` with `r = (2^64 - 1) / m`: the quotient estimate is
@@ -615,9 +641,15 @@ mod tests {
             .iter()
             .map(|&i| {
                 let key = backends[i].0;
-                let pos = (hash_bytes(key, SEED_OFFSET) % m) as u32;
-                let skip = (hash_bytes(key, SEED_SKIP) % (m - 1) + 1) as u32;
-                (i as u16, pos, skip, u64::from(backends[i].1), 0)
+                let pos = u32::try_from(hash_bytes(key, SEED_OFFSET) % m).unwrap();
+                let skip = u32::try_from(hash_bytes(key, SEED_SKIP) % (m - 1) + 1).unwrap();
+                (
+                    u16::try_from(i).unwrap(),
+                    pos,
+                    skip,
+                    u64::from(backends[i].1),
+                    0,
+                )
             })
             .collect();
         let mut table = vec![EMPTY; size as usize];

@@ -103,6 +103,10 @@ impl BackendRef {
         u32::from(self.incarnation) << 16 | u32::from(self.slot)
     }
 
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "the low and the high half of the u32"
+    )]
     pub fn from_u32(v: u32) -> BackendRef {
         BackendRef {
             slot: v as u16,
@@ -273,7 +277,7 @@ impl Snapshot {
         let mut frag_vip: HashMap<(IpAddr, Proto), u32, FixedHash> =
             HashMap::with_hasher(FixedHash);
         for (vi, v) in spec.vips.iter().enumerate() {
-            let vi = vi as u32;
+            let vi = u32::try_from(vi).expect("fewer than 2^32 VIPs fit in memory");
             let key = v.key;
             if key.port == 0 {
                 return Err(SnapshotError::PortZero { vip: key });
@@ -375,12 +379,10 @@ impl Snapshot {
                 idle: v.idle,
             });
         }
-        let index = VipIndex::new(
-            spec.vips
-                .iter()
-                .enumerate()
-                .map(|(i, v)| (v.key.addr, v.key.port, v.key.proto.number(), i as u32)),
-        );
+        let index = VipIndex::new(spec.vips.iter().enumerate().map(|(i, v)| {
+            let i = u32::try_from(i).expect("fewer than 2^32 VIPs fit in memory");
+            (v.key.addr, v.key.port, v.key.proto.number(), i)
+        }));
         let mut local = HashSet::with_hasher(FixedHash);
         local.extend(spec.local.iter().copied());
         let source_v4 = spec
@@ -489,6 +491,10 @@ impl Snapshot {
     }
 
     /// Backends and their slots, in slot order.
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "indexed by slot, a u16 below MAX_BACKEND_SLOTS"
+    )]
     pub fn backends(&self) -> impl Iterator<Item = (u16, &Backend)> {
         self.backends
             .iter()

@@ -47,6 +47,10 @@ fn addr_bits(a: IpAddr) -> Addr {
 }
 
 #[inline(always)]
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "the address is folded: its low and high 64 bits"
+)]
 fn hash((addr, v6): Addr, port: u16, proto: u8) -> u64 {
     let folded = (addr as u64) ^ ((addr >> 64) as u64).rotate_left(29) ^ u64::from(v6) << 40;
     let h = (folded ^ u64::from(port) << 8 ^ u64::from(proto)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
@@ -71,6 +75,10 @@ impl VipIndex {
             mask: size - 1,
         };
         for (addr, port, proto, vip) in entries {
+            #[allow(
+                clippy::cast_possible_truncation,
+                reason = "the hash is folded: only the bits under mask count"
+            )]
             let mut i = hash(addr, port, proto) as usize & index.mask;
             loop {
                 let s = &mut index.slots[i];
@@ -95,6 +103,10 @@ impl VipIndex {
 
     #[inline(always)]
     fn find(&self, addr: Addr, port: u16, proto: u8) -> Option<u32> {
+        #[allow(
+            clippy::cast_possible_truncation,
+            reason = "the hash is folded: only the bits under mask count"
+        )]
         let mut i = hash(addr, port, proto) as usize & self.mask;
         loop {
             let s = &self.slots[i];
@@ -173,8 +185,9 @@ mod tests {
             let addr = |a: u32| IpAddr::from((a % 50).to_be_bytes());
             let mut map = HashMap::new();
             let list: Vec<_> = services.iter().enumerate().map(|(i, &(a, p, proto))| {
-                map.entry((addr(a), p, proto)).or_insert(i as u32);
-                (addr(a), p, proto, i as u32)
+                let i = u32::try_from(i).unwrap();
+                map.entry((addr(a), p, proto)).or_insert(i);
+                (addr(a), p, proto, i)
             }).collect();
             let idx = VipIndex::new(list);
             for (a, p, proto) in services.iter().chain(&probes) {

@@ -152,7 +152,9 @@ impl<'a> Worker<'a> {
         }
         let mut lens = [0u16; BURST_SIZE];
         for (i, l) in lens.iter_mut().enumerate().take(n) {
-            *l = burst.len_of(i).unwrap_or(0) as u16;
+            #[allow(clippy::cast_possible_truncation, reason = "an mbuf's data_len, a u16")]
+            let len = burst.len_of(i).unwrap_or(0) as u16;
+            *l = len;
         }
         let out = self.queue.tx(burst);
         let s = self.stats;
@@ -163,7 +165,12 @@ impl<'a> Worker<'a> {
         s.tx_failed.add(out.dropped as u64);
     }
 
+    /// Seconds of TSC time, the flow table's clock.
     #[inline]
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "seconds since the TSC started: a u32 wraps after 136 years"
+    )]
     fn now(&self) -> u32 {
         (dpdk::rdtsc() / self.tsc_hz) as u32
     }
@@ -326,7 +333,7 @@ fn adopted(seen: &mut Option<u64>, snap: &Snapshot, stats: &WorkerStats, tsc_hz:
     if seen.is_some() && snap.published_tsc() != 0 {
         let cycles = dpdk::rdtsc().saturating_sub(snap.published_tsc());
         let us = u128::from(cycles) * 1_000_000 / u128::from(tsc_hz);
-        let us = us.min(u128::from(u64::MAX)) as u64;
+        let us = u64::try_from(us).unwrap_or(u64::MAX);
         stats.snapshot_adoption.record(us);
         if snap.take() {
             stats.snapshot_all_workers.record(us);

@@ -85,7 +85,8 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> ArpPacket<T> {
 
 /// Write an ARP request from (`mac`, `ip`) for `target` into `buf` (28 bytes).
 pub fn write_request(buf: &mut [u8; field::LEN], mac: MacAddr, ip: Ipv4Addr, target: Ipv4Addr) {
-    buf[..8].copy_from_slice(&[0, 1, 0x08, 0x00, 6, 4, 0, OP_REQUEST as u8]);
+    let [op_hi, op_lo] = OP_REQUEST.to_be_bytes();
+    buf[..8].copy_from_slice(&[0, 1, 0x08, 0x00, 6, 4, op_hi, op_lo]);
     buf[field::SHA..field::SHA + 6].copy_from_slice(&mac.0);
     buf[field::SPA..field::SPA + 4].copy_from_slice(&ip.octets());
     buf[field::THA..field::THA + 6].copy_from_slice(&[0; 6]);

@@ -31,7 +31,7 @@ pub fn ipv4_fragment(
     ident: u16,
     payload: &[u8],
 ) -> Vec<u8> {
-    let total = (20 + payload.len()) as u16;
+    let total = u16::try_from(20 + payload.len()).expect("an IPv4 packet is at most 65535 bytes");
     let mut p = vec![0x45, 0];
     p.extend_from_slice(&total.to_be_bytes());
     p.extend_from_slice(&ident.to_be_bytes());
@@ -50,7 +50,7 @@ pub fn ipv6(src: Ipv6Addr, dst: Ipv6Addr, next: u8, payload: &[u8]) -> Vec<u8> {
     let mut p = vec![0u8; 40];
     super::ipv6::write_header(
         &mut p,
-        payload.len() as u16,
+        u16::try_from(payload.len()).expect("an IPv6 payload is at most 65535 bytes"),
         next,
         64,
         &src.octets(),
@@ -75,7 +75,7 @@ pub fn tcp(sport: u16, dport: u16, flags: u8, data: &[u8], pseudo: u32) -> Vec<u
 }
 
 pub fn udp(sport: u16, dport: u16, data: &[u8], pseudo: u32) -> Vec<u8> {
-    let len = (8 + data.len()) as u16;
+    let len = u16::try_from(8 + data.len()).expect("a UDP datagram is at most 65535 bytes");
     let mut u = Vec::with_capacity(8 + data.len());
     u.extend_from_slice(&sport.to_be_bytes());
     u.extend_from_slice(&dport.to_be_bytes());
@@ -90,11 +90,15 @@ pub fn udp(sport: u16, dport: u16, data: &[u8], pseudo: u32) -> Vec<u8> {
 fn pseudo4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, len: usize) -> u32 {
     let s = checksum::sum(&src.octets(), 0);
     let s = checksum::sum(&dst.octets(), s);
-    checksum::sum(&[0, proto, (len >> 8) as u8, len as u8], s)
+    let [hi, lo] = u16::try_from(len)
+        .expect("an IPv4 payload is at most 65535 bytes")
+        .to_be_bytes();
+    checksum::sum(&[0, proto, hi, lo], s)
 }
 
 fn pseudo6(src: Ipv6Addr, dst: Ipv6Addr, proto: u8, len: usize) -> u32 {
-    checksum::ipv6_pseudo(&src.octets(), &dst.octets(), len as u32, proto)
+    let len = u32::try_from(len).expect("an IPv6 payload is under 4 GiB");
+    checksum::ipv6_pseudo(&src.octets(), &dst.octets(), len, proto)
 }
 
 /// Ethernet + IP (v4 or v6, from the addresses) + `proto` + `l4`, where

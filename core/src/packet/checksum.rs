@@ -15,7 +15,9 @@ pub fn sum(data: &[u8], initial: u32) -> u32 {
     while acc >> 32 != 0 {
         acc = (acc & 0xffff_ffff) + (acc >> 32);
     }
-    acc as u32
+    #[allow(clippy::cast_possible_truncation, reason = "folded below 2^32")]
+    let folded = acc as u32;
+    folded
 }
 
 /// Fold a sum to 16 bits and complement it: the checksum field value.
@@ -24,7 +26,9 @@ pub fn finish(mut s: u32) -> u16 {
     while s >> 16 != 0 {
         s = (s & 0xffff) + (s >> 16);
     }
-    !(s as u16)
+    #[allow(clippy::cast_possible_truncation, reason = "folded below 2^16")]
+    let folded = s as u16;
+    !folded
 }
 
 /// Checksum of `data`.

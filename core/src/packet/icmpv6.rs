@@ -100,7 +100,12 @@ impl<T: AsRef<[u8]>> Icmpv6Packet<T> {
     /// Does the checksum verify over the pseudo-header of `src` -> `dst`?
     pub fn checksum_ok(&self, src: &[u8; 16], dst: &[u8; 16]) -> bool {
         let b = self.buf.as_ref();
-        let s = checksum::ipv6_pseudo(src, dst, b.len() as u32, PROTO_ICMPV6);
+        #[allow(
+            clippy::cast_possible_truncation,
+            reason = "a message from one frame is far below 4 GiB"
+        )]
+        let len = b.len() as u32;
+        let s = checksum::ipv6_pseudo(src, dst, len, PROTO_ICMPV6);
         checksum::finish(checksum::sum(b, s)) == 0
     }
 }
@@ -128,8 +133,12 @@ pub fn write_advert(ip: &mut [u8], mac: MacAddr, target: &[u8; 16], asker: &[u8;
     } else {
         (*asker, 0x60) // solicited, override
     };
-    let icmp_len = len - ipv6::HEADER_LEN;
-    ipv6::write_header(ip, icmp_len as u16, PROTO_ICMPV6, 255, target, &dst);
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "ND_LEN or ND_LEN + 8 bytes"
+    )]
+    let icmp_len = (len - ipv6::HEADER_LEN) as u16;
+    ipv6::write_header(ip, icmp_len, PROTO_ICMPV6, 255, target, &dst);
     let m = &mut ip[ipv6::HEADER_LEN..len];
     m[..8].copy_from_slice(&[NEIGHBOR_ADVERT, 0, 0, 0, flags, 0, 0, 0]);
     m[8..24].copy_from_slice(target);
@@ -138,7 +147,7 @@ pub fn write_advert(ip: &mut [u8], mac: MacAddr, target: &[u8; 16], asker: &[u8;
         m[25] = 1;
         m[26..32].copy_from_slice(&mac.0);
     }
-    let s = checksum::ipv6_pseudo(target, &dst, icmp_len as u32, PROTO_ICMPV6);
+    let s = checksum::ipv6_pseudo(target, &dst, u32::from(icmp_len), PROTO_ICMPV6);
     let c = checksum::finish(checksum::sum(m, s));
     m[2..4].copy_from_slice(&c.to_be_bytes());
     len

@@ -204,7 +204,7 @@ mod tests {
         ];
         write_header(
             &mut p,
-            (ext.len() + upper.len()) as u16,
+            u16::try_from(ext.len() + upper.len()).unwrap(),
             next,
             64,
             &src,

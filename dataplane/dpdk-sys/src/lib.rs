@@ -5,6 +5,9 @@
 //! Everything here is `unsafe` to call; the safe layer is
 //! `dataplane::dpdk`. Only the items the dataplane uses are generated.
 
+// Raw FFI is this crate's purpose: the workspace's `unsafe_code = "deny"`
+// does not apply here.
+#![allow(unsafe_code)]
 #![allow(non_upper_case_globals, non_camel_case_types, non_snake_case)]
 #![allow(clippy::all, clippy::undocumented_unsafe_blocks, clippy::ptr_as_ptr)]
 

@@ -1,6 +1,11 @@
 //! Every function of the C shim, called for real against EAL with a net_ring
 //! port. One test: EAL can be initialised once per process.
 
+#![allow(
+    unsafe_code,
+    reason = "calls the raw FFI it tests; each block says why"
+)]
+
 use std::ffi::{c_char, CString};
 use std::ptr;
 

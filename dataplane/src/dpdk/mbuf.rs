@@ -262,8 +262,13 @@ impl Burst {
                     let cur = usize::from(unsafe { dpdk_sys::lb_rte_pktmbuf_data_len(p) });
                     // SAFETY: owned valid mbuf.
                     if len < cur && unsafe { dpdk_sys::lb_rte_pktmbuf_nb_segs(p) } == 1 {
+                        #[allow(
+                            clippy::cast_possible_truncation,
+                            reason = "len < cur, a u16 data_len"
+                        )]
+                        let excess = (cur - len) as u16;
                         // SAFETY: owned valid mbuf; trimming less than data_len of a single-segment packet cannot fail.
-                        unsafe { dpdk_sys::lb_rte_pktmbuf_trim(p, (cur - len) as u16) };
+                        unsafe { dpdk_sys::lb_rte_pktmbuf_trim(p, excess) };
                     }
                     self.pkts[kept] = p;
                     kept += 1;
@@ -339,6 +344,10 @@ impl Drop for Burst {
     }
 }
 
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "a slice of a burst: at most BURST_SIZE packets"
+)]
 fn free_bulk(pkts: &mut [*mut rte_mbuf]) {
     if pkts.is_empty() {
         return;

@@ -75,6 +75,10 @@ impl Mempool {
 
     /// Fill `burst` up to `n` packets with empty mbufs, all or nothing.
     /// Returns false (and leaves `burst` as it was) when the pool cannot give them all.
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "n <= the burst's spare room, at most BURST_SIZE"
+    )]
     pub fn alloc_bulk(&self, burst: &mut Burst, n: usize) -> bool {
         let (spare, len) = burst.spare_raw();
         let n = n.min(spare.len());

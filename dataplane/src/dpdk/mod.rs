@@ -12,6 +12,10 @@
 //! - A [`Queue`] is a unique handle to one RX/TX queue pair of a started
 //!   port; it borrows the [`Port`], so the port cannot be stopped under it.
 
+// The one module of the dataplane allowed `unsafe` (the workspace denies
+// it): the FFI to dpdk-sys, each block with its `// SAFETY:` argument.
+#![allow(unsafe_code)]
+
 mod eal;
 mod error;
 mod lcore;

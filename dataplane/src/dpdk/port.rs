@@ -123,7 +123,8 @@ impl Port {
         })?;
         // SAFETY: valid port id.
         let socket = unsafe { dpdk_sys::rte_eth_dev_socket_id(id) };
-        let socket = u32::try_from(socket).unwrap_or(dpdk_sys::SOCKET_ID_ANY as u32);
+        // Unknown (negative): SOCKET_ID_ANY, as the unsigned int DPDK takes.
+        let socket = u32::try_from(socket).unwrap_or(dpdk_sys::SOCKET_ID_ANY.cast_unsigned());
         for q in 0..config.queues {
             // SAFETY: configured port, queue in range, default rxconf (NULL), a live pool.
             DpdkError::check("rte_eth_rx_queue_setup", unsafe {
@@ -300,23 +301,22 @@ impl Port {
     /// The driver's extended statistics, by name.
     pub fn xstats(&self) -> Result<Vec<(String, u64)>, DpdkError> {
         // SAFETY: valid port; a NULL array asks for the count.
-        let n = DpdkError::check("rte_eth_xstats_get_names", unsafe {
+        let n = count(DpdkError::check("rte_eth_xstats_get_names", unsafe {
             dpdk_sys::rte_eth_xstats_get_names(self.id, std::ptr::null_mut(), 0)
-        })?;
-        let n = n as usize;
-        let mut names = vec![dpdk_sys::rte_eth_xstat_name::default(); n];
-        let mut values = vec![dpdk_sys::rte_eth_xstat::default(); n];
+        })?);
+        let mut names = vec![dpdk_sys::rte_eth_xstat_name::default(); n as usize];
+        let mut values = vec![dpdk_sys::rte_eth_xstat::default(); n as usize];
         // SAFETY: both arrays have room for n entries.
-        let got_names = DpdkError::check("rte_eth_xstats_get_names", unsafe {
-            dpdk_sys::rte_eth_xstats_get_names(self.id, names.as_mut_ptr(), n as u32)
-        })? as usize;
+        let got_names = count(DpdkError::check("rte_eth_xstats_get_names", unsafe {
+            dpdk_sys::rte_eth_xstats_get_names(self.id, names.as_mut_ptr(), n)
+        })?) as usize;
         // SAFETY: as above.
-        let got = DpdkError::check("rte_eth_xstats_get", unsafe {
-            dpdk_sys::rte_eth_xstats_get(self.id, values.as_mut_ptr(), n as u32)
-        })? as usize;
+        let got = count(DpdkError::check("rte_eth_xstats_get", unsafe {
+            dpdk_sys::rte_eth_xstats_get(self.id, values.as_mut_ptr(), n)
+        })?) as usize;
         let mut out = Vec::with_capacity(got.min(got_names));
         for v in values.iter().take(got) {
-            let Some(name) = names.get(v.id as usize) else {
+            let Some(name) = usize::try_from(v.id).ok().and_then(|id| names.get(id)) else {
                 continue;
             };
             // SAFETY: DPDK writes NUL-terminated names into the fixed array.
@@ -362,10 +362,16 @@ fn port_id(name: &str) -> Result<u16, DpdkError> {
     })
 }
 
+/// A count [`DpdkError::check`] let through: never negative.
+fn count(n: i32) -> u32 {
+    u32::try_from(n).expect("DpdkError::check passes no negative value")
+}
+
 /// Names of every port DPDK probed.
 pub fn port_names() -> Vec<String> {
     let mut out = Vec::new();
-    for id in 0..dpdk_sys::RTE_MAX_ETHPORTS as u16 {
+    let max_ports = u16::try_from(dpdk_sys::RTE_MAX_ETHPORTS).expect("port ids are u16");
+    for id in 0..max_ports {
         let mut buf = [0 as c_char; 64];
         // SAFETY: buf is writable and larger than RTE_ETH_NAME_MAX_LEN (64 with the NUL).
         if unsafe { dpdk_sys::rte_eth_dev_get_name_by_port(id, buf.as_mut_ptr()) } == 0 {
@@ -406,6 +412,7 @@ impl Queue<'_> {
     #[inline]
     pub fn rx(&mut self, burst: &mut Burst) -> usize {
         let (spare, len) = burst.spare_raw();
+        #[allow(clippy::cast_possible_truncation, reason = "at most BURST_SIZE")]
         let room = spare.len() as u16;
         let ptr = spare.as_mut_ptr();
         // The driver writes `n` owned mbufs at `ptr`.
@@ -422,6 +429,7 @@ impl Queue<'_> {
     #[inline]
     pub fn tx(&mut self, burst: &mut Burst) -> TxOutcome {
         let pkts = burst.raw();
+        #[allow(clippy::cast_possible_truncation, reason = "at most BURST_SIZE")]
         let n = pkts.len() as u16;
         // SAFETY: this handle is the only user of the queue; `pkts` holds n owned mbufs.
         let sent = usize::from(unsafe {
