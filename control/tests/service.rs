@@ -1,0 +1,871 @@
+//! The gRPC service and the metrics exposition in process, against a hub
+//! built without EAL: the real `grpc::serve` on a Unix socket in a temporary
+//! directory, the real committer, a fake TSC, worker counters set by hand.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use control::health::Status;
+use control::hub::Control;
+use control::state::State;
+use control::{commit, grpc, metrics};
+use lb_core::drop_reason::DropReason;
+use lb_core::packet::MacAddr;
+use lb_core::snapshot::{BackendState, Proto, VipKey};
+use lb_core::stats::WorkerStats;
+use lb_proto::v1 as pb;
+use pb::load_balancer_client::LoadBalancerClient;
+use tonic::transport::Channel;
+use tonic::Code;
+
+const MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x01]);
+const LCORES: [u32; 2] = [1, 2];
+
+/// The fake TSC: every publication gets a later stamp.
+static TSC: AtomicU64 = AtomicU64::new(1_000);
+fn clock() -> u64 {
+    TSC.fetch_add(1, Ordering::SeqCst) + 1
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "lbd-service-{}-{name}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn hub() -> Control {
+    Control::new(State::default(), MAC, clock).unwrap()
+}
+
+/// An in-process lbd control side: the API on a Unix socket, the hub, two
+/// workers' counters, and (once started) the committer.
+struct Lbd {
+    control: Arc<Mutex<Control>>,
+    stats: Arc<[WorkerStats]>,
+    client: LoadBalancerClient<Channel>,
+    stop: Arc<AtomicBool>,
+    dir: PathBuf,
+}
+
+impl Lbd {
+    async fn start(name: &str, control: Control, committer: bool) -> Lbd {
+        let dir = temp_dir(name);
+        let control = Arc::new(Mutex::new(control));
+        let stats: Arc<[WorkerStats]> = LCORES.iter().map(|_| WorkerStats::default()).collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let socket = dir.join("lbd.sock");
+        let listener = grpc::bind(&socket).await.unwrap();
+        let api = grpc::Api {
+            control: Arc::clone(&control),
+            stats: Arc::clone(&stats),
+            lcores: LCORES.to_vec(),
+            port: "net_null0".into(),
+            eal_args: vec!["--no-pci".into()],
+        };
+        let s = Arc::clone(&stop);
+        tokio::spawn(async move { grpc::serve(listener, api, &s).await.unwrap() });
+        let client = LoadBalancerClient::new(lb_proto::connect_unix(socket).await.unwrap());
+        let lbd = Lbd {
+            control,
+            stats,
+            client,
+            stop,
+            dir,
+        };
+        if committer {
+            lbd.start_committer();
+        }
+        lbd
+    }
+
+    fn start_committer(&self) {
+        let (c, s) = (Arc::clone(&self.control), Arc::clone(&self.stop));
+        tokio::spawn(async move { commit::committer(&c, &s).await });
+    }
+
+    fn hub(&self) -> MutexGuard<'_, Control> {
+        self.control.lock().unwrap()
+    }
+
+    fn api(&self) -> LoadBalancerClient<Channel> {
+        self.client.clone()
+    }
+
+    fn metrics(&self) -> String {
+        metrics::render(&metrics::Source {
+            control: Arc::clone(&self.control),
+            stats: Arc::clone(&self.stats),
+            lcores: LCORES.to_vec(),
+        })
+    }
+}
+
+impl Drop for Lbd {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn key(addr: &str, port: u32) -> pb::VipKey {
+    pb::VipKey {
+        address: addr.into(),
+        port,
+        protocol: pb::Protocol::Tcp as i32,
+    }
+}
+
+fn vip_key(addr: &str, port: u16) -> VipKey {
+    VipKey {
+        addr: addr.parse().unwrap(),
+        port,
+        proto: Proto::Tcp,
+    }
+}
+
+/// A VIP with the smallest Maglev table (quick to build).
+fn create(k: pb::VipKey) -> pb::CreateVipRequest {
+    pb::CreateVipRequest {
+        vip: Some(k),
+        table_size: 251,
+        ..Default::default()
+    }
+}
+
+fn backend(k: pb::VipKey, addr: &str) -> pb::AddBackendRequest {
+    pb::AddBackendRequest {
+        vip: Some(k),
+        address: addr.into(),
+        ..Default::default()
+    }
+}
+
+fn health(healthy: bool, detail: &str) -> Status {
+    Status {
+        healthy,
+        detail: detail.into(),
+        successes: u32::from(healthy),
+        failures: u32::from(!healthy),
+        passed: true,
+    }
+}
+
+/// The next event of a `Watch` stream, within a second.
+async fn next(events: &mut tonic::Streaming<pb::Event>) -> pb::event::Kind {
+    tokio::time::timeout(Duration::from_secs(1), events.message())
+        .await
+        .expect("an event within a second")
+        .unwrap()
+        .expect("the stream goes on")
+        .kind
+        .unwrap()
+}
+
+fn config_event(kind: pb::event::Kind) -> pb::ConfigChanged {
+    match kind {
+        pb::event::Kind::Config(c) => c,
+        other => panic!("expected a configuration event, got {other:?}"),
+    }
+}
+
+fn load(path: &Path) -> State {
+    State::from_config(&control::config::Config::load(path).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn invalid_requests_are_refused_naming_the_field() {
+    let lbd = Lbd::start("invalid", hub(), true).await;
+    let mut api = lbd.api();
+    api.create_vip(create(key("10.0.0.1", 80))).await.unwrap();
+    api.add_backend(backend(key("10.0.0.1", 80), "10.1.0.1"))
+        .await
+        .unwrap();
+    let generation = lbd.hub().generation();
+    let digest = lbd.hub().state().digest();
+
+    let vip = || key("10.0.0.1", 80);
+    let check = |f: fn(&mut pb::HealthCheck)| {
+        let mut c = pb::HealthCheck {
+            kind: "tcp".into(),
+            ..Default::default()
+        };
+        f(&mut c);
+        pb::AddBackendRequest {
+            check: Some(c),
+            ..backend(vip(), "10.1.0.2")
+        }
+    };
+    let cases: Vec<(&str, Result<(), tonic::Status>)> = vec![
+        (
+            "vip: missing",
+            api.create_vip(pb::CreateVipRequest::default())
+                .await
+                .map(drop),
+        ),
+        (
+            "vip.address:",
+            api.create_vip(create(key("ten", 80))).await.map(drop),
+        ),
+        (
+            "vip.port:",
+            api.create_vip(create(key("10.0.0.2", 70_000)))
+                .await
+                .map(drop),
+        ),
+        (
+            "vip.protocol:",
+            api.create_vip(create(pb::VipKey {
+                protocol: 0,
+                ..key("10.0.0.2", 80)
+            }))
+            .await
+            .map(drop),
+        ),
+        (
+            "vip.tcp_idle_timeout_s:",
+            api.create_vip(pb::CreateVipRequest {
+                tcp_idle_timeout_s: 70_000,
+                ..create(key("10.0.0.2", 80))
+            })
+            .await
+            .map(drop),
+        ),
+        (
+            "vip.udp_idle_timeout_s:",
+            api.create_vip(pb::CreateVipRequest {
+                udp_idle_timeout_s: 70_000,
+                ..create(key("10.0.0.2", 80))
+            })
+            .await
+            .map(drop),
+        ),
+        (
+            "vip.table_size:",
+            api.create_vip(pb::CreateVipRequest {
+                table_size: 1000,
+                ..create(key("10.0.0.2", 80))
+            })
+            .await
+            .map(drop),
+        ),
+        (
+            "vip.address:",
+            api.delete_vip(key("::zz", 80)).await.map(drop),
+        ),
+        (
+            "backend.address:",
+            api.add_backend(backend(vip(), "host")).await.map(drop),
+        ),
+        (
+            "backend.mac:",
+            api.add_backend(pb::AddBackendRequest {
+                mac: "02:00:zz".into(),
+                ..backend(vip(), "10.1.0.2")
+            })
+            .await
+            .map(drop),
+        ),
+        (
+            "backend.weight:",
+            api.add_backend(pb::AddBackendRequest {
+                weight: Some(u32::MAX),
+                ..backend(vip(), "10.1.0.2")
+            })
+            .await
+            .map(drop),
+        ),
+        (
+            "backend.check.kind:",
+            api.add_backend(check(|c| c.kind = "smtp".into()))
+                .await
+                .map(drop),
+        ),
+        (
+            "backend.check.kind:",
+            api.add_backend(check(|c| c.kind = "none".into()))
+                .await
+                .map(drop),
+        ),
+        (
+            "backend.check.http_status:",
+            api.add_backend(check(|c| {
+                c.kind = "http:/health".into();
+                c.http_status = 70_000;
+            }))
+            .await
+            .map(drop),
+        ),
+        (
+            "backend.check.port:",
+            api.add_backend(check(|c| c.port = 70_000)).await.map(drop),
+        ),
+        (
+            "backend: missing",
+            api.update_backend(pb::UpdateBackendRequest::default())
+                .await
+                .map(drop),
+        ),
+        (
+            "backend.mac:",
+            api.update_backend(pb::UpdateBackendRequest {
+                backend: Some(pb::BackendKey {
+                    vip: Some(vip()),
+                    address: "10.1.0.1".into(),
+                }),
+                mac: Some("nope".into()),
+                ..Default::default()
+            })
+            .await
+            .map(drop),
+        ),
+        (
+            "backend.address:",
+            api.remove_backend(pb::BackendKey {
+                vip: Some(vip()),
+                address: "10.1.0".into(),
+            })
+            .await
+            .map(drop),
+        ),
+        (
+            "toml:",
+            api.apply(pb::ApplyRequest {
+                toml: "[[vip]\naddress = ".into(),
+                dry_run: false,
+            })
+            .await
+            .map(drop),
+        ),
+    ];
+    for (field, result) in cases {
+        let e = result.expect_err(field);
+        assert_eq!(e.code(), Code::InvalidArgument, "{field}: {e:?}");
+        assert!(
+            e.message().starts_with(field),
+            "the message names {field:?}: {:?}",
+            e.message()
+        );
+    }
+    // Nothing was changed, published or written.
+    assert_eq!(lbd.hub().generation(), generation);
+    assert_eq!(lbd.hub().state().digest(), digest);
+    let vips = api.list_vips(pb::Empty {}).await.unwrap().into_inner().vips;
+    assert_eq!(vips.len(), 1);
+    assert_eq!(vips[0].backends.len(), 1);
+}
+
+#[tokio::test]
+async fn state_errors_map_to_their_codes() {
+    let lbd = Lbd::start("codes", hub(), true).await;
+    let mut api = lbd.api();
+    let vip = || key("10.0.0.1", 80);
+    api.create_vip(create(vip())).await.unwrap();
+    api.add_backend(backend(vip(), "10.1.0.1")).await.unwrap();
+
+    let e = api.create_vip(create(vip())).await.unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
+    let e = api
+        .add_backend(backend(vip(), "10.1.0.1"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
+
+    let other = || key("10.0.0.9", 80);
+    let e = api.get_vip(other()).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    let e = api.delete_vip(other()).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    assert!(e.message().contains("10.0.0.9"), "{e:?}");
+    let e = api
+        .add_backend(backend(other(), "10.1.0.1"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    let e = api
+        .remove_backend(pb::BackendKey {
+            vip: Some(vip()),
+            address: "10.1.0.7".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    let e = api
+        .update_backend(pb::UpdateBackendRequest {
+            backend: Some(pb::BackendKey {
+                vip: Some(vip()),
+                address: "10.1.0.7".into(),
+            }),
+            weight: Some(3),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    assert!(e.message().contains("backend 10.1.0.7"), "{e:?}");
+
+    // A 251-slot table takes two backends at most (100 slots each).
+    api.add_backend(backend(vip(), "10.1.0.2")).await.unwrap();
+    let e = api
+        .add_backend(backend(vip(), "10.1.0.3"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("too small"), "{e:?}");
+
+    let vips = api.list_vips(pb::Empty {}).await.unwrap().into_inner().vips;
+    let addrs: Vec<&str> = vips[0].backends.iter().map(|b| &*b.address).collect();
+    assert_eq!(addrs, ["10.1.0.1", "10.1.0.2"]);
+}
+
+#[tokio::test]
+async fn a_change_is_published_and_written_before_the_reply() {
+    let dir = temp_dir("commit");
+    let path = dir.join("lb.toml");
+    let lbd = Lbd::start("commit", hub().with_state_file(Some(path.clone())), true).await;
+    let mut api = lbd.api();
+    let tsc_before = TSC.load(Ordering::SeqCst);
+    assert_eq!(lbd.hub().generation(), 1);
+
+    let v = api
+        .create_vip(create(key("10.0.0.1", 80)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(v.table_size, 251);
+    assert!(path.exists(), "written before the reply");
+    assert_eq!(load(&path).vips().len(), 1);
+    {
+        let hub = lbd.hub();
+        assert_eq!(hub.generation(), 2);
+        let snap = hub.snapshot();
+        assert_eq!(snap.generation, 2);
+        assert_eq!(snap.vips()[0].key, vip_key("10.0.0.1", 80));
+        assert!(
+            snap.published_tsc() > tsc_before,
+            "stamped by the hub's clock"
+        );
+    }
+
+    let b = api
+        .add_backend(pb::AddBackendRequest {
+            mac: "02:00:00:00:00:aa".into(),
+            weight: Some(5),
+            ..backend(key("10.0.0.1", 80), "10.1.0.1")
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(b.effective_mac, "02:00:00:00:00:aa");
+    assert_eq!(b.state, pb::BackendState::Up as i32);
+    let written = load(&path);
+    let (addr, saved) = written.vips()[&vip_key("10.0.0.1", 80)]
+        .backends
+        .iter()
+        .next()
+        .unwrap();
+    assert_eq!(addr.to_string(), "10.1.0.1");
+    assert_eq!(saved.settings.weight, 5);
+
+    let info = api.get_info(pb::Empty {}).await.unwrap().into_inner();
+    assert_eq!(info.snapshot_generation, 3);
+    assert_eq!(info.state_file, path.display().to_string());
+    assert_eq!(info.config_digest, written.digest());
+    assert_eq!(info.mac, MAC.to_string());
+    assert_eq!(info.worker_lcores, LCORES);
+    assert!(!info.announcing && !info.shutting_down);
+
+    // Apply converges to a whole configuration; a dry run changes nothing.
+    let toml = api.export(pb::Empty {}).await.unwrap().into_inner().toml;
+    let toml = toml.replace("weight = 5", "weight = 7");
+    let dry = api
+        .apply(pb::ApplyRequest {
+            toml: toml.clone(),
+            dry_run: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(dry.changes.len(), 1, "{:?}", dry.changes);
+    assert_eq!(dry.snapshot_generation, 3);
+    let applied = api
+        .apply(pb::ApplyRequest {
+            toml,
+            dry_run: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(applied.changes, dry.changes);
+    assert_eq!(applied.snapshot_generation, 4);
+    let weight = load(&path).vips()[&vip_key("10.0.0.1", 80)].backends[&addr.clone()]
+        .settings
+        .weight;
+    assert_eq!(weight, 7);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_failed_write_undoes_the_changes_since_the_last_write() {
+    let dir = temp_dir("undo");
+    let sub = dir.join("state");
+    std::fs::create_dir(&sub).unwrap();
+    let path = sub.join("lb.toml");
+    let lbd = Lbd::start("undo", hub().with_state_file(Some(path.clone())), true).await;
+    let mut api = lbd.api();
+    api.create_vip(create(key("10.0.0.1", 80))).await.unwrap();
+    assert_eq!(load(&path).vips().len(), 1);
+
+    // The state file's directory goes away: the next write fails.
+    std::fs::remove_dir_all(&sub).unwrap();
+    let mut events = lbd.hub().subscribe();
+    let e = api
+        .create_vip(create(key("10.0.0.2", 80)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Internal, "{e:?}");
+    assert!(
+        e.message().contains("writing the state file")
+            && e.message().ends_with("the change was undone"),
+        "{e:?}"
+    );
+
+    let created = config_event(events.recv().await.unwrap().kind.unwrap());
+    assert_eq!(created.what, "vip 10.0.0.2:80/tcp created");
+    let undone = config_event(events.recv().await.unwrap().kind.unwrap());
+    assert!(
+        undone.what.starts_with("undone: writing the state file"),
+        "{undone:?}"
+    );
+
+    let vips = api.list_vips(pb::Empty {}).await.unwrap().into_inner().vips;
+    let keys: Vec<&str> = vips
+        .iter()
+        .map(|v| &*v.key.as_ref().unwrap().address)
+        .collect();
+    assert_eq!(keys, ["10.0.0.1"], "back to what the file held");
+    let hub = lbd.hub();
+    assert_eq!(hub.state().vips().len(), 1);
+    let snap = hub.snapshot();
+    assert_eq!(snap.vips().len(), 1, "the undone VIP is not forwarded");
+    assert_eq!(snap.vips()[0].key, vip_key("10.0.0.1", 80));
+    assert_eq!(undone.generation, hub.generation());
+    assert!(!path.exists());
+    drop(hub);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn concurrent_changes_share_one_snapshot_and_one_write() {
+    let dir = temp_dir("group");
+    let path = dir.join("lb.toml");
+    // The committer starts once every change is queued.
+    let lbd = Lbd::start("group", hub().with_state_file(Some(path.clone())), false).await;
+    let mut events = lbd.hub().subscribe();
+    let replies: Vec<_> = (1..=5)
+        .map(|i| {
+            let mut api = lbd.api();
+            tokio::spawn(async move {
+                api.create_vip(create(key(&format!("10.0.0.{i}"), 80)))
+                    .await
+            })
+        })
+        .collect();
+    for _ in 0..5 {
+        let e = tokio::time::timeout(Duration::from_secs(5), events.recv())
+            .await
+            .expect("every change is applied")
+            .unwrap();
+        let c = config_event(e.kind.unwrap());
+        assert_eq!(c.generation, 2, "each is in the next snapshot: {c:?}");
+    }
+    {
+        let hub = lbd.hub();
+        assert_eq!(hub.state().vips().len(), 5);
+        assert_eq!(hub.generation(), 1, "nothing published yet");
+        assert!(hub.snapshot().vips().is_empty());
+    }
+    assert!(!path.exists(), "nothing written yet");
+
+    lbd.start_committer();
+    for r in replies {
+        r.await.unwrap().expect("acknowledged once written");
+    }
+    let hub = lbd.hub();
+    assert_eq!(hub.generation(), 2, "one snapshot for the five changes");
+    assert_eq!(hub.snapshot().vips().len(), 5);
+    let written = load(&path);
+    assert_eq!(written.vips().len(), 5, "one write holds them all");
+    assert_eq!(written.digest(), hub.state().digest());
+    drop(hub);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn health_verdicts_show_in_the_api_the_snapshot_and_the_events() {
+    let lbd = Lbd::start("health", hub(), true).await;
+    let mut api = lbd.api();
+    let vip = vip_key("10.0.0.1", 80);
+    let addr: IpAddr = "10.1.0.1".parse().unwrap();
+    api.create_vip(create(key("10.0.0.1", 80))).await.unwrap();
+    // Checked (by nobody here: the hub is told the verdicts directly).
+    api.add_backend(pb::AddBackendRequest {
+        mac: "02:00:00:00:00:aa".into(),
+        check: Some(pb::HealthCheck {
+            kind: "tcp".into(),
+            ..Default::default()
+        }),
+        ..backend(key("10.0.0.1", 80), "10.1.0.1")
+    })
+    .await
+    .unwrap();
+    let mut events = api.watch(pb::Empty {}).await.unwrap().into_inner();
+    let backend_of = |v: pb::Vip| v.backends.into_iter().next().unwrap();
+    let generation = lbd.hub().generation();
+    assert!(lbd.hub().servable().is_empty(), "no check passed yet");
+
+    // A first verdict is no transition: no event, no new snapshot.
+    lbd.hub().set_health(vip, addr, health(true, "tcp ok"));
+    assert_eq!(lbd.hub().generation(), generation);
+    let listed = api.list_health(pb::Empty {}).await.unwrap().into_inner();
+    assert_eq!(listed.backends.len(), 1);
+    assert_eq!(listed.backends[0].health, pb::Health::Healthy as i32);
+    assert_eq!(listed.backends[0].detail, "tcp ok");
+    assert_eq!(listed.backends[0].consecutive_successes, 1);
+    assert_eq!(
+        lbd.hub().servable(),
+        BTreeSet::from(["10.0.0.1".parse::<IpAddr>().unwrap()])
+    );
+    assert!(lbd
+        .metrics()
+        .contains("lb_backend_healthy{vip=\"10.0.0.1:80/tcp\",backend=\"10.1.0.1\"} 1\n"));
+
+    lbd.hub()
+        .set_health(vip, addr, health(false, "tcp failed: refused"));
+    let pb::event::Kind::Backend(down) = next(&mut events).await else {
+        panic!("a backend event first");
+    };
+    assert_eq!(down.address, "10.1.0.1");
+    assert_eq!(down.vip, Some(key("10.0.0.1", 80)));
+    assert_eq!(down.health, pb::Health::Unhealthy as i32);
+    assert_eq!(down.detail, "tcp failed: refused");
+    assert_eq!(lbd.hub().generation(), generation + 1, "published again");
+    let snap = lbd.hub().snapshot();
+    let slot = snap.vips()[0].backends[0];
+    assert_eq!(snap.backend(slot).unwrap().state, BackendState::Down);
+    let b = backend_of(api.get_vip(key("10.0.0.1", 80)).await.unwrap().into_inner());
+    assert_eq!(b.health, pb::Health::Unhealthy as i32);
+    assert_eq!(
+        b.state,
+        pb::BackendState::Down as i32,
+        "failing checks take it down"
+    );
+    assert!(lbd.hub().servable().is_empty());
+    let text = lbd.metrics();
+    assert!(
+        text.contains("lb_backend_healthy{vip=\"10.0.0.1:80/tcp\",backend=\"10.1.0.1\"} 0\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("lb_backend_up{vip=\"10.0.0.1:80/tcp\",backend=\"10.1.0.1\"} 0\n"),
+        "{text}"
+    );
+
+    // The same verdict again (counts moved): nothing to tell.
+    lbd.hub()
+        .set_health(vip, addr, health(false, "tcp failed: timeout"));
+    assert_eq!(lbd.hub().generation(), generation + 1);
+
+    lbd.hub().set_health(vip, addr, health(true, "tcp ok"));
+    let pb::event::Kind::Backend(up) = next(&mut events).await else {
+        panic!("a backend event");
+    };
+    assert_eq!(up.health, pb::Health::Healthy as i32);
+    assert_eq!(lbd.hub().generation(), generation + 2);
+    let b = backend_of(api.get_vip(key("10.0.0.1", 80)).await.unwrap().into_inner());
+    assert_eq!(b.state, pb::BackendState::Up as i32);
+    let snap = lbd.hub().snapshot();
+    assert_eq!(snap.backend(slot).unwrap().state, BackendState::Up);
+
+    // A backend no longer checked has no verdict.
+    lbd.hub().forget_health(&vip, &addr);
+    let b = backend_of(api.get_vip(key("10.0.0.1", 80)).await.unwrap().into_inner());
+    assert_eq!(b.health, pb::Health::Unspecified as i32);
+}
+
+#[tokio::test]
+async fn watch_streams_configuration_events_in_order() {
+    let lbd = Lbd::start("watch", hub(), true).await;
+    let mut api = lbd.api();
+    let mut events = api.watch(pb::Empty {}).await.unwrap().into_inner();
+    api.create_vip(create(key("10.0.0.1", 80))).await.unwrap();
+    api.add_backend(backend(key("10.0.0.1", 80), "10.1.0.1"))
+        .await
+        .unwrap();
+    api.delete_vip(key("10.0.0.1", 80)).await.unwrap();
+    let seen: Vec<(u64, String)> = [
+        next(&mut events).await,
+        next(&mut events).await,
+        next(&mut events).await,
+    ]
+    .into_iter()
+    .map(|k| {
+        let c = config_event(k);
+        (c.generation, c.what)
+    })
+    .collect();
+    assert_eq!(
+        seen,
+        [
+            (2, "vip 10.0.0.1:80/tcp created".to_string()),
+            (3, "backend 10.1.0.1 added to 10.0.0.1:80/tcp".to_string()),
+            (4, "vip 10.0.0.1:80/tcp deleted".to_string()),
+        ]
+    );
+    // A refused change tells nobody.
+    api.delete_vip(key("10.0.0.1", 80)).await.unwrap_err();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), events.message())
+            .await
+            .is_err(),
+        "no event for a refused change"
+    );
+}
+
+#[tokio::test]
+async fn a_watcher_that_falls_behind_is_told_how_many_events_it_missed() {
+    let lbd = Lbd::start("lagged", hub(), true).await;
+    let mut api = lbd.api();
+    let vip = vip_key("10.0.0.1", 80);
+    let addr: IpAddr = "10.1.0.1".parse().unwrap();
+    api.create_vip(create(key("10.0.0.1", 80))).await.unwrap();
+    api.add_backend(backend(key("10.0.0.1", 80), "10.1.0.1"))
+        .await
+        .unwrap();
+    let mut events = api.watch(pb::Empty {}).await.unwrap().into_inner();
+    // 1100 transitions while the server cannot run (one thread, the hub
+    // held): more than the 1024 events a subscriber's queue holds.
+    {
+        let mut hub = lbd.hub();
+        hub.set_health(vip, addr, health(true, "first"));
+        for i in 0..1100 {
+            hub.set_health(vip, addr, health(i % 2 == 1, "flap"));
+            hub.reap();
+        }
+    }
+    let pb::event::Kind::Missed(missed) = next(&mut events).await else {
+        panic!("first the count of what was missed");
+    };
+    assert_eq!(missed.count, 1100 - 1024);
+    let pb::event::Kind::Backend(b) = next(&mut events).await else {
+        panic!("then the events still queued");
+    };
+    // Event 76 (0-based) is the first kept: an even one, unhealthy.
+    assert_eq!(b.health, pb::Health::Unhealthy as i32);
+}
+
+#[tokio::test]
+async fn metrics_and_stats_report_the_worker_counters() {
+    let (routes_tx, routes_rx) = tokio::sync::watch::channel(BTreeSet::new());
+    let lbd = Lbd::start("metrics", hub().with_announcements(routes_rx), true).await;
+    let mut api = lbd.api();
+    api.create_vip(create(key("10.0.0.1", 80))).await.unwrap();
+    api.add_backend(pb::AddBackendRequest {
+        mac: "02:00:00:00:00:aa".into(),
+        ..backend(key("10.0.0.1", 80), "10.1.0.1")
+    })
+    .await
+    .unwrap();
+    api.create_vip(create(key("10.0.0.2", 53))).await.unwrap();
+    routes_tx.send_replace(BTreeSet::from(["10.0.0.1".parse().unwrap()]));
+
+    let slot = lbd.hub().snapshot().vips()[0].backends[0];
+    let (w0, w1) = (&lbd.stats[0], &lbd.stats[1]);
+    w0.rx_packets.add(7);
+    w0.tx_packets.add(6);
+    w1.rx_packets.add(3);
+    w1.drop(DropReason::NoBackend).add(3);
+    w0.backends[usize::from(slot)].packets.add(5);
+    w1.backends[usize::from(slot)].packets.add(4);
+    w0.backends[usize::from(slot)].bytes.add(900);
+    w0.backends[usize::from(slot)].new_flows.add(2);
+    w0.snapshot_adoption.record(3);
+    w1.active_flows.add(42);
+
+    let text = lbd.metrics();
+    let nb = DropReason::NoBackend.as_str();
+    for line in [
+        "# TYPE lb_worker_rx_packets_total counter",
+        "lb_worker_rx_packets_total{worker=\"1\"} 7",
+        "lb_worker_rx_packets_total{worker=\"2\"} 3",
+        "lb_worker_tx_packets_total{worker=\"1\"} 6",
+        "# TYPE lb_worker_active_flows gauge",
+        "lb_worker_active_flows{worker=\"2\"} 42",
+        &format!("lb_worker_drops_total{{worker=\"2\",reason=\"{nb}\"}} 3"),
+        &format!("lb_worker_drops_total{{worker=\"1\",reason=\"{nb}\"}} 0"),
+        "# TYPE lb_worker_snapshot_adoption_seconds histogram",
+        "lb_worker_snapshot_adoption_seconds_count{worker=\"1\"} 1",
+        "lb_worker_snapshot_adoption_seconds_bucket{worker=\"1\",le=\"+Inf\"} 1",
+        "lb_worker_snapshot_adoption_seconds_count{worker=\"2\"} 0",
+        "lb_vip_packets_total{vip=\"10.0.0.1:80/tcp\"} 9",
+        "lb_vip_bytes_total{vip=\"10.0.0.1:80/tcp\"} 900",
+        "lb_vip_new_flows_total{vip=\"10.0.0.1:80/tcp\"} 2",
+        "lb_vip_packets_total{vip=\"10.0.0.2:53/tcp\"} 0",
+        "lb_backend_packets_total{vip=\"10.0.0.1:80/tcp\",backend=\"10.1.0.1\"} 9",
+        "lb_backend_up{vip=\"10.0.0.1:80/tcp\",backend=\"10.1.0.1\"} 1",
+        "lb_snapshot_generation 4",
+        "lb_vips 2",
+        "lb_route_announced{address=\"10.0.0.1\"} 1",
+        "lb_route_announced{address=\"10.0.0.2\"} 0",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line:?} missing from:\n{text}"
+        );
+    }
+    assert!(
+        !text.contains("lb_backend_healthy{"),
+        "no verdict, no sample"
+    );
+
+    let stats = api.get_stats(pb::Empty {}).await.unwrap().into_inner();
+    let lcores: Vec<u32> = stats.workers.iter().map(|w| w.lcore).collect();
+    assert_eq!(lcores, LCORES);
+    assert_eq!(stats.workers[0].rx_packets, 7);
+    assert_eq!(stats.workers[1].active_flows, 42);
+    let drop = stats.workers[1]
+        .drops
+        .iter()
+        .find(|c| c.name == nb)
+        .unwrap();
+    assert_eq!(drop.value, 3);
+    assert_eq!(
+        stats.workers[0]
+            .snapshot_adoption
+            .iter()
+            .map(|b| b.count)
+            .sum::<u64>(),
+        1
+    );
+    let v = &stats.vips[0];
+    assert_eq!((v.packets, v.bytes, v.new_flows), (9, 900, 2));
+    assert_eq!(v.backends[0].address, "10.1.0.1");
+
+    let info = api.get_info(pb::Empty {}).await.unwrap().into_inner();
+    assert!(info.announcing);
+    assert_eq!(info.announced, ["10.0.0.1"]);
+
+    // Without --bgp-routes there is no route family at all.
+    let quiet = Lbd::start("metrics-quiet", hub(), true).await;
+    assert!(!quiet.metrics().contains("lb_route_announced"));
+    assert!(quiet.metrics().contains("lb_vips 0\n"));
+}
