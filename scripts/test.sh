@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 
 cargo fmt --all --check || { echo "test: run 'cargo fmt --all'" >&2; exit 1; }
 cargo clippy --workspace --all-targets --locked -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 # Integration tests run lbctl next to lbd: build every binary first.
 cargo build --workspace --locked
 cargo test --workspace --locked

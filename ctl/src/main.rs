@@ -65,6 +65,10 @@ enum Output {
 #[derive(Debug, Clone, Subcommand)]
 enum Command {
     /// Virtual IPs: ADDRESS:PORT/PROTOCOL, e.g. 198.51.100.10:443/tcp or [2001:db8::10]:443/udp.
+    #[allow(
+        rustdoc::broken_intra_doc_links,
+        reason = "clap help text, not Markdown: [2001:db8::10] is an IPv6 address, not a link"
+    )]
     #[command(subcommand)]
     Vip(VipCommand),
     /// Real servers behind a VIP.

@@ -10,5 +10,7 @@
 #![allow(unsafe_code)]
 #![allow(non_upper_case_globals, non_camel_case_types, non_snake_case)]
 #![allow(clippy::all, clippy::undocumented_unsafe_blocks, clippy::ptr_as_ptr)]
+// DPDK's C comments, copied by bindgen, are not rustdoc Markdown.
+#![allow(rustdoc::broken_intra_doc_links, rustdoc::bare_urls)]
 
 include!(concat!(env!("OUT_DIR"), "/bindings.rs"));
