@@ -569,31 +569,7 @@ impl LoadBalancer for Api {
             .lcores
             .iter()
             .zip(self.stats.iter())
-            .map(|(&lcore, s)| {
-                let c = s.read();
-                pb::WorkerStats {
-                    lcore,
-                    rx_packets: c.rx_packets,
-                    tx_packets: c.tx_packets,
-                    forwarded: c.forwarded,
-                    new_flows: c.new_flows,
-                    active_flows: c.active_flows,
-                    flow_rejected: c.flow_rejected,
-                    tx_failed: c.tx_failed,
-                    snapshot_generation: s.snapshot_generation.get(),
-                    snapshot_adoption: delay_buckets(&s.snapshot_adoption.read()),
-                    drops: DropReason::ALL
-                        .iter()
-                        .map(|r| pb::Counter {
-                            name: r.as_str().into(),
-                            value: c.drop_count(*r),
-                        })
-                        .collect(),
-                    // The fields proto/lb.proto gained in 154fbd4 are not
-                    // filled yet: that is the counters' change, not this one.
-                    ..Default::default()
-                }
-            })
+            .map(|(&lcore, s)| pb_worker_stats(lcore, s))
             .collect();
         let snap = self.control()?.snapshot();
         let vips = snap
@@ -605,22 +581,12 @@ impl LoadBalancer for Api {
                     .iter()
                     .filter_map(|&slot| {
                         let b = snap.backend(slot)?;
-                        let (mut packets, mut bytes, mut new_flows) = (0, 0, 0);
-                        for w in self.stats.iter() {
-                            let lb_core::stats::BackendTotals {
-                                packets: p,
-                                bytes: by,
-                                new_flows: n,
-                            } = w.backend(slot);
-                            packets += p;
-                            bytes += by;
-                            new_flows += n;
-                        }
+                        let t = WorkerStats::backend_total(&self.stats, slot);
                         Some(pb::BackendStats {
                             address: b.addr.to_string(),
-                            packets,
-                            bytes,
-                            new_flows,
+                            packets: t.packets,
+                            bytes: t.bytes,
+                            new_flows: t.new_flows,
                         })
                     })
                     .collect();
@@ -662,8 +628,81 @@ impl LoadBalancer for Api {
 }
 
 /// A histogram as the API gives it: its buckets that have a count.
+macro_rules! pb_worker_stats {
+    ($([$name:ident, $kind:ident, $help:literal]),+ $(,)?) => {
+        /// A worker's counters in the API's form: every counter of
+        /// `lb_core::for_each_counter!` under its own name (the literal names
+        /// every field, so a counter missing from `lb.proto`, or a field of
+        /// `WorkerStats` not filled, does not compile).
+        pub fn pb_worker_stats(lcore: u32, s: &WorkerStats) -> pb::WorkerStats {
+            let c = s.read();
+            pb::WorkerStats {
+                lcore,
+                $($name: c.$name,)+
+                snapshot_generation: s.snapshot_generation.get(),
+                snapshot_adoption: delay_buckets(&s.snapshot_adoption.read()),
+                drops: DropReason::ALL
+                    .iter()
+                    .map(|r| pb::Counter {
+                        name: r.as_str().into(),
+                        value: c.drop_count(*r),
+                    })
+                    .collect(),
+            }
+        }
+    };
+}
+lb_core::for_each_counter!(pb_worker_stats);
+
 fn delay_buckets(d: &Delays) -> Vec<pb::DelayBucket> {
     d.nonzero()
         .map(|(max_us, count)| pb::DelayBucket { max_us, count })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lb_core::stats::COUNTERS;
+    use prost::Message;
+
+    /// `pb_worker_stats` names every counter (it does not compile
+    /// otherwise); this checks the wire side: `lb.proto`'s `WorkerStats`
+    /// has a field of each counter's name, and carries its value.
+    #[test]
+    fn the_api_carries_every_counter_under_its_name() {
+        let set =
+            prost_types::FileDescriptorSet::decode(lb_proto::v1::FILE_DESCRIPTOR_SET).unwrap();
+        let msg = set
+            .file
+            .iter()
+            .flat_map(|f| &f.message_type)
+            .find(|m| m.name() == "WorkerStats")
+            .expect("WorkerStats in lb.proto");
+        let fields: Vec<&str> = msg.field.iter().map(|f| f.name()).collect();
+        for info in &COUNTERS {
+            assert!(
+                fields.contains(&info.name),
+                "lb.proto's WorkerStats lacks {}",
+                info.name
+            );
+        }
+        let s = WorkerStats::default();
+        s.rx_bytes.add(7);
+        s.neigh_requests.add(9);
+        s.active_flows.set(3);
+        s.drop(DropReason::NotForUs).add(4);
+        let pb = pb_worker_stats(5, &s);
+        assert_eq!(
+            (pb.lcore, pb.rx_bytes, pb.neigh_requests, pb.active_flows),
+            (5, 7, 9, 3)
+        );
+        let drops: Vec<(&str, u64)> = pb
+            .drops
+            .iter()
+            .map(|d| (d.name.as_str(), d.value))
+            .collect();
+        assert_eq!(drops.len(), DropReason::COUNT);
+        assert!(drops.contains(&("not_for_us", 4)));
+    }
 }

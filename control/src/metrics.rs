@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use lb_core::delay::Delays;
 use lb_core::drop_reason::DropReason;
 use lb_core::snapshot::BackendState;
-use lb_core::stats::WorkerStats;
+use lb_core::stats::{CounterInfo, Kind, WorkerStats, COUNTERS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -135,6 +135,15 @@ struct BackendRow {
 
 type RowValue = fn(&BackendRow) -> u64;
 
+/// The Prometheus family of a worker counter: `lb_worker_<name>_total`, a
+/// counter, or `lb_worker_<name>`, a gauge, for a level.
+pub fn worker_family(info: &CounterInfo) -> (String, &'static str) {
+    match info.kind {
+        Kind::Total => (format!("lb_worker_{}_total", info.name), "counter"),
+        Kind::Level => (format!("lb_worker_{}", info.name), "gauge"),
+    }
+}
+
 pub fn render(source: &Source) -> String {
     let mut out = String::new();
     let mut f = Family { out: &mut out };
@@ -145,73 +154,11 @@ pub fn render(source: &Source) -> String {
         .map(|(l, s)| (l.to_string(), s.read()))
         .collect();
 
-    type Get = fn(&lb_core::stats::Counters) -> u64;
-    let per_worker: [(&str, &str, &str, Get); 10] = [
-        (
-            "lb_worker_rx_packets_total",
-            "counter",
-            "Packets received by a worker.",
-            |c| c.rx_packets,
-        ),
-        (
-            "lb_worker_rx_bytes_total",
-            "counter",
-            "Bytes received by a worker.",
-            |c| c.rx_bytes,
-        ),
-        (
-            "lb_worker_tx_packets_total",
-            "counter",
-            "Packets transmitted by a worker.",
-            |c| c.tx_packets,
-        ),
-        (
-            "lb_worker_tx_bytes_total",
-            "counter",
-            "Bytes transmitted by a worker.",
-            |c| c.tx_bytes,
-        ),
-        (
-            "lb_worker_tx_failed_total",
-            "counter",
-            "Packets the device refused on transmit (freed).",
-            |c| c.tx_failed,
-        ),
-        (
-            "lb_worker_forwarded_total",
-            "counter",
-            "Packets forwarded to backends.",
-            |c| c.forwarded,
-        ),
-        (
-            "lb_worker_new_flows_total",
-            "counter",
-            "Flows that got a backend from Maglev.",
-            |c| c.new_flows,
-        ),
-        (
-            "lb_worker_to_kernel_total",
-            "counter",
-            "Packets passed to the host through the exception path.",
-            |c| c.to_kernel,
-        ),
-        (
-            "lb_worker_flow_rejected_total",
-            "counter",
-            "Packets of new flows that found no flow-table slot (forwarded without an entry).",
-            |c| c.flow_rejected,
-        ),
-        (
-            "lb_worker_active_flows",
-            "gauge",
-            "Entries in the worker's flow table.",
-            |c| c.active_flows,
-        ),
-    ];
-    for (name, kind, help, get) in per_worker {
-        f.header(name, kind, help);
+    for (i, info) in COUNTERS.iter().enumerate() {
+        let (name, kind) = worker_family(info);
+        f.header(&name, kind, info.help);
         for (w, c) in &workers {
-            f.sample(name, &[("worker", w)], get(c));
+            f.sample(&name, &[("worker", w)], c.values()[i]);
         }
     }
     f.header(
@@ -266,16 +213,8 @@ pub fn render(source: &Source) -> String {
                 up: b.state == BackendState::Up && b.mac.is_some(),
                 healthy: control.health(&v.key, &b.addr).map(|h| h.healthy),
             };
-            for w in source.stats.iter() {
-                let lb_core::stats::BackendTotals {
-                    packets: p,
-                    bytes: by,
-                    new_flows: n,
-                } = w.backend(slot);
-                row.packets += p;
-                row.bytes += by;
-                row.new_flows += n;
-            }
+            let t = WorkerStats::backend_total(&source.stats, slot);
+            (row.packets, row.bytes, row.new_flows) = (t.packets, t.bytes, t.new_flows);
             rows.push(row);
         }
     }
@@ -375,4 +314,53 @@ pub fn render(source: &Source) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::State;
+    use lb_core::packet::MacAddr;
+
+    #[test]
+    fn the_exposition_carries_every_counter_under_its_name() {
+        let control = Control::new(State::default(), MacAddr([2, 0, 0, 0, 0, 1]), || 1).unwrap();
+        let stats: Arc<[WorkerStats]> = vec![WorkerStats::default(), WorkerStats::default()].into();
+        // A distinct value per counter and worker, so a family reading the
+        // wrong field shows.
+        for (w, s) in stats.iter().enumerate() {
+            s.rx_packets.add(10 + w as u64);
+            s.neigh_learned.add(20 + w as u64);
+            s.active_flows.set(30 + w as u64);
+            s.drop(DropReason::Truncated).add(40 + w as u64);
+        }
+        let source = Source {
+            control: Arc::new(Mutex::new(control)),
+            stats: stats.clone(),
+            lcores: vec![1, 2],
+        };
+        let text = render(&source);
+        for (w, (lcore, s)) in [1, 2].iter().zip(stats.iter()).enumerate() {
+            let values = s.read().values();
+            for (info, v) in COUNTERS.iter().zip(values) {
+                let (name, kind) = worker_family(info);
+                assert!(text.contains(&format!("# TYPE {name} {kind}\n")), "{name}");
+                assert!(
+                    text.contains(&format!("{name}{{worker=\"{lcore}\"}} {v}\n")),
+                    "{name} of worker {w}: want {v}"
+                );
+            }
+            for r in DropReason::ALL {
+                let v = s.read().drop_count(r);
+                let line = format!(
+                    "lb_worker_drops_total{{worker=\"{lcore}\",reason=\"{}\"}} {v}\n",
+                    r.as_str()
+                );
+                assert!(text.contains(&line), "{line}");
+            }
+        }
+        assert!(text.contains("lb_worker_rx_packets_total{worker=\"2\"} 11\n"));
+        assert!(text.contains("# TYPE lb_worker_active_flows gauge\n"));
+        assert!(text.contains("lb_worker_neigh_learned_total{worker=\"1\"} 20\n"));
+    }
 }

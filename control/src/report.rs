@@ -4,7 +4,7 @@
 use lb_core::drop_reason::DropReason;
 use lb_core::packet::MacAddr;
 use lb_core::snapshot::Snapshot;
-use lb_core::stats::{Counters, WorkerStats};
+use lb_core::stats::{BackendTotals, Counters, WorkerStats, COUNTERS};
 
 use crate::args::Options;
 
@@ -70,23 +70,10 @@ pub fn report(
     print_backends(snap, stats);
 }
 
-/// Per-backend traffic summed over workers, and per-VIP sums of those.
-fn backend_totals(snap: &Snapshot, stats: &[WorkerStats]) -> Vec<(u16, [u64; 3])> {
+/// Per-backend traffic summed over workers.
+fn backend_totals(snap: &Snapshot, stats: &[WorkerStats]) -> Vec<(u16, BackendTotals)> {
     snap.backends()
-        .map(|(slot, _)| {
-            let mut t = [0u64; 3];
-            for w in stats {
-                let lb_core::stats::BackendTotals {
-                    packets: p,
-                    bytes: b,
-                    new_flows: n,
-                } = w.backend(slot);
-                t[0] += p;
-                t[1] += b;
-                t[2] += n;
-            }
-            (slot, t)
-        })
+        .map(|(slot, _)| (slot, WorkerStats::backend_total(stats, slot)))
         .collect()
 }
 
@@ -107,7 +94,7 @@ fn backends_json(snap: &Snapshot, stats: &[WorkerStats]) -> serde_json::Value {
                         "mac": b.mac.map(|m| m.to_string()),
                         "state": format!("{:?}", b.state).to_lowercase(),
                         "weight": b.weight,
-                        "packets": t[0], "bytes": t[1], "new_flows": t[2],
+                        "packets": t.packets, "bytes": t.bytes, "new_flows": t.new_flows,
                     }))
                 })
                 .collect();
@@ -146,36 +133,50 @@ fn print_backends(snap: &Snapshot, stats: &[WorkerStats]) {
                 mac,
                 format!("{:?}", b.state).to_lowercase(),
                 b.weight,
-                t[0],
-                t[1],
-                t[2]
+                t.packets,
+                t.bytes,
+                t.new_flows
             );
         }
     }
 }
 
-fn counters_json(c: &Counters) -> serde_json::Value {
+/// A worker's (or the total's) counters for `--json`: every counter of
+/// `lb_core::for_each_counter!` under its own name, and drops by reason.
+pub fn counters_json(c: &Counters) -> serde_json::Value {
     let drops: serde_json::Map<String, serde_json::Value> = DropReason::ALL
         .iter()
         .map(|r| (r.as_str().to_owned(), c.drop_count(*r).into()))
         .collect();
-    serde_json::json!({
-        "rx_packets": c.rx_packets,
-        "rx_bytes": c.rx_bytes,
-        "tx_packets": c.tx_packets,
-        "tx_bytes": c.tx_bytes,
-        "tx_failed": c.tx_failed,
-        "forwarded": c.forwarded,
-        "icmp_to_backend": c.icmp_to_backend,
-        "arp_replies": c.arp_replies,
-        "nd_adverts": c.nd_adverts,
-        "to_kernel": c.to_kernel,
-        "from_kernel": c.from_kernel,
-        "neigh_requests": c.neigh_requests,
-        "neigh_learned": c.neigh_learned,
-        "new_flows": c.new_flows,
-        "flow_rejected": c.flow_rejected,
-        "active_flows": c.active_flows,
-        "drops": drops,
-    })
+    let mut out: serde_json::Map<String, serde_json::Value> = COUNTERS
+        .iter()
+        .zip(c.values())
+        .map(|(info, v)| (info.name.to_owned(), v.into()))
+        .collect();
+    out.insert("drops".into(), drops.into());
+    out.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_json_report_carries_every_counter_under_its_name() {
+        let s = WorkerStats::default();
+        s.rx_packets.add(1);
+        s.tx_failed.add(2);
+        s.drop(DropReason::NoBackend).add(3);
+        let c = s.read();
+        let j = counters_json(&c);
+        for (info, v) in COUNTERS.iter().zip(c.values()) {
+            assert_eq!(j[info.name].as_u64(), Some(v), "{}", info.name);
+        }
+        assert_eq!(j["tx_failed"], 2);
+        for r in DropReason::ALL {
+            assert!(j["drops"][r.as_str()].is_u64(), "{}", r.as_str());
+        }
+        assert_eq!(j["drops"]["no_backend"], 3);
+        assert_eq!(j.as_object().unwrap().len(), COUNTERS.len() + 1);
+    }
 }
