@@ -338,11 +338,22 @@ cmd_lbd_start() {
             "${bgp[@]}" "$@" </dev/null > "$out" 2>> "$log" || rc=$?
         echo "$rc" > "$rcf"
     ) </dev/null >/dev/null 2>&1 &
-    for _ in $(seq 200); do
-        if [ -S "$sock" ] && "$LBCTL" --socket "$sock" info >/dev/null 2>&1; then
-            # The host's address on the segment, behind the exception path.
+    # The host's address on the segment, behind the exception path, as soon
+    # as lbd has made the interface: the health checks start with lbd and
+    # leave through it (three failed checks take a backend down, and a
+    # restarted lbd whose host cannot reach them loses every flow).
+    local iface=
+    for _ in $(seq 1000); do
+        if [ -z "$iface" ] && in_ns "lb$SFX" ip link show lbk0 >/dev/null 2>&1; then
+            # A lost first ARP request for a backend is retried well within
+            # fall x interval, not after the kernel's default second.
+            in_ns "lb$SFX" sysctl -qw net.ipv4.neigh.lbk0.retrans_time_ms=100
             in_ns "lb$SFX" ip link set lbk0 up
             in_ns "lb$SFX" ip addr replace "$LOCAL/24" dev lbk0
+            iface=up
+        fi
+        if [ -n "$iface" ] && [ -S "$sock" ] && "$LBCTL" --socket "$sock" info >/dev/null 2>&1; then
+            in_ns "lb$SFX" ip link set lbk0 up
             [ "$(topo)" = flat ] || lb_bird_start
             return 0
         fi
@@ -353,7 +364,7 @@ cmd_lbd_start() {
             tail -20 "$log" >&2
             die "lbd exited"
         fi
-        sleep 0.1
+        sleep 0.02
     done
     tail -20 "$log" >&2
     die "lbd did not serve its API within 20 s"
@@ -443,6 +454,7 @@ cmd_wait_connections() {
         [ "$n" -ge "$1" ] && return 0
         sleep 0.1
     done
+    in_ns client ss -tn dst "$VIP" | awk '{print $1}' | sort | uniq -c >&2
     die "$n of $1 connections to the VIP established after 20 s"
 }
 
