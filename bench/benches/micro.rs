@@ -13,10 +13,17 @@ use lb_bench::{
 use lb_core::flow::{FlowConfig, FlowKey, FlowTable};
 use lb_core::forward;
 use lb_core::maglev::Maglev;
+use lb_core::snapshot::BackendRef;
 use std::hint::black_box;
 use std::time::Duration;
 
 /// A fixed pseudo-random order (splitmix64), so runs compare.
+/// The backend every flow-table benchmark pins its flows to.
+const SLOT0: BackendRef = BackendRef {
+    slot: 0,
+    incarnation: 0,
+};
+
 fn shuffled(n: u32, seed: u64) -> Vec<u32> {
     let mut v: Vec<u32> = (0..n).collect();
     let mut s = seed;
@@ -73,7 +80,7 @@ fn flow_table(c: &mut Criterion) {
         let mut t = FlowTable::new(entries, FlowConfig::default());
         for i in 0..active {
             let (k, h) = key(i);
-            t.insert(&k, h, 0, 0, 0);
+            t.insert(&k, h, 0, SLOT0, 0);
             t.lookup(&k, h, 0); // a second packet: confirmed
         }
         let order: Vec<(FlowKey, u64)> = shuffled(active, 1)
@@ -96,7 +103,7 @@ fn flow_table(c: &mut Criterion) {
             b.iter(|| {
                 let (k, h) = key(next);
                 next = next.wrapping_add(1);
-                black_box(t.insert(&k, h, 0, 0, 2))
+                black_box(t.insert(&k, h, 0, SLOT0, 2))
             })
         });
     }

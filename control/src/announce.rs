@@ -22,12 +22,15 @@ use std::time::Duration;
 use lb_core::snapshot::{BackendState, VipKey};
 use tokio::sync::watch;
 
-use crate::state::State;
+use crate::state::DesiredState;
 
 /// The VIP addresses with a service that can take new flows. `healthy`
 /// says whether a backend with a health check has passed it (backends
 /// without a check count as healthy).
-pub fn servable(state: &State, healthy: impl Fn(&VipKey, &IpAddr) -> bool) -> BTreeSet<IpAddr> {
+pub fn servable(
+    state: &DesiredState,
+    healthy: impl Fn(&VipKey, &IpAddr) -> bool,
+) -> BTreeSet<IpAddr> {
     state
         .vips()
         .iter()
@@ -191,7 +194,7 @@ mod tests {
 
     #[test]
     fn a_vip_is_servable_with_one_usable_backend() {
-        let mut s = State::default();
+        let mut s = DesiredState::default();
         let (web, dns) = (key("198.51.100.10", 80), key("198.51.100.20", 53));
         let v6 = key("2001:db8::10", 443);
         for k in [web, dns, v6] {

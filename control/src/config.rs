@@ -32,12 +32,12 @@ pub struct Config {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub local_addresses: Vec<IpAddr>,
     #[serde(default, rename = "vip")]
-    pub vips: Vec<Vip>,
+    pub vips: Vec<VipConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct Vip {
+pub struct VipConfig {
     pub address: IpAddr,
     pub port: u16,
     pub protocol: Protocol,
@@ -51,7 +51,7 @@ pub struct Vip {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub udp_idle_timeout: u16,
     #[serde(default, rename = "backend")]
-    pub backends: Vec<Backend>,
+    pub backends: Vec<BackendConfig>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -63,22 +63,22 @@ pub enum Protocol {
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct Backend {
+pub struct BackendConfig {
     pub address: IpAddr,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
     #[serde(default = "default_weight")]
     pub weight: u32,
     #[serde(default)]
-    pub state: State,
+    pub state: AdminState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub check: Option<Check>,
+    pub check: Option<CheckConfig>,
 }
 
 /// `[vip.backend.check]`: a TCP connect or an HTTP GET, every interval.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct Check {
+pub struct CheckConfig {
     /// `tcp` or `http:/path`.
     pub kind: String,
     /// The HTTP status that means healthy.
@@ -119,7 +119,7 @@ fn default_fall() -> u32 {
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum State {
+pub enum AdminState {
     #[default]
     Up,
     Draining,
@@ -149,7 +149,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::State;
+    use crate::state::DesiredState;
     use lb_core::packet::MacAddr;
     use lb_core::snapshot::{BackendState, Snapshot};
 
@@ -157,7 +157,7 @@ mod tests {
     fn example_config_builds_a_snapshot() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("lb.example.toml");
         let c = Config::load(&path).unwrap();
-        let state = State::from_config(&c).unwrap();
+        let state = DesiredState::from_config(&c).unwrap();
         let spec = state.to_spec(1, MacAddr([2, 0, 0, 0, 0, 1]), |_| None);
         assert_eq!(spec.vips.len(), 2);
         let tcp = spec.vips.iter().find(|v| v.key.port == 443).unwrap();
@@ -167,7 +167,9 @@ mod tests {
         let s = Snapshot::build(&spec).unwrap();
         assert_eq!(s.vips().len(), 2);
         assert_eq!(
-            State::from_config(&state.to_config()).unwrap().to_config(),
+            DesiredState::from_config(&state.to_config())
+                .unwrap()
+                .to_config(),
             state.to_config(),
             "round trip"
         );
@@ -197,7 +199,7 @@ mod tests {
         );
         assert!(bad("colour = 1").contains("colour"));
         let c: Config = toml::from_str("[[vip]]\naddress = \"198.51.100.1\"\nport = 1\nprotocol = \"tcp\"\n[[vip.backend]]\naddress = \"192.0.2.1\"\nmac = \"nope\"").unwrap();
-        let e = State::from_config(&c).unwrap_err().to_string();
+        let e = DesiredState::from_config(&c).unwrap_err().to_string();
         assert!(
             e.contains("198.51.100.1:1/tcp") && e.contains("backend.mac") && e.contains("nope"),
             "{e}"
@@ -206,7 +208,7 @@ mod tests {
             "[[vip]]\naddress = \"198.51.100.1\"\nport = 1\nprotocol = \"tcp\"\ntable_size = 1000",
         )
         .unwrap();
-        assert!(State::from_config(&c)
+        assert!(DesiredState::from_config(&c)
             .unwrap_err()
             .to_string()
             .contains("not prime"));

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::state::{BackendSettings, CheckKind, HealthCheck, StateError, Vip as VipState};
+use crate::state::{BackendSettings, CheckKind, DesiredVip, HealthCheck, StateError};
 use anyhow::{bail, Context, Result};
 use lb_core::delay::Delays;
 use lb_core::drop_reason::DropReason;
@@ -278,7 +278,7 @@ pub fn pb_key(k: &VipKey) -> pb::VipKey {
     }
 }
 
-fn pb_vip(c: &Control, key: &VipKey, v: &VipState) -> pb::Vip {
+fn pb_vip(c: &Control, key: &VipKey, v: &DesiredVip) -> pb::Vip {
     pb::Vip {
         key: Some(pb_key(key)),
         table_size: v.table_size,
@@ -501,7 +501,8 @@ impl LoadBalancer for Api {
         let r = req.into_inner();
         let config: crate::config::Config =
             toml::from_str(&r.toml).map_err(|e| invalid("toml", e.to_string().trim()))?;
-        let desired = crate::state::State::from_config(&config).map_err(|e| status(e.into()))?;
+        let desired =
+            crate::state::DesiredState::from_config(&config).map_err(|e| status(e.into()))?;
         let (changes, generation, commit) = {
             let mut c = self.control()?;
             let changes = c

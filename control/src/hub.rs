@@ -17,7 +17,7 @@ use tracing::info;
 
 use crate::announce;
 use crate::health;
-use crate::state::{State, StateError};
+use crate::state::{DesiredState, StateError};
 
 /// How many learned MACs and resolution requests the queues between the
 /// workers and the hub hold.
@@ -30,9 +30,9 @@ pub(crate) type Ack = tokio::sync::oneshot::Sender<Result<(), String>>;
 /// snapshot publisher, shared by the monitor loop and the gRPC API.
 pub struct Control {
     /// The desired state: what the dataplane runs and the API shows.
-    state: State,
+    state: DesiredState,
     /// What the state file holds (`state` once the committer caught up).
-    durable: State,
+    durable: DesiredState,
     /// Changes applied but not yet written: each is acknowledged when written.
     commits: Vec<Ack>,
     commit_wanted: Arc<tokio::sync::Notify>,
@@ -91,7 +91,11 @@ impl Control {
     /// (generation 1) published; `clock` stamps each later publication.
     /// No state file (see [`Control::with_state_file`]) and no route
     /// announcement (see [`Control::with_announcements`]).
-    pub fn new(state: State, mac: MacAddr, clock: fn() -> u64) -> Result<Control, SnapshotError> {
+    pub fn new(
+        state: DesiredState,
+        mac: MacAddr,
+        clock: fn() -> u64,
+    ) -> Result<Control, SnapshotError> {
         let mut neigh = NeighTable::new(NeighConfig::default());
         neigh.set_wanted(state.backend_addresses());
         let snapshot = Snapshot::build(&state.to_spec(1, mac, |_| None))?;
@@ -134,7 +138,7 @@ impl Control {
     }
 
     /// The desired state.
-    pub fn state(&self) -> &State {
+    pub fn state(&self) -> &DesiredState {
         &self.state
     }
 
@@ -225,7 +229,7 @@ impl Control {
     /// them all, and what to write: `None` when nothing is queued or the
     /// batch is settled already (no state file: acknowledged; refused by
     /// the dataplane: undone).
-    pub(crate) fn take_batch(&mut self) -> Option<(State, PathBuf, Vec<Ack>)> {
+    pub(crate) fn take_batch(&mut self) -> Option<(DesiredState, PathBuf, Vec<Ack>)> {
         if self.commits.is_empty() {
             return None;
         }
@@ -250,7 +254,7 @@ impl Control {
     }
 
     /// The state file now holds `state`: acknowledge `batch`.
-    pub(crate) fn committed(&mut self, state: State, batch: Vec<Ack>) {
+    pub(crate) fn committed(&mut self, state: DesiredState, batch: Vec<Ack>) {
         self.durable = state;
         for tx in batch {
             let _ = tx.send(Ok(()));
@@ -266,7 +270,7 @@ impl Control {
     pub fn change<T>(
         &mut self,
         what: &str,
-        f: impl FnOnce(&mut State) -> Result<T, StateError>,
+        f: impl FnOnce(&mut DesiredState) -> Result<T, StateError>,
     ) -> Result<(T, Commit), ChangeError> {
         let mut next = self.state.clone();
         let out = f(&mut next)?;
@@ -322,11 +326,11 @@ impl Control {
 
     /// The snapshot of `state` as the dataplane must see it: resolved MACs
     /// filled in, backends failing their health checks down.
-    fn build_snapshot(&self, state: &State) -> Result<Snapshot, SnapshotError> {
+    fn build_snapshot(&self, state: &DesiredState) -> Result<Snapshot, SnapshotError> {
         Snapshot::build_from(&self.spec(state), Some(&self.publisher.current()))
     }
 
-    fn spec(&self, state: &State) -> lb_core::snapshot::SnapshotSpec {
+    fn spec(&self, state: &DesiredState) -> lb_core::snapshot::SnapshotSpec {
         let mut spec = state.to_spec(self.generation + 1, self.mac, |a| self.neigh.mac(a));
         for v in &mut spec.vips {
             for b in &mut v.backends {

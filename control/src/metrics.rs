@@ -319,12 +319,13 @@ pub fn render(source: &Source) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::State;
+    use crate::state::DesiredState;
     use lb_core::packet::MacAddr;
 
     #[test]
     fn the_exposition_carries_every_counter_under_its_name() {
-        let control = Control::new(State::default(), MacAddr([2, 0, 0, 0, 0, 1]), || 1).unwrap();
+        let control =
+            Control::new(DesiredState::default(), MacAddr([2, 0, 0, 0, 0, 1]), || 1).unwrap();
         let stats: Arc<[WorkerStats]> = vec![WorkerStats::default(), WorkerStats::default()].into();
         // A distinct value per counter and worker, so a family reading the
         // wrong field shows.

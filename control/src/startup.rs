@@ -16,15 +16,14 @@ use tracing::info;
 use crate::args::Options;
 use crate::config::Config;
 use crate::hub::Control;
-use crate::state::State;
+use crate::state::DesiredState;
 
 /// The state to start from: the state file's, or empty when there is none
 /// yet (the first change creates it, so its directory must exist).
-pub fn initial_state(path: Option<&Path>) -> Result<State> {
+pub fn initial_state(path: Option<&Path>) -> Result<DesiredState> {
     match path {
-        Some(path) if path.exists() => {
-            State::from_config(&Config::load(path)?).with_context(|| format!("{}", path.display()))
-        }
+        Some(path) if path.exists() => DesiredState::from_config(&Config::load(path)?)
+            .with_context(|| format!("{}", path.display())),
         Some(path) => {
             let dir = path
                 .parent()
@@ -37,9 +36,9 @@ pub fn initial_state(path: Option<&Path>) -> Result<State> {
                     dir.display()
                 );
             }
-            Ok(State::default())
+            Ok(DesiredState::default())
         }
-        None => Ok(State::default()),
+        None => Ok(DesiredState::default()),
     }
 }
 

@@ -162,30 +162,30 @@ impl Default for BackendSettings {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Backend {
+pub struct DesiredBackend {
     pub id: BackendRef,
     pub settings: BackendSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Vip {
+pub struct DesiredVip {
     pub table_size: u32,
     /// The VIP's own idle timeouts for established TCP and UDP flows (0: lbd's).
     pub idle: IdleTimeouts,
-    pub backends: BTreeMap<IpAddr, Backend>,
+    pub backends: BTreeMap<IpAddr, DesiredBackend>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct State {
+pub struct DesiredState {
     pub local_addresses: Vec<IpAddr>,
-    vips: BTreeMap<VipKey, Vip>,
+    vips: BTreeMap<VipKey, DesiredVip>,
     /// Incarnation last given out per slot, and the free slots.
     incarnations: Vec<u16>,
     free: Vec<u16>,
 }
 
-impl State {
-    pub fn vips(&self) -> &BTreeMap<VipKey, Vip> {
+impl DesiredState {
+    pub fn vips(&self) -> &BTreeMap<VipKey, DesiredVip> {
         &self.vips
     }
 
@@ -198,7 +198,7 @@ impl State {
         }
         self.vips.insert(
             key,
-            Vip {
+            DesiredVip {
                 table_size,
                 idle: IdleTimeouts::default(),
                 backends: BTreeMap::new(),
@@ -212,7 +212,7 @@ impl State {
     /// identity and so their flows. Returns what changed, in words; empty
     /// when already converged. All or nothing: on error, `self` may be
     /// partly changed, so callers work on a copy ([`crate`]'s `change` does).
-    pub fn converge(&mut self, desired: &State) -> Result<Vec<String>, StateError> {
+    pub fn converge(&mut self, desired: &DesiredState) -> Result<Vec<String>, StateError> {
         let mut changes = Vec::new();
         if self.local_addresses != desired.local_addresses {
             self.local_addresses = desired.local_addresses.clone();
@@ -326,7 +326,7 @@ impl State {
         check_table_size(vip.table_size, vip.backends.len() + 1)?;
         let id = self.allocate()?;
         let vip = self.vips.get_mut(key).expect("checked above");
-        vip.backends.insert(addr, Backend { id, settings });
+        vip.backends.insert(addr, DesiredBackend { id, settings });
         Ok(id)
     }
 
@@ -357,7 +357,7 @@ impl State {
         Ok(())
     }
 
-    fn vip_mut(&mut self, key: &VipKey) -> Result<&mut Vip, StateError> {
+    fn vip_mut(&mut self, key: &VipKey) -> Result<&mut DesiredVip, StateError> {
         self.vips
             .get_mut(key)
             .ok_or_else(|| StateError::NotFound(format!("vip {key}")))
@@ -441,10 +441,10 @@ impl State {
     }
 
     /// Build from the file format, validating every entry as the API would.
-    pub fn from_config(c: &Config) -> Result<State, StateError> {
-        let mut s = State {
+    pub fn from_config(c: &Config) -> Result<DesiredState, StateError> {
+        let mut s = DesiredState {
             local_addresses: c.local_addresses.clone(),
-            ..State::default()
+            ..DesiredState::default()
         };
         for v in &c.vips {
             let key = VipKey {
@@ -498,8 +498,8 @@ impl State {
                 let settings = BackendSettings {
                     weight: b.weight,
                     mac,
-                    drain: b.state == config::State::Draining,
-                    down: b.state == config::State::Down,
+                    drain: b.state == config::AdminState::Draining,
+                    down: b.state == config::AdminState::Down,
                     check,
                 };
                 s.add_backend(&key, b.address, settings)?;
@@ -515,7 +515,7 @@ impl State {
             vips: self
                 .vips
                 .iter()
-                .map(|(key, v)| config::Vip {
+                .map(|(key, v)| config::VipConfig {
                     address: key.addr,
                     port: key.port,
                     protocol: match key.proto {
@@ -528,16 +528,16 @@ impl State {
                     backends: v
                         .backends
                         .iter()
-                        .map(|(addr, b)| config::Backend {
+                        .map(|(addr, b)| config::BackendConfig {
                             address: *addr,
                             mac: b.settings.mac.map(|m| m.to_string()),
                             weight: b.settings.weight,
                             state: match b.settings.state() {
-                                BackendState::Up => config::State::Up,
-                                BackendState::Draining => config::State::Draining,
-                                BackendState::Down => config::State::Down,
+                                BackendState::Up => config::AdminState::Up,
+                                BackendState::Draining => config::AdminState::Draining,
+                                BackendState::Down => config::AdminState::Down,
                             },
-                            check: b.settings.check.as_ref().map(|c| config::Check {
+                            check: b.settings.check.as_ref().map(|c| config::CheckConfig {
                                 kind: c.kind.to_string(),
                                 status: match c.kind {
                                     CheckKind::Http { status, .. } => status,
@@ -705,15 +705,15 @@ mod tests {
 
     #[test]
     fn digest_ignores_order_and_local_addresses_but_not_placement() {
-        let mut a = State::default();
+        let mut a = DesiredState::default();
         a.create_vip(vip(80), None).unwrap();
         for i in [11, 12, 13] {
             a.add_backend(&vip(80), be(i), BackendSettings::default())
                 .unwrap();
         }
-        let mut b = State {
+        let mut b = DesiredState {
             local_addresses: vec![be(2)],
-            ..State::default()
+            ..DesiredState::default()
         };
         b.create_vip(vip(80), None).unwrap();
         for i in [13, 11, 12] {
@@ -736,7 +736,7 @@ mod tests {
 
     #[test]
     fn identities_are_stable_and_never_reused_as_is() {
-        let mut s = State::default();
+        let mut s = DesiredState::default();
         s.create_vip(vip(443), None).unwrap();
         s.create_vip(vip(80), None).unwrap();
         let a = s
@@ -762,7 +762,7 @@ mod tests {
 
     #[test]
     fn refusals_name_the_field_and_change_nothing() {
-        let mut s = State::default();
+        let mut s = DesiredState::default();
         s.create_vip(vip(443), None).unwrap();
         let before = s.clone();
         let cases: Vec<(StateError, &str)> = vec![
@@ -862,7 +862,7 @@ mod tests {
             .contains("tcp, http:/path or none"));
         assert_eq!(HealthCheck::parse_kind("none").unwrap(), None);
         assert_eq!(s, before);
-        let mut small = State::default();
+        let mut small = DesiredState::default();
         small.create_vip(vip(1), Some(251)).unwrap();
         small
             .add_backend(&vip(1), be(1), BackendSettings::default())
@@ -883,7 +883,7 @@ mod tests {
 
     #[test]
     fn converge_changes_only_what_differs_and_keeps_identities() {
-        let mut cur = State::default();
+        let mut cur = DesiredState::default();
         cur.create_vip(vip(443), None).unwrap();
         cur.create_vip(vip(80), None).unwrap();
         let keep = cur
@@ -922,9 +922,9 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("lbd-state-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("state.toml");
-        let mut s = State {
+        let mut s = DesiredState {
             local_addresses: vec![be(1)],
-            ..State::default()
+            ..DesiredState::default()
         };
         s.create_vip(vip(443), Some(65537)).unwrap();
         for (i, last) in [11u8, 12, 13].into_iter().enumerate() {
@@ -947,7 +947,7 @@ mod tests {
             s.add_backend(&vip(443), be(last), settings).unwrap();
         }
         s.save(&path).unwrap();
-        let loaded = State::from_config(&Config::load(&path).unwrap()).unwrap();
+        let loaded = DesiredState::from_config(&Config::load(&path).unwrap()).unwrap();
         assert_eq!(loaded.to_config(), s.to_config());
         assert_eq!(
             loaded.checks(),
@@ -959,7 +959,7 @@ mod tests {
         let a = Snapshot::build(&s.to_spec(1, mac, |_| None)).unwrap();
         let b = Snapshot::build(&loaded.to_spec(1, mac, |_| None)).unwrap();
         let (ta, tb) = (a.vip(0).unwrap(), b.vip(0).unwrap());
-        let keys = |s: &Snapshot, v: &lb_core::snapshot::Vip| -> Vec<IpAddr> {
+        let keys = |s: &Snapshot, v: &lb_core::snapshot::SnapshotVip| -> Vec<IpAddr> {
             v.table
                 .as_ref()
                 .unwrap()

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use control::health::Status;
 use control::hub::Control;
-use control::state::State;
+use control::state::DesiredState;
 use control::{commit, grpc, metrics};
 use lb_core::drop_reason::DropReason;
 use lb_core::packet::MacAddr;
@@ -44,7 +44,7 @@ fn temp_dir(name: &str) -> PathBuf {
 }
 
 fn hub() -> Control {
-    Control::new(State::default(), MAC, clock).unwrap()
+    Control::new(DesiredState::default(), MAC, clock).unwrap()
 }
 
 /// An in-process lbd control side: the API on a Unix socket, the hub, two
@@ -178,8 +178,8 @@ fn config_event(kind: pb::event::Kind) -> pb::ConfigChanged {
     }
 }
 
-fn load(path: &Path) -> State {
-    State::from_config(&control::config::Config::load(path).unwrap()).unwrap()
+fn load(path: &Path) -> DesiredState {
+    DesiredState::from_config(&control::config::Config::load(path).unwrap()).unwrap()
 }
 
 #[tokio::test]

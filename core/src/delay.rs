@@ -14,7 +14,7 @@ const TOP_OCTAVE: u32 = 26;
 /// The bucket a delay of `us` microseconds falls in.
 pub fn bucket(us: u64) -> usize {
     if us < EXACT {
-        return us as usize;
+        return (us & (EXACT - 1)) as usize; // = us: the mask shows the bound
     }
     let octave = 63 - us.leading_zeros(); // >= 3
     if octave > TOP_OCTAVE {
@@ -26,7 +26,7 @@ pub fn bucket(us: u64) -> usize {
 
 /// The largest delay (µs) bucket `i` holds (the last also holds more).
 pub fn bucket_max(i: usize) -> u64 {
-    if i < EXACT as usize {
+    if (i as u64) < EXACT {
         return i as u64;
     }
     let octave = 3 + (i - 8) / 8;

@@ -46,6 +46,7 @@
 //! streams idle for longer than `evict_idle_min`, never an active stream.
 
 use crate::packet::l4::{FIN, RST, SYN};
+use crate::snapshot::BackendRef;
 
 /// Entries per bucket.
 pub const WAYS: usize = 4;
@@ -154,7 +155,7 @@ pub struct Entry {
     /// The flow's two candidate ways, `first | second << 4`.
     ways: u8,
     vip: u32,
-    backend: u32,
+    backend: BackendRef,
     last_seen: u32,
     idle: IdleTimeouts,
     /// For a flow living in its second bucket: its first bucket; else [`HOME`].
@@ -190,7 +191,10 @@ const FREE: Entry = Entry {
     state: FlowState::Free,
     ways: 0,
     vip: 0,
-    backend: 0,
+    backend: BackendRef {
+        slot: 0,
+        incarnation: 0,
+    },
     last_seen: 0,
     idle: IdleTimeouts { tcp: 0, udp: 0 },
     home: HOME,
@@ -212,7 +216,7 @@ impl Entry {
     }
 
     #[inline]
-    pub fn backend(&self) -> u32 {
+    pub fn backend(&self) -> BackendRef {
         self.backend
     }
 
@@ -223,7 +227,7 @@ impl Entry {
 
     /// Re-pin the flow (its backend went down or away).
     #[inline]
-    pub fn repin(&mut self, vip: u32, backend: u32) {
+    pub fn repin(&mut self, vip: u32, backend: BackendRef) {
         self.vip = vip;
         self.backend = backend;
     }
@@ -442,7 +446,14 @@ impl FlowTable {
 
     /// Pin `key` to (`vip`, `backend`) as a new, unconfirmed flow, following
     /// the flood policy in the module doc.
-    pub fn insert(&mut self, key: &FlowKey, hash: u64, vip: u32, backend: u32, now: u32) -> Insert {
+    pub fn insert(
+        &mut self,
+        key: &FlowKey,
+        hash: u64,
+        vip: u32,
+        backend: BackendRef,
+        now: u32,
+    ) -> Insert {
         self.insert_with(key, hash, vip, backend, now, IdleTimeouts::default())
     }
 
@@ -452,7 +463,7 @@ impl FlowTable {
         key: &FlowKey,
         hash: u64,
         vip: u32,
-        backend: u32,
+        backend: BackendRef,
         now: u32,
         idle: IdleTimeouts,
     ) -> Insert {
@@ -652,6 +663,14 @@ impl FlowTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A backend reference for tests: slot `slot`, first incarnation.
+    fn b(slot: u16) -> BackendRef {
+        BackendRef {
+            slot,
+            incarnation: 0,
+        }
+    }
     use crate::maglev::mix64;
     use proptest::prelude::*;
     use std::collections::HashMap;
@@ -697,18 +716,20 @@ mod tests {
             dst_port: 443,
             proto: UDP,
         };
-        assert_eq!(t.insert(&k4, h(&k4), 0, 7, 100), Insert::Inserted);
-        assert_eq!(t.insert(&k6, h(&k6), 1, 9, 100), Insert::Inserted);
+        assert_eq!(t.insert(&k4, h(&k4), 0, b(7), 100), Insert::Inserted);
+        assert_eq!(t.insert(&k6, h(&k6), 1, b(9), 100), Insert::Inserted);
         assert_eq!(
-            t.lookup(&k4, h(&k4), 101).map(|e| (e.vip(), e.backend())),
+            t.lookup(&k4, h(&k4), 101)
+                .map(|e| (e.vip(), e.backend().slot)),
             Some((0, 7))
         );
         assert_eq!(
-            t.lookup(&k6, h(&k6), 101).map(|e| (e.vip(), e.backend())),
+            t.lookup(&k6, h(&k6), 101)
+                .map(|e| (e.vip(), e.backend().slot)),
             Some((1, 9))
         );
-        assert_eq!(t.insert(&k4, h(&k4), 0, 8, 102), Insert::Updated);
-        assert_eq!(t.lookup(&k4, h(&k4), 102).unwrap().backend(), 8);
+        assert_eq!(t.insert(&k4, h(&k4), 0, b(8), 102), Insert::Updated);
+        assert_eq!(t.lookup(&k4, h(&k4), 102).unwrap().backend().slot, 8);
         assert!(t.remove(&k4, h(&k4)));
         assert!(!t.remove(&k4, h(&k4)));
         assert!(t.lookup(&k4, h(&k4), 103).is_none());
@@ -751,7 +772,7 @@ mod tests {
         let mut t = FlowTable::new(64, cfg);
         let (syn, est, udp) = (key(1, TCP), key(2, TCP), key(3, UDP));
         for k in [&syn, &est, &udp] {
-            t.insert(k, h(k), 0, 1, 1000);
+            t.insert(k, h(k), 0, b(1), 1000);
         }
         t.lookup(&est, h(&est), 1000)
             .unwrap()
@@ -782,8 +803,8 @@ mod tests {
         let mut t = FlowTable::new(64, cfg);
         let (tcp, udp) = (key(1, TCP), key(2, UDP));
         let idle = IdleTimeouts { tcp: 7200, udp: 20 };
-        t.insert_with(&tcp, h(&tcp), 0, 1, 0, idle);
-        t.insert_with(&udp, h(&udp), 0, 1, 0, idle);
+        t.insert_with(&tcp, h(&tcp), 0, b(1), 0, idle);
+        t.insert_with(&udp, h(&udp), 0, b(1), 0, idle);
         t.lookup(&tcp, h(&tcp), 0).unwrap().observe(Some(0x10), 0);
         t.lookup(&udp, h(&udp), 0).unwrap().observe(None, 0);
         assert!(
@@ -804,7 +825,7 @@ mod tests {
     fn time_wraps() {
         let mut t = FlowTable::new(64, FlowConfig::default());
         let k = key(1, UDP);
-        t.insert(&k, h(&k), 0, 1, u32::MAX - 5);
+        t.insert(&k, h(&k), 0, b(1), u32::MAX - 5);
         assert!(
             t.lookup(&k, h(&k), 10).is_some(),
             "16 s across the wrap is not 900 s"
@@ -828,11 +849,14 @@ mod tests {
         let mut t = FlowTable::new(64, FlowConfig::default());
         let ks = same_bucket(&t, WAYS + 1, TCP);
         for k in &ks {
-            assert_eq!(t.insert(k, h(k), 0, 1, 10), Insert::Inserted);
+            assert_eq!(t.insert(k, h(k), 0, b(1), 10), Insert::Inserted);
         }
         let (b, last) = (t.bucket(h(&ks[0])), &ks[WAYS]);
         assert_eq!(t.entries[b].meta.spilled, 1);
-        assert_eq!(t.lookup(last, h(last), 11).map(|e| e.backend()), Some(1));
+        assert_eq!(
+            t.lookup(last, h(last), 11).map(|e| e.backend().slot),
+            Some(1)
+        );
         assert_consistent(&t);
         assert!(t.remove(last, h(last)));
         assert_eq!(
@@ -848,13 +872,13 @@ mod tests {
         let ks = same_bucket(&t, 2 * WAYS + 1, TCP);
         for (i, k) in ks[..2 * WAYS].iter().enumerate() {
             assert_eq!(
-                t.insert(k, h(k), 0, 1, 10 + u32::try_from(i).unwrap()),
+                t.insert(k, h(k), 0, b(1), 10 + u32::try_from(i).unwrap()),
                 Insert::Inserted
             );
         }
         let newest = &ks[2 * WAYS];
         assert_eq!(
-            t.insert(newest, h(newest), 0, 1, 20),
+            t.insert(newest, h(newest), 0, b(1), 20),
             Insert::Evicted { confirmed: false }
         );
         assert!(
@@ -875,7 +899,7 @@ mod tests {
         let mut streams = Vec::new();
         for i in 0..200_000u32 {
             let k = key(i, TCP);
-            if t.insert(&k, h(&k), 0, 1, 0) == Insert::Inserted {
+            if t.insert(&k, h(&k), 0, b(1), 0) == Insert::Inserted {
                 t.lookup(&k, h(&k), 0).unwrap().observe(Some(0x10), 0);
                 streams.push(k);
             }
@@ -894,7 +918,7 @@ mod tests {
                 443,
                 TCP,
             );
-            match t.insert(&k, h(&k), 0, 2, 5) {
+            match t.insert(&k, h(&k), 0, b(2), 5) {
                 Insert::Rejected => rejected += 1,
                 other => panic!("flood entry took {other:?}"),
             }
@@ -902,7 +926,7 @@ mod tests {
         assert_eq!(rejected, 10 * t.capacity());
         for k in &streams {
             assert_eq!(
-                t.lookup(k, h(k), 10).map(|e| e.backend()),
+                t.lookup(k, h(k), 10).map(|e| e.backend().slot),
                 Some(1),
                 "stream survived"
             );
@@ -910,7 +934,7 @@ mod tests {
         // Streams idle past evict_idle_min may give way to new flows.
         let late = FlowKey::v4([192, 0, 2, 1], [198, 51, 100, 10], 1, 443, TCP);
         assert_eq!(
-            t.insert(&late, h(&late), 0, 2, 10 + cfg.evict_idle_min),
+            t.insert(&late, h(&late), 0, b(2), 10 + cfg.evict_idle_min),
             Insert::Evicted { confirmed: true }
         );
         assert_eq!(t.stats().evicted_confirmed, 1);
@@ -922,11 +946,11 @@ mod tests {
         let ks = same_bucket(&t, WAYS + 10, UDP);
         // Two confirmed UDP streams, then a flood into the same bucket.
         for k in &ks[..2] {
-            t.insert(k, h(k), 0, 1, 0);
+            t.insert(k, h(k), 0, b(1), 0);
             t.lookup(k, h(k), 0).unwrap().observe(None, 0);
         }
         for (i, k) in ks[2..].iter().enumerate() {
-            let r = t.insert(k, h(k), 0, 2, 1 + u32::try_from(i).unwrap());
+            let r = t.insert(k, h(k), 0, b(2), 1 + u32::try_from(i).unwrap());
             assert!(
                 matches!(r, Insert::Inserted | Insert::Evicted { confirmed: false }),
                 "{r:?}"
@@ -943,7 +967,7 @@ mod tests {
         let mut t = FlowTable::new(1024, cfg);
         for i in 0..500 {
             let k = key(i, UDP);
-            t.insert(&k, h(&k), 0, 1, 0);
+            t.insert(&k, h(&k), 0, b(1), 0);
         }
         let active = usize::try_from(t.stats().active).unwrap();
         let late = cfg.new_timeout;
@@ -967,19 +991,19 @@ mod tests {
     proptest! {
         /// At a low load factor (no eviction), the table behaves like a map.
         #[test]
-        fn matches_a_hashmap(ops in proptest::collection::vec((0u8..3, 0u32..64, 0u32..4), 1..300)) {
+        fn matches_a_hashmap(ops in proptest::collection::vec((0u8..3, 0u32..64, 0u16..4), 1..300)) {
             let mut t = FlowTable::new(4096, FlowConfig::default());
-            let mut model: HashMap<FlowKey, u32> = HashMap::new();
-            for (op, i, b) in ops {
+            let mut model: HashMap<FlowKey, u16> = HashMap::new();
+            for (op, i, slot) in ops {
                 let k = key(i, TCP);
                 match op {
                     0 => {
-                        let r = t.insert(&k, h(&k), 0, b, 1);
-                        let was = model.insert(k, b);
+                        let r = t.insert(&k, h(&k), 0, b(slot), 1);
+                        let was = model.insert(k, slot);
                         prop_assert_eq!(r, if was.is_some() { Insert::Updated } else { Insert::Inserted });
                     }
                     1 => {
-                        prop_assert_eq!(t.lookup(&k, h(&k), 1).map(|e| e.backend()), model.get(&k).copied());
+                        prop_assert_eq!(t.lookup(&k, h(&k), 1).map(|e| e.backend().slot), model.get(&k).copied());
                     }
                     _ => {
                         prop_assert_eq!(t.remove(&k, h(&k)), model.remove(&k).is_some());
@@ -1050,7 +1074,7 @@ mod tests {
             let mut rejected = 0;
             for i in 0..n {
                 let k = FlowKey::v4(i.to_be_bytes(), [198, 51, 100, 10], 40000, 443, TCP);
-                if t.insert(&k, h(&k), 0, 1, 0) == Insert::Rejected {
+                if t.insert(&k, h(&k), 0, b(1), 0) == Insert::Rejected {
                     rejected += 1;
                 } else {
                     t.lookup(&k, h(&k), 0).unwrap().observe(Some(0x10), 0);
@@ -1083,7 +1107,7 @@ mod tests {
                 .map(|i| FlowKey::v4(i.to_be_bytes(), [198, 51, 100, 10], 40000, 443, TCP))
                 .collect();
             for k in &keys {
-                if t.insert(k, h(k), 0, 1, 0) != Insert::Rejected {
+                if t.insert(k, h(k), 0, b(1), 0) != Insert::Rejected {
                     t.lookup(k, h(k), 0).unwrap().observe(Some(0x10), 0);
                 }
             }
@@ -1120,15 +1144,15 @@ mod tests {
         /// just inserted is found, a lookup only ever finds the flow asked
         /// for, and the table stays consistent.
         #[test]
-        fn stays_consistent_under_churn(ops in proptest::collection::vec((0u8..5, 0u32..40, 0u32..20), 1..400)) {
+        fn stays_consistent_under_churn(ops in proptest::collection::vec((0u8..5, 0u32..40, 0u16..20), 1..400)) {
             let mut t = FlowTable::new(16, FlowConfig { new_timeout: 5, ..FlowConfig::default() });
             let mut now = 0u32;
             for (op, i, x) in ops {
                 let k = key(i, if i % 2 == 0 { TCP } else { UDP });
                 match op {
                     0 => {
-                        if t.insert(&k, h(&k), 0, x, now) != Insert::Rejected {
-                            prop_assert_eq!(t.lookup(&k, h(&k), now).map(|e| e.backend()), Some(x));
+                        if t.insert(&k, h(&k), 0, b(x), now) != Insert::Rejected {
+                            prop_assert_eq!(t.lookup(&k, h(&k), now).map(|e| e.backend().slot), Some(x));
                         }
                     }
                     1 => {
@@ -1139,7 +1163,7 @@ mod tests {
                     }
                     2 => { t.remove(&k, h(&k)); }
                     3 => { t.expire(now, x as usize); }
-                    _ => now += x,
+                    _ => now += u32::from(x),
                 }
                 assert_consistent(&t);
             }
@@ -1166,7 +1190,7 @@ mod tests {
             .collect();
         let start = std::time::Instant::now();
         for (k, hh) in &keys {
-            t.insert(k, *hh, 0, 1, 0);
+            t.insert(k, *hh, 0, b(1), 0);
         }
         println!(
             "insert: {:.1} ns",

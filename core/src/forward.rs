@@ -30,7 +30,7 @@ use crate::packet::icmpv6::{self, Icmpv6Packet, NEIGHBOR_ADVERT, NEIGHBOR_SOLICI
 use crate::packet::ipv4::Ipv4Packet;
 use crate::packet::ipv6::Ipv6Packet;
 use crate::packet::l4::{self, TcpHeader, UdpHeader, PROTO_TCP, PROTO_UDP};
-use crate::snapshot::{Backend, BackendRef, Proto, Snapshot, VipKey};
+use crate::snapshot::{BackendRef, Proto, Snapshot, SnapshotBackend, VipKey};
 
 const PROTO_ICMP: u8 = 1;
 
@@ -42,13 +42,14 @@ pub enum Action {
     /// To a backend: Ethernet destination = its MAC, source = ours.
     Forward {
         vip: u32,
-        backend: u16,
+        /// The backend's slot in the snapshot ([`Snapshot::backend`]).
+        slot: u16,
         new_flow: bool,
     },
     /// An ICMP error about a VIP flow, to that flow's backend.
     IcmpToBackend {
         vip: u32,
-        backend: u16,
+        slot: u16,
     },
     /// An ARP request for a VIP or our address, turned into the reply.
     ArpReply,
@@ -463,7 +464,7 @@ pub fn apply(
                         Some((_, None)) => return Action::Drop(DropReason::BackendUnresolved),
                         None => match picked(snap, vip, hash) {
                             Ok((slot, b, mac)) => {
-                                e.repin(vip, backend_ref(slot, b).to_u32());
+                                e.repin(vip, backend_ref(slot, b));
                                 (slot, mac)
                             }
                             Err(reason) => return Action::Drop(reason),
@@ -476,7 +477,7 @@ pub fn apply(
                 None => match picked(snap, vip, hash) {
                     Ok((slot, b, mac)) => {
                         let idle = snap.vip(vip).map(|v| v.idle).unwrap_or_default();
-                        let r = backend_ref(slot, b).to_u32();
+                        let r = backend_ref(slot, b);
                         let inserted = flows.insert_with(&key, hash, vip, r, now, idle);
                         (slot, mac, inserted != Insert::Updated)
                     }
@@ -486,7 +487,7 @@ pub fn apply(
             rewrite_to(frame, mac, snap.mac);
             Action::Forward {
                 vip,
-                backend,
+                slot: backend,
                 new_flow,
             }
         }
@@ -495,7 +496,7 @@ pub fn apply(
                 rewrite_to(frame, mac, snap.mac);
                 Action::Forward {
                     vip,
-                    backend,
+                    slot: backend,
                     new_flow: false,
                 }
             }
@@ -514,7 +515,7 @@ pub fn apply(
             match target {
                 Ok((backend, mac)) => {
                     rewrite_to(frame, mac, snap.mac);
-                    Action::IcmpToBackend { vip, backend }
+                    Action::IcmpToBackend { vip, slot: backend }
                 }
                 Err(reason) => Action::Drop(reason),
             }
@@ -543,16 +544,19 @@ pub fn decide(frame: &mut [u8], snap: &Snapshot, flows: &mut FlowTable, now: u32
 /// and incarnation), still serves `vip`, and still keeps flows. VIP indices
 /// may change between snapshots; backend identity does not.
 #[inline]
-fn usable(snap: &Snapshot, pinned: u32, vip: u32) -> Option<(u16, Option<MacAddr>)> {
-    let r = BackendRef::from_u32(pinned);
-    snap.resolve(r, vip)
+fn usable(snap: &Snapshot, pinned: BackendRef, vip: u32) -> Option<(u16, Option<MacAddr>)> {
+    snap.resolve(pinned, vip)
         .filter(|b| b.keeps_flows())
-        .map(|b| (r.slot, b.mac))
+        .map(|b| (pinned.slot, b.mac))
 }
 
 /// The VIP's Maglev choice for a new (or re-pinned) flow, with its MAC.
 #[inline]
-fn picked(snap: &Snapshot, vip: u32, hash: u64) -> Result<(u16, &Backend, MacAddr), DropReason> {
+fn picked(
+    snap: &Snapshot,
+    vip: u32,
+    hash: u64,
+) -> Result<(u16, &SnapshotBackend, MacAddr), DropReason> {
     let slot = pick(snap, vip, hash).ok_or(DropReason::NoBackend)?;
     let b = snap.backend(slot).ok_or(DropReason::NoBackend)?;
     let mac = b.mac.ok_or(DropReason::BackendUnresolved)?;
@@ -564,7 +568,7 @@ fn pick(snap: &Snapshot, vip: u32, hash: u64) -> Option<u16> {
     snap.vip(vip)?.pick(hash)
 }
 
-fn backend_ref(slot: u16, b: &Backend) -> BackendRef {
+fn backend_ref(slot: u16, b: &SnapshotBackend) -> BackendRef {
     BackendRef {
         slot,
         incarnation: b.incarnation,
@@ -820,7 +824,7 @@ mod tests {
         let mut out = f.clone();
         let Action::Forward {
             vip: 0,
-            backend,
+            slot: backend,
             new_flow: true,
         } = decide(&mut out, &s, &mut t, 0)
         else {
@@ -835,7 +839,7 @@ mod tests {
             decide(&mut ack, &s, &mut t, 1),
             Action::Forward {
                 vip: 0,
-                backend,
+                slot: backend,
                 new_flow: false
             }
         );
@@ -852,7 +856,7 @@ mod tests {
             let ra = decide(&mut a, &s, &mut t1, 0);
             let rb = decide(&mut b, &all_up(), &mut t2, 0);
             assert_eq!(ra, rb, "two instances with the same config agree");
-            if let Action::Forward { backend, .. } = ra {
+            if let Action::Forward { slot: backend, .. } = ra {
                 seen[usize::from(backend)] += 1;
             }
         }
@@ -863,7 +867,7 @@ mod tests {
     fn draining_keeps_flows_down_moves_them() {
         let mut t = table();
         let mut f = syn(40001);
-        let Action::Forward { backend, .. } = decide(&mut f, &all_up(), &mut t, 0) else {
+        let Action::Forward { slot: backend, .. } = decide(&mut f, &all_up(), &mut t, 0) else {
             panic!()
         };
         let mut states = [BackendState::Up; 5];
@@ -873,21 +877,21 @@ mod tests {
             decide(&mut f, &snap(states), &mut t, 1),
             Action::Forward {
                 vip: 0,
-                backend,
+                slot: backend,
                 new_flow: false
             }
         );
         // A new flow never lands on the draining backend.
         for sport in 2000..2200 {
             let mut g = syn(sport);
-            if let Action::Forward { backend: b, .. } = decide(&mut g, &snap(states), &mut t, 1) {
+            if let Action::Forward { slot: b, .. } = decide(&mut g, &snap(states), &mut t, 1) {
                 assert_ne!(b, backend);
             }
         }
         states[usize::from(backend)] = BackendState::Down;
         let mut f = syn(40001);
         let Action::Forward {
-            backend: moved,
+            slot: moved,
             new_flow: false,
             ..
         } = decide(&mut f, &snap(states), &mut t, 2)
@@ -901,7 +905,7 @@ mod tests {
             decide(&mut f, &all_up(), &mut t, 3),
             Action::Forward {
                 vip: 0,
-                backend: moved,
+                slot: moved,
                 new_flow: false
             }
         );
@@ -911,7 +915,7 @@ mod tests {
     fn a_reused_port_after_close_is_a_new_flow() {
         let mut t = table();
         let mut f = syn(40005);
-        let Action::Forward { backend, .. } = decide(&mut f, &all_up(), &mut t, 0) else {
+        let Action::Forward { slot: backend, .. } = decide(&mut f, &all_up(), &mut t, 0) else {
             panic!()
         };
         let mut states = [BackendState::Up; 5];
@@ -921,13 +925,13 @@ mod tests {
         let mut fin = build::tcp4(PORT_MAC, CLIENT_MAC, CLIENT4, VIP4, 40005, 443, 0x11, b"");
         assert!(matches!(
             decide(&mut fin, &s, &mut t, 1),
-            Action::Forward { backend: b, .. } if b == backend
+            Action::Forward { slot: b, .. } if b == backend
         ));
         // The client opens a new connection from the same port: the draining
         // backend must not get it.
         let mut again = syn(40005);
         let Action::Forward {
-            backend: b,
+            slot: b,
             new_flow: true,
             ..
         } = decide(&mut again, &s, &mut t, 2)
@@ -941,7 +945,7 @@ mod tests {
             decide(&mut ack, &s, &mut t, 3),
             Action::Forward {
                 vip: 0,
-                backend: b,
+                slot: b,
                 new_flow: false
             }
         );
@@ -951,7 +955,7 @@ mod tests {
     fn removed_backend_slot_reuse_does_not_capture_its_flows() {
         let mut t = table();
         let mut f = syn(40002);
-        let Action::Forward { backend, .. } = decide(&mut f, &all_up(), &mut t, 0) else {
+        let Action::Forward { slot: backend, .. } = decide(&mut f, &all_up(), &mut t, 0) else {
             panic!()
         };
         // The backend is replaced in its slot by another (new incarnation).
@@ -977,7 +981,7 @@ mod tests {
             a,
             Action::Forward {
                 vip: 0,
-                backend: expected,
+                slot: expected,
                 new_flow: false
             },
             "re-hashed, not pinned to the newcomer by accident"
@@ -1017,7 +1021,7 @@ mod tests {
         let mut out = f.clone();
         let Action::Forward {
             vip: 1,
-            backend,
+            slot: backend,
             new_flow: true,
         } = decide(&mut out, &s, &mut t, 0)
         else {
@@ -1322,7 +1326,7 @@ mod tests {
         let mut t = table();
         for sport in 3000..3050 {
             let mut f = syn(sport);
-            let Action::Forward { backend, .. } = decide(&mut f, &s, &mut t, 0) else {
+            let Action::Forward { slot: backend, .. } = decide(&mut f, &s, &mut t, 0) else {
                 panic!()
             };
             // The backend's reply VIP:443 -> client:sport hit a small MTU.
@@ -1342,7 +1346,10 @@ mod tests {
             let mut out = icmp.clone();
             assert_eq!(
                 decide(&mut out, &s, &mut t, 1),
-                Action::IcmpToBackend { vip: 0, backend },
+                Action::IcmpToBackend {
+                    vip: 0,
+                    slot: backend
+                },
                 "sport {sport}"
             );
             assert_dr_rewrite(&icmp, &out, backend);
@@ -1350,7 +1357,10 @@ mod tests {
             let mut fresh = icmp.clone();
             assert_eq!(
                 decide(&mut fresh, &s, &mut table(), 1),
-                Action::IcmpToBackend { vip: 0, backend }
+                Action::IcmpToBackend {
+                    vip: 0,
+                    slot: backend
+                }
             );
         }
     }
@@ -1360,7 +1370,7 @@ mod tests {
         let s = all_up();
         let mut t = table();
         let mut f = build::udp6(PORT_MAC, CLIENT_MAC, client6(), vip6(), 40000, 5000, b"x");
-        let Action::Forward { backend, .. } = decide(&mut f, &s, &mut t, 0) else {
+        let Action::Forward { slot: backend, .. } = decide(&mut f, &s, &mut t, 0) else {
             panic!()
         };
         let reply = build::ipv6(
@@ -1378,7 +1388,10 @@ mod tests {
         );
         assert_eq!(
             decide(&mut ptb, &s, &mut t, 1),
-            Action::IcmpToBackend { vip: 1, backend }
+            Action::IcmpToBackend {
+                vip: 1,
+                slot: backend
+            }
         );
     }
 
@@ -1415,7 +1428,7 @@ mod tests {
                 .map(|p| decide(p, &s, &mut t, 0))
                 .collect();
             assert!(got.windows(2).all(|w| w[0] == w[1]), "{got:?}");
-            let Action::Forward { backend, .. } = got[0] else {
+            let Action::Forward { slot: backend, .. } = got[0] else {
                 panic!("{got:?}")
             };
             backends.push(backend);
@@ -1435,7 +1448,7 @@ mod tests {
         tagged.extend_from_slice(&[0x81, 0x00, 0x00, 0x64]);
         tagged.extend_from_slice(&plain[12..]);
         let before = tagged.clone();
-        let Action::Forward { backend, .. } = decide(&mut tagged, &s, &mut t, 0) else {
+        let Action::Forward { slot: backend, .. } = decide(&mut tagged, &s, &mut t, 0) else {
             panic!()
         };
         assert_dr_rewrite(&before, &tagged, backend);
@@ -1530,7 +1543,8 @@ mod tests {
             let orig = f.clone();
             let a = decide(&mut f, &s, &mut t, round / 1000);
             match a {
-                Action::Forward { backend, .. } | Action::IcmpToBackend { backend, .. } => {
+                Action::Forward { slot: backend, .. }
+                | Action::IcmpToBackend { slot: backend, .. } => {
                     assert_eq!(&f[..6], &backend_mac(backend).0);
                     assert_eq!(&f[12..], &orig[12..], "only Ethernet addresses change");
                 }
@@ -1609,7 +1623,7 @@ mod tests {
             if to_us && f.len() >= 6 { f[..6].copy_from_slice(&PORT_MAC.0); }
             let orig = f.clone();
             match decide(&mut f, &s, &mut t, 0) {
-                Action::Forward { backend, .. } | Action::IcmpToBackend { backend, .. } => {
+                Action::Forward { slot: backend, .. } | Action::IcmpToBackend { slot: backend, .. } => {
                     prop_assert_eq!(&f[..6], &backend_mac(backend).0);
                     prop_assert_eq!(&f[12..], &orig[12..]);
                 }
@@ -1634,7 +1648,7 @@ mod tests {
             prop_assert!(matches!(first, Action::Forward { new_flow: true, .. }), "{:?}", first);
             for now in 1..4 {
                 let again = decide(&mut frame(ACK), &s, &mut t, now);
-                let (Action::Forward { backend: a, .. }, Action::Forward { backend: b, .. }) = (first, again) else { panic!() };
+                let (Action::Forward { slot: a, .. }, Action::Forward { slot: b, .. }) = (first, again) else { panic!() };
                 prop_assert_eq!(a, b);
             }
         }

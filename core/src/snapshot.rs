@@ -23,7 +23,7 @@ use crate::maglev::{Maglev, MaglevError};
 use crate::packet::ethernet::MacAddr;
 use crate::vip_index::VipIndex;
 
-/// Backend slots a snapshot may hand out: workers keep per-backend counters
+/// SnapshotBackend slots a snapshot may hand out: workers keep per-backend counters
 /// for this many ([`crate::stats::WorkerStats::backends`]).
 pub const MAX_BACKEND_SLOTS: usize = 4096;
 
@@ -91,32 +91,15 @@ pub enum BackendState {
 
 /// A backend's identity in snapshots: its slot in [`Snapshot::backend`] and
 /// an incarnation, so a flow pinned to a removed backend never follows a
-/// newcomer that reuses the slot. Packs into the `u32` a flow entry stores.
+/// newcomer that reuses the slot. What a flow entry stores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct BackendRef {
     pub slot: u16,
     pub incarnation: u16,
 }
 
-impl BackendRef {
-    pub fn to_u32(self) -> u32 {
-        u32::from(self.incarnation) << 16 | u32::from(self.slot)
-    }
-
-    #[allow(
-        clippy::cast_possible_truncation,
-        reason = "the low and the high half of the u32"
-    )]
-    pub fn from_u32(v: u32) -> BackendRef {
-        BackendRef {
-            slot: v as u16,
-            incarnation: (v >> 16) as u16,
-        }
-    }
-}
-
 #[derive(Debug, Clone)]
-pub struct Backend {
+pub struct SnapshotBackend {
     pub addr: IpAddr,
     /// Unknown until resolved (or set statically). Resolution does not change
     /// the Maglev table (every instance, and lbd after a restart, must build
@@ -130,7 +113,7 @@ pub struct Backend {
     pub vip: u32,
 }
 
-impl Backend {
+impl SnapshotBackend {
     /// May a flow already pinned here stay? (up or draining)
     #[inline]
     pub fn keeps_flows(&self) -> bool {
@@ -144,7 +127,7 @@ impl Backend {
 }
 
 #[derive(Debug, Clone)]
-pub struct Vip {
+pub struct SnapshotVip {
     pub key: VipKey,
     /// The Maglev table over `usable`; `None` when no backend takes new flows.
     pub table: Option<Arc<Maglev>>,
@@ -158,7 +141,7 @@ pub struct Vip {
     pub idle: crate::flow::IdleTimeouts,
 }
 
-impl Vip {
+impl SnapshotVip {
     /// The backend Maglev picks for a flow hash, if any backend takes new flows.
     #[inline]
     pub fn pick(&self, hash: u64) -> Option<u16> {
@@ -226,8 +209,8 @@ pub struct Snapshot {
     /// The readers there were at publication that have not taken it yet
     /// ([`Snapshot::take`]); the last one knows every worker has it.
     pending: AtomicU32,
-    vips: Vec<Vip>,
-    backends: Vec<Option<Backend>>,
+    vips: Vec<SnapshotVip>,
+    backends: Vec<Option<SnapshotBackend>>,
     /// Per-packet lookups: VIP by (address, port, protocol), VIP addresses.
     index: VipIndex,
     /// Per (address, protocol): the VIP whose table fragments use (lowest port).
@@ -272,7 +255,7 @@ impl Snapshot {
         fill_tables: bool,
     ) -> Result<Snapshot, SnapshotError> {
         let mut vips = Vec::with_capacity(spec.vips.len());
-        let mut backends: Vec<Option<Backend>> = Vec::new();
+        let mut backends: Vec<Option<SnapshotBackend>> = Vec::new();
         let mut by_key = HashSet::with_hasher(FixedHash);
         let mut frag_vip: HashMap<(IpAddr, Proto), u32, FixedHash> =
             HashMap::with_hasher(FixedHash);
@@ -317,7 +300,7 @@ impl Snapshot {
                         slot: b.id.slot,
                     });
                 }
-                backends[slot] = Some(Backend {
+                backends[slot] = Some(SnapshotBackend {
                     addr: b.addr,
                     mac: b.mac,
                     state: b.state,
@@ -333,7 +316,7 @@ impl Snapshot {
                 .filter(|&s| {
                     backends[usize::from(s)]
                         .as_ref()
-                        .is_some_and(Backend::takes_new_flows)
+                        .is_some_and(SnapshotBackend::takes_new_flows)
                 })
                 .collect();
             let inputs: Vec<([u8; 16], u32)> = usable
@@ -369,7 +352,7 @@ impl Snapshot {
                     }
                 })
                 .or_insert(vi);
-            vips.push(Vip {
+            vips.push(SnapshotVip {
                 key,
                 table,
                 inputs,
@@ -416,12 +399,12 @@ impl Snapshot {
         })
     }
 
-    pub fn vips(&self) -> &[Vip] {
+    pub fn vips(&self) -> &[SnapshotVip] {
         &self.vips
     }
 
     #[inline]
-    pub fn vip(&self, index: u32) -> Option<&Vip> {
+    pub fn vip(&self, index: u32) -> Option<&SnapshotVip> {
         self.vips.get(index as usize)
     }
 
@@ -478,14 +461,14 @@ impl Snapshot {
 
     /// The backend in `slot`, if any.
     #[inline]
-    pub fn backend(&self, slot: u16) -> Option<&Backend> {
+    pub fn backend(&self, slot: u16) -> Option<&SnapshotBackend> {
         self.backends.get(usize::from(slot))?.as_ref()
     }
 
     /// The backend a flow entry points at, if it is still the same backend
     /// (same slot and incarnation) and still belongs to `vip`.
     #[inline]
-    pub fn resolve(&self, r: BackendRef, vip: u32) -> Option<&Backend> {
+    pub fn resolve(&self, r: BackendRef, vip: u32) -> Option<&SnapshotBackend> {
         self.backend(r.slot)
             .filter(|b| b.incarnation == r.incarnation && b.vip == vip)
     }
@@ -495,7 +478,7 @@ impl Snapshot {
         clippy::cast_possible_truncation,
         reason = "indexed by slot, a u16 below MAX_BACKEND_SLOTS"
     )]
-    pub fn backends(&self) -> impl Iterator<Item = (u16, &Backend)> {
+    pub fn backends(&self) -> impl Iterator<Item = (u16, &SnapshotBackend)> {
         self.backends
             .iter()
             .enumerate()
@@ -774,7 +757,6 @@ mod tests {
             "another incarnation"
         );
         assert!(s.resolve(r, 1).is_none(), "another VIP");
-        assert_eq!(BackendRef::from_u32(r.to_u32()), r);
     }
 
     #[test]

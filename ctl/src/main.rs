@@ -785,10 +785,14 @@ fn print_stats(out: Output, s: &pb::Stats) {
             let workers: Vec<Value> = s
                 .workers
                 .iter()
-                .map(|w| json!({"lcore": w.lcore, "rx_packets": w.rx_packets, "tx_packets": w.tx_packets,
-                                "forwarded": w.forwarded, "new_flows": w.new_flows, "active_flows": w.active_flows,
-                                "flow_rejected": w.flow_rejected, "tx_failed": w.tx_failed,
-                                "snapshot_generation": w.snapshot_generation,
+                .map(|w| json!({"lcore": w.lcore, "rx_packets": w.rx_packets, "rx_bytes": w.rx_bytes,
+                                "tx_packets": w.tx_packets, "tx_bytes": w.tx_bytes, "tx_failed": w.tx_failed,
+                                "forwarded": w.forwarded, "icmp_to_backend": w.icmp_to_backend,
+                                "arp_replies": w.arp_replies, "nd_adverts": w.nd_adverts,
+                                "to_kernel": w.to_kernel, "from_kernel": w.from_kernel,
+                                "neigh_requests": w.neigh_requests, "neigh_learned": w.neigh_learned,
+                                "new_flows": w.new_flows, "flow_rejected": w.flow_rejected,
+                                "active_flows": w.active_flows, "snapshot_generation": w.snapshot_generation,
                                 "snapshot_adoption": delays_json(&w.snapshot_adoption), "drops": drops(w)}))
                 .collect();
             let vips: Vec<Value> = s

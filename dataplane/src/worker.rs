@@ -221,7 +221,9 @@ impl<'a> Worker<'a> {
             i += 1;
             let len = match action {
                 Action::Forward {
-                    backend, new_flow, ..
+                    slot: backend,
+                    new_flow,
+                    ..
                 } => {
                     counts.forwarded += 1;
                     counts.new_flows += u64::from(new_flow);
@@ -232,7 +234,7 @@ impl<'a> Worker<'a> {
                     }
                     frame.len()
                 }
-                Action::IcmpToBackend { backend, .. } => {
+                Action::IcmpToBackend { slot: backend, .. } => {
                     counts.forwarded += 1;
                     counts.icmp += 1;
                     if let Some(b) = backend_stats.get(usize::from(backend)) {
