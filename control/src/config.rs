@@ -1,6 +1,7 @@
-//! The declarative configuration (`lb.toml`): the port's own addresses, VIPs
-//! and their backends. `lbd --config FILE` loads it at start; the control
-//! plane (issue #4) will keep it as its state file.
+//! The state file's format (`lb.toml`): the port's own addresses, VIPs and
+//! their backends. `lbd --state FILE` loads it at start and rewrites it on
+//! every accepted change; `lbctl export` prints it and `lbctl apply -f`
+//! converges to it. `control/lb.example.toml` documents every field.
 //!
 //! ```toml
 //! local_addresses = ["192.0.2.1"]        # the port's own addresses (host traffic)
@@ -13,7 +14,7 @@
 //!
 //! [[vip.backend]]
 //! address = "192.0.2.11"
-//! mac = "02:00:00:00:00:11"              # static MAC (resolution by ARP/ND comes later)
+//! mac = "02:00:00:00:00:11"              # static MAC; absent: resolved by ARP/ND
 //! weight = 1                             # default 1; 0 takes no new flows
 //! state = "up"                           # up | draining | down; default up
 //! ```
