@@ -106,8 +106,9 @@ fn default_interval() -> u32 {
     2000
 }
 
+/// 0: the timeout follows the interval (`HealthCheck::default_timeout`).
 fn default_timeout() -> u32 {
-    1000
+    0
 }
 
 fn default_rise() -> u32 {
@@ -153,6 +154,17 @@ mod tests {
     use crate::state::DesiredState;
     use lb_core::packet::MacAddr;
     use lb_core::snapshot::{BackendState, Snapshot};
+
+    #[test]
+    fn a_check_without_a_timeout_follows_its_interval() {
+        let text = "[[vip]]\naddress = \"198.51.100.10\"\nport = 80\nprotocol = \"tcp\"\n\
+                    [[vip.backend]]\naddress = \"192.0.2.11\"\n\
+                    [vip.backend.check]\nkind = \"tcp\"\ninterval_ms = 500\n";
+        let c: Config = toml::from_str(text).unwrap();
+        let state = DesiredState::from_config(&c).unwrap();
+        let check = state.to_config().vips[0].backends[0].check.clone().unwrap();
+        assert_eq!((check.interval_ms, check.timeout_ms), (500, 250));
+    }
 
     #[test]
     fn example_config_builds_a_snapshot() {

@@ -80,6 +80,13 @@ pub enum CheckKind {
 }
 
 impl HealthCheck {
+    /// The timeout of a check that names none: half its interval, at most
+    /// 1000 ms, so any valid interval has a valid default (a 500 ms interval
+    /// gets 250 ms).
+    pub fn default_timeout(interval_ms: u32) -> u32 {
+        (interval_ms / 2).clamp(1, 1000)
+    }
+
     pub fn new(kind: CheckKind) -> HealthCheck {
         HealthCheck {
             kind,
@@ -489,7 +496,10 @@ impl DesiredState {
                             kind,
                             port: c.port,
                             interval_ms: c.interval_ms,
-                            timeout_ms: c.timeout_ms,
+                            timeout_ms: match c.timeout_ms {
+                                0 => HealthCheck::default_timeout(c.interval_ms),
+                                t => t,
+                            },
                             rise: c.rise,
                             fall: c.fall,
                         })
