@@ -71,6 +71,14 @@ pub struct Options {
     /// Default 3000 with --bgp-routes, else 0. A second signal stops at once.
     #[arg(long, value_name = "MS")]
     pub shutdown_grace_ms: Option<u64>,
+    /// Do not answer ICMP/ICMPv6 echo requests to VIP addresses: drop them
+    /// (counted as icmp_not_for_flow). By default the dataplane answers them.
+    #[arg(long)]
+    pub no_vip_ping: bool,
+    /// Echo replies to VIPs per second per worker, in bursts of up to 100;
+    /// requests over the rate are dropped (echo_rate_limited). 0: no limit.
+    #[arg(long, value_name = "N", default_value_t = dataplane::worker::ECHO_RATE)]
+    pub vip_ping_rate: u32,
     /// Flow-table entries per worker (64 bytes each, allocated at start).
     #[arg(long, default_value_t = 1 << 20)]
     pub flows: usize,
@@ -183,6 +191,19 @@ mod tests {
             Some(std::path::Path::new("/run/lbd.sock"))
         );
         assert_eq!(o.flows, 1000);
+        assert!(!o.no_vip_ping, "ping for VIPs is on by default");
+        assert_eq!(o.vip_ping_rate, 1000);
+        let (_, np) = parse(&v(&[
+            "--",
+            "--port",
+            "p",
+            "--no-vip-ping",
+            "--vip-ping-rate",
+            "5",
+        ]))
+        .unwrap();
+        assert!(np.no_vip_ping);
+        assert_eq!(np.vip_ping_rate, 5);
         let (_, quiet) = parse(&v(&["--", "--port", "p", "--no-grpc"])).unwrap();
         assert_eq!(quiet.grpc_socket, None);
         assert_eq!(o.flow_config(), FlowConfig::default());

@@ -241,6 +241,9 @@ fn check(c: pb::HealthCheck) -> Result<HealthCheck, Status> {
             *field = v;
         }
     }
+    if c.timeout_ms == 0 {
+        hc.timeout_ms = HealthCheck::default_timeout(hc.interval_ms);
+    }
     Ok(hc)
 }
 
@@ -562,7 +565,10 @@ impl LoadBalancer for Api {
         backends.sort_by(|a, b| {
             (format!("{:?}", a.vip), &a.address).cmp(&(format!("{:?}", b.vip), &b.address))
         });
-        Ok(Response::new(pb::HealthResponse { backends }))
+        Ok(Response::new(pb::HealthResponse {
+            backends,
+            conflicts: c.vip_conflicts(),
+        }))
     }
 
     async fn get_stats(&self, _: Request<pb::Empty>) -> Result<Response<pb::Stats>, Status> {
@@ -666,6 +672,20 @@ mod tests {
     use super::*;
     use lb_core::stats::COUNTERS;
     use prost::Message;
+
+    #[test]
+    fn a_check_without_a_timeout_gets_one_that_fits_its_interval() {
+        let req = |interval_ms, timeout_ms| pb::HealthCheck {
+            kind: "http:/".into(),
+            interval_ms,
+            timeout_ms,
+            ..Default::default()
+        };
+        assert_eq!(check(req(500, 0)).unwrap().timeout_ms, 250);
+        assert_eq!(check(req(0, 0)).unwrap().timeout_ms, 1000, "the default interval's");
+        assert_eq!(check(req(10_000, 0)).unwrap().timeout_ms, 1000, "at most 1 s");
+        assert_eq!(check(req(500, 400)).unwrap().timeout_ms, 400, "a given timeout stays");
+    }
 
     /// `pb_worker_stats` names every counter (it does not compile
     /// otherwise); this checks the wire side: `lb.proto`'s `WorkerStats`

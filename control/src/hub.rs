@@ -4,7 +4,7 @@
 //! checks, the monitor and the committer all go through it. It needs no
 //! EAL: the workers' side of it is a snapshot reader and two queues.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,6 +22,21 @@ use crate::state::{DesiredState, StateError};
 /// How many learned MACs and resolution requests the queues between the
 /// workers and the hub hold.
 const NEIGH_QUEUE: usize = 1024;
+
+/// A (VIP, MAC) conflict is logged and sent as an event when first seen,
+/// then at most this often while it goes on.
+const CONFLICT_REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Another host's claims on a VIP address from one MAC.
+#[derive(Debug, Clone)]
+pub struct Conflict {
+    /// Claims seen since lbd started.
+    pub count: u64,
+    /// When the last claim was taken in.
+    pub last_seen: std::time::SystemTime,
+    /// When it was last logged and sent as an event.
+    reported: std::time::Instant,
+}
 
 /// A change's acknowledgement channel, as the committer holds it.
 pub(crate) type Ack = tokio::sync::oneshot::Sender<Result<(), String>>;
@@ -47,6 +62,12 @@ pub struct Control {
     learned: Arc<ArrayQueue<(IpAddr, MacAddr)>>,
     /// Backends to resolve, for the first worker to ask for.
     requests: Arc<ArrayQueue<IpAddr>>,
+    /// Claims on VIP addresses by other MACs, as the workers saw them.
+    conflict_queue: Arc<ArrayQueue<(IpAddr, MacAddr)>>,
+    /// What the claims add up to, per (VIP address, MAC).
+    conflicts: BTreeMap<(IpAddr, MacAddr), Conflict>,
+    /// Whether the dataplane answers pings to VIPs (lbd --no-vip-ping).
+    vip_ping: bool,
     /// Health-check verdicts: runtime state, never written to the state file.
     health: HashMap<(VipKey, IpAddr), health::Status>,
     /// Events for `Watch` subscribers.
@@ -98,7 +119,7 @@ impl Control {
     ) -> Result<Control, SnapshotError> {
         let mut neigh = NeighTable::new(NeighConfig::default());
         neigh.set_wanted(state.backend_addresses());
-        let snapshot = Snapshot::build(&state.to_spec(1, mac, |_| None))?;
+        let snapshot = Snapshot::build(&state.to_spec(1, mac, |_| None))?.with_vip_ping(true);
         Ok(Control {
             durable: state.clone(),
             commits: Vec::new(),
@@ -112,6 +133,9 @@ impl Control {
             clock,
             learned: Arc::new(ArrayQueue::new(NEIGH_QUEUE)),
             requests: Arc::new(ArrayQueue::new(NEIGH_QUEUE)),
+            conflict_queue: Arc::new(ArrayQueue::new(NEIGH_QUEUE)),
+            conflicts: BTreeMap::new(),
+            vip_ping: true,
             health: HashMap::new(),
             events: tokio::sync::broadcast::channel(1024).0,
             announced: tokio::sync::watch::channel(BTreeSet::new()).1,
@@ -174,6 +198,87 @@ impl Control {
     /// Where workers report the MACs they learn.
     pub fn learned(&self) -> Arc<ArrayQueue<(IpAddr, MacAddr)>> {
         Arc::clone(&self.learned)
+    }
+
+    /// Where workers report other hosts' claims on VIP addresses.
+    pub fn conflicts(&self) -> Arc<ArrayQueue<(IpAddr, MacAddr)>> {
+        Arc::clone(&self.conflict_queue)
+    }
+
+    /// Answer pings to VIPs or not (lbd --no-vip-ping); republishes when it
+    /// changes.
+    pub fn set_vip_ping(&mut self, on: bool) {
+        if self.vip_ping != on {
+            self.vip_ping = on;
+            self.republish();
+        }
+    }
+
+    /// Take in the claims workers saw on VIP addresses: counted per (VIP,
+    /// MAC); a pair first seen, or not reported for a second, is logged as
+    /// a warning and sent as an event.
+    pub fn take_conflicts(&mut self) {
+        let now = std::time::Instant::now();
+        let mut due = BTreeSet::new();
+        while let Some((vip, mac)) = self.conflict_queue.pop() {
+            let c = self.conflicts.entry((vip, mac)).or_insert_with(|| {
+                due.insert((vip, mac));
+                Conflict {
+                    count: 0,
+                    last_seen: std::time::SystemTime::now(),
+                    reported: now,
+                }
+            });
+            c.count += 1;
+            c.last_seen = std::time::SystemTime::now();
+            if now.duration_since(c.reported) >= CONFLICT_REPORT_EVERY {
+                c.reported = now;
+                due.insert((vip, mac));
+            }
+        }
+        for key in due {
+            let pb = self.pb_conflict(&key, &self.conflicts[&key]);
+            tracing::warn!(
+                vip = %key.0,
+                mac = %key.1,
+                count = pb.count,
+                backend = pb.backend,
+                "another host claims a VIP address (ARP/ND from a MAC not ours)"
+            );
+            self.emit(lb_proto::v1::event::Kind::Conflict(pb));
+        }
+    }
+
+    /// Every (VIP address, MAC) claim seen, in address then MAC order.
+    pub fn vip_conflicts(&self) -> Vec<lb_proto::v1::VipConflict> {
+        self.conflicts
+            .iter()
+            .map(|(k, c)| self.pb_conflict(k, c))
+            .collect()
+    }
+
+    fn pb_conflict(
+        &self,
+        (vip, mac): &(IpAddr, MacAddr),
+        c: &Conflict,
+    ) -> lb_proto::v1::VipConflict {
+        let backend = self
+            .state
+            .backend_addresses()
+            .into_iter()
+            .find(|(addr, fixed)| self.effective_mac(addr, *fixed) == Some(*mac))
+            .map(|(addr, _)| addr.to_string())
+            .unwrap_or_default();
+        lb_proto::v1::VipConflict {
+            vip: vip.to_string(),
+            mac: mac.to_string(),
+            count: c.count,
+            backend,
+            last_seen_ms: c
+                .last_seen
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        }
     }
 
     /// Where the hub asks a worker to resolve a backend.
@@ -328,6 +433,7 @@ impl Control {
     /// filled in, backends failing their health checks down.
     fn build_snapshot(&self, state: &DesiredState) -> Result<Snapshot, SnapshotError> {
         Snapshot::build_from(&self.spec(state), Some(&self.publisher.current()))
+            .map(|s| s.with_vip_ping(self.vip_ping))
     }
 
     fn spec(&self, state: &DesiredState) -> lb_core::snapshot::SnapshotSpec {

@@ -296,6 +296,18 @@ pub fn render(source: &Source) -> String {
     f.sample("lb_snapshot_generation", &[], control.generation());
     f.header("lb_vips", "gauge", "Configured VIPs.");
     f.sample("lb_vips", &[], control.state().vips().len() as u64);
+    f.header(
+        "lb_vip_conflicts_total",
+        "counter",
+        "ARP/ND claims on a VIP address from another MAC, by VIP and MAC.",
+    );
+    for c in control.vip_conflicts() {
+        f.sample(
+            "lb_vip_conflicts_total",
+            &[("vip", &c.vip), ("mac", &c.mac)],
+            c.count,
+        );
+    }
     if control.announcing() {
         f.header(
             "lb_route_announced",

@@ -122,6 +122,7 @@ pub async fn monitor(
         let wanted = {
             let mut c = control.lock().expect("control lock");
             c.resolve_neighbors(start.elapsed().as_secs() as u32);
+            c.take_conflicts();
             c.reap();
             c.set_shutting_down(stop_at.is_some());
             let (routes, reason) = if c.shutting_down() {

@@ -122,9 +122,10 @@ impl Dataplane {
         stop: &AtomicBool,
         main_lcore: impl FnOnce() -> R,
     ) -> Result<R> {
-        let (learned, requests) = {
-            let c = control.lock().expect("control lock");
-            (c.learned(), c.requests())
+        let (learned, requests, conflicts) = {
+            let mut c = control.lock().expect("control lock");
+            c.set_vip_ping(!opts.no_vip_ping);
+            (c.learned(), c.requests(), c.conflicts())
         };
         let tsc_hz = self.eal.tsc_hz();
         dpdk::scope(self.eal, |s| -> Result<R> {
@@ -133,13 +134,15 @@ impl Dataplane {
                     let queue = self.port.queue(i as u16)?;
                     let reader = control.lock().expect("control lock").reader();
                     let flows = dpdk::flow_table(opts.flows, opts.flow_config());
-                    let mut worker = Worker::new(queue, reader, flows, st, tsc_hz);
+                    let mut worker = Worker::new(queue, reader, flows, st, tsc_hz)
+                        .with_echo_rate(opts.vip_ping_rate);
                     if let Some(k) = &self.kernel {
                         worker = worker.with_kernel(k.queue(i as u16)?);
                     }
                     let asks = (i == 0).then_some((&*requests, self.pool));
                     worker = worker.with_neighbors(Neighbors {
                         learned: &learned,
+                        conflicts: Some(&conflicts),
                         requests: asks,
                     });
                     s.spawn(lcore, move || {

@@ -578,3 +578,312 @@ fn lbd_forwards_golden_pcap_byte_for_byte() {
     );
     assert_eq!(counted, total["forwarded"].as_u64().unwrap());
 }
+
+/// The configuration of the echo and conflict pair: one VIP per family.
+const ECHO_CONFIG: &str = r#"
+local_addresses = ["192.0.2.1"]
+
+[[vip]]
+address = "198.51.100.10"
+port = 443
+protocol = "tcp"
+table_size = 251
+[[vip.backend]]
+address = "192.0.2.11"
+mac = "02:00:00:00:00:11"
+
+[[vip]]
+address = "2001:db8::10"
+port = 5000
+protocol = "udp"
+table_size = 251
+[[vip.backend]]
+address = "2001:db8::21"
+mac = "02:00:00:00:00:21"
+"#;
+
+/// What lbd must do with a frame of the echo pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EchoWant {
+    Reply,
+    Conflict,
+    Drop(&'static str),
+    /// Reported to the control side, then for the host (none here: not a drop).
+    Learned,
+}
+
+const THIEF: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x66]);
+
+/// Ping for VIPs (answered within `--vip-ping-rate 2`, bursts of 2: the
+/// third and fourth requests of the run are over it), other ICMP, and ARP /
+/// ND from another MAC claiming a VIP.
+fn echo_cases() -> Vec<(&'static str, Vec<u8>, EchoWant)> {
+    use lb_core::packet::arp::{OP_REPLY, OP_REQUEST};
+    let data: Vec<u8> = (0..56u8).collect();
+    let mut bad = build::icmp4_echo(PORT, CLIENT, client4(3), VIP4, 0x77, 1, &data);
+    let last = bad.len() - 1;
+    bad[last] ^= 0x55;
+    let mut ttl3 = build::icmp4_echo(PORT, CLIENT, client4(1), VIP4, 0x77, 1, &data);
+    ttl3[22] = 3;
+    lb_core::packet::ipv4::Ipv4Packet::new_checked(&mut ttl3[14..])
+        .unwrap()
+        .fill_checksum();
+    vec![
+        ("echo4 to the vip, ttl 3", ttl3, EchoWant::Reply),
+        (
+            "echo6 to the vip",
+            build::icmp6_echo(PORT, CLIENT, client6(1), vip6(), 0x78, 1, &data),
+            EchoWant::Reply,
+        ),
+        (
+            "echo4 over the rate",
+            build::icmp4_echo(PORT, CLIENT, client4(1), VIP4, 0x77, 2, &data),
+            EchoWant::Drop("echo_rate_limited"),
+        ),
+        (
+            "echo6 over the rate",
+            build::icmp6_echo(PORT, CLIENT, client6(1), vip6(), 0x78, 2, &data),
+            EchoWant::Drop("echo_rate_limited"),
+        ),
+        (
+            "echo4 with a bad checksum",
+            bad,
+            EchoWant::Drop("bad_checksum"),
+        ),
+        (
+            "echo4 to the host (no exception path here)",
+            build::icmp4_echo(PORT, CLIENT, client4(1), LOCAL4, 0x79, 1, &data),
+            EchoWant::Drop("no_kernel_path"),
+        ),
+        (
+            "icmp timestamp request to the vip",
+            build::ethernet(
+                PORT,
+                CLIENT,
+                0x0800,
+                &build::ipv4(client4(1), VIP4, 1, &[13, 0, 0xf2, 0xff, 0, 0, 0, 0]),
+            ),
+            EchoWant::Drop("icmp_not_for_flow"),
+        ),
+        (
+            "arp reply for the vip from a backend",
+            build::arp(PORT, OP_REPLY, (BACKENDS[0], VIP4), (PORT, LOCAL4)),
+            EchoWant::Conflict,
+        ),
+        (
+            "gratuitous arp for the vip",
+            build::arp(
+                MacAddr::BROADCAST,
+                OP_REQUEST,
+                (THIEF, VIP4),
+                (MacAddr::ZERO, VIP4),
+            ),
+            EchoWant::Conflict,
+        ),
+        (
+            "unsolicited na for the vip",
+            build::neighbor_advert(
+                MacAddr([0x33, 0x33, 0, 0, 0, 1]),
+                THIEF,
+                vip6(),
+                "ff02::1".parse().unwrap(),
+                vip6(),
+                0x20,
+            ),
+            EchoWant::Conflict,
+        ),
+        (
+            "arp reply from a backend for itself",
+            build::arp(
+                PORT,
+                OP_REPLY,
+                (BACKENDS[0], Ipv4Addr::new(192, 0, 2, 11)),
+                (PORT, LOCAL4),
+            ),
+            EchoWant::Learned,
+        ),
+    ]
+}
+
+/// Run lbd over `input` with `config` and `extra` options; what it sent,
+/// its `--json` report and its log.
+fn run_lbd(
+    tag: &str,
+    input: &Path,
+    config: &str,
+    extra: &[&str],
+) -> (Vec<Vec<u8>>, serde_json::Value, String) {
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let pid = std::process::id();
+    let output = tmp.join(format!("{tag}-out-{pid}.pcap"));
+    let config_path = tmp.join(format!("{tag}-{pid}.toml"));
+    std::fs::write(&config_path, config).unwrap();
+    let _ = std::fs::remove_file(&output);
+    let vdev = format!(
+        "net_pcap0,rx_pcap={},tx_pcap={}",
+        input.display(),
+        output.display()
+    );
+    let mut args = eal::eal_args(tag, "0@0,1@1", &[&vdev]);
+    let config_arg = config_path.display().to_string();
+    args.extend(
+        [
+            "--",
+            "--port",
+            "net_pcap0",
+            "--config",
+            &config_arg,
+            "--flows",
+            "4096",
+            "--exit-idle-ms",
+            "500",
+            "--json",
+            "--no-grpc",
+        ]
+        .map(String::from),
+    );
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let run = Command::new(env!("CARGO_BIN_EXE_lbd"))
+        .args(&args)
+        .output()
+        .expect("run lbd");
+    let stderr = String::from_utf8_lossy(&run.stderr).to_string();
+    assert!(run.status.success(), "lbd failed: {stderr}");
+    let got = pcap::read(&output);
+    let _ = std::fs::remove_file(&output);
+    let report = serde_json::from_slice(&run.stdout).expect("lbd --json output");
+    (got, report, stderr)
+}
+
+#[test]
+fn lbd_answers_vip_pings_and_reports_vip_conflicts_golden_pcap() {
+    use lb_core::packet::{
+        ethernet::EthernetFrame, icmp, icmpv6, ipv4::Ipv4Packet, ipv6::Ipv6Packet,
+    };
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let input = golden.join("echo-in.pcap");
+    let expected = golden.join("echo-expected.pcap");
+    let cases = echo_cases();
+    let frames: Vec<Vec<u8>> = cases.iter().map(|(_, f, _)| f.clone()).collect();
+    let bless = std::env::var("LB_BLESS").is_ok_and(|v| v == "1");
+    if bless {
+        pcap::write(&input, &frames);
+    }
+    assert!(
+        pcap::read(&input) == frames,
+        "golden input differs from the case list (LB_BLESS=1 to regenerate)"
+    );
+    let (got, report, stderr) = run_lbd("echo", &input, ECHO_CONFIG, &["--vip-ping-rate", "2"]);
+
+    // Independent of the golden file: each reply is its request answered.
+    let sent: Vec<_> = cases
+        .iter()
+        .filter(|(_, _, w)| *w == EchoWant::Reply)
+        .collect();
+    assert_eq!(got.len(), sent.len(), "frames sent\n{stderr}");
+    for ((what, input, _), out) in sent.iter().zip(&got) {
+        assert_eq!(out.len(), input.len(), "{what}");
+        assert_eq!(&out[..6], &CLIENT.0, "{what}: back to the asker");
+        assert_eq!(&out[6..12], &PORT.0, "{what}: from the port");
+        let (e, i) = (
+            EthernetFrame::new_checked(&out[..]).unwrap(),
+            EthernetFrame::new_checked(&input[..]).unwrap(),
+        );
+        if e.ethertype() == 0x0800 {
+            let (ip, req) = (
+                Ipv4Packet::new_checked(e.payload()).unwrap(),
+                Ipv4Packet::new_checked(i.payload()).unwrap(),
+            );
+            assert!(ip.checksum_ok(), "{what}");
+            assert_eq!((ip.src(), ip.dst(), ip.ttl()), (req.dst(), req.src(), 64));
+            assert!(icmp::checksum_ok(ip.payload()), "{what}");
+            assert_eq!(ip.payload()[0], icmp::ECHO_REPLY);
+            assert_eq!(
+                &ip.payload()[4..],
+                &req.payload()[4..],
+                "{what}: id, seq, data"
+            );
+        } else {
+            let (ip, req) = (
+                Ipv6Packet::new_checked(e.payload()).unwrap(),
+                Ipv6Packet::new_checked(i.payload()).unwrap(),
+            );
+            assert_eq!(
+                (ip.src(), ip.dst(), ip.hop_limit()),
+                (req.dst(), req.src(), 64)
+            );
+            let m = lb_core::packet::icmpv6::Icmpv6Packet::new_checked(ip.upper_payload()).unwrap();
+            assert!(m.checksum_ok(&ip.src_bytes(), &ip.dst_bytes()), "{what}");
+            assert_eq!(m.msg_type(), icmpv6::ECHO_REPLY);
+            assert_eq!(&ip.upper_payload()[4..], &req.upper_payload()[4..]);
+        }
+    }
+    if bless {
+        pcap::write(&expected, &got);
+    }
+    let want = pcap::read(&expected);
+    assert_eq!(got.len(), want.len(), "sent frame count vs golden");
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert!(
+            g == w,
+            "sent frame {i} ({}) differs from the golden output",
+            sent[i].0
+        );
+    }
+
+    let total = &report["total"];
+    let count = |w: EchoWant| cases.iter().filter(|(_, _, c)| *c == w).count() as u64;
+    assert_eq!(total["rx_packets"], cases.len() as u64, "{report}");
+    assert_eq!(total["echo_replies"], count(EchoWant::Reply), "{report}");
+    assert_eq!(
+        total["vip_conflicts"],
+        count(EchoWant::Conflict),
+        "{report}"
+    );
+    assert_eq!(total["neigh_learned"], count(EchoWant::Learned), "{report}");
+    assert_eq!(total["forwarded"], 0, "{report}");
+    assert_eq!(
+        total["arp_replies"], 0,
+        "a gratuitous ARP is not answered: {report}"
+    );
+    let mut reasons: HashMap<&str, u64> = HashMap::new();
+    for (_, _, w) in &cases {
+        if let EchoWant::Drop(r) = w {
+            *reasons.entry(r).or_default() += 1;
+        }
+    }
+    for (reason, n) in total["drops"].as_object().unwrap() {
+        assert_eq!(
+            n.as_u64().unwrap(),
+            reasons.get(reason.as_str()).copied().unwrap_or(0),
+            "drops[{reason}]: {report}"
+        );
+    }
+    // The monitor took the reports in and warned about each (VIP, MAC).
+    for (vip, mac) in [
+        ("198.51.100.10", "02:00:00:00:00:11"),
+        ("198.51.100.10", "02:00:00:00:00:66"),
+        ("2001:db8::10", "02:00:00:00:00:66"),
+    ] {
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.contains("claims a VIP address") && l.contains(vip) && l.contains(mac)),
+            "a warning for {vip} {mac}:\n{stderr}"
+        );
+    }
+
+    // --no-vip-ping: the same frames, no reply; every echo request to the
+    // VIP (the bad one included) is an icmp_not_for_flow drop, as the
+    // timestamp request is.
+    let (got, report, _) = run_lbd("echo-off", &input, ECHO_CONFIG, &["--no-vip-ping"]);
+    assert!(got.is_empty(), "no reply with --no-vip-ping");
+    let drops = &report["total"]["drops"];
+    assert_eq!(report["total"]["echo_replies"], 0, "{report}");
+    assert_eq!(drops["icmp_not_for_flow"], 6, "{report}");
+    assert_eq!(drops["echo_rate_limited"], 0, "{report}");
+    assert_eq!(
+        drops["bad_checksum"], 0,
+        "checked only when answering: {report}"
+    );
+}

@@ -57,6 +57,10 @@ drop_reasons! {
     IcmpNotForFlow => "icmp_not_for_flow",
     /// For the host, but there is no exception path to the kernel (or it was full).
     NoKernelPath => "no_kernel_path",
+    /// An echo request to a VIP whose ICMP checksum does not verify (not answered).
+    BadChecksum => "bad_checksum",
+    /// An echo request to a VIP over the worker's reply rate (lbd --vip-ping-rate).
+    EchoRateLimited => "echo_rate_limited",
 }
 
 impl DropReason {

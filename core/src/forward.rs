@@ -25,7 +25,7 @@ use crate::packet::arp::{ArpPacket, OP_REPLY, OP_REQUEST};
 use crate::packet::ethernet::{
     EthernetFrame, MacAddr, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6,
 };
-use crate::packet::icmp::IcmpPacket;
+use crate::packet::icmp::{self, IcmpPacket};
 use crate::packet::icmpv6::{self, Icmpv6Packet, NEIGHBOR_ADVERT, NEIGHBOR_SOLICIT, PROTO_ICMPV6};
 use crate::packet::ipv4::Ipv4Packet;
 use crate::packet::ipv6::Ipv6Packet;
@@ -34,9 +34,9 @@ use crate::snapshot::{BackendRef, Proto, Snapshot, SnapshotBackend, VipKey};
 
 const PROTO_ICMP: u8 = 1;
 
-/// What to do with a packet. For `Forward`, `IcmpToBackend`, `ArpReply` and
-/// `NdAdvert` the frame has already been rewritten and is to be transmitted
-/// on the port it came from.
+/// What to do with a packet. For `Forward`, `IcmpToBackend`, `ArpReply`,
+/// `NdAdvert` and `EchoReply` the frame has already been rewritten and is to
+/// be transmitted on the port it came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     /// To a backend: Ethernet destination = its MAC, source = ours.
@@ -56,6 +56,18 @@ pub enum Action {
     /// A neighbor solicitation turned into the advertisement; the frame is now `len` bytes.
     NdAdvert {
         len: usize,
+    },
+    /// An ICMP or ICMPv6 echo request to a VIP turned into the echo reply
+    /// (same length). The worker sends it within its reply rate
+    /// ([`EchoLimiter`]) and drops it as `echo_rate_limited` above it.
+    EchoReply,
+    /// Another host claims a VIP address: an ARP message whose sender
+    /// address is the VIP, or a neighbor advertisement whose target is,
+    /// from a MAC that is not ours. The frame is unchanged; the worker
+    /// reports (`vip_addr`, `mac`) to the control side.
+    VipConflict {
+        vip_addr: IpAddr,
+        mac: MacAddr,
     },
     /// For the host: the exception path.
     ToKernel,
@@ -93,6 +105,13 @@ pub enum Classified {
     },
     Arp,
     NeighborSolicit,
+    /// An echo request to a VIP, to be answered.
+    Echo,
+    /// See [`Action::VipConflict`].
+    Conflict {
+        vip_addr: IpAddr,
+        mac: MacAddr,
+    },
     Learn {
         ip: IpAddr,
         mac: MacAddr,
@@ -194,9 +213,22 @@ fn classify_inner(frame: &[u8], missing: usize, snap: &Snapshot) -> Classified {
     }
     match eth.ethertype() {
         ETHERTYPE_IPV4 => classify_ipv4(eth.payload(), missing, snap),
-        ETHERTYPE_IPV6 => classify_ipv6(eth.payload(), missing, snap),
+        ETHERTYPE_IPV6 => classify_ipv6(eth.payload(), eth.src(), missing, snap),
         ETHERTYPE_ARP => {
             let arp = tri!(ArpPacket::new_checked(eth.payload()));
+            // Any ARP message from another MAC with a VIP as its sender
+            // address claims the VIP: every host that hears it may update
+            // its cache (RFC 826), the router's included. That covers a reply
+            // for the VIP (a backend without arp_ignore), a gratuitous
+            // announcement (sender = target = VIP, request or reply) and a
+            // request sent from the VIP (a backend without arp_announce).
+            let sender = IpAddr::V4(arp.sender_ip());
+            if arp.sender_mac() != snap.mac && snap.is_vip_addr(sender) {
+                return Classified::Conflict {
+                    vip_addr: sender,
+                    mac: arp.sender_mac(),
+                };
+            }
             if arp.op() == OP_REPLY && dst_mac == snap.mac {
                 return Classified::Learn {
                     ip: IpAddr::V4(arp.sender_ip()),
@@ -252,6 +284,11 @@ fn classify_ipv4(b: &[u8], missing: usize, snap: &Snapshot) -> Classified {
         PROTO_ICMP => {
             let icmp = tri!(IcmpPacket::new_checked(ip.payload()));
             if !icmp.is_error() {
+                // A whole echo request (not one spread over segments: its
+                // checksum covers all of it) is answered, when ping is on.
+                if icmp.msg_type() == icmp::ECHO_REQUEST && missing == 0 && snap.vip_ping() {
+                    return Classified::Echo;
+                }
                 return Classified::Drop(DropReason::IcmpNotForFlow);
             }
             let q = tri!(icmp.quoted());
@@ -272,7 +309,7 @@ fn classify_ipv4(b: &[u8], missing: usize, snap: &Snapshot) -> Classified {
 }
 
 #[inline(always)]
-fn classify_ipv6(b: &[u8], missing: usize, snap: &Snapshot) -> Classified {
+fn classify_ipv6(b: &[u8], eth_src: MacAddr, missing: usize, snap: &Snapshot) -> Classified {
     let ip = if missing == 0 {
         tri!(Ipv6Packet::new_checked(b))
     } else {
@@ -293,11 +330,20 @@ fn classify_ipv6(b: &[u8], missing: usize, snap: &Snapshot) -> Classified {
             return Classified::ToKernel;
         }
         if icmp.msg_type() == NEIGHBOR_ADVERT {
-            if let Some(mac) = icmp.nd_lladdr() {
-                return Classified::Learn {
-                    ip: IpAddr::from(icmp.nd_target()),
-                    mac,
+            let target = IpAddr::from(icmp.nd_target());
+            let lladdr = icmp.nd_lladdr();
+            // An advertisement (solicited or not) for a VIP from another
+            // MAC claims the VIP. Without the target link-layer option the
+            // claim is the frame's source.
+            let claimed = lladdr.unwrap_or(eth_src);
+            if claimed != snap.mac && snap.is_vip_addr(target) {
+                return Classified::Conflict {
+                    vip_addr: target,
+                    mac: claimed,
                 };
+            }
+            if let Some(mac) = lladdr {
+                return Classified::Learn { ip: target, mac };
             }
             return Classified::ToKernel;
         }
@@ -332,6 +378,15 @@ fn classify_ipv6(b: &[u8], missing: usize, snap: &Snapshot) -> Classified {
         PROTO_ICMPV6 => {
             let icmp = tri!(Icmpv6Packet::new_checked(ip.upper_payload()));
             if !icmp.is_error() {
+                // Answered when whole, with no extension header (a routing
+                // header would make the swapped addresses wrong), ping on.
+                if icmp.msg_type() == icmpv6::ECHO_REQUEST
+                    && missing == 0
+                    && ip.upper_offset() == 40
+                    && snap.vip_ping()
+                {
+                    return Classified::Echo;
+                }
                 return Classified::Drop(DropReason::IcmpNotForFlow);
             }
             let q = tri!(icmp.quoted());
@@ -528,6 +583,12 @@ pub fn apply(
             Some(len) => Action::NdAdvert { len },
             None => Action::Drop(DropReason::Truncated),
         },
+        // `classify` checked all but the checksum: that is what failed.
+        Classified::Echo => match echo_reply(frame, snap.mac) {
+            Some(()) => Action::EchoReply,
+            None => Action::Drop(DropReason::BadChecksum),
+        },
+        Classified::Conflict { vip_addr, mac } => Action::VipConflict { vip_addr, mac },
         Classified::Learn { ip, mac } => Action::Learned { ip, mac },
         Classified::ToKernel => Action::ToKernel,
         Classified::Drop(r) => Action::Drop(r),
@@ -600,6 +661,69 @@ fn arp_reply(frame: &mut [u8], mac: MacAddr) {
     }
 }
 
+/// The echo reply to an echo request, in place: Ethernet addresses
+/// swapped (ours the source), then the IP packet (see
+/// [`icmp::write_echo_reply`], [`icmpv6::write_echo_reply`]).
+fn echo_reply(frame: &mut [u8], mac: MacAddr) -> Option<()> {
+    let mut eth = EthernetFrame::new_checked(&mut *frame).ok()?;
+    let ethertype = eth.ethertype();
+    let asker = eth.src();
+    let ip = eth.payload_mut();
+    match ethertype {
+        ETHERTYPE_IPV4 => icmp::write_echo_reply(ip)?,
+        ETHERTYPE_IPV6 => icmpv6::write_echo_reply(ip)?,
+        _ => return None,
+    }
+    eth.set_dst(asker);
+    eth.set_src(mac);
+    Some(())
+}
+
+/// The per-worker token bucket of echo replies: `rate` per second, up to
+/// `burst` at once. Time is passed in, in ticks of `hz` per second (a
+/// worker's TSC; milliseconds in a test). Integer arithmetic only: a reply
+/// costs `hz` credit, and every tick earns `rate`.
+#[derive(Debug, Clone)]
+pub struct EchoLimiter {
+    rate: u64,
+    hz: u64,
+    cap: u64,
+    credit: u64,
+    last: u64,
+}
+
+impl EchoLimiter {
+    /// Full at the start. `rate` 0: no limit. `burst` is at least 1.
+    pub fn new(rate: u32, burst: u32, hz: u64) -> EchoLimiter {
+        let hz = hz.max(1);
+        let cap = u64::from(burst.max(1)).saturating_mul(hz);
+        EchoLimiter {
+            rate: u64::from(rate),
+            hz,
+            cap,
+            credit: cap,
+            last: 0,
+        }
+    }
+
+    /// May one more reply go out at `now`? Takes its token if so.
+    #[inline]
+    pub fn allow(&mut self, now: u64) -> bool {
+        if self.rate == 0 {
+            return true;
+        }
+        let earned = now.saturating_sub(self.last).saturating_mul(self.rate);
+        self.last = self.last.max(now);
+        self.credit = self.credit.saturating_add(earned).min(self.cap);
+        if self.credit >= self.hz {
+            self.credit -= self.hz;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 fn nd_advert(frame: &mut [u8], mac: MacAddr) -> Option<usize> {
     let mut eth = EthernetFrame::new_checked(&mut *frame).ok()?;
     let hl = eth.header_len();
@@ -644,6 +768,7 @@ mod tests {
     const CLIENT4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 7);
     const SYN: u8 = 0x02;
     const ACK: u8 = 0x10;
+    const THIEF_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 0x66]);
 
     /// The flow hash spreads what real clients vary (the low address bits,
     /// the source port) evenly, and every input bit moves about half of the
@@ -1081,14 +1206,34 @@ mod tests {
                 Action::ToKernel,
             ),
             (
-                "ping to the VIP",
+                "ICMP timestamp request to the VIP",
+                build::ethernet(
+                    PORT_MAC,
+                    CLIENT_MAC,
+                    0x0800,
+                    &build::ipv4(CLIENT4, VIP4, 1, &[13, 0, 0xf2, 0xff, 0, 0, 0, 0]),
+                ),
+                Action::Drop(DropReason::IcmpNotForFlow),
+            ),
+            (
+                "echo reply to the VIP",
+                build::ethernet(
+                    PORT_MAC,
+                    CLIENT_MAC,
+                    0x0800,
+                    &build::ipv4(CLIENT4, VIP4, 1, &[0, 0, 0xff, 0xff, 0, 0, 0, 0]),
+                ),
+                Action::Drop(DropReason::IcmpNotForFlow),
+            ),
+            (
+                "echo request with a bad checksum",
                 build::ethernet(
                     PORT_MAC,
                     CLIENT_MAC,
                     0x0800,
                     &build::ipv4(CLIENT4, VIP4, 1, &[8, 0, 0, 0, 0, 0, 0, 0]),
                 ),
-                Action::Drop(DropReason::IcmpNotForFlow),
+                Action::Drop(DropReason::BadChecksum),
             ),
         ];
         for (what, mut f, want) in cases {
@@ -1454,6 +1599,315 @@ mod tests {
         assert_dr_rewrite(&before, &tagged, backend);
     }
 
+    /// An echo reply's IP and ICMP checksums verify (through the views).
+    fn assert_echo_reply_verifies(f: &[u8]) {
+        let e = EthernetFrame::new_checked(f).unwrap();
+        match e.ethertype() {
+            ETHERTYPE_IPV4 => {
+                let ip = Ipv4Packet::new_checked(e.payload()).unwrap();
+                assert!(ip.checksum_ok(), "IPv4 header checksum");
+                assert!(icmp::checksum_ok(ip.payload()), "ICMP checksum");
+                assert_eq!(ip.payload()[0], icmp::ECHO_REPLY);
+            }
+            ETHERTYPE_IPV6 => {
+                let ip = Ipv6Packet::new_checked(e.payload()).unwrap();
+                let m = Icmpv6Packet::new_checked(ip.upper_payload()).unwrap();
+                assert!(
+                    m.checksum_ok(&ip.src_bytes(), &ip.dst_bytes()),
+                    "ICMPv6 checksum"
+                );
+                assert_eq!(m.msg_type(), icmpv6::ECHO_REPLY);
+            }
+            t => panic!("ethertype {t:#x}"),
+        }
+    }
+
+    #[test]
+    fn echo_request_to_a_vip_is_answered_in_place() {
+        let s = all_up();
+        let mut t = table();
+        let data = b"abcdefghijklmnopqrstuvwabcdefghi";
+        // IPv4, with a TTL other than 64 (its header checksum fixed).
+        let mut f = build::icmp4_echo(PORT_MAC, CLIENT_MAC, CLIENT4, VIP4, 0x4242, 17, data);
+        f[14 + 8] = 3;
+        Ipv4Packet::new_checked(&mut f[14..])
+            .unwrap()
+            .fill_checksum();
+        assert_eq!(decide(&mut f, &s, &mut t, 0), Action::EchoReply);
+        // The reply as it must be, built independently: ICMP type 0, the
+        // request's identifier, sequence and data, addresses swapped, TTL 64.
+        let mut m = vec![icmp::ECHO_REPLY, 0, 0, 0, 0x42, 0x42, 0, 17];
+        m.extend_from_slice(data);
+        let c = crate::packet::checksum::checksum(&m);
+        m[2..4].copy_from_slice(&c.to_be_bytes());
+        let want = build::ethernet(
+            CLIENT_MAC,
+            PORT_MAC,
+            0x0800,
+            &build::ipv4(VIP4, CLIENT4, 1, &m),
+        );
+        assert_eq!(f, want, "the exact IPv4 echo reply");
+        assert_echo_reply_verifies(&f);
+
+        // IPv6, hop limit 5.
+        let mut f = build::icmp6_echo(PORT_MAC, CLIENT_MAC, client6(), vip6(), 0x4242, 18, data);
+        f[14 + 7] = 5;
+        assert_eq!(decide(&mut f, &s, &mut t, 0), Action::EchoReply);
+        let mut m = vec![icmpv6::ECHO_REPLY, 0, 0, 0, 0x42, 0x42, 0, 18];
+        m.extend_from_slice(data);
+        let len = u32::try_from(m.len()).unwrap();
+        let sum = crate::packet::checksum::ipv6_pseudo(
+            &vip6().octets(),
+            &client6().octets(),
+            len,
+            PROTO_ICMPV6,
+        );
+        let c = crate::packet::checksum::finish(crate::packet::checksum::sum(&m, sum));
+        m[2..4].copy_from_slice(&c.to_be_bytes());
+        let want = build::ethernet(
+            CLIENT_MAC,
+            PORT_MAC,
+            0x86dd,
+            &build::ipv6(vip6(), client6(), PROTO_ICMPV6, &m),
+        );
+        assert_eq!(f, want, "the exact IPv6 echo reply");
+        assert_echo_reply_verifies(&f);
+        assert_eq!(t.stats().active, 0, "no flow entry for a ping");
+
+        // A corrupted ICMPv6 checksum is not answered.
+        let mut bad = build::icmp6_echo(PORT_MAC, CLIENT_MAC, client6(), vip6(), 1, 1, data);
+        let at = bad.len() - 1;
+        bad[at] ^= 0xff;
+        assert_eq!(
+            decide(&mut bad, &s, &mut t, 0),
+            Action::Drop(DropReason::BadChecksum)
+        );
+    }
+
+    #[test]
+    fn echo_to_other_addresses_or_with_ping_off_is_as_before() {
+        let s = all_up();
+        let mut t = table();
+        let other = Ipv4Addr::new(192, 0, 2, 200);
+        for dst in [LOCAL4, other] {
+            let mut f = build::icmp4_echo(PORT_MAC, CLIENT_MAC, CLIENT4, dst, 1, 1, b"x");
+            let before = f.clone();
+            assert_eq!(decide(&mut f, &s, &mut t, 0), Action::ToKernel, "{dst}");
+            assert_eq!(f, before);
+        }
+        let mut f = build::icmp6_echo(
+            PORT_MAC,
+            CLIENT_MAC,
+            client6(),
+            "2001:db8::99".parse().unwrap(),
+            1,
+            1,
+            b"x",
+        );
+        assert_eq!(decide(&mut f, &s, &mut t, 0), Action::ToKernel);
+
+        // Ping off (lbd --no-vip-ping): dropped as every ICMP not for a flow.
+        let off = all_up().with_vip_ping(false);
+        assert!(!off.vip_ping() && s.vip_ping());
+        for mut f in [
+            build::icmp4_echo(PORT_MAC, CLIENT_MAC, CLIENT4, VIP4, 1, 1, b"x"),
+            build::icmp6_echo(PORT_MAC, CLIENT_MAC, client6(), vip6(), 1, 1, b"x"),
+        ] {
+            let before = f.clone();
+            assert_eq!(
+                decide(&mut f, &off, &mut t, 0),
+                Action::Drop(DropReason::IcmpNotForFlow)
+            );
+            assert_eq!(f, before, "untouched");
+        }
+        // Spread over segments: its checksum cannot be checked, not answered.
+        let big = build::icmp4_echo(PORT_MAC, CLIENT_MAC, CLIENT4, VIP4, 1, 1, &[7; 3000]);
+        assert!(matches!(
+            classify_segmented(&big[..2048], big.len(), &s),
+            Classified::Drop(DropReason::IcmpNotForFlow)
+        ));
+        assert!(matches!(classify(&big, &s), Classified::Echo));
+    }
+
+    #[test]
+    fn the_echo_limiter_allows_a_burst_then_its_rate() {
+        // 1000 replies/s, burst 100; time in milliseconds.
+        let mut l = EchoLimiter::new(1000, 100, 1000);
+        let at = |l: &mut EchoLimiter, now| (0..1000).filter(|_| l.allow(now)).count();
+        assert_eq!(at(&mut l, 5), 100, "a full bucket: the burst");
+        assert_eq!(at(&mut l, 5), 0, "then nothing at the same instant");
+        assert_eq!(at(&mut l, 6), 1, "one per millisecond");
+        assert_eq!(at(&mut l, 16), 10, "ten in ten milliseconds");
+        assert_eq!(at(&mut l, 10_000), 100, "refilled to the burst, no more");
+        // A rate below one per tick accrues over several ticks.
+        let mut slow = EchoLimiter::new(2, 1, 1000);
+        assert!(slow.allow(1));
+        assert!(!slow.allow(400));
+        assert!(slow.allow(501), "one per 500 ms");
+        assert!(!slow.allow(501));
+        // Rate 0: no limit.
+        let mut free = EchoLimiter::new(0, 1, 1000);
+        assert!((0..10_000).all(|_| free.allow(0)));
+        // A clock that goes back earns nothing, and loses nothing.
+        let mut l = EchoLimiter::new(1000, 2, 1000);
+        assert!(l.allow(100) && l.allow(100) && !l.allow(100));
+        assert!(!l.allow(50));
+        assert!(l.allow(101));
+    }
+
+    #[test]
+    fn another_mac_claiming_a_vip_is_a_conflict() {
+        let s = all_up();
+        let mut t = table();
+        let conflict = |ip: IpAddr| Action::VipConflict {
+            vip_addr: ip,
+            mac: THIEF_MAC,
+        };
+        let cases: Vec<(&str, Vec<u8>, Action)> = vec![
+            (
+                "ARP reply for the VIP, to us",
+                build::arp(PORT_MAC, OP_REPLY, (THIEF_MAC, VIP4), (PORT_MAC, LOCAL4)),
+                conflict(IpAddr::V4(VIP4)),
+            ),
+            (
+                "gratuitous ARP request",
+                build::arp(
+                    MacAddr::BROADCAST,
+                    OP_REQUEST,
+                    (THIEF_MAC, VIP4),
+                    (MacAddr::ZERO, VIP4),
+                ),
+                conflict(IpAddr::V4(VIP4)),
+            ),
+            (
+                "gratuitous ARP reply",
+                build::arp(
+                    MacAddr::BROADCAST,
+                    OP_REPLY,
+                    (THIEF_MAC, VIP4),
+                    (MacAddr::BROADCAST, VIP4),
+                ),
+                conflict(IpAddr::V4(VIP4)),
+            ),
+            (
+                "ARP request sent from the VIP (no arp_announce)",
+                build::arp(
+                    MacAddr::BROADCAST,
+                    OP_REQUEST,
+                    (THIEF_MAC, VIP4),
+                    (MacAddr::ZERO, Ipv4Addr::new(192, 0, 2, 254)),
+                ),
+                conflict(IpAddr::V4(VIP4)),
+            ),
+            (
+                "unsolicited NA for the VIP",
+                build::neighbor_advert(
+                    MacAddr::ipv6_multicast(&icmpv6::ALL_NODES),
+                    THIEF_MAC,
+                    vip6(),
+                    Ipv6Addr::from(icmpv6::ALL_NODES),
+                    vip6(),
+                    0x20,
+                ),
+                conflict(IpAddr::V6(vip6())),
+            ),
+            (
+                "solicited NA for the VIP, to us",
+                build::neighbor_advert(
+                    PORT_MAC,
+                    THIEF_MAC,
+                    vip6(),
+                    "2001:db8::1".parse().unwrap(),
+                    vip6(),
+                    0x60,
+                ),
+                conflict(IpAddr::V6(vip6())),
+            ),
+            // Not conflicts.
+            (
+                "ARP reply from a backend: learned as before",
+                build::arp(
+                    PORT_MAC,
+                    OP_REPLY,
+                    (backend_mac(1), Ipv4Addr::new(192, 0, 2, 11)),
+                    (PORT_MAC, LOCAL4),
+                ),
+                Action::Learned {
+                    ip: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 11)),
+                    mac: backend_mac(1),
+                },
+            ),
+            (
+                "NA from a backend: learned as before",
+                build::neighbor_advert(
+                    PORT_MAC,
+                    backend_mac(3),
+                    "2001:db8::21".parse().unwrap(),
+                    "2001:db8::1".parse().unwrap(),
+                    "2001:db8::21".parse().unwrap(),
+                    0x60,
+                ),
+                Action::Learned {
+                    ip: IpAddr::V6("2001:db8::21".parse().unwrap()),
+                    mac: backend_mac(3),
+                },
+            ),
+            (
+                "our own gratuitous ARP",
+                build::arp(
+                    MacAddr::BROADCAST,
+                    OP_REQUEST,
+                    (PORT_MAC, VIP4),
+                    (MacAddr::ZERO, VIP4),
+                ),
+                Action::ArpReply,
+            ),
+            (
+                "our own NA for the VIP",
+                build::neighbor_advert(
+                    PORT_MAC,
+                    PORT_MAC,
+                    vip6(),
+                    "2001:db8::1".parse().unwrap(),
+                    vip6(),
+                    0x60,
+                ),
+                Action::Learned {
+                    ip: IpAddr::V6(vip6()),
+                    mac: PORT_MAC,
+                },
+            ),
+            (
+                "an ARP probe for the VIP (sender 0.0.0.0) is answered",
+                build::arp(
+                    MacAddr::BROADCAST,
+                    OP_REQUEST,
+                    (THIEF_MAC, Ipv4Addr::UNSPECIFIED),
+                    (MacAddr::ZERO, VIP4),
+                ),
+                Action::ArpReply,
+            ),
+            (
+                "gratuitous ARP for another address",
+                build::arp(
+                    MacAddr::BROADCAST,
+                    OP_REQUEST,
+                    (THIEF_MAC, Ipv4Addr::new(192, 0, 2, 200)),
+                    (MacAddr::ZERO, Ipv4Addr::new(192, 0, 2, 200)),
+                ),
+                Action::ToKernel,
+            ),
+        ];
+        for (what, mut f, want) in cases {
+            let before = f.clone();
+            let got = decide(&mut f, &s, &mut t, 0);
+            assert_eq!(got, want, "{what}");
+            if matches!(got, Action::VipConflict { .. }) {
+                assert_eq!(f, before, "{what}: a conflict leaves the frame as it was");
+            }
+        }
+    }
+
     /// Valid frames of every kind the decision handles: the seed corpus for
     /// the mutation test below.
     fn corpus() -> Vec<Vec<u8>> {
@@ -1504,6 +1958,15 @@ mod tests {
                 0x0800,
                 &build::ipv4_fragment(CLIENT4, VIP4, 17, 0x2000, 1, &[0; 16]),
             ),
+            build::icmp4_echo(PORT_MAC, CLIENT_MAC, CLIENT4, VIP4, 7, 1, b"ping"),
+            build::icmp6_echo(PORT_MAC, CLIENT_MAC, client6(), vip6(), 7, 1, b"ping"),
+            build::arp(
+                MacAddr::BROADCAST,
+                OP_REQUEST,
+                (THIEF_MAC, VIP4),
+                (MacAddr::ZERO, VIP4),
+            ),
+            build::neighbor_advert(PORT_MAC, THIEF_MAC, vip6(), client6(), vip6(), 0x20),
         ]
     }
 
@@ -1550,12 +2013,22 @@ mod tests {
                 }
                 Action::NdAdvert { len } => assert!(len <= f.len()),
                 Action::ArpReply => assert_eq!(f.len(), orig.len()),
+                Action::EchoReply => {
+                    assert_eq!(f.len(), orig.len());
+                    assert_eq!(&f[..6], &orig[6..12], "back to the asker");
+                    assert_eq!(&f[6..12], &PORT_MAC.0);
+                    assert_echo_reply_verifies(&f);
+                }
+                Action::VipConflict { vip_addr, mac } => {
+                    assert_eq!(f, orig);
+                    assert!(s.is_vip_addr(vip_addr) && mac != PORT_MAC);
+                }
                 Action::ToKernel | Action::Drop(_) | Action::Learned { .. } => assert_eq!(f, orig),
             }
             seen_actions.insert(std::mem::discriminant(&a));
         }
         assert!(
-            seen_actions.len() >= 6,
+            seen_actions.len() >= 8,
             "mutations reach most outcomes: {}",
             seen_actions.len()
         );
@@ -1629,6 +2102,15 @@ mod tests {
                 }
                 Action::ArpReply => prop_assert_eq!(f.len(), orig.len()),
                 Action::NdAdvert { len } => prop_assert!(len <= f.len()),
+                Action::EchoReply => {
+                    prop_assert_eq!(f.len(), orig.len());
+                    prop_assert_eq!(&f[..6], &orig[6..12]);
+                    assert_echo_reply_verifies(&f);
+                }
+                Action::VipConflict { vip_addr, mac } => {
+                    prop_assert!(s.is_vip_addr(vip_addr) && mac != PORT_MAC);
+                    prop_assert_eq!(f, orig);
+                }
                 Action::ToKernel | Action::Drop(_) | Action::Learned { .. } => prop_assert_eq!(f, orig),
             }
         }

@@ -218,6 +218,8 @@ pub struct Snapshot {
     local: HashSet<IpAddr, FixedHash>,
     source_v4: Option<Ipv4Addr>,
     source_v6: Option<Ipv6Addr>,
+    /// Whether echo requests to a VIP are answered ([`Snapshot::with_vip_ping`]).
+    vip_ping: bool,
 }
 
 impl Snapshot {
@@ -396,7 +398,23 @@ impl Snapshot {
             local,
             source_v4,
             source_v6,
+            vip_ping: true,
         })
+    }
+
+    /// Answer ICMP/ICMPv6 echo requests to VIP addresses (the default), or
+    /// drop them as `icmp_not_for_flow` (lbd --no-vip-ping). A property of
+    /// the snapshot rather than a [`SnapshotSpec`] field, so that every
+    /// spec written as a struct literal (tests, benchmarks) keeps building.
+    pub fn with_vip_ping(mut self, on: bool) -> Snapshot {
+        self.vip_ping = on;
+        self
+    }
+
+    /// Are echo requests to VIP addresses answered?
+    #[inline]
+    pub fn vip_ping(&self) -> bool {
+        self.vip_ping
     }
 
     pub fn vips(&self) -> &[SnapshotVip] {

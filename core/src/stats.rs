@@ -33,6 +33,8 @@ macro_rules! for_each_counter {
             [icmp_to_backend, Total, "ICMP errors about a VIP flow sent to that flow's backend."],
             [arp_replies, Total, "ARP replies sent for VIPs and the port's own addresses."],
             [nd_adverts, Total, "Neighbor advertisements sent for VIPs and the port's own addresses."],
+            [echo_replies, Total, "ICMP and ICMPv6 echo replies sent for VIPs."],
+            [vip_conflicts, Total, "ARP and neighbor advertisements from another MAC claiming a VIP, reported to the control side."],
             [to_kernel, Total, "Packets passed to the host through the exception interface."],
             [from_kernel, Total, "Packets the host sent through the exception interface, out of the port."],
             [neigh_requests, Total, "ARP requests and neighbor solicitations sent to resolve backends."],

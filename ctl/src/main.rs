@@ -151,7 +151,7 @@ struct CheckArgs {
     /// Milliseconds between checks (default 2000).
     #[arg(long)]
     interval: Option<u32>,
-    /// Milliseconds a check may take (default 1000).
+    /// Milliseconds a check may take (default: half the interval, at most 1000).
     #[arg(long)]
     timeout: Option<u32>,
     /// Successes that bring a down backend up (default 2).
@@ -493,12 +493,17 @@ async fn run_one(cli: &Cli, target: &str) -> Result<()> {
                 .into_inner();
             match out {
                 Output::Json => {
+                    // Backends first, as before; then one {"vip_conflict": ...}
+                    // entry per (VIP, MAC) another host claimed (no "address"
+                    // key, so readers looking a backend up skip them).
                     let v: Vec<Value> = h
                         .backends
                         .iter()
                         .map(|b| json!({"vip": vip_text(&b.vip), "address": b.address, "health": health_text(b.health),
                                         "detail": b.detail, "consecutive_successes": b.consecutive_successes,
                                         "consecutive_failures": b.consecutive_failures}))
+                        .chain(h.conflicts.iter().map(|c| json!({"vip_conflict": {"vip": c.vip, "mac": c.mac,
+                                        "count": c.count, "backend": c.backend, "last_seen_ms": c.last_seen_ms}})))
                         .collect();
                     println!("{}", Value::Array(v));
                 }
@@ -512,6 +517,28 @@ async fn run_one(cli: &Cli, target: &str) -> Result<()> {
                             health_text(b.health),
                             b.detail
                         );
+                    }
+                    if !h.conflicts.is_empty() {
+                        println!();
+                        println!("VIP CONFLICTS (ARP/ND for a VIP from another MAC)");
+                        println!(
+                            "{:<28} {:<18} {:>8} {:<22} LAST SEEN (ms)",
+                            "VIP", "MAC", "COUNT", "BACKEND"
+                        );
+                        for c in &h.conflicts {
+                            println!(
+                                "{:<28} {:<18} {:>8} {:<22} {}",
+                                c.vip,
+                                c.mac,
+                                c.count,
+                                if c.backend.is_empty() {
+                                    "-"
+                                } else {
+                                    &c.backend
+                                },
+                                c.last_seen_ms
+                            );
+                        }
                     }
                 }
             }
@@ -791,6 +818,7 @@ fn print_stats(out: Output, s: &pb::Stats) {
                                 "arp_replies": w.arp_replies, "nd_adverts": w.nd_adverts,
                                 "to_kernel": w.to_kernel, "from_kernel": w.from_kernel,
                                 "neigh_requests": w.neigh_requests, "neigh_learned": w.neigh_learned,
+                                "echo_replies": w.echo_replies, "vip_conflicts": w.vip_conflicts,
                                 "new_flows": w.new_flows, "flow_rejected": w.flow_rejected,
                                 "active_flows": w.active_flows, "snapshot_generation": w.snapshot_generation,
                                 "snapshot_adoption": delays_json(&w.snapshot_adoption), "drops": drops(w)}))
@@ -900,6 +928,21 @@ fn print_event(out: Output, ev: &pb::Event) {
                 r.reason
             ),
             json!({"announced": r.announced, "reason": r.reason}),
+        ),
+        Some(pb::event::Kind::Conflict(c)) => (
+            "conflict",
+            format!(
+                "{} claimed by {} ({} times{})",
+                c.vip,
+                c.mac,
+                c.count,
+                if c.backend.is_empty() {
+                    String::new()
+                } else {
+                    format!(", backend {}", c.backend)
+                }
+            ),
+            json!({"vip": c.vip, "mac": c.mac, "count": c.count, "backend": c.backend, "last_seen_ms": c.last_seen_ms}),
         ),
         Some(pb::event::Kind::Missed(m)) => (
             "missed",

@@ -15,7 +15,7 @@ use crossbeam_queue::ArrayQueue;
 use crate::dpdk::{self, Burst, Fate, Mempool, Queue, BURST_SIZE};
 use lb_core::drop_reason::DropReason;
 use lb_core::flow::FlowTable;
-use lb_core::forward::{self, Action, Classified};
+use lb_core::forward::{self, Action, Classified, EchoLimiter};
 use lb_core::packet::{build, MacAddr};
 use lb_core::snapshot::{Reader, Snapshot};
 use lb_core::stats::WorkerStats;
@@ -26,15 +26,23 @@ const SWEEP_IDLE: usize = 64;
 const SWEEP_BUSY: usize = 2;
 /// Neighbour requests sent per poll at most.
 const REQUESTS_PER_POLL: usize = 4;
+/// Echo replies per second per worker by default (lbd --vip-ping-rate), and
+/// the most sent at once.
+pub const ECHO_RATE: u32 = 1000;
+pub const ECHO_BURST: u32 = 100;
 
 /// The worker's end of backend MAC resolution (see `neigh.rs`): what it
 /// learns from ARP replies and neighbor advertisements goes to `learned`;
 /// the worker given `requests` sends the ARP requests and solicitations the
 /// control side asks for, built in mbufs from `pool`. Lock-free queues:
 /// a full queue loses an entry (the next refresh repeats it), never blocks.
+/// Another host's claims on a VIP address (ARP, neighbor advertisements)
+/// go to `conflicts` the same way (a full queue loses the report; the
+/// `vip_conflicts` counter still counts it).
 #[derive(Clone, Copy)]
 pub struct Neighbors<'a> {
     pub learned: &'a ArrayQueue<(IpAddr, MacAddr)>,
+    pub conflicts: Option<&'a ArrayQueue<(IpAddr, MacAddr)>>,
     pub requests: Option<(&'a ArrayQueue<IpAddr>, &'static Mempool)>,
 }
 
@@ -51,6 +59,8 @@ pub struct Worker<'a> {
     tsc_hz: u64,
     /// The generation of the last snapshot used; `None` before the first.
     generation: Option<u64>,
+    /// Echo replies to VIPs, on the TSC clock.
+    echo: EchoLimiter,
 }
 
 impl<'a> Worker<'a> {
@@ -70,7 +80,16 @@ impl<'a> Worker<'a> {
             stats,
             tsc_hz: tsc_hz.max(1),
             generation: None,
+            echo: EchoLimiter::new(ECHO_RATE, ECHO_BURST, tsc_hz),
         }
+    }
+
+    /// Send at most `rate` echo replies per second (0: no limit), in bursts
+    /// of up to [`ECHO_BURST`] (or `rate`, if lower).
+    pub fn with_echo_rate(mut self, rate: u32) -> Worker<'a> {
+        let burst = if rate == 0 { 1 } else { rate.min(ECHO_BURST) };
+        self.echo = EchoLimiter::new(rate, burst, self.tsc_hz);
+        self
     }
 
     /// Pass host traffic to (and from) the kernel through `kernel`.
@@ -212,6 +231,8 @@ impl<'a> Worker<'a> {
         let flows = &mut self.flows;
         let has_kernel = self.kernel.is_some();
         let learned = self.neighbors.map(|n| n.learned);
+        let conflicts = self.neighbors.and_then(|n| n.conflicts);
+        let echo = &mut self.echo;
         let backend_stats = &self.stats.backends;
         let mut to_kernel = Burst::new();
         burst.triage(&mut to_kernel, |frame| {
@@ -250,6 +271,26 @@ impl<'a> Worker<'a> {
                 Action::NdAdvert { len } => {
                     counts.nd += 1;
                     len
+                }
+                // The clock is read for echo requests only, never on the flow path.
+                Action::EchoReply if echo.allow(dpdk::rdtsc()) => {
+                    counts.echo += 1;
+                    frame.len()
+                }
+                Action::EchoReply => {
+                    counts.drops[DropReason::EchoRateLimited as usize] += 1;
+                    return Fate::Drop;
+                }
+                Action::VipConflict { vip_addr, mac } => {
+                    counts.conflicts += 1;
+                    if let Some(q) = conflicts {
+                        let _ = q.push((vip_addr, mac));
+                    }
+                    // Dropped, not passed to the host: the frame only claims
+                    // an address that is the dataplane's, and the kernel
+                    // would point its own neighbour entry for the VIP at
+                    // the claimant. Reported and counted, nothing is lost.
+                    return Fate::Drop;
                 }
                 Action::Learned { ip, mac } => {
                     counts.learned += 1;
@@ -303,6 +344,8 @@ impl<'a> Worker<'a> {
         s.icmp_to_backend.add(counts.icmp);
         s.arp_replies.add(counts.arp);
         s.nd_adverts.add(counts.nd);
+        s.echo_replies.add(counts.echo);
+        s.vip_conflicts.add(counts.conflicts);
         s.to_kernel.add(counts.to_kernel);
         s.new_flows.add(counts.new_flows);
         s.neigh_learned.add(counts.learned);
@@ -352,6 +395,8 @@ struct BurstCounts {
     icmp: u64,
     arp: u64,
     nd: u64,
+    echo: u64,
+    conflicts: u64,
     to_kernel: u64,
     new_flows: u64,
     learned: u64,

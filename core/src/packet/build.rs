@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::checksum;
 use super::ethernet::{MacAddr, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
-use super::icmpv6::{NEIGHBOR_SOLICIT, PROTO_ICMPV6};
+use super::icmpv6::{NEIGHBOR_ADVERT, NEIGHBOR_SOLICIT, PROTO_ICMPV6};
 use super::l4::{PROTO_TCP, PROTO_UDP};
 
 pub fn ethernet(dst: MacAddr, src: MacAddr, ethertype: u16, payload: &[u8]) -> Vec<u8> {
@@ -310,6 +310,88 @@ fn write_ethernet(f: &mut [u8], dst: MacAddr, src: MacAddr, ethertype: u16) {
     f[..6].copy_from_slice(&dst.0);
     f[6..12].copy_from_slice(&src.0);
     f[12..14].copy_from_slice(&ethertype.to_be_bytes());
+}
+
+/// An ICMP echo request (`ident`, `seq`, `data`) from `src` to `dst`.
+pub fn icmp4_echo(
+    dst_mac: MacAddr,
+    src_mac: MacAddr,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    ident: u16,
+    seq: u16,
+    data: &[u8],
+) -> Vec<u8> {
+    let mut m = vec![super::icmp::ECHO_REQUEST, 0, 0, 0];
+    m.extend_from_slice(&ident.to_be_bytes());
+    m.extend_from_slice(&seq.to_be_bytes());
+    m.extend_from_slice(data);
+    let c = checksum::checksum(&m);
+    m[2..4].copy_from_slice(&c.to_be_bytes());
+    ethernet(dst_mac, src_mac, ETHERTYPE_IPV4, &ipv4(src, dst, 1, &m))
+}
+
+/// An ICMPv6 echo request (`ident`, `seq`, `data`) from `src` to `dst`.
+pub fn icmp6_echo(
+    dst_mac: MacAddr,
+    src_mac: MacAddr,
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    ident: u16,
+    seq: u16,
+    data: &[u8],
+) -> Vec<u8> {
+    let mut m = vec![super::icmpv6::ECHO_REQUEST, 0, 0, 0];
+    m.extend_from_slice(&ident.to_be_bytes());
+    m.extend_from_slice(&seq.to_be_bytes());
+    m.extend_from_slice(data);
+    let c = checksum::finish(checksum::sum(&m, pseudo6(src, dst, PROTO_ICMPV6, m.len())));
+    m[2..4].copy_from_slice(&c.to_be_bytes());
+    ethernet(
+        dst_mac,
+        src_mac,
+        ETHERTYPE_IPV6,
+        &ipv6(src, dst, PROTO_ICMPV6, &m),
+    )
+}
+
+/// Any Ethernet/IPv4 ARP message, e.g. a reply or a gratuitous
+/// announcement (sender IP = target IP).
+pub fn arp(
+    dst_mac: MacAddr,
+    op: u16,
+    sender: (MacAddr, Ipv4Addr),
+    target: (MacAddr, Ipv4Addr),
+) -> Vec<u8> {
+    let mut a = vec![0, 1, 0x08, 0x00, 6, 4];
+    a.extend_from_slice(&op.to_be_bytes());
+    a.extend_from_slice(&sender.0 .0);
+    a.extend_from_slice(&sender.1.octets());
+    a.extend_from_slice(&target.0 .0);
+    a.extend_from_slice(&target.1.octets());
+    ethernet(dst_mac, sender.0, ETHERTYPE_ARP, &a)
+}
+
+/// A neighbor advertisement from (`mac`, `src`) to `dst` for `target`
+/// with `flags` (0x20 override, 0x40 solicited, 0x80 router) and a target
+/// link-layer option carrying `mac`.
+pub fn neighbor_advert(
+    dst_mac: MacAddr,
+    mac: MacAddr,
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    target: Ipv6Addr,
+    flags: u8,
+) -> Vec<u8> {
+    let mut m = vec![NEIGHBOR_ADVERT, 0, 0, 0, flags, 0, 0, 0];
+    m.extend_from_slice(&target.octets());
+    m.extend_from_slice(&[2, 1]);
+    m.extend_from_slice(&mac.0);
+    let c = checksum::finish(checksum::sum(&m, pseudo6(src, dst, PROTO_ICMPV6, m.len())));
+    m[2..4].copy_from_slice(&c.to_be_bytes());
+    let mut ip = ipv6(src, dst, PROTO_ICMPV6, &m);
+    ip[7] = 255;
+    ethernet(dst_mac, mac, ETHERTYPE_IPV6, &ip)
 }
 
 /// An ICMP "fragmentation needed" (MTU `mtu`) from `router` about `quoted`

@@ -31,6 +31,13 @@ pub fn finish(mut s: u32) -> u16 {
     !folded
 }
 
+/// The checksum field `hc` after one 16-bit word it covers changed from
+/// `old` to `new` (RFC 1624, eqn. 3), without summing the data again.
+#[inline]
+pub fn update16(hc: u16, old: u16, new: u16) -> u16 {
+    finish(u32::from(!hc) + u32::from(!old) + u32::from(new))
+}
+
 /// Checksum of `data`.
 pub fn checksum(data: &[u8]) -> u16 {
     finish(sum(data, 0))
@@ -63,6 +70,17 @@ mod tests {
         let c = checksum(&h);
         h[10..12].copy_from_slice(&c.to_be_bytes());
         assert_eq!(checksum(&h), 0);
+    }
+
+    #[test]
+    fn an_incremental_update_equals_a_new_sum() {
+        let mut d = [0x08, 0x00, 0, 0, 0x12, 0x34, 0x00, 0x01, 0xab, 0xcd];
+        let c = checksum(&d);
+        d[2..4].copy_from_slice(&c.to_be_bytes());
+        d[0] = 0;
+        let updated = update16(c, 0x0800, 0x0000);
+        d[2..4].copy_from_slice(&[0, 0]);
+        assert_eq!(updated, checksum(&d));
     }
 
     #[test]

@@ -9,6 +9,8 @@ pub const DEST_UNREACHABLE: u8 = 1;
 pub const PACKET_TOO_BIG: u8 = 2;
 pub const TIME_EXCEEDED: u8 = 3;
 pub const PARAMETER_PROBLEM: u8 = 4;
+pub const ECHO_REQUEST: u8 = 128;
+pub const ECHO_REPLY: u8 = 129;
 pub const NEIGHBOR_SOLICIT: u8 = 135;
 pub const NEIGHBOR_ADVERT: u8 = 136;
 pub const PROTO_ICMPV6: u8 = 58;
@@ -153,6 +155,39 @@ pub fn write_advert(ip: &mut [u8], mac: MacAddr, target: &[u8; 16], asker: &[u8;
     len
 }
 
+/// Turn the IPv6 packet `ip` (an echo request with no extension header,
+/// possibly followed by Ethernet padding) into its echo reply, in place:
+/// source and destination swapped, hop limit 64, type echo reply;
+/// identifier, sequence and data kept; the checksum (pseudo-header and
+/// whole message) verified, then updated for the new type (swapping the
+/// addresses leaves the pseudo-header's sum as it was; RFC 1624). `None`,
+/// and nothing written, when `ip` is not such a packet with a valid
+/// checksum.
+pub fn write_echo_reply(ip: &mut [u8]) -> Option<()> {
+    let end = {
+        let p = Ipv6Packet::new_checked(&*ip).ok()?;
+        if p.upper_offset() != ipv6::HEADER_LEN || p.upper_protocol() != PROTO_ICMPV6 {
+            return None;
+        }
+        let m = Icmpv6Packet::new_checked(p.upper_payload()).ok()?;
+        if m.msg_type() != ECHO_REQUEST || !m.checksum_ok(&p.src_bytes(), &p.dst_bytes()) {
+            return None;
+        }
+        ipv6::HEADER_LEN + usize::from(p.payload_len())
+    };
+    let (src, dst): ([u8; 16], [u8; 16]) = (arr(ip, 8), arr(ip, 24));
+    ip[8..24].copy_from_slice(&dst);
+    ip[24..40].copy_from_slice(&src);
+    ip[7] = 64;
+    let m = &mut ip[ipv6::HEADER_LEN..end];
+    let word = |m: &[u8], at: usize| u16::from_be_bytes([m[at], m[at + 1]]);
+    let old = word(m, 0);
+    m[0] = ECHO_REPLY;
+    let c = checksum::update16(word(m, 2), old, word(m, 0));
+    m[2..4].copy_from_slice(&c.to_be_bytes());
+    Some(())
+}
+
 /// ff02::1
 pub const ALL_NODES: [u8; 16] = [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
 
@@ -230,6 +265,31 @@ mod tests {
         let a = Icmpv6Packet::new_checked(p.upper_payload()).unwrap();
         assert!(a.checksum_ok(&VIP, &ALL_NODES));
         assert_eq!(a.nd_lladdr(), None);
+    }
+
+    #[test]
+    fn echo_reply_in_place() {
+        let mut m = vec![ECHO_REQUEST, 0, 0, 0, 0x12, 0x34, 0, 9, 1, 2, 3, 4, 5];
+        let s = checksum::ipv6_pseudo(&CLIENT, &VIP, 13, PROTO_ICMPV6);
+        let c = checksum::finish(checksum::sum(&m, s));
+        m[2..4].copy_from_slice(&c.to_be_bytes());
+        let mut ip = vec![0u8; 40];
+        ipv6::write_header(&mut ip, 13, PROTO_ICMPV6, 3, &CLIENT, &VIP);
+        ip.extend_from_slice(&m);
+        ip.push(0); // padding
+        write_echo_reply(&mut ip).unwrap();
+        let p = Ipv6Packet::new_checked(&ip[..]).unwrap();
+        assert_eq!(
+            (p.src_bytes(), p.dst_bytes(), p.hop_limit()),
+            (VIP, CLIENT, 64)
+        );
+        let r = Icmpv6Packet::new_checked(p.upper_payload()).unwrap();
+        assert_eq!((r.msg_type(), r.code()), (ECHO_REPLY, 0));
+        assert!(r.checksum_ok(&VIP, &CLIENT));
+        assert_eq!(&p.upper_payload()[4..], &m[4..]);
+        let before = ip.clone();
+        assert_eq!(write_echo_reply(&mut ip), None, "a reply is not answered");
+        assert_eq!(ip, before);
     }
 
     #[test]
