@@ -27,6 +27,11 @@ const NEIGH_QUEUE: usize = 1024;
 /// then at most this often while it goes on.
 const CONFLICT_REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// At most this many (VIP, MAC) pairs are kept: a flood of claims from
+/// made-up MACs cannot grow the table without bound (the workers'
+/// `vip_conflicts` counter still counts every claim).
+const MAX_CONFLICTS: usize = 4096;
+
 /// Another host's claims on a VIP address from one MAC.
 #[derive(Debug, Clone)]
 pub struct Conflict {
@@ -221,6 +226,9 @@ impl Control {
         let now = std::time::Instant::now();
         let mut due = BTreeSet::new();
         while let Some((vip, mac)) = self.conflict_queue.pop() {
+            if self.conflicts.len() >= MAX_CONFLICTS && !self.conflicts.contains_key(&(vip, mac)) {
+                continue;
+            }
             let c = self.conflicts.entry((vip, mac)).or_insert_with(|| {
                 due.insert((vip, mac));
                 Conflict {

@@ -213,7 +213,7 @@ fn classify_inner(frame: &[u8], missing: usize, snap: &Snapshot) -> Classified {
     }
     match eth.ethertype() {
         ETHERTYPE_IPV4 => classify_ipv4(eth.payload(), missing, snap),
-        ETHERTYPE_IPV6 => classify_ipv6(eth.payload(), eth.src(), missing, snap),
+        ETHERTYPE_IPV6 => classify_ipv6(eth.payload(), &eth, missing, snap),
         ETHERTYPE_ARP => {
             let arp = tri!(ArpPacket::new_checked(eth.payload()));
             // Any ARP message from another MAC with a VIP as its sender
@@ -309,7 +309,12 @@ fn classify_ipv4(b: &[u8], missing: usize, snap: &Snapshot) -> Classified {
 }
 
 #[inline(always)]
-fn classify_ipv6(b: &[u8], eth_src: MacAddr, missing: usize, snap: &Snapshot) -> Classified {
+fn classify_ipv6(
+    b: &[u8],
+    eth: &EthernetFrame<&[u8]>,
+    missing: usize,
+    snap: &Snapshot,
+) -> Classified {
     let ip = if missing == 0 {
         tri!(Ipv6Packet::new_checked(b))
     } else {
@@ -335,7 +340,7 @@ fn classify_ipv6(b: &[u8], eth_src: MacAddr, missing: usize, snap: &Snapshot) ->
             // An advertisement (solicited or not) for a VIP from another
             // MAC claims the VIP. Without the target link-layer option the
             // claim is the frame's source.
-            let claimed = lladdr.unwrap_or(eth_src);
+            let claimed = lladdr.unwrap_or_else(|| eth.src());
             if claimed != snap.mac && snap.is_vip_addr(target) {
                 return Classified::Conflict {
                     vip_addr: target,
