@@ -682,9 +682,21 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(check(req(500, 0)).unwrap().timeout_ms, 250);
-        assert_eq!(check(req(0, 0)).unwrap().timeout_ms, 1000, "the default interval's");
-        assert_eq!(check(req(10_000, 0)).unwrap().timeout_ms, 1000, "at most 1 s");
-        assert_eq!(check(req(500, 400)).unwrap().timeout_ms, 400, "a given timeout stays");
+        assert_eq!(
+            check(req(0, 0)).unwrap().timeout_ms,
+            1000,
+            "the default interval's"
+        );
+        assert_eq!(
+            check(req(10_000, 0)).unwrap().timeout_ms,
+            1000,
+            "at most 1 s"
+        );
+        assert_eq!(
+            check(req(500, 400)).unwrap().timeout_ms,
+            400,
+            "a given timeout stays"
+        );
     }
 
     /// `pb_worker_stats` names every counter (it does not compile
