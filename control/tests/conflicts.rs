@@ -5,69 +5,24 @@
 //! metrics; `--no-vip-ping` reaches the snapshot.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use control::hub::Control;
 use control::state::DesiredState;
-use control::{commit, grpc, metrics};
 use lb_core::packet::MacAddr;
-use lb_core::stats::WorkerStats;
 use lb_proto::v1 as pb;
-use pb::load_balancer_client::LoadBalancerClient;
 
-const MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x01]);
+mod common;
+use common::{clock, hub, next, Lbd, MAC};
+
 const BACKEND_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x11]);
 const THIEF: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x66]);
-const LCORES: [u32; 2] = [1, 2];
-
-static TSC: AtomicU64 = AtomicU64::new(1_000);
-fn clock() -> u64 {
-    TSC.fetch_add(1, Ordering::SeqCst) + 1
-}
-
-async fn next(events: &mut tonic::Streaming<pb::Event>) -> pb::event::Kind {
-    tokio::time::timeout(Duration::from_secs(1), events.message())
-        .await
-        .expect("an event within a second")
-        .unwrap()
-        .expect("the stream goes on")
-        .kind
-        .unwrap()
-}
 
 #[tokio::test]
 async fn reported_conflicts_show_in_health_events_and_metrics() {
-    let dir = std::env::temp_dir().join(format!("lbd-conflicts-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let control = Arc::new(Mutex::new(
-        Control::new(DesiredState::default(), MAC, clock).unwrap(),
-    ));
-    let stats: Arc<[WorkerStats]> = LCORES.iter().map(|_| WorkerStats::default()).collect();
-    let stop = Arc::new(AtomicBool::new(false));
-    let socket = dir.join("lbd.sock");
-    let listener = grpc::bind(&socket).await.unwrap();
-    let api = grpc::Api {
-        control: Arc::clone(&control),
-        stats: Arc::clone(&stats),
-        lcores: LCORES.to_vec(),
-        port: "net_null0".into(),
-        eal_args: vec![],
-    };
-    let s = Arc::clone(&stop);
-    tokio::spawn(async move { grpc::serve(listener, api, &s).await.unwrap() });
-    let (c, s) = (Arc::clone(&control), Arc::clone(&stop));
-    tokio::spawn(async move { commit::committer(&c, &s).await });
-    let mut client = LoadBalancerClient::new(lb_proto::connect_unix(socket).await.unwrap());
-    let render = || {
-        metrics::render(&metrics::Source {
-            control: Arc::clone(&control),
-            stats: Arc::clone(&stats),
-            lcores: LCORES.to_vec(),
-        })
-    };
+    let lbd = Lbd::start("conflicts", hub(), true).await;
+    let (control, stats) = (&lbd.control, &lbd.stats);
+    let mut client = lbd.api();
+    let render = || lbd.metrics();
 
     // A VIP with one backend of a known MAC.
     let key = pb::VipKey {
@@ -200,9 +155,6 @@ async fn reported_conflicts_show_in_health_events_and_metrics() {
             .collect::<Vec<_>>(),
         vec![(3, 7), (1, 0)]
     );
-
-    stop.store(true, Ordering::SeqCst);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

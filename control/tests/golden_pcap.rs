@@ -402,43 +402,7 @@ fn lbd_forwards_golden_pcap_byte_for_byte() {
         );
     }
 
-    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    let pid = std::process::id();
-    let output = tmp.join(format!("vip-out-{pid}.pcap"));
-    let config = tmp.join(format!("vip-{pid}.toml"));
-    std::fs::write(&config, CONFIG).unwrap();
-    let _ = std::fs::remove_file(&output);
-    let vdev = format!(
-        "net_pcap0,rx_pcap={},tx_pcap={}",
-        input.display(),
-        output.display()
-    );
-    let mut args = eal::eal_args("golden", "0@0,1@1", &[&vdev]);
-    let config_arg = config.display().to_string();
-    args.extend(
-        [
-            "--",
-            "--port",
-            "net_pcap0",
-            "--config",
-            &config_arg,
-            "--flows",
-            "4096",
-            "--exit-idle-ms",
-            "500",
-            "--json",
-            "--no-grpc",
-        ]
-        .map(String::from),
-    );
-    let run = Command::new(env!("CARGO_BIN_EXE_lbd"))
-        .args(&args)
-        .output()
-        .expect("run lbd");
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(run.status.success(), "lbd failed: {stderr}");
-    let got = pcap::read(&output);
-    let _ = std::fs::remove_file(&output);
+    let (got, report, stderr) = run_lbd("golden", &input, CONFIG, &[]);
 
     // Independent of the golden file: what each sent frame must be.
     let sent: Vec<&(&str, Vec<u8>, Want)> = cases
@@ -492,7 +456,6 @@ fn lbd_forwards_golden_pcap_byte_for_byte() {
         );
     }
 
-    let report: serde_json::Value = serde_json::from_slice(&run.stdout).expect("lbd --json output");
     let total = &report["total"];
     let count = |f: &dyn Fn(&Want) -> bool| cases.iter().filter(|(_, _, w)| f(w)).count() as u64;
     assert_eq!(total["rx_packets"], cases.len() as u64, "{report}");

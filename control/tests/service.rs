@@ -4,118 +4,19 @@
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use control::health::Status;
-use control::hub::Control;
 use control::state::DesiredState;
-use control::{commit, grpc, metrics};
 use lb_core::drop_reason::DropReason;
-use lb_core::packet::MacAddr;
 use lb_core::snapshot::{BackendState, Proto, VipKey};
-use lb_core::stats::WorkerStats;
 use lb_proto::v1 as pb;
-use pb::load_balancer_client::LoadBalancerClient;
-use tonic::transport::Channel;
 use tonic::Code;
 
-const MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x01]);
-const LCORES: [u32; 2] = [1, 2];
-
-/// The fake TSC: every publication gets a later stamp.
-static TSC: AtomicU64 = AtomicU64::new(1_000);
-fn clock() -> u64 {
-    TSC.fetch_add(1, Ordering::SeqCst) + 1
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "lbd-service-{}-{name}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::SeqCst)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn hub() -> Control {
-    Control::new(DesiredState::default(), MAC, clock).unwrap()
-}
-
-/// An in-process lbd control side: the API on a Unix socket, the hub, two
-/// workers' counters, and (once started) the committer.
-struct Lbd {
-    control: Arc<Mutex<Control>>,
-    stats: Arc<[WorkerStats]>,
-    client: LoadBalancerClient<Channel>,
-    stop: Arc<AtomicBool>,
-    dir: PathBuf,
-}
-
-impl Lbd {
-    async fn start(name: &str, control: Control, committer: bool) -> Lbd {
-        let dir = temp_dir(name);
-        let control = Arc::new(Mutex::new(control));
-        let stats: Arc<[WorkerStats]> = LCORES.iter().map(|_| WorkerStats::default()).collect();
-        let stop = Arc::new(AtomicBool::new(false));
-        let socket = dir.join("lbd.sock");
-        let listener = grpc::bind(&socket).await.unwrap();
-        let api = grpc::Api {
-            control: Arc::clone(&control),
-            stats: Arc::clone(&stats),
-            lcores: LCORES.to_vec(),
-            port: "net_null0".into(),
-            eal_args: vec!["--no-pci".into()],
-        };
-        let s = Arc::clone(&stop);
-        tokio::spawn(async move { grpc::serve(listener, api, &s).await.unwrap() });
-        let client = LoadBalancerClient::new(lb_proto::connect_unix(socket).await.unwrap());
-        let lbd = Lbd {
-            control,
-            stats,
-            client,
-            stop,
-            dir,
-        };
-        if committer {
-            lbd.start_committer();
-        }
-        lbd
-    }
-
-    fn start_committer(&self) {
-        let (c, s) = (Arc::clone(&self.control), Arc::clone(&self.stop));
-        tokio::spawn(async move { commit::committer(&c, &s).await });
-    }
-
-    fn hub(&self) -> MutexGuard<'_, Control> {
-        self.control.lock().unwrap()
-    }
-
-    fn api(&self) -> LoadBalancerClient<Channel> {
-        self.client.clone()
-    }
-
-    fn metrics(&self) -> String {
-        metrics::render(&metrics::Source {
-            control: Arc::clone(&self.control),
-            stats: Arc::clone(&self.stats),
-            lcores: LCORES.to_vec(),
-        })
-    }
-}
-
-impl Drop for Lbd {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+mod common;
+use common::{hub, next, temp_dir, Lbd, LCORES, MAC, TSC};
 
 fn key(addr: &str, port: u32) -> pb::VipKey {
     pb::VipKey {
@@ -158,17 +59,6 @@ fn health(healthy: bool, detail: &str) -> Status {
         failures: u32::from(!healthy),
         passed: true,
     }
-}
-
-/// The next event of a `Watch` stream, within a second.
-async fn next(events: &mut tonic::Streaming<pb::Event>) -> pb::event::Kind {
-    tokio::time::timeout(Duration::from_secs(1), events.message())
-        .await
-        .expect("an event within a second")
-        .unwrap()
-        .expect("the stream goes on")
-        .kind
-        .unwrap()
 }
 
 fn config_event(kind: pb::event::Kind) -> pb::ConfigChanged {
