@@ -10,7 +10,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use lb_bench::{
     burst, client, datagram, established, frame, snapshot, ACK, BURST, PORT_MAC, SYN, VIP,
 };
-use lb_core::flow::{FlowConfig, FlowKey, FlowTable};
+use lb_core::flow::{FlowConfig, FlowKey};
 use lb_core::forward;
 use lb_core::maglev::Maglev;
 use lb_core::snapshot::BackendRef;
@@ -77,7 +77,7 @@ fn flow_table(c: &mut Criterion) {
         let label = format!("{}M entries", entries >> 20);
         // Half full with established flows, looked up in random order.
         let active = (entries / 2) as u32;
-        let mut t = FlowTable::new(entries, FlowConfig::default());
+        let mut t = dataplane::dpdk::flow_table(entries, FlowConfig::default());
         for i in 0..active {
             let (k, h) = key(i);
             t.insert(&k, h, 0, SLOT0, 0);

@@ -77,8 +77,10 @@ pub const ACK: u8 = 0x10;
 
 /// A flow table of `capacity` entries holding `flows` established flows of
 /// `snap`, inserted through the decision itself (as traffic would) at time 0.
+/// Its memory is a worker's (advised for huge pages), so the benchmarks see
+/// the TLB behaviour `lbd` has.
 pub fn established(snap: &Snapshot, capacity: usize, flows: u32, config: FlowConfig) -> FlowTable {
-    let mut t = FlowTable::new(capacity, config);
+    let mut t = dataplane::dpdk::flow_table(capacity, config);
     for i in 0..flows {
         let mut f = frame(i, SYN);
         let a = forward::decide(&mut f, snap, &mut t, 0);
