@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 use lb_testkit::lab::{event_time, tally, unaccounted, wait_until, Lab};
 
 const VIP: &str = "198.51.100.10:80/tcp";
+const VIP_ADDR: &str = "198.51.100.10";
 const LOCAL: &str = "192.0.2.1";
 const BACKEND: &str = "192.0.2.11";
 
@@ -20,7 +21,14 @@ fn dr_through_two_workers_and_the_exception_path() {
     // so that every flow it makes is still in a table at the end.
     lab.ok_env(
         &[("LAB_WORKERS", "2")],
-        &["lbd-start", "--json", "--tcp-closing-timeout", "3600"],
+        &[
+            "lbd-start",
+            "--json",
+            "--tcp-closing-timeout",
+            "3600",
+            "--vip-ping-rate",
+            "50",
+        ],
     );
     let events = lab.events();
 
@@ -33,6 +41,15 @@ fn dr_through_two_workers_and_the_exception_path() {
     // dataplane. Its check is the lab's: fast, but `fall` misses to go down.
     lab.ok_env(&[("LAB_ORDER", "1")], &["configure"]);
     let check = lab.check();
+    // The VIP answers a ping itself (the dataplane, not a backend), within
+    // its rate: 5 a second here, under --vip-ping-rate 50; a flood (at
+    // least 100 a second) is cut to the rate and the rest counted.
+    let vip_ping = lab.run(&[
+        "exec", "client", "ping", "-c", "3", "-i", "0.2", "-W", "2", VIP_ADDR,
+    ]);
+    let vip_flood = lab.run(&[
+        "exec", "client", "ping", "-f", "-c", "400", "-W", "1", VIP_ADDR,
+    ]);
     wait_until(
         "the backend's health check to pass",
         Duration::from_secs(20),
@@ -127,6 +144,20 @@ fn dr_through_two_workers_and_the_exception_path() {
         ping.status.success(),
         "ping through the exception path: {}\n{report}",
         String::from_utf8_lossy(&ping.stdout)
+    );
+    assert!(
+        vip_ping.status.success(),
+        "a ping of the VIP, answered by the dataplane: {}\n{report}",
+        String::from_utf8_lossy(&vip_ping.stdout)
+    );
+    let flood = String::from_utf8_lossy(&vip_flood.stdout);
+    let total_echo = report["total"]["echo_replies"].as_u64().unwrap();
+    let limited = report["total"]["drops"]["echo_rate_limited"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        (3..400).contains(&total_echo) && limited > 0 && total_echo + limited >= 403,
+        "the flood cut to the rate and counted (replies {total_echo}, limited {limited}): {flood}\n{report}"
     );
     assert_eq!(
         served.get("be1"),

@@ -352,7 +352,8 @@ pub fn event_time(e: &serde_json::Value) -> SystemTime {
 /// Per worker of an lbd report (or `lbctl stats` workers), the frames it
 /// received that no outcome counted: every received frame is forwarded (a
 /// backend's, ICMP errors included), answered (ARP reply, neighbor
-/// advertisement), passed to the host, or dropped by a counted reason.
+/// advertisement, echo reply), passed to the host, taken as a VIP conflict
+/// (dropped, counted as such), or dropped by a counted reason.
 /// Empty when every worker's counters add up.
 pub fn unaccounted(workers: &[serde_json::Value]) -> Vec<String> {
     let n = |w: &serde_json::Value, k: &str| w[k].as_u64().unwrap_or(0);
@@ -367,7 +368,9 @@ pub fn unaccounted(workers: &[serde_json::Value]) -> Vec<String> {
             let outcomes = n(w, "forwarded")
                 + n(w, "arp_replies")
                 + n(w, "nd_adverts")
+                + n(w, "echo_replies")
                 + n(w, "to_kernel")
+                + n(w, "vip_conflicts")
                 + dropped;
             let rx = n(w, "rx_packets");
             (rx != outcomes).then(|| {
