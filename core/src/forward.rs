@@ -634,14 +634,16 @@ pub enum FromKernel {
 }
 
 /// Steer a frame from the host (the exception interface, never the port):
-/// a TCP or UDP packet (not a fragment) to a configured VIP (address, port,
-/// protocol) whose source port is `PROBE_PORT_BASE + slot`, where `slot` is
-/// a backend of that VIP with a known MAC (whatever its state: a check must
-/// reach a backend that is down to see it come back), goes to that backend
-/// exactly as a client's packet would ([`Action::Forward`]'s rewrite).
-/// Everything else is [`FromKernel::Unchanged`]. Client traffic from the
-/// port never comes here, so a client whose source port is in the range
-/// is balanced as any other.
+/// a TCP or UDP packet (not a fragment) whose source port is
+/// `PROBE_PORT_BASE + slot`, where `slot` is a backend with a known MAC
+/// (whatever its state: a check must reach a backend that is down to see
+/// it come back), to the address of that backend's VIP, goes to that
+/// backend exactly as a client's packet would ([`Action::Forward`]'s
+/// rewrite). The destination port and protocol are the check's: the VIP's
+/// own, or another the backend serves on the VIP address (an HTTP check on
+/// port 80 of a UDP VIP). Everything else is [`FromKernel::Unchanged`].
+/// Client traffic from the port never comes here, so a client whose source
+/// port is in the range is balanced as any other.
 pub fn steer_from_kernel(frame: &mut [u8], snap: &Snapshot) -> FromKernel {
     match probe_target(frame, snap) {
         Some((slot, mac)) => {
@@ -679,20 +681,18 @@ fn probe_target(frame: &[u8], snap: &Snapshot) -> Option<(u16, MacAddr)> {
 }
 
 /// The backend (slot, MAC) a probe to `dst` (protocol `proto`, transport
-/// header at the start of `l4`) names with its source port.
+/// header at the start of `l4`) names with its source port, if `dst` is
+/// the address of that backend's VIP.
 fn probe_backend(snap: &Snapshot, dst: IpAddr, proto: u8, l4: &[u8]) -> Option<(u16, MacAddr)> {
-    if !snap.is_vip_addr(dst) {
+    if !snap.is_vip_addr(dst) || Proto::from_number(proto).is_none() {
         return None;
     }
-    let proto = Proto::from_number(proto)?;
-    let (sport, dport) = l4::ports(l4).ok()?;
+    let (sport, _) = l4::ports(l4).ok()?;
     let slot = sport.checked_sub(PROBE_PORT_BASE)?;
-    let vip = snap.find_vip(&VipKey {
-        addr: dst,
-        port: dport,
-        proto,
-    })?;
-    let b = snap.backend(slot).filter(|b| b.vip == vip)?;
+    let b = snap.backend(slot)?;
+    if snap.vip(b.vip)?.key.addr != dst {
+        return None;
+    }
     Some((slot, b.mac?))
 }
 
@@ -1297,6 +1297,40 @@ mod tests {
             );
             assert_dr_rewrite(&f, &out, slot);
         }
+        // The check's own port and protocol on the VIP's address: an HTTP
+        // check on port 80 of the TCP VIP on 443, a TCP check of the UDP VIP.
+        let f = build::tcp4(
+            PORT_MAC,
+            PORT_MAC,
+            LOCAL4,
+            VIP4,
+            PROBE_PORT_BASE + 2,
+            80,
+            SYN,
+            b"",
+        );
+        let mut out = f.clone();
+        assert_eq!(
+            steer_from_kernel(&mut out, &s),
+            FromKernel::Steered { slot: 2 }
+        );
+        assert_dr_rewrite(&f, &out, 2);
+        let f = build::tcp6(
+            PORT_MAC,
+            PORT_MAC,
+            client6(),
+            vip6(),
+            PROBE_PORT_BASE + 4,
+            8080,
+            SYN,
+            b"",
+        );
+        let mut out = f.clone();
+        assert_eq!(
+            steer_from_kernel(&mut out, &s),
+            FromKernel::Steered { slot: 4 }
+        );
+        assert_dr_rewrite(&f, &out, 4);
         // A backend that is down is still probed (to see it come back).
         let down = snap([BackendState::Down; 5]);
         let mut out = probe4(1);
@@ -1355,8 +1389,8 @@ mod tests {
         sp.vips[0].backends[1].mac = None;
         let unresolved = Snapshot::build(&sp).unwrap();
         unchanged(probe4(1), &unresolved);
-        // Not a VIP: another address, the VIP's address on another port or
-        // protocol.
+        // Not to its VIP's address: the backend's own address (a check
+        // via the real address from a port in the range), another VIP's.
         unchanged(
             build::tcp4(
                 PORT_MAC,
@@ -1371,20 +1405,28 @@ mod tests {
             &s,
         );
         unchanged(
-            build::tcp4(
+            build::tcp6(
                 PORT_MAC,
                 PORT_MAC,
-                LOCAL4,
-                VIP4,
+                client6(),
+                vip6(),
                 PROBE_PORT_BASE,
-                80,
+                5000,
                 SYN,
                 b"",
             ),
             &s,
         );
+        // Neither TCP nor UDP, and fragments.
+        let gre = build::ipv4(LOCAL4, VIP4, 47, &[0xf0, 0, 1, 0xbb, 0, 0, 0, 0]);
         unchanged(
-            build::udp4(PORT_MAC, PORT_MAC, LOCAL4, VIP4, PROBE_PORT_BASE, 443, b""),
+            build::ethernet(PORT_MAC, PORT_MAC, ETHERTYPE_IPV4, &gre),
+            &s,
+        );
+        let tcp = build::tcp(PROBE_PORT_BASE, 443, SYN, b"", 0);
+        let frag = build::ipv4_fragment(LOCAL4, VIP4, PROTO_TCP, 0x2000, 7, &tcp);
+        unchanged(
+            build::ethernet(PORT_MAC, PORT_MAC, ETHERTYPE_IPV4, &frag),
             &s,
         );
         // ARP, and runts.
