@@ -96,6 +96,50 @@ pub struct CheckConfig {
     pub rise: u32,
     #[serde(default = "default_fall")]
     pub fall: u32,
+    /// `real` (the default for now): to the backend's own address; `vip`:
+    /// to VIP:port along the DR path (see [`CheckVia`]). `vip` becomes the
+    /// default once lab-tested.
+    #[serde(default, skip_serializing_if = "CheckVia::is_real")]
+    pub via: CheckVia,
+}
+
+/// The path a health check takes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckVia {
+    /// To the backend's own address and the check port.
+    #[default]
+    Real,
+    /// To the VIP's address and the check port, from source port
+    /// `PROBE_PORT_BASE + slot` on the host, which the dataplane steers to
+    /// this backend's MAC exactly as client traffic (the IP packet
+    /// untouched): the backend must own the VIP to answer. Needs
+    /// `--kernel-iface`.
+    Vip,
+}
+
+impl CheckVia {
+    pub fn is_real(&self) -> bool {
+        *self == CheckVia::Real
+    }
+
+    /// `real` or `vip` (`""`: `real`), the API's and the CLI's form.
+    pub fn parse(s: &str) -> Option<CheckVia> {
+        match s {
+            "" | "real" => Some(CheckVia::Real),
+            "vip" => Some(CheckVia::Vip),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for CheckVia {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CheckVia::Real => "real",
+            CheckVia::Vip => "vip",
+        })
+    }
 }
 
 fn default_status() -> u16 {
@@ -164,6 +208,45 @@ mod tests {
         let state = DesiredState::from_config(&c).unwrap();
         let check = state.to_config().vips[0].backends[0].check.clone().unwrap();
         assert_eq!((check.interval_ms, check.timeout_ms), (500, 250));
+    }
+
+    #[test]
+    fn a_check_goes_via_the_real_address_unless_it_says_vip() {
+        let text = |via: &str| {
+            format!(
+                "[[vip]]\naddress = \"198.51.100.10\"\nport = 80\nprotocol = \"tcp\"\n\
+                 [[vip.backend]]\naddress = \"192.0.2.11\"\n\
+                 [vip.backend.check]\nkind = \"http:/health\"\n{via}"
+            )
+        };
+        let via = |t: &str| {
+            let c: Config = toml::from_str(t).unwrap();
+            let state = DesiredState::from_config(&c).unwrap();
+            let check = state.checks().pop().unwrap().2;
+            let saved = toml::to_string(&state.to_config()).unwrap();
+            (check.via, saved)
+        };
+        let (v, saved) = via(&text(""));
+        assert_eq!(v, CheckVia::Real);
+        assert!(
+            !saved.contains("via"),
+            "the default is not written: {saved}"
+        );
+        let (v, saved) = via(&text("via = \"real\"\n"));
+        assert_eq!(v, CheckVia::Real);
+        assert!(!saved.contains("via"), "{saved}");
+        let (v, saved) = via(&text("via = \"vip\"\n"));
+        assert_eq!(v, CheckVia::Vip);
+        assert!(saved.contains("via = \"vip\""), "{saved}");
+        assert_eq!(via(&saved).0, CheckVia::Vip, "round trip");
+        let e = format!(
+            "{:#}",
+            toml::from_str::<Config>(&text("via = \"lo\"\n")).unwrap_err()
+        );
+        assert!(e.contains("via") || e.contains("unknown variant"), "{e}");
+        assert_eq!(CheckVia::parse("vip"), Some(CheckVia::Vip));
+        assert_eq!(CheckVia::parse(""), Some(CheckVia::Real));
+        assert_eq!(CheckVia::parse("VIP"), None);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::state::{BackendSettings, CheckKind, DesiredVip, HealthCheck, StateError};
+use crate::state::{BackendSettings, CheckKind, CheckVia, DesiredVip, HealthCheck, StateError};
 use anyhow::{bail, Context, Result};
 use lb_core::delay::Delays;
 use lb_core::drop_reason::DropReason;
@@ -244,6 +244,12 @@ fn check(c: pb::HealthCheck) -> Result<HealthCheck, Status> {
     if c.timeout_ms == 0 {
         hc.timeout_ms = HealthCheck::default_timeout(hc.interval_ms);
     }
+    hc.via = CheckVia::parse(&c.via).ok_or_else(|| {
+        invalid(
+            "backend.check.via",
+            format!("{:?}: expected real or vip", c.via),
+        )
+    })?;
     Ok(hc)
 }
 
@@ -259,6 +265,7 @@ fn pb_check(c: &HealthCheck) -> pb::HealthCheck {
             CheckKind::Http { status, .. } => u32::from(status),
             CheckKind::Tcp => 0,
         },
+        via: c.via.to_string(),
     }
 }
 
@@ -672,6 +679,23 @@ mod tests {
     use super::*;
     use lb_core::stats::COUNTERS;
     use prost::Message;
+
+    #[test]
+    fn a_check_says_its_path_real_by_default() {
+        let req = |via: &str| pb::HealthCheck {
+            kind: "tcp".into(),
+            via: via.into(),
+            ..Default::default()
+        };
+        assert_eq!(check(req("")).unwrap().via, CheckVia::Real);
+        assert_eq!(check(req("real")).unwrap().via, CheckVia::Real);
+        let vip = check(req("vip")).unwrap();
+        assert_eq!(vip.via, CheckVia::Vip);
+        assert_eq!(pb_check(&vip).via, "vip");
+        assert_eq!(check(pb_check(&vip)).unwrap(), vip, "round trip");
+        let e = check(req("lo")).unwrap_err();
+        assert!(e.message().contains("backend.check.via"), "{e:?}");
+    }
 
     #[test]
     fn a_check_without_a_timeout_gets_one_that_fits_its_interval() {

@@ -10,10 +10,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::state::{CheckKind, HealthCheck};
+use crate::state::{CheckKind, CheckVia, HealthCheck};
 use lb_core::snapshot::VipKey;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
 
 use crate::hub::Control;
@@ -74,7 +74,11 @@ impl Drop for Checks {
 }
 
 async fn run(vip: VipKey, addr: IpAddr, check: HealthCheck, control: Arc<Mutex<Control>>) {
-    let target = SocketAddr::new(addr, check.port.unwrap_or(vip.port));
+    let port = check.port.unwrap_or(vip.port);
+    let what = match check.via {
+        CheckVia::Real => check.kind.to_string(),
+        CheckVia::Vip => format!("{} via vip", check.kind),
+    };
     let timeout = Duration::from_millis(u64::from(check.timeout_ms));
     let mut tick = tokio::time::interval(Duration::from_millis(u64::from(check.interval_ms)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -87,13 +91,36 @@ async fn run(vip: VipKey, addr: IpAddr, check: HealthCheck, control: Arc<Mutex<C
     };
     loop {
         tick.tick().await;
-        let result = probe(target, &check.kind, timeout).await;
+        let result = match check.via {
+            CheckVia::Real => probe(SocketAddr::new(addr, port), &check.kind, timeout).await,
+            // Along the DR path: to VIP:port from the source port naming
+            // this backend, which the dataplane steers to its MAC. Looked
+            // up on every check: the slot is the backend's current one.
+            CheckVia::Vip => {
+                let sport = match control.lock() {
+                    Ok(c) => c.vip_probe_port(&vip, &addr),
+                    Err(_) => return,
+                };
+                match sport {
+                    Ok(sport) => {
+                        probe_from(
+                            SocketAddr::new(vip.addr, port),
+                            Some(sport),
+                            &check.kind,
+                            timeout,
+                        )
+                        .await
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        };
         match &result {
             Ok(()) => {
                 status.successes = status.successes.saturating_add(1);
                 status.failures = 0;
                 status.passed = true;
-                status.detail = format!("{} ok", check.kind);
+                status.detail = format!("{what} ok");
                 if !status.healthy && status.successes >= check.rise {
                     status.healthy = true;
                 }
@@ -101,7 +128,7 @@ async fn run(vip: VipKey, addr: IpAddr, check: HealthCheck, control: Arc<Mutex<C
             Err(e) => {
                 status.failures = status.failures.saturating_add(1);
                 status.successes = 0;
-                status.detail = format!("{} failed: {e}", check.kind);
+                status.detail = format!("{what} failed: {e}");
                 if status.healthy && status.failures >= check.fall {
                     status.healthy = false;
                 }
@@ -116,10 +143,46 @@ async fn run(vip: VipKey, addr: IpAddr, check: HealthCheck, control: Arc<Mutex<C
 
 /// One check: Ok when the backend answered as it should.
 pub async fn probe(target: SocketAddr, kind: &CheckKind, timeout: Duration) -> Result<(), String> {
+    probe_from(target, None, kind, timeout).await
+}
+
+/// A connection to `target`, from source port `sport` if given (a check
+/// via the VIP). Bound with SO_REUSEADDR and closed with a reset (zero
+/// linger), so the port is free for the next check at once: a TIME_WAIT
+/// entry for the same four-tuple would refuse the next connect.
+async fn connect(target: SocketAddr, sport: Option<u16>) -> std::io::Result<TcpStream> {
+    let Some(sport) = sport else {
+        return TcpStream::connect(target).await;
+    };
+    let (socket, any) = match target {
+        SocketAddr::V4(_) => (
+            TcpSocket::new_v4()?,
+            IpAddr::from(std::net::Ipv4Addr::UNSPECIFIED),
+        ),
+        SocketAddr::V6(_) => (
+            TcpSocket::new_v6()?,
+            IpAddr::from(std::net::Ipv6Addr::UNSPECIFIED),
+        ),
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_zero_linger()?;
+    socket.bind(SocketAddr::new(any, sport))?;
+    socket.connect(target).await
+}
+
+/// [`probe`] from source port `sport`, if given. The HTTP `Host:` is the
+/// target's address: the VIP for a check via the VIP.
+pub async fn probe_from(
+    target: SocketAddr,
+    sport: Option<u16>,
+    kind: &CheckKind,
+    timeout: Duration,
+) -> Result<(), String> {
     let attempt = async {
-        let mut stream = TcpStream::connect(target)
-            .await
-            .map_err(|e| format!("connect {target}: {e}"))?;
+        let mut stream = connect(target, sport).await.map_err(|e| match sport {
+            Some(p) => format!("connect {target} from port {p}: {e}"),
+            None => format!("connect {target}: {e}"),
+        })?;
         let CheckKind::Http { path, status } = kind else {
             return Ok(());
         };
@@ -193,6 +256,78 @@ mod tests {
             }
         });
         addr
+    }
+
+    /// A check via the VIP needs the exception interface, and names its
+    /// backend by the slot.
+    #[test]
+    fn a_check_via_the_vip_says_why_it_cannot_run() {
+        use crate::state::{BackendSettings, DesiredState};
+        use lb_core::packet::MacAddr;
+        use lb_core::snapshot::Proto;
+        let vip = VipKey {
+            addr: "198.51.100.10".parse().unwrap(),
+            port: 80,
+            proto: Proto::Tcp,
+        };
+        let be: IpAddr = "192.0.2.11".parse().unwrap();
+        let mut s = DesiredState::default();
+        s.create_vip(vip, None).unwrap();
+        s.add_backend(&vip, be, BackendSettings::default()).unwrap();
+        let slot = s.vips()[&vip].backends[&be].id.slot;
+        let mut c = Control::new(s, MacAddr([2, 0, 0, 0, 0, 1]), || 0).unwrap();
+        let e = c.vip_probe_port(&vip, &be).unwrap_err();
+        assert!(e.contains("without --kernel-iface"), "{e}");
+        c.set_kernel_iface(Some("lbd0".into()));
+        assert_eq!(
+            c.vip_probe_port(&vip, &be),
+            Ok(lb_core::forward::PROBE_PORT_BASE + slot)
+        );
+        let other: IpAddr = "192.0.2.12".parse().unwrap();
+        assert!(c.vip_probe_port(&vip, &other).is_err());
+    }
+
+    /// A check via the VIP leaves from the source port it is given, again
+    /// and again (no TIME_WAIT on our side blocks the next one), and its
+    /// HTTP `Host:` is the target.
+    #[test]
+    fn probes_from_a_fixed_source_port_repeat() {
+        rt().block_on(async {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = l.local_addr().unwrap();
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            tokio::spawn(async move {
+                while let Ok((mut s, peer)) = l.accept().await {
+                    let mut buf = [0u8; 512];
+                    let n = s.read(&mut buf).await.unwrap_or(0);
+                    let req = String::from_utf8_lossy(&buf[..n]).to_string();
+                    let _ = tx.send((peer.port(), req));
+                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await;
+                }
+            });
+            let http = CheckKind::Http {
+                path: "/health".into(),
+                status: 200,
+            };
+            let sport = lb_core::forward::probe_port(7).unwrap();
+            for _ in 0..3 {
+                let r = probe_from(addr, Some(sport), &http, Duration::from_millis(500)).await;
+                assert_eq!(r, Ok(()));
+                let (port, req) = rx.recv().await.unwrap();
+                assert_eq!(port, sport);
+                assert!(req.contains("Host: 127.0.0.1\r\n"), "{req}");
+            }
+            for _ in 0..3 {
+                let r = probe_from(
+                    addr,
+                    Some(sport),
+                    &CheckKind::Tcp,
+                    Duration::from_millis(500),
+                )
+                .await;
+                assert_eq!(r, Ok(()));
+            }
+        });
     }
 
     #[test]

@@ -73,6 +73,9 @@ pub struct Control {
     conflicts: BTreeMap<(IpAddr, MacAddr), Conflict>,
     /// Whether the dataplane answers pings to VIPs (lbd --no-vip-ping).
     vip_ping: bool,
+    /// The exception interface (lbd --kernel-iface), without which checks
+    /// via the VIP cannot travel the DR path.
+    kernel_iface: Option<String>,
     /// Health-check verdicts: runtime state, never written to the state file.
     health: HashMap<(VipKey, IpAddr), health::Status>,
     /// Events for `Watch` subscribers.
@@ -141,6 +144,7 @@ impl Control {
             conflict_queue: Arc::new(ArrayQueue::new(NEIGH_QUEUE)),
             conflicts: BTreeMap::new(),
             vip_ping: true,
+            kernel_iface: None,
             health: HashMap::new(),
             events: tokio::sync::broadcast::channel(1024).0,
             announced: tokio::sync::watch::channel(BTreeSet::new()).1,
@@ -217,6 +221,36 @@ impl Control {
             self.vip_ping = on;
             self.republish();
         }
+    }
+
+    /// The exception interface the host's checks leave through (lbd
+    /// --kernel-iface); `None`: checks via the VIP fail, saying why.
+    pub fn set_kernel_iface(&mut self, name: Option<String>) {
+        self.kernel_iface = name;
+    }
+
+    pub fn kernel_iface(&self) -> Option<&str> {
+        self.kernel_iface.as_deref()
+    }
+
+    /// The source port a check via the VIP of backend `addr` of `vip` uses
+    /// (`PROBE_PORT_BASE` + its slot), or why it cannot be sent.
+    pub fn vip_probe_port(&self, vip: &VipKey, addr: &IpAddr) -> Result<u16, String> {
+        if self.kernel_iface.is_none() {
+            return Err(
+                "via vip: lbd runs without --kernel-iface, so the check cannot travel the DR path"
+                    .into(),
+            );
+        }
+        let slot = self
+            .state
+            .vips()
+            .get(vip)
+            .and_then(|v| v.backends.get(addr))
+            .map(|b| b.id.slot)
+            .ok_or_else(|| format!("via vip: {addr} is no longer a backend of {vip}"))?;
+        lb_core::forward::probe_port(slot)
+            .ok_or_else(|| format!("via vip: slot {slot} has no probe port"))
     }
 
     /// Take in the claims workers saw on VIP addresses: counted per (VIP,

@@ -16,6 +16,8 @@
 //! - [`grpc`], [`metrics`], [`listeners`]: the API, the Prometheus
 //!   exposition, and their listeners.
 //! - [`report`]: the exit report.
+//! - [`vip_routes`]: the host's routes to the VIPs through the exception
+//!   interface, for health checks via the VIP.
 
 pub mod announce;
 pub mod args;
@@ -31,3 +33,4 @@ pub mod persist;
 pub mod report;
 pub mod startup;
 pub mod state;
+pub mod vip_routes;

@@ -103,6 +103,7 @@ pub async fn monitor(
     let mut last_print = start;
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     let mut checks = health::Checks::default();
+    let mut vip_routes: Option<crate::vip_routes::VipRoutes> = None;
     let mut ticks = 0u64;
     while !stop.load(Ordering::Relaxed) {
         tick.tick().await;
@@ -143,6 +144,24 @@ pub async fn monitor(
         };
         if let Some(wanted) = wanted {
             checks.reconcile(wanted, control_arc);
+        }
+        // Once a second: the host's routes to the VIPs through the
+        // exception interface (checks via the VIP), outside the lock.
+        if ticks % 100 == 1 {
+            let wanted = {
+                let c = control.lock().expect("control lock");
+                c.kernel_iface().map(|iface| {
+                    let addrs: BTreeSet<IpAddr> = c.state().vips().keys().map(|k| k.addr).collect();
+                    (iface.to_string(), c.mac(), addrs)
+                })
+            };
+            if let Some((iface, mac, addrs)) = wanted {
+                let routes = vip_routes
+                    .get_or_insert_with(|| crate::vip_routes::VipRoutes::new(&iface, mac));
+                for error in routes.reconcile(&addrs) {
+                    tracing::warn!(%error, "VIP route for checks via the VIP");
+                }
+            }
         }
         let total: Counters = stats.iter().map(WorkerStats::read).sum();
         if total.rx_packets != last_rx {

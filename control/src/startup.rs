@@ -125,6 +125,12 @@ impl Dataplane {
         let (learned, requests, conflicts) = {
             let mut c = control.lock().expect("control lock");
             c.set_vip_ping(!opts.no_vip_ping);
+            c.set_kernel_iface(
+                self.kernel
+                    .is_some()
+                    .then(|| opts.kernel_iface.clone())
+                    .flatten(),
+            );
             (c.learned(), c.requests(), c.conflicts())
         };
         let tsc_hz = self.eal.tsc_hz();

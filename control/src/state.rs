@@ -23,6 +23,7 @@ use lb_core::snapshot::{
     BackendRef, BackendSpec, BackendState, Proto, SnapshotSpec, VipKey, VipSpec,
 };
 
+pub use crate::config::CheckVia;
 use crate::config::{self, Config};
 
 pub const DEFAULT_TABLE_SIZE: u32 = config::DEFAULT_TABLE_SIZE;
@@ -69,6 +70,8 @@ pub struct HealthCheck {
     pub rise: u32,
     /// Consecutive failures that bring an up backend down.
     pub fall: u32,
+    /// To the backend's address, or along the DR path to the VIP.
+    pub via: CheckVia,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,6 +98,7 @@ impl HealthCheck {
             timeout_ms: 1000,
             rise: 2,
             fall: 3,
+            via: CheckVia::Real,
         }
     }
 
@@ -502,6 +506,7 @@ impl DesiredState {
                             },
                             rise: c.rise,
                             fall: c.fall,
+                            via: c.via,
                         })
                     }
                 };
@@ -558,6 +563,7 @@ impl DesiredState {
                                 timeout_ms: c.timeout_ms,
                                 rise: c.rise,
                                 fall: c.fall,
+                                via: c.via,
                             }),
                         })
                         .collect(),

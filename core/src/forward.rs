@@ -30,7 +30,7 @@ use crate::packet::icmpv6::{self, Icmpv6Packet, NEIGHBOR_ADVERT, NEIGHBOR_SOLICI
 use crate::packet::ipv4::Ipv4Packet;
 use crate::packet::ipv6::Ipv6Packet;
 use crate::packet::l4::{self, TcpHeader, UdpHeader, PROTO_TCP, PROTO_UDP};
-use crate::snapshot::{BackendRef, Proto, Snapshot, SnapshotBackend, VipKey};
+use crate::snapshot::{BackendRef, Proto, Snapshot, SnapshotBackend, VipKey, MAX_BACKEND_SLOTS};
 
 const PROTO_ICMP: u8 = 1;
 
@@ -606,6 +606,96 @@ pub fn decide(frame: &mut [u8], snap: &Snapshot, flows: &mut FlowTable, now: u32
     apply(c, frame, snap, flows, now)
 }
 
+/// The first source port of the probe range: a health check sent along the
+/// DR path (a check `via vip`) leaves the host from source port
+/// `PROBE_PORT_BASE + slot` of the backend it checks, to VIP:port, and
+/// [`steer_from_kernel`] delivers it to that backend alone. The range
+/// covers every slot ([`MAX_BACKEND_SLOTS`]): 61440..65536 (0xF000), the top
+/// 4096 ports, above Linux's default ephemeral range (32768..60999), so the
+/// host's own connections do not pick these ports.
+pub const PROBE_PORT_BASE: u16 = 0xF000;
+
+const _: () = assert!(PROBE_PORT_BASE as usize + MAX_BACKEND_SLOTS <= 1 << 16);
+
+/// The source port a VIP-path probe of the backend in `slot` uses, if the
+/// slot is in range.
+pub fn probe_port(slot: u16) -> Option<u16> {
+    (usize::from(slot) < MAX_BACKEND_SLOTS).then(|| PROBE_PORT_BASE + slot)
+}
+
+/// What to do with a frame the host sent through the exception interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FromKernel {
+    /// A VIP-path probe: the Ethernet destination is now the backend's
+    /// MAC, the source ours; the IP packet is untouched.
+    Steered { slot: u16 },
+    /// Out of the port as the host sent it.
+    Unchanged,
+}
+
+/// Steer a frame from the host (the exception interface, never the port):
+/// a TCP or UDP packet (not a fragment) whose source port is
+/// `PROBE_PORT_BASE + slot`, where `slot` is a backend with a known MAC
+/// (whatever its state: a check must reach a backend that is down to see
+/// it come back), to the address of that backend's VIP, goes to that
+/// backend exactly as a client's packet would ([`Action::Forward`]'s
+/// rewrite). The destination port and protocol are the check's: the VIP's
+/// own, or another the backend serves on the VIP address (an HTTP check on
+/// port 80 of a UDP VIP). Everything else is [`FromKernel::Unchanged`].
+/// Client traffic from the port never comes here, so a client whose source
+/// port is in the range is balanced as any other.
+pub fn steer_from_kernel(frame: &mut [u8], snap: &Snapshot) -> FromKernel {
+    match probe_target(frame, snap) {
+        Some((slot, mac)) => {
+            rewrite_to(frame, mac, snap.mac);
+            FromKernel::Steered { slot }
+        }
+        None => FromKernel::Unchanged,
+    }
+}
+
+fn probe_target(frame: &[u8], snap: &Snapshot) -> Option<(u16, MacAddr)> {
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    match eth.ethertype() {
+        ETHERTYPE_IPV4 => {
+            let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+            if ip.is_fragment() {
+                return None;
+            }
+            probe_backend(snap, IpAddr::V4(ip.dst()), ip.protocol(), ip.payload())
+        }
+        ETHERTYPE_IPV6 => {
+            let ip = Ipv6Packet::new_checked(eth.payload()).ok()?;
+            if ip.fragment().is_some() {
+                return None;
+            }
+            probe_backend(
+                snap,
+                IpAddr::V6(ip.dst()),
+                ip.upper_protocol(),
+                ip.upper_payload(),
+            )
+        }
+        _ => None,
+    }
+}
+
+/// The backend (slot, MAC) a probe to `dst` (protocol `proto`, transport
+/// header at the start of `l4`) names with its source port, if `dst` is
+/// the address of that backend's VIP.
+fn probe_backend(snap: &Snapshot, dst: IpAddr, proto: u8, l4: &[u8]) -> Option<(u16, MacAddr)> {
+    if !snap.is_vip_addr(dst) || Proto::from_number(proto).is_none() {
+        return None;
+    }
+    let (sport, _) = l4::ports(l4).ok()?;
+    let slot = sport.checked_sub(PROBE_PORT_BASE)?;
+    let b = snap.backend(slot)?;
+    if snap.vip(b.vip)?.key.addr != dst {
+        return None;
+    }
+    Some((slot, b.mac?))
+}
+
 /// The slot of a flow's pinned backend, if it is still that backend (slot
 /// and incarnation), still serves `vip`, and still keeps flows. VIP indices
 /// may change between snapshots; backend identity does not.
@@ -1159,6 +1249,234 @@ mod tests {
         };
         assert!((3..5).contains(&backend));
         assert_dr_rewrite(&f, &out, backend);
+    }
+
+    fn probe4(slot: u16) -> Vec<u8> {
+        // From the host through the tap: its neighbour entry for the VIP
+        // points at our MAC, and the tap carries our MAC too.
+        build::tcp4(
+            PORT_MAC,
+            PORT_MAC,
+            LOCAL4,
+            VIP4,
+            PROBE_PORT_BASE + slot,
+            443,
+            SYN,
+            b"",
+        )
+    }
+
+    #[test]
+    fn a_probe_from_the_host_is_steered_to_the_backend_its_port_names() {
+        let s = all_up();
+        for slot in 0..3 {
+            let f = probe4(slot);
+            let mut out = f.clone();
+            assert_eq!(
+                steer_from_kernel(&mut out, &s),
+                FromKernel::Steered { slot }
+            );
+            assert_dr_rewrite(&f, &out, slot);
+            assert_eq!(out.len(), f.len());
+        }
+        // IPv6 UDP to VIP 1, backends 3 and 4.
+        for slot in 3..5 {
+            let f = build::udp6(
+                PORT_MAC,
+                PORT_MAC,
+                client6(),
+                vip6(),
+                PROBE_PORT_BASE + slot,
+                5000,
+                b"probe",
+            );
+            let mut out = f.clone();
+            assert_eq!(
+                steer_from_kernel(&mut out, &s),
+                FromKernel::Steered { slot }
+            );
+            assert_dr_rewrite(&f, &out, slot);
+        }
+        // The check's own port and protocol on the VIP's address: an HTTP
+        // check on port 80 of the TCP VIP on 443, a TCP check of the UDP VIP.
+        let f = build::tcp4(
+            PORT_MAC,
+            PORT_MAC,
+            LOCAL4,
+            VIP4,
+            PROBE_PORT_BASE + 2,
+            80,
+            SYN,
+            b"",
+        );
+        let mut out = f.clone();
+        assert_eq!(
+            steer_from_kernel(&mut out, &s),
+            FromKernel::Steered { slot: 2 }
+        );
+        assert_dr_rewrite(&f, &out, 2);
+        let f = build::tcp6(
+            PORT_MAC,
+            PORT_MAC,
+            client6(),
+            vip6(),
+            PROBE_PORT_BASE + 4,
+            8080,
+            SYN,
+            b"",
+        );
+        let mut out = f.clone();
+        assert_eq!(
+            steer_from_kernel(&mut out, &s),
+            FromKernel::Steered { slot: 4 }
+        );
+        assert_dr_rewrite(&f, &out, 4);
+        // A backend that is down is still probed (to see it come back).
+        let down = snap([BackendState::Down; 5]);
+        let mut out = probe4(1);
+        assert_eq!(
+            steer_from_kernel(&mut out, &down),
+            FromKernel::Steered { slot: 1 }
+        );
+        assert_eq!(probe_port(0), Some(PROBE_PORT_BASE));
+        assert_eq!(probe_port(4095), Some(u16::MAX));
+        assert_eq!(probe_port(4096), None);
+    }
+
+    #[test]
+    fn what_the_host_sends_that_is_not_a_probe_is_unchanged() {
+        let s = all_up();
+        let unchanged = |f: Vec<u8>, s: &Snapshot| {
+            let mut out = f.clone();
+            assert_eq!(steer_from_kernel(&mut out, s), FromKernel::Unchanged);
+            assert_eq!(out, f, "not a byte changed");
+        };
+        // Source port below the range.
+        unchanged(
+            build::tcp4(
+                PORT_MAC,
+                PORT_MAC,
+                LOCAL4,
+                VIP4,
+                PROBE_PORT_BASE - 1,
+                443,
+                SYN,
+                b"",
+            ),
+            &s,
+        );
+        unchanged(
+            build::tcp4(PORT_MAC, PORT_MAC, LOCAL4, VIP4, 40000, 443, SYN, b""),
+            &s,
+        );
+        // Slot 3 is VIP 1's backend, not VIP 0's; slot 7 is nobody's.
+        unchanged(probe4(3), &s);
+        unchanged(probe4(7), &s);
+        unchanged(
+            build::udp6(
+                PORT_MAC,
+                PORT_MAC,
+                client6(),
+                vip6(),
+                PROBE_PORT_BASE + 1,
+                5000,
+                b"",
+            ),
+            &s,
+        );
+        // A backend without a MAC.
+        let mut sp = spec([BackendState::Up; 5]);
+        sp.vips[0].backends[1].mac = None;
+        let unresolved = Snapshot::build(&sp).unwrap();
+        unchanged(probe4(1), &unresolved);
+        // Not to its VIP's address: the backend's own address (a check
+        // via the real address from a port in the range), another VIP's.
+        unchanged(
+            build::tcp4(
+                PORT_MAC,
+                PORT_MAC,
+                LOCAL4,
+                Ipv4Addr::new(192, 0, 2, 10),
+                PROBE_PORT_BASE,
+                443,
+                SYN,
+                b"",
+            ),
+            &s,
+        );
+        unchanged(
+            build::tcp6(
+                PORT_MAC,
+                PORT_MAC,
+                client6(),
+                vip6(),
+                PROBE_PORT_BASE,
+                5000,
+                SYN,
+                b"",
+            ),
+            &s,
+        );
+        // Neither TCP nor UDP, and fragments.
+        let gre = build::ipv4(LOCAL4, VIP4, 47, &[0xf0, 0, 1, 0xbb, 0, 0, 0, 0]);
+        unchanged(
+            build::ethernet(PORT_MAC, PORT_MAC, ETHERTYPE_IPV4, &gre),
+            &s,
+        );
+        let tcp = build::tcp(PROBE_PORT_BASE, 443, SYN, b"", 0);
+        let frag = build::ipv4_fragment(LOCAL4, VIP4, PROTO_TCP, 0x2000, 7, &tcp);
+        unchanged(
+            build::ethernet(PORT_MAC, PORT_MAC, ETHERTYPE_IPV4, &frag),
+            &s,
+        );
+        // ARP, and runts.
+        unchanged(build::arp_request(PORT_MAC, LOCAL4, VIP4), &s);
+        let f = probe4(0);
+        unchanged(f[..30].to_vec(), &s);
+        unchanged(Vec::new(), &s);
+    }
+
+    /// The probe range means something only on frames from the host: a
+    /// client's packet from the port with a source port in it is balanced.
+    #[test]
+    fn a_client_in_the_probe_port_range_is_balanced() {
+        let s = all_up();
+        let mut t = table();
+        let mut picked = std::collections::HashSet::new();
+        for c in 0..64u8 {
+            let f = build::tcp4(
+                PORT_MAC,
+                CLIENT_MAC,
+                Ipv4Addr::new(203, 0, 113, c),
+                VIP4,
+                PROBE_PORT_BASE + 2,
+                443,
+                SYN,
+                b"",
+            );
+            let mut out = f.clone();
+            let Action::Forward { slot, .. } = decide(&mut out, &s, &mut t, 0) else {
+                panic!()
+            };
+            let key = FlowKey::v4(
+                [203, 0, 113, c],
+                VIP4.octets(),
+                PROBE_PORT_BASE + 2,
+                443,
+                PROTO_TCP,
+            );
+            assert_eq!(
+                Some(slot),
+                s.vip(0).unwrap().pick(flow_hash(&key)),
+                "Maglev's choice"
+            );
+            assert_dr_rewrite(&f, &out, slot);
+            picked.insert(slot);
+        }
+        assert!(
+            picked.len() > 1,
+            "spread over backends, not slot 2 alone: {picked:?}"
+        );
     }
 
     #[test]

@@ -166,6 +166,12 @@ struct CheckArgs {
     /// HTTP status that means healthy (default 200).
     #[arg(long)]
     http_status: Option<u32>,
+    /// The path the check takes: real (to the backend's address; the
+    /// default for now) or vip (to VIP:port along the DR path, answered by
+    /// this backend from the VIP: catches a backend without the VIP on lo;
+    /// needs lbd's --kernel-iface).
+    #[arg(long, value_parser = ["real", "vip"])]
+    via: Option<String>,
 }
 
 impl CheckArgs {
@@ -178,6 +184,7 @@ impl CheckArgs {
             rise: self.rise.unwrap_or(0),
             fall: self.fall.unwrap_or(0),
             http_status: self.http_status.unwrap_or(0),
+            via: self.via.clone().unwrap_or_default(),
         })
     }
 }
@@ -718,7 +725,7 @@ fn backend_json(b: &pb::Backend) -> Value {
     json!({"address": b.address, "weight": b.weight, "mac": b.mac, "effective_mac": b.effective_mac,
            "state": state_text(b.state), "drain": b.drain, "health": health_text(b.health),
            "check": b.check.as_ref().map(|c| json!({"kind": c.kind, "port": c.port, "interval_ms": c.interval_ms,
-               "timeout_ms": c.timeout_ms, "rise": c.rise, "fall": c.fall, "http_status": c.http_status}))})
+               "timeout_ms": c.timeout_ms, "rise": c.rise, "fall": c.fall, "http_status": c.http_status, "via": if c.via.is_empty() { "real" } else { c.via.as_str() }}))})
 }
 
 fn print_vips(out: Output, vips: &[pb::Vip]) {
@@ -763,7 +770,13 @@ fn print_backends(out: Output, backends: &[pb::Backend]) {
                 } else {
                     &b.effective_mac
                 };
-                let check = b.check.as_ref().map_or("none", |c| c.kind.as_str());
+                let check = b.check.as_ref().map_or("none".to_string(), |c| {
+                    if c.via == "vip" {
+                        format!("{} via vip", c.kind)
+                    } else {
+                        c.kind.clone()
+                    }
+                });
                 println!(
                     "{:<28} {:>6} {:<9} {:<18} {:<10} {check}",
                     b.address,
@@ -816,7 +829,7 @@ fn print_stats(out: Output, s: &pb::Stats) {
                                 "tx_packets": w.tx_packets, "tx_bytes": w.tx_bytes, "tx_failed": w.tx_failed,
                                 "forwarded": w.forwarded, "icmp_to_backend": w.icmp_to_backend,
                                 "arp_replies": w.arp_replies, "nd_adverts": w.nd_adverts,
-                                "to_kernel": w.to_kernel, "from_kernel": w.from_kernel,
+                                "to_kernel": w.to_kernel, "from_kernel": w.from_kernel, "probes_steered": w.probes_steered,
                                 "neigh_requests": w.neigh_requests, "neigh_learned": w.neigh_learned,
                                 "echo_replies": w.echo_replies, "vip_conflicts": w.vip_conflicts,
                                 "new_flows": w.new_flows, "flow_rejected": w.flow_rejected,

@@ -159,7 +159,9 @@ impl<'a> Worker<'a> {
     }
 
     /// What the host sent through the exception interface goes out of the
-    /// port unchanged (the interface carries the port's MAC).
+    /// port (the interface carries the port's MAC): unchanged, except a
+    /// health check via the VIP, which goes to the backend its source port
+    /// names ([`forward::steer_from_kernel`]).
     #[inline]
     pub fn poll_kernel(&mut self, burst: &mut Burst) {
         let Some(k) = self.kernel.as_mut() else {
@@ -169,8 +171,17 @@ impl<'a> Worker<'a> {
         if n == 0 {
             return;
         }
+        let snap = self.snapshots.load();
+        adopt(&mut self.generation, snap, self.stats, self.tsc_hz);
         let mut lens = [0u16; BURST_SIZE];
+        let mut steered = 0u64;
         for (i, l) in lens.iter_mut().enumerate().take(n) {
+            if let Some(frame) = burst.data_mut(i) {
+                if let forward::FromKernel::Steered { .. } = forward::steer_from_kernel(frame, snap)
+                {
+                    steered += 1;
+                }
+            }
             #[allow(clippy::cast_possible_truncation, reason = "an mbuf's data_len, a u16")]
             let len = burst.len_of(i).unwrap_or(0) as u16;
             *l = len;
@@ -178,6 +189,7 @@ impl<'a> Worker<'a> {
         let out = self.queue.tx(burst);
         let s = self.stats;
         s.from_kernel.add(n as u64);
+        s.probes_steered.add(steered);
         s.tx_packets.add(out.sent as u64);
         s.tx_bytes
             .add(lens[..out.sent].iter().map(|&l| u64::from(l)).sum());
