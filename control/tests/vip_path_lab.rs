@@ -57,6 +57,9 @@ fn vip_path_lab() {
         .to_string();
     assert_eq!(detail, "http:/name via vip ok");
     assert!(lab.counter("probes_steered") > 0, "no probe was steered");
+    // Nothing wrong yet: `lbctl diagnose` says so and exits 0.
+    let fine = lab.ok(&["lbctl", "diagnose", "--interval", "0"]);
+    assert!(fine.contains("no problem found"), "{fine}");
     let exported = lab.ok(&["lbctl", "export"]);
     assert!(exported.contains("via = \"vip\""), "{exported}");
     // The host routes lbd installed for the checks.
@@ -87,6 +90,16 @@ fn vip_path_lab() {
         .to_string();
     assert!(down.starts_with("http:/name via vip failed"), "{down}");
     assert_eq!(lab.health("192.0.2.12"), "healthy");
+    // `lbctl diagnose` names be1 and the likely cause, and fails.
+    let diag = lab.run(&["lbctl", "diagnose", VIP, "--interval", "0"]);
+    let text = String::from_utf8_lossy(&diag.stdout);
+    assert!(!diag.status.success(), "diagnose must fail: {text}");
+    assert!(
+        text.contains("192.0.2.11 fails its check through the VIP")
+            && text.contains("Is 198.51.100.10/32 on its lo"),
+        "{text}"
+    );
+    assert!(!text.contains("192.0.2.12 fails"), "{text}");
     // Clients reach only the healthy backends meanwhile.
     let out = lab.ok(&["requests", "60"]);
     assert!(!out.lines().any(|l| l == "be1" || l == "FAILED"), "{out}");

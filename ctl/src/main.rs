@@ -5,6 +5,8 @@
 
 use std::path::PathBuf;
 
+mod diagnose;
+
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use lb_proto::v1 as pb;
@@ -76,6 +78,17 @@ enum Command {
     Backend(BackendCommand),
     /// Health-checked backends: verdict and last check.
     Health,
+    /// One row per backend (MAC resolved, check and its path, ARP/ND claims
+    /// of the VIP, traffic over an interval) and, for each failure, the
+    /// likely cause and the fix. Exits non-zero when something is wrong, so
+    /// it can gate a deployment.
+    Diagnose {
+        /// Only this VIP (ADDRESS:PORT/PROTOCOL); default: every VIP.
+        vip: Option<String>,
+        /// Seconds between the two stats samples the traffic columns compare.
+        #[arg(long, default_value_t = 1)]
+        interval: u64,
+    },
     /// Converge lbd to a configuration file (the state-file TOML format),
     /// atomically, printing what changed.
     Apply {
@@ -490,6 +503,50 @@ async fn run_one(cli: &Cli, target: &str) -> Result<()> {
             match out {
                 Output::Json => println!("{}", json!({"toml": r.toml})),
                 Output::Table => print!("{}", r.toml),
+            }
+        }
+        Command::Diagnose { vip, interval } => {
+            let only = vip
+                .as_deref()
+                .map(parse_vip)
+                .transpose()?
+                .map(|k| vip_text(&Some(k)));
+            let before = c
+                .get_stats(pb::Empty {})
+                .await
+                .map_err(server)?
+                .into_inner();
+            tokio::time::sleep(std::time::Duration::from_secs(interval)).await;
+            let after = c
+                .get_stats(pb::Empty {})
+                .await
+                .map_err(server)?
+                .into_inner();
+            let vips = c
+                .list_vips(pb::Empty {})
+                .await
+                .map_err(server)?
+                .into_inner()
+                .vips;
+            if let Some(o) = &only {
+                if !vips.iter().any(|v| vip_text(&v.key) == *o) {
+                    bail!("no VIP {o}");
+                }
+            }
+            let health = c
+                .list_health(pb::Empty {})
+                .await
+                .map_err(server)?
+                .into_inner();
+            let report =
+                diagnose::diagnose(&vips, &health, &before, &after, only.as_deref(), vip_text);
+            match out {
+                Output::Json => println!("{}", diagnose::to_json(&report)),
+                Output::Table => diagnose::print_table(&report),
+            }
+            let n = report.problems();
+            if n > 0 {
+                bail!("{n} problem{} found", if n == 1 { "" } else { "s" });
             }
         }
         Command::Health => {

@@ -1,0 +1,443 @@
+//! `lbctl diagnose`: one row per backend from what `lbd` already reports
+//! (its VIPs, health, VIP conflicts and two stats samples), and for each
+//! failure the likely cause and the fix, in an operator's words. Pure: the
+//! caller fetches, this judges.
+
+use lb_proto::v1 as pb;
+use serde_json::{json, Value};
+
+/// What was found about one backend.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub vip: String,
+    pub address: String,
+    /// The MAC in use; empty while unresolved.
+    pub mac: String,
+    pub state: &'static str,
+    /// "none", or the check's kind and path ("http:/ via vip").
+    pub check: String,
+    pub health: &'static str,
+    pub detail: String,
+    /// ARP/ND claims of this VIP seen from this backend's MAC.
+    pub conflicts: u64,
+    /// Over the sampling interval.
+    pub packets: u64,
+    pub new_flows: u64,
+    /// Likely causes and fixes; empty when nothing is wrong.
+    pub problems: Vec<String>,
+}
+
+/// A claim of a VIP by a MAC that is no backend's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stranger {
+    pub vip: String,
+    pub mac: String,
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Report {
+    pub rows: Vec<Row>,
+    pub strangers: Vec<Stranger>,
+}
+
+impl Report {
+    pub fn problems(&self) -> usize {
+        self.rows.iter().map(|r| r.problems.len()).sum::<usize>() + self.strangers.len()
+    }
+}
+
+const ARP_FIX: &str = "sysctl -w net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2 \
+                       (and in /etc/sysctl.d/ to keep it)";
+
+fn backend_traffic(stats: &pb::Stats, vip: &Option<pb::VipKey>, addr: &str) -> (u64, u64) {
+    stats
+        .vips
+        .iter()
+        .filter(|v| v.key == *vip)
+        .flat_map(|v| &v.backends)
+        .find(|b| b.address == addr)
+        .map_or((0, 0), |b| (b.packets, b.new_flows))
+}
+
+/// Judge every backend of `vips` (or only of `only`, a VIP's text form).
+#[allow(clippy::too_many_lines)]
+pub fn diagnose(
+    vips: &[pb::Vip],
+    health: &pb::HealthResponse,
+    before: &pb::Stats,
+    after: &pb::Stats,
+    only: Option<&str>,
+    vip_text: impl Fn(&Option<pb::VipKey>) -> String,
+) -> Report {
+    let mut report = Report::default();
+    for v in vips {
+        let name = vip_text(&v.key);
+        if only.is_some_and(|o| o != name) {
+            continue;
+        }
+        let vip_addr = v.key.as_ref().map_or("", |k| k.address.as_str());
+        let port = v.key.as_ref().map_or(0, |k| k.port);
+        for b in &v.backends {
+            let h = health
+                .backends
+                .iter()
+                .find(|h| h.vip == v.key && h.address == b.address);
+            let (p1, n1) = backend_traffic(before, &v.key, &b.address);
+            let (p2, n2) = backend_traffic(after, &v.key, &b.address);
+            let conflicts: u64 = health
+                .conflicts
+                .iter()
+                .filter(|c| {
+                    c.vip == vip_addr
+                        && (c.backend == b.address
+                            || (!b.effective_mac.is_empty() && c.mac == b.effective_mac))
+                })
+                .map(|c| c.count)
+                .sum();
+            let via_vip = b.check.as_ref().is_some_and(|c| c.via == "vip");
+            let check = b.check.as_ref().map_or("none".to_string(), |c| {
+                format!("{} via {}", c.kind, if via_vip { "vip" } else { "real" })
+            });
+            let healthy = match pb::Health::try_from(b.health) {
+                Ok(pb::Health::Healthy) => "healthy",
+                Ok(pb::Health::Unhealthy) => "unhealthy",
+                _ => "unchecked",
+            };
+            let state = match pb::BackendState::try_from(b.state) {
+                Ok(pb::BackendState::Up) => "up",
+                Ok(pb::BackendState::Draining) => "draining",
+                Ok(pb::BackendState::Down) => "down",
+                _ => "unknown",
+            };
+            let mut problems = Vec::new();
+            if b.effective_mac.is_empty() {
+                problems.push(format!(
+                    "{addr}'s MAC is unresolved: it does not answer the balancer's ARP/ND. Is it up, \
+                     on the balancer's segment (same VLAN and subnet), and is {addr} its address? \
+                     Until it answers it takes no traffic.",
+                    addr = b.address
+                ));
+            }
+            if healthy == "unhealthy" {
+                let check_port = b.check.as_ref().map_or(0, |c| c.port);
+                let check_port = if check_port == 0 { port } else { check_port };
+                if via_vip {
+                    problems.push(format!(
+                        "{addr} fails its check through the VIP ({detail}). Is {vip}/32 on its lo \
+                         (`ip addr add {vip}/32 dev lo`)? Does its server listen on {vip}:{check_port} \
+                         or 0.0.0.0, not only on {addr}? (`ss -ltn` on the backend)",
+                        addr = b.address,
+                        vip = vip_addr,
+                        detail = h.map_or("", |h| h.detail.as_str()),
+                    ));
+                } else {
+                    problems.push(format!(
+                        "{addr} fails its check on its own address ({detail}): is its server running \
+                         and listening on port {check_port}, and does a firewall let lbd's host in?",
+                        addr = b.address,
+                        detail = h.map_or("", |h| h.detail.as_str()),
+                    ));
+                }
+            }
+            if conflicts > 0 {
+                problems.push(format!(
+                    "{addr} ({mac}) answers ARP/ND for the VIP {vip}: it takes the VIP's traffic \
+                     from the balancer. On {addr}: {ARP_FIX}",
+                    addr = b.address,
+                    mac = b.effective_mac,
+                    vip = vip_addr,
+                ));
+            }
+            report.rows.push(Row {
+                vip: name.clone(),
+                address: b.address.clone(),
+                mac: b.effective_mac.clone(),
+                state,
+                check,
+                health: healthy,
+                detail: h.map_or(String::new(), |h| h.detail.clone()),
+                conflicts,
+                packets: p2.saturating_sub(p1),
+                new_flows: n2.saturating_sub(n1),
+                problems,
+            });
+        }
+    }
+    let backend_macs: Vec<(&str, &str)> = vips
+        .iter()
+        .flat_map(|v| {
+            let a = v.key.as_ref().map_or("", |k| k.address.as_str());
+            v.backends
+                .iter()
+                .map(move |b| (a, b.effective_mac.as_str()))
+        })
+        .collect();
+    for c in &health.conflicts {
+        let known =
+            !c.backend.is_empty() || backend_macs.iter().any(|&(a, m)| a == c.vip && m == c.mac);
+        let shown =
+            only.is_none_or(|o| o.starts_with(&c.vip) || o.starts_with(&format!("[{}]", c.vip)));
+        if !known && shown {
+            report.strangers.push(Stranger {
+                vip: c.vip.clone(),
+                mac: c.mac.clone(),
+                count: c.count,
+            });
+        }
+    }
+    report
+}
+
+pub fn print_table(r: &Report) {
+    println!(
+        "{:<26} {:<16} {:<18} {:<9} {:<16} {:<10} {:>9} {:>9} {:>9}",
+        "VIP", "BACKEND", "MAC", "STATE", "CHECK", "HEALTH", "CONFLICTS", "PACKETS", "NEW FLOWS"
+    );
+    for row in &r.rows {
+        println!(
+            "{:<26} {:<16} {:<18} {:<9} {:<16} {:<10} {:>9} {:>9} {:>9}",
+            row.vip,
+            row.address,
+            if row.mac.is_empty() {
+                "(unresolved)"
+            } else {
+                &row.mac
+            },
+            row.state,
+            row.check,
+            row.health,
+            row.conflicts,
+            row.packets,
+            row.new_flows
+        );
+    }
+    for row in r.rows.iter().filter(|r| !r.problems.is_empty()) {
+        println!();
+        println!("{} {}:", row.vip, row.address);
+        for p in &row.problems {
+            println!("  - {p}");
+        }
+    }
+    for s in &r.strangers {
+        println!();
+        println!(
+            "{} is claimed by {} ({} ARP/ND messages), which is no backend: find that host \
+             (`ip neigh` on the segment's router) and remove the VIP from it, or set {ARP_FIX}",
+            s.vip, s.mac, s.count
+        );
+    }
+    if r.problems() == 0 {
+        println!();
+        println!("no problem found");
+    }
+}
+
+pub fn to_json(r: &Report) -> Value {
+    json!({
+        "backends": r.rows.iter().map(|row| json!({
+            "vip": row.vip, "address": row.address, "mac": row.mac, "state": row.state,
+            "check": row.check, "health": row.health, "detail": row.detail,
+            "conflicts": row.conflicts, "packets": row.packets, "new_flows": row.new_flows,
+            "problems": row.problems,
+        })).collect::<Vec<_>>(),
+        "claims_by_others": r.strangers.iter().map(|s| json!({"vip": s.vip, "mac": s.mac, "count": s.count})).collect::<Vec<_>>(),
+        "problems": r.problems(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> Option<pb::VipKey> {
+        Some(pb::VipKey {
+            address: "198.51.100.10".into(),
+            port: 80,
+            protocol: pb::Protocol::Tcp as i32,
+        })
+    }
+
+    fn text(k: &Option<pb::VipKey>) -> String {
+        k.as_ref()
+            .map_or(String::new(), |k| format!("{}:{}/tcp", k.address, k.port))
+    }
+
+    fn backend(addr: &str, mac: &str, health: pb::Health, via: &str) -> pb::Backend {
+        pb::Backend {
+            address: addr.into(),
+            weight: 1,
+            effective_mac: mac.into(),
+            state: pb::BackendState::Up as i32,
+            check: Some(pb::HealthCheck {
+                kind: "http:/".into(),
+                via: via.into(),
+                ..Default::default()
+            }),
+            health: health as i32,
+            ..Default::default()
+        }
+    }
+
+    fn stats(packets: u64) -> pb::Stats {
+        pb::Stats {
+            vips: vec![pb::VipStats {
+                key: key(),
+                backends: vec![pb::BackendStats {
+                    address: "192.0.2.11".into(),
+                    packets,
+                    new_flows: packets / 10,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_healthy_farm_has_no_problem() {
+        let vips = vec![pb::Vip {
+            key: key(),
+            backends: vec![backend(
+                "192.0.2.11",
+                "02:00:00:00:00:11",
+                pb::Health::Healthy,
+                "vip",
+            )],
+            ..Default::default()
+        }];
+        let r = diagnose(
+            &vips,
+            &pb::HealthResponse::default(),
+            &stats(100),
+            &stats(250),
+            None,
+            text,
+        );
+        assert_eq!(r.problems(), 0, "{r:?}");
+        assert_eq!(
+            (r.rows[0].packets, r.rows[0].new_flows),
+            (150, 15),
+            "the interval's traffic"
+        );
+        assert_eq!(r.rows[0].check, "http:/ via vip");
+    }
+
+    #[test]
+    fn each_failure_names_its_cause_and_fix() {
+        let vips = vec![pb::Vip {
+            key: key(),
+            backends: vec![
+                backend(
+                    "192.0.2.11",
+                    "02:00:00:00:00:11",
+                    pb::Health::Unhealthy,
+                    "vip",
+                ),
+                backend("192.0.2.12", "", pb::Health::Unspecified, "real"),
+                backend(
+                    "192.0.2.13",
+                    "02:00:00:00:00:13",
+                    pb::Health::Unhealthy,
+                    "real",
+                ),
+                backend(
+                    "192.0.2.14",
+                    "02:00:00:00:00:14",
+                    pb::Health::Healthy,
+                    "real",
+                ),
+            ],
+            ..Default::default()
+        }];
+        let health = pb::HealthResponse {
+            backends: vec![pb::BackendHealth {
+                vip: key(),
+                address: "192.0.2.11".into(),
+                detail: "via vip failed: connection refused".into(),
+                ..Default::default()
+            }],
+            conflicts: vec![
+                pb::VipConflict {
+                    vip: "198.51.100.10".into(),
+                    mac: "02:00:00:00:00:14".into(),
+                    count: 3,
+                    backend: "192.0.2.14".into(),
+                    last_seen_ms: 1,
+                },
+                pb::VipConflict {
+                    vip: "198.51.100.10".into(),
+                    mac: "02:00:00:00:00:66".into(),
+                    count: 1,
+                    ..Default::default()
+                },
+            ],
+        };
+        let r = diagnose(&vips, &health, &stats(0), &stats(0), None, text);
+        let p = |i: usize| r.rows[i].problems.join(" | ");
+        assert!(
+            p(0).contains("Is 198.51.100.10/32 on its lo") && p(0).contains("connection refused"),
+            "{}",
+            p(0)
+        );
+        assert!(p(0).contains("not only on 192.0.2.11"), "{}", p(0));
+        assert!(p(1).contains("MAC is unresolved"), "{}", p(1));
+        assert!(
+            p(2).contains("fails its check on its own address"),
+            "{}",
+            p(2)
+        );
+        assert_eq!(r.rows[3].conflicts, 3);
+        assert!(
+            p(3).contains("answers ARP/ND for the VIP") && p(3).contains("arp_ignore=1"),
+            "{}",
+            p(3)
+        );
+        assert_eq!(r.strangers.len(), 1, "the claim by no backend's MAC");
+        assert_eq!(r.strangers[0].mac, "02:00:00:00:00:66");
+        assert_eq!(r.problems(), 5);
+        let j = to_json(&r);
+        assert_eq!(j["problems"], 5);
+        assert_eq!(j["backends"][3]["conflicts"], 3);
+    }
+
+    #[test]
+    fn one_vip_only() {
+        let mut other = key();
+        if let Some(k) = other.as_mut() {
+            k.port = 443;
+        }
+        let vips = vec![
+            pb::Vip {
+                key: key(),
+                backends: vec![backend("192.0.2.11", "", pb::Health::Unspecified, "real")],
+                ..Default::default()
+            },
+            pb::Vip {
+                key: other,
+                backends: vec![backend(
+                    "192.0.2.11",
+                    "02:00:00:00:00:11",
+                    pb::Health::Healthy,
+                    "real",
+                )],
+                ..Default::default()
+            },
+        ];
+        let r = diagnose(
+            &vips,
+            &pb::HealthResponse::default(),
+            &stats(0),
+            &stats(0),
+            Some("198.51.100.10:443/tcp"),
+            text,
+        );
+        assert_eq!(r.rows.len(), 1);
+        assert_eq!(
+            r.problems(),
+            0,
+            "the unresolved backend is on the other VIP"
+        );
+    }
+}
