@@ -176,8 +176,10 @@ pub fn diagnose(
     for c in &health.conflicts {
         let known =
             !c.backend.is_empty() || backend_macs.iter().any(|&(a, m)| a == c.vip && m == c.mac);
-        let shown =
-            only.is_none_or(|o| o.starts_with(&c.vip) || o.starts_with(&format!("[{}]", c.vip)));
+        // The VIP's address exactly: "198.51.100.1" must not match "198.51.100.10:80/tcp".
+        let shown = only.is_none_or(|o| {
+            o.starts_with(&format!("{}:", c.vip)) || o.starts_with(&format!("[{}]:", c.vip))
+        });
         if !known && shown {
             report.strangers.push(Stranger {
                 vip: c.vip.clone(),
@@ -438,6 +440,26 @@ mod tests {
             r.problems(),
             0,
             "the unresolved backend is on the other VIP"
+        );
+        // A claim of 198.51.100.1 is not one of 198.51.100.10.
+        let claims = pb::HealthResponse {
+            conflicts: vec![pb::VipConflict {
+                vip: "198.51.100.1".into(),
+                mac: "02:00:00:00:00:66".into(),
+                count: 1,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let only = Some("198.51.100.10:443/tcp");
+        assert!(diagnose(&vips, &claims, &stats(0), &stats(0), only, text)
+            .strangers
+            .is_empty());
+        assert_eq!(
+            diagnose(&vips, &claims, &stats(0), &stats(0), None, text)
+                .strangers
+                .len(),
+            1
         );
     }
 }
