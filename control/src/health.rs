@@ -73,7 +73,15 @@ impl Drop for Checks {
     }
 }
 
+/// Failures in a check's first second (after lbd starts, or the backend
+/// is added) do not take its backend down: the host resolves its
+/// neighbours through a new exception interface in that time, and a
+/// restarted lbd that took every backend down on one lost ARP request would
+/// move every stream. A dead backend still goes down, a second later.
+const START_GRACE: Duration = Duration::from_secs(1);
+
 async fn run(vip: VipKey, addr: IpAddr, check: HealthCheck, control: Arc<Mutex<Control>>) {
+    let started = tokio::time::Instant::now();
     let port = check.port.unwrap_or(vip.port);
     let what = match check.via {
         CheckVia::Real => check.kind.to_string(),
@@ -129,7 +137,10 @@ async fn run(vip: VipKey, addr: IpAddr, check: HealthCheck, control: Arc<Mutex<C
                 status.failures = status.failures.saturating_add(1);
                 status.successes = 0;
                 status.detail = format!("{what} failed: {e}");
-                if status.healthy && status.failures >= check.fall {
+                if status.healthy
+                    && status.failures >= check.fall
+                    && started.elapsed() >= START_GRACE
+                {
                     status.healthy = false;
                 }
             }
