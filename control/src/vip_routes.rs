@@ -1,7 +1,7 @@
 //! The host's routes for checks via the VIP: for the kernel to send a
 //! check to VIP:port through the exception interface (where the dataplane
 //! steers it to the backend its source port names,
-//! `lb_core::forward::steer_from_kernel`), every VIP address gets a host
+//! `lb_core::forward::from_kernel`), every VIP address gets a host
 //! route on that interface and a permanent neighbour entry at the port's
 //! MAC (nobody answers ARP for a VIP on the tap side):
 //!

@@ -61,6 +61,9 @@ drop_reasons! {
     BadChecksum => "bad_checksum",
     /// An echo request to a VIP over the worker's reply rate (lbd --vip-ping-rate).
     EchoRateLimited => "echo_rate_limited",
+    /// From the host to a VIP from a source port of the probe range that
+    /// names no backend of that VIP address (the range is reserved for checks via the VIP).
+    ProbeNoBackend => "probe_no_backend",
 }
 
 impl DropReason {

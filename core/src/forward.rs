@@ -609,7 +609,7 @@ pub fn decide(frame: &mut [u8], snap: &Snapshot, flows: &mut FlowTable, now: u32
 /// The first source port of the probe range: a health check sent along the
 /// DR path (a check `via vip`) leaves the host from source port
 /// `PROBE_PORT_BASE + slot` of the backend it checks, to VIP:port, and
-/// [`steer_from_kernel`] delivers it to that backend alone. The range
+/// [`from_kernel`] delivers it to that backend alone. The range
 /// covers every slot ([`MAX_BACKEND_SLOTS`]): 61440..65536 (0xF000), the top
 /// 4096 ports, above Linux's default ephemeral range (32768..60999), so the
 /// host's own connections do not pick these ports.
@@ -629,71 +629,120 @@ pub enum FromKernel {
     /// A VIP-path probe: the Ethernet destination is now the backend's
     /// MAC, the source ours; the IP packet is untouched.
     Steered { slot: u16 },
+    /// Other host traffic to a VIP: balanced exactly as a client's packet
+    /// ([`decide`] with the worker's flow table) and rewritten to `slot`.
+    Balanced { slot: u16, new_flow: bool },
+    /// An echo request from the host to a VIP, rewritten into the reply
+    /// in place: back to the host through the exception interface.
+    Reply,
+    /// To a VIP, but nothing may take it: not sent.
+    Dropped(DropReason),
     /// Out of the port as the host sent it.
     Unchanged,
 }
 
-/// Steer a frame from the host (the exception interface, never the port):
-/// a TCP or UDP packet (not a fragment) whose source port is
-/// `PROBE_PORT_BASE + slot`, where `slot` is a backend with a known MAC
-/// (whatever its state: a check must reach a backend that is down to see
-/// it come back), to the address of that backend's VIP, goes to that
-/// backend exactly as a client's packet would ([`Action::Forward`]'s
-/// rewrite). The destination port and protocol are the check's: the VIP's
-/// own, or another the backend serves on the VIP address (an HTTP check on
-/// port 80 of a UDP VIP). Everything else is [`FromKernel::Unchanged`].
-/// Client traffic from the port never comes here, so a client whose source
-/// port is in the range is balanced as any other.
-pub fn steer_from_kernel(frame: &mut [u8], snap: &Snapshot) -> FromKernel {
-    match probe_target(frame, snap) {
-        Some((slot, mac)) => {
+/// Decide a frame from the host (the exception interface, never the port).
+/// Host traffic to anything but a VIP address is [`FromKernel::Unchanged`].
+/// To a VIP address:
+/// - a TCP or UDP packet (not a fragment) from source port
+///   `PROBE_PORT_BASE + slot` is a VIP-path probe: it goes to the backend
+///   in `slot` exactly as a client's packet would ([`Action::Forward`]'s
+///   rewrite), whatever the backend's state (a check must reach a backend
+///   that is down to see it come back), to the check's own port and
+///   protocol (an HTTP check on port 80 of a UDP VIP). The range is
+///   reserved: a probe naming no backend of that VIP address, or one whose
+///   MAC is unresolved, is dropped, never balanced to another backend;
+/// - anything else is decided as a client's packet ([`decide`]), so a
+///   process on the host reaches the VIP as a client does.
+///
+/// Client traffic from the port never comes here, so a client whose
+/// source port is in the range is balanced as any other.
+pub fn from_kernel(
+    frame: &mut [u8],
+    snap: &Snapshot,
+    flows: &mut FlowTable,
+    now: u32,
+) -> FromKernel {
+    let Some(dst) = vip_destination(frame, snap) else {
+        return FromKernel::Unchanged;
+    };
+    match probe_target(frame, snap, dst) {
+        Some(Ok((slot, mac))) => {
             rewrite_to(frame, mac, snap.mac);
-            FromKernel::Steered { slot }
+            return FromKernel::Steered { slot };
         }
-        None => FromKernel::Unchanged,
+        Some(Err(reason)) => return FromKernel::Dropped(reason),
+        None => {}
+    }
+    match decide(frame, snap, flows, now) {
+        Action::Forward { slot, new_flow, .. } => FromKernel::Balanced { slot, new_flow },
+        Action::IcmpToBackend { slot, .. } => FromKernel::Balanced {
+            slot,
+            new_flow: false,
+        },
+        Action::EchoReply => FromKernel::Reply,
+        Action::Drop(reason) => FromKernel::Dropped(reason),
+        // Neighbour traffic and the like: as the host sent it.
+        Action::ArpReply
+        | Action::NdAdvert { .. }
+        | Action::VipConflict { .. }
+        | Action::Learned { .. }
+        | Action::ToKernel => FromKernel::Unchanged,
     }
 }
 
-fn probe_target(frame: &[u8], snap: &Snapshot) -> Option<(u16, MacAddr)> {
+/// The destination of an IPv4 or IPv6 frame, if it is a VIP address.
+fn vip_destination(frame: &[u8], snap: &Snapshot) -> Option<IpAddr> {
     let eth = EthernetFrame::new_checked(frame).ok()?;
-    match eth.ethertype() {
+    let dst = match eth.ethertype() {
+        ETHERTYPE_IPV4 => IpAddr::V4(Ipv4Packet::new_checked(eth.payload()).ok()?.dst()),
+        ETHERTYPE_IPV6 => IpAddr::V6(Ipv6Packet::new_checked(eth.payload()).ok()?.dst()),
+        _ => return None,
+    };
+    snap.is_vip_addr(dst).then_some(dst)
+}
+
+/// For a TCP or UDP packet (not a fragment) to VIP address `dst` from a
+/// source port in the probe range: Ok((slot, MAC)) of the backend it
+/// names, or why it goes nowhere. None: not a probe.
+fn probe_target(
+    frame: &[u8],
+    snap: &Snapshot,
+    dst: IpAddr,
+) -> Option<Result<(u16, MacAddr), DropReason>> {
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    let transport = |proto: u8, l4: &[u8]| {
+        Proto::from_number(proto)?;
+        l4::ports(l4).ok().map(|(sport, _)| sport)
+    };
+    let sport = match eth.ethertype() {
         ETHERTYPE_IPV4 => {
             let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
             if ip.is_fragment() {
                 return None;
             }
-            probe_backend(snap, IpAddr::V4(ip.dst()), ip.protocol(), ip.payload())
+            transport(ip.protocol(), ip.payload())?
         }
         ETHERTYPE_IPV6 => {
             let ip = Ipv6Packet::new_checked(eth.payload()).ok()?;
             if ip.fragment().is_some() {
                 return None;
             }
-            probe_backend(
-                snap,
-                IpAddr::V6(ip.dst()),
-                ip.upper_protocol(),
-                ip.upper_payload(),
-            )
+            transport(ip.upper_protocol(), ip.upper_payload())?
         }
-        _ => None,
-    }
-}
-
-/// The backend (slot, MAC) a probe to `dst` (protocol `proto`, transport
-/// header at the start of `l4`) names with its source port, if `dst` is
-/// the address of that backend's VIP.
-fn probe_backend(snap: &Snapshot, dst: IpAddr, proto: u8, l4: &[u8]) -> Option<(u16, MacAddr)> {
-    if !snap.is_vip_addr(dst) || Proto::from_number(proto).is_none() {
-        return None;
-    }
-    let (sport, _) = l4::ports(l4).ok()?;
+        _ => return None,
+    };
     let slot = sport.checked_sub(PROBE_PORT_BASE)?;
-    let b = snap.backend(slot)?;
-    if snap.vip(b.vip)?.key.addr != dst {
-        return None;
-    }
-    Some((slot, b.mac?))
+    let backend = snap
+        .backend(slot)
+        .filter(|b| snap.vip(b.vip).is_some_and(|v| v.key.addr == dst));
+    Some(match backend {
+        None => Err(DropReason::ProbeNoBackend),
+        Some(b) => b
+            .mac
+            .map(|mac| (slot, mac))
+            .ok_or(DropReason::BackendUnresolved),
+    })
 }
 
 /// The slot of a flow's pinned backend, if it is still that backend (slot
@@ -1273,7 +1322,7 @@ mod tests {
             let f = probe4(slot);
             let mut out = f.clone();
             assert_eq!(
-                steer_from_kernel(&mut out, &s),
+                from_kernel(&mut out, &s, &mut table(), 0),
                 FromKernel::Steered { slot }
             );
             assert_dr_rewrite(&f, &out, slot);
@@ -1292,7 +1341,7 @@ mod tests {
             );
             let mut out = f.clone();
             assert_eq!(
-                steer_from_kernel(&mut out, &s),
+                from_kernel(&mut out, &s, &mut table(), 0),
                 FromKernel::Steered { slot }
             );
             assert_dr_rewrite(&f, &out, slot);
@@ -1311,7 +1360,7 @@ mod tests {
         );
         let mut out = f.clone();
         assert_eq!(
-            steer_from_kernel(&mut out, &s),
+            from_kernel(&mut out, &s, &mut table(), 0),
             FromKernel::Steered { slot: 2 }
         );
         assert_dr_rewrite(&f, &out, 2);
@@ -1327,7 +1376,7 @@ mod tests {
         );
         let mut out = f.clone();
         assert_eq!(
-            steer_from_kernel(&mut out, &s),
+            from_kernel(&mut out, &s, &mut table(), 0),
             FromKernel::Steered { slot: 4 }
         );
         assert_dr_rewrite(&f, &out, 4);
@@ -1335,7 +1384,7 @@ mod tests {
         let down = snap([BackendState::Down; 5]);
         let mut out = probe4(1);
         assert_eq!(
-            steer_from_kernel(&mut out, &down),
+            from_kernel(&mut out, &down, &mut table(), 0),
             FromKernel::Steered { slot: 1 }
         );
         assert_eq!(probe_port(0), Some(PROBE_PORT_BASE));
@@ -1344,35 +1393,40 @@ mod tests {
     }
 
     #[test]
-    fn what_the_host_sends_that_is_not_a_probe_is_unchanged() {
+    fn what_the_host_sends_that_is_not_a_probe() {
         let s = all_up();
+        let fate = |f: &[u8], s: &Snapshot| {
+            let mut out = f.to_vec();
+            let r = from_kernel(&mut out, s, &mut table(), 0);
+            (r, out)
+        };
         let unchanged = |f: Vec<u8>, s: &Snapshot| {
-            let mut out = f.clone();
-            assert_eq!(steer_from_kernel(&mut out, s), FromKernel::Unchanged);
+            let (r, out) = fate(&f, s);
+            assert_eq!(r, FromKernel::Unchanged);
             assert_eq!(out, f, "not a byte changed");
         };
-        // Source port below the range.
-        unchanged(
-            build::tcp4(
-                PORT_MAC,
-                PORT_MAC,
-                LOCAL4,
-                VIP4,
-                PROBE_PORT_BASE - 1,
-                443,
-                SYN,
-                b"",
-            ),
-            &s,
-        );
-        unchanged(
-            build::tcp4(PORT_MAC, PORT_MAC, LOCAL4, VIP4, 40000, 443, SYN, b""),
-            &s,
-        );
-        // Slot 3 is VIP 1's backend, not VIP 0's; slot 7 is nobody's.
-        unchanged(probe4(3), &s);
-        unchanged(probe4(7), &s);
-        unchanged(
+        let dropped = |f: Vec<u8>, s: &Snapshot, reason: DropReason| {
+            assert_eq!(fate(&f, s).0, FromKernel::Dropped(reason));
+        };
+        // Below the range: balanced as a client's packet, to VIP 0's backends.
+        for sport in [PROBE_PORT_BASE - 1, 40000] {
+            let f = build::tcp4(PORT_MAC, PORT_MAC, LOCAL4, VIP4, sport, 443, SYN, b"");
+            let (r, out) = fate(&f, &s);
+            let FromKernel::Balanced {
+                slot,
+                new_flow: true,
+            } = r
+            else {
+                panic!("{r:?}")
+            };
+            assert!(slot < 3, "{slot}");
+            assert_dr_rewrite(&f, &out, slot);
+        }
+        // The range is reserved: slot 3 is VIP 1's backend, not VIP 0's;
+        // slot 7 is nobody's; slot 1 is VIP 0's, not VIP 1's (IPv6).
+        dropped(probe4(3), &s, DropReason::ProbeNoBackend);
+        dropped(probe4(7), &s, DropReason::ProbeNoBackend);
+        dropped(
             build::udp6(
                 PORT_MAC,
                 PORT_MAC,
@@ -1383,14 +1437,21 @@ mod tests {
                 b"",
             ),
             &s,
+            DropReason::ProbeNoBackend,
         );
-        // A backend without a MAC.
+        // A backend without a MAC: not steered, and not balanced elsewhere.
         let mut sp = spec([BackendState::Up; 5]);
         sp.vips[0].backends[1].mac = None;
         let unresolved = Snapshot::build(&sp).unwrap();
-        unchanged(probe4(1), &unresolved);
-        // Not to its VIP's address: the backend's own address (a check
-        // via the real address from a port in the range), another VIP's.
+        dropped(probe4(1), &unresolved, DropReason::BackendUnresolved);
+        // To a VIP address on a port no VIP serves, from outside the range.
+        dropped(
+            build::tcp4(PORT_MAC, PORT_MAC, LOCAL4, VIP4, 40000, 22, SYN, b""),
+            &s,
+            DropReason::UnknownVipPort,
+        );
+        // Not to a VIP address: the backend's own address (a check via the
+        // real address, even from a port in the range).
         unchanged(
             build::tcp4(
                 PORT_MAC,
@@ -1404,36 +1465,54 @@ mod tests {
             ),
             &s,
         );
-        unchanged(
-            build::tcp6(
-                PORT_MAC,
-                PORT_MAC,
-                client6(),
-                vip6(),
-                PROBE_PORT_BASE,
-                5000,
-                SYN,
-                b"",
-            ),
-            &s,
-        );
-        // Neither TCP nor UDP, and fragments.
-        let gre = build::ipv4(LOCAL4, VIP4, 47, &[0xf0, 0, 1, 0xbb, 0, 0, 0, 0]);
-        unchanged(
-            build::ethernet(PORT_MAC, PORT_MAC, ETHERTYPE_IPV4, &gre),
-            &s,
-        );
+        // A fragment to the VIP from a port in the range is no probe: it
+        // is decided as a client's fragment would be.
         let tcp = build::tcp(PROBE_PORT_BASE, 443, SYN, b"", 0);
         let frag = build::ipv4_fragment(LOCAL4, VIP4, PROTO_TCP, 0x2000, 7, &tcp);
-        unchanged(
-            build::ethernet(PORT_MAC, PORT_MAC, ETHERTYPE_IPV4, &frag),
-            &s,
-        );
+        let f = build::ethernet(PORT_MAC, PORT_MAC, ETHERTYPE_IPV4, &frag);
+        let mut client = f.clone();
+        let want = decide(&mut client, &s, &mut table(), 0);
+        let (r, _) = fate(&f, &s);
+        assert!(!matches!(r, FromKernel::Steered { .. }), "{r:?} ({want:?})");
         // ARP, and runts.
         unchanged(build::arp_request(PORT_MAC, LOCAL4, VIP4), &s);
         let f = probe4(0);
         unchanged(f[..30].to_vec(), &s);
         unchanged(Vec::new(), &s);
+    }
+
+    /// A host process reaches a VIP as a client does: its flow stays on
+    /// its backend, and a ping of the VIP is answered back to the host.
+    #[test]
+    fn host_traffic_to_a_vip_is_balanced_and_pinned() {
+        let s = all_up();
+        let mut t = table();
+        let f = build::tcp4(PORT_MAC, PORT_MAC, LOCAL4, VIP4, 40000, 443, SYN, b"");
+        let mut out = f.clone();
+        let FromKernel::Balanced {
+            slot,
+            new_flow: true,
+        } = from_kernel(&mut out, &s, &mut t, 0)
+        else {
+            panic!()
+        };
+        for _ in 0..3 {
+            let mut again = f.clone();
+            assert_eq!(
+                from_kernel(&mut again, &s, &mut t, 1),
+                FromKernel::Balanced {
+                    slot,
+                    new_flow: false
+                }
+            );
+        }
+        let ping = build::icmp4_echo(PORT_MAC, PORT_MAC, LOCAL4, VIP4, 7, 1, b"ping");
+        let mut out = ping.clone();
+        assert_eq!(from_kernel(&mut out, &s, &mut t, 0), FromKernel::Reply);
+        let eth = EthernetFrame::new_checked(&out[..]).unwrap();
+        assert_eq!(eth.dst(), PORT_MAC);
+        let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+        assert_eq!((ip.src(), ip.dst()), (VIP4, LOCAL4));
     }
 
     /// The probe range means something only on frames from the host: a

@@ -37,6 +37,7 @@ macro_rules! for_each_counter {
             [vip_conflicts, Total, "ARP and neighbor advertisements from another MAC claiming a VIP, reported to the control side."],
             [to_kernel, Total, "Packets passed to the host through the exception interface."],
             [from_kernel, Total, "Packets the host sent through the exception interface, out of the port."],
+            [host_balanced, Total, "Packets the host sent to a VIP (not health checks), balanced to a backend as a client's."],
             [probes_steered, Total, "Health checks from the host sent along the DR path (checks via the VIP): from the exception interface to the backend their source port names."],
             [neigh_requests, Total, "ARP requests and neighbor solicitations sent to resolve backends."],
             [neigh_learned, Total, "ARP replies and neighbor advertisements reported to the control side."],

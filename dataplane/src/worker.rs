@@ -159,9 +159,10 @@ impl<'a> Worker<'a> {
     }
 
     /// What the host sent through the exception interface goes out of the
-    /// port (the interface carries the port's MAC): unchanged, except a
-    /// health check via the VIP, which goes to the backend its source port
-    /// names ([`forward::steer_from_kernel`]).
+    /// port (the interface carries the port's MAC): unchanged, except what
+    /// it sends to a VIP ([`forward::from_kernel`]): a health check via the
+    /// VIP goes to the backend its source port names, other traffic is
+    /// balanced as a client's, a ping of the VIP is answered back.
     #[inline]
     pub fn poll_kernel(&mut self, burst: &mut Burst) {
         let Some(k) = self.kernel.as_mut() else {
@@ -171,39 +172,83 @@ impl<'a> Worker<'a> {
         if n == 0 {
             return;
         }
+        let now = seconds(self.tsc_hz);
         let snap = self.snapshots.load();
         adopt(&mut self.generation, snap, self.stats, self.tsc_hz);
-        let mut lens = [0u16; BURST_SIZE];
-        let mut steered = 0u64;
-        for (i, l) in lens.iter_mut().enumerate().take(n) {
-            if let Some(frame) = burst.data_mut(i) {
-                if let forward::FromKernel::Steered { .. } = forward::steer_from_kernel(frame, snap)
-                {
-                    steered += 1;
-                }
-            }
-            #[allow(clippy::cast_possible_truncation, reason = "an mbuf's data_len, a u16")]
-            let len = burst.len_of(i).unwrap_or(0) as u16;
-            *l = len;
-        }
-        let out = self.queue.tx(burst);
         let s = self.stats;
+        let flows = &mut self.flows;
+        let echo = &mut self.echo;
+        let mut lens = [0u16; BURST_SIZE];
+        let mut kept = 0;
+        let (mut steered, mut balanced, mut new_flows, mut replies) = (0u64, 0u64, 0u64, 0u64);
+        let mut drops = [0u64; DropReason::COUNT];
+        let mut replies_burst = Burst::new();
+        burst.triage(&mut replies_burst, |frame| {
+            let fate = match forward::from_kernel(frame, snap, flows, now) {
+                forward::FromKernel::Steered { .. } => {
+                    steered += 1;
+                    Fate::Send(frame.len())
+                }
+                forward::FromKernel::Balanced { slot, new_flow } => {
+                    balanced += 1;
+                    new_flows += u64::from(new_flow);
+                    if let Some(b) = s.backends.get(usize::from(slot)) {
+                        b.packets.add(1);
+                        b.bytes.add(frame.len() as u64);
+                        b.new_flows.add(u64::from(new_flow));
+                    }
+                    Fate::Send(frame.len())
+                }
+                forward::FromKernel::Reply if echo.allow(dpdk::rdtsc()) => {
+                    replies += 1;
+                    return Fate::Divert;
+                }
+                forward::FromKernel::Reply => {
+                    drops[DropReason::EchoRateLimited as usize] += 1;
+                    return Fate::Drop;
+                }
+                forward::FromKernel::Dropped(reason) => {
+                    drops[reason as usize] += 1;
+                    return Fate::Drop;
+                }
+                forward::FromKernel::Unchanged => Fate::Send(frame.len()),
+            };
+            #[allow(
+                clippy::cast_possible_truncation,
+                reason = "one segment's length, a u16"
+            )]
+            if let Some(l) = lens.get_mut(kept) {
+                *l = frame.len() as u16;
+            }
+            kept += 1;
+            fate
+        });
+        let out = self.queue.tx(burst);
+        if !replies_burst.is_empty() {
+            let ko = k.tx(&mut replies_burst);
+            replies -= ko.dropped as u64;
+            drops[DropReason::NoKernelPath as usize] += ko.dropped as u64;
+        }
         s.from_kernel.add(n as u64);
         s.probes_steered.add(steered);
+        s.host_balanced.add(balanced);
+        s.new_flows.add(new_flows);
+        s.echo_replies.add(replies);
         s.tx_packets.add(out.sent as u64);
         s.tx_bytes
             .add(lens[..out.sent].iter().map(|&l| u64::from(l)).sum());
         s.tx_failed.add(out.dropped as u64);
+        for (c, d) in s.drops.iter().zip(drops) {
+            if d != 0 {
+                c.add(d);
+            }
+        }
     }
 
     /// Seconds of TSC time, the flow table's clock.
     #[inline]
-    #[allow(
-        clippy::cast_possible_truncation,
-        reason = "seconds since the TSC started: a u32 wraps after 136 years"
-    )]
     fn now(&self) -> u32 {
-        (dpdk::rdtsc() / self.tsc_hz) as u32
+        seconds(self.tsc_hz)
     }
 
     /// One RX burst through to TX; returns how many packets arrived.
@@ -370,6 +415,16 @@ impl<'a> Worker<'a> {
         }
         n
     }
+}
+
+/// Seconds of TSC time at `tsc_hz`.
+#[inline]
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "seconds since the TSC started: a u32 wraps after 136 years"
+)]
+fn seconds(tsc_hz: u64) -> u32 {
+    (dpdk::rdtsc() / tsc_hz) as u32
 }
 
 /// Note a snapshot the worker uses: when it is new to this worker, publish
