@@ -96,19 +96,27 @@ pub struct CheckConfig {
     pub rise: u32,
     #[serde(default = "default_fall")]
     pub fall: u32,
-    /// `real` (the default for now): to the backend's own address; `vip`:
-    /// to VIP:port along the DR path (see [`CheckVia`]). `vip` becomes the
-    /// default once lab-tested.
-    #[serde(default, skip_serializing_if = "CheckVia::is_real")]
+    /// `auto` (the default): `vip` when lbd has an exception interface,
+    /// else `real`; `real`: to the backend's own address; `vip`: to
+    /// VIP:port along the DR path (see [`CheckVia`]).
+    #[serde(default, skip_serializing_if = "CheckVia::is_auto")]
     pub via: CheckVia,
+    /// A `udp` check's datagram (text); default `lbd-health\n`. Any
+    /// datagram back within the timeout passes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<String>,
 }
 
 /// The path a health check takes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CheckVia {
-    /// To the backend's own address and the check port.
+    /// `Vip` when lbd has an exception interface (`--kernel-iface`), the
+    /// only way a check can travel the DR path; else `Real`. A check via
+    /// the VIP also checks the real address, for diagnosis.
     #[default]
+    Auto,
+    /// To the backend's own address and the check port.
     Real,
     /// To the VIP's address and the check port, from source port
     /// `PROBE_PORT_BASE + slot` on the host, which the dataplane steers to
@@ -119,14 +127,25 @@ pub enum CheckVia {
 }
 
 impl CheckVia {
-    pub fn is_real(&self) -> bool {
-        *self == CheckVia::Real
+    pub fn is_auto(&self) -> bool {
+        *self == CheckVia::Auto
     }
 
-    /// `real` or `vip` (`""`: `real`), the API's and the CLI's form.
+    /// The path taken: [`CheckVia::Auto`] resolved by whether lbd has an
+    /// exception interface.
+    pub fn effective(self, kernel_iface: bool) -> CheckVia {
+        match self {
+            CheckVia::Auto if kernel_iface => CheckVia::Vip,
+            CheckVia::Auto => CheckVia::Real,
+            v => v,
+        }
+    }
+
+    /// `auto`, `real` or `vip` (`""`: `auto`), the API's and the CLI's form.
     pub fn parse(s: &str) -> Option<CheckVia> {
         match s {
-            "" | "real" => Some(CheckVia::Real),
+            "" | "auto" => Some(CheckVia::Auto),
+            "real" => Some(CheckVia::Real),
             "vip" => Some(CheckVia::Vip),
             _ => None,
         }
@@ -136,6 +155,7 @@ impl CheckVia {
 impl std::fmt::Display for CheckVia {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
+            CheckVia::Auto => "auto",
             CheckVia::Real => "real",
             CheckVia::Vip => "vip",
         })
@@ -211,7 +231,7 @@ mod tests {
     }
 
     #[test]
-    fn a_check_goes_via_the_real_address_unless_it_says_vip() {
+    fn a_check_goes_the_way_it_says_and_auto_by_default() {
         let text = |via: &str| {
             format!(
                 "[[vip]]\naddress = \"198.51.100.10\"\nport = 80\nprotocol = \"tcp\"\n\
@@ -227,25 +247,28 @@ mod tests {
             (check.via, saved)
         };
         let (v, saved) = via(&text(""));
-        assert_eq!(v, CheckVia::Real);
+        assert_eq!(v, CheckVia::Auto);
         assert!(
             !saved.contains("via"),
             "the default is not written: {saved}"
         );
-        let (v, saved) = via(&text("via = \"real\"\n"));
-        assert_eq!(v, CheckVia::Real);
-        assert!(!saved.contains("via"), "{saved}");
-        let (v, saved) = via(&text("via = \"vip\"\n"));
-        assert_eq!(v, CheckVia::Vip);
-        assert!(saved.contains("via = \"vip\""), "{saved}");
-        assert_eq!(via(&saved).0, CheckVia::Vip, "round trip");
+        assert_eq!(v.effective(true), CheckVia::Vip);
+        assert_eq!(v.effective(false), CheckVia::Real);
+        for (written, want) in [("real", CheckVia::Real), ("vip", CheckVia::Vip)] {
+            let (v, saved) = via(&text(&format!("via = \"{written}\"\n")));
+            assert_eq!(v, want);
+            assert!(saved.contains(&format!("via = \"{written}\"")), "{saved}");
+            assert_eq!(via(&saved).0, want, "round trip");
+            assert_eq!(v.effective(true), want);
+            assert_eq!(v.effective(false), want);
+        }
         let e = format!(
             "{:#}",
             toml::from_str::<Config>(&text("via = \"lo\"\n")).unwrap_err()
         );
         assert!(e.contains("via") || e.contains("unknown variant"), "{e}");
         assert_eq!(CheckVia::parse("vip"), Some(CheckVia::Vip));
-        assert_eq!(CheckVia::parse(""), Some(CheckVia::Real));
+        assert_eq!(CheckVia::parse(""), Some(CheckVia::Auto));
         assert_eq!(CheckVia::parse("VIP"), None);
     }
 

@@ -220,8 +220,16 @@ fn check(c: pb::HealthCheck) -> Result<HealthCheck, Status> {
             format!("{} is not an HTTP status", c.http_status),
         )
     })?;
+    if !c.payload.is_empty() && !matches!(kind, CheckKind::Udp { .. }) {
+        return Err(invalid(
+            "backend.check.payload",
+            format!("only a udp check sends a payload, not {kind}"),
+        ));
+    }
     let kind = match kind {
         CheckKind::Http { path, .. } => CheckKind::Http { path, status },
+        CheckKind::Udp { payload } if c.payload.is_empty() => CheckKind::Udp { payload },
+        CheckKind::Udp { .. } => CheckKind::Udp { payload: c.payload },
         k => k,
     };
     let mut hc = HealthCheck::new(kind);
@@ -247,7 +255,7 @@ fn check(c: pb::HealthCheck) -> Result<HealthCheck, Status> {
     hc.via = CheckVia::parse(&c.via).ok_or_else(|| {
         invalid(
             "backend.check.via",
-            format!("{:?}: expected real or vip", c.via),
+            format!("{:?}: expected auto, real or vip", c.via),
         )
     })?;
     Ok(hc)
@@ -263,9 +271,20 @@ fn pb_check(c: &HealthCheck) -> pb::HealthCheck {
         fall: c.fall,
         http_status: match c.kind {
             CheckKind::Http { status, .. } => u32::from(status),
-            CheckKind::Tcp => 0,
+            CheckKind::Tcp | CheckKind::Udp { .. } => 0,
         },
         via: c.via.to_string(),
+        payload: match &c.kind {
+            CheckKind::Udp { payload } => payload.clone(),
+            _ => String::new(),
+        },
+    }
+}
+
+fn pb_path(p: &crate::health::PathResult) -> pb::PathResult {
+    pb::PathResult {
+        ok: p.ok,
+        detail: p.detail.clone(),
     }
 }
 
@@ -323,6 +342,10 @@ fn pb_backend(c: &Control, key: &VipKey, addr: &IpAddr, s: &BackendSettings) -> 
         drain: s.drain,
         check: s.check.as_ref().map(pb_check),
         health: health as i32,
+        mac_since_unix_ms: c
+            .mac_since(addr)
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
     }
 }
 
@@ -567,6 +590,9 @@ impl LoadBalancer for Api {
                 detail: h.detail.clone(),
                 consecutive_successes: h.successes,
                 consecutive_failures: h.failures,
+                via: h.via.to_string(),
+                real: h.real.as_ref().map(pb_path),
+                vip_path: h.vip_path.as_ref().map(pb_path),
             })
             .collect();
         backends.sort_by(|a, b| {
@@ -681,13 +707,14 @@ mod tests {
     use prost::Message;
 
     #[test]
-    fn a_check_says_its_path_real_by_default() {
+    fn a_check_says_its_path_auto_by_default() {
         let req = |via: &str| pb::HealthCheck {
             kind: "tcp".into(),
             via: via.into(),
             ..Default::default()
         };
-        assert_eq!(check(req("")).unwrap().via, CheckVia::Real);
+        assert_eq!(check(req("")).unwrap().via, CheckVia::Auto);
+        assert_eq!(check(req("auto")).unwrap().via, CheckVia::Auto);
         assert_eq!(check(req("real")).unwrap().via, CheckVia::Real);
         let vip = check(req("vip")).unwrap();
         assert_eq!(vip.via, CheckVia::Vip);
@@ -695,6 +722,29 @@ mod tests {
         assert_eq!(check(pb_check(&vip)).unwrap(), vip, "round trip");
         let e = check(req("lo")).unwrap_err();
         assert!(e.message().contains("backend.check.via"), "{e:?}");
+    }
+
+    #[test]
+    fn a_udp_check_carries_its_payload_and_others_refuse_one() {
+        let req = |kind: &str, payload: &str| pb::HealthCheck {
+            kind: kind.into(),
+            payload: payload.into(),
+            ..Default::default()
+        };
+        let c = check(req("udp", "")).unwrap();
+        assert_eq!(
+            c.kind,
+            CheckKind::Udp {
+                payload: crate::state::DEFAULT_UDP_PAYLOAD.into()
+            }
+        );
+        let c = check(req("udp", "PING")).unwrap();
+        assert_eq!(pb_check(&c).payload, "PING");
+        assert_eq!(check(pb_check(&c)).unwrap(), c, "round trip");
+        for kind in ["tcp", "http:/"] {
+            let e = check(req(kind, "PING")).unwrap_err();
+            assert!(e.message().contains("backend.check.payload"), "{e:?}");
+        }
     }
 
     #[test]

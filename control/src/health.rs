@@ -1,9 +1,12 @@
-//! Active health checks: one task per checked backend, a TCP connect or an
-//! HTTP GET every interval, `fall` consecutive failures take the backend
-//! down and `rise` consecutive successes bring it back. Checks are plain
-//! sockets of the host, so they leave through the exception interface onto
-//! the data network. A backend counts as healthy until its checks say
-//! otherwise, so a restart does not take every backend out of service.
+//! Active health checks: one task per checked backend, a TCP connect, an
+//! HTTP GET or a UDP datagram every interval, `fall` consecutive failures
+//! take the backend down and `rise` consecutive successes bring it back.
+//! Checks are plain sockets of the host, so they leave through the
+//! exception interface onto the data network. A check via the VIP decides
+//! on the DR path and checks the real address beside it, so an operator
+//! sees "server up, VIP path broken". A backend counts as healthy until its
+//! checks say otherwise, so a restart does not take every backend out of
+//! service.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -13,13 +16,13 @@ use std::time::Duration;
 use crate::state::{CheckKind, CheckVia, HealthCheck};
 use lb_core::snapshot::VipKey;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::{TcpSocket, TcpStream, UdpSocket};
 use tokio::task::JoinHandle;
 
 use crate::hub::Control;
 
 /// A backend's health as the checks see it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Status {
     pub healthy: bool,
     /// The last check's outcome, for operators.
@@ -29,6 +32,34 @@ pub struct Status {
     /// Passed a check since lbd started: only then does the backend count
     /// for announcing its VIP (a restarted lbd attracts no traffic before).
     pub passed: bool,
+    /// The path that decides (`Auto` resolved).
+    pub via: CheckVia,
+    /// The last check to the backend's own address.
+    pub real: Option<PathResult>,
+    /// The last check along the DR path; `None` for a check via the real address.
+    pub vip_path: Option<PathResult>,
+}
+
+/// One path's last outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathResult {
+    pub ok: bool,
+    pub detail: String,
+}
+
+impl PathResult {
+    fn of(what: &str, r: &Result<(), String>) -> PathResult {
+        match r {
+            Ok(()) => PathResult {
+                ok: true,
+                detail: format!("{what} ok"),
+            },
+            Err(e) => PathResult {
+                ok: false,
+                detail: format!("{what} failed: {e}"),
+            },
+        }
+    }
 }
 
 /// The running check tasks, kept in line with the state.
@@ -83,10 +114,6 @@ const START_GRACE: Duration = Duration::from_secs(1);
 async fn run(vip: VipKey, addr: IpAddr, check: HealthCheck, control: Arc<Mutex<Control>>) {
     let started = tokio::time::Instant::now();
     let port = check.port.unwrap_or(vip.port);
-    let what = match check.via {
-        CheckVia::Real => check.kind.to_string(),
-        CheckVia::Vip => format!("{} via vip", check.kind),
-    };
     let timeout = Duration::from_millis(u64::from(check.timeout_ms));
     let mut tick = tokio::time::interval(Duration::from_millis(u64::from(check.interval_ms)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -96,47 +123,66 @@ async fn run(vip: VipKey, addr: IpAddr, check: HealthCheck, control: Arc<Mutex<C
         successes: 0,
         failures: 0,
         passed: false,
+        via: CheckVia::Real,
+        real: None,
+        vip_path: None,
     };
+    let real_what = check.kind.to_string();
+    let vip_what = format!("{} via vip", check.kind);
     loop {
         tick.tick().await;
-        let result = match check.via {
-            CheckVia::Real => probe(SocketAddr::new(addr, port), &check.kind, timeout).await,
+        // Looked up on every check: the exception interface, and the slot
+        // (the backend's current one) its source port names.
+        let (via, sport) = match control.lock() {
+            Ok(c) => {
+                let via = check.via.effective(c.kernel_iface().is_some());
+                (
+                    via,
+                    (via == CheckVia::Vip).then(|| c.vip_probe_port(&vip, &addr)),
+                )
+            }
+            Err(_) => return,
+        };
+        let real = probe(SocketAddr::new(addr, port), &check.kind, timeout);
+        let (result, real, vip_path) = match sport {
+            None => {
+                let r = real.await;
+                (r.clone(), PathResult::of(&real_what, &r), None)
+            }
             // Along the DR path: to VIP:port from the source port naming
-            // this backend, which the dataplane steers to its MAC. Looked
-            // up on every check: the slot is the backend's current one.
-            CheckVia::Vip => {
-                let sport = match control.lock() {
-                    Ok(c) => c.vip_probe_port(&vip, &addr),
-                    Err(_) => return,
-                };
-                match sport {
-                    Ok(sport) => {
-                        probe_from(
-                            SocketAddr::new(vip.addr, port),
-                            Some(sport),
-                            &check.kind,
-                            timeout,
-                        )
-                        .await
+            // this backend, which the dataplane steers to its MAC; the
+            // real address beside it, for diagnosis.
+            Some(sport) => {
+                let along = async {
+                    match sport {
+                        Ok(sport) => {
+                            let target = SocketAddr::new(vip.addr, port);
+                            probe_from(target, Some(sport), &check.kind, timeout).await
+                        }
+                        Err(e) => Err(e),
                     }
-                    Err(e) => Err(e),
-                }
+                };
+                let (r, v) = tokio::join!(real, along);
+                let vp = PathResult::of(&vip_what, &v);
+                (v, PathResult::of(&real_what, &r), Some(vp))
             }
         };
+        status.via = via;
+        status.detail = vip_path.as_ref().unwrap_or(&real).detail.clone();
+        status.real = Some(real);
+        status.vip_path = vip_path;
         match &result {
             Ok(()) => {
                 status.successes = status.successes.saturating_add(1);
                 status.failures = 0;
                 status.passed = true;
-                status.detail = format!("{what} ok");
                 if !status.healthy && status.successes >= check.rise {
                     status.healthy = true;
                 }
             }
-            Err(e) => {
+            Err(_) => {
                 status.failures = status.failures.saturating_add(1);
                 status.successes = 0;
-                status.detail = format!("{what} failed: {e}");
                 if status.healthy
                     && status.failures >= check.fall
                     && started.elapsed() >= START_GRACE
@@ -181,6 +227,36 @@ async fn connect(target: SocketAddr, sport: Option<u16>) -> std::io::Result<TcpS
     socket.connect(target).await
 }
 
+/// One datagram to `target` (from source port `sport`, if given), one back.
+/// The socket is connected, so an ICMP port unreachable fails the receive
+/// at once ("refused") rather than at the timeout.
+async fn udp_exchange(target: SocketAddr, sport: Option<u16>, payload: &str) -> Result<(), String> {
+    let any: IpAddr = match target {
+        SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+        SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+    };
+    let local = SocketAddr::new(any, sport.unwrap_or(0));
+    // Nothing lingers after a UDP socket closes: the probe port binds
+    // again at the next interval without SO_REUSEADDR.
+    let socket = UdpSocket::bind(local)
+        .await
+        .map_err(|e| format!("bind {local}: {e}"))?;
+    socket
+        .connect(target)
+        .await
+        .map_err(|e| format!("connect {target}: {e}"))?;
+    socket
+        .send(payload.as_bytes())
+        .await
+        .map_err(|e| format!("send to {target}: {e}"))?;
+    let mut buf = [0u8; 2048];
+    socket
+        .recv(&mut buf)
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("receive from {target}: {e}"))
+}
+
 /// [`probe`] from source port `sport`, if given. The HTTP `Host:` is the
 /// target's address: the VIP for a check via the VIP.
 pub async fn probe_from(
@@ -189,6 +265,12 @@ pub async fn probe_from(
     kind: &CheckKind,
     timeout: Duration,
 ) -> Result<(), String> {
+    if let CheckKind::Udp { payload } = kind {
+        return match tokio::time::timeout(timeout, udp_exchange(target, sport, payload)).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+        };
+    }
     let attempt = async {
         let mut stream = connect(target, sport).await.map_err(|e| match sport {
             Some(p) => format!("connect {target} from port {p}: {e}"),
@@ -338,6 +420,47 @@ mod tests {
                 .await;
                 assert_eq!(r, Ok(()));
             }
+        });
+    }
+
+    /// A UDP check passes on any datagram back, from a fixed source port
+    /// again and again; a port nobody serves fails at once (ICMP port
+    /// unreachable), a silent one at the timeout.
+    #[test]
+    fn udp_probes() {
+        rt().block_on(async {
+            let echo = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let addr = echo.local_addr().unwrap();
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 512];
+                while let Ok((n, peer)) = echo.recv_from(&mut buf).await {
+                    let _ = tx.send((peer.port(), buf[..n].to_vec()));
+                    let _ = echo.send_to(&buf[..n], peer).await;
+                }
+            });
+            let udp = CheckKind::Udp {
+                payload: "PING".into(),
+            };
+            let t = Duration::from_millis(500);
+            let sport = lb_core::forward::probe_port(9).unwrap();
+            for _ in 0..3 {
+                assert_eq!(probe_from(addr, Some(sport), &udp, t).await, Ok(()));
+                assert_eq!(rx.recv().await.unwrap(), (sport, b"PING".to_vec()));
+            }
+            assert_eq!(probe(addr, &udp, t).await, Ok(()));
+            let closed = tokio::net::UdpSocket::bind("127.0.0.1:0")
+                .await
+                .unwrap()
+                .local_addr()
+                .unwrap();
+            let e = probe(closed, &udp, t).await.unwrap_err();
+            assert!(e.contains("refused"), "{e}");
+            let mute = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let e = probe(mute.local_addr().unwrap(), &udp, Duration::from_millis(200))
+                .await
+                .unwrap_err();
+            assert!(e.contains("no answer within 200 ms"), "{e}");
         });
     }
 

@@ -78,6 +78,8 @@ pub struct Control {
     kernel_iface: Option<String>,
     /// Health-check verdicts: runtime state, never written to the state file.
     health: HashMap<(VipKey, IpAddr), health::Status>,
+    /// Each backend address's MAC in use and since when (as last published).
+    mac_since: HashMap<IpAddr, (MacAddr, std::time::SystemTime)>,
     /// Events for `Watch` subscribers.
     events: tokio::sync::broadcast::Sender<lb_proto::v1::Event>,
     /// The VIP addresses the BGP speaker was last told to announce.
@@ -128,7 +130,7 @@ impl Control {
         let mut neigh = NeighTable::new(NeighConfig::default());
         neigh.set_wanted(state.backend_addresses());
         let snapshot = Snapshot::build(&state.to_spec(1, mac, |_| None))?.with_vip_ping(true);
-        Ok(Control {
+        let mut c = Control {
             durable: state.clone(),
             commits: Vec::new(),
             commit_wanted: Arc::new(tokio::sync::Notify::new()),
@@ -146,11 +148,14 @@ impl Control {
             vip_ping: true,
             kernel_iface: None,
             health: HashMap::new(),
+            mac_since: HashMap::new(),
             events: tokio::sync::broadcast::channel(1024).0,
             announced: tokio::sync::watch::channel(BTreeSet::new()).1,
             announcing: false,
             shutting_down: false,
-        })
+        };
+        c.track_macs();
+        Ok(c)
     }
 
     /// Write every accepted change to `path` before it is acknowledged.
@@ -501,6 +506,7 @@ impl Control {
             Ok(s) => {
                 self.generation += 1;
                 self.publisher.publish(s, (self.clock)());
+                self.track_macs();
                 true
             }
             Err(e) => {
@@ -544,6 +550,30 @@ impl Control {
                 .get(&(*vip, *addr))
                 .is_some_and(|h| h.healthy && h.passed)
         })
+    }
+
+    /// Note when each backend address's MAC took its current value: every
+    /// MAC change is published, so this runs after each publication.
+    fn track_macs(&mut self) {
+        let now = std::time::SystemTime::now();
+        let mut next = HashMap::new();
+        for (addr, fixed) in self.state.backend_addresses() {
+            let Some(mac) = self.effective_mac(&addr, fixed) else {
+                continue;
+            };
+            let since = match self.mac_since.get(&addr) {
+                Some(&(m, since)) if m == mac => since,
+                _ => now,
+            };
+            next.insert(addr, (mac, since));
+        }
+        self.mac_since = next;
+    }
+
+    /// When backend `addr`'s MAC in use took its current value; `None`
+    /// while unresolved.
+    pub fn mac_since(&self, addr: &IpAddr) -> Option<std::time::SystemTime> {
+        self.mac_since.get(addr).map(|&(_, t)| t)
     }
 
     /// The MAC a backend is forwarded to: static, resolved, or none yet.

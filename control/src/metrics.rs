@@ -131,6 +131,8 @@ struct BackendRow {
     new_flows: u64,
     up: bool,
     healthy: Option<bool>,
+    /// The last check of each path: ("real" | "vip", ok).
+    paths: Vec<(&'static str, bool)>,
 }
 
 type RowValue = fn(&BackendRow) -> u64;
@@ -212,6 +214,15 @@ pub fn render(source: &Source) -> String {
                 new_flows: 0,
                 up: b.state == BackendState::Up && b.mac.is_some(),
                 healthy: control.health(&v.key, &b.addr).map(|h| h.healthy),
+                paths: control
+                    .health(&v.key, &b.addr)
+                    .map(|h| {
+                        [("real", &h.real), ("vip", &h.vip_path)]
+                            .into_iter()
+                            .filter_map(|(p, r)| r.as_ref().map(|r| (p, r.ok)))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
             };
             let t = WorkerStats::backend_total(&source.stats, slot);
             (row.packets, row.bytes, row.new_flows) = (t.packets, t.bytes, t.new_flows);
@@ -285,6 +296,22 @@ pub fn render(source: &Source) -> String {
                 "lb_backend_healthy",
                 &[("vip", &r.vip), ("backend", &r.backend)],
                 u64::from(h),
+            );
+        }
+    }
+    f.header(
+        "lb_backend_check_ok",
+        "gauge",
+        "The last health check along each path: 1 passed, 0 failed. path=\"real\": to the backend's \
+         own address; path=\"vip\": along the DR path, to VIP:port at the backend's MAC (checks via \
+         the VIP only). Real 1 and vip 0: the server is up, the VIP path is broken.",
+    );
+    for r in &rows {
+        for &(path, ok) in &r.paths {
+            f.sample(
+                "lb_backend_check_ok",
+                &[("vip", &r.vip), ("backend", &r.backend), ("path", path)],
+                u64::from(ok),
             );
         }
     }

@@ -80,7 +80,12 @@ pub enum CheckKind {
     Tcp,
     /// `GET path` must answer with `status`.
     Http { path: String, status: u16 },
+    /// `payload` sent in one datagram must get a datagram back.
+    Udp { payload: String },
 }
+
+/// A `udp` check's datagram when the check names none.
+pub const DEFAULT_UDP_PAYLOAD: &str = "lbd-health\n";
 
 impl HealthCheck {
     /// The timeout of a check that names none: half its interval, at most
@@ -98,7 +103,7 @@ impl HealthCheck {
             timeout_ms: 1000,
             rise: 2,
             fall: 3,
-            via: CheckVia::Real,
+            via: CheckVia::Auto,
         }
     }
 
@@ -107,6 +112,9 @@ impl HealthCheck {
         match s {
             "none" | "" => Ok(None),
             "tcp" => Ok(Some(CheckKind::Tcp)),
+            "udp" => Ok(Some(CheckKind::Udp {
+                payload: DEFAULT_UDP_PAYLOAD.into(),
+            })),
             _ => match s.strip_prefix("http:") {
                 Some(path) if path.starts_with('/') && !path.contains(char::is_whitespace) => {
                     Ok(Some(CheckKind::Http {
@@ -116,7 +124,7 @@ impl HealthCheck {
                 }
                 _ => Err(invalid(
                     "backend.check",
-                    format!("{s:?}: expected tcp, http:/path or none"),
+                    format!("{s:?}: expected tcp, http:/path, udp or none"),
                 )),
             },
         }
@@ -128,6 +136,7 @@ impl std::fmt::Display for CheckKind {
         match self {
             CheckKind::Tcp => f.write_str("tcp"),
             CheckKind::Http { path, .. } => write!(f, "http:{path}"),
+            CheckKind::Udp { .. } => f.write_str("udp"),
         }
     }
 }
@@ -488,11 +497,23 @@ impl DesiredState {
                     })?;
                 let check = match &b.check {
                     None => None,
+                    Some(c) if c.payload.is_some() && c.kind != "udp" => {
+                        return Err(invalid(
+                            "backend.check.payload",
+                            format!(
+                                "vip {key}, backend {}: only a udp check sends a payload, not {}",
+                                b.address, c.kind
+                            ),
+                        ));
+                    }
                     Some(c) => {
                         let kind = match HealthCheck::parse_kind(&c.kind)? {
                             Some(CheckKind::Http { path, .. }) => Some(CheckKind::Http {
                                 path,
                                 status: c.status,
+                            }),
+                            Some(CheckKind::Udp { payload }) => Some(CheckKind::Udp {
+                                payload: c.payload.clone().unwrap_or(payload),
                             }),
                             other => other,
                         };
@@ -556,7 +577,15 @@ impl DesiredState {
                                 kind: c.kind.to_string(),
                                 status: match c.kind {
                                     CheckKind::Http { status, .. } => status,
-                                    CheckKind::Tcp => 200,
+                                    CheckKind::Tcp | CheckKind::Udp { .. } => 200,
+                                },
+                                payload: match &c.kind {
+                                    CheckKind::Udp { payload }
+                                        if payload != DEFAULT_UDP_PAYLOAD =>
+                                    {
+                                        Some(payload.clone())
+                                    }
+                                    _ => None,
                                 },
                                 port: c.port,
                                 interval_ms: c.interval_ms,
@@ -690,13 +719,20 @@ fn check_health(c: &HealthCheck) -> Result<(), StateError> {
     if c.port == Some(0) {
         return Err(invalid("backend.check.port", "port 0 cannot be checked"));
     }
-    if let CheckKind::Http { status, .. } = c.kind {
-        if !(100..=599).contains(&status) {
+    match &c.kind {
+        CheckKind::Http { status, .. } if !(100..=599).contains(status) => {
             return Err(invalid(
                 "backend.check.status",
                 format!("{status} is not an HTTP status"),
             ));
         }
+        CheckKind::Udp { payload } if payload.is_empty() || payload.len() > 1024 => {
+            return Err(invalid(
+                "backend.check.payload",
+                format!("{} bytes: a UDP check sends 1 to 1024", payload.len()),
+            ));
+        }
+        _ => {}
     }
     Ok(())
 }
@@ -875,7 +911,7 @@ mod tests {
         assert!(HealthCheck::parse_kind("http:health")
             .unwrap_err()
             .to_string()
-            .contains("tcp, http:/path or none"));
+            .contains("tcp, http:/path, udp or none"));
         assert_eq!(HealthCheck::parse_kind("none").unwrap(), None);
         assert_eq!(s, before);
         let mut small = DesiredState::default();

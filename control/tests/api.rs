@@ -224,6 +224,14 @@ fn lbctl_drives_lbd_and_state_survives_a_restart() {
         "unresolved until ARP answers"
     );
     assert_eq!(by_addr("192.0.2.13")["state"], "draining");
+    // When the MAC in use took effect: a static one at once, none while unresolved.
+    let since = by_addr("192.0.2.11")["mac_since_unix_ms"].as_u64().unwrap();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert!(since > 0 && since <= now_ms, "{since} vs {now_ms}");
+    assert_eq!(by_addr("192.0.2.12")["mac_since_unix_ms"], 0);
     let udp = list
         .iter()
         .find(|v| v["vip"] == "[2001:db8::10]:5000/udp")
@@ -473,7 +481,19 @@ fn lbctl_drives_lbd_and_state_survives_a_restart() {
 
     // Restart with the same state file: the same VIPs and backends.
     let lbd = Lbd::start(&dir, "api2");
-    assert_eq!(lbd.json(&["vip", "list"]), vips);
+    // The same VIPs and backends; when each MAC took effect is this run's.
+    let without_since = |mut v: serde_json::Value| {
+        for vip in v.as_array_mut().unwrap() {
+            for b in vip["backends"].as_array_mut().unwrap() {
+                b.as_object_mut().unwrap().remove("mac_since_unix_ms");
+            }
+        }
+        v
+    };
+    assert_eq!(
+        without_since(lbd.json(&["vip", "list"])),
+        without_since(vips)
+    );
     lbd.stop();
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -180,6 +180,7 @@ fn no_vip_ping_reaches_the_snapshot() {
         successes: 0,
         failures: 0,
         passed: true,
+        ..Default::default()
     };
     c.set_health(vip, addr, status(true));
     c.set_health(vip, addr, status(false));

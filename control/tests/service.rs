@@ -58,6 +58,12 @@ fn health(healthy: bool, detail: &str) -> Status {
         successes: u32::from(healthy),
         failures: u32::from(!healthy),
         passed: true,
+        via: control::state::CheckVia::Real,
+        real: Some(control::health::PathResult {
+            ok: healthy,
+            detail: detail.into(),
+        }),
+        vip_path: None,
     }
 }
 

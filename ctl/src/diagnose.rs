@@ -13,11 +13,16 @@ pub struct Row {
     pub address: String,
     /// The MAC in use; empty while unresolved.
     pub mac: String,
+    /// Since when (Unix ms); 0 while unresolved.
+    pub mac_since_ms: u64,
     pub state: &'static str,
     /// "none", or the check's kind and path ("http:/ via vip").
     pub check: String,
     pub health: &'static str,
     pub detail: String,
+    /// The last check of each path: "ok", "failed", or "-" (not checked).
+    pub real: &'static str,
+    pub vip_path: &'static str,
     /// ARP/ND claims of this VIP seen from this backend's MAC.
     pub conflicts: u64,
     /// Over the sampling interval.
@@ -95,10 +100,22 @@ pub fn diagnose(
                 })
                 .map(|c| c.count)
                 .sum();
-            let via_vip = b.check.as_ref().is_some_and(|c| c.via == "vip");
+            // The path taken as the checker resolved it (auto: vip when
+            // lbd has an exception interface); the configured one before.
+            let via_vip = match h {
+                Some(h) if !h.via.is_empty() => h.via == "vip",
+                _ => b.check.as_ref().is_some_and(|c| c.via == "vip"),
+            };
             let check = b.check.as_ref().map_or("none".to_string(), |c| {
                 format!("{} via {}", c.kind, if via_vip { "vip" } else { "real" })
             });
+            let path = |p: Option<&pb::PathResult>| match p {
+                None => "-",
+                Some(p) if p.ok => "ok",
+                Some(_) => "failed",
+            };
+            let real = path(h.and_then(|h| h.real.as_ref()));
+            let vip_path = path(h.and_then(|h| h.vip_path.as_ref()));
             let healthy = match pb::Health::try_from(b.health) {
                 Ok(pb::Health::Healthy) => "healthy",
                 Ok(pb::Health::Unhealthy) => "unhealthy",
@@ -122,23 +139,37 @@ pub fn diagnose(
             if healthy == "unhealthy" {
                 let check_port = b.check.as_ref().map_or(0, |c| c.port);
                 let check_port = if check_port == 0 { port } else { check_port };
-                if via_vip {
-                    problems.push(format!(
+                let detail = h.map_or("", |h| h.detail.as_str());
+                let addr = &b.address;
+                let vip = vip_addr;
+                problems.push(match (via_vip, real) {
+                    // A refusal comes from the backend's own stack: the packet
+                    // reached it and it owns the VIP, but nothing listens there.
+                    (true, "ok") if detail.contains("refused") => format!(
+                        "{addr} answers on its own address but refuses the VIP ({detail}): its \
+                         server listens on {addr} only. Make it listen on {vip}:{check_port} or \
+                         0.0.0.0:{check_port} (`ss -ltnu` on the backend shows where it listens)."
+                    ),
+                    (true, "ok") => format!(
+                        "{addr} answers on its own address but not on the VIP ({detail}). Is \
+                         {vip}/32 on its lo (`ip addr add {vip}/32 dev lo`)? Does its server \
+                         listen on {vip}:{check_port} or 0.0.0.0, not only on {addr}?"
+                    ),
+                    (true, "failed") => format!(
+                        "{addr} fails its check on its own address and through the VIP \
+                         ({detail}): is its server running and listening on port {check_port}, \
+                         and does a firewall let lbd's host in?"
+                    ),
+                    (true, _) => format!(
                         "{addr} fails its check through the VIP ({detail}). Is {vip}/32 on its lo \
                          (`ip addr add {vip}/32 dev lo`)? Does its server listen on {vip}:{check_port} \
-                         or 0.0.0.0, not only on {addr}? (`ss -ltn` on the backend)",
-                        addr = b.address,
-                        vip = vip_addr,
-                        detail = h.map_or("", |h| h.detail.as_str()),
-                    ));
-                } else {
-                    problems.push(format!(
+                         or 0.0.0.0, not only on {addr}? (`ss -ltnu` on the backend)"
+                    ),
+                    (false, _) => format!(
                         "{addr} fails its check on its own address ({detail}): is its server running \
-                         and listening on port {check_port}, and does a firewall let lbd's host in?",
-                        addr = b.address,
-                        detail = h.map_or("", |h| h.detail.as_str()),
-                    ));
-                }
+                         and listening on port {check_port}, and does a firewall let lbd's host in?"
+                    ),
+                });
             }
             if conflicts > 0 {
                 problems.push(format!(
@@ -153,10 +184,13 @@ pub fn diagnose(
                 vip: name.clone(),
                 address: b.address.clone(),
                 mac: b.effective_mac.clone(),
+                mac_since_ms: b.mac_since_unix_ms,
                 state,
                 check,
                 health: healthy,
                 detail: h.map_or(String::new(), |h| h.detail.clone()),
+                real,
+                vip_path,
                 conflicts,
                 packets: p2.saturating_sub(p1),
                 new_flows: n2.saturating_sub(n1),
@@ -191,24 +225,50 @@ pub fn diagnose(
     report
 }
 
-pub fn print_table(r: &Report) {
+/// How long ago `since_ms` was, at `now_ms` (Unix ms): "3d4h", "5m12s", "40s".
+pub fn age(since_ms: u64, now_ms: u64) -> String {
+    let s = now_ms.saturating_sub(since_ms) / 1000;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{}s", s / 60, s % 60),
+        3600..86400 => format!("{}h{}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
+pub fn print_table(r: &Report, now_ms: u64) {
     println!(
-        "{:<26} {:<16} {:<18} {:<9} {:<16} {:<10} {:>9} {:>9} {:>9}",
-        "VIP", "BACKEND", "MAC", "STATE", "CHECK", "HEALTH", "CONFLICTS", "PACKETS", "NEW FLOWS"
+        "{:<26} {:<16} {:<18} {:>9} {:<9} {:<16} {:<10} {:<6} {:<8} {:>9} {:>9} {:>9}",
+        "VIP",
+        "BACKEND",
+        "MAC",
+        "MAC SINCE",
+        "STATE",
+        "CHECK",
+        "HEALTH",
+        "REAL",
+        "VIP PATH",
+        "CONFLICTS",
+        "PACKETS",
+        "NEW FLOWS"
     );
     for row in &r.rows {
+        let (mac, since) = if row.mac.is_empty() {
+            ("(unresolved)", "-".to_string())
+        } else {
+            (row.mac.as_str(), age(row.mac_since_ms, now_ms))
+        };
         println!(
-            "{:<26} {:<16} {:<18} {:<9} {:<16} {:<10} {:>9} {:>9} {:>9}",
+            "{:<26} {:<16} {:<18} {:>9} {:<9} {:<16} {:<10} {:<6} {:<8} {:>9} {:>9} {:>9}",
             row.vip,
             row.address,
-            if row.mac.is_empty() {
-                "(unresolved)"
-            } else {
-                &row.mac
-            },
+            mac,
+            since,
             row.state,
             row.check,
             row.health,
+            row.real,
+            row.vip_path,
             row.conflicts,
             row.packets,
             row.new_flows
@@ -238,8 +298,10 @@ pub fn print_table(r: &Report) {
 pub fn to_json(r: &Report) -> Value {
     json!({
         "backends": r.rows.iter().map(|row| json!({
-            "vip": row.vip, "address": row.address, "mac": row.mac, "state": row.state,
+            "vip": row.vip, "address": row.address, "mac": row.mac,
+            "mac_since_unix_ms": row.mac_since_ms, "state": row.state,
             "check": row.check, "health": row.health, "detail": row.detail,
+            "real": row.real, "vip_path": row.vip_path,
             "conflicts": row.conflicts, "packets": row.packets, "new_flows": row.new_flows,
             "problems": row.problems,
         })).collect::<Vec<_>>(),
@@ -350,16 +412,38 @@ mod tests {
                     pb::Health::Healthy,
                     "real",
                 ),
+                // "auto" in the configuration, "vip" as the checker resolved it.
+                backend("192.0.2.15", "02:00:00:00:00:15", pb::Health::Unhealthy, ""),
             ],
             ..Default::default()
         }];
+        let path = |ok: bool, detail: &str| {
+            Some(pb::PathResult {
+                ok,
+                detail: detail.into(),
+            })
+        };
         let health = pb::HealthResponse {
-            backends: vec![pb::BackendHealth {
-                vip: key(),
-                address: "192.0.2.11".into(),
-                detail: "via vip failed: connection refused".into(),
-                ..Default::default()
-            }],
+            backends: vec![
+                pb::BackendHealth {
+                    vip: key(),
+                    address: "192.0.2.11".into(),
+                    detail: "http:/ via vip failed: no answer within 500 ms".into(),
+                    via: "vip".into(),
+                    real: path(true, "http:/ ok"),
+                    vip_path: path(false, "http:/ via vip failed: no answer within 500 ms"),
+                    ..Default::default()
+                },
+                pb::BackendHealth {
+                    vip: key(),
+                    address: "192.0.2.15".into(),
+                    detail: "http:/ via vip failed: connection refused".into(),
+                    via: "vip".into(),
+                    real: path(true, "http:/ ok"),
+                    vip_path: path(false, "http:/ via vip failed: connection refused"),
+                    ..Default::default()
+                },
+            ],
             conflicts: vec![
                 pb::VipConflict {
                     vip: "198.51.100.10".into(),
@@ -379,11 +463,20 @@ mod tests {
         let r = diagnose(&vips, &health, &stats(0), &stats(0), None, text);
         let p = |i: usize| r.rows[i].problems.join(" | ");
         assert!(
-            p(0).contains("Is 198.51.100.10/32 on its lo") && p(0).contains("connection refused"),
+            p(0).contains("answers on its own address but not on the VIP")
+                && p(0).contains("Is 198.51.100.10/32 on its lo")
+                && p(0).contains("no answer within 500 ms"),
             "{}",
             p(0)
         );
+        assert_eq!((r.rows[0].real, r.rows[0].vip_path), ("ok", "failed"));
         assert!(p(0).contains("not only on 192.0.2.11"), "{}", p(0));
+        assert!(
+            p(4).contains("refuses the VIP") && p(4).contains("listens on 192.0.2.15 only"),
+            "{}",
+            p(4)
+        );
+        assert_eq!(r.rows[4].check, "http:/ via vip");
         assert!(p(1).contains("MAC is unresolved"), "{}", p(1));
         assert!(
             p(2).contains("fails its check on its own address"),
@@ -398,10 +491,21 @@ mod tests {
         );
         assert_eq!(r.strangers.len(), 1, "the claim by no backend's MAC");
         assert_eq!(r.strangers[0].mac, "02:00:00:00:00:66");
-        assert_eq!(r.problems(), 5);
+        assert_eq!(r.problems(), 6);
         let j = to_json(&r);
-        assert_eq!(j["problems"], 5);
+        assert_eq!(j["problems"], 6);
+        assert_eq!(j["backends"][0]["real"], "ok");
+        assert_eq!(j["backends"][0]["vip_path"], "failed");
         assert_eq!(j["backends"][3]["conflicts"], 3);
+    }
+
+    #[test]
+    fn ages_read_at_a_glance() {
+        assert_eq!(age(1_000, 41_000), "40s");
+        assert_eq!(age(0, 312_000), "5m12s");
+        assert_eq!(age(0, 3_600_000 * 5 + 60_000 * 7), "5h7m");
+        assert_eq!(age(0, 86_400_000 * 3 + 3_600_000 * 4), "3d4h");
+        assert_eq!(age(5_000, 1_000), "0s", "a clock behind is no age");
     }
 
     #[test]

@@ -158,9 +158,13 @@ enum VipCommand {
 #[derive(Debug, Clone, clap::Args)]
 #[command(next_help_heading = "Health check")]
 struct CheckArgs {
-    /// tcp, http:/path or none.
+    /// tcp, http:/path, udp or none.
     #[arg(long, default_value = "none")]
     check: String,
+    /// A udp check's datagram (text; default "lbd-health\n"); any datagram
+    /// back within the timeout passes.
+    #[arg(long)]
+    payload: Option<String>,
     /// Milliseconds between checks (default 2000).
     #[arg(long)]
     interval: Option<u32>,
@@ -179,11 +183,12 @@ struct CheckArgs {
     /// HTTP status that means healthy (default 200).
     #[arg(long)]
     http_status: Option<u32>,
-    /// The path the check takes: real (to the backend's address; the
-    /// default for now) or vip (to VIP:port along the DR path, answered by
-    /// this backend from the VIP: catches a backend without the VIP on lo;
-    /// needs lbd's --kernel-iface).
-    #[arg(long, value_parser = ["real", "vip"])]
+    /// The path the check takes: auto (the default: vip when lbd has an
+    /// exception interface, --kernel-iface, else real), real (to the
+    /// backend's address) or vip (to VIP:port along the DR path, answered
+    /// by this backend from the VIP: catches a backend without the VIP on
+    /// lo). A check via the VIP checks the real address too.
+    #[arg(long, value_parser = ["auto", "real", "vip"])]
     via: Option<String>,
 }
 
@@ -198,6 +203,7 @@ impl CheckArgs {
             fall: self.fall.unwrap_or(0),
             http_status: self.http_status.unwrap_or(0),
             via: self.via.clone().unwrap_or_default(),
+            payload: self.payload.clone().unwrap_or_default(),
         })
     }
 }
@@ -542,7 +548,7 @@ async fn run_one(cli: &Cli, target: &str) -> Result<()> {
                 diagnose::diagnose(&vips, &health, &before, &after, only.as_deref(), vip_text);
             match out {
                 Output::Json => println!("{}", diagnose::to_json(&report)),
-                Output::Table => diagnose::print_table(&report),
+                Output::Table => diagnose::print_table(&report, now_ms()),
             }
             let n = report.problems();
             if n > 0 {
@@ -565,21 +571,41 @@ async fn run_one(cli: &Cli, target: &str) -> Result<()> {
                         .iter()
                         .map(|b| json!({"vip": vip_text(&b.vip), "address": b.address, "health": health_text(b.health),
                                         "detail": b.detail, "consecutive_successes": b.consecutive_successes,
-                                        "consecutive_failures": b.consecutive_failures}))
+                                        "consecutive_failures": b.consecutive_failures, "via": b.via,
+                                        "real": b.real.as_ref().map(|p| json!({"ok": p.ok, "detail": p.detail})),
+                                        "vip_path": b.vip_path.as_ref().map(|p| json!({"ok": p.ok, "detail": p.detail}))}))
                         .chain(h.conflicts.iter().map(|c| json!({"vip_conflict": {"vip": c.vip, "mac": c.mac,
                                         "count": c.count, "backend": c.backend, "last_seen_ms": c.last_seen_ms}})))
                         .collect();
                     println!("{}", Value::Array(v));
                 }
                 Output::Table => {
-                    println!("{:<28} {:<22} {:<10} DETAIL", "VIP", "BACKEND", "HEALTH");
+                    println!(
+                        "{:<28} {:<22} {:<10} {:<4} {:<7} {:<8} DETAIL",
+                        "VIP", "BACKEND", "HEALTH", "VIA", "REAL", "VIP PATH"
+                    );
+                    let path = |p: &Option<pb::PathResult>| match p {
+                        None => "-",
+                        Some(p) if p.ok => "ok",
+                        Some(_) => "failed",
+                    };
                     for b in &h.backends {
+                        // Both details when the paths disagree: "server up, VIP path broken".
+                        let detail = match (&b.real, &b.vip_path) {
+                            (Some(r), Some(v)) if r.ok != v.ok => {
+                                format!("{}; {}", v.detail, r.detail)
+                            }
+                            _ => b.detail.clone(),
+                        };
                         println!(
-                            "{:<28} {:<22} {:<10} {}",
+                            "{:<28} {:<22} {:<10} {:<4} {:<7} {:<8} {}",
                             vip_text(&b.vip),
                             b.address,
                             health_text(b.health),
-                            b.detail
+                            b.via,
+                            path(&b.real),
+                            path(&b.vip_path),
+                            detail
                         );
                     }
                     if !h.conflicts.is_empty() {
@@ -782,7 +808,8 @@ fn backend_json(b: &pb::Backend) -> Value {
     json!({"address": b.address, "weight": b.weight, "mac": b.mac, "effective_mac": b.effective_mac,
            "state": state_text(b.state), "drain": b.drain, "health": health_text(b.health),
            "check": b.check.as_ref().map(|c| json!({"kind": c.kind, "port": c.port, "interval_ms": c.interval_ms,
-               "timeout_ms": c.timeout_ms, "rise": c.rise, "fall": c.fall, "http_status": c.http_status, "via": if c.via.is_empty() { "real" } else { c.via.as_str() }}))})
+               "timeout_ms": c.timeout_ms, "rise": c.rise, "fall": c.fall, "http_status": c.http_status, "via": if c.via.is_empty() { "auto" } else { c.via.as_str() },
+               "payload": c.payload})), "mac_since_unix_ms": b.mac_since_unix_ms})
 }
 
 fn print_vips(out: Output, vips: &[pb::Vip]) {
@@ -827,13 +854,13 @@ fn print_backends(out: Output, backends: &[pb::Backend]) {
                 } else {
                     &b.effective_mac
                 };
-                let check = b.check.as_ref().map_or("none".to_string(), |c| {
-                    if c.via == "vip" {
-                        format!("{} via vip", c.kind)
-                    } else {
-                        c.kind.clone()
-                    }
-                });
+                let check = b
+                    .check
+                    .as_ref()
+                    .map_or("none".to_string(), |c| match c.via.as_str() {
+                        "" | "auto" => c.kind.clone(),
+                        via => format!("{} via {via}", c.kind),
+                    });
                 println!(
                     "{:<28} {:>6} {:<9} {:<18} {:<10} {check}",
                     b.address,
@@ -1035,6 +1062,13 @@ fn done(out: Output, what: &str) {
         Output::Json => println!("{}", json!({"ok": true, "message": what})),
         Output::Table => println!("{what}"),
     }
+}
+
+/// The wall clock as Unix milliseconds (0 before 1970).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]
