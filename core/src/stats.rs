@@ -38,6 +38,8 @@ macro_rules! for_each_counter {
             [to_kernel, Total, "Packets passed to the host through the exception interface."],
             [from_kernel, Total, "Packets the host sent through the exception interface, out of the port."],
             [host_balanced, Total, "Packets the host sent to a VIP (not health checks), balanced to a backend as a client's."],
+            [host_replies, Total, "Echo requests the host sent to a VIP, answered back to it."],
+            [host_dropped, Total, "Packets the host sent to a VIP that nothing may take, not sent (also counted in drops by reason: probe_no_backend, backend_unresolved, unknown_vip_port...)."],
             [probes_steered, Total, "Health checks from the host sent along the DR path (checks via the VIP): from the exception interface to the backend their source port names."],
             [neigh_requests, Total, "ARP requests and neighbor solicitations sent to resolve backends."],
             [neigh_learned, Total, "ARP replies and neighbor advertisements reported to the control side."],

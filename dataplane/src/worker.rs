@@ -233,7 +233,8 @@ impl<'a> Worker<'a> {
         s.probes_steered.add(steered);
         s.host_balanced.add(balanced);
         s.new_flows.add(new_flows);
-        s.echo_replies.add(replies);
+        s.host_replies.add(replies);
+        s.host_dropped.add(drops.iter().sum());
         s.tx_packets.add(out.sent as u64);
         s.tx_bytes
             .add(lens[..out.sent].iter().map(|&l| u64::from(l)).sum());

@@ -376,8 +376,9 @@ pub fn event_time(e: &serde_json::Value) -> SystemTime {
 /// received that no outcome counted: every received frame is forwarded (a
 /// backend's, ICMP errors included), answered (ARP reply, neighbor
 /// advertisement, echo reply), passed to the host, taken as a VIP conflict
-/// (dropped, counted as such), or dropped by a counted reason.
-/// Empty when every worker's counters add up.
+/// (dropped, counted as such), or dropped by a counted reason. Drops of
+/// what the host sent (`host_dropped`) share the reasons but were never
+/// received from the port. Empty when every worker's counters add up.
 pub fn unaccounted(workers: &[serde_json::Value]) -> Vec<String> {
     let n = |w: &serde_json::Value, k: &str| w[k].as_u64().unwrap_or(0);
     workers
@@ -387,7 +388,8 @@ pub fn unaccounted(workers: &[serde_json::Value]) -> Vec<String> {
             let dropped: u64 = w["drops"]
                 .as_object()
                 .map(|d| d.values().filter_map(|v| v.as_u64()).sum())
-                .unwrap_or(0);
+                .unwrap_or(0)
+                - n(w, "host_dropped");
             let outcomes = n(w, "forwarded")
                 + n(w, "arp_replies")
                 + n(w, "nd_adverts")
