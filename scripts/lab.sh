@@ -41,6 +41,10 @@
 #   wait-connections N  until the client has N established connections to the VIP
 #   metrics             lbd's Prometheus metrics (scraped in its namespace)
 #   nginx-stop N | nginx-start N
+#   nginx-listen N [ADDR] restart be N's nginx listening on ADDR:80 only (no ADDR:
+#                       on every address, as at `up`)
+#   udp-echo N PORT     a UDP echo server on be N bound to VIP:PORT (background);
+#   udp-echo-stop N     and its end
 #   lbctl ARGS          lbctl against the lab's lbd
 #   exec NS CMD...      run CMD in a namespace: client, lb, sw, be1..be4
 #   requests N          N HTTP requests (each its own connection) from the client;
@@ -116,7 +120,7 @@ cmd_down() {
 }
 
 nginx_conf() {
-    local i=$1
+    local i=$1 listen=${2:-80}
     cat <<EOF
 daemon on;
 user root;
@@ -140,7 +144,7 @@ http {
     }
     default_type application/octet-stream;
     server {
-        listen 80 reuseport;
+        listen $listen reuseport;
         root $DIR/www;
         add_header X-Backend be$i always;
         location = /name { add_header X-Backend be$i always; return 200 "be$i\n"; }
@@ -284,6 +288,36 @@ cmd_nginx_start() {
     # The daemon must not keep our stdout open (callers read it to the end).
     in_ns "be$1" nginx -c "$DIR/be$1/nginx.conf" -e "$DIR/be$1/error.log" \
         </dev/null >/dev/null 2>>"$DIR/be$1/error.log"
+}
+
+cmd_nginx_listen() {
+    local i=$1 addr=${2:-}
+    cmd_nginx_stop "$i"
+    nginx_conf "$i" "${addr:+$addr:}80" > "$DIR/be$i/nginx.conf"
+    cmd_nginx_start "$i"
+}
+
+cmd_udp_echo() {
+    local i=$1 port=$2
+    cmd_udp_echo_stop "$i"
+    # From the VIP, as a DR backend answers (the socket is bound to it).
+    # Not through in_ns: $! must be python itself (ip netns exec execs it).
+    ip netns exec "$(ns "be$i")" python3 -c '
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], int(sys.argv[2])))
+while True:
+    data, peer = s.recvfrom(2048)
+    s.sendto(data, peer)
+' "$VIP" "$port" </dev/null >/dev/null 2>>"$DIR/be$i/udp-echo.log" &
+    echo $! > "$DIR/be$i/udp-echo.pid"
+}
+
+cmd_udp_echo_stop() {
+    local pidf="$DIR/be$1/udp-echo.pid"
+    [ -f "$pidf" ] || return 0
+    kill -TERM "$(cat "$pidf")" 2>/dev/null || true
+    rm -f "$pidf"
 }
 
 cmd_nginx_stop() {
@@ -516,6 +550,9 @@ main() {
         metrics) cmd_metrics ;;
         nginx-start) cmd_nginx_start "$1" ;;
         nginx-stop) cmd_nginx_stop "$1" ;;
+        nginx-listen) cmd_nginx_listen "$1" "${2:-}" ;;
+        udp-echo) cmd_udp_echo "$1" "$2" ;;
+        udp-echo-stop) cmd_udp_echo_stop "$1" ;;
         # exec: a caller can signal lbctl itself (events).
         lbctl) exec "$LBCTL" --socket "$DIR/lbd$SFX.sock" "$@" ;;
         # exec: the caller's pid becomes the command's (to signal it).

@@ -23,6 +23,12 @@ use crate::state::{DesiredState, StateError};
 /// workers and the hub hold.
 const NEIGH_QUEUE: usize = 1024;
 
+/// Seconds between ARP requests / neighbour solicitations for each VIP
+/// address: nobody but the dataplane may answer them, so an answer is a
+/// conflict (a backend without arp_ignore=1) found within this time, even
+/// on a switch that never floods that backend's other claims to us.
+pub const VIP_CLAIM_PROBE_S: u32 = 10;
+
 /// A (VIP, MAC) conflict is logged and sent as an event when first seen,
 /// then at most this often while it goes on.
 const CONFLICT_REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
@@ -78,6 +84,8 @@ pub struct Control {
     kernel_iface: Option<String>,
     /// Health-check verdicts: runtime state, never written to the state file.
     health: HashMap<(VipKey, IpAddr), health::Status>,
+    /// When the VIP addresses were last asked for (see [`VIP_CLAIM_PROBE_S`]).
+    vip_probed: Option<u32>,
     /// Each backend address's MAC in use and since when (as last published).
     mac_since: HashMap<IpAddr, (MacAddr, std::time::SystemTime)>,
     /// Events for `Watch` subscribers.
@@ -148,6 +156,7 @@ impl Control {
             vip_ping: true,
             kernel_iface: None,
             health: HashMap::new(),
+            vip_probed: None,
             mac_since: HashMap::new(),
             events: tokio::sync::broadcast::channel(1024).0,
             announced: tokio::sync::watch::channel(BTreeSet::new()).1,
@@ -594,6 +603,16 @@ impl Control {
         let (due, forgotten) = self.neigh.due(now);
         for ip in due {
             let _ = self.requests.push(ip);
+        }
+        if self
+            .vip_probed
+            .is_none_or(|t| now.wrapping_sub(t) >= VIP_CLAIM_PROBE_S)
+        {
+            self.vip_probed = Some(now);
+            let addrs: BTreeSet<IpAddr> = self.state.vips().keys().map(|k| k.addr).collect();
+            for ip in addrs {
+                let _ = self.requests.push(ip);
+            }
         }
         if changed || forgotten {
             self.republish();

@@ -187,3 +187,33 @@ fn no_vip_ping_reaches_the_snapshot() {
     assert_eq!(c.generation(), g + 2, "republished");
     assert!(!c.snapshot().vip_ping(), "still off");
 }
+
+/// The dataplane asks for each VIP address every VIP_CLAIM_PROBE_S
+/// seconds (an answer is a conflict); backends are asked for as before.
+#[test]
+fn vip_addresses_are_asked_for_every_probe_interval() {
+    use control::hub::VIP_CLAIM_PROBE_S;
+    let text = "[[vip]]\naddress = \"198.51.100.10\"\nport = 80\nprotocol = \"tcp\"\n\
+                [[vip.backend]]\naddress = \"192.0.2.11\"\nmac = \"02:00:00:00:00:11\"\n\
+                [[vip]]\naddress = \"198.51.100.10\"\nport = 443\nprotocol = \"tcp\"\n\
+                [[vip]]\naddress = \"2001:db8::10\"\nport = 443\nprotocol = \"udp\"\n";
+    let config: control::config::Config = toml::from_str(text).unwrap();
+    let state = DesiredState::from_config(&config).unwrap();
+    let mut c = Control::new(state, MAC, clock).unwrap();
+    let requests = c.requests();
+    let drain = || {
+        let mut v = Vec::new();
+        while let Some(ip) = requests.pop() {
+            v.push(ip.to_string());
+        }
+        v.sort();
+        v
+    };
+    let vips = vec!["198.51.100.10".to_string(), "2001:db8::10".to_string()];
+    c.resolve_neighbors(100);
+    assert_eq!(drain(), vips, "each address once, the static backend never");
+    c.resolve_neighbors(100 + VIP_CLAIM_PROBE_S - 1);
+    assert_eq!(drain(), Vec::<String>::new());
+    c.resolve_neighbors(100 + VIP_CLAIM_PROBE_S);
+    assert_eq!(drain(), vips);
+}

@@ -914,6 +914,7 @@ fn print_stats(out: Output, s: &pb::Stats) {
                                 "forwarded": w.forwarded, "icmp_to_backend": w.icmp_to_backend,
                                 "arp_replies": w.arp_replies, "nd_adverts": w.nd_adverts,
                                 "to_kernel": w.to_kernel, "from_kernel": w.from_kernel, "probes_steered": w.probes_steered,
+                                "host_balanced": w.host_balanced, "host_replies": w.host_replies, "host_dropped": w.host_dropped,
                                 "neigh_requests": w.neigh_requests, "neigh_learned": w.neigh_learned,
                                 "echo_replies": w.echo_replies, "vip_conflicts": w.vip_conflicts,
                                 "new_flows": w.new_flows, "flow_rejected": w.flow_rejected,

@@ -180,6 +180,17 @@ impl Lab {
             .unwrap_or_default()
     }
 
+    /// A backend's entry of `lbctl health` for one VIP ("ADDR:PORT/PROTO").
+    pub fn health_on(&self, vip: &str, backend: &str) -> serde_json::Value {
+        self.json(&["health"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["vip"] == vip && h["address"] == backend)
+            .cloned()
+            .unwrap_or_default()
+    }
+
     pub fn health(&self, backend: &str) -> String {
         self.health_of(backend)["health"]
             .as_str()
