@@ -52,6 +52,13 @@ pub struct Options {
     /// through it. Give it the `local_addresses` with `ip addr add`.
     #[arg(long, value_name = "NAME")]
     pub kernel_iface: Option<String>,
+    /// Use this DPDK device (created with the EAL's --vdev: a net_tap or
+    /// virtio_user the operator set up, a net_pcap to replay the host's
+    /// frames) as the exception path instead of creating one. lbd sets
+    /// nothing up on the kernel's side, so checks go via the real address
+    /// (checks via the VIP need --kernel-iface, whose VIP routes lbd sets).
+    #[arg(long, value_name = "DEVICE", conflicts_with = "kernel_iface")]
+    pub kernel_port: Option<String>,
     /// Announce the VIP addresses this instance can serve by writing them,
     /// as BIRD 2 static protocols, to FILE (include it from bird.conf) and
     /// running --bgp-reload after each change. See README, "Several

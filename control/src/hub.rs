@@ -24,9 +24,10 @@ use crate::state::{DesiredState, StateError};
 const NEIGH_QUEUE: usize = 1024;
 
 /// Seconds between ARP requests / neighbour solicitations for each VIP
-/// address: nobody but the dataplane may answer them, so an answer is a
-/// conflict (a backend without arp_ignore=1) found within this time, even
-/// on a switch that never floods that backend's other claims to us.
+/// address (the first this long after start): nobody but the dataplane may
+/// answer them, so an answer is a conflict (a backend without
+/// arp_ignore=1) found within this time, even on a switch that never
+/// floods that backend's other claims to us.
 pub const VIP_CLAIM_PROBE_S: u32 = 10;
 
 /// A (VIP, MAC) conflict is logged and sent as an event when first seen,
@@ -604,10 +605,10 @@ impl Control {
         for ip in due {
             let _ = self.requests.push(ip);
         }
-        if self
-            .vip_probed
-            .is_none_or(|t| now.wrapping_sub(t) >= VIP_CLAIM_PROBE_S)
-        {
+        // The first round a probe interval after start: lbd's own first
+        // frames are the traffic's (and a golden run stays byte-exact).
+        let since = *self.vip_probed.get_or_insert(now);
+        if now.wrapping_sub(since) >= VIP_CLAIM_PROBE_S {
             self.vip_probed = Some(now);
             let addrs: BTreeSet<IpAddr> = self.state.vips().keys().map(|k| k.addr).collect();
             for ip in addrs {

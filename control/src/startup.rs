@@ -103,6 +103,18 @@ impl Dataplane {
                 self.pool,
             )?);
         }
+        if let Some(device) = &opts.kernel_port {
+            let config = PortConfig {
+                promiscuous: false,
+                ..self.port_config.clone()
+            };
+            let mut port = Port::open(self.eal, device, &config, self.pool)
+                .with_context(|| format!("--kernel-port {device}"))?;
+            port.start()
+                .with_context(|| format!("starting --kernel-port {device}"))?;
+            info!(device, "exception path to the kernel");
+            self.kernel = Some(port);
+        }
         self.port
             .start()
             .with_context(|| format!("starting port {}", opts.port))?;

@@ -676,18 +676,51 @@ fn run_lbd(
     config: &str,
     extra: &[&str],
 ) -> (Vec<Vec<u8>>, serde_json::Value, String) {
+    let run = run_lbd_with_host(tag, input, None, config, extra);
+    (run.port_out, run.report, run.log)
+}
+
+/// What an lbd run over pcaps sent, reported and logged.
+struct PcapRun {
+    /// Out of the port.
+    port_out: Vec<Vec<u8>>,
+    /// To the host (with an exception path from a pcap).
+    host_out: Vec<Vec<u8>>,
+    report: serde_json::Value,
+    log: String,
+}
+
+/// [`run_lbd`], with `host_in` (the frames the host sends) as the
+/// exception path (`--kernel-port` on a second net_pcap) when given.
+fn run_lbd_with_host(
+    tag: &str,
+    input: &Path,
+    host_in: Option<&Path>,
+    config: &str,
+    extra: &[&str],
+) -> PcapRun {
     let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     let pid = std::process::id();
     let output = tmp.join(format!("{tag}-out-{pid}.pcap"));
+    let host_out = tmp.join(format!("{tag}-host-out-{pid}.pcap"));
     let config_path = tmp.join(format!("{tag}-{pid}.toml"));
     std::fs::write(&config_path, config).unwrap();
     let _ = std::fs::remove_file(&output);
-    let vdev = format!(
+    let _ = std::fs::remove_file(&host_out);
+    let mut vdevs = vec![format!(
         "net_pcap0,rx_pcap={},tx_pcap={}",
         input.display(),
         output.display()
-    );
-    let mut args = eal::eal_args(tag, "0@0,1@1", &[&vdev]);
+    )];
+    if let Some(h) = host_in {
+        vdevs.push(format!(
+            "net_pcap1,rx_pcap={},tx_pcap={}",
+            h.display(),
+            host_out.display()
+        ));
+    }
+    let vdev_refs: Vec<&str> = vdevs.iter().map(String::as_str).collect();
+    let mut args = eal::eal_args(tag, "0@0,1@1", &vdev_refs);
     let config_arg = config_path.display().to_string();
     args.extend(
         [
@@ -705,17 +738,32 @@ fn run_lbd(
         ]
         .map(String::from),
     );
+    if host_in.is_some() {
+        args.extend(["--kernel-port", "net_pcap1"].map(String::from));
+    }
     args.extend(extra.iter().map(|s| s.to_string()));
     let run = Command::new(env!("CARGO_BIN_EXE_lbd"))
         .args(&args)
         .output()
         .expect("run lbd");
-    let stderr = String::from_utf8_lossy(&run.stderr).to_string();
-    assert!(run.status.success(), "lbd failed: {stderr}");
-    let got = pcap::read(&output);
+    let log = String::from_utf8_lossy(&run.stderr).to_string();
+    assert!(run.status.success(), "lbd failed: {log}");
+    let port_out = pcap::read(&output);
     let _ = std::fs::remove_file(&output);
+    let host = if host_in.is_some() {
+        let h = pcap::read(&host_out);
+        let _ = std::fs::remove_file(&host_out);
+        h
+    } else {
+        Vec::new()
+    };
     let report = serde_json::from_slice(&run.stdout).expect("lbd --json output");
-    (got, report, stderr)
+    PcapRun {
+        port_out,
+        host_out: host,
+        report,
+        log,
+    }
 }
 
 #[test]
@@ -849,4 +897,271 @@ fn lbd_answers_vip_pings_and_reports_vip_conflicts_golden_pcap() {
         drops["bad_checksum"], 0,
         "checked only when answering: {report}"
     );
+}
+
+/// What lbd must do with a frame the host sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HostWant {
+    /// A check via the VIP: to this backend (its MAC), the IP packet untouched.
+    Steered(MacAddr),
+    /// Balanced as a client's; frames with the same flow id reach the same backend.
+    Balanced(u32),
+    /// Answered back to the host.
+    Reply,
+    /// Out of the port as sent.
+    Unchanged,
+    Drop(&'static str),
+}
+
+/// The frames the host sends through the exception path (each from the
+/// port's MAC, to it: the host's neighbour entry for a VIP points there),
+/// with the source ports of checks via the VIP computed from the state's
+/// slots, as lbd's checker computes them.
+fn host_cases() -> Vec<(&'static str, Vec<u8>, HostWant)> {
+    let config: control::config::Config = toml::from_str(CONFIG).unwrap();
+    let state = control::state::DesiredState::from_config(&config).unwrap();
+    let slot = |vip: &str, be: &str| {
+        let addr: std::net::IpAddr = be.parse().unwrap();
+        let (_, v) = state
+            .vips()
+            .iter()
+            .find(|(k, _)| k.to_string() == vip)
+            .unwrap_or_else(|| panic!("{vip} in CONFIG"));
+        v.backends[&addr].id.slot
+    };
+    let probe = |s: u16| lb_core::forward::probe_port(s).unwrap();
+    let be12 = slot("198.51.100.10:443/tcp", "192.0.2.12");
+    let be13 = slot("198.51.100.10:443/tcp", "192.0.2.13");
+    let be22 = slot("[2001:db8::10]:5000/udp", "2001:db8::22");
+    let local6: Ipv6Addr = "2001:db8::1".parse().unwrap();
+    let data: Vec<u8> = (0..32u8).collect();
+    vec![
+        (
+            "check via the vip of 192.0.2.12",
+            build::tcp4(PORT, PORT, LOCAL4, VIP4, probe(be12), 443, SYN, b""),
+            HostWant::Steered(BACKENDS[1]),
+        ),
+        (
+            "http check on port 80 of the vip, of 192.0.2.13",
+            build::tcp4(PORT, PORT, LOCAL4, VIP4, probe(be13), 80, SYN, b""),
+            HostWant::Steered(BACKENDS[2]),
+        ),
+        (
+            "udp check via the ipv6 vip of 2001:db8::22",
+            build::udp6(
+                PORT,
+                PORT,
+                local6,
+                vip6(),
+                probe(be22),
+                5000,
+                b"lbd-health\n",
+            ),
+            HostWant::Steered(BACKENDS[4]),
+        ),
+        (
+            "probe port of no backend",
+            build::tcp4(PORT, PORT, LOCAL4, VIP4, probe(4000), 443, SYN, b""),
+            HostWant::Drop("probe_no_backend"),
+        ),
+        (
+            "probe port of another vip address's backend",
+            build::tcp4(PORT, PORT, LOCAL4, VIP4, probe(be22), 443, SYN, b""),
+            HostWant::Drop("probe_no_backend"),
+        ),
+        (
+            "host connection to the vip",
+            build::tcp4(PORT, PORT, LOCAL4, VIP4, 40000, 443, SYN, b""),
+            HostWant::Balanced(1),
+        ),
+        (
+            "host connection to the vip, next packet",
+            build::tcp4(PORT, PORT, LOCAL4, VIP4, 40000, 443, ACK, b"GET"),
+            HostWant::Balanced(1),
+        ),
+        (
+            "host to a vip port nobody serves",
+            build::tcp4(PORT, PORT, LOCAL4, VIP4, 40001, 22, SYN, b""),
+            HostWant::Drop("unknown_vip_port"),
+        ),
+        (
+            "host to a vip whose backends are down",
+            build::tcp4(PORT, PORT, LOCAL4, VIP_DOWN, 40002, 443, SYN, b""),
+            HostWant::Drop("no_backend"),
+        ),
+        (
+            "host ping of the vip",
+            build::icmp4_echo(PORT, PORT, LOCAL4, VIP4, 0x42, 1, &data),
+            HostWant::Reply,
+        ),
+        (
+            "check via the real address",
+            build::tcp4(
+                BACKENDS[0],
+                PORT,
+                LOCAL4,
+                Ipv4Addr::new(192, 0, 2, 11),
+                40003,
+                80,
+                SYN,
+                b"",
+            ),
+            HostWant::Unchanged,
+        ),
+        (
+            "host arp request",
+            build::arp_request(PORT, LOCAL4, Ipv4Addr::new(192, 0, 2, 11)),
+            HostWant::Unchanged,
+        ),
+    ]
+}
+
+/// The exception path's frames through lbd (`--kernel-port` on a net_pcap
+/// replaying what the host sends): checks via the VIP steered to the
+/// backend their source port names, other host traffic to a VIP balanced
+/// as a client's, the reserved range's strays dropped, a ping of the VIP
+/// answered back to the host, the rest out of the port unchanged; and from
+/// the port, a backend's answer to a check reaches the host.
+#[test]
+fn lbd_steers_and_balances_what_the_host_sends_golden_pcap() {
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let (input, host_in) = (
+        golden.join("host-port-in.pcap"),
+        golden.join("host-in.pcap"),
+    );
+    let (expected, host_expected) = (
+        golden.join("host-expected.pcap"),
+        golden.join("host-back-expected.pcap"),
+    );
+    let cases = host_cases();
+    let frames: Vec<Vec<u8>> = cases.iter().map(|(_, f, _)| f.clone()).collect();
+    // From the port: 192.0.2.12's answer (from the VIP) to the first check.
+    let answer = build::tcp4(
+        PORT,
+        BACKENDS[1],
+        VIP4,
+        LOCAL4,
+        443,
+        frames[0][34..36]
+            .try_into()
+            .map(u16::from_be_bytes)
+            .unwrap(),
+        SYN | ACK,
+        b"",
+    );
+    let bless = std::env::var("LB_BLESS").is_ok_and(|v| v == "1");
+    if bless {
+        pcap::write(&host_in, &frames);
+        pcap::write(&input, std::slice::from_ref(&answer));
+    }
+    assert!(
+        pcap::read(&host_in) == frames && pcap::read(&input) == vec![answer.clone()],
+        "golden inputs differ from the case list (LB_BLESS=1 to regenerate)"
+    );
+    let run = run_lbd_with_host("host", &input, Some(&host_in), CONFIG, &[]);
+
+    // Independent of the golden files: what each frame must become.
+    let sent: Vec<_> = cases
+        .iter()
+        .filter(|(_, _, w)| {
+            matches!(
+                w,
+                HostWant::Steered(_) | HostWant::Balanced(_) | HostWant::Unchanged
+            )
+        })
+        .collect();
+    assert_eq!(run.port_out.len(), sent.len(), "frames sent\n{}", run.log);
+    let mut flow_backend: HashMap<u32, MacAddr> = HashMap::new();
+    for ((what, input, want), out) in sent.iter().zip(&run.port_out) {
+        match want {
+            HostWant::Steered(mac) => {
+                assert_eq!(&out[..6], &mac.0, "{what}: to the backend named");
+                assert_eq!(&out[6..12], &PORT.0, "{what}");
+                assert_eq!(&out[12..], &input[12..], "{what}: IP packet untouched");
+            }
+            HostWant::Balanced(flow) => {
+                let to = MacAddr(out[..6].try_into().unwrap());
+                assert!(BACKENDS[..3].contains(&to), "{what}: to {to}");
+                assert_eq!(&out[12..], &input[12..], "{what}: IP packet untouched");
+                let first = *flow_backend.entry(*flow).or_insert(to);
+                assert_eq!(first, to, "{what}: the flow keeps its backend");
+            }
+            HostWant::Unchanged => assert_eq!(out, input, "{what}"),
+            _ => unreachable!(),
+        }
+    }
+    // To the host: the backend's answer, and the echo reply.
+    assert_eq!(run.host_out.len(), 2, "frames to the host\n{}", run.log);
+    let reply = run
+        .host_out
+        .iter()
+        .find(|f| f[23] == 1)
+        .expect("an ICMP frame to the host");
+    let ping = &cases.iter().find(|c| c.2 == HostWant::Reply).unwrap().1;
+    assert_eq!(reply.len(), ping.len());
+    assert_eq!(&reply[26..30], &VIP4.octets(), "from the VIP");
+    assert_eq!(&reply[30..34], &LOCAL4.octets(), "to the host");
+    assert_eq!(reply[34], 0, "an echo reply");
+    assert!(
+        run.host_out.contains(&answer),
+        "the check's answer reached the host"
+    );
+
+    if bless {
+        pcap::write(&expected, &run.port_out);
+        pcap::write(&host_expected, &run.host_out);
+    }
+    assert!(
+        run.port_out == pcap::read(&expected),
+        "frames out of the port differ from the golden output"
+    );
+    // The port's frame and the host's are read in the same poll round;
+    // which reaches the host first is the worker's order, not a contract.
+    let sorted = |mut v: Vec<Vec<u8>>| {
+        v.sort();
+        v
+    };
+    assert_eq!(
+        sorted(run.host_out.clone()),
+        sorted(pcap::read(&host_expected)),
+        "frames to the host differ from the golden output"
+    );
+
+    let total = &run.report["total"];
+    let count = |f: &dyn Fn(&HostWant) -> bool| cases.iter().filter(|c| f(&c.2)).count() as u64;
+    assert_eq!(total["from_kernel"], cases.len() as u64, "{}", run.report);
+    assert_eq!(
+        total["probes_steered"],
+        count(&|w| matches!(w, HostWant::Steered(_))),
+        "{}",
+        run.report
+    );
+    assert_eq!(
+        total["host_balanced"],
+        count(&|w| matches!(w, HostWant::Balanced(_))),
+        "{}",
+        run.report
+    );
+    assert_eq!(total["host_replies"], 1, "{}", run.report);
+    assert_eq!(
+        total["host_dropped"],
+        count(&|w| matches!(w, HostWant::Drop(_))),
+        "{}",
+        run.report
+    );
+    assert_eq!(total["to_kernel"], 1, "{}", run.report);
+    let mut reasons: HashMap<&str, u64> = HashMap::new();
+    for (_, _, w) in &cases {
+        if let HostWant::Drop(r) = w {
+            *reasons.entry(r).or_default() += 1;
+        }
+    }
+    for (reason, n) in total["drops"].as_object().unwrap() {
+        assert_eq!(
+            n.as_u64().unwrap(),
+            reasons.get(reason.as_str()).copied().unwrap_or(0),
+            "drops[{reason}]: {}",
+            run.report
+        );
+    }
 }
