@@ -40,6 +40,8 @@
 #   wait-healthy N      until N backends pass their checks
 #   wait-connections N  until the client has N established connections to the VIP
 #   metrics             lbd's Prometheus metrics (scraped in its namespace)
+#   http PATH           GET PATH on the metrics listener (/healthz, /readyz): body, then the status
+#   lbd-reload          SIGHUP to lbd (reload its state file)
 #   nginx-stop N | nginx-start N
 #   nginx-listen N [ADDR] restart be N's nginx listening on ADDR:80 only (no ADDR:
 #                       on every address, as at `up`)
@@ -493,6 +495,9 @@ cmd_wait_connections() {
 }
 
 cmd_metrics() { in_ns "lb$SFX" curl -sf "http://$METRICS/metrics"; }
+# "CODE BODY" of GET PATH on the metrics listener (/healthz, /readyz).
+cmd_http() { in_ns "lb$SFX" curl -s --max-time 5 -w ' %{http_code}' "http://$METRICS$1"; }
+cmd_lbd_reload() { kill -HUP "$(cat "$DIR/lbd$SFX.pid")"; }
 
 cmd_requests() {
     # URL globbing: one curl, N requests, each on its own connection (the
@@ -548,6 +553,8 @@ main() {
         wait-healthy) cmd_wait_healthy "$1" ;;
         wait-connections) cmd_wait_connections "$1" ;;
         metrics) cmd_metrics ;;
+        http) cmd_http "$1" ;;
+        lbd-reload) cmd_lbd_reload ;;
         nginx-start) cmd_nginx_start "$1" ;;
         nginx-stop) cmd_nginx_stop "$1" ;;
         nginx-listen) cmd_nginx_listen "$1" "${2:-}" ;;

@@ -8,6 +8,7 @@ use lb_core::flow::FlowConfig;
 #[command(
     name = "lbd",
     about = "Layer-4 DR load balancer daemon",
+    version = lb_proto::VERSION,
     override_usage = "lbd [EAL options] -- --port NAME [OPTIONS]"
 )]
 pub struct Options {
@@ -52,6 +53,11 @@ pub struct Options {
     /// through it. Give it the `local_addresses` with `ip addr add`.
     #[arg(long, value_name = "NAME")]
     pub kernel_iface: Option<String>,
+    /// The log's form: text on stderr (colour only on a terminal), json
+    /// (one object per line on stderr), or journald (its native protocol,
+    /// levels as priorities). LBD_LOG=debug (or a tracing filter) for more.
+    #[arg(long, value_enum, default_value_t)]
+    pub log_format: crate::logging::LogFormat,
     /// Use this DPDK device (created with the EAL's --vdev: a net_tap or
     /// virtio_user the operator set up, a net_pcap to replay the host's
     /// frames) as the exception path instead of creating one. lbd sets

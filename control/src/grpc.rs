@@ -538,17 +538,7 @@ impl LoadBalancer for Api {
             crate::state::DesiredState::from_config(&config).map_err(|e| status(e.into()))?;
         let (changes, generation, commit) = {
             let mut c = self.control()?;
-            let changes = c
-                .state()
-                .clone()
-                .converge(&desired)
-                .map_err(|e| status(e.into()))?;
-            let mut commit = None;
-            if !changes.is_empty() && !r.dry_run {
-                let what = format!("apply: {}", changes.join("; "));
-                let (_, done) = c.change(&what, |s| s.converge(&desired)).map_err(status)?;
-                commit = Some(done);
-            }
+            let (changes, commit) = c.converge(&desired, r.dry_run, "apply").map_err(status)?;
             (changes, c.generation(), commit)
         };
         let generation = match commit {

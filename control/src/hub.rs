@@ -97,6 +97,8 @@ pub struct Control {
     announcing: bool,
     /// Set on the first SIGTERM/SIGINT.
     shutting_down: bool,
+    /// Workers whose heartbeat stopped (the monitor's last look).
+    stalled_workers: usize,
 }
 
 /// Why a change was not applied.
@@ -163,6 +165,7 @@ impl Control {
             announced: tokio::sync::watch::channel(BTreeSet::new()).1,
             announcing: false,
             shutting_down: false,
+            stalled_workers: 0,
         };
         c.track_macs();
         Ok(c)
@@ -373,6 +376,15 @@ impl Control {
         self.announcing
     }
 
+    /// How many workers the monitor last found stalled (for `/healthz`).
+    pub fn set_stalled_workers(&mut self, n: usize) {
+        self.stalled_workers = n;
+    }
+
+    pub fn stalled_workers(&self) -> usize {
+        self.stalled_workers
+    }
+
     /// Whether lbd is stopping (a first SIGTERM/SIGINT came).
     pub fn shutting_down(&self) -> bool {
         self.shutting_down
@@ -452,6 +464,24 @@ impl Control {
         self.commits.push(tx);
         self.commit_wanted.notify_one();
         Ok((out, Commit(Some(rx))))
+    }
+
+    /// Converge to `desired` (an Apply, a SIGHUP reload) as one change,
+    /// all or nothing: the changes it makes (empty: nothing to do) and,
+    /// unless `dry_run`, its acknowledgement.
+    pub fn converge(
+        &mut self,
+        desired: &DesiredState,
+        dry_run: bool,
+        source: &str,
+    ) -> Result<(Vec<String>, Option<Commit>), ChangeError> {
+        let changes = self.state.clone().converge(desired)?;
+        if changes.is_empty() || dry_run {
+            return Ok((changes, None));
+        }
+        let what = format!("{source}: {}", changes.join("; "));
+        let (_, done) = self.change(&what, |s| s.converge(desired))?;
+        Ok((changes, Some(done)))
     }
 
     /// The state file could not be written: go back to what it holds and

@@ -16,6 +16,10 @@
 //! - [`grpc`], [`metrics`], [`listeners`]: the API, the Prometheus
 //!   exposition, and their listeners.
 //! - [`report`]: the exit report.
+//! - [`reload`]: SIGHUP, the state file read again as one change.
+//! - [`notify`]: systemd's readiness and watchdog notifications.
+//! - [`logging`]: the log's formats.
+//! - [`http`]: the metrics listener's endpoints (`/metrics`, `/healthz`, `/readyz`).
 //! - [`vip_routes`]: the host's routes to the VIPs through the exception
 //!   interface, for health checks via the VIP.
 
@@ -25,11 +29,15 @@ pub mod commit;
 pub mod config;
 pub mod grpc;
 pub mod health;
+pub mod http;
 pub mod hub;
 pub mod listeners;
+pub mod logging;
 pub mod metrics;
 pub mod monitor;
+pub mod notify;
 pub mod persist;
+pub mod reload;
 pub mod report;
 pub mod startup;
 pub mod state;

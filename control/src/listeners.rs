@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicBool;
 use anyhow::{Context, Result};
 
 use crate::args::Options;
-use crate::{grpc, metrics};
+use crate::{grpc, http, metrics};
 
 /// What lbd listens on, per its options.
 pub struct Listeners {
@@ -65,7 +65,7 @@ impl Listeners {
         };
         let exposition = async {
             match self.metrics {
-                Some(l) => metrics::serve(l, source, stop).await,
+                Some(l) => http::serve(l, source, stop).await,
                 None => Ok(()),
             }
         };

@@ -22,13 +22,6 @@ use lb_core::stats::{Counters, WorkerStats};
 use tracing::info;
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("LBD_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     if let Err(e) = run() {
         eprintln!("lbd: error: {e:#}");
         std::process::exit(1);
@@ -38,6 +31,7 @@ fn main() {
 fn run() -> Result<()> {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let (eal_args, opts) = args::parse(&argv)?;
+    control::logging::init(opts.log_format);
     let state = startup::initial_state(opts.state.as_deref())?;
     // Bound before EAL starts, so a second lbd fails at once and cleanly.
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -69,6 +63,7 @@ fn run() -> Result<()> {
 
     let stop = AtomicBool::new(false);
     let term = monitor::stop_signals()?;
+    let reload = control::reload::reload_signal()?;
     let api = grpc::Api {
         control: Arc::clone(&control),
         stats: Arc::clone(&stats),
@@ -92,6 +87,7 @@ fn run() -> Result<()> {
                 term: &term,
                 grace: opts.shutdown_grace(),
                 routes: wanted_routes,
+                reload: &reload,
             };
             tokio::join!(
                 listeners.serve(api, source, &stop),

@@ -4,17 +4,12 @@
 //! `_total`, sizes in bytes; labels `worker`, `reason`, `vip`, `backend`.
 
 use std::fmt::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use anyhow::{Context, Result};
 use lb_core::delay::Delays;
 use lb_core::drop_reason::DropReason;
 use lb_core::snapshot::BackendState;
 use lb_core::stats::{CounterInfo, Kind, WorkerStats, COUNTERS};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
 use crate::hub::Control;
 
@@ -24,57 +19,6 @@ pub struct Source {
     pub control: Arc<Mutex<Control>>,
     pub stats: Arc<[WorkerStats]>,
     pub lcores: Vec<u32>,
-}
-
-/// Answer `GET /metrics` until `stop` is set.
-pub async fn serve(listener: TcpListener, source: Source, stop: &AtomicBool) -> Result<()> {
-    let stopped = async {
-        while !stop.load(Ordering::Relaxed) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    tokio::pin!(stopped);
-    loop {
-        let conn = tokio::select! {
-            () = &mut stopped => return Ok(()),
-            conn = listener.accept() => conn,
-        };
-        let (mut stream, _) = conn.context("accepting a metrics connection")?;
-        let source = source.clone();
-        tokio::spawn(async move {
-            // The request line may arrive in pieces: read until it is whole.
-            let mut buf = [0u8; 1024];
-            let mut n = 0;
-            let read_line = async {
-                while n < buf.len() && !buf[..n].windows(2).any(|w| w == b"\r\n") {
-                    match stream.read(&mut buf[n..]).await {
-                        Ok(0) | Err(_) => return false,
-                        Ok(k) => n += k,
-                    }
-                }
-                true
-            };
-            if !matches!(
-                tokio::time::timeout(Duration::from_secs(5), read_line).await,
-                Ok(true)
-            ) {
-                return;
-            }
-            let line = String::from_utf8_lossy(&buf[..n]);
-            let response = if line.starts_with("GET /metrics ") || line.starts_with("GET /metrics?")
-            {
-                let body = render(&source);
-                format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                )
-            } else {
-                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                    .to_string()
-            };
-            let _ = stream.write_all(response.as_bytes()).await;
-        });
-    }
 }
 
 struct Family<'a> {

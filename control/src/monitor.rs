@@ -43,6 +43,8 @@ pub struct Watchdog<'a> {
     pub grace: Duration,
     /// What the BGP speaker is to announce.
     pub routes: tokio::sync::watch::Sender<BTreeSet<IpAddr>>,
+    /// Set by SIGHUP: reload the state file.
+    pub reload: &'a AtomicBool,
 }
 
 impl Watchdog<'_> {
@@ -105,6 +107,7 @@ pub async fn monitor(
     let mut checks = health::Checks::default();
     let mut vip_routes: Option<crate::vip_routes::VipRoutes> = None;
     let mut ticks = 0u64;
+    let mut notifier = crate::notify::Notifier::from_env();
     while !stop.load(Ordering::Relaxed) {
         tick.tick().await;
         ticks += 1;
@@ -115,17 +118,35 @@ pub async fn monitor(
                 "stopping: routes withdrawn, forwarding until the grace period ends"
             );
             stop_at = Some(now + watchdog.grace);
+            notifier.stopping();
         }
         if stop_at.is_some_and(|t| now >= t) {
             break;
         }
+        if crate::reload::requested(watchdog.reload) {
+            info!("SIGHUP: reloading the state file");
+            notifier.reloading();
+            let (control, path) = (Arc::clone(control_arc), opts.state.clone());
+            tokio::spawn(async move {
+                let status = match crate::reload::reload(&control, path.as_deref()).await {
+                    Ok(changes) => format!("reloaded: {} change(s)", changes.len()),
+                    Err(reason) => format!("reload refused: {reason}"),
+                };
+                crate::notify::Notifier::from_env().reloaded(&status);
+            });
+        }
         let stalled = stalled_workers(stats, &mut beats, now);
+        notifier.tick(now, stalled == 0, || {
+            let c = control.lock().expect("control lock");
+            format!("forwarding: {} VIP(s)", c.state().vips().len())
+        });
         let wanted = {
             let mut c = control.lock().expect("control lock");
             c.resolve_neighbors(start.elapsed().as_secs() as u32);
             c.take_conflicts();
             c.reap();
             c.set_shutting_down(stop_at.is_some());
+            c.set_stalled_workers(stalled);
             let (routes, reason) = if c.shutting_down() {
                 (BTreeSet::new(), "shutting down")
             } else if stalled > 0 {

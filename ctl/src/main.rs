@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use tonic::transport::{Channel, Endpoint};
 
 #[derive(Debug, Parser)]
-#[command(name = "lbctl", about = "Operate the lbd load balancer")]
+#[command(name = "lbctl", about = "Operate the lbd load balancer", version = lb_proto::VERSION)]
 struct Cli {
     /// lbd's API socket; repeat it (or separate with commas) to run the
     /// command on several instances.

@@ -12,6 +12,10 @@ pub mod v1 {
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("lb_descriptor");
 }
 
+/// What `lbd --version` and `lbctl --version` print: the workspace version
+/// and the git revision it was built from (`LB_GIT_REV` when set).
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("LB_GIT_REV"), ")");
+
 /// The `q` quantile (0..=1) of the delays counted in `buckets` (in any
 /// order, one bucket possibly repeated, e.g. several workers' buckets
 /// concatenated), as the max_us of its bucket; `None` when there are none.
