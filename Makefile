@@ -1,6 +1,6 @@
 # The two commands of the README. Each sets the machine up first (Debian
 # packages, hugepages; see scripts/setup.sh), so both work on a fresh Debian 12.
-.PHONY: all setup build test test-core demo clean
+.PHONY: all setup build test test-core demo deb install clean
 
 all: build
 
@@ -19,6 +19,14 @@ test-core:
 
 demo: setup
 	scripts/demo.sh
+
+# The Debian package (target/deb/lbd_VERSION_ARCH.deb), and the same files
+# installed without one (DESTDIR=/some/root to stage them).
+deb: setup
+	scripts/package.sh deb
+
+install: setup
+	scripts/package.sh install $(DESTDIR)
 
 clean:
 	cargo clean

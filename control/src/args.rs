@@ -56,7 +56,9 @@ pub struct Options {
     /// The log's form: text on stderr (colour only on a terminal), json
     /// (one object per line on stderr), or journald (its native protocol,
     /// levels as priorities). LBD_LOG=debug (or a tracing filter) for more.
-    #[arg(long, value_enum, default_value_t)]
+    /// The last one given wins (lbd.service gives journald, then the
+    /// options of /etc/lbd/lbd.conf).
+    #[arg(long, value_enum, default_value_t, overrides_with = "log_format")]
     pub log_format: crate::logging::LogFormat,
     /// Use this DPDK device (created with the EAL's --vdev: a net_tap or
     /// virtio_user the operator set up, a net_pcap to replay the host's
@@ -148,6 +150,17 @@ impl Options {
 
 /// Split at the first `--`: EAL's arguments before, ours after.
 pub fn parse(argv: &[String]) -> Result<(Vec<String>, Options)> {
+    // Packaging: `lbd --generate-man` prints the man page (roff) of these
+    // options, made from the same definitions as --help.
+    if argv == ["--generate-man"] {
+        let mut page = Vec::new();
+        clap_mangen::Man::new(<Options as clap::CommandFactory>::command())
+            .section("8")
+            .render(&mut page)
+            .context("rendering the man page")?;
+        print!("{}", String::from_utf8_lossy(&page));
+        std::process::exit(0);
+    }
     let (eal, ours) = match argv.iter().position(|a| a == "--") {
         Some(i) => (&argv[..i], &argv[i + 1..]),
         None => (&argv[..0], argv),

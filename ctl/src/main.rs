@@ -8,7 +8,7 @@ use std::path::PathBuf;
 mod diagnose;
 
 use anyhow::{anyhow, bail, Context, Result};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use lb_proto::v1 as pb;
 use lb_proto::v1::load_balancer_client::LoadBalancerClient;
 use serde_json::{json, Value};
@@ -122,6 +122,9 @@ enum Command {
     /// The config digest of each instance given (--socket/--server); fails
     /// unless all agree, as instances behind one ECMP router must.
     Digest,
+    /// Print lbctl's shell completions (the package installs them):
+    /// `lbctl completions bash > /etc/bash_completion.d/lbctl`.
+    Completions { shell: clap_complete::Shell },
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -267,7 +270,27 @@ enum BackendCommand {
 }
 
 fn main() {
+    // Packaging: `lbctl --generate-man` prints the man page (roff), from
+    // the same definitions as --help.
+    if std::env::args().skip(1).eq(["--generate-man"]) {
+        let mut page = Vec::new();
+        match clap_mangen::Man::new(Cli::command()).render(&mut page) {
+            Ok(()) => print!("{}", String::from_utf8_lossy(&page)),
+            Err(e) => {
+                eprintln!("lbctl: error: rendering the man page: {e}");
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
     let cli = Cli::parse();
+    if let Command::Completions { shell } = cli.command {
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut Cli::command(), "lbctl", &mut script);
+        // A closed pipe (`| head`) is no error worth a panic.
+        let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
+        return;
+    }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -660,6 +683,8 @@ async fn run_one(cli: &Cli, target: &str) -> Result<()> {
             }
         }
         Command::Digest => digest(cli, &[target.to_string()]).await?,
+        // Answered in main, without a connection.
+        Command::Completions { .. } => {}
         Command::Info => {
             let i = c.get_info(pb::Empty {}).await.map_err(server)?.into_inner();
             match out {

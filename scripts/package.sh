@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# lbd's files laid out as installed, and the Debian package made of them.
+#
+#   scripts/package.sh install [DESTDIR]   build (release) and install under
+#                                          DESTDIR (default /): make install
+#   scripts/package.sh deb                 build (release) and write
+#                                          target/deb/lbd_VERSION_ARCH.deb: make deb
+#
+# PROFILE=debug uses the debug build (the tests do, to save a release build).
+# What goes where:
+#   /usr/bin/lbd, /usr/bin/lbctl
+#   /lib/systemd/system/lbd.service          (packaging/lbd.service)
+#   /etc/lbd/lbd.conf                        (packaging/lbd.conf; a conffile)
+#   /usr/share/man/man8/lbd.8.gz, man1/lbctl.1.gz   (from the clap definitions)
+#   bash, zsh and fish completions of lbctl
+#   /usr/share/doc/lbd/                      README, DEPLOYMENT, lb.example.toml
+# The state directory /var/lib/lbd is the unit's StateDirectory (systemd
+# makes it); `install` makes it too, for those who start lbd by hand.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PROFILE=${PROFILE:-release}
+die() { echo "package: $*" >&2; exit 1; }
+
+build() {
+    local flag=()
+    [ "$PROFILE" = release ] && flag=(--release)
+    cargo build "${flag[@]}" --locked -p control -p lbctl >&2
+}
+
+stage() {
+    local root=$1 bin="target/$PROFILE"
+    [ -x "$bin/lbd" ] && [ -x "$bin/lbctl" ] || die "$bin/lbd or lbctl missing"
+    install -d "$root/usr/bin" "$root/lib/systemd/system" "$root/etc/lbd" \
+        "$root/usr/share/man/man8" "$root/usr/share/man/man1" \
+        "$root/usr/share/bash-completion/completions" "$root/usr/share/zsh/vendor-completions" \
+        "$root/usr/share/fish/vendor_completions.d" "$root/usr/share/doc/lbd"
+    install -m 0755 "$bin/lbd" "$bin/lbctl" "$root/usr/bin/"
+    install -m 0644 packaging/lbd.service "$root/lib/systemd/system/lbd.service"
+    install -m 0644 packaging/lbd.conf "$root/etc/lbd/lbd.conf"
+    "$bin/lbd" --generate-man | gzip -9n > "$root/usr/share/man/man8/lbd.8.gz"
+    "$bin/lbctl" --generate-man | gzip -9n > "$root/usr/share/man/man1/lbctl.1.gz"
+    "$bin/lbctl" completions bash > "$root/usr/share/bash-completion/completions/lbctl"
+    "$bin/lbctl" completions zsh > "$root/usr/share/zsh/vendor-completions/_lbctl"
+    "$bin/lbctl" completions fish > "$root/usr/share/fish/vendor_completions.d/lbctl.fish"
+    install -m 0644 README.md docs/DEPLOYMENT.md control/lb.example.toml "$root/usr/share/doc/lbd/"
+    chmod 0644 "$root"/usr/share/man/man*/*.gz "$root"/usr/share/*/*completions*/*
+}
+
+version() {
+    sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1
+}
+
+# The Debian packages whose libraries lbd links (DPDK's, libc, ...): one
+# dpkg -S for all of them (under usrmerge dpkg knows /lib, not /usr/lib).
+depends() {
+    ldd "$1" | awk '$3 ~ /^\// {print $3; print "/usr" $3}' | xargs dpkg -S 2>/dev/null |
+        cut -d: -f1 | sort -u | paste -sd, | sed 's/,/, /g'
+}
+
+cmd_install() {
+    local root=${1:-/}
+    build
+    stage "$root"
+    install -d -m 0700 "$root/var/lib/lbd"
+    if [ "$root" = / ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+    echo "installed under $root: systemctl enable --now lbd (after editing /etc/lbd/lbd.conf)"
+}
+
+cmd_deb() {
+    command -v dpkg-deb >/dev/null || die "dpkg-deb is missing (Debian's dpkg)"
+    build
+    local arch ver root out
+    arch=$(dpkg --print-architecture)
+    ver=$(version)
+    root="target/deb/lbd_${ver}_${arch}"
+    out="target/deb/lbd_${ver}_${arch}.deb"
+    rm -rf "$root" "$out"
+    stage "$root"
+    # Debian ships binaries stripped (symbols belong in a -dbgsym package).
+    strip --strip-debug "$root/usr/bin/lbd" "$root/usr/bin/lbctl"
+    install -d "$root/DEBIAN"
+    cat > "$root/DEBIAN/control" <<CONTROL
+Package: lbd
+Version: $ver
+Architecture: $arch
+Maintainer: lbd developers <lbd@localhost>
+Section: net
+Priority: optional
+Depends: $(depends "$root/usr/bin/lbd"), dpdk, iproute2, ethtool
+Suggests: bird2
+Installed-Size: $(du -sk "$root" | cut -f1)
+Description: L4 direct-server-return load balancer on DPDK
+ lbd forwards the flows of virtual IPs to real servers by weighted Maglev
+ in DR mode (only the Ethernet header is rewritten; servers answer the
+ clients directly), with health checks along the DR path, a gRPC API
+ (lbctl), Prometheus metrics and BGP announcement through BIRD.
+CONTROL
+    echo /etc/lbd/lbd.conf > "$root/DEBIAN/conffiles"
+    cat > "$root/DEBIAN/postinst" <<'POSTINST'
+#!/bin/sh
+set -e
+# Not enabled or started: the port in /etc/lbd/lbd.conf must be set first.
+if [ "$1" = configure ] && [ -d /run/systemd/system ]; then
+    systemctl daemon-reload || true
+fi
+POSTINST
+    cat > "$root/DEBIAN/postrm" <<'POSTRM'
+#!/bin/sh
+set -e
+if [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
+if [ "$1" = purge ]; then rm -rf /var/lib/lbd; fi
+POSTRM
+    chmod 0755 "$root/DEBIAN/postinst" "$root/DEBIAN/postrm"
+    dpkg-deb --root-owner-group --build "$root" "$out" >&2
+    echo "$out"
+}
+
+case "${1:-}" in
+    install) shift; cmd_install "$@" ;;
+    deb) cmd_deb ;;
+    *) die "usage: scripts/package.sh install [DESTDIR] | deb" ;;
+esac
