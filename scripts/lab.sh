@@ -29,7 +29,9 @@
 #   lbd-start [ARGS]    start lbd (state file kept in the lab), wait for its API
 #                       (in ecmp with --bgp-routes, and start its BIRD); ARGS go
 #                       to lbd (e.g. --json); LAB_WORKERS=2: two workers on two
-#                       queue pairs. Its stdout goes to lbd.out, stderr to lbd.log
+#                       queue pairs; LAB_PORT=af_xdp: the segment through
+#                       net_af_xdp instead of net_af_packet. Its stdout goes
+#                       to lbd.out, stderr to lbd.log
 #   lbd-stop            SIGTERM lbd, wait for it; fails unless it exited with 0
 #   configure [W1 W2 W3] lbctl: the VIP and be1..be3 with HTTP checks (weights;
 #                       LAB_ORDER="3 2 1" adds the backends in another order,
@@ -349,6 +351,13 @@ cmd_lbd_start() {
     local log="$DIR/lbd$SFX.log" out="$DIR/lbd$SFX.out" rcf="$DIR/lbd$SFX.rc"
     local memory bgp=() main=0 core=1 workers=${LAB_WORKERS:-1} lcores pid
     [[ "$workers" =~ ^[12]$ ]] || die "LAB_WORKERS=$workers: give 1 or 2"
+    local vdev
+    case "${LAB_PORT:-af_packet}" in
+        af_packet) vdev="net_af_packet0,iface=data0,qpairs=$workers" ;;
+        # An XDP socket per queue on the veth (generic XDP), as on a cloud VM's NIC.
+        af_xdp) vdev="net_af_xdp0,iface=data0,queue_count=$workers" ;;
+        *) die "LAB_PORT=$LAB_PORT: af_packet or af_xdp" ;;
+    esac
     [ -f "$state" ] || echo "local_addresses = [\"$LOCAL\"]" > "$state"
     rm -f "$sock" "$pidf" "$rcf"
     memory=$(eal_memory)
@@ -368,8 +377,8 @@ cmd_lbd_start() {
         rc=0
         ip netns exec "$(ns "lb$SFX")" sh -c 'echo $$ > "$0"; exec "$@"' "$pidf" \
             "$LBD" --lcores "$lcores" --no-pci --file-prefix "lblab-$ID-$LB" -m 256 $memory \
-            --log-level lib.eal:warning --vdev "net_af_packet0,iface=data0,qpairs=$workers" \
-            -- --port net_af_packet0 --state "$state" --kernel-iface lbk0 \
+            --log-level lib.eal:warning --vdev "$vdev" \
+            -- --port "${vdev%%,*}" --state "$state" --kernel-iface lbk0 \
             --grpc-socket "$sock" --metrics-listen "$METRICS" --flows 65536 \
             "${bgp[@]}" "$@" </dev/null > "$out" 2>> "$log" || rc=$?
         echo "$rc" > "$rcf"
