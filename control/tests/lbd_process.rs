@@ -32,6 +32,11 @@ fn two_workers_share_the_port_and_sigterm_stops_them() {
         out.status.success(),
         "lbd exits cleanly on SIGTERM: {stderr}"
     );
+    assert!(stderr.contains("forwarding"), "{stderr}");
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "escape codes in a log to a pipe: {stderr}"
+    );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
     let workers = report["workers"].as_array().expect("workers");
     assert_eq!(workers.len(), 2, "{report}");
@@ -55,6 +60,46 @@ fn two_workers_share_the_port_and_sigterm_stops_them() {
             .map(|w| w["rx_packets"].as_u64().unwrap())
             .sum::<u64>()
     );
+}
+
+/// `--log-format json`: every line of lbd's own log is a JSON object with
+/// its level and message (EAL's few lines stay DPDK's plain text).
+#[test]
+fn the_log_in_json() {
+    let mut args = eal::eal_args("lbd-json", "0@0,1@1", &["net_null0,size=64,no-rx=1"]);
+    args.extend(
+        [
+            "--",
+            "--port",
+            "net_null0",
+            "--no-grpc",
+            "--log-format",
+            "json",
+            "--exit-idle-ms",
+            "300",
+        ]
+        .map(String::from),
+    );
+    let out = lbd().args(&args).output().expect("run lbd");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let ours: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(
+        ours.iter().any(|v| v["level"] == "INFO"
+            && v["fields"]["message"] == "forwarding"
+            && v["fields"]["port"] == "net_null0"),
+        "{stderr}"
+    );
+    for l in stderr.lines().filter(|l| !l.starts_with('{')) {
+        assert!(
+            l.starts_with("EAL: ") || l.starts_with("TELEMETRY: "),
+            "a line of lbd's log not in JSON: {l}"
+        );
+    }
 }
 
 #[test]

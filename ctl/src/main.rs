@@ -124,7 +124,10 @@ enum Command {
     Digest,
     /// Print lbctl's shell completions (the package installs them):
     /// `lbctl completions bash > /etc/bash_completion.d/lbctl`.
-    Completions { shell: clap_complete::Shell },
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Clone, Subcommand)]
