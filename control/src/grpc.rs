@@ -79,9 +79,10 @@ pub async fn serve_tcp(tcp: TcpApi, api: Api, stop: &AtomicBool) -> Result<()> {
         .tls_config(tcp.tls)
         .context("TLS settings of the gRPC listener")?
         .add_service(reflection()?)
+        .add_service(health(&api))
         .add_service(LoadBalancerServer::new(api))
         .serve_with_incoming_shutdown(incoming, stopped(stop));
-    bounded(server, stop)
+    until_stopped(server, stop)
         .await
         .context("serving the gRPC API on TCP")
 }
@@ -91,9 +92,48 @@ pub async fn serve(listener: UnixListener, api: Api, stop: &AtomicBool) -> Resul
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
     let server = tonic::transport::Server::builder()
         .add_service(reflection()?)
+        .add_service(health(&api))
         .add_service(LoadBalancerServer::new(api))
         .serve_with_incoming_shutdown(incoming, stopped(stop));
-    bounded(server, stop).await.context("serving the gRPC API")
+    until_stopped(server, stop)
+        .await
+        .context("serving the gRPC API")
+}
+
+/// `grpc.health.v1.Health` (Kubernetes gRPC probes, Envoy,
+/// grpc-health-probe): SERVING for "" and "lb.v1.LoadBalancer" while the
+/// dataplane forwards (the API serves only once the port is up), NOT_SERVING
+/// once lbd is stopping or while a worker is stalled. A task follows the
+/// hub's state for as long as the server runs.
+fn health(
+    api: &Api,
+) -> tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health> {
+    use tonic_health::ServingStatus;
+    let (mut reporter, service) = tonic_health::server::health_reporter();
+    let control = Arc::clone(&api.control);
+    tokio::spawn(async move {
+        let mut last = None;
+        loop {
+            let serving = match control.lock() {
+                Ok(c) => !c.shutting_down() && c.stalled_workers() == 0,
+                Err(_) => false,
+            };
+            if last != Some(serving) {
+                last = Some(serving);
+                let status = if serving {
+                    ServingStatus::Serving
+                } else {
+                    ServingStatus::NotServing
+                };
+                reporter.set_service_status("", status).await;
+                reporter
+                    .set_service_status("lb.v1.LoadBalancer", status)
+                    .await;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    service
 }
 
 fn reflection() -> Result<
@@ -117,7 +157,7 @@ async fn stopped(stop: &AtomicBool) {
 /// ends by itself) before it closes their connections.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
-async fn bounded(
+async fn until_stopped(
     server: impl std::future::Future<Output = Result<(), tonic::transport::Error>>,
     stop: &AtomicBool,
 ) -> Result<(), tonic::transport::Error> {
@@ -151,19 +191,41 @@ impl Api {
 }
 
 fn status(e: ChangeError) -> Status {
+    let message = bounded(e.to_string());
     match e {
-        ChangeError::State(StateError::Invalid { .. }) => Status::invalid_argument(e.to_string()),
-        ChangeError::State(StateError::AlreadyExists(_)) => Status::already_exists(e.to_string()),
-        ChangeError::State(StateError::NotFound(_)) => Status::not_found(e.to_string()),
+        ChangeError::State(StateError::Invalid { .. }) => Status::invalid_argument(message),
+        ChangeError::State(StateError::AlreadyExists(_)) => Status::already_exists(message),
+        ChangeError::State(StateError::NotFound(_)) => Status::not_found(message),
         ChangeError::State(StateError::Precondition(_)) | ChangeError::Snapshot(_) => {
-            Status::failed_precondition(e.to_string())
+            Status::failed_precondition(message)
         }
-        ChangeError::Persist { .. } => Status::internal(e.to_string()),
+        ChangeError::Persist { .. } => Status::internal(message),
     }
 }
 
 fn invalid(field: &str, reason: impl std::fmt::Display) -> Status {
-    Status::invalid_argument(format!("{field}: {reason}"))
+    Status::invalid_argument(bounded(format!("{field}: {reason}")))
+}
+
+/// The longest error message sent (bytes). Messages quote what was wrong
+/// (a TOML parser quotes the line), and an input can be large: a status
+/// travels in HTTP/2 trailers, which clients cap (grpcio at 16 KiB, and a
+/// message is percent-encoded, up to 3 bytes per byte), so a longer one
+/// would turn INVALID_ARGUMENT into RESOURCE_EXHAUSTED.
+pub const MAX_MESSAGE: usize = 1024;
+
+fn bounded(mut message: String) -> String {
+    if message.len() <= MAX_MESSAGE {
+        return message;
+    }
+    let total = message.len();
+    let mut cut = MAX_MESSAGE;
+    while !message.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    message.truncate(cut);
+    message.push_str(&format!("... ({} more bytes)", total - cut));
+    message
 }
 
 fn vip_key(k: Option<pb::VipKey>) -> Result<VipKey, Status> {
@@ -601,7 +663,11 @@ impl LoadBalancer for Api {
             .zip(self.stats.iter())
             .map(|(&lcore, s)| pb_worker_stats(lcore, s))
             .collect();
-        let snap = self.control()?.snapshot();
+        let c = self.control()?;
+        let snap = c.snapshot();
+        // Counters that only go up (crate::traffic): a backend's since it
+        // took its slot, a VIP's over every backend it ever had.
+        let ledger = c.traffic();
         let vips = snap
             .vips()
             .iter()
@@ -611,7 +677,7 @@ impl LoadBalancer for Api {
                     .iter()
                     .filter_map(|&slot| {
                         let b = snap.backend(slot)?;
-                        let t = WorkerStats::backend_total(&self.stats, slot);
+                        let t = ledger.backend(slot, &self.stats);
                         Some(pb::BackendStats {
                             address: b.addr.to_string(),
                             packets: t.packets,
@@ -620,15 +686,17 @@ impl LoadBalancer for Api {
                         })
                     })
                     .collect();
+                let t = ledger.vip(&v.key, &self.stats);
                 pb::VipStats {
                     key: Some(pb_key(&v.key)),
-                    packets: backends.iter().map(|b| b.packets).sum(),
-                    bytes: backends.iter().map(|b| b.bytes).sum(),
-                    new_flows: backends.iter().map(|b| b.new_flows).sum(),
+                    packets: t.packets,
+                    bytes: t.bytes,
+                    new_flows: t.new_flows,
                     backends,
                 }
             })
             .collect();
+        drop(c);
         Ok(Response::new(pb::Stats {
             workers,
             vips,
@@ -712,6 +780,27 @@ mod tests {
         assert_eq!(check(pb_check(&vip)).unwrap(), vip, "round trip");
         let e = check(req("lo")).unwrap_err();
         assert!(e.message().contains("backend.check.via"), "{e:?}");
+    }
+
+    #[test]
+    fn error_messages_are_bounded() {
+        let huge = "x".repeat(20_000);
+        let e = invalid("toml", &huge);
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(
+            e.message().len() < MAX_MESSAGE + 40,
+            "{}",
+            e.message().len()
+        );
+        assert!(
+            e.message().ends_with("(18982 more bytes)"),
+            "{}",
+            &e.message()[1000..]
+        );
+        // Never cut inside a character.
+        let wide = bounded("é".repeat(1000));
+        assert!(wide.starts_with("éé") && wide.contains("... ("));
+        assert_eq!(bounded("short".into()), "short");
     }
 
     #[test]

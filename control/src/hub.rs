@@ -85,6 +85,10 @@ pub struct Control {
     kernel_iface: Option<String>,
     /// Health-check verdicts: runtime state, never written to the state file.
     health: HashMap<(VipKey, IpAddr), health::Status>,
+    /// The workers' counters (lbd's; absent in tests that have none), and
+    /// the ledger that keeps per-backend and per-VIP traffic monotonic.
+    stats: Option<Arc<[lb_core::stats::WorkerStats]>>,
+    traffic: crate::traffic::Ledger,
     /// When the VIP addresses were last asked for (see [`VIP_CLAIM_PROBE_S`]).
     vip_probed: Option<u32>,
     /// Each backend address's MAC in use and since when (as last published).
@@ -159,6 +163,8 @@ impl Control {
             vip_ping: true,
             kernel_iface: None,
             health: HashMap::new(),
+            stats: None,
+            traffic: crate::traffic::Ledger::default(),
             vip_probed: None,
             mac_since: HashMap::new(),
             events: tokio::sync::broadcast::channel(1024).0,
@@ -169,6 +175,20 @@ impl Control {
         };
         c.track_macs();
         Ok(c)
+    }
+
+    /// The workers' counters: traffic per backend and VIP is then kept
+    /// monotonic across removals and slot reuse ([`crate::traffic`]).
+    pub fn with_stats(mut self, stats: Arc<[lb_core::stats::WorkerStats]>) -> Control {
+        self.traffic.published(&self.publisher.current(), &stats);
+        self.stats = Some(stats);
+        self
+    }
+
+    /// The traffic ledger (read it with the same counters given to
+    /// [`Control::with_stats`]).
+    pub fn traffic(&self) -> &crate::traffic::Ledger {
+        &self.traffic
     }
 
     /// Write every accepted change to `path` before it is acknowledged.
@@ -546,6 +566,9 @@ impl Control {
             Ok(s) => {
                 self.generation += 1;
                 self.publisher.publish(s, (self.clock)());
+                if let Some(stats) = &self.stats {
+                    self.traffic.published(&self.publisher.current(), stats);
+                }
                 self.track_macs();
                 true
             }

@@ -19,6 +19,7 @@
 //! - [`reload`]: SIGHUP, the state file read again as one change.
 //! - [`notify`]: systemd's readiness and watchdog notifications.
 //! - [`logging`]: the log's formats.
+//! - [`traffic`]: per-backend and per-VIP counters that only go up.
 //! - [`http`]: the metrics listener's endpoints (`/metrics`, `/healthz`, `/readyz`).
 //! - [`vip_routes`]: the host's routes to the VIPs through the exception
 //!   interface, for health checks via the VIP.
@@ -41,4 +42,5 @@ pub mod reload;
 pub mod report;
 pub mod startup;
 pub mod state;
+pub mod traffic;
 pub mod vip_routes;

@@ -49,16 +49,17 @@ fn run() -> Result<()> {
         routes_file: path.clone(),
         reload: Some(opts.bgp_reload.clone()),
     });
+    // Shared with the workers and the API for the whole life of the process.
+    let stats: Arc<[WorkerStats]> = lcores.iter().map(|_| WorkerStats::default()).collect();
     let mut hub = Control::new(state, mac, dataplane::dpdk::rdtsc)
         .context("configuration")?
-        .with_state_file(opts.state.clone());
+        .with_state_file(opts.state.clone())
+        .with_stats(Arc::clone(&stats));
     if speaker.is_some() {
         hub = hub.with_announcements(applied_routes);
     }
     let vips = hub.state().vips().len();
     let control = Arc::new(Mutex::new(hub));
-    // Shared with the workers and the API for the whole life of the process.
-    let stats: Arc<[WorkerStats]> = lcores.iter().map(|_| WorkerStats::default()).collect();
     dataplane.start(&opts, vips)?;
 
     let stop = AtomicBool::new(false);

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use lb_core::delay::Delays;
 use lb_core::drop_reason::DropReason;
 use lb_core::snapshot::BackendState;
-use lb_core::stats::{CounterInfo, Kind, WorkerStats, COUNTERS};
+use lb_core::stats::{BackendTotals, CounterInfo, Kind, WorkerStats, COUNTERS};
 
 use crate::hub::Control;
 
@@ -74,6 +74,7 @@ struct BackendRow {
     bytes: u64,
     new_flows: u64,
     up: bool,
+    weight: u32,
     healthy: Option<bool>,
     /// The last check of each path: ("real" | "vip", ok).
     paths: Vec<(&'static str, bool)>,
@@ -157,6 +158,7 @@ pub fn render(source: &Source) -> String {
                 bytes: 0,
                 new_flows: 0,
                 up: b.state == BackendState::Up && b.mac.is_some(),
+                weight: b.weight,
                 healthy: control.health(&v.key, &b.addr).map(|h| h.healthy),
                 paths: control
                     .health(&v.key, &b.addr)
@@ -168,36 +170,44 @@ pub fn render(source: &Source) -> String {
                     })
                     .unwrap_or_default(),
             };
-            let t = WorkerStats::backend_total(&source.stats, slot);
+            let t = control.traffic().backend(slot, &source.stats);
             (row.packets, row.bytes, row.new_flows) = (t.packets, t.bytes, t.new_flows);
             rows.push(row);
         }
     }
-    let vips: Vec<String> = snap.vips().iter().map(|v| v.key.to_string()).collect();
-    let per_vip: [(&str, &str, RowValue); 3] = [
+    // Over every backend a VIP ever had (crate::traffic): never less
+    // after a removal.
+    let vips: Vec<(String, BackendTotals)> = snap
+        .vips()
+        .iter()
+        .map(|v| {
+            (
+                v.key.to_string(),
+                control.traffic().vip(&v.key, &source.stats),
+            )
+        })
+        .collect();
+    type VipValue = fn(&BackendTotals) -> u64;
+    let per_vip: [(&str, &str, VipValue); 3] = [
         (
             "lb_vip_packets_total",
             "Packets forwarded for a VIP.",
-            |b| b.packets,
+            |t| t.packets,
         ),
-        ("lb_vip_bytes_total", "Bytes forwarded for a VIP.", |b| {
-            b.bytes
+        ("lb_vip_bytes_total", "Bytes forwarded for a VIP.", |t| {
+            t.bytes
         }),
-        ("lb_vip_new_flows_total", "New flows of a VIP.", |b| {
-            b.new_flows
+        ("lb_vip_new_flows_total", "New flows of a VIP.", |t| {
+            t.new_flows
         }),
     ];
     for (name, help, get) in per_vip {
         f.header(name, "counter", help);
-        for vip in &vips {
-            f.sample(
-                name,
-                &[("vip", vip)],
-                rows.iter().filter(|r| &r.vip == vip).map(get).sum::<u64>(),
-            );
+        for (vip, t) in &vips {
+            f.sample(name, &[("vip", vip)], get(t));
         }
     }
-    let per_backend: [(&str, &str, &str, RowValue); 4] = [
+    let per_backend: [(&str, &str, &str, RowValue); 5] = [
         (
             "lb_backend_packets_total",
             "counter",
@@ -221,6 +231,12 @@ pub fn render(source: &Source) -> String {
             "gauge",
             "1 when the backend takes new flows (up and reachable), else 0.",
             |b| u64::from(b.up),
+        ),
+        (
+            "lb_backend_weight",
+            "gauge",
+            "The backend's configured weight (its share of new flows relative to its VIP's others).",
+            |b| u64::from(b.weight),
         ),
     ];
     for (name, kind, help, get) in per_backend {
@@ -259,6 +275,19 @@ pub fn render(source: &Source) -> String {
             );
         }
     }
+    f.header(
+        "lb_build_info",
+        "gauge",
+        "Always 1; the labels say which build of lbd this is.",
+    );
+    f.sample(
+        "lb_build_info",
+        &[
+            ("version", env!("CARGO_PKG_VERSION")),
+            ("revision", lb_proto::GIT_REVISION),
+        ],
+        1,
+    );
     f.header(
         "lb_snapshot_generation",
         "gauge",

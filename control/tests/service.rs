@@ -718,6 +718,8 @@ async fn metrics_and_stats_report_the_worker_counters() {
         "lb_vip_packets_total{vip=\"10.0.0.2:53/tcp\"} 0",
         "lb_backend_packets_total{vip=\"10.0.0.1:80/tcp\",backend=\"10.1.0.1\"} 9",
         "lb_backend_up{vip=\"10.0.0.1:80/tcp\",backend=\"10.1.0.1\"} 1",
+        "lb_backend_weight{vip=\"10.0.0.1:80/tcp\",backend=\"10.1.0.1\"} 1",
+        "# TYPE lb_build_info gauge",
         "lb_snapshot_generation 4",
         "lb_vips 2",
         "lb_route_announced{address=\"10.0.0.1\"} 1",
@@ -731,6 +733,13 @@ async fn metrics_and_stats_report_the_worker_counters() {
     assert!(
         !text.contains("lb_backend_healthy{"),
         "no verdict, no sample"
+    );
+    assert!(
+        text.lines().any(
+            |l| l.starts_with("lb_build_info{version=\"0.1.0\",revision=\"")
+                && l.ends_with("\"} 1")
+        ),
+        "{text}"
     );
 
     let stats = api.get_stats(pb::Empty {}).await.unwrap().into_inner();
@@ -764,4 +773,147 @@ async fn metrics_and_stats_report_the_worker_counters() {
     let quiet = Lbd::start("metrics-quiet", hub(), true).await;
     assert!(!quiet.metrics().contains("lb_route_announced"));
     assert!(quiet.metrics().contains("lb_vips 0\n"));
+}
+
+/// Counters only go up: a VIP's traffic is never less after one of its
+/// backends is removed, and a backend that takes a freed slot starts at
+/// zero under its own labels (the workers' slot counters are not reset).
+#[tokio::test]
+async fn traffic_counters_never_go_down_and_a_reused_slot_starts_at_zero() {
+    let lbd = Lbd::start("traffic", hub(), true).await;
+    let mut api = lbd.api();
+    let vip = key("10.0.0.1", 80);
+    api.create_vip(create(vip.clone())).await.unwrap();
+    for (addr, mac) in [
+        ("10.1.0.1", "02:00:00:00:00:01"),
+        ("10.1.0.2", "02:00:00:00:00:02"),
+    ] {
+        api.add_backend(pb::AddBackendRequest {
+            mac: mac.into(),
+            ..backend(vip.clone(), addr)
+        })
+        .await
+        .unwrap();
+    }
+    let slot_of = |addr: &str| {
+        let snap = lbd.hub().snapshot();
+        let slot = snap
+            .backends()
+            .find(|(_, b)| b.addr.to_string() == addr)
+            .map(|(s, _)| s)
+            .unwrap();
+        slot
+    };
+    let (s1, s2) = (slot_of("10.1.0.1"), slot_of("10.1.0.2"));
+    lbd.stats[0].backends[usize::from(s1)].packets.add(100);
+    lbd.stats[1].backends[usize::from(s2)].packets.add(85);
+    let sample = |name: &str| -> Option<u64> {
+        lbd.metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .map(|v| v.parse().unwrap())
+    };
+    let vip_packets = "lb_vip_packets_total{vip=\"10.0.0.1:80/tcp\"}";
+    assert_eq!(sample(vip_packets), Some(185));
+
+    api.remove_backend(pb::BackendKey {
+        vip: Some(vip.clone()),
+        address: "10.1.0.2".into(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        sample(vip_packets),
+        Some(185),
+        "the removed backend's traffic stays"
+    );
+    // A newcomer takes the freed slot: it has carried nothing yet.
+    api.add_backend(pb::AddBackendRequest {
+        mac: "02:00:00:00:00:03".into(),
+        ..backend(vip.clone(), "10.1.0.3")
+    })
+    .await
+    .unwrap();
+    let s3 = slot_of("10.1.0.3");
+    assert_eq!(s3, s2, "the slot is reused (else this test proves nothing)");
+    let newcomer = "lb_backend_packets_total{vip=\"10.0.0.1:80/tcp\",backend=\"10.1.0.3\"}";
+    assert_eq!(sample(newcomer), Some(0));
+    assert_eq!(sample(vip_packets), Some(185));
+    lbd.stats[0].backends[usize::from(s3)].packets.add(7);
+    assert_eq!(sample(newcomer), Some(7));
+    assert_eq!(sample(vip_packets), Some(192));
+    let stats = api.get_stats(pb::Empty {}).await.unwrap().into_inner();
+    let v = &stats.vips[0];
+    assert_eq!(v.packets, 192, "the API agrees: {v:?}");
+    let b3 = v.backends.iter().find(|b| b.address == "10.1.0.3").unwrap();
+    assert_eq!(b3.packets, 7);
+}
+
+/// grpc.health.v1 on the API's socket: SERVING for the server and for
+/// lb.v1.LoadBalancer while lbd forwards, NOT_SERVING once it is stopping.
+#[tokio::test]
+async fn grpc_health_follows_the_dataplane() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+    let lbd = Lbd::start("grpc-health", hub(), true).await;
+    let mut health = HealthClient::new(lbd.channel.clone());
+    let status = |service: &str| {
+        let mut h = health.clone();
+        let service = service.to_string();
+        async move {
+            h.check(HealthCheckRequest { service })
+                .await
+                .map(|r| r.into_inner().status)
+        }
+    };
+    for service in ["", "lb.v1.LoadBalancer"] {
+        let mut s = status(service).await;
+        for _ in 0..20 {
+            if s.as_ref()
+                .is_ok_and(|&v| v == ServingStatus::Serving as i32)
+            {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            s = status(service).await;
+        }
+        assert_eq!(s.unwrap(), ServingStatus::Serving as i32, "{service:?}");
+    }
+    let unknown = status("lb.v1.Nothing").await.unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
+    lbd.hub().set_shutting_down(true);
+    let mut s = status("lb.v1.LoadBalancer").await.unwrap();
+    for _ in 0..20 {
+        if s == ServingStatus::NotServing as i32 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        s = status("lb.v1.LoadBalancer").await.unwrap();
+    }
+    assert_eq!(s, ServingStatus::NotServing as i32);
+    let _ = health.check(HealthCheckRequest::default()).await;
+}
+
+/// A large broken input is refused as INVALID_ARGUMENT with a bounded
+/// message (a message quoting all of it could exceed a client's trailer
+/// limit and reach it as RESOURCE_EXHAUSTED).
+#[tokio::test]
+async fn a_huge_broken_apply_gets_a_bounded_invalid_argument() {
+    let lbd = Lbd::start("huge-apply", hub(), true).await;
+    let mut api = lbd.api();
+    let toml = format!("[[vip]]\naddress = \"{}", "9".repeat(20_000));
+    let e = api
+        .apply(pb::ApplyRequest {
+            toml,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(e.message().starts_with("toml: "), "{}", e.message());
+    assert!(
+        e.message().len() <= control::grpc::MAX_MESSAGE + 40,
+        "{}",
+        e.message().len()
+    );
 }

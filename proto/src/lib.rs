@@ -16,6 +16,9 @@ pub mod v1 {
 /// and the git revision it was built from (`LB_GIT_REV` when set).
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("LB_GIT_REV"), ")");
 
+/// The git revision alone (`lb_build_info{revision}`).
+pub const GIT_REVISION: &str = env!("LB_GIT_REV");
+
 /// The `q` quantile (0..=1) of the delays counted in `buckets` (in any
 /// order, one bucket possibly repeated, e.g. several workers' buckets
 /// concatenated), as the max_us of its bucket; `None` when there are none.

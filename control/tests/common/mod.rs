@@ -50,6 +50,8 @@ pub struct Lbd {
     pub control: Arc<Mutex<Control>>,
     pub stats: Arc<[WorkerStats]>,
     client: LoadBalancerClient<Channel>,
+    /// The API's connection, for other services on it (grpc.health.v1).
+    pub channel: Channel,
     pub stop: Arc<AtomicBool>,
     dir: PathBuf,
 }
@@ -57,8 +59,8 @@ pub struct Lbd {
 impl Lbd {
     pub async fn start(name: &str, control: Control, committer: bool) -> Lbd {
         let dir = temp_dir(name);
-        let control = Arc::new(Mutex::new(control));
         let stats: Arc<[WorkerStats]> = LCORES.iter().map(|_| WorkerStats::default()).collect();
+        let control = Arc::new(Mutex::new(control.with_stats(Arc::clone(&stats))));
         let stop = Arc::new(AtomicBool::new(false));
         let socket = dir.join("lbd.sock");
         let listener = grpc::bind(&socket).await.unwrap();
@@ -71,11 +73,13 @@ impl Lbd {
         };
         let s = Arc::clone(&stop);
         tokio::spawn(async move { grpc::serve(listener, api, &s).await.unwrap() });
-        let client = LoadBalancerClient::new(lb_proto::connect_unix(socket).await.unwrap());
+        let channel = lb_proto::connect_unix(socket).await.unwrap();
+        let client = LoadBalancerClient::new(channel.clone());
         let lbd = Lbd {
             control,
             stats,
             client,
+            channel,
             stop,
             dir,
         };
