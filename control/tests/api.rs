@@ -517,6 +517,75 @@ fn lbd_socket_gone(dir: &Path) -> bool {
     !dir.join("lbd.sock").exists()
 }
 
+/// lbctl for scripts: distinct exit statuses (2 usage, 3 refused by lbd,
+/// 4 lbd not reached), errors as JSON under --output json, `apply -f -`
+/// from standard input.
+#[test]
+fn lbctl_exit_statuses_json_errors_and_stdin() {
+    use std::io::Write;
+    let lbctl = || Command::new(lbctl_path());
+    let usage = lbctl().args(["vip", "frobnicate"]).output().unwrap();
+    assert_eq!(usage.status.code(), Some(2), "usage error");
+    let gone = lbctl()
+        .args([
+            "--output",
+            "json",
+            "--socket",
+            "/nonexistent/lbd.sock",
+            "vip",
+            "list",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(gone.status.code(), Some(4), "unreachable");
+    let e: serde_json::Value = serde_json::from_slice(&gone.stderr)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&gone.stderr)));
+    assert_eq!(e["error"]["kind"], "Unreachable", "{e}");
+    assert_eq!(e["error"]["exit_status"], 4, "{e}");
+
+    let dir = std::env::temp_dir().join(format!("lbd-api-exit-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let lbd = Lbd::start(&dir, "api-exit");
+    let refused = lbd.ctl(&[
+        "--output",
+        "json",
+        "vip",
+        "add",
+        "198.51.100.10:443/tcp",
+        "--table-size",
+        "100",
+    ]);
+    assert_eq!(refused.status.code(), Some(3), "refused by lbd");
+    let e: serde_json::Value = serde_json::from_slice(&refused.stderr).unwrap();
+    assert_eq!(e["error"]["kind"], "InvalidArgument", "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("table_size"),
+        "{e}"
+    );
+    let mut apply = Command::new(lbctl_path())
+        .arg("--socket")
+        .arg(&lbd.socket)
+        .args(["apply", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    apply
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"[[vip]]\naddress = \"198.51.100.10\"\nport = 80\nprotocol = \"tcp\"\n")
+        .unwrap();
+    assert!(apply.wait_with_output().unwrap().status.success());
+    assert!(lbd.ok(&["vip", "list"]).contains("198.51.100.10:80/tcp"));
+    lbd.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn lbctl_without_lbd_says_so() {
     let out = Command::new(lbctl_path())

@@ -4,6 +4,7 @@
 //! (`--socket A --socket B`): each command runs on each of them in turn.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 mod diagnose;
 
@@ -28,6 +29,18 @@ struct Cli {
         help_heading = "Connection"
     )]
     socket: Vec<PathBuf>,
+    /// Seconds a command may take (connecting and its calls) before lbctl
+    /// gives up with exit status 4; `events` and `stats --watch` only
+    /// bound their connecting.
+    #[arg(
+        long,
+        env = "LBCTL_DEADLINE",
+        value_name = "SECONDS",
+        default_value_t = 10,
+        global = true,
+        help_heading = "Connection"
+    )]
+    deadline: u64,
     /// Reach lbd over TCP with TLS instead, e.g. https://192.0.2.1:7443
     /// (needs --tls-ca, --tls-cert and --tls-key); repeatable, as --socket.
     #[arg(long, env = "LBCTL_SERVER", value_delimiter = ',', global = true, help_heading = "Connection", requires_all = ["tls_ca", "tls_cert", "tls_key"])]
@@ -92,7 +105,7 @@ enum Command {
     /// Converge lbd to a configuration file (the state-file TOML format),
     /// atomically, printing what changed.
     Apply {
-        /// The TOML file.
+        /// The TOML file; `-` reads standard input.
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
         /// Show what would change, change nothing.
@@ -304,11 +317,53 @@ fn main() {
             std::process::exit(1);
         }
     };
+    let json = cli.output == Output::Json;
     if let Err(e) = rt.block_on(run(cli)) {
-        eprintln!("lbctl: error: {e:#}");
-        std::process::exit(1);
+        let failure = e.chain().find_map(|c| c.downcast_ref::<Failure>());
+        let (status, kind) = match failure {
+            Some(Failure::Refused(s)) => (EXIT_REFUSED, format!("{:?}", s.code())),
+            Some(Failure::Unreachable(_)) => (EXIT_UNREACHABLE, "Unreachable".to_string()),
+            None => (EXIT_FAILED, "Failed".to_string()),
+        };
+        if json {
+            eprintln!(
+                "{}",
+                json!({"error": {"kind": kind, "message": format!("{e:#}"), "exit_status": status}})
+            );
+        } else {
+            eprintln!("lbctl: error: {e:#}");
+        }
+        std::process::exit(status);
     }
 }
+
+/// Exit statuses, for scripts: 0 done; 1 failed (a problem `diagnose` or
+/// `digest` found, a bad argument lbctl itself caught); 2 a usage error
+/// (clap's); 3 refused by lbd (the gRPC status in the message); 4 lbd not
+/// reached or not answering within --timeout.
+const EXIT_FAILED: i32 = 1;
+const EXIT_REFUSED: i32 = 3;
+const EXIT_UNREACHABLE: i32 = 4;
+
+/// A failure that decides lbctl's exit status.
+#[derive(Debug)]
+enum Failure {
+    /// lbd answered with an error status.
+    Refused(tonic::Status),
+    /// lbd could not be reached, or did not answer in time.
+    Unreachable(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Refused(s) => write!(f, "{} ({:?})", s.message(), s.code()),
+            Failure::Unreachable(why) => f.write_str(why),
+        }
+    }
+}
+
+impl std::error::Error for Failure {}
 
 /// One lbd instance: a Unix socket, or a TLS URL.
 fn targets(cli: &Cli) -> Vec<String> {
@@ -320,11 +375,21 @@ fn targets(cli: &Cli) -> Vec<String> {
 }
 
 async fn client(cli: &Cli, target: &str) -> Result<LoadBalancerClient<Channel>> {
-    match (&cli.tls_ca, &cli.tls_cert, &cli.tls_key) {
-        (Some(ca), Some(cert), Some(key)) if !cli.server.is_empty() => {
-            connect_tls(target, ca, cert, key).await
+    let connecting = async {
+        match (&cli.tls_ca, &cli.tls_cert, &cli.tls_key) {
+            (Some(ca), Some(cert), Some(key)) if !cli.server.is_empty() => {
+                connect_tls(target, ca, cert, key).await
+            }
+            _ => connect(PathBuf::from(target)).await,
         }
-        _ => connect(PathBuf::from(target)).await,
+    };
+    match tokio::time::timeout(Duration::from_secs(cli.deadline), connecting).await {
+        Ok(c) => c,
+        Err(_) => Err(Failure::Unreachable(format!(
+            "connecting to lbd at {target}: no answer within {} s (--deadline)",
+            cli.deadline
+        ))
+        .into()),
     }
 }
 
@@ -408,7 +473,28 @@ fn announced_text(i: &pb::Info) -> String {
     }
 }
 
+/// One command on one instance, within --timeout (streaming commands: their
+/// connecting only, in [`client`]).
 async fn run_one(cli: &Cli, target: &str) -> Result<()> {
+    let streaming = matches!(
+        cli.command,
+        Command::Events { .. } | Command::Stats { watch: true, .. }
+    );
+    if streaming {
+        return run_one_untimed(cli, target).await;
+    }
+    let limit = Duration::from_secs(cli.deadline);
+    match tokio::time::timeout(limit, run_one_untimed(cli, target)).await {
+        Ok(r) => r,
+        Err(_) => Err(Failure::Unreachable(format!(
+            "{target}: no answer within {} s (--deadline)",
+            cli.deadline
+        ))
+        .into()),
+    }
+}
+
+async fn run_one_untimed(cli: &Cli, target: &str) -> Result<()> {
     let mut c = client(cli, target).await?;
     let out = cli.output;
     match cli.command.clone() {
@@ -506,8 +592,12 @@ async fn run_one(cli: &Cli, target: &str) -> Result<()> {
             print_backends(out, &v.backends);
         }
         Command::Apply { file, dry_run } => {
-            let toml = std::fs::read_to_string(&file)
-                .with_context(|| format!("reading {}", file.display()))?;
+            let toml = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin()).context("reading standard input")?
+            } else {
+                std::fs::read_to_string(&file)
+                    .with_context(|| format!("reading {}", file.display()))?
+            };
             let r = c
                 .apply(pb::ApplyRequest { toml, dry_run })
                 .await
@@ -743,8 +833,10 @@ async fn update(
 
 async fn connect(path: PathBuf) -> Result<LoadBalancerClient<Channel>> {
     let shown = path.display().to_string();
-    let channel = lb_proto::connect_unix(path).await.with_context(|| {
-        format!("connecting to lbd at {shown} (is lbd running? --socket or LBCTL_SOCKET)")
+    let channel = lb_proto::connect_unix(path).await.map_err(|e| {
+        Failure::Unreachable(format!(
+            "connecting to lbd at {shown} (is lbd running? --socket or LBCTL_SOCKET): {e}"
+        ))
     })?;
     Ok(LoadBalancerClient::new(channel))
 }
@@ -766,12 +858,18 @@ async fn connect_tls(
         .context("TLS settings")?
         .connect()
         .await
-        .with_context(|| format!("connecting to lbd at {url}"))?;
+        .map_err(|e| Failure::Unreachable(format!("connecting to lbd at {url}: {e}")))?;
     Ok(LoadBalancerClient::new(channel))
 }
 
 fn server(s: tonic::Status) -> anyhow::Error {
-    anyhow!("{} ({:?})", s.message(), s.code())
+    match s.code() {
+        tonic::Code::Unavailable => anyhow::Error::new(Failure::Unreachable(format!(
+            "lbd is unavailable: {}",
+            s.message()
+        ))),
+        _ => anyhow::Error::new(Failure::Refused(s)),
+    }
 }
 
 /// `198.51.100.10:443/tcp` or `[2001:db8::10]:443/udp`.
