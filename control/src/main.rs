@@ -76,6 +76,7 @@ fn run() -> Result<()> {
         control: Arc::clone(&control),
         stats: Arc::clone(&stats),
         lcores: lcores.clone(),
+        port: Some((opts.port.clone(), dataplane.port_reader())),
     };
     let last_snapshot = dataplane.run(&opts, &control, &stats, &stop, || {
         rt.block_on(async {

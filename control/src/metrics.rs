@@ -19,6 +19,53 @@ pub struct Source {
     pub control: Arc<Mutex<Control>>,
     pub stats: Arc<[WorkerStats]>,
     pub lcores: Vec<u32>,
+    /// The port, by name, read live (lbd's; tests without EAL have none).
+    pub port: Option<(String, dataplane::dpdk::PortReader)>,
+}
+
+/// The port's own counters (the device's, not the workers'): what it
+/// missed for want of room (`imissed`: the workers did not keep up), its
+/// receive errors and mbuf shortages, and its link.
+fn port_families(f: &mut Family<'_>, name: &str, reader: &dataplane::dpdk::PortReader) {
+    let labels = [("port", name)];
+    if let Ok(s) = reader.stats() {
+        let counters: [(&str, &str, u64); 8] = [
+            ("lb_port_rx_packets_total", "Packets the port received.", s.rx_packets),
+            ("lb_port_tx_packets_total", "Packets the port sent.", s.tx_packets),
+            ("lb_port_rx_bytes_total", "Bytes the port received.", s.rx_bytes),
+            ("lb_port_tx_bytes_total", "Bytes the port sent.", s.tx_bytes),
+            (
+                "lb_port_rx_missed_total",
+                "Packets the port dropped because its receive queues were full (imissed): the workers did not keep up.",
+                s.rx_missed,
+            ),
+            ("lb_port_rx_errors_total", "Erroneous packets the port received (ierrors).", s.rx_errors),
+            ("lb_port_tx_errors_total", "Packets the port failed to send (oerrors).", s.tx_errors),
+            (
+                "lb_port_rx_nombuf_total",
+                "Receive failures for want of an mbuf (rx_nombuf): the pool is too small (--mbufs).",
+                s.rx_nombuf,
+            ),
+        ];
+        for (family, help, v) in counters {
+            f.header(family, "counter", help);
+            f.sample(family, &labels, v);
+        }
+    }
+    if let Ok(link) = reader.link() {
+        f.header("lb_port_link_up", "gauge", "1 when the port's link is up.");
+        f.sample("lb_port_link_up", &labels, u64::from(link.up));
+        f.header(
+            "lb_port_link_speed_bits_per_second",
+            "gauge",
+            "The port's link speed (0 when unknown).",
+        );
+        f.sample(
+            "lb_port_link_speed_bits_per_second",
+            &labels,
+            u64::from(link.speed_mbps) * 1_000_000,
+        );
+    }
 }
 
 struct Family<'a> {
@@ -275,6 +322,9 @@ pub fn render(source: &Source) -> String {
             );
         }
     }
+    if let Some((name, reader)) = &source.port {
+        port_families(&mut f, name, reader);
+    }
     f.header(
         "lb_build_info",
         "gauge",
@@ -351,6 +401,7 @@ mod tests {
             control: Arc::new(Mutex::new(control)),
             stats: stats.clone(),
             lcores: vec![1, 2],
+            port: None,
         };
         let text = render(&source);
         for (w, (lcore, s)) in [1, 2].iter().zip(stats.iter()).enumerate() {

@@ -91,6 +91,11 @@ impl Dataplane {
         MacAddr(self.port.mac())
     }
 
+    /// The port's counters and link, for the metrics while workers poll.
+    pub fn port_reader(&self) -> dataplane::dpdk::PortReader {
+        self.port.reader()
+    }
+
     /// Create the exception interface (--kernel-iface) and start the port.
     pub fn start(&mut self, opts: &Options, vips: usize) -> Result<()> {
         let mac = self.mac();

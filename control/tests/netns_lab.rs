@@ -127,6 +127,21 @@ fn dr_through_two_workers_and_the_exception_path() {
         sample("lb_vip_packets_total{vip=\"198.51.100.10:80/tcp\"}") >= 20,
         "{metrics}"
     );
+    // The port's own counters, read live (not only at exit).
+    assert!(
+        sample("lb_port_rx_packets_total{port=\"net_af_packet0\"}") >= 20,
+        "{metrics}"
+    );
+    assert_eq!(
+        sample("lb_port_link_up{port=\"net_af_packet0\"}"),
+        1,
+        "{metrics}"
+    );
+    assert_eq!(
+        sample("lb_port_rx_nombuf_total{port=\"net_af_packet0\"}"),
+        0,
+        "{metrics}"
+    );
     assert!(
         sample("lb_backend_new_flows_total{vip=\"198.51.100.10:80/tcp\",backend=\"192.0.2.11\"}")
             >= 20

@@ -107,6 +107,7 @@ impl Lbd {
             control: Arc::clone(&self.control),
             stats: Arc::clone(&self.stats),
             lcores: LCORES.to_vec(),
+            port: None,
         })
     }
 }

@@ -28,7 +28,7 @@ pub use error::DpdkError;
 pub use lcore::{scope, Scope};
 pub use mbuf::{Burst, Fate, Mbuf, BURST_SIZE};
 pub use mempool::Mempool;
-pub use port::{Link, Port, PortConfig, PortStats, Queue, TxOutcome};
+pub use port::{Link, Port, PortConfig, PortReader, PortStats, Queue, TxOutcome};
 
 /// Prefetch the cache line at `p` into all cache levels. A hint: never faults.
 /// Inline (DPDK's `rte_prefetch0` would be a call through the C shim, on

@@ -268,6 +268,31 @@ impl Port {
         self.mac
     }
 
+    /// A handle for reading this port's counters and link from another
+    /// thread (the metrics) while the workers poll it.
+    pub fn reader(&self) -> PortReader {
+        PortReader { id: self.id }
+    }
+
+    pub fn link(&self) -> Result<Link, DpdkError> {
+        self.reader().link()
+    }
+
+    pub fn stats(&self) -> Result<PortStats, DpdkError> {
+        self.reader().stats()
+    }
+}
+
+/// Reads a port's counters and link state by its id: what
+/// `rte_eth_stats_get` and `rte_eth_link_get_nowait` allow from a control
+/// thread while workers poll the port. Once the port is closed they fail
+/// (DPDK checks the id), they do not touch freed memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortReader {
+    id: u16,
+}
+
+impl PortReader {
     pub fn link(&self) -> Result<Link, DpdkError> {
         let mut link = dpdk_sys::rte_eth_link::default();
         // SAFETY: valid port; link is writable.
@@ -297,7 +322,9 @@ impl Port {
             rx_nombuf: s.rx_nombuf,
         })
     }
+}
 
+impl Port {
     /// The driver's extended statistics, by name.
     pub fn xstats(&self) -> Result<Vec<(String, u64)>, DpdkError> {
         // SAFETY: valid port; a NULL array asks for the count.
