@@ -111,6 +111,9 @@ fn vip_path_lab() {
 /// and `diagnose` names it and the cause. The VIP back: be1 returns.
 fn vip_removed_under_downloads(lab: &Lab, check: &lb_testkit::lab::Check, slack: Duration) {
     let running = lab.spawn_downloads(50, "1M");
+    // Connected is not yet answered: give every download its response
+    // headers (which name the backend) before be1 loses the VIP.
+    std::thread::sleep(Duration::from_secs(1));
     vip_on_lo(lab, "be1", "del");
     let took = wait_until(
         "be1 down by its check via the VIP",
@@ -146,6 +149,11 @@ fn vip_removed_under_downloads(lab: &Lab, check: &lb_testkit::lab::Check, slack:
 
     let done: Vec<Download> = downloads(running);
     assert_eq!(done.len(), 50);
+    let unanswered: Vec<&Download> = done.iter().filter(|d| d.backend.is_empty()).collect();
+    assert!(
+        unanswered.is_empty(),
+        "downloads without an answer: {unanswered:?}"
+    );
     let others: Vec<&Download> = done.iter().filter(|d| d.backend != "be1").collect();
     assert!(
         others.len() > 20,
