@@ -57,18 +57,7 @@ fn vip_path_lab() {
         lab.ok(&add);
     }
     // Healthy means passed: the checks via the VIP went all the way.
-    wait_until(
-        "three backends passing their checks",
-        Duration::from_secs(20),
-        || {
-            BACKENDS.iter().all(|b| {
-                lab.health_of(b)["consecutive_successes"]
-                    .as_u64()
-                    .unwrap_or(0)
-                    >= 2
-            })
-        },
-    );
+    lab.wait_passing(Some(VIP), &BACKENDS, Duration::from_secs(20));
     let h = lab.health_of("192.0.2.11");
     assert_eq!(h["via"], "vip", "auto resolves to vip: {h}");
     assert_eq!(h["detail"], "http:/name via vip ok", "{h}");
@@ -294,16 +283,11 @@ fn udp_vip_with_udp_checks(lab: &Lab, check: &lb_testkit::lab::Check, slack: Dur
         add.extend(check.options.iter().map(String::as_str));
         lab.ok(&add);
     }
-    wait_until(
-        "UDP backends passing their checks via the VIP",
-        Duration::from_secs(20),
-        || {
-            BACKENDS.iter().all(|b| {
-                let h = lab.health_on(UDP_VIP, b);
-                h["vip_path"]["ok"] == true && h["consecutive_successes"].as_u64() >= Some(2)
-            })
-        },
-    );
+    lab.wait_passing(Some(UDP_VIP), &BACKENDS, Duration::from_secs(20));
+    for b in BACKENDS {
+        let h = lab.health_on(UDP_VIP, b);
+        assert_eq!(h["vip_path"]["ok"], true, "{h}");
+    }
     assert_eq!(
         lab.health_on(UDP_VIP, "192.0.2.11")["detail"],
         "udp via vip ok"

@@ -16,17 +16,10 @@ fn xdp_lab() {
     let info = lab.json(&["info"]);
     assert_eq!(info["port"], "net_af_xdp0", "{info}");
     lab.ok(&["configure"]);
-    wait_until(
-        "three backends passing their checks",
+    lab.wait_passing(
+        None,
+        &["192.0.2.11", "192.0.2.12", "192.0.2.13"],
         Duration::from_secs(20),
-        || {
-            ["192.0.2.11", "192.0.2.12", "192.0.2.13"].iter().all(|b| {
-                lab.health_of(b)["consecutive_successes"]
-                    .as_u64()
-                    .unwrap_or(0)
-                    >= 2
-            })
-        },
     );
     let h = lab.health_of("192.0.2.11");
     assert_eq!(h["via"], "vip", "{h}");

@@ -191,6 +191,21 @@ impl Lab {
             .unwrap_or_default()
     }
 
+    /// Until every one of `backends` (on `vip`, "ADDR:PORT/PROTO", or its
+    /// first VIP) passed two checks in a row: healthy by a check, not by
+    /// default (a backend counts as healthy until checked).
+    pub fn wait_passing(&self, vip: Option<&str>, backends: &[&str], limit: Duration) {
+        wait_until("backends passing their checks", limit, || {
+            backends.iter().all(|b| {
+                let h = match vip {
+                    Some(v) => self.health_on(v, b),
+                    None => self.health_of(b),
+                };
+                h["consecutive_successes"].as_u64().unwrap_or(0) >= 2
+            })
+        });
+    }
+
     pub fn health(&self, backend: &str) -> String {
         self.health_of(backend)["health"]
             .as_str()
