@@ -2436,6 +2436,68 @@ mod tests {
         );
     }
 
+    /// The same mutation run through [`from_kernel`], over the corpus as
+    /// the host would send it (from our MAC) and probes of every slot:
+    /// never a panic, a frame only rewritten where it is sent on.
+    #[test]
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "random indices and bytes: the low bits of a 64-bit xorshift"
+    )]
+    fn mutated_host_frames_never_break_from_kernel() {
+        let s = all_up();
+        let mut t = table();
+        let mut corpus: Vec<Vec<u8>> = corpus()
+            .into_iter()
+            .map(|mut f| {
+                if f.len() >= 12 {
+                    f[..6].copy_from_slice(&PORT_MAC.0);
+                    f[6..12].copy_from_slice(&PORT_MAC.0);
+                }
+                f
+            })
+            .collect();
+        corpus.extend((0..8).map(probe4));
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let mut seen = std::collections::HashSet::new();
+        for round in 0..100_000u32 {
+            let mut f = corpus[next() as usize % corpus.len()].clone();
+            for _ in 0..next() % 3 {
+                match next() % 8 {
+                    0 => f.truncate(next() as usize % (f.len() + 1)),
+                    1 => f.extend((0..next() % 16).map(|_| next() as u8)),
+                    _ if !f.is_empty() => {
+                        let at = next() as usize % f.len();
+                        f[at] = next() as u8;
+                    }
+                    _ => {}
+                }
+            }
+            let orig = f.clone();
+            let r = from_kernel(&mut f, &s, &mut t, round / 1000);
+            match r {
+                FromKernel::Steered { slot } | FromKernel::Balanced { slot, .. } => {
+                    assert_eq!(&f[..6], &backend_mac(slot).0);
+                    assert_eq!(&f[12..], &orig[12..], "only Ethernet addresses change");
+                }
+                FromKernel::Reply => assert_eq!(f.len(), orig.len()),
+                FromKernel::Dropped(_) | FromKernel::Unchanged => assert_eq!(f, orig),
+            }
+            seen.insert(std::mem::discriminant(&r));
+        }
+        assert!(
+            seen.len() >= 4,
+            "mutations reach most outcomes: {}",
+            seen.len()
+        );
+    }
+
     /// Per-packet cost of the decision and rewrite, in release mode:
     /// `cargo test --release -p lb-core decide_timing -- --ignored --nocapture`.
     #[test]
