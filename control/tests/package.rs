@@ -106,6 +106,28 @@ fn the_package_installs_and_lbd_runs_as_its_unit_does() {
     ));
     assert_eq!(conffiles.trim(), "/etc/lbd/lbd.conf");
 
+    // `make install`: the same files, without a package, and the state directory.
+    let staged =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("install-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&staged);
+    let installed = Command::new(root.join("scripts/package.sh"))
+        .arg("install")
+        .arg(&staged)
+        .env("PROFILE", "debug")
+        .output()
+        .unwrap();
+    assert!(
+        installed.status.success(),
+        "package.sh install: {}",
+        String::from_utf8_lossy(&installed.stderr)
+    );
+    for path in list.lines().filter_map(|l| l.split_whitespace().last()) {
+        let p = staged.join(path.trim_start_matches("./"));
+        assert!(p.exists(), "{} not installed", p.display());
+    }
+    assert!(staged.join("var/lib/lbd").is_dir());
+    let _ = std::fs::remove_dir_all(&staged);
+
     // Installed into a scratch root.
     let scratch =
         PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("pkg-{}", std::process::id()));
