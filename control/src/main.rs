@@ -77,6 +77,7 @@ fn run() -> Result<()> {
         stats: Arc::clone(&stats),
         lcores: lcores.clone(),
         port: Some((opts.port.clone(), dataplane.port_reader())),
+        pool: Some(dataplane.pool()),
     };
     let last_snapshot = dataplane.run(&opts, &control, &stats, &stop, || {
         rt.block_on(async {

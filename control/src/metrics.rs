@@ -21,6 +21,8 @@ pub struct Source {
     pub lcores: Vec<u32>,
     /// The port, by name, read live (lbd's; tests without EAL have none).
     pub port: Option<(String, dataplane::dpdk::PortReader)>,
+    /// The mbuf pool every queue draws from (lbd's; none in tests without EAL).
+    pub pool: Option<&'static dataplane::dpdk::Mempool>,
 }
 
 /// The port's own counters (the device's, not the workers'): what it
@@ -325,6 +327,16 @@ pub fn render(source: &Source) -> String {
     if let Some((name, reader)) = &source.port {
         port_families(&mut f, name, reader);
     }
+    if let Some(pool) = source.pool {
+        f.header("lb_mbufs", "gauge", "Mbufs in the pool (--mbufs).");
+        f.sample("lb_mbufs", &[], pool.size());
+        f.header(
+            "lb_mbufs_in_use",
+            "gauge",
+            "Mbufs taken (in descriptor rings, bursts, caches): near lb_mbufs, receive fails (rx_nombuf).",
+        );
+        f.sample("lb_mbufs_in_use", &[], pool.in_use());
+    }
     f.header(
         "lb_build_info",
         "gauge",
@@ -402,6 +414,7 @@ mod tests {
             stats: stats.clone(),
             lcores: vec![1, 2],
             port: None,
+            pool: None,
         };
         let text = render(&source);
         for (w, (lcore, s)) in [1, 2].iter().zip(stats.iter()).enumerate() {

@@ -91,6 +91,11 @@ impl Dataplane {
         MacAddr(self.port.mac())
     }
 
+    /// The mbuf pool, for the metrics.
+    pub fn pool(&self) -> &'static Mempool {
+        self.pool
+    }
+
     /// The port's counters and link, for the metrics while workers poll.
     pub fn port_reader(&self) -> dataplane::dpdk::PortReader {
         self.port.reader()

@@ -46,6 +46,7 @@ macro_rules! for_each_counter {
             [new_flows, Total, "Flows that got a backend from Maglev (new, or whose backend went away)."],
             [flow_rejected, Total, "Packets of new flows that found no flow-table slot (forwarded by Maglev without an entry)."],
             [active_flows, Level, "Entries in the worker's flow table."],
+            [flow_capacity, Level, "Entries the worker's flow table holds at most (active_flows / flow_capacity: how full it is)."],
         }
     };
 }
@@ -294,6 +295,11 @@ mod tests {
             (1, 5, 9)
         );
         assert_eq!(v.iter().sum::<u64>(), 15);
-        assert_eq!(COUNTERS.iter().filter(|c| c.kind == Kind::Level).count(), 1);
+        let levels: Vec<&str> = COUNTERS
+            .iter()
+            .filter(|c| c.kind == Kind::Level)
+            .map(|c| c.name)
+            .collect();
+        assert_eq!(levels, ["active_flows", "flow_capacity"]);
     }
 }

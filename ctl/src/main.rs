@@ -1044,7 +1044,7 @@ fn print_stats(out: Output, s: &pb::Stats) {
                                 "neigh_requests": w.neigh_requests, "neigh_learned": w.neigh_learned,
                                 "echo_replies": w.echo_replies, "vip_conflicts": w.vip_conflicts,
                                 "new_flows": w.new_flows, "flow_rejected": w.flow_rejected,
-                                "active_flows": w.active_flows, "snapshot_generation": w.snapshot_generation,
+                                "active_flows": w.active_flows, "flow_capacity": w.flow_capacity, "snapshot_generation": w.snapshot_generation,
                                 "snapshot_adoption": delays_json(&w.snapshot_adoption), "drops": drops(w)}))
                 .collect();
             let vips: Vec<Value> = s

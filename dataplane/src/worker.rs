@@ -71,6 +71,7 @@ impl<'a> Worker<'a> {
         stats: &'a WorkerStats,
         tsc_hz: u64,
     ) -> Worker<'a> {
+        stats.flow_capacity.set(flows.capacity() as u64);
         Worker {
             queue,
             kernel: None,

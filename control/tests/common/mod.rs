@@ -108,6 +108,7 @@ impl Lbd {
             stats: Arc::clone(&self.stats),
             lcores: LCORES.to_vec(),
             port: None,
+            pool: None,
         })
     }
 }
