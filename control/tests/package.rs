@@ -63,17 +63,21 @@ impl Drop for Netns {
 #[test]
 fn the_package_installs_and_lbd_runs_as_its_unit_does() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let built = Command::new(root.join("scripts/package.sh"))
-        .arg("deb")
-        .env("PROFILE", "debug")
-        .output()
-        .unwrap();
-    assert!(
-        built.status.success(),
-        "package.sh deb: {}",
-        String::from_utf8_lossy(&built.stderr)
-    );
-    let deb = root.join(String::from_utf8_lossy(&built.stdout).trim());
+    // scripts/package.sh ARGS on the debug build; its stdout.
+    let package = |args: &[&str]| {
+        let out = Command::new(root.join("scripts/package.sh"))
+            .args(args)
+            .env("PROFILE", "debug")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "package.sh {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let deb = root.join(package(&["deb"]).trim());
 
     // Contents and metadata.
     let list = sh(&format!("dpkg-deb -c {}", deb.display()));
@@ -110,17 +114,7 @@ fn the_package_installs_and_lbd_runs_as_its_unit_does() {
     let staged =
         PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("install-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&staged);
-    let installed = Command::new(root.join("scripts/package.sh"))
-        .arg("install")
-        .arg(&staged)
-        .env("PROFILE", "debug")
-        .output()
-        .unwrap();
-    assert!(
-        installed.status.success(),
-        "package.sh install: {}",
-        String::from_utf8_lossy(&installed.stderr)
-    );
+    package(&["install", &staged.display().to_string()]);
     for path in list.lines().filter_map(|l| l.split_whitespace().last()) {
         let p = staged.join(path.trim_start_matches("./"));
         assert!(p.exists(), "{} not installed", p.display());

@@ -2372,6 +2372,44 @@ mod tests {
         ]
     }
 
+    /// The mutation runs' seeded xorshift and its edits of a frame:
+    /// truncations, extensions and byte flips.
+    struct Mutator(u64);
+
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "random indices and bytes: the low bits of a 64-bit xorshift"
+    )]
+    impl Mutator {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn pick(&mut self, corpus: &[Vec<u8>]) -> Vec<u8> {
+            corpus[self.next() as usize % corpus.len()].clone()
+        }
+
+        fn mutate(&mut self, f: &mut Vec<u8>, edits: u64) {
+            for _ in 0..edits {
+                match self.next() % 8 {
+                    0 => f.truncate(self.next() as usize % (f.len() + 1)),
+                    1 => {
+                        let n = self.next() % 16;
+                        f.extend((0..n).map(|_| self.next() as u8));
+                    }
+                    _ if !f.is_empty() => {
+                        let at = self.next() as usize % f.len();
+                        f[at] = self.next() as u8;
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
     /// A long, seeded mutation run over the corpus: flips, truncations and
     /// extensions of valid frames, through the whole decision. Runs in
     /// every test pass (a fuzzer that needs no nightly toolchain).
@@ -2384,27 +2422,12 @@ mod tests {
         let s = all_up();
         let mut t = table();
         let corpus = corpus();
-        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
+        let mut rng = Mutator(0x9e37_79b9_7f4a_7c15);
         let mut seen_actions = std::collections::HashSet::new();
         for round in 0..200_000u32 {
-            let mut f = corpus[next() as usize % corpus.len()].clone();
-            for _ in 0..1 + next() % 4 {
-                match next() % 8 {
-                    0 => f.truncate(next() as usize % (f.len() + 1)),
-                    1 => f.extend((0..next() % 16).map(|_| next() as u8)),
-                    _ if !f.is_empty() => {
-                        let at = next() as usize % f.len();
-                        f[at] = next() as u8;
-                    }
-                    _ => {}
-                }
-            }
+            let mut f = rng.pick(&corpus);
+            let edits = 1 + rng.next() % 4;
+            rng.mutate(&mut f, edits);
             let orig = f.clone();
             let a = decide(&mut f, &s, &mut t, round / 1000);
             match a {
@@ -2458,27 +2481,12 @@ mod tests {
             })
             .collect();
         corpus.extend((0..8).map(probe4));
-        let mut rng = 0x2545_f491_4f6c_dd1du64;
-        let mut next = || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
+        let mut rng = Mutator(0x2545_f491_4f6c_dd1d);
         let mut seen = std::collections::HashSet::new();
         for round in 0..100_000u32 {
-            let mut f = corpus[next() as usize % corpus.len()].clone();
-            for _ in 0..next() % 3 {
-                match next() % 8 {
-                    0 => f.truncate(next() as usize % (f.len() + 1)),
-                    1 => f.extend((0..next() % 16).map(|_| next() as u8)),
-                    _ if !f.is_empty() => {
-                        let at = next() as usize % f.len();
-                        f[at] = next() as u8;
-                    }
-                    _ => {}
-                }
-            }
+            let mut f = rng.pick(&corpus);
+            let edits = rng.next() % 3;
+            rng.mutate(&mut f, edits);
             let orig = f.clone();
             let r = from_kernel(&mut f, &s, &mut t, round / 1000);
             match r {
