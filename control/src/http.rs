@@ -72,7 +72,7 @@ pub fn respond(
         Err(body) => (StatusCode::SERVICE_UNAVAILABLE, TEXT, body),
     };
     match path {
-        "/metrics" => (StatusCode::OK, "text/plain; version=0.0.4", render(source)),
+        "/metrics" => (StatusCode::OK, crate::metrics::CONTENT_TYPE, render(source)),
         "/healthz" => verdict(source.control.lock().map_or_else(
             |_| Err("unhealthy: the control state is poisoned\n".into()),
             |c| healthz(&c),

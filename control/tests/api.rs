@@ -412,26 +412,53 @@ fn lbctl_drives_lbd_and_state_survives_a_restart() {
         Err(e) => panic!("scraping {metrics_addr}: {e}\nlbd: {}", lbd.stop()),
     };
     assert!(metrics.starts_with("HTTP/1.1 200 OK"), "{metrics}");
-    for line in [
-        "# TYPE lb_worker_rx_packets_total counter",
-        "lb_worker_drops_total{worker=\"1\",reason=\"not_for_us\"}",
-        "lb_worker_flow_rejected_total{worker=\"1\"} 0",
-        "# TYPE lb_backend_up gauge",
-        "lb_backend_up{vip=\"198.51.100.10:443/tcp\",backend=\"192.0.2.11\"} 1",
-        "lb_backend_up{vip=\"198.51.100.10:443/tcp\",backend=\"192.0.2.13\"} 0",
-        "lb_vip_packets_total{vip=\"198.51.100.10:443/tcp\"} 0",
-        "lb_vips 2",
+    assert!(
+        metrics.contains("Content-Type: application/openmetrics-text; version=1.0.0")
+            || metrics.contains("content-type: application/openmetrics-text; version=1.0.0"),
+        "{metrics}"
+    );
+    let body = metrics
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or_default();
+    assert!(
+        body.contains("# TYPE lb_worker_rx_packets counter\n"),
+        "{body}"
+    );
+    assert!(body.contains("# TYPE lb_backend_up gauge\n"), "{body}");
+    for (selector, want) in [
+        (
+            "lb_worker_drops_total{worker=\"1\",reason=\"not_for_us\"}",
+            None,
+        ),
+        ("lb_worker_flow_rejected_total{worker=\"1\"}", Some(0)),
+        (
+            "lb_backend_up{vip=\"198.51.100.10:443/tcp\",backend=\"192.0.2.11\"}",
+            Some(1),
+        ),
+        (
+            "lb_backend_up{vip=\"198.51.100.10:443/tcp\",backend=\"192.0.2.13\"}",
+            Some(0),
+        ),
+        (
+            "lb_vip_packets_total{vip=\"198.51.100.10:443/tcp\"}",
+            Some(0),
+        ),
+        ("lb_vips", Some(2)),
+        ("process_open_fds", None),
+        ("process_resident_memory_bytes", None),
     ] {
-        assert!(metrics.contains(line), "missing {line:?} in\n{metrics}");
+        let got = lb_testkit::exposition::value(body, selector);
+        assert!(got.is_some(), "missing {selector} in\n{body}");
+        if let Some(want) = want {
+            assert_eq!(got, Some(f64::from(want)), "{selector}");
+        }
     }
     // The adoption histogram: its +Inf bucket is its count, and no finer
     // bucket holds more.
-    let value = |name: &str| -> u64 {
-        let line = metrics
-            .lines()
-            .find(|l| l.starts_with(name))
-            .unwrap_or_else(|| panic!("missing {name} in\n{metrics}"));
-        line[name.len()..].trim().parse().unwrap()
+    let value = |selector: &str| -> u64 {
+        lb_testkit::exposition::value(body, selector)
+            .unwrap_or_else(|| panic!("missing {selector} in\n{body}")) as u64
     };
     let adoption = "lb_worker_snapshot_adoption_seconds";
     let count = value(&format!("{adoption}_count{{worker=\"1\"}}"));

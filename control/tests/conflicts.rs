@@ -129,18 +129,17 @@ async fn reported_conflicts_show_in_health_events_and_metrics() {
     stats[1].vip_conflicts.add(1);
     stats[0].echo_replies.add(7);
     let text = render();
-    assert!(
-        text.contains("# TYPE lb_vip_conflicts_total counter\n"),
-        "{text}"
-    );
+    assert!(text.contains("# TYPE lb_vip_conflicts counter\n"), "{text}");
     assert!(
         text.contains(
-            "lb_vip_conflicts_total{vip=\"198.51.100.10\",mac=\"02:00:00:00:00:11\"} 3\n"
+            "lb_vip_conflicts_total{address=\"198.51.100.10\",mac=\"02:00:00:00:00:11\"} 3\n"
         ),
         "{text}"
     );
     assert!(
-        text.contains("lb_vip_conflicts_total{vip=\"2001:db8::10\",mac=\"02:00:00:00:00:66\"} 1\n"),
+        text.contains(
+            "lb_vip_conflicts_total{address=\"2001:db8::10\",mac=\"02:00:00:00:00:66\"} 1\n"
+        ),
         "{text}"
     );
     assert!(text.contains("lb_worker_vip_conflicts_total{worker=\"1\"} 3\n"));

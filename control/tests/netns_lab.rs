@@ -84,12 +84,9 @@ fn dr_through_two_workers_and_the_exception_path() {
     let stats = lab.json(&["stats"]);
     // Prometheus, scraped inside lbd's namespace.
     let metrics = lab.metrics();
-    let sample = |name: &str| -> u64 {
-        let line = metrics
-            .lines()
-            .find(|l| l.starts_with(name))
-            .unwrap_or_else(|| panic!("no {name} in\n{metrics}"));
-        line.rsplit(' ').next().unwrap().parse().unwrap()
+    let sample = |selector: &str| -> u64 {
+        lb_testkit::exposition::value(&metrics, selector)
+            .unwrap_or_else(|| panic!("no {selector} in\n{metrics}")) as u64
     };
 
     let backend_mac = lab.ok(&["exec", "be1", "cat", "/sys/class/net/eth0/address"]);

@@ -11,8 +11,10 @@ use std::time::Duration;
 use control::health::Status;
 use control::state::DesiredState;
 use lb_core::drop_reason::DropReason;
+use lb_core::flow::BackendFlows;
 use lb_core::snapshot::{BackendState, Proto, VipKey};
 use lb_proto::v1 as pb;
+use lb_testkit::exposition;
 use tonic::Code;
 
 mod common;
@@ -541,9 +543,8 @@ async fn health_verdicts_show_in_the_api_the_snapshot_and_the_events() {
         lbd.hub().servable(),
         BTreeSet::from(["10.0.0.1".parse::<IpAddr>().unwrap()])
     );
-    assert!(lbd
-        .metrics()
-        .contains("lb_backend_healthy{vip=\"10.0.0.1:80/tcp\",backend=\"10.1.0.1\"} 1\n"));
+    let healthy = "lb_backend_healthy{vip=\"10.0.0.1:80/tcp\",backend=\"10.1.0.1\"}";
+    assert_eq!(exposition::value(&lbd.metrics(), healthy), Some(1.0));
 
     lbd.hub()
         .set_health(vip, addr, health(false, "tcp failed: refused"));
@@ -567,14 +568,9 @@ async fn health_verdicts_show_in_the_api_the_snapshot_and_the_events() {
     );
     assert!(lbd.hub().servable().is_empty());
     let text = lbd.metrics();
-    assert!(
-        text.contains("lb_backend_healthy{vip=\"10.0.0.1:80/tcp\",backend=\"10.1.0.1\"} 0\n"),
-        "{text}"
-    );
-    assert!(
-        text.contains("lb_backend_up{vip=\"10.0.0.1:80/tcp\",backend=\"10.1.0.1\"} 0\n"),
-        "{text}"
-    );
+    assert_eq!(exposition::value(&text, healthy), Some(0.0), "{text}");
+    let up = "lb_backend_up{vip=\"10.0.0.1:80/tcp\",backend=\"10.1.0.1\"}";
+    assert_eq!(exposition::value(&text, up), Some(0.0), "{text}");
 
     // The same verdict again (counts moved): nothing to tell.
     lbd.hub()
@@ -696,38 +692,90 @@ async fn metrics_and_stats_report_the_worker_counters() {
     w0.backends[usize::from(slot)].new_flows.add(2);
     w0.snapshot_adoption.record(3);
     w1.active_flows.add(42);
+    // Flows pinned to the backend, as each worker's flow table publishes
+    // them: 3 + 2 of its own incarnation; a predecessor's count is not its.
+    let incarnation = lbd.hub().snapshot().backend(slot).unwrap().incarnation;
+    w0.backends[usize::from(slot)].publish_flows(BackendFlows {
+        incarnation,
+        active: 3,
+    });
+    w1.backends[usize::from(slot)].publish_flows(BackendFlows {
+        incarnation,
+        active: 2,
+    });
 
     let text = lbd.metrics();
     let nb = DropReason::NoBackend.as_str();
-    for line in [
-        "# TYPE lb_worker_rx_packets_total counter",
-        "lb_worker_rx_packets_total{worker=\"1\"} 7",
-        "lb_worker_rx_packets_total{worker=\"2\"} 3",
-        "lb_worker_tx_packets_total{worker=\"1\"} 6",
-        "# TYPE lb_worker_active_flows gauge",
-        "lb_worker_active_flows{worker=\"2\"} 42",
-        &format!("lb_worker_drops_total{{worker=\"2\",reason=\"{nb}\"}} 3"),
-        &format!("lb_worker_drops_total{{worker=\"1\",reason=\"{nb}\"}} 0"),
-        "# TYPE lb_worker_snapshot_adoption_seconds histogram",
-        "lb_worker_snapshot_adoption_seconds_count{worker=\"1\"} 1",
-        "lb_worker_snapshot_adoption_seconds_bucket{worker=\"1\",le=\"+Inf\"} 1",
-        "lb_worker_snapshot_adoption_seconds_count{worker=\"2\"} 0",
-        "lb_vip_packets_total{vip=\"10.0.0.1:80/tcp\"} 9",
-        "lb_vip_bytes_total{vip=\"10.0.0.1:80/tcp\"} 900",
-        "lb_vip_new_flows_total{vip=\"10.0.0.1:80/tcp\"} 2",
-        "lb_vip_packets_total{vip=\"10.0.0.2:53/tcp\"} 0",
-        "lb_backend_packets_total{vip=\"10.0.0.1:80/tcp\",backend=\"10.1.0.1\"} 9",
-        "lb_backend_up{vip=\"10.0.0.1:80/tcp\",backend=\"10.1.0.1\"} 1",
-        "lb_backend_weight{vip=\"10.0.0.1:80/tcp\",backend=\"10.1.0.1\"} 1",
-        "# TYPE lb_build_info gauge",
-        "lb_snapshot_generation 4",
-        "lb_vips 2",
-        "lb_route_announced{address=\"10.0.0.1\"} 1",
-        "lb_route_announced{address=\"10.0.0.2\"} 0",
+    let types = exposition::types(&text);
+    for (family, kind) in [
+        ("lb_worker_rx_packets", "counter"),
+        ("lb_worker_active_flows", "gauge"),
+        ("lb_worker_snapshot_adoption_seconds", "histogram"),
+        ("lb_build", "info"),
+        ("lb_backend_active_flows", "gauge"),
+        ("lb_backend_effective_weight", "gauge"),
     ] {
         assert!(
-            text.lines().any(|l| l == line),
-            "{line:?} missing from:\n{text}"
+            types.contains(&(family.into(), kind.into())),
+            "{family} {kind} missing from:\n{text}"
+        );
+    }
+    let vip1 = "vip=\"10.0.0.1:80/tcp\",address=\"10.0.0.1\",port=\"80\",protocol=\"tcp\"";
+    for (selector, want) in [
+        ("lb_worker_rx_packets_total{worker=\"1\"}", 7),
+        ("lb_worker_rx_packets_total{worker=\"2\"}", 3),
+        ("lb_worker_tx_packets_total{worker=\"1\"}", 6),
+        ("lb_worker_active_flows{worker=\"2\"}", 42),
+        (
+            &format!("lb_worker_drops_total{{worker=\"2\",reason=\"{nb}\"}}"),
+            3,
+        ),
+        (
+            &format!("lb_worker_drops_total{{worker=\"1\",reason=\"{nb}\"}}"),
+            0,
+        ),
+        ("lb_worker_snapshot_adoption_seconds_count{worker=\"1\"}", 1),
+        (
+            "lb_worker_snapshot_adoption_seconds_bucket{worker=\"1\",le=\"+Inf\"}",
+            1,
+        ),
+        ("lb_worker_snapshot_adoption_seconds_count{worker=\"2\"}", 0),
+        (&format!("lb_vip_packets_total{{{vip1}}}"), 9),
+        ("lb_vip_bytes_total{vip=\"10.0.0.1:80/tcp\"}", 900),
+        (
+            "lb_vip_new_flows_total{address=\"10.0.0.1\",port=\"80\",protocol=\"tcp\"}",
+            2,
+        ),
+        ("lb_vip_packets_total{vip=\"10.0.0.2:53/tcp\"}", 0),
+        (
+            &format!("lb_backend_packets_total{{{vip1},backend=\"10.1.0.1\"}}"),
+            9,
+        ),
+        (
+            "lb_backend_up{vip=\"10.0.0.1:80/tcp\",backend=\"10.1.0.1\"}",
+            1,
+        ),
+        (
+            "lb_backend_weight{vip=\"10.0.0.1:80/tcp\",backend=\"10.1.0.1\"}",
+            1,
+        ),
+        (
+            "lb_backend_effective_weight{vip=\"10.0.0.1:80/tcp\",backend=\"10.1.0.1\"}",
+            1,
+        ),
+        (
+            "lb_backend_active_flows{vip=\"10.0.0.1:80/tcp\",backend=\"10.1.0.1\"}",
+            5,
+        ),
+        ("lb_snapshot_generation", 4),
+        ("lb_vips", 2),
+        ("lb_route_announced{address=\"10.0.0.1\"}", 1),
+        ("lb_route_announced{address=\"10.0.0.2\"}", 0),
+    ] {
+        assert_eq!(
+            exposition::value(&text, selector),
+            Some(f64::from(want)),
+            "{selector} in:\n{text}"
         );
     }
     assert!(
@@ -807,14 +855,17 @@ async fn traffic_counters_never_go_down_and_a_reused_slot_starts_at_zero() {
     let (s1, s2) = (slot_of("10.1.0.1"), slot_of("10.1.0.2"));
     lbd.stats[0].backends[usize::from(s1)].packets.add(100);
     lbd.stats[1].backends[usize::from(s2)].packets.add(85);
-    let sample = |name: &str| -> Option<u64> {
-        lbd.metrics()
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")))
-            .map(|v| v.parse().unwrap())
-    };
+    let incarnation = |slot| lbd.hub().snapshot().backend(slot).unwrap().incarnation;
+    lbd.stats[1].backends[usize::from(s2)].publish_flows(BackendFlows {
+        incarnation: incarnation(s2),
+        active: 4,
+    });
+    let sample = |selector: &str| exposition::value(&lbd.metrics(), selector);
     let vip_packets = "lb_vip_packets_total{vip=\"10.0.0.1:80/tcp\"}";
-    assert_eq!(sample(vip_packets), Some(185));
+    assert_eq!(sample(vip_packets), Some(185.0));
+    let flows2 = "lb_backend_active_flows{vip=\"10.0.0.1:80/tcp\",backend=\"10.1.0.2\"}";
+    assert_eq!(sample(flows2), Some(4.0));
+    let before = lbd.metrics();
 
     api.remove_backend(pb::BackendKey {
         vip: Some(vip.clone()),
@@ -824,10 +875,40 @@ async fn traffic_counters_never_go_down_and_a_reused_slot_starts_at_zero() {
     .unwrap();
     assert_eq!(
         sample(vip_packets),
-        Some(185),
+        Some(185.0),
         "the removed backend's traffic stays"
     );
-    // A newcomer takes the freed slot: it has carried nothing yet.
+    // No counter of the scrape before is lower after the removal (a
+    // removed backend's own samples are gone, not lower).
+    let after = exposition::parse(&lbd.metrics());
+    let counters: Vec<String> = exposition::types(&before)
+        .into_iter()
+        .filter(|(_, t)| t == "counter")
+        .map(|(n, _)| format!("{n}_total"))
+        .collect();
+    let mut compared = 0;
+    for b in exposition::parse(&before)
+        .iter()
+        .filter(|s| counters.contains(&s.name))
+    {
+        if let Some(a) = after
+            .iter()
+            .find(|a| a.name == b.name && a.labels == b.labels)
+        {
+            assert!(
+                a.value >= b.value,
+                "{} {:?} went down: {} -> {}",
+                b.name,
+                b.labels,
+                b.value,
+                a.value
+            );
+            compared += 1;
+        }
+    }
+    assert!(compared > 20, "only {compared} counters compared");
+    // A newcomer takes the freed slot: it has carried nothing yet, and the
+    // flows the worker still counts for its predecessor are not its.
     api.add_backend(pb::AddBackendRequest {
         mac: "02:00:00:00:00:03".into(),
         ..backend(vip.clone(), "10.1.0.3")
@@ -837,11 +918,18 @@ async fn traffic_counters_never_go_down_and_a_reused_slot_starts_at_zero() {
     let s3 = slot_of("10.1.0.3");
     assert_eq!(s3, s2, "the slot is reused (else this test proves nothing)");
     let newcomer = "lb_backend_packets_total{vip=\"10.0.0.1:80/tcp\",backend=\"10.1.0.3\"}";
-    assert_eq!(sample(newcomer), Some(0));
-    assert_eq!(sample(vip_packets), Some(185));
+    let newcomer_flows = "lb_backend_active_flows{vip=\"10.0.0.1:80/tcp\",backend=\"10.1.0.3\"}";
+    assert_eq!(sample(newcomer), Some(0.0));
+    assert_eq!(sample(newcomer_flows), Some(0.0));
+    assert_eq!(sample(vip_packets), Some(185.0));
     lbd.stats[0].backends[usize::from(s3)].packets.add(7);
-    assert_eq!(sample(newcomer), Some(7));
-    assert_eq!(sample(vip_packets), Some(192));
+    lbd.stats[0].backends[usize::from(s3)].publish_flows(BackendFlows {
+        incarnation: incarnation(s3),
+        active: 1,
+    });
+    assert_eq!(sample(newcomer), Some(7.0));
+    assert_eq!(sample(newcomer_flows), Some(1.0));
+    assert_eq!(sample(vip_packets), Some(192.0));
     let stats = api.get_stats(pb::Empty {}).await.unwrap().into_inner();
     let v = &stats.vips[0];
     assert_eq!(v.packets, 192, "the API agrees: {v:?}");

@@ -46,7 +46,7 @@
 //! streams idle for longer than `evict_idle_min`, never an active stream.
 
 use crate::packet::l4::{FIN, RST, SYN};
-use crate::snapshot::BackendRef;
+use crate::snapshot::{BackendRef, MAX_BACKEND_SLOTS};
 
 /// Entries per bucket.
 pub const WAYS: usize = 4;
@@ -225,11 +225,15 @@ impl Entry {
         self.state
     }
 
-    /// Re-pin the flow (its backend went down or away).
+    /// Re-pin the flow (its backend went down or away). The table's
+    /// per-backend counts must follow: hand the result to
+    /// [`FlowTable::moved`].
     #[inline]
-    pub fn repin(&mut self, vip: u32, backend: BackendRef) {
+    #[must_use = "FlowTable::moved keeps the per-backend flow counts"]
+    pub fn repin(&mut self, vip: u32, backend: BackendRef) -> Moved {
+        let from = std::mem::replace(&mut self.backend, backend);
         self.vip = vip;
-        self.backend = backend;
+        Moved { from, to: backend }
     }
 
     /// A packet of this flow was seen: refresh it and move its state.
@@ -292,6 +296,23 @@ pub enum Insert {
     Rejected,
 }
 
+/// A flow re-pinned from one backend to another ([`Entry::repin`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Moved {
+    from: BackendRef,
+    to: BackendRef,
+}
+
+/// The live entries pinned to one backend slot's current incarnation: the
+/// count restarts when a flow of a newer incarnation is pinned there, and
+/// entries of an older one leave it untouched, so a newcomer in a reused
+/// slot never inherits its predecessor's flows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BackendFlows {
+    pub incarnation: u16,
+    pub active: u32,
+}
+
 /// Counters, published by the worker.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FlowStats {
@@ -311,6 +332,8 @@ pub struct FlowTable {
     config: FlowConfig,
     cursor: usize,
     stats: FlowStats,
+    /// Indexed by backend slot, [`MAX_BACKEND_SLOTS`] long.
+    per_backend: Box<[BackendFlows]>,
 }
 
 impl FlowTable {
@@ -348,6 +371,51 @@ impl FlowTable {
             config,
             cursor: 0,
             stats: FlowStats::default(),
+            per_backend: vec![BackendFlows::default(); MAX_BACKEND_SLOTS].into_boxed_slice(),
+        }
+    }
+
+    /// The live flows pinned to the backend in `slot` (of the incarnation
+    /// last pinned there).
+    #[inline]
+    pub fn backend_flows(&self, slot: u16) -> BackendFlows {
+        self.per_backend
+            .get(usize::from(slot))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Account a re-pinned flow ([`Entry::repin`]).
+    #[inline]
+    pub fn moved(&mut self, m: Moved) {
+        self.unpin(m.from);
+        self.pin(m.to);
+    }
+
+    #[inline]
+    fn pin(&mut self, r: BackendRef) {
+        if let Some(c) = self.per_backend.get_mut(usize::from(r.slot)) {
+            // Incarnations only grow (wrapping): a later one restarts the
+            // count; an earlier one (never handed out again) is not counted.
+            let ahead = r.incarnation.wrapping_sub(c.incarnation);
+            if ahead != 0 && ahead < 1 << 15 {
+                *c = BackendFlows {
+                    incarnation: r.incarnation,
+                    active: 0,
+                };
+            }
+            if c.incarnation == r.incarnation {
+                c.active += 1;
+            }
+        }
+    }
+
+    #[inline]
+    fn unpin(&mut self, r: BackendRef) {
+        if let Some(c) = self.per_backend.get_mut(usize::from(r.slot)) {
+            if c.incarnation == r.incarnation {
+                c.active = c.active.saturating_sub(1);
+            }
         }
     }
 
@@ -475,10 +543,10 @@ impl FlowTable {
         if let Some(i) = own {
             let e = &mut self.entries[i];
             if !e.expired(now, &cfg) {
-                e.vip = vip;
-                e.backend = backend;
+                let moved = e.repin(vip, backend);
                 e.last_seen = now;
                 e.idle = idle;
+                self.moved(moved);
                 return Insert::Updated;
             }
         }
@@ -576,6 +644,7 @@ impl FlowTable {
         };
         self.stats.inserts += 1;
         self.stats.active += 1;
+        self.pin(backend);
         result
     }
 
@@ -657,6 +726,8 @@ impl FlowTable {
         }
         self.entries[i].state = FlowState::Free;
         self.stats.active -= 1;
+        let r = self.entries[i].backend;
+        self.unpin(r);
     }
 }
 
@@ -734,6 +805,50 @@ mod tests {
         assert!(!t.remove(&k4, h(&k4)));
         assert!(t.lookup(&k4, h(&k4), 103).is_none());
         assert_eq!(t.stats().active, 1);
+    }
+
+    #[test]
+    fn flows_are_counted_per_backend_incarnation() {
+        let mut t = FlowTable::new(64, FlowConfig::default());
+        let old = BackendRef {
+            slot: 3,
+            incarnation: 1,
+        };
+        let new = BackendRef {
+            slot: 3,
+            incarnation: 2,
+        };
+        let keys: Vec<FlowKey> = (0..4).map(|i| key(i, 6)).collect();
+        for k in &keys[..3] {
+            t.insert(k, h(k), 0, old, 100);
+        }
+        assert_eq!(
+            t.backend_flows(3),
+            BackendFlows {
+                incarnation: 1,
+                active: 3
+            }
+        );
+        // The slot is reused: the newcomer starts from its own first flow.
+        t.insert(&keys[3], h(&keys[3]), 0, new, 100);
+        assert_eq!(
+            t.backend_flows(3),
+            BackendFlows {
+                incarnation: 2,
+                active: 1
+            }
+        );
+        // The predecessor's flows leave without touching the newcomer's count.
+        assert!(t.remove(&keys[0], h(&keys[0])));
+        assert_eq!(t.backend_flows(3).active, 1);
+        // A flow re-pinned to the newcomer is counted there.
+        let e = t.lookup(&keys[1], h(&keys[1]), 101).unwrap();
+        let moved = e.repin(0, new);
+        t.moved(moved);
+        assert_eq!(t.backend_flows(3).active, 2);
+        assert_eq!(t.backend_flows(4), BackendFlows::default());
+        assert_consistent(&t);
+        assert_backend_counts(&t);
     }
 
     #[test]
@@ -1057,6 +1172,23 @@ mod tests {
         assert_eq!(usize::try_from(t.stats().active).unwrap(), live.len());
     }
 
+    /// Per backend slot: the live entries of the incarnation it counts
+    /// (apart from [`assert_consistent`]: it reads every slot).
+    fn assert_backend_counts(t: &FlowTable) {
+        let mut by_ref = std::collections::HashMap::<BackendRef, u32>::new();
+        for e in t.entries.iter().filter(|e| e.state != FlowState::Free) {
+            *by_ref.entry(e.backend).or_default() += 1;
+        }
+        for slot in (0..MAX_BACKEND_SLOTS).filter_map(|s| u16::try_from(s).ok()) {
+            let c = t.backend_flows(slot);
+            let r = BackendRef {
+                slot,
+                incarnation: c.incarnation,
+            };
+            assert_eq!(c.active, by_ref.get(&r).copied().unwrap_or(0), "{r:?}");
+        }
+    }
+
     /// Every flow active and confirmed, so nothing may be evicted: the share
     /// of new flows that find no slot, by load factor: 0, 0.36%, 3.2% and
     /// 7.4% at a quarter, half, three quarters and 90% full. Without the
@@ -1144,7 +1276,7 @@ mod tests {
         /// just inserted is found, a lookup only ever finds the flow asked
         /// for, and the table stays consistent.
         #[test]
-        fn stays_consistent_under_churn(ops in proptest::collection::vec((0u8..5, 0u32..40, 0u16..20), 1..400)) {
+        fn stays_consistent_under_churn(ops in proptest::collection::vec((0u8..6, 0u32..40, 0u16..20), 1..400)) {
             let mut t = FlowTable::new(16, FlowConfig { new_timeout: 5, ..FlowConfig::default() });
             let mut now = 0u32;
             for (op, i, x) in ops {
@@ -1163,10 +1295,18 @@ mod tests {
                     }
                     2 => { t.remove(&k, h(&k)); }
                     3 => { t.expire(now, x as usize); }
+                    4 => {
+                        // Re-pinned to a later incarnation of slot x.
+                        if let Some(e) = t.lookup(&k, h(&k), now) {
+                            let moved = e.repin(0, BackendRef { slot: x, incarnation: 2 });
+                            t.moved(moved);
+                        }
+                    }
                     _ => now += u32::from(x),
                 }
                 assert_consistent(&t);
             }
+            assert_backend_counts(&t);
         }
     }
 

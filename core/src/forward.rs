@@ -508,7 +508,7 @@ pub fn apply(
             // One flow-table lookup: keep the pinned backend while it takes
             // flows, re-pin when it went away, insert when new. Each path
             // reads its backend once, MAC included.
-            let (backend, mac, new_flow) = match flows.lookup(&key, hash, now) {
+            let (backend, mac, new_flow, moved) = match flows.lookup(&key, hash, now) {
                 Some(e) => {
                     // A new connection on the 5-tuple of a closed one (the
                     // client reused its port) is a new flow: it goes where the
@@ -519,19 +519,18 @@ pub fn apply(
                     } else {
                         usable(snap, e.backend(), vip)
                     };
-                    let (slot, mac) = match pinned {
-                        Some((slot, Some(mac))) => (slot, mac),
+                    let (slot, mac, moved) = match pinned {
+                        Some((slot, Some(mac))) => (slot, mac, None),
                         Some((_, None)) => return Action::Drop(DropReason::BackendUnresolved),
                         None => match picked(snap, vip, hash) {
                             Ok((slot, b, mac)) => {
-                                e.repin(vip, backend_ref(slot, b));
-                                (slot, mac)
+                                (slot, mac, Some(e.repin(vip, backend_ref(slot, b))))
                             }
                             Err(reason) => return Action::Drop(reason),
                         },
                     };
                     e.observe(tcp_flags, now);
-                    (slot, mac, reused)
+                    (slot, mac, reused, moved)
                 }
                 // Not pinned while unresolved: the retransmission finds the MAC.
                 None => match picked(snap, vip, hash) {
@@ -539,11 +538,14 @@ pub fn apply(
                         let idle = snap.vip(vip).map(|v| v.idle).unwrap_or_default();
                         let r = backend_ref(slot, b);
                         let inserted = flows.insert_with(&key, hash, vip, r, now, idle);
-                        (slot, mac, inserted != Insert::Updated)
+                        (slot, mac, inserted != Insert::Updated, None)
                     }
                     Err(reason) => return Action::Drop(reason),
                 },
             };
+            if let Some(m) = moved {
+                flows.moved(m);
+            }
             rewrite_to(frame, mac, snap.mac);
             Action::Forward {
                 vip,

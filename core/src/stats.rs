@@ -14,6 +14,7 @@
 use crate::counter::Counter;
 use crate::delay::{DelayHistogram, Delays};
 use crate::drop_reason::DropReason;
+use crate::flow::BackendFlows;
 use crate::snapshot::MAX_BACKEND_SLOTS;
 
 /// Calls `$callback! { [name, Kind, "help"], ... }` with every worker
@@ -156,6 +157,30 @@ pub struct BackendCounters {
     pub packets: Counter,
     pub bytes: Counter,
     pub new_flows: Counter,
+    /// The worker's flow-table entries pinned to the backend, as the table
+    /// counts them ([`BackendFlows`]): incarnation << 32 | count, so a
+    /// reader can tell a newcomer in the slot from its predecessor.
+    /// Published by the worker a few slots per poll.
+    pub active_flows: Counter,
+}
+
+impl BackendCounters {
+    #[inline]
+    pub fn publish_flows(&self, f: BackendFlows) {
+        self.active_flows
+            .set(u64::from(f.incarnation) << 32 | u64::from(f.active));
+    }
+
+    /// The flows of this incarnation of the slot's backend (0 while the
+    /// worker still counts a predecessor's).
+    pub fn flows_of(&self, incarnation: u16) -> u64 {
+        let v = self.active_flows.get();
+        if v >> 32 == u64::from(incarnation) {
+            v & u64::from(u32::MAX)
+        } else {
+            0
+        }
+    }
 }
 
 /// A backend's traffic summed over workers.
@@ -198,6 +223,16 @@ impl WorkerStats {
                 bytes: b.bytes.get(),
                 new_flows: b.new_flows.get(),
             })
+    }
+
+    /// The flows all `workers` hold pinned to the backend in `slot`, of
+    /// `incarnation`.
+    pub fn backend_active_flows(workers: &[WorkerStats], slot: u16, incarnation: u16) -> u64 {
+        workers
+            .iter()
+            .filter_map(|w| w.backends.get(usize::from(slot)))
+            .map(|b| b.flows_of(incarnation))
+            .sum()
     }
 
     /// What all `workers` sent to the backend in `slot`: the one sum every

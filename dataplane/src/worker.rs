@@ -24,6 +24,10 @@ use lb_core::stats::WorkerStats;
 /// burst (so a worker that is never idle still frees expired flows).
 const SWEEP_IDLE: usize = 64;
 const SWEEP_BUSY: usize = 2;
+/// Backend slots whose flow counts are published per idle poll, and per
+/// busy burst: every slot within a few hundred bursts, a few stores each.
+const PUBLISH_IDLE: usize = 64;
+const PUBLISH_BUSY: usize = 4;
 /// Neighbour requests sent per poll at most.
 const REQUESTS_PER_POLL: usize = 4;
 /// Echo replies per second per worker by default (lbd --vip-ping-rate), and
@@ -61,6 +65,8 @@ pub struct Worker<'a> {
     generation: Option<u64>,
     /// Echo replies to VIPs, on the TSC clock.
     echo: EchoLimiter,
+    /// The next backend slot whose flow count is published.
+    publish_cursor: usize,
 }
 
 impl<'a> Worker<'a> {
@@ -82,6 +88,22 @@ impl<'a> Worker<'a> {
             tsc_hz: tsc_hz.max(1),
             generation: None,
             echo: EchoLimiter::new(ECHO_RATE, ECHO_BURST, tsc_hz),
+            publish_cursor: 0,
+        }
+    }
+
+    /// Publish the flow counts of the next `n` backend slots (wrapping).
+    #[inline]
+    fn publish_backend_flows(&mut self, n: usize) {
+        let slots = self.stats.backends.len();
+        for _ in 0..n.min(slots) {
+            #[allow(
+                clippy::cast_possible_truncation,
+                reason = "slots are fewer than MAX_BACKEND_SLOTS, a u16"
+            )]
+            let flows = self.flows.backend_flows(self.publish_cursor as u16);
+            self.stats.backends[self.publish_cursor].publish_flows(flows);
+            self.publish_cursor = (self.publish_cursor + 1) % slots;
         }
     }
 
@@ -263,6 +285,7 @@ impl<'a> Worker<'a> {
             if freed > 0 {
                 self.stats.active_flows.set(self.flows.stats().active);
             }
+            self.publish_backend_flows(PUBLISH_IDLE);
             // Idle workers take new snapshots too: the old one can be freed,
             // and the control side sees every worker on the current one.
             let snap = self.snapshots.load();
@@ -391,6 +414,7 @@ impl<'a> Worker<'a> {
         }
 
         self.flows.expire(now, SWEEP_BUSY);
+        self.publish_backend_flows(PUBLISH_BUSY);
         let s = self.stats;
         let fs = self.flows.stats();
         s.rx_packets.add(n as u64);
