@@ -835,3 +835,263 @@ fn changes_are_acknowledged_once_written_and_undone_when_the_write_fails() {
     lbd.stop();
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Run lbctl (`args`, on `socket`) until `enough` says its lines so far
+/// suffice (or 20 s passed), then kill it: a command that runs until
+/// interrupted, as `stats --watch`. Its stdout lines.
+fn lbctl_until(socket: &Path, args: &[&str], enough: impl Fn(&[String]) -> bool) -> Vec<String> {
+    use std::io::BufRead;
+    let mut child = Command::new(lbctl_path())
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut lines = Vec::new();
+    while !enough(&lines) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) => lines.push(l),
+            Err(_) => break,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = reader.join();
+    lines
+}
+
+/// lbctl for scripts, continued: a multi-instance JSON run names each
+/// instance beside its result or its error; `vip list` shows each VIP's
+/// backends under it (JSON and table); `stats --watch` adds rates.
+#[test]
+fn lbctl_names_instances_nests_backends_and_watches_rates() {
+    let base = std::env::temp_dir().join(format!("lbd-api-multi-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let (dir_a, dir_b) = (base.join("a"), base.join("b"));
+    std::fs::create_dir_all(&dir_a).unwrap();
+    std::fs::create_dir_all(&dir_b).unwrap();
+    let a = Lbd::start(&dir_a, "multi-a");
+    let b = Lbd::start(&dir_b, "multi-b");
+    let vip_b = "198.51.100.20:53/udp";
+    a.ok(&["vip", "add", VIP]);
+    a.ok(&[
+        "backend",
+        "add",
+        VIP,
+        "192.0.2.11",
+        "--mac",
+        "02:00:00:00:00:11",
+    ]);
+    a.ok(&["backend", "add", VIP, "192.0.2.12", "--weight", "2"]);
+    b.ok(&["vip", "add", vip_b]);
+
+    // vip list, JSON: each VIP with its backends nested.
+    let vips = a.json(&["vip", "list"]);
+    let list = vips.as_array().expect("one instance: the array as before");
+    assert_eq!(list.len(), 1, "{vips}");
+    assert_eq!(list[0]["vip"], VIP);
+    let backends = list[0]["backends"].as_array().unwrap();
+    let addrs: Vec<_> = backends.iter().map(|b| b["address"].clone()).collect();
+    assert_eq!(addrs, ["192.0.2.11", "192.0.2.12"], "{vips}");
+    assert_eq!(backends[1]["weight"], 2, "{vips}");
+    assert_eq!(backends[0]["effective_mac"], "02:00:00:00:00:11");
+    // The table: each backend on its own line under its VIP.
+    let table = a.ok(&["vip", "list"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 4, "header, VIP, 2 backends:\n{table}");
+    assert!(
+        lines[1].starts_with(VIP) && lines[1].trim_end().ends_with(" 2"),
+        "{table}"
+    );
+    let row = |i: usize| lines[i].split_whitespace().collect::<Vec<_>>();
+    assert!(lines[2].starts_with("  192.0.2.11 "), "{table}");
+    assert_eq!(
+        row(2)[1..],
+        ["weight", "1", "up", "unchecked", "02:00:00:00:00:11"],
+        "{table}"
+    );
+    assert_eq!(row(3)[..3], ["192.0.2.12", "weight", "2"], "{table}");
+    assert_eq!(row(3).last(), Some(&"(resolving)"), "{table}");
+
+    // Several instances, JSON: one document, each entry named.
+    let (sa, sb) = (
+        a.socket.display().to_string(),
+        b.socket.display().to_string(),
+    );
+    let multi = |sockets: &[&str], args: &[&str]| {
+        let mut c = Command::new(lbctl_path());
+        for s in sockets {
+            c.args(["--socket", *s]);
+        }
+        c.args(["--output", "json"]).args(args).output().unwrap()
+    };
+    let out = multi(&[sa.as_str(), sb.as_str()], &["vip", "list"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    let inst = doc["instances"].as_array().unwrap();
+    assert_eq!(inst.len(), 2, "{doc}");
+    assert_eq!(inst[0]["instance"], sa.as_str(), "{doc}");
+    assert_eq!(inst[0]["result"], vips, "instance a's own VIPs: {doc}");
+    assert_eq!(inst[1]["instance"], sb.as_str(), "{doc}");
+    assert_eq!(inst[1]["result"][0]["vip"], vip_b, "{doc}");
+    assert_eq!(inst[1]["result"].as_array().unwrap().len(), 1, "{doc}");
+    assert!(inst.iter().all(|i| i.get("error").is_none()), "{doc}");
+
+    // One instance failing: its entry names it with its error, the others
+    // keep their results, and the run fails naming it.
+    let gone = "/nonexistent/lbd.sock";
+    let out = multi(&[sa.as_str(), gone, sb.as_str()], &["vip", "show", VIP]);
+    assert_eq!(out.status.code(), Some(1), "some instances failed");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    let inst = doc["instances"].as_array().unwrap();
+    assert_eq!(inst.len(), 3, "{doc}");
+    assert_eq!(inst[0]["instance"], sa.as_str());
+    assert_eq!(inst[0]["result"][0]["vip"], VIP, "{doc}");
+    assert!(inst[0].get("error").is_none(), "{doc}");
+    assert_eq!(inst[1]["instance"], gone, "{doc}");
+    assert!(inst[1].get("result").is_none(), "{doc}");
+    assert_eq!(inst[1]["error"]["kind"], "Unreachable", "{doc}");
+    assert_eq!(inst[1]["error"]["exit_status"], 4, "{doc}");
+    assert_eq!(inst[2]["instance"], sb.as_str());
+    assert_eq!(
+        inst[2]["error"]["kind"], "NotFound",
+        "b has no {VIP}: {doc}"
+    );
+    assert_eq!(inst[2]["error"]["exit_status"], 3, "{doc}");
+    let e: serde_json::Value = serde_json::from_slice(&out.stderr).unwrap();
+    let msg = e["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("failed on 2 of 3 instances") && msg.contains(gone) && msg.contains(&sb),
+        "{e}"
+    );
+    // The table names each instance too.
+    let out = Command::new(lbctl_path())
+        .args(["--socket", &sa, "--socket", &sb, "vip", "list"])
+        .output()
+        .unwrap();
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        table.contains(&format!("== {sa}\n")) && table.contains(&format!("== {sb}\n")),
+        "{table}"
+    );
+
+    // stats --watch: from the second print on, rates since the previous one.
+    let printed = |lines: &[String], n: usize| lines.iter().filter(|l| l.is_empty()).count() >= n;
+    let table = lbctl_until(&a.socket, &["stats", "--watch", "--interval", "1"], |l| {
+        printed(l, 2)
+    });
+    let text = table.join("\n");
+    let starts: Vec<usize> = (0..table.len())
+        .filter(|&i| table[i].starts_with("rates per second over the last "))
+        .collect();
+    assert!(!starts.is_empty(), "no rates:\n{text}");
+    assert!(
+        !table[..table.iter().position(|l| l.is_empty()).unwrap()]
+            .iter()
+            .any(|l| l.starts_with("rates")),
+        "no rates in the first print:\n{text}"
+    );
+    let r = starts[0];
+    let over: f64 = table[r]["rates per second over the last ".len()..]
+        .trim_end_matches(" s:")
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}: {}", table[r]));
+    assert!(
+        (0.9..5.0).contains(&over),
+        "the measured interval: {over}\n{text}"
+    );
+    assert!(
+        table[r + 1].starts_with("WORKER") && table[r + 1].contains("DROPS/S"),
+        "{text}"
+    );
+    let numbers = |line: &str, skip: usize| -> Vec<f64> {
+        line.split_whitespace()
+            .skip(skip)
+            .map(|n| {
+                n.parse()
+                    .unwrap_or_else(|e| panic!("{e}: {n:?} in {line:?}"))
+            })
+            .collect()
+    };
+    assert!(table[r + 2].starts_with("lcore 1 "), "{text}");
+    let worker = numbers(&table[r + 2], 2);
+    assert_eq!(worker.len(), 7, "{text}");
+    assert!(
+        worker[0] > 0.0,
+        "net_null delivers packets all the time:\n{text}"
+    );
+    assert!(worker.iter().all(|&n| n >= 0.0), "{text}");
+    assert!(table[r + 3].starts_with("VIP / BACKEND"), "{text}");
+    assert!(table[r + 4].starts_with(VIP), "{text}");
+    assert_eq!(
+        numbers(&table[r + 4], 1),
+        [0.0; 3],
+        "no traffic to the VIP:\n{text}"
+    );
+    assert!(table[r + 5].starts_with("  192.0.2.11 "), "{text}");
+    assert_eq!(numbers(&table[r + 5], 1).len(), 3, "{text}");
+
+    let json = lbctl_until(
+        &a.socket,
+        &["--output", "json", "stats", "--watch", "--interval", "1"],
+        |l| l.len() >= 2,
+    );
+    assert!(json.len() >= 2, "{json:?}");
+    let first: serde_json::Value = serde_json::from_str(&json[0]).unwrap();
+    assert!(first.get("rates_over_s").is_none(), "{first}");
+    assert!(
+        first["workers"][0].get("rx_packets_per_s").is_none(),
+        "{first}"
+    );
+    let second: serde_json::Value = serde_json::from_str(&json[1]).unwrap();
+    let over = second["rates_over_s"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{second}"));
+    assert!((0.9..5.0).contains(&over), "{second}");
+    let w = &second["workers"][0];
+    assert!(w["rx_packets"].as_u64().is_some(), "the counts stay: {w}");
+    for k in [
+        "rx_packets_per_s",
+        "rx_bits_per_s",
+        "tx_packets_per_s",
+        "tx_bits_per_s",
+        "forwarded_per_s",
+        "new_flows_per_s",
+        "drops_per_s",
+    ] {
+        assert!(w[k].as_f64().is_some_and(|n| n >= 0.0), "{k}: {w}");
+    }
+    assert!(w["rx_packets_per_s"].as_f64().unwrap() > 0.0, "{w}");
+    let v = &second["vips"][0];
+    assert_eq!(v["vip"], VIP);
+    for k in ["packets_per_s", "bits_per_s", "new_flows_per_s"] {
+        assert_eq!(v[k].as_f64(), Some(0.0), "{k}: {v}");
+        assert_eq!(v["backends"][0][k].as_f64(), Some(0.0), "{k}: {v}");
+    }
+    assert_eq!(v["backends"][1]["address"], "192.0.2.12", "{v}");
+    assert!(v["backends"][1]["packets_per_s"].as_f64().is_some(), "{v}");
+
+    a.stop();
+    b.stop();
+    let _ = std::fs::remove_dir_all(&base);
+}

@@ -1,12 +1,15 @@
 //! `lbctl`, the operator CLI over lbd's `lb.v1` gRPC API (Unix socket).
 //! Human tables by default, `--output json` everywhere; a non-zero exit
 //! status with the server's message on any error. Several instances at once
-//! (`--socket A --socket B`): each command runs on each of them in turn.
+//! (`--socket A --socket B`): each command runs on each of them in turn; in
+//! JSON, one document names each instance with its result or its error.
 
+use std::cell::RefCell;
 use std::path::PathBuf;
 use std::time::Duration;
 
 mod diagnose;
+mod rates;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
@@ -19,7 +22,9 @@ use tonic::transport::{Channel, Endpoint};
 #[command(name = "lbctl", about = "Operate the lbd load balancer", version = lb_proto::VERSION)]
 struct Cli {
     /// lbd's API socket; repeat it (or separate with commas) to run the
-    /// command on several instances.
+    /// command on several instances: under --output json, one document
+    /// {"instances": [{"instance": SOCKET, "result": ...} or {"instance":
+    /// SOCKET, "error": {...}}, ...]}.
     #[arg(
         long,
         env = "LBCTL_SOCKET",
@@ -116,7 +121,11 @@ enum Command {
     Export,
     /// Counters per worker, VIP and backend.
     Stats {
-        /// Print again every interval until interrupted.
+        /// Print again every interval until interrupted; each print after
+        /// the first adds the rates per second since the previous one
+        /// (packets, bits, new flows, drops), over the time measured
+        /// between the two samples; "-" (JSON: null) where a counter went
+        /// down, as when lbd restarted.
         #[arg(long)]
         watch: bool,
         /// Seconds between prints with --watch.
@@ -164,7 +173,9 @@ enum VipCommand {
         /// ADDRESS:PORT/PROTOCOL.
         vip: String,
     },
-    /// Every VIP: table size and number of backends (JSON: the backends too).
+    /// Every VIP: table size and number of backends, and under each VIP its
+    /// backends (weight, state, health, MAC); JSON: each VIP with its
+    /// backends nested, as `backend list` shows them.
     List,
     /// One VIP, as `list` shows it (`backend list` for its backends).
     Show {
@@ -319,21 +330,50 @@ fn main() {
     };
     let json = cli.output == Output::Json;
     if let Err(e) = rt.block_on(run(cli)) {
-        let failure = e.chain().find_map(|c| c.downcast_ref::<Failure>());
-        let (status, kind) = match failure {
-            Some(Failure::Refused(s)) => (EXIT_REFUSED, format!("{:?}", s.code())),
-            Some(Failure::Unreachable(_)) => (EXIT_UNREACHABLE, "Unreachable".to_string()),
-            None => (EXIT_FAILED, "Failed".to_string()),
-        };
+        let (status, error) = error_json(&e);
         if json {
-            eprintln!(
-                "{}",
-                json!({"error": {"kind": kind, "message": format!("{e:#}"), "exit_status": status}})
-            );
+            eprintln!("{}", json!({ "error": error }));
         } else {
             eprintln!("lbctl: error: {e:#}");
         }
         std::process::exit(status);
+    }
+}
+
+/// The exit status an error means and its JSON form:
+/// `{"kind": "NotFound", "message": "...", "exit_status": 3}`.
+fn error_json(e: &anyhow::Error) -> (i32, Value) {
+    let failure = e.chain().find_map(|c| c.downcast_ref::<Failure>());
+    let (status, kind) = match failure {
+        Some(Failure::Refused(s)) => (EXIT_REFUSED, format!("{:?}", s.code())),
+        Some(Failure::Unreachable(_)) => (EXIT_UNREACHABLE, "Unreachable".to_string()),
+        None => (EXIT_FAILED, "Failed".to_string()),
+    };
+    (
+        status,
+        json!({"kind": kind, "message": format!("{e:#}"), "exit_status": status}),
+    )
+}
+
+thread_local! {
+    /// While a multi-instance JSON run runs a command on one instance, the
+    /// JSON documents it prints, to be wrapped with the instance's name
+    /// (lbctl runs on one thread).
+    static CAPTURED: RefCell<Option<Vec<Value>>> = const { RefCell::new(None) };
+}
+
+/// Print one JSON document on a line, or keep it for the multi-instance
+/// document when one is being gathered.
+fn print_json(v: Value) {
+    let shown = CAPTURED.with(|c| match c.borrow_mut().as_mut() {
+        Some(kept) => {
+            kept.push(v);
+            None
+        }
+        None => Some(v),
+    });
+    if let Some(v) = shown {
+        println!("{v}");
     }
 }
 
@@ -407,18 +447,49 @@ async fn run(cli: Cli) -> Result<()> {
     ) {
         bail!("this command follows one instance; give one --socket or --server");
     }
-    let mut failed = 0;
+    let mut failed = Vec::new();
+    let mut instances = Vec::new();
     for target in &all {
         if cli.output == Output::Table {
             println!("== {target}");
+            if let Err(e) = run_one(&cli, target).await {
+                eprintln!("lbctl: error: {target}: {e:#}");
+                failed.push(target.as_str());
+            }
+            continue;
         }
-        if let Err(e) = run_one(&cli, target).await {
-            eprintln!("lbctl: error: {target}: {e:#}");
-            failed += 1;
+        // JSON: {"instance": ..., "result": <what one instance prints>}
+        // and/or "error" (diagnose prints its report and fails).
+        CAPTURED.with(|c| *c.borrow_mut() = Some(Vec::new()));
+        let r = run_one(&cli, target).await;
+        let mut printed = CAPTURED.with(|c| c.borrow_mut().take()).unwrap_or_default();
+        let mut doc = serde_json::Map::new();
+        doc.insert("instance".into(), json!(target));
+        match printed.len() {
+            0 => {}
+            1 => {
+                doc.insert("result".into(), printed.remove(0));
+            }
+            _ => {
+                doc.insert("result".into(), Value::Array(printed));
+            }
         }
+        if let Err(e) = r {
+            doc.insert("error".into(), error_json(&e).1);
+            failed.push(target.as_str());
+        }
+        instances.push(Value::Object(doc));
     }
-    if failed > 0 {
-        bail!("failed on {failed} of {} instances", all.len());
+    if cli.output == Output::Json {
+        println!("{}", json!({ "instances": instances }));
+    }
+    if !failed.is_empty() {
+        bail!(
+            "failed on {} of {} instances: {}",
+            failed.len(),
+            all.len(),
+            failed.join(" ")
+        );
     }
     Ok(())
 }
@@ -439,15 +510,12 @@ async fn digest(cli: &Cli, all: &[String]) -> Result<()> {
         .windows(2)
         .all(|w| w[0].1.config_digest == w[1].1.config_digest);
     match cli.output {
-        Output::Json => println!(
-            "{}",
-            json!({
-                "agree": agree,
-                "instances": rows.iter().map(|(t, i)| json!({
-                    "instance": t, "config_digest": i.config_digest, "announced": i.announced,
-                })).collect::<Vec<_>>(),
-            })
-        ),
+        Output::Json => print_json(json!({
+            "agree": agree,
+            "instances": rows.iter().map(|(t, i)| json!({
+                "instance": t, "config_digest": i.config_digest, "announced": i.announced,
+            })).collect::<Vec<_>>(),
+        })),
         Output::Table => {
             for (t, i) in &rows {
                 println!(
@@ -604,9 +672,8 @@ async fn run_one_untimed(cli: &Cli, target: &str) -> Result<()> {
                 .map_err(server)?
                 .into_inner();
             match out {
-                Output::Json => println!(
-                    "{}",
-                    json!({"changes": r.changes, "dry_run": dry_run, "snapshot_generation": r.snapshot_generation})
+                Output::Json => print_json(
+                    json!({"changes": r.changes, "dry_run": dry_run, "snapshot_generation": r.snapshot_generation}),
                 ),
                 Output::Table if r.changes.is_empty() => {
                     println!("no change: lbd already matches {}", file.display())
@@ -623,7 +690,7 @@ async fn run_one_untimed(cli: &Cli, target: &str) -> Result<()> {
         Command::Export => {
             let r = c.export(pb::Empty {}).await.map_err(server)?.into_inner();
             match out {
-                Output::Json => println!("{}", json!({"toml": r.toml})),
+                Output::Json => print_json(json!({"toml": r.toml})),
                 Output::Table => print!("{}", r.toml),
             }
         }
@@ -663,7 +730,7 @@ async fn run_one_untimed(cli: &Cli, target: &str) -> Result<()> {
             let report =
                 diagnose::diagnose(&vips, &health, &before, &after, only.as_deref(), vip_text);
             match out {
-                Output::Json => println!("{}", diagnose::to_json(&report)),
+                Output::Json => print_json(diagnose::to_json(&report)),
                 Output::Table => diagnose::print_table(&report, now_ms()),
             }
             let n = report.problems();
@@ -693,7 +760,7 @@ async fn run_one_untimed(cli: &Cli, target: &str) -> Result<()> {
                         .chain(h.conflicts.iter().map(|c| json!({"vip_conflict": {"vip": c.vip, "mac": c.mac,
                                         "count": c.count, "backend": c.backend, "last_seen_ms": c.last_seen_ms}})))
                         .collect();
-                    println!("{}", Value::Array(v));
+                    print_json(Value::Array(v));
                 }
                 Output::Table => {
                     println!(
@@ -749,21 +816,31 @@ async fn run_one_untimed(cli: &Cli, target: &str) -> Result<()> {
                 }
             }
         }
-        Command::Stats { watch, interval } => loop {
-            let s = c
-                .get_stats(pb::Empty {})
-                .await
-                .map_err(server)?
-                .into_inner();
-            print_stats(out, &s);
-            if !watch {
-                break;
+        Command::Stats { watch, interval } => {
+            // With --watch: the previous sample and when it arrived, for
+            // the rates (over the time measured, not the nominal interval).
+            let mut previous: Option<(pb::Stats, std::time::Instant)> = None;
+            loop {
+                let s = c
+                    .get_stats(pb::Empty {})
+                    .await
+                    .map_err(server)?
+                    .into_inner();
+                let at = std::time::Instant::now();
+                let r = previous
+                    .as_ref()
+                    .map(|(before, then)| rates::rates(before, &s, at.duration_since(*then)));
+                print_stats(out, &s, r.as_ref());
+                if !watch {
+                    break;
+                }
+                previous = Some((s, at));
+                tokio::time::sleep(std::time::Duration::from_secs(interval.max(1))).await;
+                if out == Output::Table {
+                    println!();
+                }
             }
-            tokio::time::sleep(std::time::Duration::from_secs(interval.max(1))).await;
-            if out == Output::Table {
-                println!();
-            }
-        },
+        }
         Command::Events { count } => {
             let mut stream = c.watch(pb::Empty {}).await.map_err(server)?.into_inner();
             let mut seen = 0;
@@ -781,12 +858,11 @@ async fn run_one_untimed(cli: &Cli, target: &str) -> Result<()> {
         Command::Info => {
             let i = c.get_info(pb::Empty {}).await.map_err(server)?.into_inner();
             match out {
-                Output::Json => println!(
-                    "{}",
+                Output::Json => print_json(
                     json!({"port": i.port, "mac": i.mac, "worker_lcores": i.worker_lcores, "eal_args": i.eal_args,
                            "snapshot_generation": i.snapshot_generation, "state_file": i.state_file,
                            "config_digest": i.config_digest, "announcing": i.announcing,
-                           "announced": i.announced, "shutting_down": i.shutting_down})
+                           "announced": i.announced, "shutting_down": i.shutting_down}),
                 ),
                 Output::Table => {
                     println!("port        {}", i.port);
@@ -947,9 +1023,10 @@ fn print_vips(out: Output, vips: &[pb::Vip]) {
                                 "tcp_idle_timeout_s": v.tcp_idle_timeout_s, "udp_idle_timeout_s": v.udp_idle_timeout_s,
                                 "backends": v.backends.iter().map(backend_json).collect::<Vec<_>>()}))
                 .collect();
-            println!("{}", Value::Array(v));
+            print_json(Value::Array(v));
         }
         Output::Table => {
+            // Each VIP, then its backends indented under it.
             println!("{:<32} {:>10} {:>9}", "VIP", "TABLE", "BACKENDS");
             for v in vips {
                 println!(
@@ -958,28 +1035,40 @@ fn print_vips(out: Output, vips: &[pb::Vip]) {
                     v.table_size,
                     v.backends.len()
                 );
+                for b in &v.backends {
+                    println!(
+                        "  {:<30} weight {:<5} {:<9} {:<10} {}",
+                        b.address,
+                        b.weight,
+                        state_text(b.state),
+                        health_text(b.health),
+                        mac_text(b)
+                    );
+                }
             }
         }
     }
 }
 
+/// The MAC a backend's packets go to, or "(resolving)".
+fn mac_text(b: &pb::Backend) -> &str {
+    if b.effective_mac.is_empty() {
+        "(resolving)"
+    } else {
+        &b.effective_mac
+    }
+}
+
 fn print_backends(out: Output, backends: &[pb::Backend]) {
     match out {
-        Output::Json => println!(
-            "{}",
-            Value::Array(backends.iter().map(backend_json).collect())
-        ),
+        Output::Json => print_json(Value::Array(backends.iter().map(backend_json).collect())),
         Output::Table => {
             println!(
                 "{:<28} {:>6} {:<9} {:<18} {:<10} CHECK",
                 "BACKEND", "WEIGHT", "STATE", "MAC", "HEALTH"
             );
             for b in backends {
-                let mac = if b.effective_mac.is_empty() {
-                    "(resolving)"
-                } else {
-                    &b.effective_mac
-                };
+                let mac = mac_text(b);
                 let check = b
                     .check
                     .as_ref()
@@ -1021,7 +1110,40 @@ fn delays_text(buckets: &[pb::DelayBucket]) -> Option<String> {
     })
 }
 
-fn print_stats(out: Output, s: &pb::Stats) {
+/// A rate as JSON: a number rounded to thousandths, or null for none.
+fn rate_json(r: Option<f64>) -> Value {
+    r.map_or(Value::Null, |r| json!((r * 1000.0).round() / 1000.0))
+}
+
+/// A rate in a table column: no decimals from 100 up, "-" for none.
+fn rate_text(r: Option<f64>) -> String {
+    match r {
+        None => "-".to_string(),
+        Some(r) if r >= 100.0 => format!("{r:.0}"),
+        Some(r) => format!("{r:.1}"),
+    }
+}
+
+/// Add `fields` (rates) to a JSON object, beside its counts.
+fn add_rates<const N: usize>(v: &mut Value, fields: [(&str, Option<f64>); N]) {
+    if let Some(o) = v.as_object_mut() {
+        for (k, r) in fields {
+            o.insert(k.to_string(), rate_json(r));
+        }
+    }
+}
+
+fn traffic_rates(t: &rates::TrafficRates) -> [(&'static str, Option<f64>); 3] {
+    [
+        ("packets_per_s", t.packets),
+        ("bits_per_s", t.bits),
+        ("new_flows_per_s", t.new_flows),
+    ]
+}
+
+/// The counters; with `rates` (`stats --watch` after its first print),
+/// the rates since the previous print too.
+fn print_stats(out: Output, s: &pb::Stats, rates: Option<&rates::Rates>) {
     let drops = |w: &pb::WorkerStats| -> Value {
         Value::Object(
             w.drops
@@ -1032,7 +1154,7 @@ fn print_stats(out: Output, s: &pb::Stats) {
     };
     match out {
         Output::Json => {
-            let workers: Vec<Value> = s
+            let mut workers: Vec<Value> = s
                 .workers
                 .iter()
                 .map(|w| json!({"lcore": w.lcore, "rx_packets": w.rx_packets, "rx_bytes": w.rx_bytes,
@@ -1047,18 +1169,42 @@ fn print_stats(out: Output, s: &pb::Stats) {
                                 "active_flows": w.active_flows, "flow_capacity": w.flow_capacity, "snapshot_generation": w.snapshot_generation,
                                 "snapshot_adoption": delays_json(&w.snapshot_adoption), "drops": drops(w)}))
                 .collect();
-            let vips: Vec<Value> = s
+            let mut vips: Vec<Value> = s
                 .vips
                 .iter()
                 .map(|v| json!({"vip": vip_text(&v.key), "packets": v.packets, "bytes": v.bytes, "new_flows": v.new_flows,
                                 "backends": v.backends.iter().map(|b| json!({"address": b.address, "packets": b.packets,
                                     "bytes": b.bytes, "new_flows": b.new_flows})).collect::<Vec<_>>()}))
                 .collect();
-            println!(
-                "{}",
-                json!({"workers": workers, "vips": vips,
-                       "snapshot_all_workers": delays_json(&s.snapshot_all_workers)})
-            );
+            let mut doc = json!({"snapshot_all_workers": delays_json(&s.snapshot_all_workers)});
+            if let Some(r) = rates {
+                for (w, wr) in workers.iter_mut().zip(&r.workers) {
+                    add_rates(
+                        w,
+                        [
+                            ("rx_packets_per_s", wr.rx_packets),
+                            ("rx_bits_per_s", wr.rx_bits),
+                            ("tx_packets_per_s", wr.tx_packets),
+                            ("tx_bits_per_s", wr.tx_bits),
+                            ("forwarded_per_s", wr.forwarded),
+                            ("new_flows_per_s", wr.new_flows),
+                            ("drops_per_s", wr.drops),
+                        ],
+                    );
+                }
+                for (v, vr) in vips.iter_mut().zip(&r.vips) {
+                    add_rates(v, traffic_rates(&vr.traffic));
+                    if let Some(bs) = v["backends"].as_array_mut() {
+                        for (b, br) in bs.iter_mut().zip(&vr.backends) {
+                            add_rates(b, traffic_rates(br));
+                        }
+                    }
+                }
+                doc["rates_over_s"] = rate_json(Some(r.elapsed.as_secs_f64()));
+            }
+            doc["workers"] = Value::Array(workers);
+            doc["vips"] = Value::Array(vips);
+            print_json(doc);
         }
         Output::Table => {
             println!(
@@ -1118,6 +1264,63 @@ fn print_stats(out: Output, s: &pb::Stats) {
                     );
                 }
             }
+            if let Some(r) = rates {
+                print_rates_table(s, r);
+            }
+        }
+    }
+}
+
+/// `stats --watch`'s rates section: per worker, then per VIP and its
+/// backends; "-" where a counter went down (lbd restarted).
+fn print_rates_table(s: &pb::Stats, r: &rates::Rates) {
+    println!(
+        "rates per second over the last {:.3} s:",
+        r.elapsed.as_secs_f64()
+    );
+    println!(
+        "{:<8} {:>12} {:>14} {:>12} {:>14} {:>12} {:>12} {:>10}",
+        "WORKER",
+        "RX PKT/S",
+        "RX BIT/S",
+        "TX PKT/S",
+        "TX BIT/S",
+        "FORWARDED/S",
+        "NEW FLOWS/S",
+        "DROPS/S"
+    );
+    for (w, wr) in s.workers.iter().zip(&r.workers) {
+        println!(
+            "{:<8} {:>12} {:>14} {:>12} {:>14} {:>12} {:>12} {:>10}",
+            format!("lcore {}", w.lcore),
+            rate_text(wr.rx_packets),
+            rate_text(wr.rx_bits),
+            rate_text(wr.tx_packets),
+            rate_text(wr.tx_bits),
+            rate_text(wr.forwarded),
+            rate_text(wr.new_flows),
+            rate_text(wr.drops)
+        );
+    }
+    if s.vips.is_empty() {
+        return;
+    }
+    println!(
+        "{:<32} {:>12} {:>14} {:>12}",
+        "VIP / BACKEND", "PKT/S", "BIT/S", "NEW FLOWS/S"
+    );
+    let row = |name: String, t: &rates::TrafficRates| {
+        println!(
+            "{name:<32} {:>12} {:>14} {:>12}",
+            rate_text(t.packets),
+            rate_text(t.bits),
+            rate_text(t.new_flows)
+        );
+    };
+    for (v, vr) in s.vips.iter().zip(&r.vips) {
+        row(vip_text(&v.key), &vr.traffic);
+        for (b, br) in v.backends.iter().zip(&vr.backends) {
+            row(format!("  {}", b.address), br);
         }
     }
 }
@@ -1176,17 +1379,14 @@ fn print_event(out: Output, ev: &pb::Event) {
         None => ("unknown", String::new(), json!({})),
     };
     match out {
-        Output::Json => println!(
-            "{}",
-            json!({"time_ms": ev.time_ms, "kind": kind, "event": v})
-        ),
+        Output::Json => print_json(json!({"time_ms": ev.time_ms, "kind": kind, "event": v})),
         Output::Table => println!("{} {kind:<8} {text}", ev.time_ms),
     }
 }
 
 fn done(out: Output, what: &str) {
     match out {
-        Output::Json => println!("{}", json!({"ok": true, "message": what})),
+        Output::Json => print_json(json!({"ok": true, "message": what})),
         Output::Table => println!("{what}"),
     }
 }
