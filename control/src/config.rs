@@ -32,8 +32,16 @@ pub const DEFAULT_TABLE_SIZE: u32 = 65537;
 pub struct Config {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub local_addresses: Vec<IpAddr>,
+    /// Maintained by lbd in its state file: the configuration's revision
+    /// (one more with every accepted change). Ignored by Apply.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub revision: u64,
     #[serde(default, rename = "vip")]
     pub vips: Vec<VipConfig>,
+}
+
+fn is_zero_u64(v: &u64) -> bool {
+    *v == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

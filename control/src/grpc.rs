@@ -24,9 +24,12 @@ use lb_core::stats::WorkerStats;
 use lb_proto::v1 as pb;
 use lb_proto::v1::load_balancer_server::{LoadBalancer, LoadBalancerServer};
 use tokio::net::UnixListener;
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
+use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::hub::{ChangeError, Control};
+
+mod typed;
 
 /// Listen on `path`, replacing a stale socket file but never a live one.
 pub async fn bind(path: &Path) -> Result<UnixListener> {
@@ -190,21 +193,78 @@ impl Api {
     }
 }
 
+/// A refused change as a status: its code, a bounded message, and the
+/// google.rpc details a client can act on without parsing the message.
 fn status(e: ChangeError) -> Status {
     let message = bounded(e.to_string());
     match e {
-        ChangeError::State(StateError::Invalid { .. }) => Status::invalid_argument(message),
-        ChangeError::State(StateError::AlreadyExists(_)) => Status::already_exists(message),
-        ChangeError::State(StateError::NotFound(_)) => Status::not_found(message),
-        ChangeError::State(StateError::Precondition(_)) | ChangeError::Snapshot(_) => {
-            Status::failed_precondition(message)
+        ChangeError::State(StateError::Invalid { field, reason }) => {
+            bad_request(field, &bounded(reason), message)
         }
-        ChangeError::Persist { .. } => Status::internal(message),
+        ChangeError::State(StateError::AlreadyExists { kind, name }) => Status::with_error_details(
+            Code::AlreadyExists,
+            message,
+            ErrorDetails::with_resource_info(kind, bounded(name), "", "already exists"),
+        ),
+        ChangeError::State(StateError::NotFound { kind, name }) => Status::with_error_details(
+            Code::NotFound,
+            message,
+            ErrorDetails::with_resource_info(kind, bounded(name), "", "not found"),
+        ),
+        ChangeError::State(StateError::Precondition(_)) => Status::with_error_details(
+            Code::FailedPrecondition,
+            message.clone(),
+            ErrorDetails::with_precondition_failure_violation("STATE", "lb.v1/config", message),
+        ),
+        ChangeError::Snapshot(_) => Status::with_error_details(
+            Code::FailedPrecondition,
+            message.clone(),
+            ErrorDetails::with_precondition_failure_violation("DATAPLANE", "lb.v1/config", message),
+        ),
+        // Undone, nothing changed: the client may retry.
+        ChangeError::Persist { .. } => Status::unavailable(message),
     }
 }
 
+fn bad_request(field: &str, reason: &str, message: String) -> Status {
+    Status::with_error_details(
+        Code::InvalidArgument,
+        message,
+        ErrorDetails::with_bad_request_violation(field, reason),
+    )
+}
+
+/// INVALID_ARGUMENT naming `field` (a path into the request, e.g.
+/// `config.vips[0].backends[1].mac`), in the message and as a BadRequest
+/// field violation.
 fn invalid(field: &str, reason: impl std::fmt::Display) -> Status {
-    Status::invalid_argument(bounded(format!("{field}: {reason}")))
+    let reason = reason.to_string();
+    let message = bounded(format!("{field}: {reason}"));
+    bad_request(field, &bounded(reason), message)
+}
+
+/// An expected revision that is not the current one: ABORTED, with what
+/// the client should read again.
+fn check_revision(c: &Control, expected: Option<u64>) -> Result<(), Status> {
+    let current = c.state().revision;
+    match expected {
+        Some(want) if want != current => {
+            let message = format!(
+                "expected_revision: the configuration is at revision {current}, not {want}: \
+                 another change came first; read it again (Export) and retry"
+            );
+            Err(Status::with_error_details(
+                Code::Aborted,
+                message.clone(),
+                ErrorDetails::with_precondition_failure_violation(
+                    "REVISION",
+                    "lb.v1/config",
+                    message,
+                ),
+            ))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The longest error message sent (bytes). Messages quote what was wrong
@@ -229,48 +289,64 @@ fn bounded(mut message: String) -> String {
 }
 
 fn vip_key(k: Option<pb::VipKey>) -> Result<VipKey, Status> {
-    let k = k.ok_or_else(|| invalid("vip", "missing"))?;
+    vip_key_at(k, "vip")
+}
+
+/// The VIP key at field `at` of a request.
+fn vip_key_at(k: Option<pb::VipKey>, at: &str) -> Result<VipKey, Status> {
+    let k = k.ok_or_else(|| invalid(at, "missing"))?;
     let addr: IpAddr = k.address.parse().map_err(|_| {
         invalid(
-            "vip.address",
+            &format!("{at}.address"),
             format!("{:?} is not an IPv4 or IPv6 address", k.address),
         )
     })?;
     let port = u16::try_from(k.port)
-        .map_err(|_| invalid("vip.port", format!("{} is above 65535", k.port)))?;
+        .map_err(|_| invalid(&format!("{at}.port"), format!("{} is above 65535", k.port)))?;
     let proto = match pb::Protocol::try_from(k.protocol) {
         Ok(pb::Protocol::Tcp) => Proto::Tcp,
         Ok(pb::Protocol::Udp) => Proto::Udp,
-        _ => return Err(invalid("vip.protocol", "must be TCP or UDP")),
+        _ => return Err(invalid(&format!("{at}.protocol"), "must be TCP or UDP")),
     };
     Ok(VipKey { addr, port, proto })
 }
 
 fn backend_addr(s: &str) -> Result<IpAddr, Status> {
+    backend_addr_at(s, "backend")
+}
+
+fn backend_addr_at(s: &str, at: &str) -> Result<IpAddr, Status> {
     s.parse().map_err(|_| {
         invalid(
-            "backend.address",
+            &format!("{at}.address"),
             format!("{s:?} is not an IPv4 or IPv6 address"),
         )
     })
 }
 
 fn mac(s: &str) -> Result<Option<MacAddr>, Status> {
+    mac_at(s, "backend")
+}
+
+fn mac_at(s: &str, at: &str) -> Result<Option<MacAddr>, Status> {
     if s.is_empty() {
         return Ok(None);
     }
-    s.parse().map(Some).map_err(|e| invalid("backend.mac", e))
+    s.parse()
+        .map(Some)
+        .map_err(|e| invalid(&format!("{at}.mac"), e))
 }
 
 fn check(c: pb::HealthCheck) -> Result<HealthCheck, Status> {
+    check_at(c, "backend")
+}
+
+/// The health check at field `at` (its parent: `at.check.kind`, ...).
+fn check_at(c: pb::HealthCheck, at: &str) -> Result<HealthCheck, Status> {
+    let field = |f: &str| format!("{at}.check.{f}");
     let kind = HealthCheck::parse_kind(&c.kind)
-        .map_err(|e| invalid("backend.check.kind", e))?
-        .ok_or_else(|| {
-            invalid(
-                "backend.check.kind",
-                "\"none\": leave the check out instead",
-            )
-        })?;
+        .map_err(|e| invalid(&field("kind"), e))?
+        .ok_or_else(|| invalid(&field("kind"), "\"none\": leave the check out instead"))?;
     let status = u16::try_from(if c.http_status == 0 {
         200
     } else {
@@ -278,13 +354,13 @@ fn check(c: pb::HealthCheck) -> Result<HealthCheck, Status> {
     })
     .map_err(|_| {
         invalid(
-            "backend.check.http_status",
+            &field("http_status"),
             format!("{} is not an HTTP status", c.http_status),
         )
     })?;
     if !c.payload.is_empty() && !matches!(kind, CheckKind::Udp { .. }) {
         return Err(invalid(
-            "backend.check.payload",
+            &field("payload"),
             format!("only a udp check sends a payload, not {kind}"),
         ));
     }
@@ -296,10 +372,10 @@ fn check(c: pb::HealthCheck) -> Result<HealthCheck, Status> {
     };
     let mut hc = HealthCheck::new(kind);
     if c.port != 0 {
-        hc.port =
-            Some(u16::try_from(c.port).map_err(|_| {
-                invalid("backend.check.port", format!("{} is above 65535", c.port))
-            })?);
+        hc.port = Some(
+            u16::try_from(c.port)
+                .map_err(|_| invalid(&field("port"), format!("{} is above 65535", c.port)))?,
+        );
     }
     for (field, v) in [
         (&mut hc.interval_ms, c.interval_ms),
@@ -316,7 +392,7 @@ fn check(c: pb::HealthCheck) -> Result<HealthCheck, Status> {
     }
     hc.via = CheckVia::parse(&c.via).ok_or_else(|| {
         invalid(
-            "backend.check.via",
+            &field("via"),
             format!("{:?}: expected auto, real or vip", c.via),
         )
     })?;
@@ -411,15 +487,33 @@ fn pb_backend(c: &Control, key: &VipKey, addr: &IpAddr, s: &BackendSettings) -> 
     }
 }
 
+/// The same set of addresses, in any order.
+fn same_addresses(a: &[IpAddr], b: &[IpAddr]) -> bool {
+    let set = |v: &[IpAddr]| v.iter().copied().collect::<std::collections::BTreeSet<_>>();
+    set(a) == set(b)
+}
+
+fn vip_missing(key: &VipKey) -> ChangeError {
+    ChangeError::State(StateError::NotFound {
+        kind: "vip",
+        name: key.to_string(),
+    })
+}
+
 fn settings_of(c: &Control, key: &VipKey, addr: &IpAddr) -> Result<BackendSettings, Status> {
     c.state()
         .vips()
         .get(key)
-        .ok_or_else(|| Status::not_found(format!("vip {key} not found")))?
+        .ok_or_else(|| status(vip_missing(key)))?
         .backends
         .get(addr)
         .map(|b| b.settings.clone())
-        .ok_or_else(|| Status::not_found(format!("backend {addr} of vip {key} not found")))
+        .ok_or_else(|| {
+            status(ChangeError::State(StateError::NotFound {
+                kind: "backend",
+                name: format!("{addr} of vip {key}"),
+            }))
+        })
 }
 
 type EventStream =
@@ -491,7 +585,7 @@ impl LoadBalancer for Api {
             .state()
             .vips()
             .get(&key)
-            .ok_or_else(|| Status::not_found(format!("vip {key} not found")))?;
+            .ok_or_else(|| status(vip_missing(&key)))?;
         Ok(Response::new(pb_vip(&c, &key, v)))
     }
 
@@ -594,14 +688,39 @@ impl LoadBalancer for Api {
         req: Request<pb::ApplyRequest>,
     ) -> Result<Response<pb::ApplyResponse>, Status> {
         let r = req.into_inner();
-        let config: crate::config::Config =
-            toml::from_str(&r.toml).map_err(|e| invalid("toml", e.to_string().trim()))?;
-        let desired =
-            crate::state::DesiredState::from_config(&config).map_err(|e| status(e.into()))?;
-        let (changes, generation, commit) = {
+        let (mut desired, from_toml) = match r.config {
+            Some(_) if !r.toml.is_empty() => {
+                return Err(invalid("config", "give toml or config, not both"))
+            }
+            Some(config) => (typed::desired_state(config)?, false),
+            None => {
+                let config: crate::config::Config =
+                    toml::from_str(&r.toml).map_err(|e| invalid("toml", e.to_string().trim()))?;
+                let desired = crate::state::DesiredState::from_config(&config)
+                    .map_err(|e| status(e.into()))?;
+                (desired, true)
+            }
+        };
+        let (changes, revision, generation, commit) = {
             let mut c = self.control()?;
+            check_revision(&c, r.expected_revision)?;
+            // The instance's own addresses stay: absent means "as they are".
+            let own = c.state().local_addresses.clone();
+            if desired.local_addresses.is_empty() {
+                desired.local_addresses.clone_from(&own);
+            } else if !same_addresses(&desired.local_addresses, &own) && from_toml {
+                return Err(invalid(
+                    "toml.local_addresses",
+                    format!(
+                        "{:?} are not this instance's own ({own:?}): Apply does not change them \
+                         (each instance has its own); leave them out, or set them in the \
+                         instance's state file and reload it (SIGHUP)",
+                        desired.local_addresses
+                    ),
+                ));
+            }
             let (changes, commit) = c.converge(&desired, r.dry_run, "apply").map_err(status)?;
-            (changes, c.generation(), commit)
+            (changes, c.state().revision, c.generation(), commit)
         };
         let generation = match commit {
             Some(commit) => {
@@ -614,14 +733,66 @@ impl LoadBalancer for Api {
         Ok(Response::new(pb::ApplyResponse {
             changes,
             snapshot_generation: generation,
+            revision,
+        }))
+    }
+
+    async fn set_backends(
+        &self,
+        req: Request<pb::SetBackendsRequest>,
+    ) -> Result<Response<pb::SetBackendsResponse>, Status> {
+        let r = req.into_inner();
+        let key = vip_key(r.vip)?;
+        let want = typed::backends(r.backends, "backends")?;
+        let (vip, changes, revision, generation, commit) = {
+            let mut c = self.control()?;
+            check_revision(&c, r.expected_revision)?;
+            let mut trial = c.state().clone();
+            let changes = trial
+                .set_backends(&key, &want)
+                .map_err(|e| status(e.into()))?;
+            let commit = if changes.is_empty() || r.dry_run {
+                None
+            } else {
+                let what = format!("backends of {key} set: {}", changes.join("; "));
+                let ((), commit) = c
+                    .change(&what, |s| s.set_backends(&key, &want).map(|_| ()))
+                    .map_err(status)?;
+                Some(commit)
+            };
+            let shown = if r.dry_run { &trial } else { c.state() };
+            let vip = shown
+                .vips()
+                .get(&key)
+                .map(|v| pb_vip(&c, &key, v))
+                .ok_or_else(|| status(vip_missing(&key)))?;
+            (vip, changes, c.state().revision, c.generation(), commit)
+        };
+        let generation = match commit {
+            Some(commit) => {
+                commit.durable().await.map_err(status)?;
+                self.control()?.generation()
+            }
+            None => generation,
+        };
+        Ok(Response::new(pb::SetBackendsResponse {
+            vip: Some(vip),
+            changes,
+            revision,
+            snapshot_generation: generation,
         }))
     }
 
     async fn export(&self, _: Request<pb::Empty>) -> Result<Response<pb::ExportResponse>, Status> {
         let c = self.control()?;
-        let text = toml::to_string_pretty(&c.state().to_config())
+        // What instances share: not their own local_addresses.
+        let text = toml::to_string_pretty(&c.state().shared_config())
             .map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(pb::ExportResponse { toml: text }))
+        Ok(Response::new(pb::ExportResponse {
+            toml: text,
+            revision: c.state().revision,
+            config: Some(typed::pb_config(c.state())),
+        }))
     }
 
     async fn list_health(
@@ -718,6 +889,13 @@ impl LoadBalancer for Api {
                 .map(|p| p.display().to_string())
                 .unwrap_or_default(),
             config_digest: c.state().digest(),
+            config_revision: c.state().revision,
+            local_addresses: c
+                .state()
+                .local_addresses
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
             announced,
             announcing: c.announcing(),
             shutting_down: c.shutting_down(),

@@ -468,6 +468,7 @@ impl Control {
     ) -> Result<(T, Commit), ChangeError> {
         let mut next = self.state.clone();
         let out = f(&mut next)?;
+        next.revision = self.state.revision + 1;
         Snapshot::check(&self.spec(&next))?;
         self.state = next;
         self.neigh.set_wanted(self.state.backend_addresses());

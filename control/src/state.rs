@@ -39,12 +39,12 @@ pub enum StateError {
     /// INVALID_ARGUMENT, naming the field.
     #[error("{field}: {reason}")]
     Invalid { field: &'static str, reason: String },
-    /// ALREADY_EXISTS
-    #[error("{0} already exists")]
-    AlreadyExists(String),
+    /// ALREADY_EXISTS: a `kind` ("vip", "backend") named `name`.
+    #[error("{kind} {name} already exists")]
+    AlreadyExists { kind: &'static str, name: String },
     /// NOT_FOUND
-    #[error("{0} not found")]
-    NotFound(String),
+    #[error("{kind} {name} not found")]
+    NotFound { kind: &'static str, name: String },
     /// FAILED_PRECONDITION
     #[error("{0}")]
     Precondition(String),
@@ -165,8 +165,18 @@ impl BackendSettings {
     }
 }
 
+fn vip_not_found(key: &VipKey) -> StateError {
+    StateError::NotFound {
+        kind: "vip",
+        name: key.to_string(),
+    }
+}
+
 fn backend_not_found(key: &VipKey, addr: &IpAddr) -> StateError {
-    StateError::NotFound(format!("backend {addr} of vip {key}"))
+    StateError::NotFound {
+        kind: "backend",
+        name: format!("{addr} of vip {key}"),
+    }
 }
 
 impl Default for BackendSettings {
@@ -198,6 +208,9 @@ pub struct DesiredVip {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DesiredState {
     pub local_addresses: Vec<IpAddr>,
+    /// Advanced by one with every accepted change ([`crate::hub::Control::change`]),
+    /// kept in the state file: what a precondition names.
+    pub revision: u64,
     vips: BTreeMap<VipKey, DesiredVip>,
     /// Incarnation last given out per slot, and the free slots.
     incarnations: Vec<u16>,
@@ -214,7 +227,10 @@ impl DesiredState {
         let table_size = table_size.unwrap_or(DEFAULT_TABLE_SIZE);
         check_table_size(table_size, 0)?;
         if self.vips.contains_key(&key) {
-            return Err(StateError::AlreadyExists(format!("vip {key}")));
+            return Err(StateError::AlreadyExists {
+                kind: "vip",
+                name: key.to_string(),
+            });
         }
         self.vips.insert(
             key,
@@ -254,13 +270,13 @@ impl DesiredState {
                 self.vip_mut(key)?.idle = want.idle;
                 changes.push(format!("vip {key} created"));
             }
-            let have = &self.vips[key];
-            let removed: Vec<IpAddr> = have
+            let removed: Vec<IpAddr> = self.vips[key]
                 .backends
                 .keys()
                 .filter(|a| !want.backends.contains_key(a))
                 .copied()
                 .collect();
+            // Removed first, so a smaller table size fits what stays.
             for addr in removed {
                 self.remove_backend(key, &addr)?;
                 changes.push(format!("backend {addr} removed from {key}"));
@@ -277,18 +293,47 @@ impl DesiredState {
                 self.vip_mut(key)?.table_size = want.table_size;
                 changes.push(format!("vip {key} table size set to {}", want.table_size));
             }
-            for (addr, b) in &want.backends {
-                match self.vips[key].backends.get(addr) {
-                    None => {
-                        self.add_backend(key, *addr, b.settings.clone())?;
-                        changes.push(format!("backend {addr} added to {key}"));
-                    }
-                    Some(cur) if cur.settings != b.settings => {
-                        self.update_backend(key, addr, b.settings.clone())?;
-                        changes.push(format!("backend {addr} of {key} updated"));
-                    }
-                    Some(_) => {}
+            let settings: BTreeMap<IpAddr, BackendSettings> = want
+                .backends
+                .iter()
+                .map(|(a, b)| (*a, b.settings.clone()))
+                .collect();
+            changes.extend(self.set_backends(key, &settings)?);
+        }
+        Ok(changes)
+    }
+
+    /// Make `key`'s backends exactly `want`: those that stay keep their
+    /// identity (and flows), updated where their settings differ. Returns
+    /// what changed, in words.
+    pub fn set_backends(
+        &mut self,
+        key: &VipKey,
+        want: &BTreeMap<IpAddr, BackendSettings>,
+    ) -> Result<Vec<String>, StateError> {
+        let mut changes = Vec::new();
+        let removed: Vec<IpAddr> = self
+            .vip_mut(key)?
+            .backends
+            .keys()
+            .filter(|a| !want.contains_key(a))
+            .copied()
+            .collect();
+        for addr in removed {
+            self.remove_backend(key, &addr)?;
+            changes.push(format!("backend {addr} removed from {key}"));
+        }
+        for (addr, settings) in want {
+            match self.vips[key].backends.get(addr) {
+                None => {
+                    self.add_backend(key, *addr, settings.clone())?;
+                    changes.push(format!("backend {addr} added to {key}"));
                 }
+                Some(cur) if cur.settings != *settings => {
+                    self.update_backend(key, addr, settings.clone())?;
+                    changes.push(format!("backend {addr} of {key} updated"));
+                }
+                Some(_) => {}
             }
         }
         Ok(changes)
@@ -305,10 +350,7 @@ impl DesiredState {
     }
 
     pub fn delete_vip(&mut self, key: &VipKey) -> Result<(), StateError> {
-        let vip = self
-            .vips
-            .remove(key)
-            .ok_or_else(|| StateError::NotFound(format!("vip {key}")))?;
+        let vip = self.vips.remove(key).ok_or_else(|| vip_not_found(key))?;
         for b in vip.backends.values() {
             self.free.push(b.id.slot);
         }
@@ -334,14 +376,12 @@ impl DesiredState {
                 format!("{addr} is not a unicast host address"),
             ));
         }
-        let vip = self
-            .vips
-            .get(key)
-            .ok_or_else(|| StateError::NotFound(format!("vip {key}")))?;
+        let vip = self.vips.get(key).ok_or_else(|| vip_not_found(key))?;
         if vip.backends.contains_key(&addr) {
-            return Err(StateError::AlreadyExists(format!(
-                "backend {addr} of vip {key}"
-            )));
+            return Err(StateError::AlreadyExists {
+                kind: "backend",
+                name: format!("{addr} of vip {key}"),
+            });
         }
         check_table_size(vip.table_size, vip.backends.len() + 1)?;
         let id = self.allocate()?;
@@ -378,9 +418,7 @@ impl DesiredState {
     }
 
     fn vip_mut(&mut self, key: &VipKey) -> Result<&mut DesiredVip, StateError> {
-        self.vips
-            .get_mut(key)
-            .ok_or_else(|| StateError::NotFound(format!("vip {key}")))
+        self.vips.get_mut(key).ok_or_else(|| vip_not_found(key))
     }
 
     fn allocate(&mut self) -> Result<BackendRef, StateError> {
@@ -464,6 +502,7 @@ impl DesiredState {
     pub fn from_config(c: &Config) -> Result<DesiredState, StateError> {
         let mut s = DesiredState {
             local_addresses: c.local_addresses.clone(),
+            revision: c.revision,
             ..DesiredState::default()
         };
         for v in &c.vips {
@@ -548,6 +587,7 @@ impl DesiredState {
     pub fn to_config(&self) -> Config {
         Config {
             local_addresses: self.local_addresses.clone(),
+            revision: self.revision,
             vips: self
                 .vips
                 .iter()
@@ -609,15 +649,21 @@ impl DesiredState {
     /// differ there and must still agree.
     pub fn digest(&self) -> String {
         use sha2::{Digest, Sha256};
-        let canonical = Config {
-            local_addresses: Vec::new(),
-            ..self.to_config()
-        };
-        let text = toml::to_string(&canonical).expect("the config serializes");
+        let text = toml::to_string(&self.shared_config()).expect("the config serializes");
         Sha256::digest(text.as_bytes())
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect()
+    }
+
+    /// What instances share (Export, the digest): the configuration less
+    /// the instance's own `local_addresses` and its revision.
+    pub fn shared_config(&self) -> Config {
+        Config {
+            local_addresses: Vec::new(),
+            revision: 0,
+            ..self.to_config()
+        }
     }
 
     /// Write the state file durably: a temporary file in the same directory,
@@ -667,7 +713,7 @@ fn check_table_size(size: u32, backends: usize) -> Result<(), StateError> {
     Ok(())
 }
 
-fn check_settings(s: &BackendSettings) -> Result<(), StateError> {
+pub(crate) fn check_settings(s: &BackendSettings) -> Result<(), StateError> {
     if s.weight > MAX_WEIGHT {
         return Err(invalid(
             "backend.weight",

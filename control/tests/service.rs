@@ -239,7 +239,7 @@ async fn invalid_requests_are_refused_naming_the_field() {
             "toml:",
             api.apply(pb::ApplyRequest {
                 toml: "[[vip]\naddress = ".into(),
-                dry_run: false,
+                ..Default::default()
             })
             .await
             .map(drop),
@@ -389,6 +389,7 @@ async fn a_change_is_published_and_written_before_the_reply() {
         .apply(pb::ApplyRequest {
             toml: toml.clone(),
             dry_run: true,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -398,7 +399,7 @@ async fn a_change_is_published_and_written_before_the_reply() {
     let applied = api
         .apply(pb::ApplyRequest {
             toml,
-            dry_run: false,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -430,7 +431,11 @@ async fn a_failed_write_undoes_the_changes_since_the_last_write() {
         .create_vip(create(key("10.0.0.2", 80)))
         .await
         .unwrap_err();
-    assert_eq!(e.code(), Code::Internal, "{e:?}");
+    assert_eq!(
+        e.code(),
+        Code::Unavailable,
+        "undone: the client may retry: {e:?}"
+    );
     assert!(
         e.message().contains("writing the state file")
             && e.message().ends_with("the change was undone"),
@@ -1003,4 +1008,230 @@ async fn a_huge_broken_apply_gets_a_bounded_invalid_argument() {
         "{}",
         e.message().len()
     );
+}
+
+fn backend_config(addr: &str, weight: u32) -> pb::BackendConfig {
+    pb::BackendConfig {
+        address: addr.into(),
+        weight: Some(weight),
+        mac: "02:00:00:00:00:0a".into(),
+        ..Default::default()
+    }
+}
+
+/// The typed configuration: Apply it, read it back from Export, replace a
+/// VIP's backends with SetBackends (those that stay keep their identity,
+/// so their flows), and two controllers racing on one revision: the
+/// second is ABORTED, told why in a PreconditionFailure. The revision is
+/// kept in the state file across a restart.
+#[tokio::test]
+async fn typed_apply_set_backends_and_the_revision_precondition() {
+    use tonic_types::StatusExt;
+    let dir = temp_dir("typed");
+    let path = dir.join("lb.toml");
+    let lbd = Lbd::start("typed", hub().with_state_file(Some(path.clone())), true).await;
+    let mut api = lbd.api();
+    let info = api.get_info(pb::Empty {}).await.unwrap().into_inner();
+    assert_eq!(info.config_revision, 0);
+    let config = pb::Config {
+        vips: vec![pb::VipConfig {
+            key: Some(key("10.0.0.1", 80)),
+            table_size: 251,
+            backends: vec![backend_config("10.1.0.1", 1), backend_config("10.1.0.2", 2)],
+            ..Default::default()
+        }],
+    };
+    let applied = api
+        .apply(pb::ApplyRequest {
+            config: Some(config.clone()),
+            expected_revision: Some(0),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(applied.changes.len(), 3, "{applied:?}");
+    assert_eq!(applied.revision, 1, "one change, one revision");
+    let exported = api.export(pb::Empty {}).await.unwrap().into_inner();
+    assert_eq!(exported.revision, 1);
+    assert_eq!(exported.config.as_ref().unwrap().vips[0].backends.len(), 2);
+    assert!(exported.toml.contains("10.1.0.2") && !exported.toml.contains("revision"));
+    // The same again: converged, nothing changes, the revision stays.
+    let again = api
+        .apply(pb::ApplyRequest {
+            config: exported.config.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(again.changes.is_empty() && again.revision == 1, "{again:?}");
+
+    let id_of = |addr: &str| {
+        let a: IpAddr = addr.parse().unwrap();
+        lbd.hub().state().vips()[&vip_key("10.0.0.1", 80)].backends[&a].id
+    };
+    let kept = id_of("10.1.0.2");
+    let generation = lbd.hub().generation();
+    let set = api
+        .set_backends(pb::SetBackendsRequest {
+            vip: Some(key("10.0.0.1", 80)),
+            backends: vec![backend_config("10.1.0.2", 5), backend_config("10.1.0.3", 1)],
+            expected_revision: Some(1),
+            dry_run: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        set.changes,
+        [
+            "backend 10.1.0.1 removed from 10.0.0.1:80/tcp",
+            "backend 10.1.0.2 of 10.0.0.1:80/tcp updated",
+            "backend 10.1.0.3 added to 10.0.0.1:80/tcp",
+        ]
+    );
+    assert_eq!(set.revision, 2);
+    assert_eq!(lbd.hub().generation(), generation + 1, "one snapshot");
+    assert_eq!(
+        id_of("10.1.0.2"),
+        kept,
+        "the backend that stays keeps its flows"
+    );
+    let addrs: Vec<&str> = set
+        .vip
+        .as_ref()
+        .unwrap()
+        .backends
+        .iter()
+        .map(|b| b.address.as_str())
+        .collect();
+    assert_eq!(addrs, ["10.1.0.2", "10.1.0.3"]);
+
+    // A second controller that read revision 1 is refused, and told why.
+    let e = api
+        .set_backends(pb::SetBackendsRequest {
+            vip: Some(key("10.0.0.1", 80)),
+            backends: vec![],
+            expected_revision: Some(1),
+            dry_run: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Aborted, "{e:?}");
+    let details = e.get_error_details();
+    let v = &details
+        .precondition_failure()
+        .expect("a PreconditionFailure")
+        .violations[0];
+    assert_eq!(v.r#type, "REVISION");
+    assert!(v.description.contains("at revision 2, not 1"), "{v:?}");
+    assert_eq!(
+        lbd.hub().state().vips()[&vip_key("10.0.0.1", 80)]
+            .backends
+            .len(),
+        2,
+        "nothing changed"
+    );
+
+    // Error details: BadRequest naming the field, ResourceInfo for what is missing.
+    let e = api
+        .set_backends(pb::SetBackendsRequest {
+            vip: Some(key("10.0.0.1", 80)),
+            backends: vec![backend_config("10.1.0.2", 20_000)],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert_eq!(
+        e.get_error_details()
+            .bad_request()
+            .unwrap()
+            .field_violations[0]
+            .field,
+        "backends[0].weight",
+        "{e:?}"
+    );
+    let e = api
+        .set_backends(pb::SetBackendsRequest {
+            vip: Some(key("10.0.0.9", 80)),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let info = e
+        .get_error_details()
+        .resource_info()
+        .cloned()
+        .expect("a ResourceInfo");
+    assert_eq!(
+        (info.resource_type.as_str(), info.resource_name.as_str()),
+        ("vip", "10.0.0.9:80/tcp")
+    );
+    let e = api
+        .apply(pb::ApplyRequest {
+            toml: "x = 1".into(),
+            config: Some(config),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(
+        e.message().starts_with("config: give toml or config"),
+        "{e:?}"
+    );
+
+    // The revision survives a restart: the state file keeps it.
+    assert_eq!(load(&path).revision, 2);
+}
+
+/// An instance's own local_addresses stay its own: Export leaves them out,
+/// an Apply without them keeps them, an Apply naming others is refused.
+#[tokio::test]
+async fn local_addresses_do_not_travel_between_instances() {
+    let mut own = DesiredState::default();
+    own.local_addresses = vec!["192.0.2.1".parse().unwrap()];
+    let control = control::hub::Control::new(own, MAC, common::clock).unwrap();
+    let lbd = Lbd::start("local", control, true).await;
+    let mut api = lbd.api();
+    let exported = api.export(pb::Empty {}).await.unwrap().into_inner();
+    assert!(
+        !exported.toml.contains("local_addresses"),
+        "{}",
+        exported.toml
+    );
+    let toml = "[[vip]]\naddress = \"10.0.0.1\"\nport = 80\nprotocol = \"tcp\"\ntable_size = 251\n";
+    api.apply(pb::ApplyRequest {
+        toml: toml.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(lbd.hub().state().local_addresses, own_addrs(), "kept");
+    // Naming its own is fine; naming others is refused, naming the field.
+    api.apply(pb::ApplyRequest {
+        toml: format!("local_addresses = [\"192.0.2.1\"]\n{toml}"),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let e = api
+        .apply(pb::ApplyRequest {
+            toml: format!("local_addresses = [\"192.0.2.2\"]\n{toml}"),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().starts_with("toml.local_addresses: "), "{e:?}");
+    assert_eq!(lbd.hub().state().local_addresses, own_addrs());
+    let info = api.get_info(pb::Empty {}).await.unwrap().into_inner();
+    assert_eq!(info.local_addresses, ["192.0.2.1"]);
+}
+
+fn own_addrs() -> Vec<IpAddr> {
+    vec!["192.0.2.1".parse().unwrap()]
 }

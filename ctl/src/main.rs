@@ -116,8 +116,14 @@ enum Command {
         /// Show what would change, change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Apply only if lbd's configuration is at this revision (as `info`
+        /// or `export -o json` show it); else fail with exit status 3, so a
+        /// change made since is not overwritten unknowingly.
+        #[arg(long, value_name = "REVISION")]
+        expect_revision: Option<u64>,
     },
-    /// Print the current configuration in the state-file format.
+    /// Print the current configuration in the state-file format (without
+    /// the instance's own local_addresses).
     Export,
     /// Counters per worker, VIP and backend.
     Stats {
@@ -659,7 +665,11 @@ async fn run_one_untimed(cli: &Cli, target: &str) -> Result<()> {
                 .into_inner();
             print_backends(out, &v.backends);
         }
-        Command::Apply { file, dry_run } => {
+        Command::Apply {
+            file,
+            dry_run,
+            expect_revision,
+        } => {
             let toml = if file.as_os_str() == "-" {
                 std::io::read_to_string(std::io::stdin()).context("reading standard input")?
             } else {
@@ -667,13 +677,19 @@ async fn run_one_untimed(cli: &Cli, target: &str) -> Result<()> {
                     .with_context(|| format!("reading {}", file.display()))?
             };
             let r = c
-                .apply(pb::ApplyRequest { toml, dry_run })
+                .apply(pb::ApplyRequest {
+                    toml,
+                    dry_run,
+                    expected_revision: expect_revision,
+                    config: None,
+                })
                 .await
                 .map_err(server)?
                 .into_inner();
             match out {
                 Output::Json => print_json(
-                    json!({"changes": r.changes, "dry_run": dry_run, "snapshot_generation": r.snapshot_generation}),
+                    json!({"changes": r.changes, "dry_run": dry_run, "snapshot_generation": r.snapshot_generation,
+                           "revision": r.revision}),
                 ),
                 Output::Table if r.changes.is_empty() => {
                     println!("no change: lbd already matches {}", file.display())
@@ -690,7 +706,7 @@ async fn run_one_untimed(cli: &Cli, target: &str) -> Result<()> {
         Command::Export => {
             let r = c.export(pb::Empty {}).await.map_err(server)?.into_inner();
             match out {
-                Output::Json => print_json(json!({"toml": r.toml})),
+                Output::Json => print_json(json!({"toml": r.toml, "revision": r.revision})),
                 Output::Table => print!("{}", r.toml),
             }
         }
@@ -862,7 +878,8 @@ async fn run_one_untimed(cli: &Cli, target: &str) -> Result<()> {
                     json!({"port": i.port, "mac": i.mac, "worker_lcores": i.worker_lcores, "eal_args": i.eal_args,
                            "snapshot_generation": i.snapshot_generation, "state_file": i.state_file,
                            "config_digest": i.config_digest, "announcing": i.announcing,
-                           "announced": i.announced, "shutting_down": i.shutting_down}),
+                           "announced": i.announced, "shutting_down": i.shutting_down,
+                           "config_revision": i.config_revision, "local_addresses": i.local_addresses}),
                 ),
                 Output::Table => {
                     println!("port        {}", i.port);
@@ -879,6 +896,10 @@ async fn run_one_untimed(cli: &Cli, target: &str) -> Result<()> {
                     );
                     println!("eal         {}", i.eal_args.join(" "));
                     println!("digest      {}", i.config_digest);
+                    println!("revision    {}", i.config_revision);
+                    if !i.local_addresses.is_empty() {
+                        println!("local       {}", i.local_addresses.join(" "));
+                    }
                     println!("announced   {}", announced_text(&i));
                     if i.shutting_down {
                         println!("state       shutting down (routes withdrawn)");
