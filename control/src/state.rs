@@ -116,7 +116,12 @@ impl HealthCheck {
                 payload: DEFAULT_UDP_PAYLOAD.into(),
             })),
             _ => match s.strip_prefix("http:") {
-                Some(path) if path.starts_with('/') && !path.contains(char::is_whitespace) => {
+                // The path goes into the request line as it is: no
+                // whitespace, and no control character (NUL, ESC, DEL).
+                Some(path)
+                    if path.starts_with('/')
+                        && !path.contains(|c: char| c.is_whitespace() || c.is_control()) =>
+                {
                     Ok(Some(CheckKind::Http {
                         path: path.to_string(),
                         status: 200,
@@ -913,6 +918,16 @@ mod tests {
             .to_string()
             .contains("tcp, http:/path, udp or none"));
         assert_eq!(HealthCheck::parse_kind("none").unwrap(), None);
+        // Nothing that would break the HTTP request line.
+        for path in [
+            "http:/a b",
+            "http:/a\0b",
+            "http:/\u{1b}[31m",
+            "http:/a\u{7f}",
+        ] {
+            assert!(HealthCheck::parse_kind(path).is_err(), "{path:?}");
+        }
+        assert!(HealthCheck::parse_kind("http:/h\u{e9}alth?x=%00").is_ok());
         assert_eq!(s, before);
         let mut small = DesiredState::default();
         small.create_vip(vip(1), Some(251)).unwrap();
