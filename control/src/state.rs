@@ -86,6 +86,8 @@ pub enum CheckKind {
 
 /// A `udp` check's datagram when the check names none.
 pub const DEFAULT_UDP_PAYLOAD: &str = "lbd-health\n";
+/// The longest path an HTTP check requests (bytes), as a UDP check's payload.
+pub const MAX_HTTP_PATH: usize = 1024;
 
 impl HealthCheck {
     /// The timeout of a check that names none: half its interval, at most
@@ -731,6 +733,15 @@ fn check_health(c: &HealthCheck) -> Result<(), StateError> {
                 format!("{status} is not an HTTP status"),
             ));
         }
+        CheckKind::Http { path, .. } if path.len() > MAX_HTTP_PATH => {
+            return Err(invalid(
+                "backend.check.kind",
+                format!(
+                    "an HTTP path of {} bytes: at most {MAX_HTTP_PATH}",
+                    path.len()
+                ),
+            ));
+        }
         CheckKind::Udp { payload } if payload.is_empty() || payload.len() > 1024 => {
             return Err(invalid(
                 "backend.check.payload",
@@ -928,6 +939,11 @@ mod tests {
             assert!(HealthCheck::parse_kind(path).is_err(), "{path:?}");
         }
         assert!(HealthCheck::parse_kind("http:/h\u{e9}alth?x=%00").is_ok());
+        assert!(bad_check(|c| c.kind = CheckKind::Http {
+            path: "/".repeat(MAX_HTTP_PATH + 1),
+            status: 200
+        })
+        .contains("at most 1024"));
         assert_eq!(s, before);
         let mut small = DesiredState::default();
         small.create_vip(vip(1), Some(251)).unwrap();
