@@ -8,10 +8,11 @@ cd "$(dirname "$0")/.."
 # Build: DPDK 22.11 and its pkg-config file, libclang for bindgen, a C
 # compiler for the shim, protoc for the gRPC crate. Tests and demo: tcpdump,
 # python3, iproute2, ethtool, ping, curl, pkill; the lab's real servers
-# (nginx), its packet floods (hping3) and its BGP speakers (BIRD 2).
+# (nginx), its packet floods (hping3) and its BGP speakers (BIRD 2). The
+# Python client's test: python3-venv (its virtual environment, with pip).
 PACKAGES=(
     libdpdk-dev dpdk dpdk-dev pkg-config libclang-dev clang protobuf-compiler build-essential
-    libpcap-dev tcpdump python3 iproute2 ethtool iputils-ping curl procps
+    libpcap-dev tcpdump python3 python3-venv iproute2 ethtool iputils-ping curl procps
     nginx-light hping3 bird2
 )
 
