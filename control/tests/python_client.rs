@@ -4,7 +4,8 @@
 //! package built from this checkout, its stubs generated from
 //! `proto/lb.proto`), and its unittest suite run against lbd's socket:
 //! the client workflow (VIPs, backends, Watch, stats, info, export) and the
-//! probe of every unary method with empty and hostile requests.
+//! probe of every unary method with empty and hostile requests; then
+//! `examples/quickstart.py`.
 
 mod common;
 use common::process::Lbd;
@@ -90,6 +91,12 @@ fn the_python_client_drives_lbd_and_every_method_answers_hostile_requests() {
         .output()
         .unwrap();
     let report = String::from_utf8_lossy(&out.stderr).to_string();
+    // The README's example, on the state the suite left (empty).
+    let example = Command::new(&python)
+        .arg(repo().join("clients/python/examples/quickstart.py"))
+        .arg(&lbd.socket)
+        .output()
+        .unwrap();
     let log = lbd.stop();
     assert!(
         out.status.success(),
@@ -119,6 +126,24 @@ fn the_python_client_drives_lbd_and_every_method_answers_hostile_requests() {
             "{name} missing:\n{report}"
         );
     }
+    let shown = String::from_utf8_lossy(&example.stdout).to_string()
+        + &String::from_utf8_lossy(&example.stderr);
+    assert!(example.status.success(), "quickstart.py: {shown}");
+    for line in [
+        "lbd on net_null0",
+        "event: vip 198.51.100.10:443/tcp created",
+        "event: backend 192.0.2.12 added to 198.51.100.10:443/tcp",
+        "backend 192.0.2.11 weight 1 UP mac (resolving)",
+        "backend 192.0.2.12 weight 2 UP mac (resolving)",
+        "VIP packets 0, new flows 0",
+        "worker 1: rx ",
+    ] {
+        assert!(
+            shown.contains(line),
+            "missing {line:?} in quickstart.py's\n{shown}"
+        );
+    }
+    assert!(!shown.contains("fewer events"), "{shown}");
     eprintln!(
         "python env {:.1} s, suite {:.1} s",
         setup.as_secs_f64(),
