@@ -86,6 +86,8 @@ pub enum CheckKind {
 
 /// A `udp` check's datagram when the check names none.
 pub const DEFAULT_UDP_PAYLOAD: &str = "lbd-health\n";
+/// The longest path an HTTP check requests (bytes), as a UDP check's payload.
+pub const MAX_HTTP_PATH: usize = 1024;
 
 impl HealthCheck {
     /// The timeout of a check that names none: half its interval, at most
@@ -116,7 +118,12 @@ impl HealthCheck {
                 payload: DEFAULT_UDP_PAYLOAD.into(),
             })),
             _ => match s.strip_prefix("http:") {
-                Some(path) if path.starts_with('/') && !path.contains(char::is_whitespace) => {
+                // The path goes into the request line as it is: no
+                // whitespace, and no control character (NUL, ESC, DEL).
+                Some(path)
+                    if path.starts_with('/')
+                        && !path.contains(|c: char| c.is_whitespace() || c.is_control()) =>
+                {
                     Ok(Some(CheckKind::Http {
                         path: path.to_string(),
                         status: 200,
@@ -772,6 +779,15 @@ fn check_health(c: &HealthCheck) -> Result<(), StateError> {
                 format!("{status} is not an HTTP status"),
             ));
         }
+        CheckKind::Http { path, .. } if path.len() > MAX_HTTP_PATH => {
+            return Err(invalid(
+                "backend.check.kind",
+                format!(
+                    "an HTTP path of {} bytes: at most {MAX_HTTP_PATH}",
+                    path.len()
+                ),
+            ));
+        }
         CheckKind::Udp { payload } if payload.is_empty() || payload.len() > 1024 => {
             return Err(invalid(
                 "backend.check.payload",
@@ -959,6 +975,21 @@ mod tests {
             .to_string()
             .contains("tcp, http:/path, udp or none"));
         assert_eq!(HealthCheck::parse_kind("none").unwrap(), None);
+        // Nothing that would break the HTTP request line.
+        for path in [
+            "http:/a b",
+            "http:/a\0b",
+            "http:/\u{1b}[31m",
+            "http:/a\u{7f}",
+        ] {
+            assert!(HealthCheck::parse_kind(path).is_err(), "{path:?}");
+        }
+        assert!(HealthCheck::parse_kind("http:/h\u{e9}alth?x=%00").is_ok());
+        assert!(bad_check(|c| c.kind = CheckKind::Http {
+            path: "/".repeat(MAX_HTTP_PATH + 1),
+            status: 200
+        })
+        .contains("at most 1024"));
         assert_eq!(s, before);
         let mut small = DesiredState::default();
         small.create_vip(vip(1), Some(251)).unwrap();

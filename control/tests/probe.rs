@@ -1,0 +1,519 @@
+//! Every unary method of `lb.v1.LoadBalancer` with an empty request and
+//! with hostile ones (100 KB strings, NULs, control and odd unicode
+//! characters, out-of-range numbers and enum values, broken TOML, unknown
+//! fields): each gets one specific status code (never UNKNOWN or INTERNAL),
+//! every error message is bounded (`grpc::MAX_MESSAGE`), nothing refused
+//! changes the state, and the service goes on serving (grpc.health.v1
+//! SERVING). In process: the real `grpc::serve` and committer (tests/common).
+//! The Python suite (clients/python/tests/test_probe.py) probes a real lbd
+//! the same way.
+
+mod common;
+use common::{hub, Lbd};
+
+use control::grpc::MAX_MESSAGE;
+use lb_proto::v1 as pb;
+use prost::Message;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+/// One request of each unary method.
+#[derive(Clone)]
+enum Req {
+    CreateVip(pb::CreateVipRequest),
+    DeleteVip(pb::VipKey),
+    GetVip(pb::VipKey),
+    ListVips,
+    AddBackend(pb::AddBackendRequest),
+    RemoveBackend(pb::BackendKey),
+    UpdateBackend(pb::UpdateBackendRequest),
+    Apply(pb::ApplyRequest),
+    Export,
+    ListHealth,
+    GetStats,
+    GetInfo,
+    /// A read-only method (its request `Empty`) sent another message: the
+    /// fields are unknown to `Empty`, which must ignore them.
+    Unknown(&'static str, pb::ApplyRequest),
+}
+
+impl Req {
+    fn method(&self) -> &'static str {
+        match self {
+            Req::CreateVip(_) => "CreateVip",
+            Req::DeleteVip(_) => "DeleteVip",
+            Req::GetVip(_) => "GetVip",
+            Req::ListVips => "ListVips",
+            Req::AddBackend(_) => "AddBackend",
+            Req::RemoveBackend(_) => "RemoveBackend",
+            Req::UpdateBackend(_) => "UpdateBackend",
+            Req::Apply(_) => "Apply",
+            Req::Export => "Export",
+            Req::ListHealth => "ListHealth",
+            Req::GetStats => "GetStats",
+            Req::GetInfo => "GetInfo",
+            Req::Unknown(m, _) => m,
+        }
+    }
+
+    async fn call(self, channel: &Channel) -> Result<(), Status> {
+        let mut api = pb::load_balancer_client::LoadBalancerClient::new(channel.clone());
+        let e = pb::Empty {};
+        match self {
+            Req::CreateVip(r) => api.create_vip(r).await.map(drop),
+            Req::DeleteVip(r) => api.delete_vip(r).await.map(drop),
+            Req::GetVip(r) => api.get_vip(r).await.map(drop),
+            Req::ListVips => api.list_vips(e).await.map(drop),
+            Req::AddBackend(r) => api.add_backend(r).await.map(drop),
+            Req::RemoveBackend(r) => api.remove_backend(r).await.map(drop),
+            Req::UpdateBackend(r) => api.update_backend(r).await.map(drop),
+            Req::Apply(r) => api.apply(r).await.map(drop),
+            Req::Export => api.export(e).await.map(drop),
+            Req::ListHealth => api.list_health(e).await.map(drop),
+            Req::GetStats => api.get_stats(e).await.map(drop),
+            Req::GetInfo => api.get_info(e).await.map(drop),
+            Req::Unknown(method, r) => {
+                let mut grpc = tonic::client::Grpc::new(channel.clone());
+                grpc.ready()
+                    .await
+                    .map_err(|e| Status::unavailable(e.to_string()))?;
+                let path = format!("/lb.v1.LoadBalancer/{method}");
+                let codec = tonic::codec::ProstCodec::<pb::ApplyRequest, pb::Empty>::default();
+                grpc.unary(
+                    tonic::Request::new(r),
+                    path.parse::<tonic::codegen::http::uri::PathAndQuery>()
+                        .unwrap(),
+                    codec,
+                )
+                .await
+                .map(drop)
+            }
+        }
+    }
+}
+
+const SETUP: &str = r#"
+[[vip]]
+address = "198.51.100.77"
+port = 80
+protocol = "tcp"
+
+[[vip.backend]]
+address = "192.0.2.77"
+mac = "02:00:00:00:00:77"
+"#;
+const B: &str = "192.0.2.77";
+
+fn v() -> pb::VipKey {
+    pb::VipKey {
+        address: "198.51.100.77".into(),
+        port: 80,
+        protocol: pb::Protocol::Tcp as i32,
+    }
+}
+
+fn absent() -> pb::VipKey {
+    pb::VipKey {
+        address: "198.51.100.78".into(),
+        ..v()
+    }
+}
+
+fn addr(a: &str) -> pb::VipKey {
+    pb::VipKey {
+        address: a.into(),
+        ..v()
+    }
+}
+
+fn port(p: u32) -> pb::VipKey {
+    pb::VipKey { port: p, ..v() }
+}
+
+fn proto(p: i32) -> pb::VipKey {
+    pb::VipKey { protocol: p, ..v() }
+}
+
+fn huge() -> String {
+    "1".repeat(100_000)
+}
+
+fn create(vip: pb::VipKey) -> Req {
+    Req::CreateVip(pb::CreateVipRequest {
+        vip: Some(vip),
+        ..Default::default()
+    })
+}
+
+fn create_with(f: impl FnOnce(&mut pb::CreateVipRequest)) -> Req {
+    let mut r = pb::CreateVipRequest {
+        vip: Some(absent()),
+        ..Default::default()
+    };
+    f(&mut r);
+    Req::CreateVip(r)
+}
+
+fn add(f: impl FnOnce(&mut pb::AddBackendRequest)) -> Req {
+    let mut r = pb::AddBackendRequest {
+        vip: Some(v()),
+        address: "192.0.2.78".into(),
+        ..Default::default()
+    };
+    f(&mut r);
+    Req::AddBackend(r)
+}
+
+fn add_check(kind: &str, f: impl FnOnce(&mut pb::HealthCheck)) -> Req {
+    let mut c = pb::HealthCheck {
+        kind: kind.into(),
+        ..Default::default()
+    };
+    f(&mut c);
+    add(|r| r.check = Some(c))
+}
+
+fn key(vip: pb::VipKey, a: &str) -> pb::BackendKey {
+    pb::BackendKey {
+        vip: Some(vip),
+        address: a.into(),
+    }
+}
+
+fn update(f: impl FnOnce(&mut pb::UpdateBackendRequest)) -> Req {
+    let mut r = pb::UpdateBackendRequest {
+        backend: Some(key(v(), B)),
+        ..Default::default()
+    };
+    f(&mut r);
+    Req::UpdateBackend(r)
+}
+
+fn apply(toml: &str) -> Req {
+    Req::Apply(pb::ApplyRequest {
+        toml: toml.into(),
+        dry_run: false,
+    })
+}
+
+/// 5,000 characters: valid lines, then a table header that never closes.
+fn broken_toml() -> String {
+    let mut t = "[[vip]]\n".to_string() + &"address = \"198.51.100.1\"\n".repeat(150);
+    t += "[[vip.backend\n";
+    t += &"x".repeat(5000);
+    t.truncate(5000);
+    t
+}
+
+fn empty_requests() -> Vec<(Req, Code, &'static str)> {
+    use Code::*;
+    vec![
+        (
+            Req::CreateVip(Default::default()),
+            InvalidArgument,
+            "vip: missing",
+        ),
+        (
+            Req::DeleteVip(Default::default()),
+            InvalidArgument,
+            "vip.address",
+        ),
+        (
+            Req::GetVip(Default::default()),
+            InvalidArgument,
+            "vip.address",
+        ),
+        (Req::ListVips, Ok, ""),
+        (
+            Req::AddBackend(Default::default()),
+            InvalidArgument,
+            "vip: missing",
+        ),
+        (
+            Req::RemoveBackend(Default::default()),
+            InvalidArgument,
+            "vip: missing",
+        ),
+        (
+            Req::UpdateBackend(Default::default()),
+            InvalidArgument,
+            "backend: missing",
+        ),
+        // An empty configuration is valid: as a dry run it changes nothing
+        // (the real one is the last step of the test).
+        (
+            Req::Apply(pb::ApplyRequest {
+                toml: String::new(),
+                dry_run: true,
+            }),
+            Ok,
+            "",
+        ),
+        (Req::Export, Ok, ""),
+        (Req::ListHealth, Ok, ""),
+        (Req::GetStats, Ok, ""),
+        (Req::GetInfo, Ok, ""),
+    ]
+}
+
+fn hostile_requests() -> Vec<(Req, Code, &'static str)> {
+    use Code::*;
+    let setup = |extra: &str| format!("{SETUP}{extra}");
+    let unknown = || pb::ApplyRequest {
+        toml: "\0".repeat(100_000),
+        dry_run: true,
+    };
+    vec![
+        (create(addr(&huge())), InvalidArgument, "vip.address"),
+        (create(addr("198.51.100.1\0")), InvalidArgument, "vip.address"),
+        (create(addr("\u{202e}198.51.100.1")), InvalidArgument, "vip.address"),
+        (create(addr("\u{ff11}\u{ff19}\u{ff18}.51.100.1")), InvalidArgument, "vip.address"),
+        (create(addr("198.51.100.1\r\n\u{1b}[2J")), InvalidArgument, "vip.address"),
+        (create(addr(&"\u{1f4a9}".repeat(30_000))), InvalidArgument, "vip.address"),
+        (create(addr("0.0.0.0")), InvalidArgument, "vip.address"),
+        (create(addr("224.0.0.1")), InvalidArgument, "vip.address"),
+        (create(addr("::1")), InvalidArgument, "vip.address"),
+        (create(port(70_000)), InvalidArgument, "vip.port"),
+        (create(port(u32::MAX)), InvalidArgument, "vip.port"),
+        (create(pb::VipKey { port: 0, ..absent() }), InvalidArgument, "vip.port"),
+        (create(proto(99)), InvalidArgument, "vip.protocol"),
+        (create(proto(-1)), InvalidArgument, "vip.protocol"),
+        (create(proto(0)), InvalidArgument, "vip.protocol"),
+        (create_with(|r| r.table_size = 4_294_967_291), InvalidArgument, "vip.table_size"),
+        (create_with(|r| r.table_size = 65_536), InvalidArgument, "vip.table_size"),
+        (create_with(|r| r.table_size = 2), InvalidArgument, "vip.table_size"),
+        (create_with(|r| r.tcp_idle_timeout_s = u32::MAX), InvalidArgument, "vip.tcp_idle_timeout_s"),
+        (create_with(|r| r.udp_idle_timeout_s = 65_536), InvalidArgument, "vip.udp_idle_timeout_s"),
+        (create(v()), AlreadyExists, "already exists"),
+        (Req::DeleteVip(absent()), NotFound, "not found"),
+        (Req::DeleteVip(addr(&huge())), InvalidArgument, "vip.address"),
+        (Req::DeleteVip(proto(99)), InvalidArgument, "vip.protocol"),
+        (Req::GetVip(absent()), NotFound, "not found"),
+        (Req::GetVip(port(65_536)), InvalidArgument, "vip.port"),
+        (Req::GetVip(addr("198.51.100.77\0")), InvalidArgument, "vip.address"),
+        (Req::GetVip(v()), Ok, ""),
+        (add(|r| r.vip = Some(absent())), NotFound, "not found"),
+        (add(|r| r.vip = Some(proto(99))), InvalidArgument, "vip.protocol"),
+        (add(|r| r.address = huge()), InvalidArgument, "backend.address"),
+        (add(|r| r.address = "192.0.2.78\0".into()), InvalidArgument, "backend.address"),
+        (add(|r| r.address = "\u{660}\u{661}.0.2.1".into()), InvalidArgument, "backend.address"),
+        (add(|r| r.address = B.into()), AlreadyExists, "already exists"),
+        (add(|r| r.address = "198.51.100.77".into()), InvalidArgument, "VIP's own address"),
+        (add(|r| r.weight = Some(10_001)), InvalidArgument, "backend.weight"),
+        (add(|r| r.weight = Some(u32::MAX)), InvalidArgument, "backend.weight"),
+        (add(|r| r.mac = "zz:zz:zz:zz:zz:zz".into()), InvalidArgument, "backend.mac"),
+        (add(|r| r.mac = "ff:ff:ff:ff:ff:ff".into()), InvalidArgument, "backend.mac"),
+        (add(|r| r.mac = "00:00:00:00:00:00".into()), InvalidArgument, "backend.mac"),
+        (add(|r| r.mac = "02:00:00:00:00:01\0".into()), InvalidArgument, "backend.mac"),
+        (add(|r| r.mac = huge()), InvalidArgument, "backend.mac"),
+        (add_check(&huge(), |_| {}), InvalidArgument, "backend.check"),
+        (add_check("", |_| {}), InvalidArgument, "backend.check.kind"),
+        (add_check("none", |_| {}), InvalidArgument, "backend.check.kind"),
+        (add_check("http:/a b", |_| {}), InvalidArgument, "backend.check"),
+        (add_check("http:/a\0b", |_| {}), InvalidArgument, "backend.check"),
+        (add_check("http:/\u{1b}[31m", |_| {}), InvalidArgument, "backend.check"),
+        (add_check(&format!("http:/{}", "a".repeat(100_000)), |_| {}), InvalidArgument, "backend.check"),
+        (add_check("tcp", |c| c.interval_ms = 99), InvalidArgument, "backend.check.interval_ms"),
+        (add_check("tcp", |c| c.interval_ms = u32::MAX), InvalidArgument, "backend.check.interval_ms"),
+        (
+            add_check("tcp", |c| (c.interval_ms, c.timeout_ms) = (1000, 1001)),
+            InvalidArgument,
+            "backend.check.timeout_ms",
+        ),
+        (add_check("tcp", |c| c.rise = 101), InvalidArgument, "backend.check.rise"),
+        (add_check("tcp", |c| c.fall = u32::MAX), InvalidArgument, "backend.check.fall"),
+        (add_check("tcp", |c| c.port = 65_536), InvalidArgument, "backend.check.port"),
+        (add_check("http:/", |c| c.http_status = 70_000), InvalidArgument, "backend.check.http_status"),
+        (add_check("http:/", |c| c.http_status = 99), InvalidArgument, "backend.check.status"),
+        (add_check("tcp", |c| c.via = "vip\0".into()), InvalidArgument, "backend.check.via"),
+        (add_check("udp", |c| c.payload = "p".repeat(2000)), InvalidArgument, "backend.check.payload"),
+        (add_check("tcp", |c| c.payload = "p".into()), InvalidArgument, "backend.check.payload"),
+        (Req::RemoveBackend(key(v(), "192.0.2.99")), NotFound, "not found"),
+        (Req::RemoveBackend(key(absent(), B)), NotFound, "not found"),
+        (Req::RemoveBackend(key(v(), &huge())), InvalidArgument, "backend.address"),
+        (Req::RemoveBackend(key(v(), "")), InvalidArgument, "backend.address"),
+        (update(|r| r.backend = Some(key(v(), "192.0.2.99"))), NotFound, "not found"),
+        (update(|r| r.backend = Some(key(absent(), B))), NotFound, "not found"),
+        (update(|r| r.backend = Some(key(v(), &huge()))), InvalidArgument, "backend.address"),
+        (
+            update(|r| r.backend.as_mut().unwrap().vip = None),
+            InvalidArgument,
+            "vip: missing",
+        ),
+        (update(|r| r.weight = Some(10_001)), InvalidArgument, "backend.weight"),
+        (update(|r| r.mac = Some("\0".into())), InvalidArgument, "backend.mac"),
+        (update(|r| r.mac = Some("01:00:5e:00:00:01".into())), InvalidArgument, "backend.mac"),
+        (update(|r| r.check = Some(Default::default())), InvalidArgument, "backend.check.kind"),
+        (
+            update(|r| {
+                r.check = Some(pb::HealthCheck {
+                    kind: "tcp".into(),
+                    fall: 101,
+                    ..Default::default()
+                })
+            }),
+            InvalidArgument,
+            "backend.check.fall",
+        ),
+        (apply(&broken_toml()), InvalidArgument, "toml"),
+        (
+            Req::Apply(pb::ApplyRequest {
+                toml: broken_toml(),
+                dry_run: true,
+            }),
+            InvalidArgument,
+            "toml",
+        ),
+        (apply(&"\0".repeat(5000)), InvalidArgument, "toml"),
+        (
+            apply(&format!("[[vip]]\naddress = \"{}\"\nport = 80\nprotocol = \"tcp\"\n", huge())),
+            InvalidArgument,
+            "toml",
+        ),
+        (
+            apply("[[vip]]\naddress = \"198.51.100.1\"\nport = 70000\nprotocol = \"tcp\"\n"),
+            InvalidArgument,
+            "toml",
+        ),
+        (
+            apply("[[vip]]\naddress = \"198.51.100.1\"\nport = 80\nprotocol = \"sctp\"\n"),
+            InvalidArgument,
+            "toml",
+        ),
+        (
+            apply("[[vip]]\naddress = \"198.51.100.1\"\nport = 80\nprotocol = \"tcp\"\ntable_size = 100\n"),
+            InvalidArgument,
+            "vip.table_size",
+        ),
+        (apply(&setup("weight = 10001\n")), InvalidArgument, "backend.weight"),
+        (apply(&setup("check = { kind = \"http:/\\u0000\" }\n")), InvalidArgument, "backend.check"),
+        (apply(&setup(SETUP)), AlreadyExists, "vip 198.51.100.77:80/tcp already exists"),
+        (apply("unknown_key = 1\n"), InvalidArgument, "toml"),
+        (Req::Unknown("ListVips", unknown()), Ok, ""),
+        (Req::Unknown("Export", unknown()), Ok, ""),
+        (Req::Unknown("ListHealth", unknown()), Ok, ""),
+        (Req::Unknown("GetStats", unknown()), Ok, ""),
+        (Req::Unknown("GetInfo", unknown()), Ok, ""),
+    ]
+}
+
+/// The unary methods of the service, from the descriptors lbd serves.
+fn unary_methods() -> Vec<String> {
+    let set = prost_types::FileDescriptorSet::decode(pb::FILE_DESCRIPTOR_SET).unwrap();
+    let service = set
+        .file
+        .iter()
+        .flat_map(|f| &f.service)
+        .find(|s| s.name() == "LoadBalancer")
+        .unwrap();
+    let mut m: Vec<String> = service
+        .method
+        .iter()
+        .filter(|m| !m.server_streaming() && !m.client_streaming())
+        .map(|m| m.name().to_string())
+        .collect();
+    m.sort();
+    m
+}
+
+#[test]
+fn the_probe_covers_every_unary_method() {
+    let unary = unary_methods();
+    assert_eq!(unary.len(), 12, "{unary:?}");
+    for cases in [empty_requests(), hostile_requests()] {
+        let mut covered: Vec<String> = cases.iter().map(|c| c.0.method().to_string()).collect();
+        covered.sort();
+        covered.dedup();
+        assert_eq!(covered, unary);
+    }
+}
+
+#[tokio::test]
+async fn empty_and_hostile_requests_get_specific_codes_and_the_service_serves_on() {
+    let lbd = Lbd::start("probe", hub(), true).await;
+    let mut api = lbd.api();
+    api.apply(pb::ApplyRequest {
+        toml: SETUP.into(),
+        dry_run: false,
+    })
+    .await
+    .unwrap();
+    let before = api.list_vips(pb::Empty {}).await.unwrap().into_inner();
+    assert_eq!(before.vips.len(), 1);
+    let generation = lbd.hub().generation();
+
+    let mut wrong = Vec::new();
+    for (req, want, part) in empty_requests().into_iter().chain(hostile_requests()) {
+        let method = req.method();
+        let (code, message) = match req.clone().call(&lbd.channel).await {
+            Ok(()) => (Code::Ok, String::new()),
+            Err(s) => (s.code(), s.message().to_string()),
+        };
+        let shown: String = match &req {
+            Req::CreateVip(r) => format!("{r:?}"),
+            Req::AddBackend(r) => format!("{r:?}"),
+            Req::UpdateBackend(r) => format!("{r:?}"),
+            Req::Apply(r) => format!("{r:?}"),
+            _ => String::new(),
+        }
+        .chars()
+        .take(160)
+        .collect();
+        if code != want || !message.contains(part) {
+            let m: String = message.chars().take(200).collect();
+            wrong.push(format!(
+                "{method}({shown}): {code:?} {m:?}, expected {want:?} {part:?}"
+            ));
+        }
+        if matches!(code, Code::Unknown | Code::Internal) {
+            wrong.push(format!("{method}({shown}): {code:?}"));
+        }
+        // The cut message and its "... (N more bytes)".
+        if message.len() > MAX_MESSAGE + 64 {
+            wrong.push(format!(
+                "{method}({shown}): a message of {} bytes",
+                message.len()
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+
+    // Nothing refused (nor a dry run) changed anything.
+    assert_eq!(
+        api.list_vips(pb::Empty {}).await.unwrap().into_inner(),
+        before
+    );
+    assert_eq!(lbd.hub().generation(), generation);
+    // It serves on.
+    let mut health = tonic_health::pb::health_client::HealthClient::new(lbd.channel.clone());
+    for service in ["", "lb.v1.LoadBalancer"] {
+        let r = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            r.status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32,
+            "{service:?}"
+        );
+    }
+    let info = api.get_info(pb::Empty {}).await.unwrap().into_inner();
+    assert_eq!(info.port, "net_null0");
+    // The empty configuration applied for real removes everything.
+    let r = api
+        .apply(pb::ApplyRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.changes.len(), 1, "{r:?}");
+    assert!(api
+        .list_vips(pb::Empty {})
+        .await
+        .unwrap()
+        .into_inner()
+        .vips
+        .is_empty());
+}
