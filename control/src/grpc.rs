@@ -743,7 +743,7 @@ impl LoadBalancer for Api {
     ) -> Result<Response<pb::SetBackendsResponse>, Status> {
         let r = req.into_inner();
         let key = vip_key(r.vip)?;
-        let want = typed::backends(r.backends, "backends")?;
+        let want = typed::backends(r.backends, &key, "backends")?;
         let (vip, changes, revision, generation, commit) = {
             let mut c = self.control()?;
             check_revision(&c, r.expected_revision)?;

@@ -371,18 +371,7 @@ impl DesiredState {
         settings: BackendSettings,
     ) -> Result<BackendRef, StateError> {
         check_settings(&settings)?;
-        if addr == key.addr {
-            return Err(invalid(
-                "backend.address",
-                format!("{addr} is the VIP's own address; a backend must be another host"),
-            ));
-        }
-        if addr.is_unspecified() || addr.is_multicast() || addr.is_loopback() {
-            return Err(invalid(
-                "backend.address",
-                format!("{addr} is not a unicast host address"),
-            ));
-        }
+        check_backend_addr(key, &addr)?;
         let vip = self.vips.get(key).ok_or_else(|| vip_not_found(key))?;
         if vip.backends.contains_key(&addr) {
             return Err(StateError::AlreadyExists {
@@ -716,6 +705,23 @@ fn check_table_size(size: u32, backends: usize) -> Result<(), StateError> {
         return Err(StateError::Precondition(format!(
             "vip.table_size {size} is too small for {backends} backends: Maglev needs at least 100 slots per backend for balance"
         )));
+    }
+    Ok(())
+}
+
+/// A backend of `key` must be another unicast host.
+pub(crate) fn check_backend_addr(key: &VipKey, addr: &IpAddr) -> Result<(), StateError> {
+    if *addr == key.addr {
+        return Err(invalid(
+            "backend.address",
+            format!("{addr} is the VIP's own address; a backend must be another host"),
+        ));
+    }
+    if addr.is_unspecified() || addr.is_multicast() || addr.is_loopback() {
+        return Err(invalid(
+            "backend.address",
+            format!("{addr} is not a unicast host address"),
+        ));
     }
     Ok(())
 }

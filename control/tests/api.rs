@@ -8,7 +8,7 @@ use lb_testkit::eal;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const VIP: &str = "198.51.100.10:443/tcp";
 

@@ -28,6 +28,7 @@ enum Req {
     RemoveBackend(pb::BackendKey),
     UpdateBackend(pb::UpdateBackendRequest),
     Apply(pb::ApplyRequest),
+    SetBackends(pb::SetBackendsRequest),
     Export,
     ListHealth,
     GetStats,
@@ -48,6 +49,7 @@ impl Req {
             Req::RemoveBackend(_) => "RemoveBackend",
             Req::UpdateBackend(_) => "UpdateBackend",
             Req::Apply(_) => "Apply",
+            Req::SetBackends(_) => "SetBackends",
             Req::Export => "Export",
             Req::ListHealth => "ListHealth",
             Req::GetStats => "GetStats",
@@ -68,6 +70,7 @@ impl Req {
             Req::RemoveBackend(r) => api.remove_backend(r).await.map(drop),
             Req::UpdateBackend(r) => api.update_backend(r).await.map(drop),
             Req::Apply(r) => api.apply(r).await.map(drop),
+            Req::SetBackends(r) => api.set_backends(r).await.map(drop),
             Req::Export => api.export(e).await.map(drop),
             Req::ListHealth => api.list_health(e).await.map(drop),
             Req::GetStats => api.get_stats(e).await.map(drop),
@@ -192,8 +195,42 @@ fn update(f: impl FnOnce(&mut pb::UpdateBackendRequest)) -> Req {
 fn apply(toml: &str) -> Req {
     Req::Apply(pb::ApplyRequest {
         toml: toml.into(),
-        dry_run: false,
+        ..Default::default()
     })
+}
+
+fn typed(f: impl FnOnce(&mut pb::VipConfig)) -> Req {
+    let mut vip = pb::VipConfig {
+        key: Some(absent()),
+        ..Default::default()
+    };
+    f(&mut vip);
+    Req::Apply(pb::ApplyRequest {
+        config: Some(pb::Config { vips: vec![vip] }),
+        dry_run: true,
+        ..Default::default()
+    })
+}
+
+fn set(f: impl FnOnce(&mut pb::SetBackendsRequest)) -> Req {
+    let mut r = pb::SetBackendsRequest {
+        vip: Some(v()),
+        backends: vec![pb::BackendConfig {
+            address: B.into(),
+            mac: "02:00:00:00:00:77".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    f(&mut r);
+    Req::SetBackends(r)
+}
+
+fn backend_config(address: &str) -> pb::BackendConfig {
+    pb::BackendConfig {
+        address: address.into(),
+        ..Default::default()
+    }
 }
 
 /// 5,000 characters: valid lines, then a table header that never closes.
@@ -243,11 +280,16 @@ fn empty_requests() -> Vec<(Req, Code, &'static str)> {
         // (the real one is the last step of the test).
         (
             Req::Apply(pb::ApplyRequest {
-                toml: String::new(),
                 dry_run: true,
+                ..Default::default()
             }),
             Ok,
             "",
+        ),
+        (
+            Req::SetBackends(Default::default()),
+            InvalidArgument,
+            "vip: missing",
         ),
         (Req::Export, Ok, ""),
         (Req::ListHealth, Ok, ""),
@@ -262,6 +304,7 @@ fn hostile_requests() -> Vec<(Req, Code, &'static str)> {
     let unknown = || pb::ApplyRequest {
         toml: "\0".repeat(100_000),
         dry_run: true,
+        ..Default::default()
     };
     vec![
         (create(addr(&huge())), InvalidArgument, "vip.address"),
@@ -360,10 +403,70 @@ fn hostile_requests() -> Vec<(Req, Code, &'static str)> {
             Req::Apply(pb::ApplyRequest {
                 toml: broken_toml(),
                 dry_run: true,
+                ..Default::default()
             }),
             InvalidArgument,
             "toml",
         ),
+        (
+            Req::Apply(pb::ApplyRequest {
+                toml: SETUP.into(),
+                expected_revision: Some(u64::MAX),
+                ..Default::default()
+            }),
+            Aborted,
+            "expected_revision: the configuration is at revision",
+        ),
+        (
+            Req::Apply(pb::ApplyRequest {
+                toml: SETUP.into(),
+                config: Some(Default::default()),
+                ..Default::default()
+            }),
+            InvalidArgument,
+            "config: give toml or config",
+        ),
+        (
+            apply(&format!("local_addresses = [\"192.0.2.250\"]\n{SETUP}")),
+            InvalidArgument,
+            "toml.local_addresses",
+        ),
+        (typed(|v| v.key = None), InvalidArgument, "config.vips[0].key: missing"),
+        (typed(|v| v.key = Some(addr(&huge()))), InvalidArgument, "config.vips[0].key.address"),
+        (typed(|v| v.key = Some(proto(99))), InvalidArgument, "config.vips[0].key.protocol"),
+        (typed(|v| v.table_size = u32::MAX), InvalidArgument, "config.vips[0].table_size"),
+        (typed(|v| v.tcp_idle_timeout_s = u32::MAX), InvalidArgument, "config.vips[0].tcp_idle_timeout_s"),
+        (
+            typed(|v| v.backends = vec![backend_config("192.0.2.1"), backend_config("192.0.2.1")]),
+            InvalidArgument,
+            "config.vips[0].backends[1]",
+        ),
+        (
+            typed(|v| v.backends = vec![pb::BackendConfig { mac: "\0".into(), ..backend_config("192.0.2.1") }]),
+            InvalidArgument,
+            "config.vips[0].backends[0].mac",
+        ),
+        (
+            typed(|v| v.backends = vec![pb::BackendConfig { check: Some(Default::default()), ..backend_config("192.0.2.1") }]),
+            InvalidArgument,
+            "config.vips[0].backends[0].check.kind",
+        ),
+        (
+            typed(|v| v.backends = (0..5000).map(|i| backend_config(&format!("10.9.{}.{}", i / 250, i % 250 + 1))).collect()),
+            FailedPrecondition,
+            "vip.table_size 65537 is too small for 656 backends",
+        ),
+        (set(|r| r.vip = Some(absent())), NotFound, "vip 198.51.100.78:80/tcp not found"),
+        (set(|r| r.vip = Some(proto(99))), InvalidArgument, "vip.protocol"),
+        (set(|r| r.expected_revision = Some(0)), Aborted, "expected_revision"),
+        (set(|r| r.backends[0].address = huge()), InvalidArgument, "backends[0].address"),
+        (set(|r| r.backends[0].weight = Some(u32::MAX)), InvalidArgument, "backends[0].weight"),
+        (set(|r| r.backends[0].mac = "ff:ff:ff:ff:ff:ff".into()), InvalidArgument, "backends[0].mac"),
+        (set(|r| r.backends[0].check = Some(pb::HealthCheck { kind: "http:/\0".into(), ..Default::default() })), InvalidArgument, "backends[0].check.kind"),
+        (set(|r| r.backends.push(backend_config(B))), InvalidArgument, "backends[1].address"),
+        (set(|r| r.backends[0].address = "198.51.100.77".into()), InvalidArgument, "backends[0].address"),
+        (set(|r| r.dry_run = true), Ok, ""),
+        (set(|_| {}), Ok, ""),
         (apply(&"\0".repeat(5000)), InvalidArgument, "toml"),
         (
             apply(&format!("[[vip]]\naddress = \"{}\"\nport = 80\nprotocol = \"tcp\"\n", huge())),
@@ -419,7 +522,7 @@ fn unary_methods() -> Vec<String> {
 #[test]
 fn the_probe_covers_every_unary_method() {
     let unary = unary_methods();
-    assert_eq!(unary.len(), 12, "{unary:?}");
+    assert_eq!(unary.len(), 13, "{unary:?}");
     for cases in [empty_requests(), hostile_requests()] {
         let mut covered: Vec<String> = cases.iter().map(|c| c.0.method().to_string()).collect();
         covered.sort();
@@ -434,7 +537,7 @@ async fn empty_and_hostile_requests_get_specific_codes_and_the_service_serves_on
     let mut api = lbd.api();
     api.apply(pb::ApplyRequest {
         toml: SETUP.into(),
-        dry_run: false,
+        ..Default::default()
     })
     .await
     .unwrap();

@@ -18,6 +18,7 @@ INVALID = grpc.StatusCode.INVALID_ARGUMENT
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
 EXISTS = grpc.StatusCode.ALREADY_EXISTS
 PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
+ABORTED = grpc.StatusCode.ABORTED
 
 # lbd's bound on a message (control/src/grpc.rs MAX_MESSAGE) plus the
 # "... (N more bytes)" it appends when it cuts one.
@@ -39,7 +40,7 @@ mac = "02:00:00:00:00:77"
 """
 UNARY = [
     "CreateVip", "DeleteVip", "GetVip", "ListVips", "AddBackend", "RemoveBackend",
-    "UpdateBackend", "Apply", "Export", "ListHealth", "GetStats", "GetInfo",
+    "UpdateBackend", "Apply", "SetBackends", "Export", "ListHealth", "GetStats", "GetInfo",
 ]
 
 
@@ -61,6 +62,17 @@ def add_check(**kw):
 
 def update(address=B, vip=V, **kw):
     return pb.UpdateBackendRequest(backend=pb.BackendKey(vip=vip, address=address), **kw)
+
+
+def typed(vip_key=ABSENT, **kw):
+    vip = pb.VipConfig(key=vip_key, **kw)
+    return pb.ApplyRequest(config=pb.Config(vips=[vip]), dry_run=True)
+
+
+def set_backends(vip=V, backends=None, **kw):
+    if backends is None:
+        backends = [pb.BackendConfig(address=B, mac="02:00:00:00:00:77")]
+    return pb.SetBackendsRequest(vip=vip, backends=backends, **kw)
 
 
 def broken_toml():
@@ -88,6 +100,7 @@ EMPTY = [
     # An empty configuration is valid: as a dry run it says it would remove
     # everything (the real one is the last step of the test).
     ("Apply", pb.ApplyRequest(dry_run=True), OK, ""),
+    ("SetBackends", pb.SetBackendsRequest(), INVALID, "vip: missing"),
     ("Export", pb.Empty(), OK, ""),
     ("ListHealth", pb.Empty(), OK, ""),
     ("GetStats", pb.Empty(), OK, ""),
@@ -185,6 +198,25 @@ HOSTILE = [
     ("Apply", pb.ApplyRequest(toml=SETUP + 'check = { kind = "http:/\\u0000" }\n'), INVALID, "backend.check"),
     ("Apply", pb.ApplyRequest(toml=SETUP + SETUP), EXISTS, "vip 198.51.100.77:80/tcp already exists"),
     ("Apply", pb.ApplyRequest(toml="unknown_key = 1\n"), INVALID, "toml"),
+    ("Apply", pb.ApplyRequest(toml=SETUP, expected_revision=2**64 - 1), ABORTED, "expected_revision: the configuration is at revision"),
+    ("Apply", pb.ApplyRequest(toml=SETUP, config=pb.Config()), INVALID, "config: give toml or config"),
+    ("Apply", pb.ApplyRequest(toml='local_addresses = ["192.0.2.250"]\n' + SETUP), INVALID, "toml.local_addresses"),
+    ("Apply", typed(vip_key=key(address=HUGE)), INVALID, "config.vips[0].key.address"),
+    ("Apply", typed(vip_key=key(protocol=99)), INVALID, "config.vips[0].key.protocol"),
+    ("Apply", typed(table_size=2**32 - 1), INVALID, "config.vips[0].table_size"),
+    ("Apply", typed(udp_idle_timeout_s=70_000), INVALID, "config.vips[0].udp_idle_timeout_s"),
+    ("Apply", typed(backends=[pb.BackendConfig(address="192.0.2.1", mac="\0")]), INVALID, "config.vips[0].backends[0].mac"),
+    ("Apply", typed(backends=[pb.BackendConfig(address="192.0.2.1")] * 2), INVALID, "config.vips[0].backends[1]"),
+    # SetBackends
+    ("SetBackends", set_backends(vip=ABSENT), NOT_FOUND, "vip 198.51.100.78:80/tcp not found"),
+    ("SetBackends", set_backends(vip=key(protocol=99)), INVALID, "vip.protocol"),
+    ("SetBackends", set_backends(expected_revision=0), ABORTED, "expected_revision"),
+    ("SetBackends", set_backends(backends=[pb.BackendConfig(address=HUGE)]), INVALID, "backends[0].address"),
+    ("SetBackends", set_backends(backends=[pb.BackendConfig(address=B, weight=2**32 - 1)]), INVALID, "backends[0].weight"),
+    ("SetBackends", set_backends(backends=[pb.BackendConfig(address="198.51.100.77")]), INVALID, "backends[0].address"),
+    ("SetBackends", set_backends(backends=[pb.BackendConfig(address=B)] * 2), INVALID, "backends[1].address"),
+    ("SetBackends", set_backends(dry_run=True), OK, ""),
+    ("SetBackends", set_backends(), OK, ""),
     # The read-only methods take Empty: hostile ones carry unknown fields
     # (a varint, 100 KB of bytes, a group of NULs), which proto3 ignores.
     ("ListVips", UNKNOWN_FIELDS, OK, ""),

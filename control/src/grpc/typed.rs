@@ -13,7 +13,7 @@ use tonic::Status;
 
 use super::{backend_addr_at, check_at, invalid, mac_at, pb_check, pb_key, status, vip_key_at};
 use crate::hub::ChangeError;
-use crate::state::{check_settings, BackendSettings, DesiredState, StateError};
+use crate::state::{check_backend_addr, check_settings, BackendSettings, DesiredState, StateError};
 
 /// A refusal of the state's checks, its field rewritten into the request's
 /// path: `vip.*` of the VIP at `vip_at` (its `key`, but `table_size`), and
@@ -46,9 +46,14 @@ fn timeout(v: u32, field: &str) -> Result<u16, Status> {
     u16::try_from(v).map_err(|_| invalid(field, format!("{v} is above 65535 seconds")))
 }
 
-/// One backend's settings, validated; `at` is its path.
-fn backend(b: pb::BackendConfig, at_path: &str) -> Result<(IpAddr, BackendSettings), Status> {
+/// One backend of `vip` and its settings, validated; `at_path` is its path.
+fn backend(
+    b: pb::BackendConfig,
+    vip: &VipKey,
+    at_path: &str,
+) -> Result<(IpAddr, BackendSettings), Status> {
     let addr = backend_addr_at(&b.address, at_path)?;
+    check_backend_addr(vip, &addr).map_err(|e| at(e, at_path, Some(at_path)))?;
     let settings = BackendSettings {
         weight: b.weight.unwrap_or(1),
         mac: mac_at(&b.mac, at_path)?,
@@ -60,15 +65,16 @@ fn backend(b: pb::BackendConfig, at_path: &str) -> Result<(IpAddr, BackendSettin
     Ok((addr, settings))
 }
 
-/// A VIP's backends (`field`: their path), each address once.
+/// The backends of `vip` (`field`: their path), each address once.
 pub fn backends(
     list: Vec<pb::BackendConfig>,
+    vip: &VipKey,
     field: &str,
 ) -> Result<BTreeMap<IpAddr, BackendSettings>, Status> {
     let mut out = BTreeMap::new();
     for (j, b) in list.into_iter().enumerate() {
         let path = format!("{field}[{j}]");
-        let (addr, settings) = backend(b, &path)?;
+        let (addr, settings) = backend(b, vip, &path)?;
         if out.insert(addr, settings).is_some() {
             return Err(invalid(
                 &format!("{path}.address"),
@@ -104,7 +110,7 @@ pub fn desired_state(config: pb::Config) -> Result<DesiredState, Status> {
         let field = format!("{vip_at}.backends");
         for (j, b) in v.backends.into_iter().enumerate() {
             let path = format!("{field}[{j}]");
-            let (addr, settings) = backend(b, &path)?;
+            let (addr, settings) = backend(b, &key, &path)?;
             s.add_backend(&key, addr, settings)
                 .map_err(|e| at(e, &vip_at, Some(&path)))?;
         }
@@ -281,8 +287,14 @@ mod tests {
             let e = desired_state(pb::Config { vips: config }).unwrap_err();
             assert_eq!(field_of(&e), want, "{e:?}");
         }
+        let vip = VipKey {
+            addr: "198.51.100.10".parse().unwrap(),
+            port: 80,
+            proto: lb_core::snapshot::Proto::Tcp,
+        };
         let e = backends(
             vec![backend_config("192.0.2.11"), backend_config("192.0.2.11")],
+            &vip,
             "backends",
         )
         .unwrap_err();
