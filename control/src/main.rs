@@ -79,7 +79,7 @@ fn run() -> Result<()> {
         port: Some((opts.port.clone(), dataplane.port_reader())),
         pool: Some(dataplane.pool()),
     };
-    let last_snapshot = dataplane.run(&opts, &control, &stats, &stop, || {
+    let (last_snapshot, ledger) = dataplane.run(&opts, &control, &stats, &stop, || {
         rt.block_on(async {
             let announcing = async {
                 if let Some(speaker) = speaker {
@@ -99,7 +99,8 @@ fn run() -> Result<()> {
                 commit::committer(&control, &stop)
             );
         });
-        control.lock().expect("control lock").snapshot()
+        let c = control.lock().expect("control lock");
+        (c.snapshot(), c.traffic().clone())
     })?;
 
     let per_worker: Vec<Counters> = stats.iter().map(WorkerStats::read).collect();
@@ -107,7 +108,17 @@ fn run() -> Result<()> {
     if let Some(path) = &opts.grpc_socket {
         let _ = std::fs::remove_file(path);
     }
-    report::report(&opts, &lcores, &per_worker, mac, &last_snapshot, &stats);
+    report::report(
+        &opts,
+        &lcores,
+        &per_worker,
+        mac,
+        &last_snapshot,
+        &report::Traffic {
+            ledger: &ledger,
+            stats: &stats,
+        },
+    );
     info!(
         rx = port_stats.rx_packets,
         tx = port_stats.tx_packets,

@@ -1,5 +1,8 @@
 //! The exit report: counters per worker and in total, drops by reason, and
 //! per-VIP and per-backend traffic, as a table or (`--json`) one JSON object.
+//! The traffic is the ledger's ([`crate::traffic`]), as the API and the
+//! metrics show it: a VIP's over every backend it had, a backend's since it
+//! took its slot.
 
 use lb_core::drop_reason::DropReason;
 use lb_core::packet::MacAddr;
@@ -7,6 +10,13 @@ use lb_core::snapshot::Snapshot;
 use lb_core::stats::{BackendTotals, Counters, WorkerStats, COUNTERS};
 
 use crate::args::Options;
+use crate::traffic::Ledger;
+
+/// The workers' traffic counters and the ledger that reads them.
+pub struct Traffic<'a> {
+    pub ledger: &'a Ledger,
+    pub stats: &'a [WorkerStats],
+}
 
 /// Print the report of a run to stdout.
 pub fn report(
@@ -15,7 +25,7 @@ pub fn report(
     per_worker: &[Counters],
     mac: MacAddr,
     snap: &Snapshot,
-    stats: &[WorkerStats],
+    traffic: &Traffic<'_>,
 ) {
     let total: Counters = per_worker.iter().copied().sum();
     if opts.json {
@@ -33,7 +43,7 @@ pub fn report(
             "port_mac": mac.to_string(),
             "total": counters_json(&total),
             "workers": workers,
-            "vips": backends_json(snap, stats)["vips"],
+            "vips": backends_json(snap, traffic)["vips"],
         });
         println!("{out}");
         return;
@@ -67,18 +77,18 @@ pub fn report(
     if !reasons.is_empty() {
         println!("drops: {}", reasons.join(" "));
     }
-    print_backends(snap, stats);
+    print_backends(snap, traffic);
 }
 
-/// Per-backend traffic summed over workers.
-fn backend_totals(snap: &Snapshot, stats: &[WorkerStats]) -> Vec<(u16, BackendTotals)> {
+/// Per-backend traffic since each took its slot.
+fn backend_totals(snap: &Snapshot, t: &Traffic<'_>) -> Vec<(u16, BackendTotals)> {
     snap.backends()
-        .map(|(slot, _)| (slot, WorkerStats::backend_total(stats, slot)))
+        .map(|(slot, _)| (slot, t.ledger.backend(slot, t.stats)))
         .collect()
 }
 
-fn backends_json(snap: &Snapshot, stats: &[WorkerStats]) -> serde_json::Value {
-    let totals = backend_totals(snap, stats);
+fn backends_json(snap: &Snapshot, traffic: &Traffic<'_>) -> serde_json::Value {
+    let totals = backend_totals(snap, traffic);
     let vips: Vec<serde_json::Value> = snap
         .vips()
         .iter()
@@ -98,15 +108,11 @@ fn backends_json(snap: &Snapshot, stats: &[WorkerStats]) -> serde_json::Value {
                     }))
                 })
                 .collect();
-            let sum = |k: &str| {
-                backends
-                    .iter()
-                    .map(|b| b[k].as_u64().unwrap_or(0))
-                    .sum::<u64>()
-            };
+            // Over every backend it had, removed ones included.
+            let sum = traffic.ledger.vip(&v.key, traffic.stats);
             serde_json::json!({
                 "vip": v.key.to_string(),
-                "packets": sum("packets"), "bytes": sum("bytes"), "new_flows": sum("new_flows"),
+                "packets": sum.packets, "bytes": sum.bytes, "new_flows": sum.new_flows,
                 "backends": backends,
             })
         })
@@ -114,8 +120,8 @@ fn backends_json(snap: &Snapshot, stats: &[WorkerStats]) -> serde_json::Value {
     serde_json::json!({ "vips": vips })
 }
 
-fn print_backends(snap: &Snapshot, stats: &[WorkerStats]) {
-    let totals = backend_totals(snap, stats);
+fn print_backends(snap: &Snapshot, traffic: &Traffic<'_>) {
+    let totals = backend_totals(snap, traffic);
     for v in snap.vips() {
         println!("vip {}", v.key);
         for &slot in &v.backends {

@@ -24,7 +24,7 @@ struct Live {
     baseline: BackendTotals,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Ledger {
     live: HashMap<u16, Live>,
     retired: HashMap<VipKey, BackendTotals>,
