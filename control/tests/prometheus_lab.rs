@@ -355,6 +355,9 @@ fn dashboard_and_alerts_on_the_lab() {
             routes.to_str().unwrap(),
             "--bgp-reload",
             "true",
+            // The flood's flows stay while the test looks.
+            "--new-flow-timeout",
+            "120",
         ],
     );
     lab.ok(&["configure"]);
@@ -400,6 +403,25 @@ fn dashboard_and_alerts_on_the_lab() {
         text(&flood)
     );
 
+    // What the traffic made true (first: the flood's flows expire).
+    let dropping = prom.wait_alert(
+        "LbDropsRising",
+        &[("reason", "unknown_vip_port"), ("job", "lbd")],
+        Duration::from_secs(15),
+    );
+    assert_eq!(dropping["state"], "pending", "for: 5m: {dropping}");
+    let full = prom.wait_alert(
+        "LbFlowTableNearFull",
+        &[("worker", "1")],
+        Duration::from_secs(15),
+    );
+    assert_eq!(full["state"], "pending", "{full}");
+    let conflict = prom.wait_alert(
+        "LbVipConflict",
+        &[("address", VIP_ADDR), ("mac", &thief)],
+        Duration::from_secs(15),
+    );
+    assert_eq!(conflict["state"], "firing", "no for: {conflict}");
     // Every panel's every query returns data (rate windows fill within a
     // few scrapes; a snapshot per round for the adoption histograms).
     let queries = panel_queries();
@@ -454,25 +476,6 @@ fn dashboard_and_alerts_on_the_lab() {
         );
     }
 
-    // What the traffic made true.
-    let dropping = prom.wait_alert(
-        "LbDropsRising",
-        &[("reason", "unknown_vip_port"), ("job", "lbd")],
-        Duration::from_secs(15),
-    );
-    assert_eq!(dropping["state"], "pending", "for: 5m: {dropping}");
-    let full = prom.wait_alert(
-        "LbFlowTableNearFull",
-        &[("worker", "1")],
-        Duration::from_secs(15),
-    );
-    assert_eq!(full["state"], "pending", "{full}");
-    let conflict = prom.wait_alert(
-        "LbVipConflict",
-        &[("address", VIP_ADDR), ("mac", &thief)],
-        Duration::from_secs(15),
-    );
-    assert_eq!(conflict["state"], "firing", "no for: {conflict}");
     // ... and what it did not: all backends up, a VIP with backends, no
     // drops for other reasons, a scrape that works, the route announced.
     let alerts = prom.alerts();
