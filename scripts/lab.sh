@@ -30,7 +30,8 @@
 #                       (in ecmp with --bgp-routes, and start its BIRD); ARGS go
 #                       to lbd (e.g. --json); LAB_WORKERS=2: two workers on two
 #                       queue pairs; LAB_PORT=af_xdp: the segment through
-#                       net_af_xdp instead of net_af_packet. Its stdout goes
+#                       net_af_xdp instead of net_af_packet; LAB_FLOWS=N: flows
+#                       per worker (default 65536). Its stdout goes
 #                       to lbd.out, stderr to lbd.log
 #   lbd-stop            SIGTERM lbd, wait for it; fails unless it exited with 0
 #   configure [W1 W2 W3] lbctl: the VIP and be1..be3 with HTTP checks (weights;
@@ -379,7 +380,7 @@ cmd_lbd_start() {
             "$LBD" --lcores "$lcores" --no-pci --file-prefix "lblab-$ID-$LB" -m 256 $memory \
             --log-level lib.eal:warning --vdev "$vdev" \
             -- --port "${vdev%%,*}" --state "$state" --kernel-iface lbk0 \
-            --grpc-socket "$sock" --metrics-listen "$METRICS" --flows 65536 \
+            --grpc-socket "$sock" --metrics-listen "$METRICS" --flows "${LAB_FLOWS:-65536}" \
             "${bgp[@]}" "$@" </dev/null > "$out" 2>> "$log" || rc=$?
         echo "$rc" > "$rcf"
     ) </dev/null >/dev/null 2>&1 &

@@ -14,6 +14,8 @@
 #   /usr/share/man/man8/lbd.8.gz, man1/lbctl.1.gz   (from the clap definitions)
 #   bash, zsh and fish completions of lbctl
 #   /usr/share/doc/lbd/                      README, DEPLOYMENT, lb.example.toml
+#   /usr/share/lbd/prometheus/               lbd-alerts.yml and its promtool tests
+#   /usr/share/lbd/grafana/lbd.json          the Grafana dashboard
 # The state directory /var/lib/lbd is the unit's StateDirectory (systemd
 # makes it); `install` makes it too, for those who start lbd by hand.
 set -euo pipefail
@@ -34,7 +36,8 @@ stage() {
     install -d "$root/usr/bin" "$root/lib/systemd/system" "$root/etc/lbd" \
         "$root/usr/share/man/man8" "$root/usr/share/man/man1" \
         "$root/usr/share/bash-completion/completions" "$root/usr/share/zsh/vendor-completions" \
-        "$root/usr/share/fish/vendor_completions.d" "$root/usr/share/doc/lbd"
+        "$root/usr/share/fish/vendor_completions.d" "$root/usr/share/doc/lbd" \
+        "$root/usr/share/lbd/prometheus" "$root/usr/share/lbd/grafana"
     install -m 0755 "$bin/lbd" "$bin/lbctl" "$root/usr/bin/"
     install -m 0644 packaging/lbd.service "$root/lib/systemd/system/lbd.service"
     install -m 0644 packaging/lbd.conf "$root/etc/lbd/lbd.conf"
@@ -44,6 +47,9 @@ stage() {
     "$bin/lbctl" completions zsh > "$root/usr/share/zsh/vendor-completions/_lbctl"
     "$bin/lbctl" completions fish > "$root/usr/share/fish/vendor_completions.d/lbctl.fish"
     install -m 0644 README.md docs/DEPLOYMENT.md control/lb.example.toml "$root/usr/share/doc/lbd/"
+    install -m 0644 packaging/prometheus/lbd-alerts.yml packaging/prometheus/lbd-alerts.test.yml \
+        "$root/usr/share/lbd/prometheus/"
+    install -m 0644 packaging/grafana/lbd.json "$root/usr/share/lbd/grafana/"
     chmod 0644 "$root"/usr/share/man/man*/*.gz "$root"/usr/share/*/*completions*/*
 }
 

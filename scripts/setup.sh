@@ -8,16 +8,18 @@ cd "$(dirname "$0")/.."
 # Build: DPDK 22.11 and its pkg-config file, libclang for bindgen, a C
 # compiler for the shim, protoc for the gRPC crate. Tests and demo: tcpdump,
 # python3, iproute2, ethtool, ping, curl, pkill; the lab's real servers
-# (nginx), its packet floods (hping3) and its BGP speakers (BIRD 2). The
-# Python client's test: python3-venv (its virtual environment, with pip).
-# The Go client, built offline from Debian's Go packages alone (clients/go):
-# Go 1.19, grpc-go 1.33, the protobuf runtime (APIv2) with golang/protobuf
-# 1.5, which grpc-go's codec goes through (apt would otherwise pick 1.3,
-# older than the APIv2 messages protoc-gen-go generates), and the plugins.
+# (nginx), its packet floods (hping3) and its BGP speakers (BIRD 2); the
+# monitoring test's Prometheus and promtool (prometheus; its own service is
+# not started, as for nginx and BIRD below). The Python client's test:
+# python3-venv (its virtual environment, with pip). The Go client, built
+# offline from Debian's Go packages alone (clients/go): Go 1.19, grpc-go
+# 1.33, the protobuf runtime (APIv2) with golang/protobuf 1.5, which
+# grpc-go's codec goes through (apt would otherwise pick 1.3, older than
+# the APIv2 messages protoc-gen-go generates), and the plugins.
 PACKAGES=(
     libdpdk-dev dpdk dpdk-dev pkg-config libclang-dev clang protobuf-compiler build-essential
     libpcap-dev tcpdump python3 python3-venv iproute2 ethtool iputils-ping curl procps
-    nginx-light hping3 bird2
+    nginx-light hping3 bird2 prometheus
     golang-go golang-google-grpc-dev golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev
     protoc-gen-go protoc-gen-go-grpc
 )
@@ -35,7 +37,7 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing ${missing[*]}"
     as_root apt-get update -q
-    # The lab runs its own nginx and BIRD in namespaces: installing the
+    # The lab runs its own nginx, BIRD and Prometheus: installing the
     # packages must not start the system's (policy-rc.d 101 = "do not start").
     policy=""
     if [ ! -e /usr/sbin/policy-rc.d ]; then

@@ -93,6 +93,9 @@ fn the_package_installs_and_lbd_runs_as_its_unit_does() {
         "./usr/share/fish/vendor_completions.d/lbctl.fish",
         "./usr/share/doc/lbd/DEPLOYMENT.md",
         "./usr/share/doc/lbd/lb.example.toml",
+        "./usr/share/lbd/prometheus/lbd-alerts.yml",
+        "./usr/share/lbd/prometheus/lbd-alerts.test.yml",
+        "./usr/share/lbd/grafana/lbd.json",
     ] {
         assert!(
             list.lines().any(|l| l.ends_with(&format!(" {path}"))),
