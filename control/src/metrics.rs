@@ -249,6 +249,7 @@ struct BackendRow {
     traffic: BackendTotals,
     active_flows: u64,
     up: bool,
+    drained: bool,
     weight: u32,
     healthy: Option<bool>,
     /// The last check of each path: ("real" | "vip", ok).
@@ -271,6 +272,7 @@ fn vips_and_backends(out: &mut Out<'_>, source: &Source, control: &Control) -> f
                 traffic: control.traffic().backend(slot, &source.stats),
                 active_flows: WorkerStats::backend_active_flows(&source.stats, slot, b.incarnation),
                 up: b.state == BackendState::Up && b.mac.is_some(),
+                drained: b.state == BackendState::Draining,
                 weight: b.weight,
                 healthy: health.map(|h| h.healthy),
                 paths: health
@@ -327,6 +329,12 @@ fn vips_and_backends(out: &mut Out<'_>, source: &Source, control: &Control) -> f
         rows.iter().map(|r| (r.labels.clone(), u64::from(r.up))),
     )?;
     out.gauge(
+        "lb_backend_drained",
+        "1 while the backend is drained (keeps its flows, takes no new ones, on purpose), else 0.",
+        rows.iter()
+            .map(|r| (r.labels.clone(), u64::from(r.drained))),
+    )?;
+    out.gauge(
         "lb_backend_weight",
         "The backend's configured weight (its share of new flows relative to its VIP's others).",
         rows.iter().map(|r| (r.labels.clone(), u64::from(r.weight))),
@@ -378,6 +386,11 @@ fn control_plane(out: &mut Out<'_>, control: &Control) -> fmt::Result {
         "lb_vips",
         "Configured VIPs.",
         [(vec![], control.state().vips().len() as u64)],
+    )?;
+    out.gauge(
+        "lb_workers_stalled",
+        "Workers whose heartbeat stopped for over a second (a stuck worker: /healthz fails, the routes are withdrawn).",
+        [(vec![], control.stalled_workers() as u64)],
     )?;
     out.counter(
         "lb_vip_conflicts",

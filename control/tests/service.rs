@@ -772,6 +772,11 @@ async fn metrics_and_stats_report_the_worker_counters() {
             "lb_backend_active_flows{vip=\"10.0.0.1:80/tcp\",backend=\"10.1.0.1\"}",
             5,
         ),
+        (
+            "lb_backend_drained{vip=\"10.0.0.1:80/tcp\",backend=\"10.1.0.1\"}",
+            0,
+        ),
+        ("lb_workers_stalled", 0),
         ("lb_snapshot_generation", 4),
         ("lb_vips", 2),
         ("lb_route_announced{address=\"10.0.0.1\"}", 1),
@@ -787,6 +792,30 @@ async fn metrics_and_stats_report_the_worker_counters() {
         !text.contains("lb_backend_healthy{"),
         "no verdict, no sample"
     );
+    // Drained: on purpose, told apart from down; new flows follow weight 0.
+    api.update_backend(pb::UpdateBackendRequest {
+        backend: Some(pb::BackendKey {
+            vip: Some(key("10.0.0.1", 80)),
+            address: "10.1.0.1".into(),
+        }),
+        drain: Some(true),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let drained = lbd.metrics();
+    for (selector, want) in [
+        ("lb_backend_drained{backend=\"10.1.0.1\"}", 1.0),
+        ("lb_backend_up{backend=\"10.1.0.1\"}", 0.0),
+        ("lb_backend_effective_weight{backend=\"10.1.0.1\"}", 0.0),
+        ("lb_backend_weight{backend=\"10.1.0.1\"}", 1.0),
+    ] {
+        assert_eq!(
+            exposition::value(&drained, selector),
+            Some(want),
+            "{selector}"
+        );
+    }
     assert!(
         text.lines().any(
             |l| l.starts_with("lb_build_info{version=\"0.1.0\",revision=\"")
