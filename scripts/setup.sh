@@ -14,12 +14,15 @@ cd "$(dirname "$0")/.."
 # Go 1.19, grpc-go 1.33, the protobuf runtime (APIv2) with golang/protobuf
 # 1.5, which grpc-go's codec goes through (apt would otherwise pick 1.3,
 # older than the APIv2 messages protoc-gen-go generates), and the plugins.
+# buf (lint, curl: control/tests/buf_cli.rs): npm (pulls nodejs), through
+# which scripts/buf.sh installs the pinned @bufbuild/buf into target/buf.
 PACKAGES=(
     libdpdk-dev dpdk dpdk-dev pkg-config libclang-dev clang protobuf-compiler build-essential
     libpcap-dev tcpdump python3 python3-venv iproute2 ethtool iputils-ping curl procps
     nginx-light hping3 bird2
     golang-go golang-google-grpc-dev golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev
     protoc-gen-go protoc-gen-go-grpc
+    npm
 )
 
 as_root() {
