@@ -16,6 +16,10 @@ cd "$(dirname "$0")/.."
 # 1.33, the protobuf runtime (APIv2) with golang/protobuf 1.5, which
 # grpc-go's codec goes through (apt would otherwise pick 1.3, older than
 # the APIv2 messages protoc-gen-go generates), and the plugins.
+# buf (lint, curl: control/tests/buf_cli.rs): npm (pulls nodejs), through
+# which scripts/buf.sh installs the pinned @bufbuild/buf into target/buf;
+# Debian's npm only where no npm is installed (a NodeSource nodejs carries
+# its own and conflicts with Debian's).
 PACKAGES=(
     libdpdk-dev dpdk dpdk-dev pkg-config libclang-dev clang protobuf-compiler build-essential
     libpcap-dev tcpdump python3 python3-venv iproute2 ethtool iputils-ping curl procps
@@ -34,6 +38,7 @@ missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+command -v npm >/dev/null || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing ${missing[*]}"
     as_root apt-get update -q

@@ -3,6 +3,7 @@
 //! the same state from the state file.
 
 mod common;
+use common::certs::make_certs;
 use common::process::{lbctl_path, Lbd};
 use lb_testkit::eal;
 
@@ -493,34 +494,6 @@ fn lbctl_without_lbd_says_so() {
     assert!(
         e.contains("connecting to lbd at /nonexistent/lbd.sock"),
         "{e}"
-    );
-}
-
-/// Certificates for one test: a CA, lbd's server certificate for 127.0.0.1,
-/// a client certificate from the same CA, and one from an unknown CA.
-fn make_certs(dir: &Path) {
-    let script = r#"
-set -e
-key() { openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$1.key" -out "$1.csr" -subj "/CN=$1" 2>/dev/null; }
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=lb-test-ca 2>/dev/null
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout rogue-ca.key -out rogue-ca.pem -days 2 -subj /CN=rogue-ca 2>/dev/null
-key server; key client; key rogue
-printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n' > server.ext
-printf 'extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n' > client.ext
-openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile server.ext 2>/dev/null
-openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem -days 2 -extfile client.ext 2>/dev/null
-openssl x509 -req -in rogue.csr -CA rogue-ca.pem -CAkey rogue-ca.key -CAcreateserial -out rogue.pem -days 2 -extfile client.ext 2>/dev/null
-"#;
-    let out = Command::new("bash")
-        .arg("-c")
-        .arg(script)
-        .current_dir(dir)
-        .output()
-        .expect("openssl");
-    assert!(
-        out.status.success(),
-        "making test certificates: {}",
-        String::from_utf8_lossy(&out.stderr)
     );
 }
 

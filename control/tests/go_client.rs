@@ -2,16 +2,43 @@
 //! offline by `clients/go/build.sh` from Debian's Go packages (stubs
 //! generated from `proto/lb.proto`, GOPATH mode against /usr/share/gocode,
 //! no module proxy) into the target directory, then `lbdsmoke` run against
-//! lbd's socket: a VIP, backends, a refusal with its code, the Watch events
+//! each of lbd's listeners, its Unix socket and its TCP listener on
+//! 127.0.0.1 over mutual TLS (a client certificate of the test CA), each
+//! with its own VIP: backends, a refusal with its code, the Watch events
 //! of those changes, GetVip, GetStats and grpc.health.v1; `lbctl` checks
-//! that lbd holds what the Go client created.
+//! that lbd holds what the Go client created on both.
 
 mod common;
-use common::process::Lbd;
+use common::certs::TlsLbd;
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Output};
 use std::time::Instant;
+
+fn shown(run: &Output) -> String {
+    String::from_utf8_lossy(&run.stdout).to_string() + &String::from_utf8_lossy(&run.stderr)
+}
+
+/// What lbdsmoke prints for the VIP `vip` (backends 192.0.2.61-63).
+fn expect(shown: &str, vip: &str) {
+    for line in [
+        "info: port net_null0 workers [1]".to_string(),
+        format!("vip: {vip}:443 table 65537"),
+        "backend: 192.0.2.61 weight 1 state UP mac \"02:00:00:00:00:61\"".to_string(),
+        "backend: 192.0.2.62 weight 2 state UP mac \"\"".to_string(),
+        "refused: InvalidArgument: backend.weight: 10001 is above the maximum 10000".to_string(),
+        format!("event: vip {vip}:443/tcp created"),
+        format!("event: backend 192.0.2.61 added to {vip}:443/tcp"),
+        format!("event: backend 192.0.2.62 added to {vip}:443/tcp"),
+        format!("event: backend 192.0.2.63 added to {vip}:443/tcp"),
+        "get: 3 backends".to_string(),
+        "worker 1: rx ".to_string(),
+        "vip stats: 3 backends, 0 packets".to_string(),
+        "health: SERVING".to_string(),
+    ] {
+        assert!(shown.contains(&line), "missing {line:?} in\n{shown}");
+    }
+}
 
 #[test]
 fn the_go_client_drives_lbd() {
@@ -38,57 +65,77 @@ fn the_go_client_drives_lbd() {
     let dir = std::env::temp_dir().join(format!("lbd-go-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let lbd = Lbd::start(&dir, "go");
-    let run = Command::new(out.join("bin/lbdsmoke"))
+    let TlsLbd {
+        lbd,
+        addr,
+        ca,
+        cert,
+        key,
+    } = TlsLbd::start(&dir, "go");
+    let unix = Command::new(out.join("bin/lbdsmoke"))
         .arg("-socket")
         .arg(&lbd.socket)
         .output()
         .unwrap();
-    let shown =
-        String::from_utf8_lossy(&run.stdout).to_string() + &String::from_utf8_lossy(&run.stderr);
+    let tls = Command::new(out.join("bin/lbdsmoke"))
+        .args(["-vip", "198.51.100.70", "-addr", &addr, "-ca"])
+        .arg(&ca)
+        .arg("-cert")
+        .arg(&cert)
+        .arg("-key")
+        .arg(&key)
+        .output()
+        .unwrap();
+    // Without a client certificate lbdsmoke refuses to try.
+    let no_cert = Command::new(out.join("bin/lbdsmoke"))
+        .args(["-addr", &addr, "-ca"])
+        .arg(&ca)
+        .output()
+        .unwrap();
     let vips = lbd.json(&["vip", "list"]);
     let log = lbd.stop();
-    assert!(run.status.success(), "lbdsmoke:\n{shown}\nlbd:\n{log}");
-    for line in [
-        "info: port net_null0 workers [1]",
-        "vip: 198.51.100.60:443 table 65537",
-        "backend: 192.0.2.61 weight 1 state UP mac \"02:00:00:00:00:61\"",
-        "backend: 192.0.2.62 weight 2 state UP mac \"\"",
-        "refused: InvalidArgument: backend.weight: 10001 is above the maximum 10000",
-        "event: vip 198.51.100.60:443/tcp created",
-        "event: backend 192.0.2.61 added to 198.51.100.60:443/tcp",
-        "event: backend 192.0.2.62 added to 198.51.100.60:443/tcp",
-        "event: backend 192.0.2.63 added to 198.51.100.60:443/tcp",
-        "get: 3 backends",
-        "worker 1: rx ",
-        "vip stats: 3 backends, 0 packets",
-        "health: SERVING",
-    ] {
-        assert!(shown.contains(line), "missing {line:?} in\n{shown}");
-    }
-    let list = vips.as_array().unwrap();
-    assert_eq!(list.len(), 1, "{vips}");
-    assert_eq!(list[0]["vip"], "198.51.100.60:443/tcp", "{vips}");
-    let weights: Vec<(String, u64)> = list[0]["backends"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| {
-            (
-                b["address"].as_str().unwrap().to_string(),
-                b["weight"].as_u64().unwrap(),
-            )
-        })
-        .collect();
-    assert_eq!(
-        weights,
-        [
-            ("192.0.2.61".to_string(), 1),
-            ("192.0.2.62".to_string(), 2),
-            ("192.0.2.63".to_string(), 0)
-        ],
-        "{vips}"
+    let (unix_shown, tls_shown) = (shown(&unix), shown(&tls));
+    assert!(
+        unix.status.success(),
+        "lbdsmoke on the socket:\n{unix_shown}\nlbd:\n{log}"
     );
+    assert!(
+        tls.status.success(),
+        "lbdsmoke over TLS on {addr}:\n{tls_shown}\nlbd:\n{log}"
+    );
+    expect(&unix_shown, "198.51.100.60");
+    expect(&tls_shown, "198.51.100.70");
+    assert!(!no_cert.status.success(), "{}", shown(&no_cert));
+    assert!(
+        shown(&no_cert).contains("-addr needs -ca, -cert and -key"),
+        "{}",
+        shown(&no_cert)
+    );
+    let list = vips.as_array().unwrap();
+    assert_eq!(list.len(), 2, "{vips}");
+    for (i, vip) in ["198.51.100.60", "198.51.100.70"].iter().enumerate() {
+        assert_eq!(list[i]["vip"], format!("{vip}:443/tcp"), "{vips}");
+        let weights: Vec<(String, u64)> = list[i]["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| {
+                (
+                    b["address"].as_str().unwrap().to_string(),
+                    b["weight"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            weights,
+            [
+                ("192.0.2.61".to_string(), 1),
+                ("192.0.2.62".to_string(), 2),
+                ("192.0.2.63".to_string(), 0)
+            ],
+            "{vips}"
+        );
+    }
     eprintln!(
         "go build {:.1} s, run {:.1} s",
         built.as_secs_f64(),

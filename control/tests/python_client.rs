@@ -2,13 +2,15 @@
 //! real `lbd` on `net_null`: a virtual environment under the target
 //! directory (`target/pyenv`: grpcio and grpcio-tools from PyPI, then the
 //! package built from this checkout, its stubs generated from
-//! `proto/lb.proto`), and its unittest suite run against lbd's socket:
-//! the client workflow (VIPs, backends, Watch, stats, info, export) and the
-//! probe of every unary method with empty and hostile requests; then
+//! `proto/lb.proto`), and its unittest suite run against lbd with both
+//! listeners: the client workflow (VIPs, backends, Watch, stats, info,
+//! export) on the Unix socket and again over mutual TLS on 127.0.0.1 (the
+//! test CA's client certificate; one without is refused), and the probe of
+//! every unary method with empty and hostile requests; then
 //! `examples/quickstart.py`.
 
 mod common;
-use common::process::Lbd;
+use common::certs::TlsLbd;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -81,11 +83,21 @@ fn the_python_client_drives_lbd_and_every_method_answers_hostile_requests() {
     let dir = std::env::temp_dir().join(format!("lbd-python-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let lbd = Lbd::start(&dir, "python");
+    let TlsLbd {
+        lbd,
+        addr,
+        ca,
+        cert,
+        key,
+    } = TlsLbd::start(&dir, "python");
     let out = Command::new(&python)
         .args(["-m", "unittest", "discover", "-v", "-s"])
         .arg(repo().join("clients/python/tests"))
         .env("LBD_SOCKET", &lbd.socket)
+        .env("LBD_TLS_ADDR", &addr)
+        .env("LBD_TLS_CA", &ca)
+        .env("LBD_TLS_CERT", &cert)
+        .env("LBD_TLS_KEY", &key)
         // The installed package, not the source tree's (which has no stubs).
         .current_dir(&dir)
         .output()
@@ -114,16 +126,23 @@ fn the_python_client_drives_lbd_and_every_method_answers_hostile_requests() {
                 .ok()
         })
         .unwrap_or_else(|| panic!("no unittest summary in\n{report}"));
-    assert!(ran >= 4, "{ran} Python tests ran:\n{report}");
+    assert!(ran >= 8, "{ran} Python tests ran:\n{report}");
     assert!(!report.contains("skipped"), "{report}");
-    for name in [
-        "test_vip_backends_events_stats_info_export",
-        "test_empty_and_hostile_requests_get_specific_codes_and_lbd_serves_on",
-        "test_the_probe_covers_every_unary_method",
+    // Each ran (and, the suite having passed, passed), the workflow on both
+    // listeners.
+    for test in [
+        "test_client.Client.test_vip_backends_events_stats_info_export",
+        "test_client.ClientOverTls.test_vip_backends_events_stats_info_export",
+        "test_client.ClientOverTls.test_a_client_without_a_certificate_is_refused",
+        "test_client.ClientOverTls.test_pem_bytes_work_as_paths_do",
+        "test_client.ClientOverTls.test_tls_is_not_for_the_unix_socket",
+        "test_probe.Probe.test_empty_and_hostile_requests_get_specific_codes_and_lbd_serves_on",
+        "test_probe.Probe.test_the_probe_covers_every_unary_method",
     ] {
+        let name = test.rsplit('.').next().unwrap();
         assert!(
-            report.contains(&format!("{name} ")),
-            "{name} missing:\n{report}"
+            report.contains(&format!("{name} ({test}) ... ")),
+            "{test} did not run:\n{report}"
         );
     }
     let shown = String::from_utf8_lossy(&example.stdout).to_string()

@@ -1,6 +1,10 @@
-"""lbd_client against a running lbd: LBD_SOCKET names its API socket (the
-Rust test control/tests/python_client.rs starts lbd on DPDK's net_null and
-runs this suite). Default client options only: lbd_client.connect."""
+"""lbd_client against a running lbd: LBD_SOCKET names its API socket, and
+LBD_TLS_ADDR its TCP listener (mutual TLS) with LBD_TLS_CA (the CA of
+lbd's certificate and of the client's), LBD_TLS_CERT and LBD_TLS_KEY (a
+client certificate); the workflow runs on both. The Rust test
+control/tests/python_client.rs starts lbd on DPDK's net_null with both
+listeners and runs this suite. Default client options only:
+lbd_client.connect."""
 
 import os
 import queue
@@ -18,6 +22,16 @@ def socket_path():
     if not path:
         raise RuntimeError("LBD_SOCKET must name a running lbd's API socket")
     return path
+
+
+def tls_env():
+    """The TLS listener's address and the CA, client certificate and key
+    paths from the environment."""
+    names = ("LBD_TLS_ADDR", "LBD_TLS_CA", "LBD_TLS_CERT", "LBD_TLS_KEY")
+    missing = [n for n in names if not os.environ.get(n)]
+    if missing:
+        raise RuntimeError(f"{', '.join(missing)} must name a running lbd's TLS listener and certificates")
+    return tuple(os.environ[n] for n in names)
 
 
 class Targets(unittest.TestCase):
@@ -136,6 +150,41 @@ class Client(unittest.TestCase):
         with self.assertRaises(grpc.RpcError) as e:
             lb.GetVip(self.VIP, timeout=10)
         self.assertEqual(e.exception.code(), grpc.StatusCode.NOT_FOUND)
+
+
+class ClientOverTls(Client):
+    """The same workflow on lbd's TCP listener, over mutual TLS."""
+
+    def setUp(self):
+        addr, ca, cert, key = tls_env()
+        self.lb = lbd_client.connect(addr, ca=ca, cert=cert, key=key)
+        self.addCleanup(self.lb.close)
+
+    def test_pem_bytes_work_as_paths_do(self):
+        addr, ca, cert, key = tls_env()
+        pems = []
+        for path in (ca, cert, key):
+            with open(path, "rb") as f:
+                pems.append(f.read())
+        with lbd_client.connect(addr, ca=pems[0], cert=pems[1], key=pems[2]) as lb:
+            self.assertEqual(lb.GetInfo(pb.Empty(), timeout=10).port, "net_null0")
+
+    def test_a_client_without_a_certificate_is_refused(self):
+        addr, ca, _, _ = tls_env()
+        with self.assertRaises(ValueError):
+            lbd_client.connect(addr, ca=ca)
+        # Without a client certificate the handshake fails: lbd serves none.
+        with open(ca, "rb") as f:
+            creds = grpc.ssl_channel_credentials(root_certificates=f.read())
+        with lbd_client.connect(addr, credentials=creds) as lb:
+            with self.assertRaises(grpc.RpcError) as e:
+                lb.GetInfo(pb.Empty(), timeout=10)
+            self.assertEqual(e.exception.code(), grpc.StatusCode.UNAVAILABLE)
+
+    def test_tls_is_not_for_the_unix_socket(self):
+        _, ca, cert, key = tls_env()
+        with self.assertRaises(ValueError):
+            lbd_client.connect(socket_path(), ca=ca, cert=cert, key=key)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
 
 #![allow(dead_code)] // each test file uses its own part
 
+pub mod certs;
 pub mod process;
 
 use std::path::PathBuf;

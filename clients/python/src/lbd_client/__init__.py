@@ -10,6 +10,9 @@ reference. ``connect`` opens a channel with the options lbd needs::
     with lbd_client.connect("/run/lbd.sock") as lb:
         vip = pb.VipKey(address="198.51.100.10", port=443, protocol=pb.TCP)
         lb.CreateVip(pb.CreateVipRequest(vip=vip))
+
+    # lbd's TCP listener (--grpc-listen), mutual TLS:
+    lb = lbd_client.connect("10.0.0.5:50051", ca="ca.pem", cert="client.pem", key="client.key")
 """
 
 import os
@@ -19,7 +22,7 @@ import grpc
 from . import lb_pb2 as pb
 from . import lb_pb2_grpc as pb_grpc
 
-__all__ = ["DEFAULT_SOCKET", "Client", "connect", "pb", "pb_grpc", "SERVING", "NOT_SERVING"]
+__all__ = ["DEFAULT_SOCKET", "Client", "connect", "tls_credentials", "pb", "pb_grpc", "SERVING", "NOT_SERVING"]
 
 # lbd's --grpc-socket default.
 DEFAULT_SOCKET = "/run/lbd.sock"
@@ -41,17 +44,51 @@ def unix_target(target):
     return target, False
 
 
-def connect(target=DEFAULT_SOCKET, *, credentials=None, options=()):
+def _pem(value, what):
+    """PEM bytes: ``value`` as given if bytes, else read from the path."""
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    try:
+        with open(value, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise ValueError(f"reading the {what} {value!r}: {e}") from e
+
+
+def tls_credentials(ca, cert, key):
+    """``grpc.ssl_channel_credentials`` for lbd's TLS listener: trust the CA
+    ``ca`` (the one that signed lbd's --tls-cert; None: the system's roots)
+    and present the client certificate ``cert`` with its key ``key`` (one
+    of the CA lbd's --tls-client-ca names). Each a PEM path or PEM bytes."""
+    if cert is None or key is None:
+        raise ValueError("lbd's TLS listener requires a client certificate: give cert and key")
+    return grpc.ssl_channel_credentials(
+        root_certificates=None if ca is None else _pem(ca, "CA certificate"),
+        private_key=_pem(key, "client key"),
+        certificate_chain=_pem(cert, "client certificate"),
+    )
+
+
+def connect(target=DEFAULT_SOCKET, *, ca=None, cert=None, key=None, credentials=None, options=()):
     """A ``Client`` of the lbd at ``target``: a Unix socket path or
     ``unix:`` target (the default, ``/run/lbd.sock``), or ``host:port`` of
-    its TLS listener with ``credentials`` (``grpc.ssl_channel_credentials``
-    with the client certificate lbd's --tls-client-ca trusts).
+    its TLS listener (lbd --grpc-listen) with ``ca``, ``cert`` and ``key``
+    (PEM paths or bytes, see ``tls_credentials``) or ready ``credentials``
+    (``grpc.ssl_channel_credentials``). lbd's certificate is checked
+    against ``target``'s host (an IP address against an IP subjectAltName).
 
     On a Unix socket the HTTP/2 authority is set to ``localhost``: grpcio
     would send the percent-encoded socket path, which lbd's HTTP/2 library
     rejects (every call would fail with RST_STREAM). ``options`` are passed
     to the channel and win over that default."""
     target, unix = unix_target(target)
+    tls = ca is not None or cert is not None or key is not None
+    if tls and credentials is not None:
+        raise ValueError("give either ca/cert/key or credentials, not both")
+    if tls:
+        if unix:
+            raise ValueError(f"{target}: lbd's Unix socket is not TLS; ca/cert/key are for host:port")
+        credentials = tls_credentials(ca, cert, key)
     opts = list(options)
     if unix and not any(name == "grpc.default_authority" for name, _ in opts):
         opts.append(("grpc.default_authority", "localhost"))
