@@ -295,7 +295,22 @@ fn buf_curl_calls_lbd_by_reflection_on_both_listeners() {
         ],
     );
     assert!(!ok, "served without a client certificate: {out}");
-    assert!(err.contains("certificate required"), "{err}");
+    // TLS 1.3 refuses the certificate after the handshake, so the client
+    // sees the alert or, racing it, only the connection going away
+    // ("certificate required", "could not be established", "broken pipe"):
+    // a transport failure, where the same call with the certificate
+    // succeeded above.
+    assert!(
+        [
+            "certificate required",
+            "could not be established",
+            "broken pipe",
+            "connection reset"
+        ]
+        .iter()
+        .any(|m| err.contains(m)),
+        "{err}"
+    );
 
     let vips = lbd.json(&["vip", "list"]);
     let log = lbd.stop();
