@@ -82,6 +82,35 @@ pub struct BackendConfig {
     pub state: AdminState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check: Option<CheckConfig>,
+    /// `[vip.backend.agent]`: the load-feedback agent polled for a weight
+    /// percentage; absent: the configured weight alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentConfig>,
+    /// Active flows above which the backend takes no new ones (until below
+    /// `min_flows`, default 90% of it); absent: no cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_flows: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_flows: Option<u32>,
+}
+
+/// `[vip.backend.agent]`: HAProxy's agent-check over TCP, or HTTP JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// `tcp` or `http:/path`.
+    pub kind: String,
+    #[serde(default = "default_agent_port")]
+    pub port: u16,
+    #[serde(default = "default_interval")]
+    pub interval_ms: u32,
+    /// 0 or absent: half the interval, at most 1000 ms.
+    #[serde(default = "default_timeout")]
+    pub timeout_ms: u32,
+}
+
+fn default_agent_port() -> u16 {
+    crate::state::DEFAULT_AGENT_PORT
 }
 
 /// `[vip.backend.check]`: a TCP connect or an HTTP GET, every interval.

@@ -13,7 +13,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::state::{BackendSettings, CheckKind, CheckVia, DesiredVip, HealthCheck, StateError};
+use crate::state::{
+    AgentCheck, AgentKind, BackendSettings, CheckKind, CheckVia, DesiredVip, HealthCheck,
+    LoadSettings, StateError,
+};
 use anyhow::{bail, Context, Result};
 use lb_core::delay::Delays;
 use lb_core::drop_reason::DropReason;
@@ -399,6 +402,58 @@ fn check_at(c: pb::HealthCheck, at: &str) -> Result<HealthCheck, Status> {
     Ok(hc)
 }
 
+/// The load-feedback agent at field `at` (`at.agent.kind`, ...).
+fn agent_at(a: pb::AgentCheck, at: &str) -> Result<AgentCheck, Status> {
+    let field = |f: &str| format!("{at}.agent.{f}");
+    let kind = AgentKind::parse(&a.kind).map_err(|e| match e {
+        StateError::Invalid { reason, .. } => invalid(&field("kind"), reason),
+        e => status(e.into()),
+    })?;
+    let port = match a.port {
+        0 => crate::state::DEFAULT_AGENT_PORT,
+        p => {
+            u16::try_from(p).map_err(|_| invalid(&field("port"), format!("{p} is above 65535")))?
+        }
+    };
+    let interval_ms = if a.interval_ms == 0 {
+        2000
+    } else {
+        a.interval_ms
+    };
+    Ok(AgentCheck {
+        kind,
+        port,
+        interval_ms,
+        timeout_ms: match a.timeout_ms {
+            0 => HealthCheck::default_timeout(interval_ms),
+            t => t,
+        },
+    })
+}
+
+/// Load settings from a request's agent and cap (0: none).
+fn load_at(
+    agent: Option<pb::AgentCheck>,
+    max_flows: u32,
+    min_flows: u32,
+    at: &str,
+) -> Result<LoadSettings, Status> {
+    Ok(LoadSettings {
+        agent: agent.map(|a| agent_at(a, at)).transpose()?,
+        max_flows: (max_flows != 0).then_some(max_flows),
+        min_flows: (min_flows != 0).then_some(min_flows),
+    })
+}
+
+fn pb_agent(a: &AgentCheck) -> pb::AgentCheck {
+    pb::AgentCheck {
+        kind: a.kind.to_string(),
+        port: u32::from(a.port),
+        interval_ms: a.interval_ms,
+        timeout_ms: a.timeout_ms,
+    }
+}
+
 fn pb_check(c: &HealthCheck) -> pb::HealthCheck {
     pb::HealthCheck {
         kind: c.kind.to_string(),
@@ -459,11 +514,16 @@ fn pb_vip(c: &Control, key: &VipKey, v: &DesiredVip) -> pb::Vip {
     }
 }
 
+fn unix_ms(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 fn pb_backend(c: &Control, key: &VipKey, addr: &IpAddr, s: &BackendSettings) -> pb::Backend {
     let health = pb_health(c, key, addr);
-    // What the dataplane does with it: failing checks take it down.
-    let state = match s.state() {
-        BackendState::Up if health == pb::Health::Unhealthy => pb::BackendState::Down,
+    // What the dataplane does with it: failing checks take it down, an
+    // agent or a cap may drain it or take it out.
+    let state = match c.state_in_force(key, addr, s) {
         BackendState::Up => pb::BackendState::Up,
         BackendState::Draining => pb::BackendState::Draining,
         BackendState::Down => pb::BackendState::Down,
@@ -480,10 +540,28 @@ fn pb_backend(c: &Control, key: &VipKey, addr: &IpAddr, s: &BackendSettings) -> 
         drain: s.drain,
         check: s.check.as_ref().map(pb_check),
         health: health as i32,
-        mac_since_unix_ms: c
-            .mac_since(addr)
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        mac_since_unix_ms: c.mac_since(addr).map_or(0, unix_ms),
+        effective_weight: c.effective_weight(key, addr),
+        agent: s.load.agent.as_ref().map(pb_agent),
+        agent_status: s.load.agent.as_ref().map(|_| match c.feedback(key, addr) {
+            Some(f) => pb::AgentStatus {
+                answered: f.answered,
+                percent: u32::from(f.percent),
+                state: f.state.to_string(),
+                detail: f.detail.clone(),
+                since_unix_ms: unix_ms(f.since),
+            },
+            None => pb::AgentStatus {
+                percent: 100,
+                state: "ready".into(),
+                detail: "not polled yet (configured weight in force)".into(),
+                ..Default::default()
+            },
+        }),
+        max_flows: s.load.max_flows.unwrap_or(0),
+        min_flows: s.load.cap().map_or(0, |(_, low)| low),
+        active_flows: c.active_flows(key, addr),
+        capped: c.capped(key, addr),
     }
 }
 
@@ -616,6 +694,7 @@ impl LoadBalancer for Api {
             drain: r.drain,
             down: false,
             check: r.check.map(check).transpose()?,
+            load: load_at(r.agent, r.max_flows, r.min_flows, "backend")?,
         };
         let (b, commit) = {
             let mut c = self.control()?;
@@ -671,6 +750,20 @@ impl LoadBalancer for Api {
                 settings.check = None;
             } else if let Some(hc) = r.check {
                 settings.check = Some(check(hc)?);
+            }
+            if r.clear_agent {
+                settings.load.agent = None;
+            } else if let Some(a) = r.agent {
+                settings.load.agent = Some(agent_at(a, "backend")?);
+            }
+            if let Some(max) = r.max_flows {
+                settings.load.max_flows = (max != 0).then_some(max);
+                if max == 0 {
+                    settings.load.min_flows = None;
+                }
+            }
+            if let Some(min) = r.min_flows {
+                settings.load.min_flows = (min != 0).then_some(min);
             }
             let ((), commit) = c
                 .change(&format!("backend {addr} of {key} updated"), |s| {

@@ -103,6 +103,14 @@ pub struct Control {
     shutting_down: bool,
     /// Workers whose heartbeat stopped (the monitor's last look).
     stalled_workers: usize,
+    /// Load feedback per backend with an agent ([`crate::feedback`]).
+    feedback: HashMap<(VipKey, IpAddr), crate::feedback::Feedback>,
+    /// VIPs with feedback waiting for their next rebuild, and when each
+    /// was last rebuilt for feedback.
+    feedback_pending: BTreeSet<VipKey>,
+    feedback_rebuilt: HashMap<VipKey, std::time::Instant>,
+    /// Backends over their cap of active flows: no new flows.
+    capped: BTreeSet<(VipKey, IpAddr)>,
 }
 
 /// Why a change was not applied.
@@ -172,6 +180,10 @@ impl Control {
             announcing: false,
             shutting_down: false,
             stalled_workers: 0,
+            feedback: HashMap::new(),
+            feedback_pending: BTreeSet::new(),
+            feedback_rebuilt: HashMap::new(),
+            capped: BTreeSet::new(),
         };
         c.track_macs();
         Ok(c)
@@ -548,16 +560,264 @@ impl Control {
         let mut spec = state.to_spec(self.generation + 1, self.mac, |a| self.neigh.mac(a));
         for v in &mut spec.vips {
             for b in &mut v.backends {
-                if self
-                    .health
-                    .get(&(v.key, b.addr))
-                    .is_some_and(|h| !h.healthy)
-                {
-                    b.state = lb_core::snapshot::BackendState::Down;
-                }
+                (b.state, b.weight) = self.in_force(&v.key, &b.addr, b.state, b.weight);
             }
         }
         spec
+    }
+
+    /// A backend's state and weight as the dataplane takes them, from its
+    /// configured ones: failing checks and an agent's `maint` take it down;
+    /// an agent's `drain` or 0%, or its cap, drain it; the agent's
+    /// percentage scales its weight.
+    fn in_force(
+        &self,
+        vip: &VipKey,
+        addr: &IpAddr,
+        state: lb_core::snapshot::BackendState,
+        weight: u32,
+    ) -> (lb_core::snapshot::BackendState, u32) {
+        use crate::feedback::AgentState;
+        use lb_core::snapshot::BackendState::{Down, Draining, Up};
+        let key = (*vip, *addr);
+        let mut state = state;
+        let mut weight = weight;
+        if self.health.get(&key).is_some_and(|h| !h.healthy) {
+            state = Down;
+        }
+        if let Some(f) = self.feedback.get(&key) {
+            weight = crate::feedback::scaled(weight, f.percent);
+            match f.state {
+                AgentState::Maint => state = Down,
+                AgentState::Drain if state == Up => state = Draining,
+                _ if f.percent == 0 && state == Up => state = Draining,
+                _ => {}
+            }
+        }
+        if self.capped.contains(&key) && state == Up {
+            state = Draining;
+        }
+        (state, weight)
+    }
+
+    /// The state the dataplane gives a backend with `settings` (see
+    /// [`Control::in_force`]).
+    pub fn state_in_force(
+        &self,
+        vip: &VipKey,
+        addr: &IpAddr,
+        settings: &crate::state::BackendSettings,
+    ) -> lb_core::snapshot::BackendState {
+        self.in_force(vip, addr, settings.state(), settings.weight)
+            .0
+    }
+
+    /// The weight new flows follow now (0 while the backend takes none).
+    pub fn effective_weight(&self, vip: &VipKey, addr: &IpAddr) -> u32 {
+        let Some(b) = self
+            .state
+            .vips()
+            .get(vip)
+            .and_then(|v| v.backends.get(addr))
+        else {
+            return 0;
+        };
+        let (state, weight) = self.in_force(vip, addr, b.settings.state(), b.settings.weight);
+        let resolved = b.settings.mac.is_some() || self.neigh.mac(addr).is_some();
+        if state == lb_core::snapshot::BackendState::Up && resolved {
+            weight
+        } else {
+            0
+        }
+    }
+
+    /// An agent's answer (or its silence); applied at the VIP's next
+    /// rebuild ([`Control::flush_feedback`]).
+    pub fn set_feedback(
+        &mut self,
+        vip: VipKey,
+        addr: IpAddr,
+        result: Result<crate::feedback::Report, String>,
+    ) {
+        if self
+            .feedback
+            .entry((vip, addr))
+            .or_default()
+            .observe(result)
+        {
+            self.feedback_pending.insert(vip);
+        }
+    }
+
+    /// The agent of this backend is gone: its feedback no longer counts.
+    pub fn forget_feedback(&mut self, vip: &VipKey, addr: &IpAddr) {
+        if let Some(f) = self.feedback.remove(&(*vip, *addr)) {
+            if (f.percent, f.state) != (100, crate::feedback::AgentState::Ready) {
+                self.republish();
+            }
+        }
+    }
+
+    /// The feedback of this backend, if it has an agent.
+    pub fn feedback(&self, vip: &VipKey, addr: &IpAddr) -> Option<&crate::feedback::Feedback> {
+        self.feedback.get(&(*vip, *addr))
+    }
+
+    /// The flows pinned to the backend in the workers' flow tables (0
+    /// without the workers' counters).
+    pub fn active_flows(&self, vip: &VipKey, addr: &IpAddr) -> u64 {
+        let (Some(stats), Some(b)) = (
+            &self.stats,
+            self.state
+                .vips()
+                .get(vip)
+                .and_then(|v| v.backends.get(addr)),
+        ) else {
+            return 0;
+        };
+        lb_core::stats::WorkerStats::backend_active_flows(stats, b.id.slot, b.id.incarnation)
+    }
+
+    /// Whether the backend is over its cap.
+    pub fn capped(&self, vip: &VipKey, addr: &IpAddr) -> bool {
+        self.capped.contains(&(*vip, *addr))
+    }
+
+    /// Put waiting feedback in force, for each VIP whose last feedback
+    /// rebuild is at least [`crate::feedback::MIN_REBUILD`] old: one
+    /// snapshot for all of them. Returns how many backends changed.
+    pub fn flush_feedback(&mut self, now: std::time::Instant) -> usize {
+        let due: Vec<VipKey> = self
+            .feedback_pending
+            .iter()
+            .filter(|v| {
+                self.feedback_rebuilt
+                    .get(v)
+                    .is_none_or(|t| now.duration_since(*t) >= crate::feedback::MIN_REBUILD)
+            })
+            .copied()
+            .collect();
+        let mut changed = Vec::new();
+        for vip in &due {
+            self.feedback_pending.remove(vip);
+            for ((v, addr), f) in self.feedback.iter_mut().filter(|((v, _), _)| v == vip) {
+                if f.apply() {
+                    changed.push((*v, *addr, f.detail.clone()));
+                }
+            }
+        }
+        if changed.is_empty() {
+            return 0;
+        }
+        for (vip, _, _) in &changed {
+            self.feedback_rebuilt.insert(*vip, now);
+        }
+        self.republish();
+        for (vip, addr, detail) in &changed {
+            info!(%vip, backend = %addr, detail, "load feedback applied");
+            self.emit_load(vip, addr, format!("agent: {detail}"));
+        }
+        changed.len()
+    }
+
+    /// Follow the caps: a backend at `max_flows` active flows (over all
+    /// workers, as their flow tables count them) takes no new flows until
+    /// it is below `min_flows`. Returns whether any changed.
+    pub fn update_caps(&mut self) -> bool {
+        let Some(stats) = self.stats.clone() else {
+            return false;
+        };
+        let mut changes = Vec::new();
+        for (vip, v) in self.state.vips() {
+            for (addr, b) in &v.backends {
+                let key = (*vip, *addr);
+                let Some((high, low)) = b.settings.load.cap() else {
+                    if self.capped.contains(&key) {
+                        changes.push((key, false, 0));
+                    }
+                    continue;
+                };
+                let flows = lb_core::stats::WorkerStats::backend_active_flows(
+                    &stats,
+                    b.id.slot,
+                    b.id.incarnation,
+                );
+                let capped = self.capped.contains(&key);
+                if !capped && flows >= u64::from(high) {
+                    changes.push((key, true, flows));
+                } else if capped && flows < u64::from(low) {
+                    changes.push((key, false, flows));
+                }
+            }
+        }
+        // Backends removed while capped.
+        let gone: Vec<(VipKey, IpAddr)> = self
+            .capped
+            .iter()
+            .filter(|(v, a)| {
+                self.state
+                    .vips()
+                    .get(v)
+                    .is_none_or(|d| !d.backends.contains_key(a))
+            })
+            .copied()
+            .collect();
+        for key in gone {
+            self.capped.remove(&key);
+        }
+        if changes.is_empty() {
+            return false;
+        }
+        for &(key, capped, _) in &changes {
+            if capped {
+                self.capped.insert(key);
+            } else {
+                self.capped.remove(&key);
+            }
+        }
+        self.republish();
+        for ((vip, addr), capped, flows) in changes {
+            let reason = if capped {
+                format!("{flows} active flows, at its cap: no new flows")
+            } else {
+                format!("{flows} active flows, below its low mark: new flows again")
+            };
+            info!(%vip, backend = %addr, reason, "backend cap");
+            self.emit_load(&vip, &addr, reason);
+        }
+        true
+    }
+
+    fn emit_load(&self, vip: &VipKey, addr: &IpAddr, reason: String) {
+        let weight = self
+            .state
+            .vips()
+            .get(vip)
+            .and_then(|v| v.backends.get(addr))
+            .map_or(0, |b| b.settings.weight);
+        self.emit(lb_proto::v1::event::Kind::Load(
+            lb_proto::v1::BackendLoadChanged {
+                vip: Some(crate::grpc::pb_key(vip)),
+                address: addr.to_string(),
+                weight,
+                effective_weight: self.effective_weight(vip, addr),
+                capped: self.capped(vip, addr),
+                reason,
+            },
+        ));
+    }
+
+    /// Every backend with a feedback agent: (VIP, address, agent).
+    pub fn agents(&self) -> Vec<(VipKey, IpAddr, crate::state::AgentCheck)> {
+        self.state
+            .vips()
+            .iter()
+            .flat_map(|(k, v)| {
+                v.backends.iter().filter_map(move |(a, b)| {
+                    b.settings.load.agent.clone().map(|agent| (*k, *a, agent))
+                })
+            })
+            .collect()
     }
 
     /// Publish the current state again (health or a MAC changed; the state

@@ -28,6 +28,7 @@ pub mod announce;
 pub mod args;
 pub mod commit;
 pub mod config;
+pub mod feedback;
 pub mod grpc;
 pub mod health;
 pub mod http;

@@ -251,6 +251,9 @@ struct BackendRow {
     up: bool,
     drained: bool,
     weight: u32,
+    effective_weight: u32,
+    agent_percent: Option<u8>,
+    capped: bool,
     healthy: Option<bool>,
     /// The last check of each path: ("real" | "vip", ok).
     paths: Vec<(&'static str, bool)>,
@@ -272,8 +275,28 @@ fn vips_and_backends(out: &mut Out<'_>, source: &Source, control: &Control) -> f
                 traffic: control.traffic().backend(slot, &source.stats),
                 active_flows: WorkerStats::backend_active_flows(&source.stats, slot, b.incarnation),
                 up: b.state == BackendState::Up && b.mac.is_some(),
-                drained: b.state == BackendState::Draining,
-                weight: b.weight,
+                // Drained by the operator (not by an agent or a cap).
+                drained: control
+                    .state()
+                    .vips()
+                    .get(&v.key)
+                    .and_then(|d| d.backends.get(&b.addr))
+                    .is_some_and(|d| d.settings.drain && !d.settings.down),
+                // The snapshot's weight is the one in force (scaled by the
+                // agent); the configured one is the state's.
+                weight: control
+                    .state()
+                    .vips()
+                    .get(&v.key)
+                    .and_then(|d| d.backends.get(&b.addr))
+                    .map_or(b.weight, |d| d.settings.weight),
+                effective_weight: if b.state == BackendState::Up && b.mac.is_some() {
+                    b.weight
+                } else {
+                    0
+                },
+                agent_percent: control.feedback(&v.key, &b.addr).map(|f| f.percent),
+                capped: control.capped(&v.key, &b.addr),
                 healthy: health.map(|h| h.healthy),
                 paths: health
                     .map(|h| {
@@ -341,9 +364,20 @@ fn vips_and_backends(out: &mut Out<'_>, source: &Source, control: &Control) -> f
     )?;
     out.gauge(
         "lb_backend_effective_weight",
-        "The weight new flows follow now: the configured weight while the backend takes new flows, else 0.",
+        "The weight new flows follow now: the configured weight scaled by the agent's percentage while the backend takes new flows, else 0.",
         rows.iter()
-            .map(|r| (r.labels.clone(), if r.up { u64::from(r.weight) } else { 0 })),
+            .map(|r| (r.labels.clone(), u64::from(r.effective_weight))),
+    )?;
+    out.gauge(
+        "lb_backend_agent_percent",
+        "The load-feedback agent's percentage in force (backends with an agent only; 100 while it says none or is silent).",
+        rows.iter()
+            .filter_map(|r| r.agent_percent.map(|p| (r.labels.clone(), u64::from(p)))),
+    )?;
+    out.gauge(
+        "lb_backend_capped",
+        "1 while the backend is over its cap of active flows (max_flows) and takes no new ones, else 0.",
+        rows.iter().map(|r| (r.labels.clone(), u64::from(r.capped))),
     )?;
     out.gauge(
         "lb_backend_healthy",

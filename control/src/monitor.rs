@@ -105,6 +105,7 @@ pub async fn monitor(
     let mut last_print = start;
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     let mut checks = health::Checks::default();
+    let mut agents = crate::feedback::Agents::default();
     let mut vip_routes: Option<crate::vip_routes::VipRoutes> = None;
     let mut ticks = 0u64;
     let mut notifier = crate::notify::Notifier::from_env();
@@ -161,10 +162,16 @@ pub async fn monitor(
                 (servable, reason)
             };
             watchdog.announce(routes, reason, &c);
-            (ticks % 10 == 1).then(|| c.state().checks())
+            // Every 100 ms: load feedback due, caps, the check and agent tasks.
+            (ticks % 10 == 1).then(|| {
+                c.flush_feedback(now);
+                c.update_caps();
+                (c.state().checks(), c.agents())
+            })
         };
-        if let Some(wanted) = wanted {
+        if let Some((wanted, wanted_agents)) = wanted {
             checks.reconcile(wanted, control_arc);
+            agents.reconcile(wanted_agents, control_arc);
         }
         // Once a second: the host's routes to the VIPs through the
         // exception interface (checks via the VIP), outside the lock.

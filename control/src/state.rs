@@ -157,6 +157,93 @@ pub struct BackendSettings {
     /// Administratively down.
     pub down: bool,
     pub check: Option<HealthCheck>,
+    /// Load feedback and caps ([`crate::feedback`]).
+    pub load: LoadSettings,
+}
+
+/// How a backend's load steers its new flows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadSettings {
+    /// The feedback agent polled for a weight percentage.
+    pub agent: Option<AgentCheck>,
+    /// Above this many active flows (over all workers) the backend takes no
+    /// new ones, until it falls below `min_flows`.
+    pub max_flows: Option<u32>,
+    /// The low mark; default 90% of `max_flows`.
+    pub min_flows: Option<u32>,
+}
+
+impl LoadSettings {
+    /// The (high, low) marks of the cap, if any.
+    pub fn cap(&self) -> Option<(u32, u32)> {
+        self.max_flows
+            .map(|max| (max, self.min_flows.unwrap_or(max - max / 10)))
+    }
+}
+
+/// A feedback agent on the backend, polled every interval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentCheck {
+    pub kind: AgentKind,
+    pub port: u16,
+    pub interval_ms: u32,
+    pub timeout_ms: u32,
+}
+
+/// The agent's protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentKind {
+    /// HAProxy's agent-check: connect, read one line ("75%", "drain", ...).
+    Tcp,
+    /// `GET path`, a JSON object (`{"weight_percent": 75, "state": "drain"}`).
+    Http { path: String },
+}
+
+/// The agent's port when none is given.
+pub const DEFAULT_AGENT_PORT: u16 = 10999;
+
+impl AgentKind {
+    /// `tcp` or `http:/path`.
+    pub fn parse(s: &str) -> Result<AgentKind, StateError> {
+        match s {
+            "tcp" => Ok(AgentKind::Tcp),
+            _ => match s.strip_prefix("http:") {
+                Some(path)
+                    if path.starts_with('/')
+                        && path.len() <= MAX_HTTP_PATH
+                        && !path.contains(|c: char| c.is_whitespace() || c.is_control()) =>
+                {
+                    Ok(AgentKind::Http {
+                        path: path.to_string(),
+                    })
+                }
+                _ => Err(invalid(
+                    "backend.agent.kind",
+                    format!("{s:?}: expected tcp or http:/path"),
+                )),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for AgentKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AgentKind::Tcp => f.write_str("tcp"),
+            AgentKind::Http { path } => write!(f, "http:{path}"),
+        }
+    }
+}
+
+impl AgentCheck {
+    pub fn new(kind: AgentKind) -> AgentCheck {
+        AgentCheck {
+            kind,
+            port: DEFAULT_AGENT_PORT,
+            interval_ms: 2000,
+            timeout_ms: 1000,
+        }
+    }
 }
 
 impl BackendSettings {
@@ -194,6 +281,7 @@ impl Default for BackendSettings {
             drain: false,
             down: false,
             check: None,
+            load: LoadSettings::default(),
         }
     }
 }
@@ -566,12 +654,29 @@ impl DesiredState {
                         })
                     }
                 };
+                let agent = match &b.agent {
+                    None => None,
+                    Some(a) => Some(AgentCheck {
+                        kind: AgentKind::parse(&a.kind)?,
+                        port: a.port,
+                        interval_ms: a.interval_ms,
+                        timeout_ms: match a.timeout_ms {
+                            0 => HealthCheck::default_timeout(a.interval_ms),
+                            t => t,
+                        },
+                    }),
+                };
                 let settings = BackendSettings {
                     weight: b.weight,
                     mac,
                     drain: b.state == config::AdminState::Draining,
                     down: b.state == config::AdminState::Down,
                     check,
+                    load: LoadSettings {
+                        agent,
+                        max_flows: b.max_flows,
+                        min_flows: b.min_flows,
+                    },
                 };
                 s.add_backend(&key, b.address, settings)?;
             }
@@ -630,6 +735,14 @@ impl DesiredState {
                                 fall: c.fall,
                                 via: c.via,
                             }),
+                            agent: b.settings.load.agent.as_ref().map(|a| config::AgentConfig {
+                                kind: a.kind.to_string(),
+                                port: a.port,
+                                interval_ms: a.interval_ms,
+                                timeout_ms: a.timeout_ms,
+                            }),
+                            max_flows: b.settings.load.max_flows,
+                            min_flows: b.settings.load.min_flows,
                         })
                         .collect(),
                 })
@@ -726,7 +839,46 @@ pub(crate) fn check_backend_addr(key: &VipKey, addr: &IpAddr) -> Result<(), Stat
     Ok(())
 }
 
+fn check_load(l: &LoadSettings) -> Result<(), StateError> {
+    if let Some(a) = &l.agent {
+        if !(100..=3_600_000).contains(&a.interval_ms) {
+            return Err(invalid(
+                "backend.agent.interval_ms",
+                format!("{} is outside 100..=3600000", a.interval_ms),
+            ));
+        }
+        if a.timeout_ms == 0 || a.timeout_ms > a.interval_ms {
+            return Err(invalid(
+                "backend.agent.timeout_ms",
+                format!(
+                    "{} must be above 0 and at most the interval ({})",
+                    a.timeout_ms, a.interval_ms
+                ),
+            ));
+        }
+        if a.port == 0 {
+            return Err(invalid("backend.agent.port", "port 0 cannot be polled"));
+        }
+    }
+    match (l.max_flows, l.min_flows) {
+        (Some(0), _) => Err(invalid(
+            "backend.max_flows",
+            "0 would take no flow at all: drain the backend instead",
+        )),
+        (None, Some(_)) => Err(invalid(
+            "backend.min_flows",
+            "the low mark of a cap needs max_flows",
+        )),
+        (Some(max), Some(min)) if min >= max => Err(invalid(
+            "backend.min_flows",
+            format!("{min} must be below max_flows ({max})"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 pub(crate) fn check_settings(s: &BackendSettings) -> Result<(), StateError> {
+    check_load(&s.load)?;
     if s.weight > MAX_WEIGHT {
         return Err(invalid(
             "backend.weight",
@@ -1017,6 +1169,50 @@ mod tests {
     }
 
     #[test]
+    fn load_settings_are_checked_naming_the_field() {
+        let with = |load: LoadSettings| BackendSettings {
+            load,
+            ..BackendSettings::default()
+        };
+        let agent = |f: fn(&mut AgentCheck)| {
+            let mut a = AgentCheck::new(AgentKind::Tcp);
+            f(&mut a);
+            LoadSettings {
+                agent: Some(a),
+                ..LoadSettings::default()
+            }
+        };
+        let cap = |max, min| LoadSettings {
+            max_flows: max,
+            min_flows: min,
+            ..LoadSettings::default()
+        };
+        for (load, field) in [
+            (agent(|a| a.interval_ms = 50), "backend.agent.interval_ms"),
+            (agent(|a| a.timeout_ms = 0), "backend.agent.timeout_ms"),
+            (agent(|a| a.timeout_ms = 5000), "backend.agent.timeout_ms"),
+            (agent(|a| a.port = 0), "backend.agent.port"),
+            (cap(Some(0), None), "backend.max_flows"),
+            (cap(None, Some(5)), "backend.min_flows"),
+            (cap(Some(10), Some(10)), "backend.min_flows"),
+        ] {
+            match check_settings(&with(load)) {
+                Err(StateError::Invalid { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+        assert!(check_settings(&with(cap(Some(100), None))).is_ok());
+        assert_eq!(cap(Some(100), None).cap(), Some((100, 90)), "low mark: 90%");
+        assert_eq!(cap(Some(100), Some(50)).cap(), Some((100, 50)));
+        assert!(AgentKind::parse("udp").is_err());
+        assert!(AgentKind::parse("http:/a b").is_err());
+        assert_eq!(
+            AgentKind::parse("http:/load").unwrap().to_string(),
+            "http:/load"
+        );
+    }
+
+    #[test]
     fn converge_changes_only_what_differs_and_keeps_identities() {
         let mut cur = DesiredState::default();
         cur.create_vip(vip(443), None).unwrap();
@@ -1078,6 +1274,20 @@ mod tests {
                         status: 204,
                     })
                 }),
+                load: if last == 11 {
+                    LoadSettings {
+                        agent: Some(AgentCheck {
+                            interval_ms: 1000,
+                            ..AgentCheck::new(AgentKind::Http {
+                                path: "/load".into(),
+                            })
+                        }),
+                        max_flows: Some(5000),
+                        min_flows: Some(4000),
+                    }
+                } else {
+                    LoadSettings::default()
+                },
             };
             s.add_backend(&vip(443), be(last), settings).unwrap();
         }

@@ -1264,3 +1264,164 @@ async fn local_addresses_do_not_travel_between_instances() {
 fn own_addrs() -> Vec<IpAddr> {
     vec!["192.0.2.1".parse().unwrap()]
 }
+
+/// Load feedback through the hub: an agent's percentage scales the weight
+/// the snapshot gives new flows, applied at most every MIN_REBUILD per VIP
+/// and all of one evaluation in one snapshot; drain and maint; a silent
+/// agent gives the configured weight back; a cap drains the backend at its
+/// high mark and gives it new flows again below its low mark. Each change
+/// is an event, and shows in the API and the metrics.
+#[tokio::test]
+async fn agents_scale_weights_and_caps_drain_backends() {
+    use control::feedback::{AgentState, Report, MIN_REBUILD, SILENT_AFTER};
+    use std::time::Instant;
+    let lbd = Lbd::start("feedback", hub(), true).await;
+    let mut api = lbd.api();
+    api.create_vip(create(key("10.0.0.1", 80))).await.unwrap();
+    for (addr, mac) in [
+        ("10.1.0.1", "02:00:00:00:00:01"),
+        ("10.1.0.2", "02:00:00:00:00:02"),
+    ] {
+        api.add_backend(pb::AddBackendRequest {
+            mac: mac.into(),
+            weight: Some(20),
+            agent: Some(pb::AgentCheck {
+                kind: "tcp".into(),
+                // Nothing listens there: the hub is fed by hand below.
+                port: 9,
+                interval_ms: 3_600_000,
+                timeout_ms: 1000,
+            }),
+            max_flows: 100,
+            ..backend(key("10.0.0.1", 80), addr)
+        })
+        .await
+        .unwrap();
+    }
+    let vip = vip_key("10.0.0.1", 80);
+    let (a1, a2): (IpAddr, IpAddr) = ("10.1.0.1".parse().unwrap(), "10.1.0.2".parse().unwrap());
+    let in_snapshot = |addr: IpAddr| {
+        let snap = lbd.hub().snapshot();
+        let (_, b) = snap.backends().find(|(_, b)| b.addr == addr).unwrap();
+        (b.state, b.weight)
+    };
+    let mut events = lbd.hub().subscribe();
+    let t0 = Instant::now();
+    let report = |p: Option<u8>, s: Option<AgentState>| {
+        Ok(Report {
+            percent: p,
+            state: s,
+        })
+    };
+    lbd.hub().set_feedback(vip, a1, report(Some(50), None));
+    lbd.hub().set_feedback(vip, a2, report(Some(26), None));
+    let generation = lbd.hub().generation();
+    assert_eq!(lbd.hub().flush_feedback(t0), 2);
+    assert_eq!(
+        lbd.hub().generation(),
+        generation + 1,
+        "both in one snapshot"
+    );
+    assert_eq!(in_snapshot(a1), (BackendState::Up, 10));
+    assert_eq!(
+        in_snapshot(a2),
+        (BackendState::Up, 5),
+        "26% is applied as 25%"
+    );
+    let mut reasons = Vec::new();
+    for _ in 0..2 {
+        match events.recv().await.unwrap().kind.unwrap() {
+            pb::event::Kind::Load(l) => reasons.push((l.address, l.effective_weight, l.reason)),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(reasons[0].0, "10.1.0.1");
+    assert_eq!(reasons[0].1, 10);
+    assert!(reasons[0].2.starts_with("agent: 50%"), "{reasons:?}");
+
+    // Within MIN_REBUILD of the last rebuild the next answer waits.
+    lbd.hub()
+        .set_feedback(vip, a1, report(None, Some(AgentState::Drain)));
+    assert_eq!(lbd.hub().flush_feedback(t0 + MIN_REBUILD / 2), 0);
+    assert_eq!(in_snapshot(a1).0, BackendState::Up);
+    assert_eq!(lbd.hub().flush_feedback(t0 + MIN_REBUILD), 1);
+    assert_eq!(
+        in_snapshot(a1).0,
+        BackendState::Draining,
+        "drain: its flows stay, no new ones"
+    );
+    let t1 = t0 + MIN_REBUILD;
+    lbd.hub()
+        .set_feedback(vip, a1, report(Some(100), Some(AgentState::Maint)));
+    lbd.hub().flush_feedback(t1 + MIN_REBUILD);
+    assert_eq!(in_snapshot(a1).0, BackendState::Down, "maint: out");
+    // An answer within a step of the one in force changes nothing.
+    lbd.hub().set_feedback(vip, a2, report(Some(28), None));
+    assert_eq!(lbd.hub().flush_feedback(t1 + MIN_REBUILD * 2), 0);
+    // Silence: the configured weight comes back after SILENT_AFTER polls.
+    for _ in 0..SILENT_AFTER {
+        lbd.hub()
+            .set_feedback(vip, a2, Err("connection refused".into()));
+    }
+    lbd.hub().flush_feedback(t1 + MIN_REBUILD * 3);
+    assert_eq!(in_snapshot(a2), (BackendState::Up, 20));
+    let b2 = api
+        .get_vip(key("10.0.0.1", 80))
+        .await
+        .unwrap()
+        .into_inner()
+        .backends
+        .into_iter()
+        .find(|b| b.address == "10.1.0.2")
+        .unwrap();
+    assert_eq!((b2.weight, b2.effective_weight), (20, 20));
+    let status = b2.agent_status.unwrap();
+    assert!(
+        !status.answered && status.detail.contains("configured weight in force"),
+        "{status:?}"
+    );
+    assert_eq!(b2.agent.unwrap().port, 9);
+    assert_eq!((b2.max_flows, b2.min_flows), (100, 90));
+
+    // The cap: at 100 flows (over both workers) no new flows, until below 90.
+    let slot = |addr| lbd.hub().state().vips()[&vip].backends[&addr].id;
+    let publish = |w: usize, n: u32| {
+        let id = slot(a2);
+        lbd.stats[w].backends[usize::from(id.slot)].publish_flows(BackendFlows {
+            incarnation: id.incarnation,
+            active: n,
+        });
+    };
+    publish(0, 60);
+    publish(1, 39);
+    assert!(!lbd.hub().update_caps(), "99 flows: under the cap");
+    publish(1, 40);
+    assert!(lbd.hub().update_caps());
+    assert_eq!(in_snapshot(a2).0, BackendState::Draining);
+    let text = lbd.metrics();
+    assert_eq!(
+        exposition::value(&text, "lb_backend_capped{backend=\"10.1.0.2\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        exposition::value(&text, "lb_backend_active_flows{backend=\"10.1.0.2\"}"),
+        Some(100.0)
+    );
+    assert_eq!(
+        exposition::value(&text, "lb_backend_effective_weight{backend=\"10.1.0.2\"}"),
+        Some(0.0)
+    );
+    assert_eq!(
+        exposition::value(&text, "lb_backend_weight{backend=\"10.1.0.2\"}"),
+        Some(20.0)
+    );
+    assert_eq!(
+        exposition::value(&text, "lb_backend_agent_percent{backend=\"10.1.0.2\"}"),
+        Some(100.0)
+    );
+    publish(0, 51);
+    assert!(!lbd.hub().update_caps(), "91: still above the low mark");
+    publish(0, 49);
+    assert!(lbd.hub().update_caps(), "89: below it");
+    assert_eq!(in_snapshot(a2), (BackendState::Up, 20));
+}

@@ -83,6 +83,10 @@ enum Output {
 }
 
 #[derive(Debug, Clone, Subcommand)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one command, parsed once per run: its size does not matter"
+)]
 enum Command {
     /// Virtual IPs: ADDRESS:PORT/PROTOCOL, e.g. 198.51.100.10:443/tcp or [2001:db8::10]:443/udp.
     #[allow(
@@ -244,6 +248,43 @@ impl CheckArgs {
     }
 }
 
+/// Load feedback and caps of a backend.
+#[derive(Debug, Clone, clap::Args)]
+struct LoadArgs {
+    /// A load-feedback agent on the backend: tcp (HAProxy's agent-check:
+    /// one line, "75%", "drain", "maint", "ready") or http:/path (JSON,
+    /// {"weight_percent": 75}); its percentage scales the weight.
+    #[arg(long)]
+    agent: Option<String>,
+    /// The agent's port (default 10999).
+    #[arg(long)]
+    agent_port: Option<u32>,
+    /// Milliseconds between polls of the agent (default 2000).
+    #[arg(long)]
+    agent_interval: Option<u32>,
+    /// Milliseconds a poll may take (default: half the interval, at most 1000).
+    #[arg(long)]
+    agent_timeout: Option<u32>,
+    /// Active flows at which the backend takes no new ones (a cap).
+    #[arg(long)]
+    max_flows: Option<u32>,
+    /// The cap's low mark: below it the backend takes new flows again
+    /// (default 90% of --max-flows).
+    #[arg(long)]
+    min_flows: Option<u32>,
+}
+
+impl LoadArgs {
+    fn agent_pb(&self) -> Option<pb::AgentCheck> {
+        self.agent.as_ref().map(|kind| pb::AgentCheck {
+            kind: kind.clone(),
+            port: self.agent_port.unwrap_or(0),
+            interval_ms: self.agent_interval.unwrap_or(0),
+            timeout_ms: self.agent_timeout.unwrap_or(0),
+        })
+    }
+}
+
 #[derive(Debug, Clone, Subcommand)]
 enum BackendCommand {
     /// Add a backend to a VIP: it takes new flows once its MAC is known
@@ -264,6 +305,24 @@ enum BackendCommand {
         drain: bool,
         #[command(flatten)]
         check: CheckArgs,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+    /// Set or clear a backend's load-feedback agent and cap (what is not
+    /// given stays).
+    SetLoad {
+        /// ADDRESS:PORT/PROTOCOL.
+        vip: String,
+        /// The backend's IP address.
+        address: String,
+        #[command(flatten)]
+        load: LoadArgs,
+        /// Stop polling the agent: the configured weight alone.
+        #[arg(long, conflicts_with = "agent")]
+        no_agent: bool,
+        /// Remove the cap.
+        #[arg(long, conflicts_with_all = ["max_flows", "min_flows"])]
+        no_cap: bool,
     },
     /// Remove a backend; its flows move to the others.
     Del {
@@ -617,6 +676,7 @@ async fn run_one_untimed(cli: &Cli, target: &str) -> Result<()> {
             mac,
             drain,
             check,
+            load,
         }) => {
             let b = c
                 .add_backend(pb::AddBackendRequest {
@@ -626,6 +686,9 @@ async fn run_one_untimed(cli: &Cli, target: &str) -> Result<()> {
                     mac: mac.unwrap_or_default(),
                     drain,
                     check: check.to_pb(),
+                    agent: load.agent_pb(),
+                    max_flows: load.max_flows.unwrap_or(0),
+                    min_flows: load.min_flows.unwrap_or(0),
                 })
                 .await
                 .map_err(server)?
@@ -647,6 +710,22 @@ async fn run_one_untimed(cli: &Cli, target: &str) -> Result<()> {
         }
         Command::Backend(BackendCommand::Undrain { vip, address }) => {
             let b = update(&mut c, &vip, address, |r| r.drain = Some(false)).await?;
+            print_backends(out, &[b]);
+        }
+        Command::Backend(BackendCommand::SetLoad {
+            vip,
+            address,
+            load,
+            no_agent,
+            no_cap,
+        }) => {
+            let b = update(&mut c, &vip, address, |r| {
+                r.agent = load.agent_pb();
+                r.clear_agent = no_agent;
+                r.max_flows = if no_cap { Some(0) } else { load.max_flows };
+                r.min_flows = load.min_flows;
+            })
+            .await?;
             print_backends(out, &[b]);
         }
         Command::Backend(BackendCommand::SetWeight {
@@ -1032,7 +1111,30 @@ fn backend_json(b: &pb::Backend) -> Value {
            "state": state_text(b.state), "drain": b.drain, "health": health_text(b.health),
            "check": b.check.as_ref().map(|c| json!({"kind": c.kind, "port": c.port, "interval_ms": c.interval_ms,
                "timeout_ms": c.timeout_ms, "rise": c.rise, "fall": c.fall, "http_status": c.http_status, "via": if c.via.is_empty() { "auto" } else { c.via.as_str() },
-               "payload": c.payload})), "mac_since_unix_ms": b.mac_since_unix_ms})
+               "payload": c.payload})), "mac_since_unix_ms": b.mac_since_unix_ms,
+           "effective_weight": b.effective_weight, "active_flows": b.active_flows, "capped": b.capped,
+           "max_flows": b.max_flows, "min_flows": b.min_flows,
+           "agent": b.agent.as_ref().map(|a| json!({"kind": a.kind, "port": a.port, "interval_ms": a.interval_ms, "timeout_ms": a.timeout_ms})),
+           "agent_status": b.agent_status.as_ref().map(|s| json!({"answered": s.answered, "percent": s.percent, "state": s.state,
+               "detail": s.detail, "since_unix_ms": s.since_unix_ms}))})
+}
+
+/// The agent's answer in force, or "-" without one.
+fn agent_text(b: &pb::Backend) -> String {
+    match &b.agent_status {
+        None => "-".into(),
+        Some(s) if !s.answered => format!("{}% {} (silent)", s.percent, s.state),
+        Some(s) => format!("{}% {}", s.percent, s.state),
+    }
+}
+
+/// Active flows, with the cap when there is one.
+fn flows_text(b: &pb::Backend) -> String {
+    match b.max_flows {
+        0 => b.active_flows.to_string(),
+        max if b.capped => format!("{}/{max} capped", b.active_flows),
+        max => format!("{}/{max}", b.active_flows),
+    }
 }
 
 fn print_vips(out: Output, vips: &[pb::Vip]) {
@@ -1085,8 +1187,8 @@ fn print_backends(out: Output, backends: &[pb::Backend]) {
         Output::Json => print_json(Value::Array(backends.iter().map(backend_json).collect())),
         Output::Table => {
             println!(
-                "{:<28} {:>6} {:<9} {:<18} {:<10} CHECK",
-                "BACKEND", "WEIGHT", "STATE", "MAC", "HEALTH"
+                "{:<28} {:>6} {:>5} {:<9} {:<18} {:<10} {:<14} {:<16} CHECK",
+                "BACKEND", "WEIGHT", "EFF", "STATE", "MAC", "HEALTH", "FLOWS", "AGENT"
             );
             for b in backends {
                 let mac = mac_text(b);
@@ -1098,12 +1200,15 @@ fn print_backends(out: Output, backends: &[pb::Backend]) {
                         via => format!("{} via {via}", c.kind),
                     });
                 println!(
-                    "{:<28} {:>6} {:<9} {:<18} {:<10} {check}",
+                    "{:<28} {:>6} {:>5} {:<9} {:<18} {:<10} {:<14} {:<16} {check}",
                     b.address,
                     b.weight,
+                    b.effective_weight,
                     state_text(b.state),
                     mac,
-                    health_text(b.health)
+                    health_text(b.health),
+                    flows_text(b),
+                    agent_text(b)
                 );
             }
         }
@@ -1391,6 +1496,20 @@ fn print_event(out: Output, ev: &pb::Event) {
                 }
             ),
             json!({"vip": c.vip, "mac": c.mac, "count": c.count, "backend": c.backend, "last_seen_ms": c.last_seen_ms}),
+        ),
+        Some(pb::event::Kind::Load(l)) => (
+            "load",
+            format!(
+                "{} {} weight {} -> {}{}: {}",
+                vip_text(&l.vip),
+                l.address,
+                l.weight,
+                l.effective_weight,
+                if l.capped { " (capped)" } else { "" },
+                l.reason
+            ),
+            json!({"vip": vip_text(&l.vip), "address": l.address, "weight": l.weight,
+                   "effective_weight": l.effective_weight, "capped": l.capped, "reason": l.reason}),
         ),
         Some(pb::event::Kind::Missed(m)) => (
             "missed",

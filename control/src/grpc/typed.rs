@@ -11,7 +11,10 @@ use lb_core::snapshot::VipKey;
 use lb_proto::v1 as pb;
 use tonic::Status;
 
-use super::{backend_addr_at, check_at, invalid, mac_at, pb_check, pb_key, status, vip_key_at};
+use super::{
+    backend_addr_at, check_at, invalid, load_at, mac_at, pb_agent, pb_check, pb_key, status,
+    vip_key_at,
+};
 use crate::hub::ChangeError;
 use crate::state::{check_backend_addr, check_settings, BackendSettings, DesiredState, StateError};
 
@@ -60,6 +63,7 @@ fn backend(
         drain: b.drain,
         down: b.down,
         check: b.check.map(|c| check_at(c, at_path)).transpose()?,
+        load: load_at(b.agent, b.max_flows, b.min_flows, at_path)?,
     };
     check_settings(&settings).map_err(|e| at(e, at_path, Some(at_path)))?;
     Ok((addr, settings))
@@ -127,6 +131,9 @@ pub fn pb_backend_config(addr: &IpAddr, s: &BackendSettings) -> pb::BackendConfi
         drain: s.drain,
         down: s.down,
         check: s.check.as_ref().map(pb_check),
+        agent: s.load.agent.as_ref().map(pb_agent),
+        max_flows: s.load.max_flows.unwrap_or(0),
+        min_flows: s.load.min_flows.unwrap_or(0),
     }
 }
 
