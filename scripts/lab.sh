@@ -50,6 +50,10 @@
 #                       on every address, as at `up`)
 #   udp-echo N PORT     a UDP echo server on be N bound to VIP:PORT (background);
 #   udp-echo-stop N     and its end
+#   agent N ANSWER      be N's load-feedback agent (lb-agent, port 10999) answers
+#                       ANSWER ("50%", "drain", ...) from now on; started if
+#                       not running (background)
+#   agent-stop N        and its end
 #   lbctl ARGS          lbctl against the lab's lbd
 #   exec NS CMD...      run CMD in a namespace: client, lb, sw, be1..be4
 #   requests N          N HTTP requests (each its own connection) from the client;
@@ -68,6 +72,7 @@ ID=${LAB_ID:-demo}
 DIR=${LAB_DIR:-/tmp/lblab-$ID}
 LBD=${LBD:-$ROOT/target/debug/lbd}
 LBCTL=${LBCTL:-$ROOT/target/debug/lbctl}
+LB_AGENT=${LB_AGENT:-$ROOT/target/debug/lb-agent}
 
 VIP=198.51.100.10
 VIP_PORT=80
@@ -325,6 +330,27 @@ cmd_udp_echo_stop() {
     rm -f "$pidf"
 }
 
+cmd_agent() {
+    local i=$1 answer=$2 pidf="$DIR/be$1/agent.pid"
+    [ -x "$LB_AGENT" ] || die "agent: $LB_AGENT is missing (cargo build --workspace builds it)"
+    printf '%s\n' "$answer" > "$DIR/be$i/agent.load.new"
+    mv "$DIR/be$i/agent.load.new" "$DIR/be$i/agent.load"
+    if [ -f "$pidf" ] && kill -0 "$(cat "$pidf")" 2>/dev/null; then
+        return 0
+    fi
+    # Not through in_ns: $! must be the agent itself (ip netns exec execs it).
+    ip netns exec "$(ns "be$i")" "$LB_AGENT" --listen 0.0.0.0:10999 \
+        --file "$DIR/be$i/agent.load" </dev/null >/dev/null 2>>"$DIR/be$i/agent.log" &
+    echo $! > "$pidf"
+}
+
+cmd_agent_stop() {
+    local pidf="$DIR/be$1/agent.pid"
+    [ -f "$pidf" ] || return 0
+    kill -TERM "$(cat "$pidf")" 2>/dev/null || true
+    rm -f "$pidf"
+}
+
 cmd_nginx_stop() {
     # Fast shutdown: open connections are closed, as when a server dies.
     in_ns "be$1" nginx -c "$DIR/be$1/nginx.conf" -e "$DIR/be$1/error.log" -s stop
@@ -570,6 +596,8 @@ main() {
         nginx-listen) cmd_nginx_listen "$1" "${2:-}" ;;
         udp-echo) cmd_udp_echo "$1" "$2" ;;
         udp-echo-stop) cmd_udp_echo_stop "$1" ;;
+        agent) cmd_agent "$1" "$2" ;;
+        agent-stop) cmd_agent_stop "$1" ;;
         # exec: a caller can signal lbctl itself (events).
         lbctl) exec "$LBCTL" --socket "$DIR/lbd$SFX.sock" "$@" ;;
         # exec: the caller's pid becomes the command's (to signal it).
