@@ -174,6 +174,8 @@ struct FakeMachine {
     proc: PathBuf,
     sys: PathBuf,
     stop: Arc<AtomicBool>,
+    /// Set: the writer removes the interface (so no write races the removal).
+    unplug: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -186,8 +188,9 @@ impl FakeMachine {
         std::fs::create_dir_all(net.join("statistics")).unwrap();
         std::fs::write(net.join("speed"), "1000\n").unwrap();
         let stop = Arc::new(AtomicBool::new(false));
+        let unplug = Arc::new(AtomicBool::new(false));
         let write = {
-            let (proc, net) = (proc.clone(), net.clone());
+            let (proc, net, unplug) = (proc.clone(), net.clone(), unplug.clone());
             move |i: u64| {
                 put(
                     &proc.join("stat"),
@@ -198,13 +201,13 @@ impl FakeMachine {
                         1000 + 6 * i
                     ),
                 );
-                // The interface may have gone (a test removes it).
-                let tx = net.join("statistics/tx_bytes");
-                if tx.parent().unwrap().is_dir() {
-                    let tmp = net.join("tx.tmp");
-                    if std::fs::write(&tmp, format!("{}\n", 5_000_000 * i)).is_ok() {
-                        let _ = std::fs::rename(&tmp, &tx);
-                    }
+                if unplug.load(Ordering::Relaxed) {
+                    let _ = std::fs::remove_dir_all(&net);
+                } else {
+                    put(
+                        &net.join("statistics/tx_bytes"),
+                        &format!("{}\n", 5_000_000 * i),
+                    );
                 }
             }
         };
@@ -224,6 +227,7 @@ impl FakeMachine {
             proc,
             sys,
             stop,
+            unplug,
             thread: Some(thread),
         }
     }
@@ -281,7 +285,7 @@ fn measured_from_proc_and_sys() {
     big.wait_text("ready 56%\n");
 
     // The interface gone: nothing is said about the weight.
-    std::fs::remove_dir_all(m.sys.join("class/net/fake0")).unwrap();
+    m.unplug.store(true, Ordering::Relaxed);
     nic.wait_text("ready\n");
     assert_eq!(nic.json(), serde_json::json!({"state": "ready"}));
     drop(m);
