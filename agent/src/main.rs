@@ -18,6 +18,9 @@ const DEFAULT_PORT: u16 = 10999;
 #[command(
     name = "lb-agent",
     version,
+    // The last of a repeated option wins, so the unit's options can be
+    // overridden (LB_AGENT_OPTIONS, a drop-in) without editing them.
+    args_override_self = true,
     about = "Feedback agent for lbd: reports this backend's spare capacity as a weight percentage",
     long_about = "Feedback agent for lbd: reports this backend's spare capacity as a weight \
         percentage, over HAProxy's agent-check text protocol (TCP: one line such as \
@@ -102,7 +105,10 @@ fn main() {
     // Packaging: `lb-agent --generate-man` prints the man page (roff).
     if std::env::args().skip(1).eq(["--generate-man"]) {
         let mut page = Vec::new();
-        match clap_mangen::Man::new(Cli::command()).render(&mut page) {
+        match clap_mangen::Man::new(Cli::command())
+            .section("8")
+            .render(&mut page)
+        {
             Ok(()) => print!("{}", String::from_utf8_lossy(&page)),
             Err(e) => {
                 eprintln!("lb-agent: error: rendering the man page: {e}");
@@ -328,5 +334,10 @@ mod tests {
         }
         let cli = Cli::try_parse_from(["lb-agent", "--listen", "[::1]:7", "--fixed", "0"]).unwrap();
         assert_eq!((cli.listen.port(), cli.fixed), (7, Some(0)));
+        // The last one wins.
+        let cli =
+            Cli::try_parse_from(["lb-agent", "--listen", "[::1]:7", "--listen", "127.0.0.1:8"])
+                .unwrap();
+        assert_eq!(cli.listen.to_string(), "127.0.0.1:8");
     }
 }
