@@ -16,7 +16,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Request, Response, StatusCode};
@@ -104,16 +103,29 @@ fn read_answer_file(path: &std::path::Path, warned: &Mutex<Option<String>>) -> A
     }
 }
 
+/// The next connection. An error (out of file descriptors, a connection
+/// reset before it was accepted) is logged and waited out a little, not
+/// fatal: the agent keeps serving.
+async fn accept(listener: &TcpListener) -> Option<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    match listener.accept().await {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!(error = %e, "accepting a connection");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            None
+        }
+    }
+}
+
 /// Serve the text protocol: each connection gets the answer's line, then
 /// the agent closes its side. Whatever the peer sent is read and dropped
 /// (for up to a second) so that closing does not reset the connection
 /// before the peer has read the line.
-pub async fn serve_text(listener: TcpListener, source: Source) -> Result<()> {
+pub async fn serve_text(listener: TcpListener, source: Source) {
     loop {
-        let (mut stream, peer) = listener
-            .accept()
-            .await
-            .context("accepting an agent-check connection")?;
+        let Some((mut stream, peer)) = accept(&listener).await else {
+            continue;
+        };
         let line = source.answer().0.text();
         tracing::debug!(%peer, line = line.trim_end(), "agent-check");
         tokio::spawn(async move {
@@ -144,13 +156,12 @@ pub async fn serve_text(listener: TcpListener, source: Source) -> Result<()> {
 
 /// Serve the HTTP protocol: `GET path` (and HEAD) answers the JSON
 /// document; other paths 404, other methods 405.
-pub async fn serve_http(listener: TcpListener, source: Source, path: String) -> Result<()> {
+pub async fn serve_http(listener: TcpListener, source: Source, path: String) {
     let path = Arc::new(path);
     loop {
-        let (stream, peer) = listener
-            .accept()
-            .await
-            .context("accepting an HTTP connection")?;
+        let Some((stream, peer)) = accept(&listener).await else {
+            continue;
+        };
         let (source, path) = (source.clone(), path.clone());
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {

@@ -291,7 +291,7 @@ async fn run(cli: Cli) -> Result<()> {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: stopping"),
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
-        Some(r) = tasks.join_next() => r.context("a server task")??,
+        Some(r) = tasks.join_next() => r.context("a server task")?,
     }
     Ok(())
 }
