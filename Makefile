@@ -1,6 +1,6 @@
 # The two commands of the README. Each sets the machine up first (Debian
 # packages, hugepages; see scripts/setup.sh), so both work on a fresh Debian 12.
-.PHONY: all setup build test test-core demo deb install clean
+.PHONY: all setup build test test-core demo deb install deb-agent install-agent clean
 
 all: build
 
@@ -27,6 +27,14 @@ deb: setup
 
 install: setup
 	scripts/package.sh install $(DESTDIR)
+
+# The feedback agent for the backends (agent/README.md): a package of its
+# own, without DPDK, so no setup first.
+deb-agent:
+	scripts/package.sh agent-deb
+
+install-agent:
+	scripts/package.sh agent-install $(DESTDIR)
 
 clean:
 	cargo clean

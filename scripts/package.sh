@@ -18,6 +18,15 @@
 #   /usr/share/lbd/grafana/lbd.json          the Grafana dashboard
 # The state directory /var/lib/lbd is the unit's StateDirectory (systemd
 # makes it); `install` makes it too, for those who start lbd by hand.
+#
+# The feedback agent runs on the backends, not beside lbd (and needs no
+# DPDK), so it is a package of its own:
+#   scripts/package.sh agent-install [DESTDIR]   make install-agent
+#   scripts/package.sh agent-deb                 make deb-agent:
+#                                                target/deb/lb-agent_VERSION_ARCH.deb
+#   /usr/bin/lb-agent, /lib/systemd/system/lb-agent.service,
+#   /etc/lb-agent/lb-agent.conf (a conffile), /usr/share/man/man8/lb-agent.8.gz,
+#   /usr/share/doc/lb-agent/README.md
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -122,8 +131,87 @@ POSTRM
     echo "$out"
 }
 
+# The agent's build honours CARGO_TARGET_DIR.
+agent_bin() { echo "${CARGO_TARGET_DIR:-target}/$PROFILE"; }
+
+agent_build() {
+    local flag=()
+    [ "$PROFILE" = release ] && flag=(--release)
+    cargo build "${flag[@]}" --locked -p lb-agent >&2
+}
+
+agent_stage() {
+    local root=$1 bin
+    bin=$(agent_bin)
+    [ -x "$bin/lb-agent" ] || die "$bin/lb-agent missing"
+    install -d "$root/usr/bin" "$root/lib/systemd/system" "$root/etc/lb-agent" \
+        "$root/usr/share/man/man8" "$root/usr/share/doc/lb-agent"
+    install -m 0755 "$bin/lb-agent" "$root/usr/bin/"
+    install -m 0644 packaging/lb-agent.service "$root/lib/systemd/system/lb-agent.service"
+    install -m 0644 packaging/lb-agent.conf "$root/etc/lb-agent/lb-agent.conf"
+    "$bin/lb-agent" --generate-man | gzip -9n > "$root/usr/share/man/man8/lb-agent.8.gz"
+    chmod 0644 "$root/usr/share/man/man8/lb-agent.8.gz"
+    install -m 0644 agent/README.md "$root/usr/share/doc/lb-agent/"
+}
+
+cmd_agent_install() {
+    local root=${1:-/}
+    agent_build
+    agent_stage "$root"
+    if [ "$root" = / ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+    echo "installed under $root: systemctl enable --now lb-agent (after editing /etc/lb-agent/lb-agent.conf)"
+}
+
+cmd_agent_deb() {
+    command -v dpkg-deb >/dev/null || die "dpkg-deb is missing (Debian's dpkg)"
+    agent_build
+    local arch ver root out
+    arch=$(dpkg --print-architecture)
+    ver=$(version)
+    root="${CARGO_TARGET_DIR:-target}/deb/lb-agent_${ver}_${arch}"
+    out="$root.deb"
+    rm -rf "$root" "$out"
+    agent_stage "$root"
+    strip --strip-debug "$root/usr/bin/lb-agent"
+    install -d "$root/DEBIAN"
+    cat > "$root/DEBIAN/control" <<CONTROL
+Package: lb-agent
+Version: $ver
+Architecture: $arch
+Maintainer: lbd developers <lbd@localhost>
+Section: net
+Priority: optional
+Depends: $(depends "$root/usr/bin/lb-agent")
+Installed-Size: $(du -sk "$root" | cut -f1)
+Description: load feedback agent for the lbd load balancer
+ lb-agent runs on a backend server and reports its spare capacity (from
+ the CPU load and the NIC's egress, a fixed value, or a file) as a weight
+ percentage, over HAProxy's agent-check text protocol and as JSON over
+ HTTP, so that lbd sends new streams where there is room for them.
+CONTROL
+    echo /etc/lb-agent/lb-agent.conf > "$root/DEBIAN/conffiles"
+    cat > "$root/DEBIAN/postinst" <<'POSTINST'
+#!/bin/sh
+set -e
+# Not enabled or started: choose what it measures in /etc/lb-agent/lb-agent.conf.
+if [ "$1" = configure ] && [ -d /run/systemd/system ]; then
+    systemctl daemon-reload || true
+fi
+POSTINST
+    cat > "$root/DEBIAN/postrm" <<'POSTRM'
+#!/bin/sh
+set -e
+if [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
+POSTRM
+    chmod 0755 "$root/DEBIAN/postinst" "$root/DEBIAN/postrm"
+    dpkg-deb --root-owner-group --build "$root" "$out" >&2
+    echo "$out"
+}
+
 case "${1:-}" in
     install) shift; cmd_install "$@" ;;
     deb) cmd_deb ;;
-    *) die "usage: scripts/package.sh install [DESTDIR] | deb" ;;
+    agent-install) shift; cmd_agent_install "$@" ;;
+    agent-deb) cmd_agent_deb ;;
+    *) die "usage: scripts/package.sh install [DESTDIR] | deb | agent-install [DESTDIR] | agent-deb" ;;
 esac

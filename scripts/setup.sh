@@ -15,7 +15,9 @@ cd "$(dirname "$0")/.."
 # offline from Debian's Go packages alone (clients/go): Go 1.19, grpc-go
 # 1.33, the protobuf runtime (APIv2) with golang/protobuf 1.5, which
 # grpc-go's codec goes through (apt would otherwise pick 1.3, older than
-# the APIv2 messages protoc-gen-go generates), and the plugins.
+# the APIv2 messages protoc-gen-go generates), and the plugins. lb-agent's
+# tests: a real HAProxy polling it (haproxy; its service not started
+# either), and jq and xmllint for its README's adapter recipes.
 # buf (lint, curl: control/tests/buf_cli.rs): npm (pulls nodejs), through
 # which scripts/buf.sh installs the pinned @bufbuild/buf into target/buf;
 # Debian's npm only where no npm is installed (a NodeSource nodejs carries
@@ -26,6 +28,7 @@ PACKAGES=(
     nginx-light hping3 bird2 prometheus
     golang-go golang-google-grpc-dev golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev
     protoc-gen-go protoc-gen-go-grpc
+    haproxy jq libxml2-utils
 )
 
 as_root() {
@@ -42,7 +45,7 @@ command -v npm >/dev/null || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing ${missing[*]}"
     as_root apt-get update -q
-    # The lab runs its own nginx, BIRD and Prometheus: installing the
+    # The lab and the tests run their own nginx, BIRD, Prometheus and HAProxy: installing the
     # packages must not start the system's (policy-rc.d 101 = "do not start").
     policy=""
     if [ ! -e /usr/sbin/policy-rc.d ]; then
