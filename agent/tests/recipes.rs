@@ -3,7 +3,7 @@
 //! the shape each server documents: the answer each writes, and the file
 //! removed once the server fails. This checks the scripts (curl, jq,
 //! xmllint, the arithmetic), not the streaming servers' real output.
-//! Skipped, saying so, where curl, jq or xmllint is missing.
+//! Fails, saying so, where curl, jq or xmllint is missing.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, TcpListener};
@@ -90,8 +90,7 @@ fn the_readme_recipes_write_the_answer() {
             .status()
             .map_or(true, |s| !s.success())
         {
-            eprintln!("skipped: {tool} is missing (Debian: curl, jq, libxml2-utils)");
-            return;
+            panic!("{tool} is missing (Debian: curl, jq, libxml2-utils; scripts/setup.sh installs them)");
         }
     }
     let recipes = recipes();

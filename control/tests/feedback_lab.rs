@@ -47,7 +47,9 @@ fn feedback_lab() {
         agent.display()
     );
     let lab = Lab::up(env!("CARGO_BIN_EXE_lbd"), "flat", Duration::from_secs(240));
-    lab.ok(&["lbd-start"]);
+    // Closed TCP flows leave the table after 2 s (not 60), so a cap's count
+    // falls soon after its downloads end.
+    lab.ok(&["lbd-start", "--tcp-closing-timeout", "2"]);
     lab.ok(&["configure", "20", "20", "20"]);
     lab.wait_passing(None, &BACKENDS, Duration::from_secs(20));
     for (i, answer) in [("1", "100%"), ("2", "50%"), ("3", "25%")] {
@@ -149,7 +151,8 @@ fn feedback_lab() {
     assert!(d.iter().all(complete), "{d:?}");
 
     // An agent that dies: the configured weight is back, the backend up.
-    lab.ok(&["agent", "1", "100%"]);
+    // (A drain lasts until the agent says ready, as HAProxy's does.)
+    lab.ok(&["agent", "1", "ready 100%"]);
     lab.ok(&["agent", "2", "50%"]);
     wait_until("be2 at 50%", Duration::from_secs(10), || {
         weights(&lab) == [20, 10, 20]
@@ -195,8 +198,8 @@ fn feedback_lab() {
     let d = downloads(running);
     assert!(d.iter().all(complete), "{d:?}");
     // The downloads ended: once their flows leave the table (closed TCP
-    // flows expire in seconds), be3 is below its low mark and takes new
-    // connections again.
+    // flows expire after 2 s here), be3 is below its low mark and takes
+    // new connections again.
     wait_until("be3 uncapped", Duration::from_secs(30), || !capped());
     let t = tally(&lab.ok(&["requests", "60"]));
     assert!(
