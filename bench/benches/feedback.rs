@@ -52,8 +52,18 @@ fn one_second_of_reports(c: &mut Criterion) {
     let mut g = c.benchmark_group("feedback");
     g.sample_size(20);
     for (name, vips, per_vip, table) in [
-        ("1000 backends reporting, 10 VIPs of 100 (M = 65537), one second", 10, 100, 65537),
-        ("1000 backends reporting, 1 VIP of 1000 (M = 655373), one second", 1, 1000, 655_373),
+        (
+            "1000 backends reporting, 10 VIPs of 100 (M = 65537), one second",
+            10,
+            100,
+            65537,
+        ),
+        (
+            "1000 backends reporting, 1 VIP of 1000 (M = 655373), one second",
+            1,
+            1000,
+            655_373,
+        ),
     ] {
         let (mut control, backends) = farm(vips, per_vip, table);
         let mut now = Instant::now();
@@ -100,8 +110,12 @@ fn polls(c: &mut Criterion) {
     let mut g = c.benchmark_group("feedback");
     g.bench_function("one agent poll over TCP on loopback (both ends)", |b| {
         b.iter(|| {
-            rt.block_on(feedback::poll(agent, &AgentKind::Tcp, Duration::from_secs(1)))
-                .unwrap()
+            rt.block_on(feedback::poll(
+                agent,
+                &AgentKind::Tcp,
+                Duration::from_secs(1),
+            ))
+            .unwrap()
         })
     });
     g.finish();

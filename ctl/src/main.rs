@@ -839,6 +839,22 @@ async fn run_one_untimed(cli: &Cli, target: &str) -> Result<()> {
                 .await
                 .map_err(server)?
                 .into_inner();
+            // Backends with an agent or a cap: their load, beside their health.
+            let vips = c
+                .list_vips(pb::Empty {})
+                .await
+                .map_err(server)?
+                .into_inner()
+                .vips;
+            let loaded: Vec<(String, &pb::Backend)> = vips
+                .iter()
+                .flat_map(|v| {
+                    v.backends
+                        .iter()
+                        .filter(|b| b.agent.is_some() || b.max_flows != 0)
+                        .map(move |b| (vip_text(&v.key), b))
+                })
+                .collect();
             match out {
                 Output::Json => {
                     // Backends first, as before; then one {"vip_conflict": ...}
@@ -854,6 +870,12 @@ async fn run_one_untimed(cli: &Cli, target: &str) -> Result<()> {
                                         "vip_path": b.vip_path.as_ref().map(|p| json!({"ok": p.ok, "detail": p.detail}))}))
                         .chain(h.conflicts.iter().map(|c| json!({"vip_conflict": {"vip": c.vip, "mac": c.mac,
                                         "count": c.count, "backend": c.backend, "last_seen_ms": c.last_seen_ms}})))
+                        // One {"load": ...} entry per backend with an agent or a cap.
+                        .chain(loaded.iter().map(|(vip, b)| {
+                            let mut load = backend_json(b);
+                            load["vip"] = vip.clone().into();
+                            json!({ "load": load })
+                        }))
                         .collect();
                     print_json(Value::Array(v));
                 }
@@ -885,6 +907,28 @@ async fn run_one_untimed(cli: &Cli, target: &str) -> Result<()> {
                             path(&b.vip_path),
                             detail
                         );
+                    }
+                    if !loaded.is_empty() {
+                        println!();
+                        println!("LOAD (agents and caps)");
+                        println!(
+                            "{:<28} {:<22} {:>6} {:>5} {:<14} DETAIL",
+                            "VIP", "BACKEND", "WEIGHT", "EFF", "FLOWS"
+                        );
+                        for (vip, b) in &loaded {
+                            let detail = b.agent_status.as_ref().map_or_else(
+                                || "no agent".to_string(),
+                                |s| format!("agent {}: {}", agent_text(b), s.detail),
+                            );
+                            println!(
+                                "{:<28} {:<22} {:>6} {:>5} {:<14} {detail}",
+                                vip,
+                                b.address,
+                                b.weight,
+                                b.effective_weight,
+                                flows_text(b)
+                            );
+                        }
                     }
                     if !h.conflicts.is_empty() {
                         println!();

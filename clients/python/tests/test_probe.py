@@ -208,6 +208,10 @@ HOSTILE = [
     ("Apply", typed(backends=[pb.BackendConfig(address="192.0.2.1", mac="\0")]), INVALID, "config.vips[0].backends[0].mac"),
     ("Apply", typed(backends=[pb.BackendConfig(address="192.0.2.1")] * 2), INVALID, "config.vips[0].backends[1]"),
     # SetBackends
+    ("AddBackend", add(agent=pb.AgentCheck(kind=HUGE)), INVALID, "backend.agent.kind"),
+    ("AddBackend", add(agent=pb.AgentCheck(kind="tcp", port=70_000)), INVALID, "backend.agent.port"),
+    ("AddBackend", add(min_flows=5), INVALID, "backend.min_flows"),
+    ("UpdateBackend", update(min_flows=2**32 - 1), INVALID, "backend.min_flows"),
     ("SetBackends", set_backends(vip=ABSENT), NOT_FOUND, "vip 198.51.100.78:80/tcp not found"),
     ("SetBackends", set_backends(vip=key(protocol=99)), INVALID, "vip.protocol"),
     ("SetBackends", set_backends(expected_revision=0), ABORTED, "expected_revision"),
