@@ -171,6 +171,34 @@ pub fn diagnose(
                     ),
                 });
             }
+            // Load feedback: what keeps it from new flows, or makes its
+            // weight the configured one against its agent's wish.
+            if let Some(a) = &b.agent_status {
+                let agent_port = b.agent.as_ref().map_or(0, |a| a.port);
+                if !a.answered && a.detail.contains("configured weight in force") {
+                    problems.push(format!(
+                        "{addr}'s load agent does not answer ({detail}): its configured weight is                          in force. Is the agent running and listening on port {agent_port}                          (`ss -ltn` on the backend), and does a firewall let lbd's host in?",
+                        addr = b.address,
+                        detail = a.detail,
+                    ));
+                } else if a.state == "maint" || a.state == "drain" || (a.answered && a.percent == 0)
+                {
+                    problems.push(format!(
+                        "{addr}'s load agent keeps it from new flows ({detail}); it says `ready`                          (and a percentage above 0) to take them again.",
+                        addr = b.address,
+                        detail = a.detail,
+                    ));
+                }
+            }
+            if b.capped {
+                problems.push(format!(
+                    "{addr} is at its cap ({flows} active flows, max_flows {max}): no new flows                      until below {min}. Raise it (`lbctl backend set-load ... --max-flows`) or add                      backends.",
+                    addr = b.address,
+                    flows = b.active_flows,
+                    max = b.max_flows,
+                    min = b.min_flows,
+                ));
+            }
             if conflicts > 0 {
                 problems.push(format!(
                     "{addr} ({mac}) answers ARP/ND for the VIP {vip}: it takes the VIP's traffic \
@@ -386,6 +414,83 @@ mod tests {
             "the interval's traffic"
         );
         assert_eq!(r.rows[0].check, "http:/ via vip");
+    }
+
+    #[test]
+    fn load_feedback_and_caps_name_their_cause() {
+        let with = |addr: &str, f: fn(&mut pb::Backend)| {
+            let mut b = backend(addr, "02:00:00:00:00:11", pb::Health::Healthy, "vip");
+            b.agent = Some(pb::AgentCheck {
+                kind: "tcp".into(),
+                port: 10999,
+                ..Default::default()
+            });
+            f(&mut b);
+            b
+        };
+        let vips = vec![pb::Vip {
+            key: key(),
+            backends: vec![
+                with("192.0.2.11", |b| {
+                    b.agent_status = Some(pb::AgentStatus {
+                        answered: false,
+                        percent: 100,
+                        state: "ready".into(),
+                        detail: "no answer: connecting: refused (configured weight in force)"
+                            .into(),
+                        since_unix_ms: 0,
+                    })
+                }),
+                with("192.0.2.12", |b| {
+                    b.agent_status = Some(pb::AgentStatus {
+                        answered: true,
+                        percent: 100,
+                        state: "drain".into(),
+                        detail: "drain (in force: 100% drain)".into(),
+                        since_unix_ms: 0,
+                    })
+                }),
+                with("192.0.2.13", |b| {
+                    b.agent = None;
+                    (b.capped, b.active_flows, b.max_flows, b.min_flows) = (true, 120, 100, 90);
+                }),
+                with("192.0.2.14", |b| {
+                    b.agent_status = Some(pb::AgentStatus {
+                        answered: true,
+                        percent: 50,
+                        state: "ready".into(),
+                        detail: "50% (in force: 50% ready)".into(),
+                        since_unix_ms: 0,
+                    })
+                }),
+            ],
+            ..Default::default()
+        }];
+        let r = diagnose(
+            &vips,
+            &pb::HealthResponse::default(),
+            &stats(0),
+            &stats(0),
+            None,
+            text,
+        );
+        let problems: Vec<&Vec<String>> = r.rows.iter().map(|row| &row.problems).collect();
+        assert!(
+            problems[0][0].contains("does not answer") && problems[0][0].contains("port 10999"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[1][0].contains("keeps it from new flows"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[2][0].contains("at its cap (120 active flows, max_flows 100)"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[3].is_empty(),
+            "a loaded backend taking flows is fine: {problems:?}"
+        );
     }
 
     #[test]
