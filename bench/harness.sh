@@ -80,6 +80,9 @@ for v in range(vips):
         print(f'[[vip.backend]]\naddress = "{addr}"\nmac = "02:be:00:00:{i // 256:02x}:{i % 256:02x}"')
 PY
 
+# lbd's metrics listener, on loopback: /healthz says when its workers run.
+METRICS_PORT=$(( 20000 + $$ % 10000 ))
+
 # Flows per lbd worker: room for every generated flow.
 TABLE=$(( FLOWS * 2 > 4096 ? FLOWS * 2 : 4096 ))
 
@@ -98,9 +101,24 @@ start_sut() { # kind, socket
         lbd)
             LBD_LOG=warn "$BIN/lbd" --lcores 0@0,1@1 "${EAL[@]}" --file-prefix "blbd$$" --vdev "$vdev" \
                 -- --port net_memif0 --state "$WORK/lb.toml" --grpc-socket "$WORK/lbd.sock" --flows "$TABLE" \
+                --metrics-listen "127.0.0.1:$METRICS_PORT" \
                 --mbufs 16383 --json > "$WORK/sut.out" 2> "$WORK/sut.err" & ;;
     esac
     SUT_PID=$!
+    if [ "$1" = lbd ]; then
+        # The memif socket exists from EAL's start, long before lbd's
+        # workers poll: their flow tables are allocated and zeroed first
+        # (2 GiB each for 10M flows, seconds). /healthz answers only once
+        # the workers run: a generator started before would fill the ring
+        # and measure nothing.
+        for _ in $(seq 1200); do
+            kill -0 "$SUT_PID" 2>/dev/null || { cat "$WORK/sut.err" >&2; echo "harness: lbd exited" >&2; exit 1; }
+            curl -sf --max-time 1 "http://127.0.0.1:$METRICS_PORT/healthz" >/dev/null && break
+            sleep 0.1
+        done
+        curl -sf --max-time 1 "http://127.0.0.1:$METRICS_PORT/healthz" >/dev/null ||
+            { cat "$WORK/sut.err" >&2; echo "harness: lbd's workers did not start within 2 minutes" >&2; exit 1; }
+    fi
     # memif listens on an abstract socket by default ("@PATH" for ss).
     for _ in $(seq 200); do
         ss -xl 2>/dev/null | grep -qF "@$2" && return 0

@@ -601,7 +601,7 @@ impl Control {
     }
 
     /// The state the dataplane gives a backend with `settings` (see
-    /// [`Control::in_force`]).
+    /// `Control::in_force`).
     pub fn state_in_force(
         &self,
         vip: &VipKey,
