@@ -224,8 +224,17 @@ fn status(e: ChangeError) -> Status {
             message.clone(),
             ErrorDetails::with_precondition_failure_violation("DATAPLANE", "lb.v1/config", message),
         ),
-        // Undone, nothing changed: the client may retry.
-        ChangeError::Persist { .. } => Status::unavailable(message),
+        // Undone, nothing changed: the client may retry. The ErrorInfo
+        // tells this lbd's answer from a transport that failed.
+        ChangeError::Persist { .. } => Status::with_error_details(
+            Code::Unavailable,
+            message,
+            ErrorDetails::with_error_info(
+                "STATE_FILE_NOT_WRITTEN",
+                "lbd",
+                std::collections::HashMap::<String, String>::new(),
+            ),
+        ),
     }
 }
 

@@ -709,6 +709,8 @@ impl Control {
         if changed.is_empty() {
             return 0;
         }
+        // Events in a stable order (VIP, then backend), not the map's.
+        changed.sort_by_key(|(v, a, _)| (*v, *a));
         for (vip, _, _) in &changed {
             self.feedback_rebuilt.insert(*vip, now);
         }

@@ -1083,11 +1083,12 @@ async fn connect_tls(
 }
 
 fn server(s: tonic::Status) -> anyhow::Error {
+    // lbd's own UNAVAILABLE (its state file could not be written) carries
+    // details; a transport that failed has none.
     match s.code() {
-        tonic::Code::Unavailable => anyhow::Error::new(Failure::Unreachable(format!(
-            "lbd is unavailable: {}",
-            s.message()
-        ))),
+        tonic::Code::Unavailable if s.details().is_empty() => anyhow::Error::new(
+            Failure::Unreachable(format!("lbd is unavailable: {}", s.message())),
+        ),
         _ => anyhow::Error::new(Failure::Refused(s)),
     }
 }

@@ -32,9 +32,14 @@ impl Lbd {
     }
 
     pub fn start_with(dir: &Path, tag: &str, extra: &[&str]) -> Lbd {
+        Lbd::start_with_state(dir, &dir.join("state.toml"), tag, extra)
+    }
+
+    /// As [`Lbd::start_with`], its state file at `state`.
+    pub fn start_with_state(dir: &Path, state: &Path, tag: &str, extra: &[&str]) -> Lbd {
         let socket = dir.join("lbd.sock");
         let mut args = eal::eal_args(tag, "0@0,1@1", &["net_null0,size=64"]);
-        let state = dir.join("state.toml").display().to_string();
+        let state = state.display().to_string();
         let sock = socket.display().to_string();
         args.extend(
             [
