@@ -552,20 +552,16 @@ fn pb_backend(c: &Control, key: &VipKey, addr: &IpAddr, s: &BackendSettings) -> 
         mac_since_unix_ms: c.mac_since(addr).map_or(0, unix_ms),
         effective_weight: c.effective_weight(key, addr),
         agent: s.load.agent.as_ref().map(pb_agent),
-        agent_status: s.load.agent.as_ref().map(|_| match c.feedback(key, addr) {
-            Some(f) => pb::AgentStatus {
+        // Before its first poll the agent's feedback is the default one.
+        agent_status: s.load.agent.as_ref().map(|_| {
+            let f = c.feedback(key, addr).cloned().unwrap_or_default();
+            pb::AgentStatus {
                 answered: f.answered,
                 percent: u32::from(f.percent),
                 state: f.state.to_string(),
-                detail: f.detail.clone(),
+                detail: f.detail,
                 since_unix_ms: unix_ms(f.since),
-            },
-            None => pb::AgentStatus {
-                percent: 100,
-                state: "ready".into(),
-                detail: "not polled yet (configured weight in force)".into(),
-                ..Default::default()
-            },
+            }
         }),
         max_flows: s.load.max_flows.unwrap_or(0),
         min_flows: s.load.cap().map_or(0, |(_, low)| low),

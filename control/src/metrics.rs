@@ -268,6 +268,12 @@ fn vips_and_backends(out: &mut Out<'_>, source: &Source, control: &Control) -> f
                 continue;
             };
             let health = control.health(&v.key, &b.addr);
+            let configured = control
+                .state()
+                .vips()
+                .get(&v.key)
+                .and_then(|d| d.backends.get(&b.addr))
+                .map(|d| &d.settings);
             let mut labels = vip_labels(&v.key);
             labels.push(("backend", b.addr.to_string()));
             rows.push(BackendRow {
@@ -276,20 +282,10 @@ fn vips_and_backends(out: &mut Out<'_>, source: &Source, control: &Control) -> f
                 active_flows: WorkerStats::backend_active_flows(&source.stats, slot, b.incarnation),
                 up: b.state == BackendState::Up && b.mac.is_some(),
                 // Drained by the operator (not by an agent or a cap).
-                drained: control
-                    .state()
-                    .vips()
-                    .get(&v.key)
-                    .and_then(|d| d.backends.get(&b.addr))
-                    .is_some_and(|d| d.settings.drain && !d.settings.down),
+                drained: configured.is_some_and(|d| d.drain && !d.down),
                 // The snapshot's weight is the one in force (scaled by the
                 // agent); the configured one is the state's.
-                weight: control
-                    .state()
-                    .vips()
-                    .get(&v.key)
-                    .and_then(|d| d.backends.get(&b.addr))
-                    .map_or(b.weight, |d| d.settings.weight),
+                weight: configured.map_or(b.weight, |d| d.weight),
                 effective_weight: if b.state == BackendState::Up && b.mac.is_some() {
                     b.weight
                 } else {

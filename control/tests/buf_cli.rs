@@ -9,27 +9,12 @@
 
 mod common;
 use common::certs::TlsLbd;
+use common::{repo, target_dir};
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Instant;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-/// `target/` (or `$CARGO_TARGET_DIR`): lbd is `target/debug/lbd`.
-fn target_dir() -> PathBuf {
-    Path::new(env!("CARGO_BIN_EXE_lbd"))
-        .ancestors()
-        .nth(2)
-        .unwrap()
-        .to_path_buf()
-}
 
 /// The pinned buf, installed by scripts/buf.sh when missing.
 fn buf() -> PathBuf {
@@ -109,8 +94,7 @@ fn buf_lint_passes_with_each_exception_needed() {
 
     // A copy of the module: clean as it is, and a name that breaks an
     // unwaived rule fails where it is (buf lints lb.proto itself).
-    let dir = std::env::temp_dir().join(format!("lbd-buf-lint-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = common::temp_dir("buf-lint");
     std::fs::create_dir_all(dir.join("proto")).unwrap();
     std::fs::copy(repo().join("buf.yaml"), dir.join("buf.yaml")).unwrap();
     let proto = std::fs::read_to_string(repo().join("proto/lb.proto")).unwrap();
@@ -177,9 +161,7 @@ fn json(what: &str, (ok, out, err): (bool, String, String)) -> serde_json::Value
 fn buf_curl_calls_lbd_by_reflection_on_both_listeners() {
     let t0 = Instant::now();
     let buf = buf();
-    let dir = std::env::temp_dir().join(format!("lbd-buf-curl-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::temp_dir("buf-curl");
     let TlsLbd {
         lbd,
         addr,

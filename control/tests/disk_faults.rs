@@ -65,9 +65,7 @@ fn rx_packets(lbd: &Lbd) -> u64 {
 
 #[test]
 fn a_full_or_read_only_state_disk_refuses_changes_and_forwarding_goes_on() {
-    let dir = std::env::temp_dir().join(format!("lbd-disk-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::temp_dir("disk");
     let disk = Disk::mount(&dir.join("disk"), "256k");
     let state = disk.0.join("lb.toml");
     let lbd = Lbd::start_with_state(&dir, &state, "disk", &[]);

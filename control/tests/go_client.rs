@@ -62,9 +62,7 @@ fn the_go_client_drives_lbd() {
     );
     let built = t0.elapsed();
 
-    let dir = std::env::temp_dir().join(format!("lbd-go-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::temp_dir("go");
     let TlsLbd {
         lbd,
         addr,

@@ -11,26 +11,11 @@
 
 mod common;
 use common::certs::TlsLbd;
+use common::{repo, target_dir};
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-/// `target/` (or `$CARGO_TARGET_DIR`): lbd is `target/debug/lbd`.
-fn target_dir() -> PathBuf {
-    Path::new(env!("CARGO_BIN_EXE_lbd"))
-        .ancestors()
-        .nth(2)
-        .unwrap()
-        .to_path_buf()
-}
 
 fn run(what: &str, cmd: &mut Command) {
     let out = cmd
@@ -80,9 +65,7 @@ fn the_python_client_drives_lbd_and_every_method_answers_hostile_requests() {
     let python = python_env();
     let setup = t0.elapsed();
 
-    let dir = std::env::temp_dir().join(format!("lbd-python-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::temp_dir("python");
     let TlsLbd {
         lbd,
         addr,

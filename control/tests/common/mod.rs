@@ -31,6 +31,24 @@ pub fn clock() -> u64 {
     TSC.fetch_add(1, Ordering::SeqCst) + 1
 }
 
+/// The repository's root.
+pub fn repo() -> PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// `target/` (or `$CARGO_TARGET_DIR`): lbd is `target/debug/lbd`.
+pub fn target_dir() -> PathBuf {
+    std::path::Path::new(env!("CARGO_BIN_EXE_lbd"))
+        .ancestors()
+        .nth(2)
+        .unwrap()
+        .to_path_buf()
+}
+
+/// A new, empty directory of this test process.
 pub fn temp_dir(name: &str) -> PathBuf {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let dir = std::env::temp_dir().join(format!(
