@@ -987,6 +987,7 @@ mod tests {
             weight: 1,
             mac: Some(backend_mac(slot)),
             state,
+            tunnel: None,
         }
     }
 
