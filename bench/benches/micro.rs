@@ -8,12 +8,13 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use lb_bench::{
-    burst, client, datagram, established, frame, snapshot, snapshot_via, ACK, BURST, PORT_MAC, SYN, VIP,
+    burst, client, datagram, established, frame, snapshot, snapshot_via, ACK, BURST, PORT_MAC, SYN,
+    VIP,
 };
 use lb_core::flow::{FlowConfig, FlowKey};
 use lb_core::forward::{self, Action, Classified};
-use lb_core::packet::ethernet::MacAddr;
 use lb_core::maglev::Maglev;
+use lb_core::packet::ethernet::MacAddr;
 use lb_core::snapshot::BackendRef;
 use std::hint::black_box;
 use std::time::Duration;
@@ -246,10 +247,22 @@ fn encapsulate(c: &mut Criterion) {
     let methods = [
         ("dr", None, false),
         ("ipip", Some(Encap::Ipip), false),
-        ("gue", Some(Encap::Gue { port: DEFAULT_GUE_PORT }), false),
+        (
+            "gue",
+            Some(Encap::Gue {
+                port: DEFAULT_GUE_PORT,
+            }),
+            false,
+        ),
         ("vxlan", Some(vxlan), false),
         ("ipip over IPv6", Some(Encap::Ipip), true),
-        ("gue over IPv6 (UDP checksum)", Some(Encap::Gue { port: DEFAULT_GUE_PORT }), true),
+        (
+            "gue over IPv6 (UDP checksum)",
+            Some(Encap::Gue {
+                port: DEFAULT_GUE_PORT,
+            }),
+            true,
+        ),
         ("vxlan over IPv6 (UDP checksum)", Some(vxlan), true),
     ];
     let originals: Vec<Vec<u8>> = shuffled(FLOWS, 3)
@@ -261,7 +274,12 @@ fn encapsulate(c: &mut Criterion) {
     let mut bufs: Vec<Vec<u8>> = vec![vec![0u8; HEADROOM + len]; FRAMES];
     // One table per backend family: the IPv4 ones share their Maglev tables.
     let mut v4 = established(&snapshot(100, 65_537), 2 << 20, FLOWS, config);
-    let mut v6 = established(&snapshot_via(100, 65_537, None, true), 2 << 20, FLOWS, config);
+    let mut v6 = established(
+        &snapshot_via(100, 65_537, None, true),
+        2 << 20,
+        FLOWS,
+        config,
+    );
     let mut g = c.benchmark_group("encapsulate");
     g.sample_size(30);
     g.throughput(Throughput::Elements(BURST as u64));
@@ -269,28 +287,37 @@ fn encapsulate(c: &mut Criterion) {
     for (name, encap, over_v6) in methods {
         let snap = snapshot_via(100, 65_537, encap, over_v6);
         let flows = if over_v6 { &mut v6 } else { &mut v4 };
-        g.bench_function(format!("1M flows, 100 backends, burst of 32: {name}"), |b| {
-            b.iter(|| {
-                let chunk = at..at + BURST;
-                at = (at + BURST) % FRAMES;
-                let mut classified = [Classified::ToKernel; BURST];
-                for ((c, buf), o) in classified.iter_mut().zip(&mut bufs[chunk.clone()]).zip(&originals[chunk.clone()]) {
-                    buf[HEADROOM..].copy_from_slice(o);
-                    *c = forward::classify(&buf[HEADROOM..], &snap);
-                    c.prefetch_entries(flows, dataplane::dpdk::prefetch);
-                }
-                let mut sent = 0;
-                for (c, buf) in classified.iter().zip(&mut bufs[chunk]) {
-                    let mut f = Frame::new(buf, HEADROOM, len).expect("inside");
-                    if let Action::Forward { slot, .. } = forward::apply(*c, &mut f, &snap, flows, 1) {
-                        if forward::egress(&mut f, &snap, slot).is_ok() {
-                            sent += f.len();
+        g.bench_function(
+            format!("1M flows, 100 backends, burst of 32: {name}"),
+            |b| {
+                b.iter(|| {
+                    let chunk = at..at + BURST;
+                    at = (at + BURST) % FRAMES;
+                    let mut classified = [Classified::ToKernel; BURST];
+                    for ((c, buf), o) in classified
+                        .iter_mut()
+                        .zip(&mut bufs[chunk.clone()])
+                        .zip(&originals[chunk.clone()])
+                    {
+                        buf[HEADROOM..].copy_from_slice(o);
+                        *c = forward::classify(&buf[HEADROOM..], &snap);
+                        c.prefetch_entries(flows, dataplane::dpdk::prefetch);
+                    }
+                    let mut sent = 0;
+                    for (c, buf) in classified.iter().zip(&mut bufs[chunk]) {
+                        let mut f = Frame::new(buf, HEADROOM, len).expect("inside");
+                        if let Action::Forward { slot, .. } =
+                            forward::apply(*c, &mut f, &snap, flows, 1)
+                        {
+                            if forward::egress(&mut f, &snap, slot).is_ok() {
+                                sent += f.len();
+                            }
                         }
                     }
-                }
-                black_box(sent)
-            })
-        });
+                    black_box(sent)
+                })
+            },
+        );
     }
     g.finish();
 }

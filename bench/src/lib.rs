@@ -9,10 +9,10 @@ use lb_core::flow::{FlowConfig, FlowTable};
 use lb_core::forward::{self, Action, Classified};
 use lb_core::packet::build;
 use lb_core::packet::ethernet::MacAddr;
-use lb_core::tunnel::{Encap, Tunnel};
 use lb_core::snapshot::{
     BackendRef, BackendSpec, BackendState, Proto, Snapshot, SnapshotSpec, VipKey, VipSpec,
 };
+use lb_core::tunnel::{Encap, Tunnel};
 
 pub const PORT_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x01]);
 pub const CLIENT_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x02]);
@@ -32,7 +32,9 @@ pub fn snapshot(backends: u16, table_size: u32) -> Snapshot {
 pub fn snapshot_via(backends: u16, table_size: u32, encap: Option<Encap>, v6: bool) -> Snapshot {
     let addr = |i: u16| -> IpAddr {
         if v6 {
-            IpAddr::V6(Ipv6Addr::from(0x2001_0db8_0020_u128 << 80 | (u128::from(i) + 1)))
+            IpAddr::V6(Ipv6Addr::from(
+                0x2001_0db8_0020_u128 << 80 | (u128::from(i) + 1),
+            ))
         } else {
             IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | (u32::from(i) + 1)))
         }
