@@ -179,6 +179,9 @@ fn decide(c: &mut Criterion) {
     // moves the clock past the SYN timeout, so every packet is a new flow
     // and the previous pass's entries have expired: the steady state of a
     // stream of new flows, where each takes the slot of one that ended.
+    // Setting up 1M flows at half the capacity leaves a few without a
+    // slot (their buckets full); what is asserted is that new flows find one.
+    let rejected_before = flows.stats().rejected;
     let mut pass = 0u32;
     let mut now = 1u32;
     let mut new_flows = |name: &str, frames: &mut [Vec<u8>]| {
@@ -217,7 +220,7 @@ fn decide(c: &mut Criterion) {
         &mut datagrams,
     );
     let s = flows.stats();
-    assert_eq!(s.rejected, 0, "new flows found room: {s:?}");
+    assert_eq!(s.rejected, rejected_before, "new flows found room: {s:?}");
     g.finish();
 }
 
