@@ -5,6 +5,11 @@
 //!
 //! ```toml
 //! local_addresses = ["192.0.2.1"]        # the port's own addresses (host traffic)
+//! tunnel_sources = ["192.0.2.1"]         # outer source of tunnels, per family (instance-local)
+//!
+//! [[route]]                              # next hops of tunnelled backends (instance-local)
+//! prefix = "10.20.0.0/16"
+//! gateway = "192.0.2.254"
 //!
 //! [[vip]]
 //! address = "198.51.100.10"
@@ -17,6 +22,7 @@
 //! mac = "02:00:00:00:00:11"              # static MAC; absent: resolved by ARP/ND
 //! weight = 1                             # default 1; 0 takes no new flows
 //! state = "up"                           # up | draining | down; default up
+//! forward = "dr"                         # dr | ipip | gue | vxlan; default dr
 //! ```
 
 use std::net::IpAddr;
@@ -36,8 +42,30 @@ pub struct Config {
     /// (one more with every accepted change). Ignored by Apply.
     #[serde(default, skip_serializing_if = "is_zero_u64")]
     pub revision: u64,
+    /// The outer source address of tunnels ([`ForwardMethod`]), at most one
+    /// per family; a family without one: the first `local_addresses` of
+    /// that family. The instance's own, as `local_addresses` are.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tunnel_sources: Vec<IpAddr>,
+    /// `[[route]]`: next hops of tunnelled backends beyond the segment.
+    /// The instance's own, as `local_addresses` are.
+    #[serde(default, rename = "route", skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<RouteConfig>,
     #[serde(default, rename = "vip")]
     pub vips: Vec<VipConfig>,
+}
+
+/// `[[route]]`: tunnelled backends whose address is in `prefix` are reached
+/// through `gateway` (on the port's segment); the longest prefix wins.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// `10.20.0.0/16`, `2001:db8:20::/48`.
+    pub prefix: String,
+    pub gateway: IpAddr,
+    /// The gateway's static MAC; absent: resolved by ARP / ND.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
 }
 
 fn is_zero_u64(v: &u64) -> bool {
@@ -59,6 +87,10 @@ pub struct VipConfig {
     /// Idle timeout (seconds) of this VIP's UDP flows; 0 or absent: lbd's `--udp-timeout`.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub udp_idle_timeout: u16,
+    /// The outer source of this VIP's tunnels, per family: overrides the
+    /// top-level `tunnel_sources`. Travels with the VIP.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tunnel_sources: Vec<IpAddr>,
     #[serde(default, rename = "backend")]
     pub backends: Vec<BackendConfig>,
 }
@@ -74,8 +106,19 @@ pub enum Protocol {
 #[serde(deny_unknown_fields)]
 pub struct BackendConfig {
     pub address: IpAddr,
+    /// dr: a static MAC (absent: resolved); vxlan: required, the MAC of the
+    /// backend's VXLAN device; ipip, gue: refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
+    /// How its packets reach it; default dr.
+    #[serde(default, skip_serializing_if = "ForwardMethod::is_dr")]
+    pub forward: ForwardMethod,
+    /// gue (default 6080) and vxlan (default 4789) only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel_port: Option<u16>,
+    /// vxlan only, and required there: 0-16777215.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vni: Option<u32>,
     #[serde(default = "default_weight")]
     pub weight: u32,
     #[serde(default)]
@@ -92,6 +135,49 @@ pub struct BackendConfig {
     pub max_flows: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_flows: Option<u32>,
+}
+
+/// How a backend's packets reach it ([`lb_core::tunnel`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ForwardMethod {
+    /// Direct server return on the segment: the Ethernet header rewritten.
+    #[default]
+    Dr,
+    /// The client's IP packet inside an outer IP header.
+    Ipip,
+    /// GUE variant 1: the client's IP packet after an outer UDP header.
+    Gue,
+    /// The DR frame inside VXLAN over UDP.
+    Vxlan,
+}
+
+impl ForwardMethod {
+    pub fn is_dr(&self) -> bool {
+        *self == ForwardMethod::Dr
+    }
+
+    /// `dr`, `ipip`, `gue` or `vxlan` (`""`: `dr`), the CLI's form.
+    pub fn parse(s: &str) -> Option<ForwardMethod> {
+        match s {
+            "" | "dr" => Some(ForwardMethod::Dr),
+            "ipip" => Some(ForwardMethod::Ipip),
+            "gue" => Some(ForwardMethod::Gue),
+            "vxlan" => Some(ForwardMethod::Vxlan),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for ForwardMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ForwardMethod::Dr => "dr",
+            ForwardMethod::Ipip => "ipip",
+            ForwardMethod::Gue => "gue",
+            ForwardMethod::Vxlan => "vxlan",
+        })
+    }
 }
 
 /// `[vip.backend.agent]`: HAProxy's agent-check over TCP, or HTTP JSON.

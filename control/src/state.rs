@@ -22,8 +22,9 @@ use lb_core::snapshot::MAX_BACKEND_SLOTS;
 use lb_core::snapshot::{
     BackendRef, BackendSpec, BackendState, Proto, SnapshotSpec, VipKey, VipSpec,
 };
+use lb_core::tunnel::{Encap, Tunnel, DEFAULT_GUE_PORT, DEFAULT_VXLAN_PORT, MAX_VNI};
 
-pub use crate::config::CheckVia;
+pub use crate::config::{CheckVia, ForwardMethod};
 use crate::config::{self, Config};
 
 pub const DEFAULT_TABLE_SIZE: u32 = config::DEFAULT_TABLE_SIZE;
@@ -148,11 +149,97 @@ impl std::fmt::Display for CheckKind {
     }
 }
 
+/// An IPv4 or IPv6 prefix, `10.20.0.0/16`: its host bits are zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Prefix {
+    pub addr: IpAddr,
+    pub len: u8,
+}
+
+impl Prefix {
+    /// The address as the top bits of a u128, and the family's length.
+    fn bits(a: &IpAddr) -> (u128, u8) {
+        match a {
+            IpAddr::V4(v4) => (u128::from(u32::from(*v4)) << 96, 32),
+            IpAddr::V6(v6) => (u128::from(*v6), 128),
+        }
+    }
+
+    fn mask(len: u8) -> u128 {
+        match len {
+            0 => 0,
+            l => u128::MAX << (128 - u32::from(l)),
+        }
+    }
+
+    /// Whether `ip` (of the prefix's family) is inside it.
+    pub fn contains(&self, ip: &IpAddr) -> bool {
+        if ip.is_ipv4() != self.addr.is_ipv4() {
+            return false;
+        }
+        let m = Prefix::mask(self.len);
+        Prefix::bits(&self.addr).0 & m == Prefix::bits(ip).0 & m
+    }
+}
+
+impl std::str::FromStr for Prefix {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Prefix, String> {
+        let (a, l) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?}: expected ADDRESS/LENGTH, e.g. 10.20.0.0/16"))?;
+        let addr: IpAddr = a
+            .parse()
+            .map_err(|_| format!("{s:?}: {a:?} is not an IPv4 or IPv6 address"))?;
+        let (bits, max) = Prefix::bits(&addr);
+        let len: u8 = l
+            .parse()
+            .ok()
+            .filter(|l| *l <= max)
+            .ok_or_else(|| format!("{s:?}: the length {l:?} is not 0-{max}"))?;
+        let net = bits & Prefix::mask(len);
+        if net != bits {
+            let net = match addr {
+                IpAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::from((net >> 96) as u32)),
+                IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::from(net)),
+            };
+            return Err(format!(
+                "{s:?} has host bits set: the prefix is {net}/{len}"
+            ));
+        }
+        Ok(Prefix { addr, len })
+    }
+}
+
+impl std::fmt::Display for Prefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+/// A `[[route]]`: tunnelled backends in `prefix` are reached through
+/// `gateway`, at its static `mac` or the one resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub prefix: Prefix,
+    pub gateway: IpAddr,
+    pub mac: Option<MacAddr>,
+}
+
 /// What an operator can set on a backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendSettings {
     pub weight: u32,
+    /// DR: the backend's static MAC (`None`: resolved); VXLAN: the MAC of
+    /// its VXLAN device, the inner frame's destination (required); IPIP,
+    /// GUE: none.
     pub mac: Option<MacAddr>,
+    /// How its packets reach it, and the method's parameters: the UDP port
+    /// of GUE and VXLAN (`None`: the method's default), the VNI of VXLAN.
+    pub forward: ForwardMethod,
+    pub tunnel_port: Option<u16>,
+    pub vni: Option<u32>,
     pub drain: bool,
     /// Administratively down.
     pub down: bool,
@@ -247,6 +334,49 @@ impl AgentCheck {
 }
 
 impl BackendSettings {
+    /// Whether its packets travel a tunnel (its MAC is then the next hop's).
+    pub fn tunnelled(&self) -> bool {
+        !self.forward.is_dr()
+    }
+
+    /// The encapsulation, for a tunnelled backend.
+    pub fn encap(&self) -> Option<Encap> {
+        match self.forward {
+            ForwardMethod::Dr => None,
+            ForwardMethod::Ipip => Some(Encap::Ipip),
+            ForwardMethod::Gue => Some(Encap::Gue {
+                port: self.tunnel_port.unwrap_or(DEFAULT_GUE_PORT),
+            }),
+            ForwardMethod::Vxlan => Some(Encap::Vxlan {
+                port: self.tunnel_port.unwrap_or(DEFAULT_VXLAN_PORT),
+                vni: self.vni.unwrap_or(0),
+                inner_mac: self.mac.unwrap_or(MacAddr::ZERO),
+            }),
+        }
+    }
+
+    /// The tunnel's UDP port in use (GUE, VXLAN), 0 for the others.
+    pub fn port_in_use(&self) -> u16 {
+        match self.encap() {
+            Some(Encap::Gue { port } | Encap::Vxlan { port, .. }) => port,
+            _ => 0,
+        }
+    }
+
+    /// The method in words with its parameters: `dr`, `ipip`, `gue:6080`,
+    /// `vxlan:100` (the VNI; `vxlan:100@4790` off the default port).
+    pub fn forward_text(&self) -> String {
+        match self.encap() {
+            None => "dr".into(),
+            Some(Encap::Ipip) => "ipip".into(),
+            Some(Encap::Gue { port }) => format!("gue:{port}"),
+            Some(Encap::Vxlan { port, vni, .. }) if port == DEFAULT_VXLAN_PORT => {
+                format!("vxlan:{vni}")
+            }
+            Some(Encap::Vxlan { port, vni, .. }) => format!("vxlan:{vni}@{port}"),
+        }
+    }
+
     /// Down wins over draining.
     pub fn state(&self) -> BackendState {
         if self.down {
@@ -278,6 +408,9 @@ impl Default for BackendSettings {
         BackendSettings {
             weight: 1,
             mac: None,
+            forward: ForwardMethod::Dr,
+            tunnel_port: None,
+            vni: None,
             drain: false,
             down: false,
             check: None,
@@ -297,12 +430,21 @@ pub struct DesiredVip {
     pub table_size: u32,
     /// The VIP's own idle timeouts for established TCP and UDP flows (0: lbd's).
     pub idle: IdleTimeouts,
+    /// The outer source of its tunnels per family (over the instance's).
+    pub tunnel_sources: Vec<IpAddr>,
     pub backends: BTreeMap<IpAddr, DesiredBackend>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DesiredState {
     pub local_addresses: Vec<IpAddr>,
+    /// The instance's outer source of tunnels per family (at most one
+    /// each); absent for a family: its first local address. Instance-local
+    /// as `local_addresses` are: neither exported nor applied.
+    pub tunnel_sources: Vec<IpAddr>,
+    /// The instance's next hops for tunnelled backends beyond the segment
+    /// (instance-local too); the longest prefix holding a backend wins.
+    pub routes: Vec<Route>,
     /// Advanced by one with every accepted change ([`crate::hub::Control::change`]),
     /// kept in the state file: what a precondition names.
     pub revision: u64,
@@ -332,6 +474,7 @@ impl DesiredState {
             DesiredVip {
                 table_size,
                 idle: IdleTimeouts::default(),
+                tunnel_sources: Vec::new(),
                 backends: BTreeMap::new(),
             },
         );
@@ -348,6 +491,21 @@ impl DesiredState {
         if self.local_addresses != desired.local_addresses {
             self.local_addresses = desired.local_addresses.clone();
             changes.push(format!("local addresses set to {:?}", self.local_addresses));
+        }
+        if self.tunnel_sources != desired.tunnel_sources {
+            self.set_tunnel_sources(desired.tunnel_sources.clone())?;
+            changes.push(format!("tunnel sources set to {:?}", self.tunnel_sources));
+        }
+        if self.routes != desired.routes {
+            self.set_routes(desired.routes.clone())?;
+            changes.push(format!(
+                "routes set to [{}]",
+                self.routes
+                    .iter()
+                    .map(|r| format!("{} via {}", r.prefix, r.gateway))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
         }
         let gone: Vec<VipKey> = self
             .vips
@@ -376,6 +534,13 @@ impl DesiredState {
                 self.remove_backend(key, &addr)?;
                 changes.push(format!("backend {addr} removed from {key}"));
             }
+            if self.vips[key].tunnel_sources != want.tunnel_sources {
+                self.set_vip_tunnel_sources(key, want.tunnel_sources.clone())?;
+                changes.push(format!(
+                    "vip {key} tunnel sources set to {:?}",
+                    want.tunnel_sources
+                ));
+            }
             if self.vips[key].idle != want.idle {
                 self.vip_mut(key)?.idle = want.idle;
                 changes.push(format!(
@@ -395,7 +560,147 @@ impl DesiredState {
                 .collect();
             changes.extend(self.set_backends(key, &settings)?);
         }
+        // Backends that stayed as they were must still find a tunnel source.
+        self.check_tunnels()?;
         Ok(changes)
+    }
+
+    /// Set the instance's tunnel sources (at most one per family).
+    pub fn set_tunnel_sources(&mut self, sources: Vec<IpAddr>) -> Result<(), StateError> {
+        check_sources(&sources, "tunnel_sources")?;
+        self.tunnel_sources = sources;
+        Ok(())
+    }
+
+    /// Set a VIP's own tunnel sources (at most one per family).
+    pub fn set_vip_tunnel_sources(
+        &mut self,
+        key: &VipKey,
+        sources: Vec<IpAddr>,
+    ) -> Result<(), StateError> {
+        check_sources(&sources, "vip.tunnel_sources")?;
+        self.vip_mut(key)?.tunnel_sources = sources;
+        Ok(())
+    }
+
+    /// Set the instance's routes: each prefix once, its gateway of its family.
+    pub fn set_routes(&mut self, routes: Vec<Route>) -> Result<(), StateError> {
+        for (i, r) in routes.iter().enumerate() {
+            if routes[..i].iter().any(|o| o.prefix == r.prefix) {
+                return Err(invalid(
+                    "route.prefix",
+                    format!("{} is given twice", r.prefix),
+                ));
+            }
+            if r.gateway.is_ipv4() != r.prefix.addr.is_ipv4() {
+                return Err(invalid(
+                    "route.gateway",
+                    format!(
+                        "{} is not of the family of its prefix {}",
+                        r.gateway, r.prefix
+                    ),
+                ));
+            }
+            if r.gateway.is_unspecified() || r.gateway.is_multicast() || r.gateway.is_loopback()
+            {
+                return Err(invalid(
+                    "route.gateway",
+                    format!("{} is not a unicast host address", r.gateway),
+                ));
+            }
+            if let Some(m) = r.mac {
+                if m.is_multicast() || m == MacAddr::ZERO {
+                    return Err(invalid(
+                        "route.mac",
+                        format!("route {}: {m} is not a unicast MAC address", r.prefix),
+                    ));
+                }
+            }
+        }
+        self.routes = routes;
+        Ok(())
+    }
+
+    /// The outer source of the tunnel to backend `addr` of `key`: the VIP's
+    /// tunnel source of the backend's family, else the instance's, else its
+    /// first local address of that family.
+    pub fn tunnel_source(&self, key: &VipKey, addr: &IpAddr) -> Option<IpAddr> {
+        let same = |a: &&IpAddr| a.is_ipv4() == addr.is_ipv4();
+        self.vips
+            .get(key)
+            .and_then(|v| v.tunnel_sources.iter().find(same))
+            .or_else(|| self.tunnel_sources.iter().find(same))
+            .or_else(|| self.local_addresses.iter().find(same))
+            .copied()
+    }
+
+    /// The route a tunnelled backend at `addr` takes: the longest prefix
+    /// holding it; `None`: on the segment.
+    pub fn route_to(&self, addr: &IpAddr) -> Option<&Route> {
+        self.routes
+            .iter()
+            .filter(|r| r.prefix.contains(addr))
+            .max_by_key(|r| r.prefix.len)
+    }
+
+    /// The neighbour a backend's packets go to, with its static MAC if it
+    /// has one: a DR backend itself (its static MAC); a tunnelled one its
+    /// route's gateway (the route's MAC), else itself on the segment
+    /// (resolved: a VXLAN backend's `mac` is its VXLAN device's, not its
+    /// NIC's).
+    pub fn next_hop(&self, addr: &IpAddr, s: &BackendSettings) -> (IpAddr, Option<MacAddr>) {
+        if !s.tunnelled() {
+            return (*addr, s.mac);
+        }
+        match self.route_to(addr) {
+            Some(r) => (r.gateway, r.mac),
+            None => (*addr, None),
+        }
+    }
+
+    /// A tunnelled backend's context: a tunnel source of its family, and
+    /// no IPv6 VIP carried by IPIP to an IPv4 backend.
+    fn check_tunnel(
+        &self,
+        key: &VipKey,
+        addr: &IpAddr,
+        s: &BackendSettings,
+    ) -> Result<(), StateError> {
+        if !s.tunnelled() {
+            return Ok(());
+        }
+        if s.forward == ForwardMethod::Ipip && key.addr.is_ipv6() && addr.is_ipv4() {
+            return Err(invalid(
+                "backend.forward",
+                format!(
+                    "vip {key}, backend {addr}: ipip cannot carry an IPv6 VIP's packets to an \
+                     IPv4 backend (use gue or vxlan)"
+                ),
+            ));
+        }
+        if self.tunnel_source(key, addr).is_none() {
+            let family = if addr.is_ipv4() { "IPv4" } else { "IPv6" };
+            return Err(invalid(
+                "backend.forward",
+                format!(
+                    "vip {key}, backend {addr}: a {} backend needs a tunnel source of its family \
+                     ({family}): give the VIP's tunnel_sources, the top-level tunnel_sources, or \
+                     a local_addresses entry of that family",
+                    s.forward
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Every tunnelled backend's context (see `check_tunnel`).
+    pub fn check_tunnels(&self) -> Result<(), StateError> {
+        for (key, v) in &self.vips {
+            for (addr, b) in &v.backends {
+                self.check_tunnel(key, addr, &b.settings)?;
+            }
+        }
+        Ok(())
     }
 
     /// Make `key`'s backends exactly `want`: those that stay keep their
@@ -461,6 +766,7 @@ impl DesiredState {
         check_settings(&settings)?;
         check_backend_addr(key, &addr)?;
         let vip = self.vips.get(key).ok_or_else(|| vip_not_found(key))?;
+        self.check_tunnel(key, &addr, &settings)?;
         if vip.backends.contains_key(&addr) {
             return Err(StateError::AlreadyExists {
                 kind: "backend",
@@ -492,6 +798,9 @@ impl DesiredState {
         settings: BackendSettings,
     ) -> Result<(), StateError> {
         check_settings(&settings)?;
+        if self.vips.get(key).is_some_and(|v| v.backends.contains_key(addr)) {
+            self.check_tunnel(key, addr, &settings)?;
+        }
         let b = self
             .vip_mut(key)?
             .backends
@@ -526,8 +835,10 @@ impl DesiredState {
         })
     }
 
-    /// The snapshot this state asks for; `mac_of` supplies resolved MACs for
-    /// backends without a static one.
+    /// The snapshot this state asks for; `mac_of` supplies resolved MACs of
+    /// next hops without a static one: DR backends, the gateways of
+    /// tunnelled ones (or themselves on the segment, see
+    /// [`DesiredState::next_hop`]).
     pub fn to_spec(
         &self,
         generation: u64,
@@ -544,12 +855,23 @@ impl DesiredState {
                 backends: v
                     .backends
                     .iter()
-                    .map(|(addr, b)| BackendSpec {
-                        id: b.id,
-                        addr: *addr,
-                        weight: b.settings.weight,
-                        mac: b.settings.mac.or_else(|| mac_of(addr)),
-                        state: b.settings.state(),
+                    .map(|(addr, b)| {
+                        let (hop, fixed) = self.next_hop(addr, &b.settings);
+                        let tunnel = b.settings.encap().and_then(|encap| {
+                            self.tunnel_source(key, addr)
+                                .map(|source| Tunnel { encap, source })
+                        });
+                        // A tunnelled backend without a source (validation
+                        // refuses one) takes no traffic rather than DR.
+                        let usable = tunnel.is_some() || !b.settings.tunnelled();
+                        BackendSpec {
+                            id: b.id,
+                            addr: *addr,
+                            weight: b.settings.weight,
+                            mac: fixed.or_else(|| mac_of(&hop)).filter(|_| usable),
+                            state: b.settings.state(),
+                            tunnel,
+                        }
                     })
                     .collect(),
             })
@@ -574,12 +896,29 @@ impl DesiredState {
             .collect()
     }
 
-    /// Every backend address, with its static MAC if it has one.
-    pub fn backend_addresses(&self) -> Vec<(IpAddr, Option<MacAddr>)> {
-        self.vips
-            .values()
-            .flat_map(|v| v.backends.iter().map(|(a, b)| (*a, b.settings.mac)))
-            .collect()
+    /// Every backend: (VIP, address, settings).
+    pub fn backends(&self) -> impl Iterator<Item = (&VipKey, &IpAddr, &BackendSettings)> {
+        self.vips.iter().flat_map(|(k, v)| {
+            v.backends
+                .iter()
+                .map(move |(a, b)| (k, a, &b.settings))
+        })
+    }
+
+    /// Every neighbour to resolve or pin, once, with its static MAC if it
+    /// has one (a static MAC wins over none): DR backends, the gateways
+    /// tunnelled backends use, and tunnelled backends on the segment. A
+    /// tunnelled backend behind a gateway is not resolved itself.
+    pub fn next_hops(&self) -> Vec<(IpAddr, Option<MacAddr>)> {
+        let mut hops: BTreeMap<IpAddr, Option<MacAddr>> = BTreeMap::new();
+        for (_, addr, s) in self.backends() {
+            let (hop, mac) = self.next_hop(addr, s);
+            let e = hops.entry(hop).or_insert(mac);
+            if e.is_none() {
+                *e = mac;
+            }
+        }
+        hops.into_iter().collect()
     }
 
     /// Build from the file format, validating every entry as the API would.
@@ -589,6 +928,29 @@ impl DesiredState {
             revision: c.revision,
             ..DesiredState::default()
         };
+        s.set_tunnel_sources(c.tunnel_sources.clone())?;
+        let routes = c
+            .routes
+            .iter()
+            .map(|r| {
+                let prefix = r
+                    .prefix
+                    .parse::<Prefix>()
+                    .map_err(|e| invalid("route.prefix", e))?;
+                let mac = r
+                    .mac
+                    .as_deref()
+                    .map(str::parse::<MacAddr>)
+                    .transpose()
+                    .map_err(|e| invalid("route.mac", format!("route {prefix}: {e}")))?;
+                Ok(Route {
+                    prefix,
+                    gateway: r.gateway,
+                    mac,
+                })
+            })
+            .collect::<Result<Vec<Route>, StateError>>()?;
+        s.set_routes(routes)?;
         for v in &c.vips {
             let key = VipKey {
                 addr: v.address,
@@ -606,6 +968,13 @@ impl DesiredState {
                     udp: v.udp_idle_timeout,
                 },
             )?;
+            s.set_vip_tunnel_sources(&key, v.tunnel_sources.clone())
+                .map_err(|e| match e {
+                    StateError::Invalid { field, reason } => {
+                        invalid(field, format!("vip {key}: {reason}"))
+                    }
+                    e => e,
+                })?;
             for b in &v.backends {
                 let mac = b
                     .mac
@@ -669,6 +1038,9 @@ impl DesiredState {
                 let settings = BackendSettings {
                     weight: b.weight,
                     mac,
+                    forward: b.forward,
+                    tunnel_port: b.tunnel_port,
+                    vni: b.vni,
                     drain: b.state == config::AdminState::Draining,
                     down: b.state == config::AdminState::Down,
                     check,
@@ -678,7 +1050,19 @@ impl DesiredState {
                         min_flows: b.min_flows,
                     },
                 };
-                s.add_backend(&key, b.address, settings)?;
+                s.add_backend(&key, b.address, settings)
+                    .map_err(|e| match e {
+                        // The file's errors say where, as the API's path does.
+                        StateError::Invalid { field, reason }
+                            if !reason.starts_with("vip ") =>
+                        {
+                            invalid(
+                                field,
+                                format!("vip {key}, backend {}: {reason}", b.address),
+                            )
+                        }
+                        e => e,
+                    })?;
             }
         }
         Ok(s)
@@ -689,6 +1073,16 @@ impl DesiredState {
         Config {
             local_addresses: self.local_addresses.clone(),
             revision: self.revision,
+            tunnel_sources: self.tunnel_sources.clone(),
+            routes: self
+                .routes
+                .iter()
+                .map(|r| config::RouteConfig {
+                    prefix: r.prefix.to_string(),
+                    gateway: r.gateway,
+                    mac: r.mac.map(|m| m.to_string()),
+                })
+                .collect(),
             vips: self
                 .vips
                 .iter()
@@ -702,12 +1096,16 @@ impl DesiredState {
                     table_size: v.table_size,
                     tcp_idle_timeout: v.idle.tcp,
                     udp_idle_timeout: v.idle.udp,
+                    tunnel_sources: v.tunnel_sources.clone(),
                     backends: v
                         .backends
                         .iter()
                         .map(|(addr, b)| config::BackendConfig {
                             address: *addr,
                             mac: b.settings.mac.map(|m| m.to_string()),
+                            forward: b.settings.forward,
+                            tunnel_port: b.settings.tunnel_port,
+                            vni: b.settings.vni,
                             weight: b.settings.weight,
                             state: match b.settings.state() {
                                 BackendState::Up => config::AdminState::Up,
@@ -751,11 +1149,12 @@ impl DesiredState {
     }
 
     /// SHA-256 (hex) of everything that decides where a flow goes: the VIPs,
-    /// their table parameters and timeouts, their backends with weights,
-    /// states, MACs and checks, in the state file's canonical order (sorted,
-    /// so the order changes were made in does not matter). The instance's
-    /// own `local_addresses` are left out: instances behind one ECMP router
-    /// differ there and must still agree.
+    /// their table parameters, timeouts and tunnel sources, their backends
+    /// with weights, states, MACs, forward methods (port, VNI) and checks,
+    /// in the state file's canonical order (sorted, so the order changes
+    /// were made in does not matter). The instance's own `local_addresses`,
+    /// `tunnel_sources` and routes are left out: instances behind one ECMP
+    /// router differ there and must still agree.
     pub fn digest(&self) -> String {
         use sha2::{Digest, Sha256};
         let text = toml::to_string(&self.shared_config()).expect("the config serializes");
@@ -766,11 +1165,14 @@ impl DesiredState {
     }
 
     /// What instances share (Export, the digest): the configuration less
-    /// the instance's own `local_addresses` and its revision.
+    /// the instance's own `local_addresses`, `tunnel_sources`, routes and
+    /// its revision.
     pub fn shared_config(&self) -> Config {
         Config {
             local_addresses: Vec::new(),
             revision: 0,
+            tunnel_sources: Vec::new(),
+            routes: Vec::new(),
             ..self.to_config()
         }
     }
@@ -877,6 +1279,86 @@ fn check_load(l: &LoadSettings) -> Result<(), StateError> {
     }
 }
 
+/// Tunnel sources: unicast, at most one per family.
+fn check_sources(sources: &[IpAddr], field: &'static str) -> Result<(), StateError> {
+    for (i, a) in sources.iter().enumerate() {
+        if a.is_unspecified() || a.is_multicast() || a.is_loopback() {
+            return Err(invalid(
+                field,
+                format!("{a} is not a unicast address a tunnel can leave from"),
+            ));
+        }
+        if let Some(o) = sources[..i].iter().find(|o| o.is_ipv4() == a.is_ipv4()) {
+            return Err(invalid(
+                field,
+                format!(
+                    "{o} and {a}: at most one tunnel source per family (one IPv4, one IPv6)"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The forward method's parameters, each where it belongs.
+fn check_forward(s: &BackendSettings) -> Result<(), StateError> {
+    use ForwardMethod::{Dr, Gue, Ipip, Vxlan};
+    match (s.forward, s.tunnel_port) {
+        (Dr | Ipip, Some(_)) => {
+            return Err(invalid(
+                "backend.tunnel_port",
+                format!(
+                    "a {} backend has no tunnel port (gue and vxlan backends do)",
+                    s.forward
+                ),
+            ))
+        }
+        (_, Some(0)) => {
+            return Err(invalid(
+                "backend.tunnel_port",
+                "port 0 is not a UDP port a tunnel can use; give 1-65535 (or none for the default)",
+            ))
+        }
+        _ => {}
+    }
+    match (s.forward, s.vni) {
+        (Vxlan, None) => {
+            return Err(invalid(
+                "backend.vni",
+                format!("a vxlan backend needs its VNI (0-{MAX_VNI})"),
+            ))
+        }
+        (Vxlan, Some(v)) if v > MAX_VNI => {
+            return Err(invalid(
+                "backend.vni",
+                format!("{v} is above {MAX_VNI}: a VNI has 24 bits"),
+            ))
+        }
+        (Dr | Ipip | Gue, Some(_)) => {
+            return Err(invalid(
+                "backend.vni",
+                format!("a {} backend has no VNI (vxlan backends do)", s.forward),
+            ))
+        }
+        _ => {}
+    }
+    match (s.forward, s.mac) {
+        (Vxlan, None) => Err(invalid(
+            "backend.mac",
+            "a vxlan backend needs the MAC of its vxlan device (the inner frame's destination)",
+        )),
+        (Ipip | Gue, Some(_)) => Err(invalid(
+            "backend.mac",
+            format!(
+                "a {} backend takes no MAC: its packets go to the next hop's (its route's \
+                 gateway, or its own address resolved on the segment)",
+                s.forward
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 pub(crate) fn check_settings(s: &BackendSettings) -> Result<(), StateError> {
     check_load(&s.load)?;
     if s.weight > MAX_WEIGHT {
@@ -893,6 +1375,7 @@ pub(crate) fn check_settings(s: &BackendSettings) -> Result<(), StateError> {
             ));
         }
     }
+    check_forward(s)?;
     if let Some(c) = &s.check {
         check_health(c)?;
     }
