@@ -500,3 +500,435 @@ pub fn too_big(frame: &mut [u8], our_mac: MacAddr, mtu: u16) -> Option<usize> {
     }
     Some(ip + hdr + quote)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::build;
+    use crate::packet::icmp::IcmpPacket;
+    use crate::packet::icmpv6::Icmpv6Packet;
+    use crate::packet::ipv4::Ipv4Packet;
+    use crate::packet::ipv6::Ipv6Packet;
+    use proptest::prelude::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    const OURS: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
+    const HOP: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xfe]);
+    const CLIENT_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xc1]);
+    const INNER: MacAddr = MacAddr([2, 0, 0, 0, 5, 1]);
+    const HEAD: usize = 128;
+    const SRC4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+    const BE4: Ipv4Addr = Ipv4Addr::new(10, 20, 0, 15);
+    const SRC6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+    const BE6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x20, 0, 0, 0, 0, 0x15);
+
+    fn tcp4(len: usize, df: bool) -> Vec<u8> {
+        let mut f = build::tcp4(
+            HOP,
+            OURS,
+            Ipv4Addr::new(203, 0, 113, 7),
+            Ipv4Addr::new(198, 51, 100, 10),
+            40000,
+            80,
+            0x10,
+            &vec![0xab; len],
+        );
+        // build sets DF; a fragmentable packet clears it.
+        if df {
+            f[14 + 6] |= 0x40;
+        } else {
+            f[14 + 6] &= !0x40;
+        }
+        f[24..26].copy_from_slice(&[0, 0]);
+        let c = checksum::checksum(&f[14..34]);
+        f[24..26].copy_from_slice(&c.to_be_bytes());
+        f
+    }
+
+    fn tcp6(len: usize) -> Vec<u8> {
+        build::tcp6(
+            HOP,
+            OURS,
+            "2001:db8:c::7".parse().unwrap(),
+            "2001:db8::10".parse().unwrap(),
+            40000,
+            443,
+            0x10,
+            &vec![0xcd; len],
+        )
+    }
+
+    fn tunnel(encap: Encap, v6: bool) -> (Tunnel, IpAddr) {
+        if v6 {
+            (
+                Tunnel {
+                    encap,
+                    source: SRC6.into(),
+                },
+                BE6.into(),
+            )
+        } else {
+            (
+                Tunnel {
+                    encap,
+                    source: SRC4.into(),
+                },
+                BE4.into(),
+            )
+        }
+    }
+
+    /// Encapsulate `frame` in a buffer with headroom; the new frame.
+    fn wrap(frame: &[u8], t: &Tunnel, remote: IpAddr) -> Result<Vec<u8>, DropReason> {
+        let mut buf = vec![0u8; HEAD + frame.len()];
+        buf[HEAD..].copy_from_slice(frame);
+        let mut f = Frame::new(&mut buf, HEAD, frame.len()).unwrap();
+        encapsulate(&mut f, t, remote, u16::MAX)?;
+        Ok(f.to_vec())
+    }
+
+    const VX: Encap = Encap::Vxlan {
+        port: DEFAULT_VXLAN_PORT,
+        vni: 0x12_3456,
+        inner_mac: INNER,
+    };
+    const GUE: Encap = Encap::Gue {
+        port: DEFAULT_GUE_PORT,
+    };
+
+    /// Outer header checks for one method and family; returns the UDP
+    /// payload (or the IP payload for IPIP).
+    fn outer(out: &[u8], v6: bool, proto: u8) -> Vec<u8> {
+        assert_eq!(&out[..6], &HOP.0);
+        assert_eq!(&out[6..12], &OURS.0);
+        if v6 {
+            assert_eq!(&out[12..14], &ETHERTYPE_IPV6.to_be_bytes());
+            let ip = Ipv6Packet::new_checked(&out[14..]).unwrap();
+            assert_eq!(
+                (ip.src(), ip.dst(), ip.next_header(), ip.hop_limit()),
+                (SRC6, BE6, proto, 64)
+            );
+            assert_eq!(usize::from(ip.payload_len()) + 54, out.len());
+            ip.upper_payload().to_vec()
+        } else {
+            assert_eq!(&out[12..14], &ETHERTYPE_IPV4.to_be_bytes());
+            let ip = Ipv4Packet::new_checked(&out[14..]).unwrap();
+            assert!(ip.checksum_ok());
+            assert_eq!(
+                (ip.src(), ip.dst(), ip.protocol(), ip.ttl()),
+                (SRC4, BE4, proto, 64)
+            );
+            assert_eq!(usize::from(ip.total_len()) + 14, out.len());
+            ip.payload().to_vec()
+        }
+    }
+
+    fn udp_checked(seg: &[u8], v6: bool, dport: u16) -> Vec<u8> {
+        assert_eq!(u16::from_be_bytes([seg[2], seg[3]]), dport);
+        assert_eq!(usize::from(u16::from_be_bytes([seg[4], seg[5]])), seg.len());
+        let sport = u16::from_be_bytes([seg[0], seg[1]]);
+        assert!(sport >= 0xc000, "{sport}");
+        let c = u16::from_be_bytes([seg[6], seg[7]]);
+        if v6 {
+            let p =
+                checksum::ipv6_pseudo(&SRC6.octets(), &BE6.octets(), seg.len() as u32, IPPROTO_UDP);
+            assert_ne!(c, 0);
+            assert_eq!(
+                checksum::finish(checksum::sum(seg, p)),
+                0,
+                "UDP checksum over IPv6"
+            );
+        } else {
+            assert_eq!(c, 0, "no UDP checksum over IPv4");
+        }
+        seg[8..].to_vec()
+    }
+
+    #[test]
+    fn ipip_carries_the_inner_packet_for_every_family() {
+        for (inner, inner_v6) in [(tcp4(100, true), false), (tcp6(100), true)] {
+            for v6 in [false, true] {
+                if inner_v6 && !v6 {
+                    continue; // refused by Snapshot::build
+                }
+                let (t, remote) = tunnel(Encap::Ipip, v6);
+                let out = wrap(&inner, &t, remote).unwrap();
+                let proto = if inner_v6 { IPPROTO_IPV6 } else { IPPROTO_IPIP };
+                assert_eq!(
+                    outer(&out, v6, proto),
+                    inner[14..],
+                    "v6 outer {v6}, v6 inner {inner_v6}"
+                );
+                assert_eq!(out.len(), inner.len() + t.encap.overhead(v6));
+            }
+        }
+    }
+
+    #[test]
+    fn gue_and_vxlan_carry_it_over_udp_with_correct_checksums() {
+        for inner in [
+            tcp4(300, true),
+            tcp6(301),
+            build::udp4(
+                HOP,
+                OURS,
+                Ipv4Addr::new(203, 0, 113, 7),
+                Ipv4Addr::new(198, 51, 100, 10),
+                5000,
+                9000,
+                &[7; 33],
+            ),
+        ] {
+            for v6 in [false, true] {
+                let (t, remote) = tunnel(GUE, v6);
+                let out = wrap(&inner, &t, remote).unwrap();
+                let seg = outer(&out, v6, IPPROTO_UDP);
+                assert_eq!(udp_checked(&seg, v6, 6080), inner[14..]);
+
+                let (t, remote) = tunnel(VX, v6);
+                let out = wrap(&inner, &t, remote).unwrap();
+                let seg = outer(&out, v6, IPPROTO_UDP);
+                let vx = udp_checked(&seg, v6, 4789);
+                assert_eq!(&vx[..8], &[0x08, 0, 0, 0, 0x12, 0x34, 0x56, 0]);
+                // The DR frame, to the VXLAN device's MAC.
+                assert_eq!(&vx[8..14], &INNER.0);
+                assert_eq!(&vx[14..20], &OURS.0);
+                assert_eq!(vx[20..], inner[12..]);
+            }
+        }
+    }
+
+    #[test]
+    fn dscp_ecn_and_df_are_copied_and_padding_is_cut() {
+        let mut inner = tcp4(0, true);
+        inner[15] = 0xb9; // DSCP 46 (EF), ECN 01
+        let c = {
+            inner[24..26].copy_from_slice(&[0, 0]);
+            checksum::checksum(&inner[14..34])
+        };
+        inner[24..26].copy_from_slice(&c.to_be_bytes());
+        let ip_len = inner.len() - 14;
+        inner.resize(60, 0); // Ethernet padding
+        let (t, remote) = tunnel(Encap::Ipip, false);
+        let out = wrap(&inner, &t, remote).unwrap();
+        let ip = Ipv4Packet::new_checked(&out[14..]).unwrap();
+        assert_eq!(out[15], 0xb9);
+        assert!(ip.dont_fragment());
+        assert_eq!(usize::from(ip.total_len()), 20 + ip_len);
+        assert_eq!(out.len(), 14 + 20 + ip_len, "padding cut");
+
+        let frag = tcp4(10, false);
+        let out = wrap(&frag, &t, remote).unwrap();
+        let ip = Ipv4Packet::new_checked(&out[14..]).unwrap();
+        assert!(!ip.dont_fragment());
+        assert_eq!(
+            ip.ident(),
+            Ipv4Packet::new_checked(&frag[14..]).unwrap().ident()
+        );
+
+        let (t, remote) = tunnel(GUE, true);
+        let mut six = tcp6(10);
+        six[14] = 0x6b; // traffic class 0xb9
+        six[15] = 0x90 | (six[15] & 0x0f);
+        let out = wrap(&six, &t, remote).unwrap();
+        assert_eq!((out[14] & 0x0f) << 4 | out[15] >> 4, 0xb9);
+    }
+
+    #[test]
+    fn a_vlan_tag_stays_on_the_outer_frame() {
+        let plain = tcp4(20, true);
+        let mut tagged = plain[..12].to_vec();
+        tagged.extend_from_slice(&[0x81, 0x00, 0x00, 0x07]);
+        tagged.extend_from_slice(&plain[12..]);
+        let (t, remote) = tunnel(VX, false);
+        let out = wrap(&tagged, &t, remote).unwrap();
+        assert_eq!(&out[12..18], &[0x81, 0x00, 0x00, 0x07, 0x08, 0x00]);
+        let bare = wrap(&plain, &t, remote).unwrap();
+        assert_eq!(
+            out[18..],
+            bare[14..],
+            "the same tunnel packet inside the tag"
+        );
+    }
+
+    #[test]
+    fn the_source_port_and_flow_label_follow_the_flow() {
+        let (t, remote) = tunnel(GUE, true);
+        let a = wrap(&tcp6(10), &t, remote).unwrap();
+        let b = wrap(&tcp6(500), &t, remote).unwrap();
+        assert_eq!(a[54..56], b[54..56], "one flow, one source port");
+        assert_eq!(a[15..18], b[15..18], "one flow, one flow label");
+        let mut other = tcp6(10);
+        other[54..56].copy_from_slice(&40001u16.to_be_bytes());
+        let c = wrap(&other, &t, remote).unwrap();
+        assert_ne!(a[54..56], c[54..56]);
+    }
+
+    #[test]
+    fn without_room_or_within_no_mtu_nothing_is_written() {
+        let inner = tcp4(100, true);
+        let (t, remote) = tunnel(VX, true);
+        let mut buf = inner.clone();
+        let mut f = Frame::new(&mut buf, 0, inner.len()).unwrap();
+        assert_eq!(
+            encapsulate(&mut f, &t, remote, u16::MAX),
+            Err(DropReason::NoHeadroom)
+        );
+        assert_eq!(buf, inner);
+        let mut buf = vec![0u8; HEAD + inner.len()];
+        buf[HEAD..].copy_from_slice(&inner);
+        let mut f = Frame::new(&mut buf, HEAD, inner.len()).unwrap();
+        assert_eq!(
+            encapsulate(&mut f, &t, remote, 100),
+            Err(DropReason::Oversize)
+        );
+        assert_eq!(f.headroom(), HEAD);
+        // Not IP, or cut short: refused, never a panic.
+        let mut short = vec![0u8; HEAD + 20];
+        let mut f = Frame::new(&mut short, HEAD, 20).unwrap();
+        assert_eq!(
+            encapsulate(&mut f, &t, remote, u16::MAX),
+            Err(DropReason::Truncated)
+        );
+    }
+
+    #[test]
+    fn too_big_tells_an_ipv4_client_the_mtu_from_the_vip() {
+        let mut frame = tcp4(1460, true);
+        frame[6..12].copy_from_slice(&CLIENT_MAC.0);
+        let original = frame.clone();
+        assert_eq!(exceeds(&frame, 1480), Some(true));
+        assert_eq!(exceeds(&frame, 1500), None);
+        let len = too_big(&mut frame, OURS, 1480).unwrap();
+        let f = &frame[..len];
+        assert_eq!(&f[..6], &CLIENT_MAC.0);
+        assert_eq!(&f[6..12], &OURS.0);
+        let ip = Ipv4Packet::new_checked(&f[14..]).unwrap();
+        assert!(ip.checksum_ok());
+        assert_eq!(ip.src(), Ipv4Addr::new(198, 51, 100, 10));
+        assert_eq!(ip.dst(), Ipv4Addr::new(203, 0, 113, 7));
+        assert_eq!(
+            usize::from(ip.total_len()),
+            576,
+            "RFC 1812: 576 bytes in all"
+        );
+        let icmp = IcmpPacket::new_checked(ip.payload()).unwrap();
+        assert!(icmp.is_frag_needed());
+        assert_eq!(icmp.next_hop_mtu(), 1480);
+        assert!(crate::packet::icmp::checksum_ok(ip.payload()));
+        assert_eq!(
+            ip.payload()[8..],
+            original[14..14 + 548],
+            "the packet, quoted as it came"
+        );
+        // Fragmentable: dropped, not answered.
+        assert_eq!(exceeds(&tcp4(1460, false), 1480), Some(false));
+    }
+
+    #[test]
+    fn too_big_tells_an_ipv6_client_the_mtu_from_the_vip() {
+        let mut frame = tcp6(1440);
+        frame[6..12].copy_from_slice(&CLIENT_MAC.0);
+        let original = frame.clone();
+        assert_eq!(exceeds(&frame, 1430), Some(true));
+        let len = too_big(&mut frame, OURS, 1430).unwrap();
+        let f = &frame[..len];
+        assert_eq!(&f[..6], &CLIENT_MAC.0);
+        let ip = Ipv6Packet::new_checked(&f[14..]).unwrap();
+        assert_eq!(ip.src(), "2001:db8::10".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(ip.dst(), "2001:db8:c::7".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(
+            f.len() - 14,
+            1280.min(original.len() - 14 + 48),
+            "RFC 4443: at most 1280 bytes"
+        );
+        let m = Icmpv6Packet::new_checked(ip.upper_payload()).unwrap();
+        assert_eq!((m.msg_type(), m.mtu()), (2, 1430));
+        assert!(m.checksum_ok(&ip.src_bytes(), &ip.dst_bytes()));
+        assert_eq!(ip.upper_payload()[8..], original[14..14 + 1232]);
+    }
+
+    #[test]
+    fn too_big_refuses_what_it_cannot_answer() {
+        assert_eq!(too_big(&mut [0u8; 10], OURS, 1400), None);
+        let mut arp = build::arp_request(OURS, SRC4, BE4);
+        assert_eq!(too_big(&mut arp, OURS, 1400), None);
+    }
+
+    fn inner_packet(v6: bool, proto: u8, len: usize, seed: u8, df: bool) -> Vec<u8> {
+        let data: Vec<u8> = (0..len)
+            .map(|i| seed.wrapping_mul(31).wrapping_add(i as u8))
+            .collect();
+        let (c, v) = if v6 {
+            (
+                IpAddr::V6("2001:db8:c::7".parse().unwrap()),
+                IpAddr::V6("2001:db8::10".parse().unwrap()),
+            )
+        } else {
+            (
+                IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7)),
+                IpAddr::V4(Ipv4Addr::new(198, 51, 100, 10)),
+            )
+        };
+        let mut f = match proto {
+            IPPROTO_TCP => {
+                build::tcp_frame(HOP, OURS, c, v, 1000 + u16::from(seed), 443, 0x18, &data)
+            }
+            IPPROTO_UDP => build::udp_frame(HOP, OURS, c, v, 1000 + u16::from(seed), 443, &data),
+            _ => match (c, v) {
+                (IpAddr::V4(c), IpAddr::V4(v)) => {
+                    build::icmp4_echo(HOP, OURS, c, v, 1, u16::from(seed), &data)
+                }
+                (IpAddr::V6(c), IpAddr::V6(v)) => {
+                    build::icmp6_echo(HOP, OURS, c, v, 1, u16::from(seed), &data)
+                }
+                _ => unreachable!(),
+            },
+        };
+        if df && !v6 {
+            f[20] |= 0x40;
+            f[24..26].copy_from_slice(&[0, 0]);
+            let s = checksum::checksum(&f[14..34]);
+            f[24..26].copy_from_slice(&s.to_be_bytes());
+        }
+        f
+    }
+
+    proptest! {
+        /// The checksum taken from the inner packet's own checksums equals
+        /// the one summed over every byte, for each transport, family,
+        /// length (odd ones too) and method over IPv6.
+        #[test]
+        fn the_outer_udp_checksum_over_ipv6_is_always_right(
+            v6 in any::<bool>(),
+            proto in prop::sample::select(vec![IPPROTO_TCP, IPPROTO_UDP, 0]),
+            len in 0usize..1400,
+            seed in any::<u8>(),
+            vxlan in any::<bool>(),
+        ) {
+            let inner = inner_packet(v6, proto, len, seed, true);
+            let (t, remote) = tunnel(if vxlan { VX } else { GUE }, true);
+            let out = wrap(&inner, &t, remote).unwrap();
+            let seg = &out[54..];
+            let p = checksum::ipv6_pseudo(&SRC6.octets(), &BE6.octets(), seg.len() as u32, IPPROTO_UDP);
+            prop_assert_eq!(checksum::finish(checksum::sum(seg, p)), 0);
+        }
+
+        /// Whatever bytes come, encapsulation and the ICMP too-big never
+        /// panic, and what they build stays inside the buffer.
+        #[test]
+        fn arbitrary_frames_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..200), v6 in any::<bool>(), method in 0u8..3) {
+            let encap = [Encap::Ipip, GUE, VX][usize::from(method)];
+            let (t, remote) = tunnel(encap, v6);
+            let mut buf = vec![0u8; HEAD + bytes.len()];
+            buf[HEAD..].copy_from_slice(&bytes);
+            let mut f = Frame::new(&mut buf, HEAD, bytes.len()).unwrap();
+            let _ = encapsulate(&mut f, &t, remote, 1400);
+            let mut b = bytes.clone();
+            if let Some(len) = too_big(&mut b, OURS, 1280) {
+                prop_assert!(len <= b.len());
+            }
+            let _ = exceeds(&bytes, 100);
+        }
+    }
+}
