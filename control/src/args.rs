@@ -102,9 +102,10 @@ pub struct Options {
     #[arg(long, value_name = "BYTES", default_value_t = lb_core::tunnel::DEFAULT_MTU,
           value_parser = clap::value_parser!(u16).range(i64::from(MIN_MTU)..=i64::from(MAX_MTU)))]
     pub mtu: u16,
-    /// ICMP too-big replies (see --mtu) per second per worker; packets over
-    /// the rate are dropped (too_big_rate_limited). 0: no limit.
-    #[arg(long, value_name = "N", default_value_t = TOO_BIG_RATE)]
+    /// ICMP too-big replies (see --mtu) per second per worker, in bursts of
+    /// up to 100; packets over the rate are dropped (too_big_rate_limited).
+    /// 0: no limit.
+    #[arg(long, value_name = "N", default_value_t = dataplane::worker::TOO_BIG_RATE)]
     pub too_big_rate: u32,
     /// Flow-table entries per worker (64 bytes each, allocated at start).
     #[arg(long, default_value_t = 1 << 20)]
@@ -146,8 +147,6 @@ pub struct Options {
 /// at 9216.
 pub const MIN_MTU: u16 = 1350;
 pub const MAX_MTU: u16 = 9216;
-/// `--too-big-rate`'s default, as `--vip-ping-rate`'s.
-pub const TOO_BIG_RATE: u32 = 1000;
 
 impl Options {
     pub fn shutdown_grace(&self) -> std::time::Duration {

@@ -499,6 +499,7 @@ impl Control {
     ) -> Result<(T, Commit), ChangeError> {
         let mut next = self.state.clone();
         let out = f(&mut next)?;
+        next.check_tunnels()?;
         next.revision = self.state.revision + 1;
         Snapshot::check(&self.spec(&next))?;
         self.state = next;

@@ -658,8 +658,10 @@ impl DesiredState {
         }
     }
 
-    /// A tunnelled backend's context: a tunnel source of its family, and
-    /// no IPv6 VIP carried by IPIP to an IPv4 backend.
+    /// A tunnelled backend's tunnel source: one of its family (the
+    /// instance's own settings count, so a whole configuration built alone,
+    /// as Apply's, is checked once converged: [`DesiredState::converge`],
+    /// `Control::change`).
     fn check_tunnel(
         &self,
         key: &VipKey,
@@ -668,15 +670,6 @@ impl DesiredState {
     ) -> Result<(), StateError> {
         if !s.tunnelled() {
             return Ok(());
-        }
-        if s.forward == ForwardMethod::Ipip && key.addr.is_ipv6() && addr.is_ipv4() {
-            return Err(invalid(
-                "backend.forward",
-                format!(
-                    "vip {key}, backend {addr}: ipip cannot carry an IPv6 VIP's packets to an \
-                     IPv4 backend (use gue or vxlan)"
-                ),
-            ));
         }
         if self.tunnel_source(key, addr).is_none() {
             let family = if addr.is_ipv4() { "IPv4" } else { "IPv6" };
@@ -693,7 +686,7 @@ impl DesiredState {
         Ok(())
     }
 
-    /// Every tunnelled backend's context (see `check_tunnel`).
+    /// Every tunnelled backend has a tunnel source (see `check_tunnel`).
     pub fn check_tunnels(&self) -> Result<(), StateError> {
         for (key, v) in &self.vips {
             for (addr, b) in &v.backends {
@@ -765,8 +758,8 @@ impl DesiredState {
     ) -> Result<BackendRef, StateError> {
         check_settings(&settings)?;
         check_backend_addr(key, &addr)?;
+        check_forward_family(key, &addr, &settings)?;
         let vip = self.vips.get(key).ok_or_else(|| vip_not_found(key))?;
-        self.check_tunnel(key, &addr, &settings)?;
         if vip.backends.contains_key(&addr) {
             return Err(StateError::AlreadyExists {
                 kind: "backend",
@@ -798,9 +791,7 @@ impl DesiredState {
         settings: BackendSettings,
     ) -> Result<(), StateError> {
         check_settings(&settings)?;
-        if self.vips.get(key).is_some_and(|v| v.backends.contains_key(addr)) {
-            self.check_tunnel(key, addr, &settings)?;
-        }
+        check_forward_family(key, addr, &settings)?;
         let b = self
             .vip_mut(key)?
             .backends
@@ -921,7 +912,17 @@ impl DesiredState {
         hops.into_iter().collect()
     }
 
-    /// Build from the file format, validating every entry as the API would.
+    /// Build from the file format and check that every tunnelled backend has
+    /// a tunnel source: a state file lbd starts from.
+    pub fn load(c: &Config) -> Result<DesiredState, StateError> {
+        let s = DesiredState::from_config(c)?;
+        s.check_tunnels()?;
+        Ok(s)
+    }
+
+    /// Build from the file format, validating every entry as the API would
+    /// (a tunnel source, which may be the instance's own, only once
+    /// converged: see [`DesiredState::load`]).
     pub fn from_config(c: &Config) -> Result<DesiredState, StateError> {
         let mut s = DesiredState {
             local_addresses: c.local_addresses.clone(),
@@ -1296,6 +1297,21 @@ fn check_sources(sources: &[IpAddr], field: &'static str) -> Result<(), StateErr
                 ),
             ));
         }
+    }
+    Ok(())
+}
+
+/// No IPv6 VIP's packets in IPIP to an IPv4 backend: nothing here carries
+/// IPv6 in IPv4.
+fn check_forward_family(key: &VipKey, addr: &IpAddr, s: &BackendSettings) -> Result<(), StateError> {
+    if s.forward == ForwardMethod::Ipip && key.addr.is_ipv6() && addr.is_ipv4() {
+        return Err(invalid(
+            "backend.forward",
+            format!(
+                "vip {key}, backend {addr}: ipip cannot carry an IPv6 VIP's packets to an \
+                 IPv4 backend (use gue or vxlan)"
+            ),
+        ));
     }
     Ok(())
 }
