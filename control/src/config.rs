@@ -157,6 +157,16 @@ impl ForwardMethod {
         *self == ForwardMethod::Dr
     }
 
+    /// The name with its article, for messages: "an ipip", "a gue".
+    pub fn a(&self) -> &'static str {
+        match self {
+            ForwardMethod::Dr => "a dr",
+            ForwardMethod::Ipip => "an ipip",
+            ForwardMethod::Gue => "a gue",
+            ForwardMethod::Vxlan => "a vxlan",
+        }
+    }
+
     /// `dr`, `ipip`, `gue` or `vxlan` (`""`: `dr`), the CLI's form.
     pub fn parse(s: &str) -> Option<ForwardMethod> {
         match s {
@@ -415,6 +425,87 @@ mod tests {
             state.to_config(),
             "round trip"
         );
+    }
+
+    #[test]
+    fn tunnels_in_the_file_name_their_fields() {
+        let head = "local_addresses = [\"192.0.2.1\"]\n\
+                    [[route]]\nprefix = \"10.20.0.0/16\"\ngateway = \"192.0.2.254\"\n\
+                    [[vip]]\naddress = \"198.51.100.10\"\nport = 80\nprotocol = \"tcp\"\n\
+                    [[vip.backend]]\naddress = \"10.20.0.11\"\n";
+        let c: Config = toml::from_str(&format!(
+            "{head}forward = \"vxlan\"\nvni = 100\nmac = \"02:00:00:00:01:11\"\n"
+        ))
+        .unwrap();
+        let s = DesiredState::load(&c).unwrap();
+        let spec = s.to_spec(1, MacAddr([2, 0, 0, 0, 0, 1]), |a| {
+            (a.to_string() == "192.0.2.254").then_some(MacAddr([2, 0, 0, 0, 0, 0xfe]))
+        });
+        let b = &spec.vips[0].backends[0];
+        assert_eq!(b.mac, Some(MacAddr([2, 0, 0, 0, 0, 0xfe])), "the gateway's");
+        assert!(b.tunnel.is_some());
+        let bad = |extra: &str| -> String {
+            let text = format!("{head}{extra}");
+            match toml::from_str::<Config>(&text) {
+                Err(e) => e.to_string(),
+                Ok(c) => DesiredState::load(&c).unwrap_err().to_string(),
+            }
+        };
+        for (extra, want) in [
+            ("forward = \"gre\"\n", "forward"),
+            ("forward = \"vxlan\"\nmac = \"02:00:00:00:01:11\"\n", "backend.vni"),
+            (
+                "forward = \"vxlan\"\nvni = 16777216\nmac = \"02:00:00:00:01:11\"\n",
+                "backend.vni",
+            ),
+            ("forward = \"vxlan\"\nvni = 1\n", "backend.mac: vip 198.51.100.10:80/tcp, backend 10.20.0.11: a vxlan backend needs the MAC of its vxlan device"),
+            ("forward = \"ipip\"\ntunnel_port = 4\n", "backend.tunnel_port"),
+            ("tunnel_port = 4\n", "backend.tunnel_port"),
+            ("forward = \"gue\"\nvni = 4\n", "backend.vni"),
+            ("forward = \"ipip\"\nmac = \"02:00:00:00:01:11\"\n", "backend.mac"),
+            ("forward = \"gue\"\ntunnel_port = 70000\n", "tunnel_port"),
+            ("vnid = 1\n", "vnid"),
+        ] {
+            let e = bad(extra);
+            assert!(e.contains(want), "{extra:?}: {e}");
+        }
+        // No source of the backend's family at all.
+        let c: Config = toml::from_str(
+            "[[vip]]\naddress = \"198.51.100.10\"\nport = 80\nprotocol = \"tcp\"\n\
+             [[vip.backend]]\naddress = \"10.20.0.11\"\nforward = \"ipip\"\n",
+        )
+        .unwrap();
+        let e = DesiredState::load(&c).unwrap_err().to_string();
+        assert!(
+            e.contains("backend.forward") && e.contains("tunnel_sources"),
+            "{e}"
+        );
+        let top = |t: &str| {
+            let c: Config = toml::from_str(t).unwrap();
+            DesiredState::load(&c).unwrap_err().to_string()
+        };
+        assert!(top("tunnel_sources = [\"192.0.2.1\", \"192.0.2.2\"]").contains("tunnel_sources"));
+        assert!(
+            top("[[route]]\nprefix = \"10.0.0.1/8\"\ngateway = \"192.0.2.254\"")
+                .contains("route.prefix")
+        );
+        assert!(
+            top("[[route]]\nprefix = \"10.0.0.0/8\"\ngateway = \"2001:db8::1\"")
+                .contains("route.gateway")
+        );
+        assert!(
+            top("[[route]]\nprefix = \"10.0.0.0/8\"\ngateway = \"192.0.2.254\"\nmac = \"x\"")
+                .contains("route.mac")
+        );
+        assert!(top(
+            "[[vip]]\naddress = \"198.51.100.10\"\nport = 80\nprotocol = \"tcp\"\n\
+                     tunnel_sources = [\"2001:db8::1\", \"2001:db8::2\"]"
+        )
+        .contains("vip.tunnel_sources: vip 198.51.100.10:80/tcp"));
+        let e = toml::from_str::<Config>("[[route]]\nprefix = \"10.0.0.0/8\"\nvia = \"x\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("via") || e.contains("gateway"), "{e}");
     }
 
     #[test]

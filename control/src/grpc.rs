@@ -467,12 +467,9 @@ fn pb_forward(f: ForwardMethod) -> pb::ForwardMethod {
 fn tunnel_port_at(p: u32, at: &str) -> Result<Option<u16>, Status> {
     match p {
         0 => Ok(None),
-        p => u16::try_from(p).map(Some).map_err(|_| {
-            invalid(
-                &format!("{at}.tunnel_port"),
-                format!("{p} is above 65535"),
-            )
-        }),
+        p => u16::try_from(p)
+            .map(Some)
+            .map_err(|_| invalid(&format!("{at}.tunnel_port"), format!("{p} is above 65535"))),
     }
 }
 

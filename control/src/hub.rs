@@ -932,11 +932,7 @@ impl Control {
     /// The MAC a backend's frames go to: its own (DR, static or resolved),
     /// or its next hop's (tunnelled: its route's gateway, or itself on the
     /// segment); `None` while unresolved, and then it takes no traffic.
-    pub fn backend_mac(
-        &self,
-        addr: &IpAddr,
-        s: &crate::state::BackendSettings,
-    ) -> Option<MacAddr> {
+    pub fn backend_mac(&self, addr: &IpAddr, s: &crate::state::BackendSettings) -> Option<MacAddr> {
         let (hop, fixed) = self.state.next_hop(addr, s);
         self.effective_mac(&hop, fixed)
     }

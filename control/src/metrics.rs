@@ -307,7 +307,8 @@ fn vips_and_backends(out: &mut Out<'_>, source: &Source, control: &Control) -> f
                     })
                     .unwrap_or_default(),
                 forward: configured.map_or("dr".into(), |d| d.forward.to_string()),
-                next_hop: configured.map_or(b.addr, |d| control.state().next_hop(&b.addr, d).0)
+                next_hop: configured
+                    .map_or(b.addr, |d| control.state().next_hop(&b.addr, d).0)
                     .to_string(),
             });
         }

@@ -22,8 +22,9 @@ use crate::state::DesiredState;
 /// yet (the first change creates it, so its directory must exist).
 pub fn initial_state(path: Option<&Path>) -> Result<DesiredState> {
     match path {
-        Some(path) if path.exists() => DesiredState::load(&Config::load(path)?)
-            .with_context(|| format!("{}", path.display())),
+        Some(path) if path.exists() => {
+            DesiredState::load(&Config::load(path)?).with_context(|| format!("{}", path.display()))
+        }
         Some(path) => {
             let dir = path
                 .parent()

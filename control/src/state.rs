@@ -24,8 +24,8 @@ use lb_core::snapshot::{
 };
 use lb_core::tunnel::{Encap, Tunnel, DEFAULT_GUE_PORT, DEFAULT_VXLAN_PORT, MAX_VNI};
 
-pub use crate::config::{CheckVia, ForwardMethod};
 use crate::config::{self, Config};
+pub use crate::config::{CheckVia, ForwardMethod};
 
 pub const DEFAULT_TABLE_SIZE: u32 = config::DEFAULT_TABLE_SIZE;
 /// Smallest and largest Maglev table sizes accepted.
@@ -601,8 +601,7 @@ impl DesiredState {
                     ),
                 ));
             }
-            if r.gateway.is_unspecified() || r.gateway.is_multicast() || r.gateway.is_loopback()
-            {
+            if r.gateway.is_unspecified() || r.gateway.is_multicast() || r.gateway.is_loopback() {
                 return Err(invalid(
                     "route.gateway",
                     format!("{} is not a unicast host address", r.gateway),
@@ -676,10 +675,10 @@ impl DesiredState {
             return Err(invalid(
                 "backend.forward",
                 format!(
-                    "vip {key}, backend {addr}: a {} backend needs a tunnel source of its family \
+                    "vip {key}, backend {addr}: {} backend needs a tunnel source of its family \
                      ({family}): give the VIP's tunnel_sources, the top-level tunnel_sources, or \
                      a local_addresses entry of that family",
-                    s.forward
+                    s.forward.a()
                 ),
             ));
         }
@@ -889,11 +888,9 @@ impl DesiredState {
 
     /// Every backend: (VIP, address, settings).
     pub fn backends(&self) -> impl Iterator<Item = (&VipKey, &IpAddr, &BackendSettings)> {
-        self.vips.iter().flat_map(|(k, v)| {
-            v.backends
-                .iter()
-                .map(move |(a, b)| (k, a, &b.settings))
-        })
+        self.vips
+            .iter()
+            .flat_map(|(k, v)| v.backends.iter().map(move |(a, b)| (k, a, &b.settings)))
     }
 
     /// Every neighbour to resolve or pin, once, with its static MAC if it
@@ -1054,13 +1051,8 @@ impl DesiredState {
                 s.add_backend(&key, b.address, settings)
                     .map_err(|e| match e {
                         // The file's errors say where, as the API's path does.
-                        StateError::Invalid { field, reason }
-                            if !reason.starts_with("vip ") =>
-                        {
-                            invalid(
-                                field,
-                                format!("vip {key}, backend {}: {reason}", b.address),
-                            )
+                        StateError::Invalid { field, reason } if !reason.starts_with("vip ") => {
+                            invalid(field, format!("vip {key}, backend {}: {reason}", b.address))
                         }
                         e => e,
                     })?;
@@ -1292,9 +1284,7 @@ fn check_sources(sources: &[IpAddr], field: &'static str) -> Result<(), StateErr
         if let Some(o) = sources[..i].iter().find(|o| o.is_ipv4() == a.is_ipv4()) {
             return Err(invalid(
                 field,
-                format!(
-                    "{o} and {a}: at most one tunnel source per family (one IPv4, one IPv6)"
-                ),
+                format!("{o} and {a}: at most one tunnel source per family (one IPv4, one IPv6)"),
             ));
         }
     }
@@ -1303,7 +1293,11 @@ fn check_sources(sources: &[IpAddr], field: &'static str) -> Result<(), StateErr
 
 /// No IPv6 VIP's packets in IPIP to an IPv4 backend: nothing here carries
 /// IPv6 in IPv4.
-fn check_forward_family(key: &VipKey, addr: &IpAddr, s: &BackendSettings) -> Result<(), StateError> {
+fn check_forward_family(
+    key: &VipKey,
+    addr: &IpAddr,
+    s: &BackendSettings,
+) -> Result<(), StateError> {
     if s.forward == ForwardMethod::Ipip && key.addr.is_ipv6() && addr.is_ipv4() {
         return Err(invalid(
             "backend.forward",
@@ -1324,8 +1318,8 @@ fn check_forward(s: &BackendSettings) -> Result<(), StateError> {
             return Err(invalid(
                 "backend.tunnel_port",
                 format!(
-                    "a {} backend has no tunnel port (gue and vxlan backends do)",
-                    s.forward
+                    "{} backend has no tunnel port (gue and vxlan backends do)",
+                    s.forward.a()
                 ),
             ))
         }
@@ -1353,7 +1347,7 @@ fn check_forward(s: &BackendSettings) -> Result<(), StateError> {
         (Dr | Ipip | Gue, Some(_)) => {
             return Err(invalid(
                 "backend.vni",
-                format!("a {} backend has no VNI (vxlan backends do)", s.forward),
+                format!("{} backend has no VNI (vxlan backends do)", s.forward.a()),
             ))
         }
         _ => {}
@@ -1366,9 +1360,9 @@ fn check_forward(s: &BackendSettings) -> Result<(), StateError> {
         (Ipip | Gue, Some(_)) => Err(invalid(
             "backend.mac",
             format!(
-                "a {} backend takes no MAC: its packets go to the next hop's (its route's \
+                "{} backend takes no MAC: its packets go to the next hop's (its route's \
                  gateway, or its own address resolved on the segment)",
-                s.forward
+                s.forward.a()
             ),
         )),
         _ => Ok(()),
@@ -1761,6 +1755,14 @@ mod tests {
             let settings = BackendSettings {
                 weight: i as u32 + 1,
                 mac: Some(MacAddr([2, 0, 0, 0, 0, last])),
+                // One tunnelled backend: its method survives a restart.
+                forward: if last == 13 {
+                    ForwardMethod::Vxlan
+                } else {
+                    ForwardMethod::Dr
+                },
+                tunnel_port: (last == 13).then_some(4790),
+                vni: (last == 13).then_some(100),
                 drain: last == 12,
                 down: false,
                 check: (last == 13).then(|| HealthCheck {
@@ -1822,5 +1824,510 @@ mod tests {
             "no temporary file left"
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn mac(last: u8) -> MacAddr {
+        MacAddr([2, 0, 0, 0, 1, last])
+    }
+
+    fn tunnelled(forward: ForwardMethod) -> BackendSettings {
+        BackendSettings {
+            forward,
+            vni: (forward == ForwardMethod::Vxlan).then_some(100),
+            mac: (forward == ForwardMethod::Vxlan).then(|| mac(0x99)),
+            ..BackendSettings::default()
+        }
+    }
+
+    /// The field a refusal names.
+    fn field(e: StateError) -> &'static str {
+        match e {
+            StateError::Invalid { field, .. } => field,
+            e => panic!("not an invalid argument: {e}"),
+        }
+    }
+
+    #[test]
+    fn forward_parameters_are_checked_naming_the_field() {
+        use ForwardMethod::{Dr, Gue, Ipip, Vxlan};
+        let with = |f: fn(&mut BackendSettings)| {
+            let mut s = BackendSettings::default();
+            f(&mut s);
+            check_settings(&s)
+        };
+        for (case, want, words) in [
+            (
+                with(|s| s.tunnel_port = Some(6080)),
+                "backend.tunnel_port",
+                "a dr backend has no tunnel port",
+            ),
+            (
+                with(|s| {
+                    s.forward = Ipip;
+                    s.tunnel_port = Some(6080);
+                }),
+                "backend.tunnel_port",
+                "ipip",
+            ),
+            (
+                with(|s| {
+                    s.forward = Gue;
+                    s.tunnel_port = Some(0);
+                }),
+                "backend.tunnel_port",
+                "port 0",
+            ),
+            (
+                with(|s| {
+                    s.forward = Vxlan;
+                    s.mac = Some(mac(1));
+                }),
+                "backend.vni",
+                "needs its VNI",
+            ),
+            (
+                with(|s| {
+                    s.forward = Vxlan;
+                    s.mac = Some(mac(1));
+                    s.vni = Some(MAX_VNI + 1);
+                }),
+                "backend.vni",
+                "16777216 is above 16777215",
+            ),
+            (
+                with(|s| {
+                    s.forward = Gue;
+                    s.vni = Some(1);
+                }),
+                "backend.vni",
+                "a gue backend has no VNI",
+            ),
+            (with(|s| s.vni = Some(1)), "backend.vni", "dr"),
+            (
+                with(|s| {
+                    s.forward = Vxlan;
+                    s.vni = Some(7);
+                }),
+                "backend.mac",
+                "a vxlan backend needs the MAC of its vxlan device",
+            ),
+            (
+                with(|s| {
+                    s.forward = Ipip;
+                    s.mac = Some(mac(1));
+                }),
+                "backend.mac",
+                "an ipip backend takes no MAC",
+            ),
+            (
+                with(|s| {
+                    s.forward = Gue;
+                    s.mac = Some(mac(1));
+                }),
+                "backend.mac",
+                "gue",
+            ),
+        ] {
+            let e = case.unwrap_err();
+            assert!(e.to_string().contains(words), "{e}: {words:?}");
+            assert_eq!(field(e), want);
+        }
+        for ok in [
+            tunnelled(Dr),
+            tunnelled(Ipip),
+            tunnelled(Gue),
+            tunnelled(Vxlan),
+            BackendSettings {
+                tunnel_port: Some(4790),
+                vni: Some(0),
+                ..tunnelled(Vxlan)
+            },
+            BackendSettings {
+                vni: Some(MAX_VNI),
+                ..tunnelled(Vxlan)
+            },
+            BackendSettings {
+                tunnel_port: Some(5555),
+                ..tunnelled(Gue)
+            },
+        ] {
+            check_settings(&ok).unwrap();
+        }
+        assert_eq!(tunnelled(Gue).forward_text(), "gue:6080");
+        assert_eq!(tunnelled(Vxlan).forward_text(), "vxlan:100");
+        assert_eq!(
+            BackendSettings {
+                tunnel_port: Some(4790),
+                ..tunnelled(Vxlan)
+            }
+            .forward_text(),
+            "vxlan:100@4790"
+        );
+        assert_eq!(tunnelled(Ipip).forward_text(), "ipip");
+        assert_eq!(tunnelled(Dr).forward_text(), "dr");
+    }
+
+    #[test]
+    fn tunnel_sources_routes_and_their_context_are_checked() {
+        let mut s = DesiredState::default();
+        s.create_vip(vip(443), None).unwrap();
+        // No source of the backend's family anywhere: refused once checked.
+        let mut t = s.clone();
+        t.add_backend(&vip(443), be(11), tunnelled(ForwardMethod::Gue))
+            .unwrap();
+        let e = t.check_tunnels().unwrap_err();
+        assert!(e.to_string().contains("tunnel_sources"), "{e}");
+        assert_eq!(field(e), "backend.forward");
+        let e = s.clone().converge(&t).unwrap_err();
+        assert_eq!(field(e), "backend.forward", "converge checks it");
+        // An IPv6 source does not do for an IPv4 backend.
+        t.set_tunnel_sources(vec![ip("2001:db8::1")]).unwrap();
+        assert!(t.check_tunnels().is_err());
+        t.local_addresses = vec![be(1)];
+        t.check_tunnels().unwrap();
+        for (sources, words) in [
+            (vec![be(1), be(2)], "at most one tunnel source per family"),
+            (vec![ip("0.0.0.0")], "not a unicast"),
+            (vec![ip("ff02::1")], "not a unicast"),
+        ] {
+            let e = s.clone().set_tunnel_sources(sources.clone()).unwrap_err();
+            assert!(e.to_string().contains(words), "{e}");
+            assert_eq!(field(e), "tunnel_sources");
+            let e = s
+                .clone()
+                .set_vip_tunnel_sources(&vip(443), sources)
+                .unwrap_err();
+            assert_eq!(field(e), "vip.tunnel_sources");
+        }
+        s.set_tunnel_sources(vec![be(1), ip("2001:db8::1")])
+            .unwrap();
+        let route = |p: &str, gw: &str| Route {
+            prefix: p.parse().unwrap(),
+            gateway: ip(gw),
+            mac: None,
+        };
+        for (routes, want) in [
+            (
+                vec![
+                    route("10.0.0.0/8", "192.0.2.254"),
+                    route("10.0.0.0/8", "192.0.2.253"),
+                ],
+                "route.prefix",
+            ),
+            (vec![route("10.0.0.0/8", "2001:db8::fe")], "route.gateway"),
+            (vec![route("10.0.0.0/8", "224.0.0.1")], "route.gateway"),
+            (
+                vec![Route {
+                    mac: Some(MacAddr::BROADCAST),
+                    ..route("10.0.0.0/8", "192.0.2.254")
+                }],
+                "route.mac",
+            ),
+        ] {
+            assert_eq!(field(s.clone().set_routes(routes).unwrap_err()), want);
+        }
+        for (text, words) in [
+            ("10.20.0.1/16", "the prefix is 10.20.0.0/16"),
+            ("2001:db8::1/32", "the prefix is 2001:db8::/32"),
+            ("10.0.0.0/33", "not 0-32"),
+            ("10.0.0.0", "ADDRESS/LENGTH"),
+            ("ten/8", "not an IPv4"),
+        ] {
+            let e = text.parse::<Prefix>().unwrap_err();
+            assert!(e.contains(words), "{text}: {e}");
+        }
+        assert_eq!(
+            "0.0.0.0/0".parse::<Prefix>().unwrap().to_string(),
+            "0.0.0.0/0"
+        );
+        // IPIP cannot carry an IPv6 VIP to an IPv4 backend.
+        let v6 = VipKey {
+            addr: ip("2001:db8::10"),
+            port: 443,
+            proto: Proto::Tcp,
+        };
+        s.create_vip(v6, None).unwrap();
+        let e = s
+            .clone()
+            .add_backend(&v6, be(11), tunnelled(ForwardMethod::Ipip))
+            .unwrap_err();
+        assert!(e.to_string().contains("use gue or vxlan"), "{e}");
+        assert_eq!(field(e), "backend.forward");
+        s.add_backend(&v6, be(11), tunnelled(ForwardMethod::Gue))
+            .unwrap();
+        s.add_backend(&v6, ip("2001:db8::11"), tunnelled(ForwardMethod::Ipip))
+            .unwrap();
+        s.check_tunnels().unwrap();
+    }
+
+    #[test]
+    fn the_next_hop_is_the_longest_route_else_the_backend_itself() {
+        let mut s = DesiredState {
+            local_addresses: vec![be(1), ip("2001:db8::1")],
+            ..DesiredState::default()
+        };
+        s.set_routes(vec![
+            Route {
+                prefix: "10.0.0.0/8".parse().unwrap(),
+                gateway: be(254),
+                mac: None,
+            },
+            Route {
+                prefix: "10.20.0.0/16".parse().unwrap(),
+                gateway: be(253),
+                mac: Some(mac(0xfd)),
+            },
+            Route {
+                prefix: "2001:db8:20::/48".parse().unwrap(),
+                gateway: ip("2001:db8::fe"),
+                mac: None,
+            },
+        ])
+        .unwrap();
+        s.create_vip(vip(443), None).unwrap();
+        s.set_vip_tunnel_sources(&vip(443), vec![be(5)]).unwrap();
+        let k = vip(443);
+        let add = |s: &mut DesiredState, a: &str, set: BackendSettings| {
+            s.add_backend(&k, ip(a), set).unwrap();
+        };
+        add(&mut s, "10.30.0.11", tunnelled(ForwardMethod::Ipip)); // via .254
+        add(&mut s, "10.20.0.11", tunnelled(ForwardMethod::Vxlan)); // via .253, static
+        add(&mut s, "192.0.2.21", tunnelled(ForwardMethod::Gue)); // on the segment
+        add(&mut s, "2001:db8:20::11", tunnelled(ForwardMethod::Gue)); // via ::fe
+                                                                       // A DR backend inside a routed prefix is still on the segment.
+        add(
+            &mut s,
+            "10.20.0.12",
+            BackendSettings {
+                mac: Some(mac(0x12)),
+                ..BackendSettings::default()
+            },
+        );
+        s.check_tunnels().unwrap();
+        let resolved = |a: &IpAddr| -> Option<MacAddr> {
+            match a.to_string().as_str() {
+                "192.0.2.254" => Some(mac(0xfe)),
+                "192.0.2.21" => Some(mac(0x21)),
+                // Never asked for: behind a gateway.
+                "10.30.0.11" | "10.20.0.11" => Some(MacAddr([2, 0xde, 0xad, 0, 0, 1])),
+                _ => None,
+            }
+        };
+        let spec = s.to_spec(1, MacAddr([2, 0, 0, 0, 0, 1]), resolved);
+        let b = |a: &str| {
+            spec.vips[0]
+                .backends
+                .iter()
+                .find(|b| b.addr == ip(a))
+                .unwrap()
+                .clone()
+        };
+        assert_eq!(
+            b("10.30.0.11").mac,
+            Some(mac(0xfe)),
+            "the /8's gateway, resolved"
+        );
+        assert_eq!(
+            b("10.20.0.11").mac,
+            Some(mac(0xfd)),
+            "the longest prefix, its static MAC"
+        );
+        assert_eq!(
+            b("192.0.2.21").mac,
+            Some(mac(0x21)),
+            "on the segment: itself"
+        );
+        assert_eq!(
+            b("2001:db8:20::11").mac,
+            None,
+            "its gateway unresolved: no traffic"
+        );
+        assert_eq!(b("10.20.0.12").mac, Some(mac(0x12)));
+        assert_eq!(b("10.20.0.12").tunnel, None);
+        assert_eq!(
+            b("10.30.0.11").tunnel,
+            Some(Tunnel {
+                encap: Encap::Ipip,
+                source: be(5)
+            }),
+            "the VIP's own source first"
+        );
+        assert_eq!(
+            b("10.20.0.11").tunnel.unwrap().encap,
+            Encap::Vxlan {
+                port: DEFAULT_VXLAN_PORT,
+                vni: 100,
+                inner_mac: mac(0x99)
+            }
+        );
+        assert_eq!(
+            b("2001:db8:20::11").tunnel,
+            Some(Tunnel {
+                encap: Encap::Gue {
+                    port: DEFAULT_GUE_PORT
+                },
+                source: ip("2001:db8::1")
+            }),
+            "no VIP or instance source of IPv6: the local address"
+        );
+        s.set_tunnel_sources(vec![ip("2001:db8::2")]).unwrap();
+        assert_eq!(
+            s.tunnel_source(&k, &ip("2001:db8:20::11")),
+            Some(ip("2001:db8::2")),
+            "the instance's source before its local address"
+        );
+        // What is resolved: next hops, never a backend behind a gateway.
+        let hops: Vec<(String, Option<MacAddr>)> = s
+            .next_hops()
+            .into_iter()
+            .map(|(a, m)| (a.to_string(), m))
+            .collect();
+        assert_eq!(
+            hops,
+            vec![
+                ("10.20.0.12".to_string(), Some(mac(0x12))),
+                ("192.0.2.21".to_string(), None),
+                ("192.0.2.253".to_string(), Some(mac(0xfd))),
+                ("192.0.2.254".to_string(), None),
+                ("2001:db8::fe".to_string(), None),
+            ]
+        );
+        Snapshot::build(&spec).unwrap();
+    }
+
+    #[test]
+    fn the_method_does_not_move_flows() {
+        // Maglev keys on addresses and weights alone: the same table
+        // whatever the backends' methods.
+        let table = |forward: ForwardMethod| {
+            let mut s = DesiredState {
+                local_addresses: vec![be(1)],
+                ..DesiredState::default()
+            };
+            s.create_vip(vip(443), None).unwrap();
+            for last in [11, 12, 13] {
+                s.add_backend(&vip(443), be(last), tunnelled(forward))
+                    .unwrap();
+            }
+            let spec = s.to_spec(1, MacAddr([2, 0, 0, 0, 0, 1]), |_| Some(mac(1)));
+            let snap = Snapshot::build(&spec).unwrap();
+            let v = snap.vip(0).unwrap();
+            v.table
+                .as_ref()
+                .unwrap()
+                .slots()
+                .iter()
+                .map(|&i| snap.backend(v.usable[usize::from(i)]).unwrap().addr)
+                .collect::<Vec<_>>()
+        };
+        let dr = table(ForwardMethod::Dr);
+        for f in [
+            ForwardMethod::Ipip,
+            ForwardMethod::Gue,
+            ForwardMethod::Vxlan,
+        ] {
+            assert!(table(f) == dr, "{f}");
+        }
+    }
+
+    #[test]
+    fn instance_settings_stay_home_and_the_vips_travel() {
+        let mut s = DesiredState {
+            local_addresses: vec![be(1)],
+            ..DesiredState::default()
+        };
+        s.set_tunnel_sources(vec![be(2)]).unwrap();
+        s.set_routes(vec![Route {
+            prefix: "10.0.0.0/8".parse().unwrap(),
+            gateway: be(254),
+            mac: Some(mac(0xfe)),
+        }])
+        .unwrap();
+        s.create_vip(vip(443), None).unwrap();
+        s.set_vip_tunnel_sources(&vip(443), vec![be(5)]).unwrap();
+        s.add_backend(
+            &vip(443),
+            ip("10.1.0.11"),
+            BackendSettings {
+                tunnel_port: Some(4790),
+                ..tunnelled(ForwardMethod::Vxlan)
+            },
+        )
+        .unwrap();
+        // The state file keeps everything.
+        let text = toml::to_string_pretty(&s.to_config()).unwrap();
+        for want in [
+            "tunnel_sources = [\"192.0.2.2\"]",
+            "[[route]]",
+            "prefix = \"10.0.0.0/8\"",
+            "forward = \"vxlan\"",
+            "vni = 100",
+            "tunnel_port = 4790",
+        ] {
+            assert!(text.contains(want), "{want} in {text}");
+        }
+        let back = DesiredState::load(&toml::from_str(&text).unwrap()).unwrap();
+        assert_eq!(back.to_config(), s.to_config(), "the state file round trip");
+        // Export leaves the instance's own out, the VIP's sources in.
+        let shared = toml::to_string_pretty(&s.shared_config()).unwrap();
+        assert!(
+            !shared.contains("[[route]]") && !shared.contains("192.0.2.2\""),
+            "{shared}"
+        );
+        assert!(
+            shared.contains("tunnel_sources = [\"192.0.2.5\"]"),
+            "{shared}"
+        );
+        assert!(shared.contains("forward = \"vxlan\""), "{shared}");
+        let exported = DesiredState::from_config(&toml::from_str(&shared).unwrap()).unwrap();
+        assert!(exported.tunnel_sources.is_empty() && exported.routes.is_empty());
+        assert_eq!(exported.digest(), s.digest());
+        // The digest: the instance's own settings are not in it, the
+        // method and its parameters are.
+        let mut other = s.clone();
+        other.set_tunnel_sources(vec![be(3)]).unwrap();
+        other.set_routes(Vec::new()).unwrap();
+        assert_eq!(other.digest(), s.digest());
+        for change in [
+            |s: &mut DesiredState| {
+                let mut b = s.vips()[&vip(443)].backends[&ip("10.1.0.11")]
+                    .settings
+                    .clone();
+                b.vni = Some(101);
+                s.update_backend(&vip(443), &ip("10.1.0.11"), b).unwrap();
+            },
+            |s: &mut DesiredState| {
+                let mut b = s.vips()[&vip(443)].backends[&ip("10.1.0.11")]
+                    .settings
+                    .clone();
+                b.tunnel_port = None;
+                s.update_backend(&vip(443), &ip("10.1.0.11"), b).unwrap();
+            },
+            |s: &mut DesiredState| {
+                s.update_backend(&vip(443), &ip("10.1.0.11"), tunnelled(ForwardMethod::Gue))
+                    .unwrap();
+            },
+            |s: &mut DesiredState| {
+                s.set_vip_tunnel_sources(&vip(443), vec![be(6)]).unwrap();
+            },
+        ] {
+            let mut c = s.clone();
+            change(&mut c);
+            assert_ne!(c.digest(), s.digest());
+        }
+        // A reload (converge to the file) applies the instance's own.
+        let mut running = s.clone();
+        let mut file = s.clone();
+        file.set_tunnel_sources(vec![be(3)]).unwrap();
+        file.set_routes(Vec::new()).unwrap();
+        let changes = running.converge(&file).unwrap();
+        assert_eq!(changes.len(), 2, "{changes:?}");
+        assert_eq!(running.tunnel_sources, vec![be(3)]);
+        assert!(running.routes.is_empty());
+        assert!(running.converge(&file).unwrap().is_empty(), "idempotent");
     }
 }

@@ -241,6 +241,112 @@ mod tests {
     }
 
     #[test]
+    fn tunnels_round_trip_and_refusals_name_their_path() {
+        let vx = pb::BackendConfig {
+            forward: pb::ForwardMethod::Vxlan as i32,
+            vni: 100,
+            tunnel_port: 4790,
+            mac: "02:00:00:00:01:11".into(),
+            ..backend_config("192.0.2.11")
+        };
+        let gue = pb::BackendConfig {
+            forward: pb::ForwardMethod::Gue as i32,
+            ..backend_config("192.0.2.12")
+        };
+        let config = pb::Config {
+            vips: vec![pb::VipConfig {
+                tunnel_sources: vec!["192.0.2.5".into()],
+                ..vip(80, vec![vx.clone(), gue])
+            }],
+        };
+        let s = desired_state(config.clone()).unwrap();
+        // The sources are checked once converged into an instance.
+        s.check_tunnels().unwrap();
+        let back = pb_config(&s);
+        let b = &back.vips[0].backends;
+        assert_eq!(back.vips[0].tunnel_sources, vec!["192.0.2.5"]);
+        assert_eq!(
+            (b[0].forward, b[0].tunnel_port, b[0].vni),
+            (vx.forward, 4790, 100)
+        );
+        assert_eq!(b[1].forward, pb::ForwardMethod::Gue as i32);
+        assert_eq!(
+            pb_config(&desired_state(back.clone()).unwrap()),
+            back,
+            "round trip"
+        );
+        assert_eq!(desired_state(back).unwrap().digest(), s.digest());
+        for (b, want) in [
+            (
+                pb::BackendConfig {
+                    vni: lb_core::tunnel::MAX_VNI + 1,
+                    ..vx.clone()
+                },
+                "config.vips[0].backends[0].vni",
+            ),
+            (
+                pb::BackendConfig {
+                    mac: String::new(),
+                    ..vx.clone()
+                },
+                "config.vips[0].backends[0].mac",
+            ),
+            (
+                pb::BackendConfig {
+                    forward: 9,
+                    ..vx.clone()
+                },
+                "config.vips[0].backends[0].forward",
+            ),
+            (
+                pb::BackendConfig {
+                    tunnel_port: 70_000,
+                    ..vx.clone()
+                },
+                "config.vips[0].backends[0].tunnel_port",
+            ),
+            (
+                pb::BackendConfig {
+                    forward: pb::ForwardMethod::Ipip as i32,
+                    mac: String::new(),
+                    ..vx.clone()
+                },
+                "config.vips[0].backends[0].tunnel_port",
+            ),
+            (
+                pb::BackendConfig {
+                    forward: pb::ForwardMethod::Dr as i32,
+                    tunnel_port: 0,
+                    ..vx.clone()
+                },
+                "config.vips[0].backends[0].vni",
+            ),
+        ] {
+            let e = desired_state(pb::Config {
+                vips: vec![vip(80, vec![b])],
+            })
+            .unwrap_err();
+            assert_eq!(field_of(&e), want, "{e:?}");
+        }
+        for (sources, want) in [
+            (vec!["nope".to_string()], "config.vips[0].tunnel_sources[0]"),
+            (
+                vec!["192.0.2.5".to_string(), "192.0.2.6".to_string()],
+                "config.vips[0].tunnel_sources",
+            ),
+        ] {
+            let e = desired_state(pb::Config {
+                vips: vec![pb::VipConfig {
+                    tunnel_sources: sources,
+                    ..vip(80, vec![])
+                }],
+            })
+            .unwrap_err();
+            assert_eq!(field_of(&e), want, "{e:?}");
+        }
+    }
+
+    #[test]
     fn refusals_name_the_field_path() {
         let bad_mac = pb::BackendConfig {
             mac: "zz".into(),
