@@ -763,7 +763,7 @@ fn lbctl_names_instances_nests_backends_and_watches_rates() {
     assert!(lines[2].starts_with("  192.0.2.11 "), "{table}");
     assert_eq!(
         row(2)[1..],
-        ["weight", "1", "up", "unchecked", "02:00:00:00:00:11"],
+        ["weight", "1", "up", "unchecked", "dr", "02:00:00:00:00:11"],
         "{table}"
     );
     assert_eq!(row(3)[..3], ["192.0.2.12", "weight", "2"], "{table}");
