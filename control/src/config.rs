@@ -414,6 +414,46 @@ mod tests {
         assert_eq!(spec.vips.len(), 2);
         let tcp = spec.vips.iter().find(|v| v.key.port == 443).unwrap();
         assert_eq!(tcp.backends[1].state, BackendState::Draining);
+        // Its tunnelled backends: each method, from the VIP's own source,
+        // the routed ones at the gateway's static MAC.
+        let by = |a: &str| {
+            tcp.backends
+                .iter()
+                .find(|b| b.addr.to_string() == a)
+                .unwrap()
+        };
+        let source: IpAddr = "192.0.2.5".parse().unwrap();
+        use lb_core::tunnel::{Encap, Tunnel};
+        assert_eq!(
+            by("192.0.2.13").tunnel,
+            Some(Tunnel {
+                encap: Encap::Ipip,
+                source
+            })
+        );
+        assert_eq!(
+            by("192.0.2.13").mac,
+            None,
+            "on the segment: resolved itself"
+        );
+        assert_eq!(
+            by("203.0.113.11").tunnel,
+            Some(Tunnel {
+                encap: Encap::Gue { port: 6080 },
+                source
+            })
+        );
+        assert_eq!(by("203.0.113.11").mac, Some(MacAddr([2, 0, 0, 0, 0, 0xfe])));
+        assert_eq!(
+            by("203.0.113.12").tunnel.unwrap().encap,
+            Encap::Vxlan {
+                port: 4789,
+                vni: 100,
+                inner_mac: MacAddr([2, 0, 0, 0, 1, 0x12])
+            }
+        );
+        assert_eq!(state.tunnel_sources.len(), 1);
+        assert_eq!(state.routes.len(), 1);
         let udp = spec.vips.iter().find(|v| v.key.port == 5000).unwrap();
         assert_eq!(udp.table_size, DEFAULT_TABLE_SIZE);
         let s = Snapshot::build(&spec).unwrap();
