@@ -966,3 +966,77 @@ impl Control {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{BackendSettings, ForwardMethod, Route};
+    use lb_core::snapshot::Proto;
+
+    /// What the hub resolves are next hops: a tunnelled backend behind a
+    /// gateway takes the gateway's MAC once the gateway answers, and is
+    /// never asked for itself; the MTU reaches the snapshot.
+    #[test]
+    fn tunnelled_backends_follow_their_next_hop() {
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        let vip = VipKey {
+            addr: ip("198.51.100.10"),
+            port: 443,
+            proto: Proto::Tcp,
+        };
+        let mut s = DesiredState::default();
+        s.local_addresses = vec![ip("192.0.2.1")];
+        s.set_routes(vec![Route {
+            prefix: "10.20.0.0/16".parse().unwrap(),
+            gateway: ip("192.0.2.254"),
+            mac: None,
+        }])
+        .unwrap();
+        s.create_vip(vip, None).unwrap();
+        let gue = BackendSettings {
+            forward: ForwardMethod::Gue,
+            ..BackendSettings::default()
+        };
+        s.add_backend(&vip, ip("10.20.0.11"), gue.clone()).unwrap();
+        s.add_backend(&vip, ip("192.0.2.11"), BackendSettings::default())
+            .unwrap();
+        let mut c = Control::new(s, MacAddr([2, 0, 0, 0, 0, 1]), || 0).unwrap();
+        c.resolve_neighbors(1);
+        let mut asked = Vec::new();
+        while let Some(a) = c.requests().pop() {
+            asked.push(a);
+        }
+        asked.sort();
+        assert_eq!(
+            asked,
+            [ip("192.0.2.11"), ip("192.0.2.254")],
+            "next hops only"
+        );
+        assert_eq!(c.backend_mac(&ip("10.20.0.11"), &gue), None);
+        assert_eq!(
+            c.effective_weight(&vip, &ip("10.20.0.11")),
+            0,
+            "no traffic yet"
+        );
+        let gw = MacAddr([2, 0, 0, 0, 0, 0xfe]);
+        let learned = c.learned();
+        learned.push((ip("192.0.2.254"), gw)).unwrap();
+        // The backend's own address answering changes nothing.
+        learned
+            .push((ip("10.20.0.11"), MacAddr([2, 0, 0, 0, 0, 0x11])))
+            .unwrap();
+        c.resolve_neighbors(2);
+        let snap = c.snapshot();
+        let (_, b) = snap
+            .backends()
+            .find(|(_, b)| b.addr == ip("10.20.0.11"))
+            .unwrap();
+        assert_eq!(b.mac, Some(gw), "the gateway's MAC");
+        assert!(b.tunnel.is_some());
+        assert_eq!(c.backend_mac(&ip("10.20.0.11"), &gue), Some(gw));
+        assert_eq!(c.effective_weight(&vip, &ip("10.20.0.11")), 1);
+        assert!(c.mac_since(&ip("10.20.0.11")).is_some());
+        c.set_mtu(9000);
+        assert_eq!(c.snapshot().mtu(), 9000);
+    }
+}
