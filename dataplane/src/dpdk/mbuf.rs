@@ -287,11 +287,11 @@ impl Burst {
         let mut kept = 0;
         for i in 0..self.len {
             let p = self.pkts[i];
-            // SAFETY: owned valid mbuf; the frame does not outlive this call.
-            let mut frame = unsafe { seg_frame(p) };
-            let verdict = fate(&mut frame);
-            let grown = frame.headroom();
-            drop(frame);
+            let (verdict, grown) = {
+                // SAFETY: owned valid mbuf; the frame does not outlive this block.
+                let mut frame = unsafe { seg_frame(p) };
+                (fate(&mut frame), frame.headroom())
+            };
             match verdict {
                 Fate::Send(len) => {
                     // SAFETY: owned valid mbuf, no slice of it alive any more.
