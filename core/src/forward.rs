@@ -1158,7 +1158,7 @@ mod tests {
         assert_eq!(f[14 + 9], 17, "over UDP");
         assert_eq!(
             &f[14 + 16..14 + 20],
-            &[192, 0, 2, 10 + slot as u8],
+            &[192, 0, 2, 10 + u8::try_from(slot).unwrap()],
             "to the backend"
         );
         assert_eq!(&f[14 + 12..14 + 16], &LOCAL4.octets(), "from our address");

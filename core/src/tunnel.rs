@@ -630,8 +630,12 @@ mod tests {
         assert!(sport >= 0xc000, "{sport}");
         let c = u16::from_be_bytes([seg[6], seg[7]]);
         if v6 {
-            let p =
-                checksum::ipv6_pseudo(&SRC6.octets(), &BE6.octets(), seg.len() as u32, IPPROTO_UDP);
+            let p = checksum::ipv6_pseudo(
+                &SRC6.octets(),
+                &BE6.octets(),
+                u32::try_from(seg.len()).unwrap(),
+                IPPROTO_UDP,
+            );
             assert_ne!(c, 0);
             assert_eq!(
                 checksum::finish(checksum::sum(seg, p)),
@@ -857,7 +861,10 @@ mod tests {
 
     fn inner_packet(v6: bool, proto: u8, len: usize, seed: u8, df: bool) -> Vec<u8> {
         let data: Vec<u8> = (0..len)
-            .map(|i| seed.wrapping_mul(31).wrapping_add(i as u8))
+            .map(|i| {
+                seed.wrapping_mul(31)
+                    .wrapping_add(u8::try_from(i % 256).unwrap())
+            })
             .collect();
         let (c, v) = if v6 {
             (
@@ -910,7 +917,7 @@ mod tests {
             let (t, remote) = tunnel(if vxlan { VX } else { GUE }, true);
             let out = wrap(&inner, &t, remote).unwrap();
             let seg = &out[54..];
-            let p = checksum::ipv6_pseudo(&SRC6.octets(), &BE6.octets(), seg.len() as u32, IPPROTO_UDP);
+            let p = checksum::ipv6_pseudo(&SRC6.octets(), &BE6.octets(), u32::try_from(seg.len()).unwrap(), IPPROTO_UDP);
             prop_assert_eq!(checksum::finish(checksum::sum(seg, p)), 0);
         }
 
