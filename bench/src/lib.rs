@@ -39,6 +39,7 @@ pub fn snapshot(backends: u16, table_size: u32) -> Snapshot {
                 addr: IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | (u32::from(i) + 1))),
                 mac: Some(MacAddr([0x02, 0xbe, 0, 0, (i >> 8) as u8, i as u8])),
                 state: BackendState::Up,
+                tunnel: None,
                 weight: 1,
             })
             .collect(),

@@ -550,6 +550,7 @@ impl DesiredState {
                         weight: b.settings.weight,
                         mac: b.settings.mac.or_else(|| mac_of(addr)),
                         state: b.settings.state(),
+                        tunnel: None,
                     })
                     .collect(),
             })

@@ -64,6 +64,15 @@ drop_reasons! {
     /// From the host to a VIP from a source port of the probe range that
     /// names no backend of that VIP address (the range is reserved for checks via the VIP).
     ProbeNoBackend => "probe_no_backend",
+    /// Larger than the port's MTU once encapsulated for its tunnelled
+    /// backend, and fragmentable (IPv4 without DF), or an ICMP error or
+    /// fragment: not fragmented on the hot path.
+    Oversize => "oversize",
+    /// Too big for its backend's tunnel and not to be fragmented, but over
+    /// the worker's rate of ICMP too-big replies (lbd --too-big-rate).
+    TooBigRateLimited => "too_big_rate_limited",
+    /// No room in the buffer before the frame for the tunnel's headers.
+    NoHeadroom => "no_headroom",
 }
 
 impl DropReason {

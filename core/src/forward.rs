@@ -20,6 +20,7 @@ use std::net::IpAddr;
 
 use crate::drop_reason::DropReason;
 use crate::flow::{Entry, FlowKey, FlowState, FlowTable, Insert};
+use crate::frame::Frame;
 use crate::maglev::mix64;
 use crate::packet::arp::{ArpPacket, OP_REPLY, OP_REQUEST};
 use crate::packet::ethernet::{
@@ -31,6 +32,7 @@ use crate::packet::ipv4::Ipv4Packet;
 use crate::packet::ipv6::Ipv6Packet;
 use crate::packet::l4::{self, TcpHeader, UdpHeader, PROTO_TCP, PROTO_UDP};
 use crate::snapshot::{BackendRef, Proto, Snapshot, SnapshotBackend, VipKey, MAX_BACKEND_SLOTS};
+use crate::tunnel;
 
 const PROTO_ICMP: u8 = 1;
 
@@ -45,6 +47,15 @@ pub enum Action {
         /// The backend's slot in the snapshot ([`Snapshot::backend`]).
         slot: u16,
         new_flow: bool,
+    },
+    /// The packet would exceed the port's MTU once encapsulated for its
+    /// backend's tunnel and may not be fragmented: the frame is now the
+    /// ICMP "fragmentation needed" / ICMPv6 "packet too big" (`len` bytes)
+    /// back to the client ([`tunnel::too_big`]). The worker sends it within
+    /// its rate of such replies and drops it as `too_big_rate_limited`
+    /// above it.
+    TooBig {
+        len: usize,
     },
     /// An ICMP error about a VIP flow, to that flow's backend.
     IcmpToBackend {
@@ -546,6 +557,9 @@ pub fn apply(
             if let Some(m) = moved {
                 flows.moved(m);
             }
+            if let Some(a) = fits(frame, snap, backend) {
+                return a;
+            }
             rewrite_to(frame, mac, snap.mac);
             Action::Forward {
                 vip,
@@ -602,6 +616,62 @@ pub fn apply(
     }
 }
 
+/// `None` when the frame fits its backend's way out (always for DR, where
+/// nothing is added); else what to do instead: the ICMP too-big, or a drop.
+#[inline(always)]
+fn fits(frame: &mut [u8], snap: &Snapshot, slot: u16) -> Option<Action> {
+    let b = snap.backend(slot)?;
+    // Cheap and conservative: no IP packet is longer than its frame.
+    if frame.len() <= usize::from(b.max_inner) + 14 {
+        return None;
+    }
+    match tunnel::exceeds(frame, b.max_inner)? {
+        true => Some(
+            tunnel::too_big(frame, snap.mac, b.max_inner)
+                .map_or(Action::Drop(DropReason::Oversize), |len| Action::TooBig {
+                    len,
+                }),
+        ),
+        false => Some(Action::Drop(DropReason::Oversize)),
+    }
+}
+
+/// After [`apply`] chose backend `slot` (`Forward`, `IcmpToBackend`) or
+/// [`from_kernel`] did (`Steered`, `Balanced`): a tunnelled backend's frame
+/// is encapsulated, in the room before it. `Ok(true)` when it was,
+/// `Ok(false)` for DR (unchanged).
+#[inline]
+pub fn egress(frame: &mut Frame<'_>, snap: &Snapshot, slot: u16) -> Result<bool, DropReason> {
+    let Some(b) = snap.backend(slot) else {
+        return Ok(false);
+    };
+    let Some(t) = &b.tunnel else {
+        return Ok(false);
+    };
+    tunnel::encapsulate(frame, t, b.addr, b.max_inner).map(|()| true)
+}
+
+/// [`decide`] then [`egress`]: what a worker does to one frame from the
+/// port, for tests and fuzzing. Drops from the egress come back as
+/// `Action::Drop`.
+pub fn decide_frame(
+    frame: &mut Frame<'_>,
+    snap: &Snapshot,
+    flows: &mut FlowTable,
+    now: u32,
+) -> Action {
+    let action = decide(frame, snap, flows, now);
+    match action {
+        Action::Forward { slot, .. } | Action::IcmpToBackend { slot, .. } => {
+            match egress(frame, snap, slot) {
+                Ok(_) => action,
+                Err(reason) => Action::Drop(reason),
+            }
+        }
+        _ => action,
+    }
+}
+
 /// [`classify`] then [`apply`], for one frame.
 pub fn decide(frame: &mut [u8], snap: &Snapshot, flows: &mut FlowTable, now: u32) -> Action {
     let c = classify(frame, snap);
@@ -635,7 +705,9 @@ pub enum FromKernel {
     /// ([`decide`] with the worker's flow table) and rewritten to `slot`.
     Balanced { slot: u16, new_flow: bool },
     /// An echo request from the host to a VIP, rewritten into the reply
-    /// in place: back to the host through the exception interface.
+    /// in place (or a packet too big for its backend's tunnel, rewritten
+    /// into the ICMP too-big): back to the host through the exception
+    /// interface.
     Reply,
     /// To a VIP, but nothing may take it: not sent.
     Dropped(DropReason),
@@ -682,7 +754,7 @@ pub fn from_kernel(
             slot,
             new_flow: false,
         },
-        Action::EchoReply => FromKernel::Reply,
+        Action::EchoReply | Action::TooBig { .. } => FromKernel::Reply,
         Action::Drop(reason) => FromKernel::Dropped(reason),
         // Neighbour traffic and the like: as the host sent it.
         Action::ArpReply
@@ -902,7 +974,7 @@ mod tests {
     use crate::flow::FlowConfig;
     use crate::packet::build;
     use crate::packet::ethernet::EthernetFrame;
-    use crate::snapshot::{BackendSpec, BackendState, SnapshotSpec, VipSpec};
+    use crate::snapshot::{BackendSpec, BackendState, SnapshotError, SnapshotSpec, VipSpec};
     use proptest::prelude::*;
     use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -987,6 +1059,7 @@ mod tests {
             weight: 1,
             mac: Some(backend_mac(slot)),
             state,
+            tunnel: None,
         }
     }
 
@@ -1035,6 +1108,172 @@ mod tests {
 
     fn table() -> FlowTable {
         FlowTable::new(1024, FlowConfig::default())
+    }
+
+    /// Every backend of `spec` through `encap` from our address of its
+    /// family, its `mac` the next hop's.
+    fn tunnelled(mut spec: SnapshotSpec, encap: crate::tunnel::Encap) -> SnapshotSpec {
+        for v in &mut spec.vips {
+            for b in &mut v.backends {
+                let source = match b.addr {
+                    IpAddr::V4(_) => IpAddr::V4(LOCAL4),
+                    IpAddr::V6(_) => "2001:db8::1".parse().unwrap(),
+                };
+                b.tunnel = Some(crate::tunnel::Tunnel { encap, source });
+            }
+        }
+        spec
+    }
+
+    fn in_room(frame: &[u8]) -> Vec<u8> {
+        let mut buf = vec![0u8; 128 + frame.len()];
+        buf[128..].copy_from_slice(frame);
+        buf
+    }
+
+    #[test]
+    fn a_tunnelled_backend_gets_its_packets_encapsulated_and_dr_ones_do_not() {
+        use crate::tunnel::{Encap, DEFAULT_GUE_PORT};
+        let s = Snapshot::build(&tunnelled(
+            spec([BackendState::Up; 5]),
+            Encap::Gue {
+                port: DEFAULT_GUE_PORT,
+            },
+        ))
+        .unwrap();
+        let mut t = table();
+        let pkt = build::tcp4(PORT_MAC, CLIENT_MAC, CLIENT4, VIP4, 40000, 443, SYN, b"");
+        let mut buf = in_room(&pkt);
+        let mut f = Frame::new(&mut buf, 128, pkt.len()).unwrap();
+        let Action::Forward {
+            slot,
+            new_flow: true,
+            ..
+        } = decide_frame(&mut f, &s, &mut t, 0)
+        else {
+            panic!("forwarded")
+        };
+        assert_eq!(f.len(), pkt.len() + 28);
+        assert_eq!(&f[..6], &backend_mac(slot).0, "to the next hop");
+        assert_eq!(f[14 + 9], 17, "over UDP");
+        assert_eq!(
+            &f[14 + 16..14 + 20],
+            &[192, 0, 2, 10 + slot as u8],
+            "to the backend"
+        );
+        assert_eq!(&f[14 + 12..14 + 16], &LOCAL4.octets(), "from our address");
+        assert_eq!(f[42..], pkt[14..], "the client's packet, whole");
+
+        // The same flow on a DR snapshot: the same backend (Maglev does not
+        // look at the method), only the MAC rewritten.
+        let dr = all_up();
+        let mut buf = in_room(&pkt);
+        let mut f = Frame::new(&mut buf, 128, pkt.len()).unwrap();
+        let Action::Forward { slot: dr_slot, .. } = decide_frame(&mut f, &dr, &mut table(), 0)
+        else {
+            panic!("forwarded")
+        };
+        assert_eq!(dr_slot, slot);
+        assert_dr_rewrite(&pkt, &f, slot);
+    }
+
+    #[test]
+    fn a_packet_too_big_for_the_tunnel_gets_an_icmp_or_is_dropped() {
+        use crate::tunnel::Encap;
+        let mut sp = tunnelled(spec([BackendState::Up; 5]), Encap::Ipip);
+        sp.vips.truncate(1); // IPIP cannot carry VIP 1 (IPv6) to its IPv4 backends
+        let s = Snapshot::build(&sp).unwrap().with_mtu(1400);
+        let mut t = table();
+        let open = build::tcp4(PORT_MAC, CLIENT_MAC, CLIENT4, VIP4, 40001, 443, SYN, b"");
+        assert!(matches!(
+            decide(&mut open.clone(), &s, &mut t, 0),
+            Action::Forward { .. }
+        ));
+        // 20 + 20 + 1360 = 1400 bytes of IP: 1420 once wrapped.
+        let big = build::tcp4(
+            PORT_MAC, CLIENT_MAC, CLIENT4, VIP4, 40001, 443, ACK, &[0; 1360],
+        );
+        let mut f = big.clone();
+        let Action::TooBig { len } = decide(&mut f, &s, &mut t, 0) else {
+            panic!("too big")
+        };
+        let icmp = crate::packet::icmp::IcmpPacket::new_checked(&f[34..len]).unwrap();
+        assert_eq!(icmp.next_hop_mtu(), 1380, "the MTU less IPIP's 20 bytes");
+        assert_eq!(&f[..6], &CLIENT_MAC.0, "back to the client");
+        // One byte less fits.
+        let fits = build::tcp4(
+            PORT_MAC, CLIENT_MAC, CLIENT4, VIP4, 40001, 443, ACK, &[0; 1340],
+        );
+        assert!(matches!(
+            decide(&mut fits.clone(), &s, &mut t, 0),
+            Action::Forward { .. }
+        ));
+        // Fragmentable (no DF): dropped, never fragmented.
+        let mut frag = big.clone();
+        frag[20] &= !0x40;
+        frag[24..26].copy_from_slice(&[0, 0]);
+        let c = crate::packet::checksum::checksum(&frag[14..34]);
+        frag[24..26].copy_from_slice(&c.to_be_bytes());
+        assert_eq!(
+            decide(&mut frag, &s, &mut t, 0),
+            Action::Drop(DropReason::Oversize)
+        );
+        // At the default MTU it fits.
+        let s = s.with_mtu(1500);
+        assert!(matches!(
+            decide(&mut big.clone(), &s, &mut t, 0),
+            Action::Forward { .. }
+        ));
+    }
+
+    #[test]
+    fn tunnels_the_dataplane_cannot_build_are_refused() {
+        use crate::tunnel::{Encap, Tunnel};
+        let mut bad = spec([BackendState::Up; 5]);
+        bad.vips[0].backends[0].tunnel = Some(Tunnel {
+            encap: Encap::Ipip,
+            source: "2001:db8::1".parse().unwrap(),
+        });
+        assert!(matches!(
+            Snapshot::build(&bad),
+            Err(SnapshotError::TunnelSourceFamily { .. })
+        ));
+        let mut bad = spec([BackendState::Up; 5]);
+        // VIP 1 is IPv6; its backends are IPv4.
+        bad.vips[1].backends[0].tunnel = Some(Tunnel {
+            encap: Encap::Ipip,
+            source: IpAddr::V4(LOCAL4),
+        });
+        assert!(matches!(
+            Snapshot::build(&bad),
+            Err(SnapshotError::IpipFamily { .. })
+        ));
+        bad.vips[1].backends[0].tunnel = Some(Tunnel {
+            encap: Encap::Gue { port: 0 },
+            source: IpAddr::V4(LOCAL4),
+        });
+        assert!(matches!(
+            Snapshot::build(&bad),
+            Err(SnapshotError::TunnelPortZero { .. })
+        ));
+        bad.vips[1].backends[0].tunnel = Some(Tunnel {
+            encap: Encap::Vxlan {
+                port: 4789,
+                vni: 1 << 24,
+                inner_mac: CLIENT_MAC,
+            },
+            source: IpAddr::V4(LOCAL4),
+        });
+        assert!(matches!(
+            Snapshot::build(&bad),
+            Err(SnapshotError::BadVni { .. })
+        ));
+        // GUE carries an IPv6 VIP's packets to an IPv4 backend.
+        bad.vips[1].backends[0].tunnel = Some(Tunnel {
+            encap: Encap::Gue { port: 6080 },
+            source: IpAddr::V4(LOCAL4),
+        });
+        assert!(Snapshot::build(&bad).is_ok());
     }
 
     /// Forwarded: only the Ethernet addresses changed, to the backend's MAC.
@@ -2438,7 +2677,7 @@ mod tests {
                     assert_eq!(&f[..6], &backend_mac(backend).0);
                     assert_eq!(&f[12..], &orig[12..], "only Ethernet addresses change");
                 }
-                Action::NdAdvert { len } => assert!(len <= f.len()),
+                Action::NdAdvert { len } | Action::TooBig { len } => assert!(len <= f.len()),
                 Action::ArpReply => assert_eq!(f.len(), orig.len()),
                 Action::EchoReply => {
                     assert_eq!(f.len(), orig.len());
@@ -2575,7 +2814,7 @@ mod tests {
                     prop_assert_eq!(&f[12..], &orig[12..]);
                 }
                 Action::ArpReply => prop_assert_eq!(f.len(), orig.len()),
-                Action::NdAdvert { len } => prop_assert!(len <= f.len()),
+                Action::NdAdvert { len } | Action::TooBig { len } => prop_assert!(len <= f.len()),
                 Action::EchoReply => {
                     prop_assert_eq!(f.len(), orig.len());
                     prop_assert_eq!(&f[..6], &orig[6..12]);

@@ -12,6 +12,7 @@
 //! - [`flow`]: the per-worker flow table.
 //! - [`neigh`]: backend MAC resolution state.
 //! - [`forward`]: the decision, packet bytes + snapshot + flow table -> action.
+//! - [`tunnel`]: IPIP, GUE and VXLAN encapsulation, ICMP too-big; [`frame`]: a frame with room before it.
 //! - [`stats`]: the counters (declared once), drop reasons; [`delay`]: delay histograms.
 
 #![forbid(unsafe_code)]
@@ -28,9 +29,11 @@ pub mod delay;
 pub mod drop_reason;
 pub mod flow;
 pub mod forward;
+pub mod frame;
 pub mod maglev;
 pub mod neigh;
 pub mod packet;
 pub mod snapshot;
 pub mod stats;
+pub mod tunnel;
 pub mod vip_index;

@@ -21,6 +21,7 @@ use arc_swap::{ArcSwap, Cache};
 
 use crate::maglev::{Maglev, MaglevError};
 use crate::packet::ethernet::MacAddr;
+use crate::tunnel::{Encap, Tunnel, DEFAULT_MTU, MAX_VNI};
 use crate::vip_index::VipIndex;
 
 /// SnapshotBackend slots a snapshot may hand out: workers keep per-backend counters
@@ -111,6 +112,12 @@ pub struct SnapshotBackend {
     pub incarnation: u16,
     /// Index of its VIP in [`Snapshot::vips`].
     pub vip: u32,
+    /// Reached through a tunnel ([`crate::tunnel`]) rather than by its MAC
+    /// alone; `mac` is then the next hop's (a gateway, or the backend).
+    pub tunnel: Option<Tunnel>,
+    /// The largest client IP packet its tunnel fits within the port's MTU
+    /// (`u16::MAX` for DR: nothing is added).
+    pub max_inner: u16,
 }
 
 impl SnapshotBackend {
@@ -178,6 +185,8 @@ pub struct BackendSpec {
     pub weight: u32,
     pub mac: Option<MacAddr>,
     pub state: BackendState,
+    /// Through a tunnel, `mac` being the next hop's; `None`: DR.
+    pub tunnel: Option<Tunnel>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -196,6 +205,20 @@ pub enum SnapshotError {
     BackendIsVip { vip: VipKey, addr: IpAddr },
     #[error("vip {vip}: {source}")]
     Maglev { vip: VipKey, source: MaglevError },
+    #[error(
+        "vip {vip}: backend {addr}: tunnel source {from} is not of the backend's address family"
+    )]
+    TunnelSourceFamily {
+        vip: VipKey,
+        addr: IpAddr,
+        from: IpAddr,
+    },
+    #[error("vip {vip}: backend {addr}: ipip cannot carry an IPv6 VIP's packets to an IPv4 backend (use gue or vxlan)")]
+    IpipFamily { vip: VipKey, addr: IpAddr },
+    #[error("vip {vip}: backend {addr}: VNI {vni} is above {max}", max = crate::tunnel::MAX_VNI)]
+    BadVni { vip: VipKey, addr: IpAddr, vni: u32 },
+    #[error("vip {vip}: backend {addr}: tunnel port 0 is not a valid port")]
+    TunnelPortZero { vip: VipKey, addr: IpAddr },
 }
 
 /// The forwarding state of one generation. Immutable once built.
@@ -220,6 +243,8 @@ pub struct Snapshot {
     source_v6: Option<Ipv6Addr>,
     /// Whether echo requests to a VIP are answered ([`Snapshot::with_vip_ping`]).
     vip_ping: bool,
+    /// The port's IP MTU ([`Snapshot::with_mtu`]).
+    mtu: u16,
 }
 
 impl Snapshot {
@@ -302,6 +327,9 @@ impl Snapshot {
                         slot: b.id.slot,
                     });
                 }
+                if let Some(t) = &b.tunnel {
+                    check_tunnel(key, b.addr, t)?;
+                }
                 backends[slot] = Some(SnapshotBackend {
                     addr: b.addr,
                     mac: b.mac,
@@ -309,6 +337,10 @@ impl Snapshot {
                     weight: b.weight,
                     incarnation: b.id.incarnation,
                     vip: vi,
+                    tunnel: b.tunnel,
+                    max_inner: b
+                        .tunnel
+                        .map_or(u16::MAX, |t| t.max_inner(b.addr, DEFAULT_MTU)),
                 });
                 slots.push(b.id.slot);
             }
@@ -399,6 +431,7 @@ impl Snapshot {
             source_v4,
             source_v6,
             vip_ping: true,
+            mtu: DEFAULT_MTU,
         })
     }
 
@@ -409,6 +442,23 @@ impl Snapshot {
     pub fn with_vip_ping(mut self, on: bool) -> Snapshot {
         self.vip_ping = on;
         self
+    }
+
+    /// The port's IP MTU (default 1500, lbd `--mtu`): what a tunnelled
+    /// backend's packets must fit once encapsulated. A property of the
+    /// snapshot for the reason [`Snapshot::with_vip_ping`] is.
+    pub fn with_mtu(mut self, mtu: u16) -> Snapshot {
+        self.mtu = mtu;
+        for b in self.backends.iter_mut().flatten() {
+            if let Some(t) = b.tunnel {
+                b.max_inner = t.max_inner(b.addr, mtu);
+            }
+        }
+        self
+    }
+
+    pub fn mtu(&self) -> u16 {
+        self.mtu
     }
 
     /// Are echo requests to VIP addresses answered?
@@ -505,6 +555,27 @@ impl Snapshot {
 }
 
 /// Maglev's stable backend key: the address, IPv4 mapped into IPv6.
+/// A backend's tunnel must be of its own family and well-formed.
+fn check_tunnel(vip: VipKey, addr: IpAddr, t: &Tunnel) -> Result<(), SnapshotError> {
+    if t.source.is_ipv6() != addr.is_ipv6() {
+        return Err(SnapshotError::TunnelSourceFamily {
+            vip,
+            addr,
+            from: t.source,
+        });
+    }
+    match t.encap {
+        Encap::Ipip if vip.addr.is_ipv6() && addr.is_ipv4() => {
+            Err(SnapshotError::IpipFamily { vip, addr })
+        }
+        Encap::Gue { port: 0 } | Encap::Vxlan { port: 0, .. } => {
+            Err(SnapshotError::TunnelPortZero { vip, addr })
+        }
+        Encap::Vxlan { vni, .. } if vni > MAX_VNI => Err(SnapshotError::BadVni { vip, addr, vni }),
+        _ => Ok(()),
+    }
+}
+
 fn addr_key(a: IpAddr) -> [u8; 16] {
     match a {
         IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
@@ -652,6 +723,7 @@ mod tests {
             weight: 1,
             mac: mac.then_some(MacAddr([2, 0, 0, 0, 0, last])),
             state,
+            tunnel: None,
         }
     }
 

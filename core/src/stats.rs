@@ -31,6 +31,8 @@ macro_rules! for_each_counter {
             [tx_bytes, Total, "Bytes the worker transmitted."],
             [tx_failed, Total, "Packets the device refused on transmit (freed): lost, but not dropped by the decision."],
             [forwarded, Total, "Packets sent to a backend (ICMP errors included)."],
+            [encapsulated, Total, "Packets sent to a backend through its tunnel (IPIP, GUE or VXLAN); also in forwarded."],
+            [too_big_sent, Total, "ICMP fragmentation-needed and ICMPv6 packet-too-big sent to clients whose packet would exceed the MTU once encapsulated."],
             [icmp_to_backend, Total, "ICMP errors about a VIP flow sent to that flow's backend."],
             [arp_replies, Total, "ARP replies sent for VIPs and the port's own addresses."],
             [nd_adverts, Total, "Neighbor advertisements sent for VIPs and the port's own addresses."],

@@ -34,6 +34,11 @@ const REQUESTS_PER_POLL: usize = 4;
 /// the most sent at once.
 pub const ECHO_RATE: u32 = 1000;
 pub const ECHO_BURST: u32 = 100;
+/// ICMP too-big replies per second per worker by default (lbd
+/// --too-big-rate), and the most sent at once: as Linux's
+/// icmp_ratelimit, a client's path-MTU discovery needs one per flow.
+pub const TOO_BIG_RATE: u32 = 1000;
+pub const TOO_BIG_BURST: u32 = 100;
 
 /// The worker's end of backend MAC resolution (see `neigh.rs`): what it
 /// learns from ARP replies and neighbor advertisements goes to `learned`;
@@ -65,6 +70,8 @@ pub struct Worker<'a> {
     generation: Option<u64>,
     /// Echo replies to VIPs, on the TSC clock.
     echo: EchoLimiter,
+    /// ICMP too-big replies to clients, on the TSC clock.
+    too_big: EchoLimiter,
     /// The next backend slot whose flow count is published.
     publish_cursor: usize,
 }
@@ -88,6 +95,7 @@ impl<'a> Worker<'a> {
             tsc_hz: tsc_hz.max(1),
             generation: None,
             echo: EchoLimiter::new(ECHO_RATE, ECHO_BURST, tsc_hz),
+            too_big: EchoLimiter::new(TOO_BIG_RATE, TOO_BIG_BURST, tsc_hz),
             publish_cursor: 0,
         }
     }
@@ -112,6 +120,18 @@ impl<'a> Worker<'a> {
     pub fn with_echo_rate(mut self, rate: u32) -> Worker<'a> {
         let burst = if rate == 0 { 1 } else { rate.min(ECHO_BURST) };
         self.echo = EchoLimiter::new(rate, burst, self.tsc_hz);
+        self
+    }
+
+    /// Send at most `rate` ICMP too-big replies per second (0: no limit), in
+    /// bursts of up to [`TOO_BIG_BURST`] (or `rate`, if lower).
+    pub fn with_too_big_rate(mut self, rate: u32) -> Worker<'a> {
+        let burst = if rate == 0 {
+            1
+        } else {
+            rate.min(TOO_BIG_BURST)
+        };
+        self.too_big = EchoLimiter::new(rate, burst, self.tsc_hz);
         self
     }
 
@@ -204,15 +224,30 @@ impl<'a> Worker<'a> {
         let mut lens = [0u16; BURST_SIZE];
         let mut kept = 0;
         let (mut steered, mut balanced, mut new_flows, mut replies) = (0u64, 0u64, 0u64, 0u64);
+        let mut encapsulated = 0u64;
         let mut drops = [0u64; DropReason::COUNT];
         let mut replies_burst = Burst::new();
         burst.triage(&mut replies_burst, |frame| {
             let fate = match forward::from_kernel(frame, snap, flows, now) {
-                forward::FromKernel::Steered { .. } => {
+                forward::FromKernel::Steered { slot } => {
+                    match forward::egress(frame, snap, slot) {
+                        Ok(tunnelled) => encapsulated += u64::from(tunnelled),
+                        Err(reason) => {
+                            drops[reason as usize] += 1;
+                            return Fate::Drop;
+                        }
+                    }
                     steered += 1;
                     Fate::Send(frame.len())
                 }
                 forward::FromKernel::Balanced { slot, new_flow } => {
+                    match forward::egress(frame, snap, slot) {
+                        Ok(tunnelled) => encapsulated += u64::from(tunnelled),
+                        Err(reason) => {
+                            drops[reason as usize] += 1;
+                            return Fate::Drop;
+                        }
+                    }
                     balanced += 1;
                     new_flows += u64::from(new_flow);
                     if let Some(b) = s.backends.get(usize::from(slot)) {
@@ -254,6 +289,7 @@ impl<'a> Worker<'a> {
         }
         s.from_kernel.add(n as u64);
         s.probes_steered.add(steered);
+        s.encapsulated.add(encapsulated);
         s.host_balanced.add(balanced);
         s.new_flows.add(new_flows);
         s.host_replies.add(replies);
@@ -315,19 +351,39 @@ impl<'a> Worker<'a> {
         let learned = self.neighbors.map(|n| n.learned);
         let conflicts = self.neighbors.and_then(|n| n.conflicts);
         let echo = &mut self.echo;
+        let too_big = &mut self.too_big;
         let backend_stats = &self.stats.backends;
         let mut to_kernel = Burst::new();
         burst.triage(&mut to_kernel, |frame| {
-            let bytes = wire[i];
+            let mut bytes = wire[i];
             counts.rx_bytes += bytes as u64;
             let action = forward::apply(classified[i], frame, snap, flows, now);
             i += 1;
+            // A tunnelled backend's frame grows at the front.
+            let mut egress = |frame: &mut lb_core::frame::Frame<'_>, slot, bytes: &mut usize| {
+                let before = frame.len();
+                match forward::egress(frame, snap, slot) {
+                    Ok(false) => Ok(()),
+                    Ok(true) => {
+                        counts.encapsulated += 1;
+                        // Padding is cut: what goes out is the new frame
+                        // plus whatever further segments carried.
+                        *bytes = (*bytes + frame.len()).saturating_sub(before);
+                        Ok(())
+                    }
+                    Err(reason) => Err(reason),
+                }
+            };
             let len = match action {
                 Action::Forward {
                     slot: backend,
                     new_flow,
                     ..
                 } => {
+                    if let Err(reason) = egress(frame, backend, &mut bytes) {
+                        counts.drops[reason as usize] += 1;
+                        return Fate::Drop;
+                    }
                     counts.forwarded += 1;
                     counts.new_flows += u64::from(new_flow);
                     if let Some(b) = backend_stats.get(usize::from(backend)) {
@@ -338,6 +394,10 @@ impl<'a> Worker<'a> {
                     frame.len()
                 }
                 Action::IcmpToBackend { slot: backend, .. } => {
+                    if let Err(reason) = egress(frame, backend, &mut bytes) {
+                        counts.drops[reason as usize] += 1;
+                        return Fate::Drop;
+                    }
                     counts.forwarded += 1;
                     counts.icmp += 1;
                     if let Some(b) = backend_stats.get(usize::from(backend)) {
@@ -345,6 +405,14 @@ impl<'a> Worker<'a> {
                         b.bytes.add(bytes as u64);
                     }
                     frame.len()
+                }
+                Action::TooBig { len } if too_big.allow(dpdk::rdtsc()) => {
+                    counts.too_big += 1;
+                    len
+                }
+                Action::TooBig { .. } => {
+                    counts.drops[DropReason::TooBigRateLimited as usize] += 1;
+                    return Fate::Drop;
                 }
                 Action::ArpReply => {
                     counts.arp += 1;
@@ -425,6 +493,8 @@ impl<'a> Worker<'a> {
         s.tx_failed.add(out.dropped as u64);
         s.forwarded.add(counts.forwarded);
         s.icmp_to_backend.add(counts.icmp);
+        s.encapsulated.add(counts.encapsulated);
+        s.too_big_sent.add(counts.too_big);
         s.arp_replies.add(counts.arp);
         s.nd_adverts.add(counts.nd);
         s.echo_replies.add(counts.echo);
@@ -493,5 +563,7 @@ struct BurstCounts {
     to_kernel: u64,
     new_flows: u64,
     learned: u64,
+    encapsulated: u64,
+    too_big: u64,
     drops: [u64; DropReason::COUNT],
 }

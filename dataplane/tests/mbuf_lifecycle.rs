@@ -282,3 +282,43 @@ fn triage_sends_diverts_and_drops() {
     drop((b, diverted, full));
     assert_eq!(p.in_use(), 0);
 }
+
+/// A frame grown at the front in triage (a tunnel's headers) is what the
+/// mbuf then holds: data offset, data and packet lengths follow; a cut
+/// after growing counts from the new start; no room, no growth.
+#[test]
+fn triage_takes_what_a_frame_grew_into_its_headroom() {
+    let p = pool("mb_grow", 63);
+    let mut b = Burst::new();
+    b.push(frame(7, 100, p)).unwrap();
+    b.push(frame(8, 100, p)).unwrap();
+    let head = b.data(0).unwrap().as_ptr() as usize;
+    let mut unused = Burst::new();
+    b.triage(&mut unused, |f| {
+        let tag = f[0];
+        let room = f.headroom();
+        assert!(room >= 64, "DPDK leaves RTE_PKTMBUF_HEADROOM: {room}");
+        assert!(f.prepend(50));
+        f[..50].fill(0xee);
+        assert!(!f.prepend(room), "never beyond the headroom");
+        if tag == 8 {
+            return Fate::Send(120);
+        }
+        Fate::Send(f.len())
+    });
+    let d = b.data(0).unwrap();
+    assert_eq!(d.len(), 150);
+    assert_eq!(
+        d.as_ptr() as usize,
+        head - 50,
+        "the data starts 50 bytes earlier"
+    );
+    assert!(d[..50].iter().all(|&x| x == 0xee));
+    assert_eq!(d[50], 7, "the original frame follows");
+    assert_eq!(b.pkt_len_of(0), Some(150));
+    assert_eq!(b.data(1).unwrap().len(), 120, "cut from the new start");
+    assert_eq!(b.data(1).unwrap()[50], 8);
+    assert_eq!(b.pkt_len_of(1), Some(120));
+    drop(b);
+    assert_eq!(p.in_use(), 0);
+}

@@ -45,6 +45,7 @@ fn publisher(port_mac: MacAddr) -> Publisher {
                 weight: 1,
                 mac: Some(BACKEND_MAC),
                 state: BackendState::Up,
+                tunnel: None,
             }],
         }],
     };

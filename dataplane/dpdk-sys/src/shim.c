@@ -50,6 +50,16 @@ int lb_rte_pktmbuf_trim(struct rte_mbuf *m, uint16_t len)
 	return rte_pktmbuf_trim(m, len);
 }
 
+uint16_t lb_rte_pktmbuf_headroom(const struct rte_mbuf *m)
+{
+	return rte_pktmbuf_headroom(m);
+}
+
+char *lb_rte_pktmbuf_prepend(struct rte_mbuf *m, uint16_t len)
+{
+	return rte_pktmbuf_prepend(m, len);
+}
+
 uint16_t lb_rte_pktmbuf_tailroom(const struct rte_mbuf *m)
 {
 	return rte_pktmbuf_tailroom(m);

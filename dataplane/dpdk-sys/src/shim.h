@@ -38,6 +38,10 @@ char *lb_rte_pktmbuf_append(struct rte_mbuf *m, uint16_t len);
 /** Remove `len` bytes from the tail: 0 on success, -1 when the last segment is shorter. */
 int lb_rte_pktmbuf_trim(struct rte_mbuf *m, uint16_t len);
 /** Free space after the data in the last segment. */
+uint16_t lb_rte_pktmbuf_headroom(const struct rte_mbuf *m);
+
+char *lb_rte_pktmbuf_prepend(struct rte_mbuf *m, uint16_t len);
+
 uint16_t lb_rte_pktmbuf_tailroom(const struct rte_mbuf *m);
 /** Number of segments in the chain. */
 uint16_t lb_rte_pktmbuf_nb_segs(const struct rte_mbuf *m);

@@ -1,6 +1,7 @@
 use std::ptr::NonNull;
 
 use dpdk_sys::rte_mbuf;
+use lb_core::frame::Frame;
 
 /// Packets handled per poll: the usual DPDK burst.
 pub const BURST_SIZE: usize = 32;
@@ -133,6 +134,28 @@ unsafe fn seg_bytes_mut<'a>(m: *mut rte_mbuf) -> &'a mut [u8] {
     }
 }
 
+/// The first segment as a [`Frame`]: its data, with the headroom before it.
+///
+/// # Safety
+/// As [`seg_bytes_mut`].
+#[inline(always)]
+unsafe fn seg_frame<'a>(m: *mut rte_mbuf) -> Frame<'a> {
+    // SAFETY: valid mbuf (caller).
+    let head = usize::from(unsafe { dpdk_sys::lb_rte_pktmbuf_headroom(m) });
+    // SAFETY: valid mbuf (caller).
+    let len = usize::from(unsafe { dpdk_sys::lb_rte_pktmbuf_data_len(m) });
+    // SAFETY: the headroom is the `head` bytes of the mbuf's own buffer
+    // right before the data, so `mtod - head .. mtod + len` lies inside it;
+    // exclusive by the caller's contract.
+    let buf = unsafe {
+        std::slice::from_raw_parts_mut(
+            dpdk_sys::lb_rte_pktmbuf_mtod(m).cast::<u8>().sub(head),
+            head + len,
+        )
+    };
+    Frame::new(buf, head, len).expect("head + len is the buffer's length")
+}
+
 /// What [`Burst::triage`] does with a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fate {
@@ -249,15 +272,39 @@ impl Burst {
     /// Returns how many were freed. A packet diverted into a full `divert`
     /// is freed and counted as dropped.
     #[inline]
-    pub fn triage(&mut self, divert: &mut Burst, mut fate: impl FnMut(&mut [u8]) -> Fate) -> usize {
+    ///
+    /// The closure sees each packet as a [`Frame`]: it may also grow it at
+    /// the front into the headroom (a tunnel's headers), which the mbuf
+    /// then takes (`rte_pktmbuf_prepend`); `Send(len)` counts from the new
+    /// start.
+    pub fn triage(
+        &mut self,
+        divert: &mut Burst,
+        mut fate: impl FnMut(&mut Frame<'_>) -> Fate,
+    ) -> usize {
         let mut dropped = [std::ptr::null_mut(); BURST_SIZE];
         let mut n_dropped = 0;
         let mut kept = 0;
         for i in 0..self.len {
             let p = self.pkts[i];
-            // SAFETY: owned valid mbuf; the slice does not outlive this call.
-            match fate(unsafe { seg_bytes_mut(p) }) {
+            // SAFETY: owned valid mbuf; the frame does not outlive this call.
+            let mut frame = unsafe { seg_frame(p) };
+            let verdict = fate(&mut frame);
+            let grown = frame.headroom();
+            drop(frame);
+            match verdict {
                 Fate::Send(len) => {
+                    // SAFETY: owned valid mbuf, no slice of it alive any more.
+                    let head = usize::from(unsafe { dpdk_sys::lb_rte_pktmbuf_headroom(p) });
+                    if grown < head {
+                        #[allow(
+                            clippy::cast_possible_truncation,
+                            reason = "less than the u16 headroom"
+                        )]
+                        let n = (head - grown) as u16;
+                        // SAFETY: owned valid mbuf; n is within its headroom, so prepend cannot fail.
+                        unsafe { dpdk_sys::lb_rte_pktmbuf_prepend(p, n) };
+                    }
                     // SAFETY: owned valid mbuf, no slice of it alive any more.
                     let cur = usize::from(unsafe { dpdk_sys::lb_rte_pktmbuf_data_len(p) });
                     // SAFETY: owned valid mbuf.

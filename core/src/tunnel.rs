@@ -1,0 +1,934 @@
+//! Tunnels to backends beyond the segment: per backend, its packets leave
+//! encapsulated instead of with a rewritten Ethernet header alone.
+//!
+//! - **IPIP**: the client's IP packet inside an outer IP header (protocol 4
+//!   for IPv4 inside, 41 for IPv6 inside), as Linux `ipip`/`ip6tnl`
+//!   devices in `external` mode and IPVS's TUN method take it.
+//! - **GUE** (variant 1, as Katran sends it): the client's IP packet right
+//!   after an outer UDP header to the backend's GUE port, which Linux `fou`
+//!   in `gue` mode decapsulates.
+//! - **VXLAN**: the DR frame itself (its Ethernet destination the MAC of the
+//!   backend's VXLAN device) inside VXLAN over UDP to the backend's VTEP.
+//!
+//! The outer UDP source port comes from the inner flow's addresses and
+//! ports, so the backend NIC's RSS spreads flows and keeps each on one
+//! queue; the outer IPv6 flow label likewise. DSCP and ECN are copied from
+//! the inner header; the outer TTL is 64 and the inner one is left alone
+//! (RFC 2003 lets the encapsulator treat the tunnel as one hop or none: the
+//! balancer, an L2 forwarder in DR mode, is none). Outer IPv4 carries DF
+//! when the inner packet may not be fragmented (DF set, or IPv6), so no
+//! router on the way fragments what the client said not to. The outer UDP
+//! checksum is 0 over IPv4 (RFC 768, as Katran and Linux send it) and
+//! computed over IPv6, where it is mandatory: from the inner packet's own
+//! checksums where they cover it (Linux's local checksum offload), so the
+//! payload is not read again; by summing the payload otherwise.
+//!
+//! A packet whose encapsulation would exceed the port's MTU is not
+//! fragmented on the hot path. When it may not be fragmented (IPv4 with DF,
+//! or IPv6), [`too_big`] turns it in place into the ICMP "fragmentation
+//! needed" / ICMPv6 "packet too big" its client's path-MTU discovery needs,
+//! with the MTU less the tunnel's overhead; otherwise it is dropped
+//! (`oversize`).
+
+use std::net::IpAddr;
+
+use crate::drop_reason::DropReason;
+use crate::frame::Frame;
+use crate::maglev::mix64;
+use crate::packet::checksum;
+use crate::packet::ethernet::{MacAddr, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_VLAN};
+
+/// Linux `fou`'s and Katran's customary GUE port.
+pub const DEFAULT_GUE_PORT: u16 = 6080;
+/// IANA's VXLAN port (RFC 7348).
+pub const DEFAULT_VXLAN_PORT: u16 = 4789;
+/// VNIs are 24 bits.
+pub const MAX_VNI: u32 = (1 << 24) - 1;
+/// The port's IP MTU unless configured (lbd `--mtu`).
+pub const DEFAULT_MTU: u16 = 1500;
+
+const IPPROTO_IPIP: u8 = 4;
+const IPPROTO_IPV6: u8 = 41;
+const IPPROTO_UDP: u8 = 17;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_ICMP: u8 = 1;
+const IPPROTO_ICMPV6: u8 = 58;
+const OUTER_TTL: u8 = 64;
+const ETH: usize = 14;
+const UDP: usize = 8;
+const VXLAN: usize = 8;
+
+/// How a tunnelled backend's packets are wrapped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encap {
+    Ipip,
+    /// GUE variant 1 to UDP `port`.
+    Gue {
+        port: u16,
+    },
+    /// VXLAN to UDP `port` with `vni`; the inner frame goes to `inner_mac`,
+    /// the MAC of the backend's VXLAN device.
+    Vxlan {
+        port: u16,
+        vni: u32,
+        inner_mac: MacAddr,
+    },
+}
+
+impl Encap {
+    /// The method's name in the state file, the API and the metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Encap::Ipip => "ipip",
+            Encap::Gue { .. } => "gue",
+            Encap::Vxlan { .. } => "vxlan",
+        }
+    }
+
+    /// Bytes the tunnel puts in front of the client's IP packet: the outer
+    /// IP header, then UDP (GUE), or UDP, VXLAN and the inner Ethernet
+    /// header (VXLAN).
+    pub fn overhead(&self, outer_v6: bool) -> usize {
+        let ip = if outer_v6 { 40 } else { 20 };
+        ip + match self {
+            Encap::Ipip => 0,
+            Encap::Gue { .. } => UDP,
+            Encap::Vxlan { .. } => UDP + VXLAN + ETH,
+        }
+    }
+}
+
+/// A backend's tunnel: how, and from which of our addresses (the outer
+/// source; the destination is the backend's address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tunnel {
+    pub encap: Encap,
+    pub source: IpAddr,
+}
+
+impl Tunnel {
+    /// The largest client IP packet that fits `mtu` once wrapped for `remote`.
+    pub fn max_inner(&self, remote: IpAddr, mtu: u16) -> u16 {
+        let o = self.encap.overhead(remote.is_ipv6());
+        u16::try_from(usize::from(mtu).saturating_sub(o)).unwrap_or(0)
+    }
+}
+
+/// The L2 header's length and the ethertype it announces, for an untagged
+/// or single-tagged frame.
+#[inline]
+fn l2(frame: &[u8]) -> Option<(usize, u16)> {
+    let t = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
+    if t == ETHERTYPE_VLAN {
+        Some((18, u16::from_be_bytes([*frame.get(16)?, *frame.get(17)?])))
+    } else {
+        Some((ETH, t))
+    }
+}
+
+/// What the inner IP packet says of itself.
+struct Inner {
+    /// Its length from its own header (the frame may carry padding).
+    len: usize,
+    /// DSCP and ECN: the IPv4 TOS byte, the IPv6 traffic class.
+    tos: u8,
+    /// IPv4 and DF clear: a router may fragment it.
+    fragmentable: bool,
+    /// IPv4 identification (0 for IPv6).
+    ident: u16,
+}
+
+#[inline]
+fn inner(ip: &[u8], v6: bool) -> Option<Inner> {
+    if v6 {
+        let h = ip.get(..40)?;
+        Some(Inner {
+            len: 40 + usize::from(u16::from_be_bytes([h[4], h[5]])),
+            tos: (h[0] << 4) | (h[1] >> 4),
+            fragmentable: false,
+            ident: 0,
+        })
+    } else {
+        let h = ip.get(..20)?;
+        Some(Inner {
+            len: usize::from(u16::from_be_bytes([h[2], h[3]])),
+            tos: h[1],
+            fragmentable: h[6] & 0x40 == 0,
+            ident: u16::from_be_bytes([h[4], h[5]]),
+        })
+    }
+}
+
+/// Per-flow entropy from the inner packet's addresses and (first 4 bytes
+/// of the transport header) ports: the same for every packet of a flow.
+#[inline]
+fn entropy(ip: &[u8], v6: bool) -> u64 {
+    let word = |b: &[u8], at: usize| {
+        b.get(at..at + 8)
+            .and_then(|s| <[u8; 8]>::try_from(s).ok())
+            .map_or(0, u64::from_le_bytes)
+    };
+    let ports = |at: usize| {
+        ip.get(at..at + 4)
+            .and_then(|s| <[u8; 4]>::try_from(s).ok())
+            .map_or(0, |p| u64::from(u32::from_le_bytes(p)))
+    };
+    if v6 {
+        mix64(
+            word(ip, 8)
+                ^ word(ip, 16).rotate_left(16)
+                ^ word(ip, 24).rotate_left(32)
+                ^ word(ip, 32).rotate_left(48)
+                ^ ports(40),
+        )
+    } else {
+        let ihl = usize::from(ip.first().map_or(5, |b| b & 0x0f)) * 4;
+        mix64(word(ip, 12) ^ ports(ihl).rotate_left(29))
+    }
+}
+
+/// The one's-complement sum of the inner IP packet `ip` (`len` bytes),
+/// not folded. Where the packet's own checksums cover its transport
+/// segment (a TCP or UDP packet with a checksum, an ICMP message, not a
+/// fragment) that segment's sum is the complement of its pseudo-header's
+/// and is not read; otherwise the bytes are summed. A packet whose
+/// checksums are wrong gets an outer checksum that is wrong too, and the
+/// backend drops it, as it would have dropped the inner one.
+fn inner_sum(ip: &[u8], v6: bool) -> u32 {
+    if v6 {
+        let Some(h) = ip.get(..40) else {
+            return checksum::sum(ip, 0);
+        };
+        // Only the fixed header is read: with extension headers, or a
+        // transport without its own checksum, sum everything.
+        let next = h[6];
+        let seg = ip.get(40..).unwrap_or_default();
+        let covered = match next {
+            IPPROTO_TCP | IPPROTO_ICMPV6 => true,
+            IPPROTO_UDP => seg.get(6..8).is_some_and(|c| c != [0, 0]),
+            _ => false,
+        };
+        if !covered {
+            return checksum::sum(ip, 0);
+        }
+        let len = u32::try_from(seg.len()).unwrap_or(0);
+        let src: [u8; 16] = h[8..24].try_into().unwrap_or_default();
+        let dst: [u8; 16] = h[24..40].try_into().unwrap_or_default();
+        let pseudo = checksum::ipv6_pseudo(&src, &dst, len, next);
+        checksum::sum(h, u32::from(!fold(pseudo)))
+    } else {
+        let ihl = usize::from(ip.first().map_or(5, |b| b & 0x0f)) * 4;
+        let (Some(h), Some(seg)) = (ip.get(..ihl), ip.get(ihl..)) else {
+            return checksum::sum(ip, 0);
+        };
+        if ihl < 20 || h[6] & 0x3f != 0 || h[7] != 0 {
+            // A fragment (MF or an offset): its checksums cover the datagram, not this.
+            return checksum::sum(ip, 0);
+        }
+        let proto = h[9];
+        match proto {
+            // An ICMP message sums to zero by itself.
+            IPPROTO_ICMP => checksum::sum(h, 0),
+            IPPROTO_TCP | IPPROTO_UDP
+                if proto == IPPROTO_TCP || seg.get(6..8).is_some_and(|c| c != [0, 0]) =>
+            {
+                let len = u16::try_from(seg.len()).unwrap_or(0);
+                let pseudo = checksum::sum(&h[12..20], u32::from(proto) + u32::from(len));
+                checksum::sum(h, u32::from(!fold(pseudo)))
+            }
+            _ => checksum::sum(ip, 0),
+        }
+    }
+}
+
+#[inline]
+fn fold(mut s: u32) -> u16 {
+    while s >> 16 != 0 {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    #[allow(clippy::cast_possible_truncation, reason = "folded below 2^16")]
+    let f = s as u16;
+    f
+}
+
+/// Wrap the DR-rewritten `frame` (its Ethernet destination already the
+/// next hop's MAC, its source ours) for the backend at `remote` through
+/// `t`, using the room before it. The L2 header (VLAN tag included) stays
+/// the outer one; padding after the inner packet is cut. The caller has
+/// checked the size against the MTU with [`Tunnel::max_inner`]; a packet
+/// that slipped past (a fragment, an ICMP error) is dropped as `oversize`.
+pub fn encapsulate(
+    frame: &mut Frame<'_>,
+    t: &Tunnel,
+    remote: IpAddr,
+    max_inner: u16,
+) -> Result<(), DropReason> {
+    let (l2_len, ethertype) = l2(frame).ok_or(DropReason::Truncated)?;
+    let inner_v6 = match ethertype {
+        ETHERTYPE_IPV4 => false,
+        ETHERTYPE_IPV6 => true,
+        _ => return Err(DropReason::Truncated),
+    };
+    let ip = frame.get(l2_len..).ok_or(DropReason::Truncated)?;
+    let inn = inner(ip, inner_v6).ok_or(DropReason::Truncated)?;
+    if inn.len > ip.len() {
+        return Err(DropReason::Truncated);
+    }
+    if inn.len > usize::from(max_inner) {
+        return Err(DropReason::Oversize);
+    }
+    let ip = &ip[..inn.len];
+    let outer_v6 = remote.is_ipv6();
+    let overhead = t.encap.overhead(outer_v6);
+    let flow = entropy(ip, inner_v6);
+    // Over IPv6 the UDP checksum covers the payload: summed before the
+    // headers are written over the old Ethernet header.
+    let payload_sum = match t.encap {
+        Encap::Gue { .. } if outer_v6 => inner_sum(ip, inner_v6),
+        Encap::Vxlan { .. } if outer_v6 => inner_sum(ip, inner_v6),
+        _ => 0,
+    };
+    let mut saved = [0u8; 18];
+    saved[..l2_len].copy_from_slice(&frame[..l2_len]);
+    if !frame.prepend(overhead) {
+        return Err(DropReason::NoHeadroom);
+    }
+    frame.truncate(l2_len + overhead + inn.len);
+    let f: &mut [u8] = frame;
+    f[..l2_len].copy_from_slice(&saved[..l2_len]);
+    let outer_type = if outer_v6 {
+        ETHERTYPE_IPV6
+    } else {
+        ETHERTYPE_IPV4
+    };
+    f[l2_len - 2..l2_len].copy_from_slice(&outer_type.to_be_bytes());
+
+    let ip_hdr = if outer_v6 { 40 } else { 20 };
+    let outer_len = overhead + inn.len;
+    let proto = match t.encap {
+        Encap::Ipip if inner_v6 => IPPROTO_IPV6,
+        Encap::Ipip => IPPROTO_IPIP,
+        _ => IPPROTO_UDP,
+    };
+    let at = l2_len;
+    match (t.source, remote) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            let h = &mut f[at..at + 20];
+            h[0] = 0x45;
+            h[1] = inn.tos;
+            h[2..4].copy_from_slice(&u16::try_from(outer_len).unwrap_or(u16::MAX).to_be_bytes());
+            // DF when the inner packet has it (or is IPv6): the path may not
+            // fragment what the client said not to. A fragmentable one keeps
+            // its identification so fragments of the outer packet stay apart.
+            let (id, df) = if inn.fragmentable {
+                (inn.ident, 0)
+            } else {
+                (0, 0x40)
+            };
+            h[4..6].copy_from_slice(&id.to_be_bytes());
+            h[6] = df;
+            h[7] = 0;
+            h[8] = OUTER_TTL;
+            h[9] = proto;
+            h[10..12].copy_from_slice(&[0, 0]);
+            h[12..16].copy_from_slice(&s.octets());
+            h[16..20].copy_from_slice(&d.octets());
+            let c = checksum::checksum(h);
+            h[10..12].copy_from_slice(&c.to_be_bytes());
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            let h = &mut f[at..at + 40];
+            #[allow(
+                clippy::cast_possible_truncation,
+                reason = "20 bits of the flow's entropy"
+            )]
+            let label = (flow >> 40) as u32 & 0x000f_ffff;
+            let first = 0x6000_0000 | u32::from(inn.tos) << 20 | label;
+            h[0..4].copy_from_slice(&first.to_be_bytes());
+            h[4..6].copy_from_slice(
+                &u16::try_from(outer_len - 40)
+                    .unwrap_or(u16::MAX)
+                    .to_be_bytes(),
+            );
+            h[6] = proto;
+            h[7] = OUTER_TTL;
+            h[8..24].copy_from_slice(&s.octets());
+            h[24..40].copy_from_slice(&d.octets());
+        }
+        // Snapshot::build refuses a source of the other family.
+        _ => return Err(DropReason::NoBackend),
+    }
+    let (port, vni) = match t.encap {
+        Encap::Ipip => return Ok(()),
+        Encap::Gue { port } => (port, None),
+        Encap::Vxlan {
+            port,
+            vni,
+            inner_mac,
+        } => (port, Some((vni, inner_mac))),
+    };
+    let u = at + ip_hdr;
+    let udp_len = outer_len - ip_hdr;
+    // An ephemeral-range source port (49152..65535) from the flow.
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "14 bits of the flow's entropy"
+    )]
+    let sport = 0xc000 | (flow >> 50) as u16 & 0x3fff;
+    f[u..u + 2].copy_from_slice(&sport.to_be_bytes());
+    f[u + 2..u + 4].copy_from_slice(&port.to_be_bytes());
+    f[u + 4..u + 6].copy_from_slice(&u16::try_from(udp_len).unwrap_or(u16::MAX).to_be_bytes());
+    f[u + 6..u + 8].copy_from_slice(&[0, 0]);
+    let mut sum = payload_sum;
+    if let Some((vni, inner_mac)) = vni {
+        let v = u + UDP;
+        f[v..v + 4].copy_from_slice(&[0x08, 0, 0, 0]);
+        f[v + 4..v + 8].copy_from_slice(&(vni << 8).to_be_bytes());
+        let e = v + VXLAN;
+        f[e..e + 6].copy_from_slice(&inner_mac.0);
+        f[e + 6..e + 12].copy_from_slice(&saved[6..12]);
+        f[e + 12..e + 14].copy_from_slice(&ethertype.to_be_bytes());
+        if outer_v6 {
+            sum = checksum::sum(&f[v..e + ETH], sum);
+        }
+    }
+    if outer_v6 {
+        let src: [u8; 16] = f[at + 8..at + 24].try_into().unwrap_or_default();
+        let dst: [u8; 16] = f[at + 24..at + 40].try_into().unwrap_or_default();
+        let pseudo =
+            checksum::ipv6_pseudo(&src, &dst, u32::try_from(udp_len).unwrap_or(0), IPPROTO_UDP);
+        let s = checksum::sum(&f[u..u + UDP], sum + pseudo);
+        // 0 means "no checksum"; its one's-complement twin is sent instead.
+        let c = match checksum::finish(s) {
+            0 => 0xffff,
+            c => c,
+        };
+        f[u + 6..u + 8].copy_from_slice(&c.to_be_bytes());
+    }
+    Ok(())
+}
+
+/// Is the packet in `frame` too big for a tunnel that fits `max_inner`
+/// bytes of IP packet? `Some(true)`: too big and not to be fragmented (an
+/// ICMP is due); `Some(false)`: too big and fragmentable (dropped);
+/// `None`: it fits (or is not IP).
+#[inline]
+pub fn exceeds(frame: &[u8], max_inner: u16) -> Option<bool> {
+    let (l2_len, ethertype) = l2(frame)?;
+    let v6 = match ethertype {
+        ETHERTYPE_IPV4 => false,
+        ETHERTYPE_IPV6 => true,
+        _ => return None,
+    };
+    let inn = inner(frame.get(l2_len..)?, v6)?;
+    (inn.len > usize::from(max_inner)).then_some(!inn.fragmentable)
+}
+
+/// The most of the offending packet an ICMP error quotes: as RFC 1812
+/// (IPv4, 576 bytes in all) and RFC 4443 (IPv6, 1280) allow.
+const QUOTE_V4: usize = 576 - 20 - 8;
+const QUOTE_V6: usize = 1280 - 40 - 8;
+
+/// Turn `frame` (a client's packet to `vip`, not yet rewritten) in place
+/// into the ICMP "fragmentation needed" (IPv4) or ICMPv6 "packet too big"
+/// that tells the client `mtu`, from the VIP, back to the client through
+/// the MAC it came from. Returns the new length; `None` (unchanged) for a
+/// frame that is not IP or too short to hold the reply.
+pub fn too_big(frame: &mut [u8], our_mac: MacAddr, mtu: u16) -> Option<usize> {
+    let (l2_len, ethertype) = l2(frame)?;
+    let v6 = match ethertype {
+        ETHERTYPE_IPV4 => false,
+        ETHERTYPE_IPV6 => true,
+        _ => return None,
+    };
+    let inn = inner(frame.get(l2_len..)?, v6)?;
+    let hdr = if v6 { 48 } else { 28 };
+    let room = frame.len().checked_sub(l2_len + hdr)?;
+    let quote = inn.len.min(if v6 { QUOTE_V6 } else { QUOTE_V4 }).min(room);
+    let ip = l2_len;
+    // Addresses first: the quote moves over them.
+    let mut client = [0u8; 16];
+    let mut vip = [0u8; 16];
+    if v6 {
+        client.copy_from_slice(&frame[ip + 8..ip + 24]);
+        vip.copy_from_slice(&frame[ip + 24..ip + 40]);
+    } else {
+        client[..4].copy_from_slice(&frame[ip + 12..ip + 16]);
+        vip[..4].copy_from_slice(&frame[ip + 16..ip + 20]);
+    }
+    frame.copy_within(ip..ip + quote, ip + hdr);
+    // Back where it came from: swap the Ethernet addresses.
+    let mut came_from = [0u8; 6];
+    came_from.copy_from_slice(&frame[6..12]);
+    frame[..6].copy_from_slice(&came_from);
+    frame[6..12].copy_from_slice(&our_mac.0);
+    let msg_len = 8 + quote;
+    if v6 {
+        let h = &mut frame[ip..ip + 40];
+        h[0..4].copy_from_slice(&[0x60, 0, 0, 0]);
+        h[4..6].copy_from_slice(&u16::try_from(msg_len).ok()?.to_be_bytes());
+        h[6] = IPPROTO_ICMPV6;
+        h[7] = 64;
+        h[8..24].copy_from_slice(&vip);
+        h[24..40].copy_from_slice(&client);
+        let m = &mut frame[ip + 40..ip + 40 + msg_len];
+        m[..4].copy_from_slice(&[2, 0, 0, 0]);
+        m[4..8].copy_from_slice(&u32::from(mtu).to_be_bytes());
+        let pseudo =
+            checksum::ipv6_pseudo(&vip, &client, u32::try_from(msg_len).ok()?, IPPROTO_ICMPV6);
+        let c = checksum::finish(checksum::sum(m, pseudo));
+        m[2..4].copy_from_slice(&c.to_be_bytes());
+    } else {
+        let h = &mut frame[ip..ip + 20];
+        h[0] = 0x45;
+        h[1] = 0;
+        h[2..4].copy_from_slice(&u16::try_from(20 + msg_len).ok()?.to_be_bytes());
+        h[4..8].copy_from_slice(&[0, 0, 0, 0]);
+        h[8] = 64;
+        h[9] = IPPROTO_ICMP;
+        h[10..12].copy_from_slice(&[0, 0]);
+        h[12..16].copy_from_slice(&vip[..4]);
+        h[16..20].copy_from_slice(&client[..4]);
+        let c = checksum::checksum(h);
+        h[10..12].copy_from_slice(&c.to_be_bytes());
+        let m = &mut frame[ip + 20..ip + 20 + msg_len];
+        m[..4].copy_from_slice(&[3, 4, 0, 0]);
+        m[4..6].copy_from_slice(&[0, 0]);
+        m[6..8].copy_from_slice(&mtu.to_be_bytes());
+        let c = checksum::checksum(m);
+        m[2..4].copy_from_slice(&c.to_be_bytes());
+    }
+    Some(ip + hdr + quote)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::build;
+    use crate::packet::icmp::IcmpPacket;
+    use crate::packet::icmpv6::Icmpv6Packet;
+    use crate::packet::ipv4::Ipv4Packet;
+    use crate::packet::ipv6::Ipv6Packet;
+    use proptest::prelude::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    const OURS: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
+    const HOP: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xfe]);
+    const CLIENT_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xc1]);
+    const INNER: MacAddr = MacAddr([2, 0, 0, 0, 5, 1]);
+    const HEAD: usize = 128;
+    const SRC4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+    const BE4: Ipv4Addr = Ipv4Addr::new(10, 20, 0, 15);
+    const SRC6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+    const BE6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x20, 0, 0, 0, 0, 0x15);
+
+    fn tcp4(len: usize, df: bool) -> Vec<u8> {
+        let mut f = build::tcp4(
+            HOP,
+            OURS,
+            Ipv4Addr::new(203, 0, 113, 7),
+            Ipv4Addr::new(198, 51, 100, 10),
+            40000,
+            80,
+            0x10,
+            &vec![0xab; len],
+        );
+        // build sets DF; a fragmentable packet clears it.
+        if df {
+            f[14 + 6] |= 0x40;
+        } else {
+            f[14 + 6] &= !0x40;
+        }
+        f[24..26].copy_from_slice(&[0, 0]);
+        let c = checksum::checksum(&f[14..34]);
+        f[24..26].copy_from_slice(&c.to_be_bytes());
+        f
+    }
+
+    fn tcp6(len: usize) -> Vec<u8> {
+        build::tcp6(
+            HOP,
+            OURS,
+            "2001:db8:c::7".parse().unwrap(),
+            "2001:db8::10".parse().unwrap(),
+            40000,
+            443,
+            0x10,
+            &vec![0xcd; len],
+        )
+    }
+
+    fn tunnel(encap: Encap, v6: bool) -> (Tunnel, IpAddr) {
+        if v6 {
+            (
+                Tunnel {
+                    encap,
+                    source: SRC6.into(),
+                },
+                BE6.into(),
+            )
+        } else {
+            (
+                Tunnel {
+                    encap,
+                    source: SRC4.into(),
+                },
+                BE4.into(),
+            )
+        }
+    }
+
+    /// Encapsulate `frame` in a buffer with headroom; the new frame.
+    fn wrap(frame: &[u8], t: &Tunnel, remote: IpAddr) -> Result<Vec<u8>, DropReason> {
+        let mut buf = vec![0u8; HEAD + frame.len()];
+        buf[HEAD..].copy_from_slice(frame);
+        let mut f = Frame::new(&mut buf, HEAD, frame.len()).unwrap();
+        encapsulate(&mut f, t, remote, u16::MAX)?;
+        Ok(f.to_vec())
+    }
+
+    const VX: Encap = Encap::Vxlan {
+        port: DEFAULT_VXLAN_PORT,
+        vni: 0x12_3456,
+        inner_mac: INNER,
+    };
+    const GUE: Encap = Encap::Gue {
+        port: DEFAULT_GUE_PORT,
+    };
+
+    /// Outer header checks for one method and family; returns the UDP
+    /// payload (or the IP payload for IPIP).
+    fn outer(out: &[u8], v6: bool, proto: u8) -> Vec<u8> {
+        assert_eq!(&out[..6], &HOP.0);
+        assert_eq!(&out[6..12], &OURS.0);
+        if v6 {
+            assert_eq!(&out[12..14], &ETHERTYPE_IPV6.to_be_bytes());
+            let ip = Ipv6Packet::new_checked(&out[14..]).unwrap();
+            assert_eq!(
+                (ip.src(), ip.dst(), ip.next_header(), ip.hop_limit()),
+                (SRC6, BE6, proto, 64)
+            );
+            assert_eq!(usize::from(ip.payload_len()) + 54, out.len());
+            ip.upper_payload().to_vec()
+        } else {
+            assert_eq!(&out[12..14], &ETHERTYPE_IPV4.to_be_bytes());
+            let ip = Ipv4Packet::new_checked(&out[14..]).unwrap();
+            assert!(ip.checksum_ok());
+            assert_eq!(
+                (ip.src(), ip.dst(), ip.protocol(), ip.ttl()),
+                (SRC4, BE4, proto, 64)
+            );
+            assert_eq!(usize::from(ip.total_len()) + 14, out.len());
+            ip.payload().to_vec()
+        }
+    }
+
+    fn udp_checked(seg: &[u8], v6: bool, dport: u16) -> Vec<u8> {
+        assert_eq!(u16::from_be_bytes([seg[2], seg[3]]), dport);
+        assert_eq!(usize::from(u16::from_be_bytes([seg[4], seg[5]])), seg.len());
+        let sport = u16::from_be_bytes([seg[0], seg[1]]);
+        assert!(sport >= 0xc000, "{sport}");
+        let c = u16::from_be_bytes([seg[6], seg[7]]);
+        if v6 {
+            let p =
+                checksum::ipv6_pseudo(&SRC6.octets(), &BE6.octets(), seg.len() as u32, IPPROTO_UDP);
+            assert_ne!(c, 0);
+            assert_eq!(
+                checksum::finish(checksum::sum(seg, p)),
+                0,
+                "UDP checksum over IPv6"
+            );
+        } else {
+            assert_eq!(c, 0, "no UDP checksum over IPv4");
+        }
+        seg[8..].to_vec()
+    }
+
+    #[test]
+    fn ipip_carries_the_inner_packet_for_every_family() {
+        for (inner, inner_v6) in [(tcp4(100, true), false), (tcp6(100), true)] {
+            for v6 in [false, true] {
+                if inner_v6 && !v6 {
+                    continue; // refused by Snapshot::build
+                }
+                let (t, remote) = tunnel(Encap::Ipip, v6);
+                let out = wrap(&inner, &t, remote).unwrap();
+                let proto = if inner_v6 { IPPROTO_IPV6 } else { IPPROTO_IPIP };
+                assert_eq!(
+                    outer(&out, v6, proto),
+                    inner[14..],
+                    "v6 outer {v6}, v6 inner {inner_v6}"
+                );
+                assert_eq!(out.len(), inner.len() + t.encap.overhead(v6));
+            }
+        }
+    }
+
+    #[test]
+    fn gue_and_vxlan_carry_it_over_udp_with_correct_checksums() {
+        for inner in [
+            tcp4(300, true),
+            tcp6(301),
+            build::udp4(
+                HOP,
+                OURS,
+                Ipv4Addr::new(203, 0, 113, 7),
+                Ipv4Addr::new(198, 51, 100, 10),
+                5000,
+                9000,
+                &[7; 33],
+            ),
+        ] {
+            for v6 in [false, true] {
+                let (t, remote) = tunnel(GUE, v6);
+                let out = wrap(&inner, &t, remote).unwrap();
+                let seg = outer(&out, v6, IPPROTO_UDP);
+                assert_eq!(udp_checked(&seg, v6, 6080), inner[14..]);
+
+                let (t, remote) = tunnel(VX, v6);
+                let out = wrap(&inner, &t, remote).unwrap();
+                let seg = outer(&out, v6, IPPROTO_UDP);
+                let vx = udp_checked(&seg, v6, 4789);
+                assert_eq!(&vx[..8], &[0x08, 0, 0, 0, 0x12, 0x34, 0x56, 0]);
+                // The DR frame, to the VXLAN device's MAC.
+                assert_eq!(&vx[8..14], &INNER.0);
+                assert_eq!(&vx[14..20], &OURS.0);
+                assert_eq!(vx[20..], inner[12..]);
+            }
+        }
+    }
+
+    #[test]
+    fn dscp_ecn_and_df_are_copied_and_padding_is_cut() {
+        let mut inner = tcp4(0, true);
+        inner[15] = 0xb9; // DSCP 46 (EF), ECN 01
+        let c = {
+            inner[24..26].copy_from_slice(&[0, 0]);
+            checksum::checksum(&inner[14..34])
+        };
+        inner[24..26].copy_from_slice(&c.to_be_bytes());
+        let ip_len = inner.len() - 14;
+        inner.resize(60, 0); // Ethernet padding
+        let (t, remote) = tunnel(Encap::Ipip, false);
+        let out = wrap(&inner, &t, remote).unwrap();
+        let ip = Ipv4Packet::new_checked(&out[14..]).unwrap();
+        assert_eq!(out[15], 0xb9);
+        assert!(ip.dont_fragment());
+        assert_eq!(usize::from(ip.total_len()), 20 + ip_len);
+        assert_eq!(out.len(), 14 + 20 + ip_len, "padding cut");
+
+        let frag = tcp4(10, false);
+        let out = wrap(&frag, &t, remote).unwrap();
+        let ip = Ipv4Packet::new_checked(&out[14..]).unwrap();
+        assert!(!ip.dont_fragment());
+        assert_eq!(
+            ip.ident(),
+            Ipv4Packet::new_checked(&frag[14..]).unwrap().ident()
+        );
+
+        let (t, remote) = tunnel(GUE, true);
+        let mut six = tcp6(10);
+        six[14] = 0x6b; // traffic class 0xb9
+        six[15] = 0x90 | (six[15] & 0x0f);
+        let out = wrap(&six, &t, remote).unwrap();
+        assert_eq!((out[14] & 0x0f) << 4 | out[15] >> 4, 0xb9);
+    }
+
+    #[test]
+    fn a_vlan_tag_stays_on_the_outer_frame() {
+        let plain = tcp4(20, true);
+        let mut tagged = plain[..12].to_vec();
+        tagged.extend_from_slice(&[0x81, 0x00, 0x00, 0x07]);
+        tagged.extend_from_slice(&plain[12..]);
+        let (t, remote) = tunnel(VX, false);
+        let out = wrap(&tagged, &t, remote).unwrap();
+        assert_eq!(&out[12..18], &[0x81, 0x00, 0x00, 0x07, 0x08, 0x00]);
+        let bare = wrap(&plain, &t, remote).unwrap();
+        assert_eq!(
+            out[18..],
+            bare[14..],
+            "the same tunnel packet inside the tag"
+        );
+    }
+
+    #[test]
+    fn the_source_port_and_flow_label_follow_the_flow() {
+        let (t, remote) = tunnel(GUE, true);
+        let a = wrap(&tcp6(10), &t, remote).unwrap();
+        let b = wrap(&tcp6(500), &t, remote).unwrap();
+        assert_eq!(a[54..56], b[54..56], "one flow, one source port");
+        assert_eq!(a[15..18], b[15..18], "one flow, one flow label");
+        let mut other = tcp6(10);
+        other[54..56].copy_from_slice(&40001u16.to_be_bytes());
+        let c = wrap(&other, &t, remote).unwrap();
+        assert_ne!(a[54..56], c[54..56]);
+    }
+
+    #[test]
+    fn without_room_or_within_no_mtu_nothing_is_written() {
+        let inner = tcp4(100, true);
+        let (t, remote) = tunnel(VX, true);
+        let mut buf = inner.clone();
+        let mut f = Frame::new(&mut buf, 0, inner.len()).unwrap();
+        assert_eq!(
+            encapsulate(&mut f, &t, remote, u16::MAX),
+            Err(DropReason::NoHeadroom)
+        );
+        assert_eq!(buf, inner);
+        let mut buf = vec![0u8; HEAD + inner.len()];
+        buf[HEAD..].copy_from_slice(&inner);
+        let mut f = Frame::new(&mut buf, HEAD, inner.len()).unwrap();
+        assert_eq!(
+            encapsulate(&mut f, &t, remote, 100),
+            Err(DropReason::Oversize)
+        );
+        assert_eq!(f.headroom(), HEAD);
+        // Not IP, or cut short: refused, never a panic.
+        let mut short = vec![0u8; HEAD + 20];
+        let mut f = Frame::new(&mut short, HEAD, 20).unwrap();
+        assert_eq!(
+            encapsulate(&mut f, &t, remote, u16::MAX),
+            Err(DropReason::Truncated)
+        );
+    }
+
+    #[test]
+    fn too_big_tells_an_ipv4_client_the_mtu_from_the_vip() {
+        let mut frame = tcp4(1460, true);
+        frame[6..12].copy_from_slice(&CLIENT_MAC.0);
+        let original = frame.clone();
+        assert_eq!(exceeds(&frame, 1480), Some(true));
+        assert_eq!(exceeds(&frame, 1500), None);
+        let len = too_big(&mut frame, OURS, 1480).unwrap();
+        let f = &frame[..len];
+        assert_eq!(&f[..6], &CLIENT_MAC.0);
+        assert_eq!(&f[6..12], &OURS.0);
+        let ip = Ipv4Packet::new_checked(&f[14..]).unwrap();
+        assert!(ip.checksum_ok());
+        assert_eq!(ip.src(), Ipv4Addr::new(198, 51, 100, 10));
+        assert_eq!(ip.dst(), Ipv4Addr::new(203, 0, 113, 7));
+        assert_eq!(
+            usize::from(ip.total_len()),
+            576,
+            "RFC 1812: 576 bytes in all"
+        );
+        let icmp = IcmpPacket::new_checked(ip.payload()).unwrap();
+        assert!(icmp.is_frag_needed());
+        assert_eq!(icmp.next_hop_mtu(), 1480);
+        assert!(crate::packet::icmp::checksum_ok(ip.payload()));
+        assert_eq!(
+            ip.payload()[8..],
+            original[14..14 + 548],
+            "the packet, quoted as it came"
+        );
+        // Fragmentable: dropped, not answered.
+        assert_eq!(exceeds(&tcp4(1460, false), 1480), Some(false));
+    }
+
+    #[test]
+    fn too_big_tells_an_ipv6_client_the_mtu_from_the_vip() {
+        let mut frame = tcp6(1440);
+        frame[6..12].copy_from_slice(&CLIENT_MAC.0);
+        let original = frame.clone();
+        assert_eq!(exceeds(&frame, 1430), Some(true));
+        let len = too_big(&mut frame, OURS, 1430).unwrap();
+        let f = &frame[..len];
+        assert_eq!(&f[..6], &CLIENT_MAC.0);
+        let ip = Ipv6Packet::new_checked(&f[14..]).unwrap();
+        assert_eq!(ip.src(), "2001:db8::10".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(ip.dst(), "2001:db8:c::7".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(
+            f.len() - 14,
+            1280.min(original.len() - 14 + 48),
+            "RFC 4443: at most 1280 bytes"
+        );
+        let m = Icmpv6Packet::new_checked(ip.upper_payload()).unwrap();
+        assert_eq!((m.msg_type(), m.mtu()), (2, 1430));
+        assert!(m.checksum_ok(&ip.src_bytes(), &ip.dst_bytes()));
+        assert_eq!(ip.upper_payload()[8..], original[14..14 + 1232]);
+    }
+
+    #[test]
+    fn too_big_refuses_what_it_cannot_answer() {
+        assert_eq!(too_big(&mut [0u8; 10], OURS, 1400), None);
+        let mut arp = build::arp_request(OURS, SRC4, BE4);
+        assert_eq!(too_big(&mut arp, OURS, 1400), None);
+    }
+
+    fn inner_packet(v6: bool, proto: u8, len: usize, seed: u8, df: bool) -> Vec<u8> {
+        let data: Vec<u8> = (0..len)
+            .map(|i| seed.wrapping_mul(31).wrapping_add(i as u8))
+            .collect();
+        let (c, v) = if v6 {
+            (
+                IpAddr::V6("2001:db8:c::7".parse().unwrap()),
+                IpAddr::V6("2001:db8::10".parse().unwrap()),
+            )
+        } else {
+            (
+                IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7)),
+                IpAddr::V4(Ipv4Addr::new(198, 51, 100, 10)),
+            )
+        };
+        let mut f = match proto {
+            IPPROTO_TCP => {
+                build::tcp_frame(HOP, OURS, c, v, 1000 + u16::from(seed), 443, 0x18, &data)
+            }
+            IPPROTO_UDP => build::udp_frame(HOP, OURS, c, v, 1000 + u16::from(seed), 443, &data),
+            _ => match (c, v) {
+                (IpAddr::V4(c), IpAddr::V4(v)) => {
+                    build::icmp4_echo(HOP, OURS, c, v, 1, u16::from(seed), &data)
+                }
+                (IpAddr::V6(c), IpAddr::V6(v)) => {
+                    build::icmp6_echo(HOP, OURS, c, v, 1, u16::from(seed), &data)
+                }
+                _ => unreachable!(),
+            },
+        };
+        if df && !v6 {
+            f[20] |= 0x40;
+            f[24..26].copy_from_slice(&[0, 0]);
+            let s = checksum::checksum(&f[14..34]);
+            f[24..26].copy_from_slice(&s.to_be_bytes());
+        }
+        f
+    }
+
+    proptest! {
+        /// The checksum taken from the inner packet's own checksums equals
+        /// the one summed over every byte, for each transport, family,
+        /// length (odd ones too) and method over IPv6.
+        #[test]
+        fn the_outer_udp_checksum_over_ipv6_is_always_right(
+            v6 in any::<bool>(),
+            proto in prop::sample::select(vec![IPPROTO_TCP, IPPROTO_UDP, 0]),
+            len in 0usize..1400,
+            seed in any::<u8>(),
+            vxlan in any::<bool>(),
+        ) {
+            let inner = inner_packet(v6, proto, len, seed, true);
+            let (t, remote) = tunnel(if vxlan { VX } else { GUE }, true);
+            let out = wrap(&inner, &t, remote).unwrap();
+            let seg = &out[54..];
+            let p = checksum::ipv6_pseudo(&SRC6.octets(), &BE6.octets(), seg.len() as u32, IPPROTO_UDP);
+            prop_assert_eq!(checksum::finish(checksum::sum(seg, p)), 0);
+        }
+
+        /// Whatever bytes come, encapsulation and the ICMP too-big never
+        /// panic, and what they build stays inside the buffer.
+        #[test]
+        fn arbitrary_frames_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..200), v6 in any::<bool>(), method in 0u8..3) {
+            let encap = [Encap::Ipip, GUE, VX][usize::from(method)];
+            let (t, remote) = tunnel(encap, v6);
+            let mut buf = vec![0u8; HEAD + bytes.len()];
+            buf[HEAD..].copy_from_slice(&bytes);
+            let mut f = Frame::new(&mut buf, HEAD, bytes.len()).unwrap();
+            let _ = encapsulate(&mut f, &t, remote, 1400);
+            let mut b = bytes.clone();
+            if let Some(len) = too_big(&mut b, OURS, 1280) {
+                prop_assert!(len <= b.len());
+            }
+            let _ = exceeds(&bytes, 100);
+        }
+    }
+}
