@@ -494,11 +494,11 @@ cmd_decap_selftest() {
     esac
     cap=$(mktemp -d)
     # The SYN-ACK at the client; any ICMP the backend sends back at the router.
-    in_ns client timeout 5 tcpdump -l -n -c 1 -i eth0 \
+    in_ns client timeout 5 tcpdump --immediate-mode -l -n -c 1 -i eth0 \
         "src host $VIP and tcp src port $VIP_PORT and dst port $sport and tcp[tcpflags] & (tcp-syn|tcp-ack) = (tcp-syn|tcp-ack)" \
         > "$cap/synack" 2> "$cap/synack.err" &
     local synack=$!
-    in_ns router timeout 2 tcpdump -l -n -i eth1 "icmp and src host $addr" \
+    in_ns router timeout 2 tcpdump --immediate-mode -l -n -i eth1 "icmp and src host $addr" \
         > "$cap/icmp" 2> "$cap/icmp.err" &
     local icmp_pid=$!
     for _ in $(seq 50); do

@@ -17,7 +17,7 @@
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lb_testkit::exposition;
 use lb_testkit::lab::{complete, downloads, tally, unaccounted, wait_until, Download, Lab};
@@ -70,18 +70,46 @@ fn counter(lab: &Lab, name: &str) -> u64 {
 }
 
 /// Write the state file with these backends ("beN" or "beN:W"); lbd
-/// reloads it, then every one of them passes its checks.
+/// reloads it, then every one of them passes its checks (two in a row),
+/// or the test fails naming their health.
 fn state(lab: &Lab, backends: &[&str], addrs: &[&str]) {
     let mut args = vec!["tunnel-state"];
     args.extend_from_slice(backends);
     lab.ok(&args);
-    lab.wait_passing(Some(VIP), addrs, Duration::from_secs(20));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let health: Vec<serde_json::Value> = addrs.iter().map(|a| lab.health_on(VIP, a)).collect();
+        if health
+            .iter()
+            .all(|h| h["consecutive_successes"].as_u64().unwrap_or(0) >= 2)
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{backends:?} not passing their checks 20 s after the reload: {health:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
-/// A tcpdump writing `pcap`, stopped by [`stop`].
+/// A tcpdump writing `pcap`, stopped by [`stop`]. Immediate mode: what
+/// the kernel took is read at once, not when a ring block times out (a
+/// SIGINT before that loses the block).
 fn capture(lab: &Lab, ns: &str, iface: &str, pcap: &str, filter: &[&str]) -> Child {
     let mut args = vec![
-        "exec", ns, "tcpdump", "-i", iface, "-n", "-U", "-s", "200", "-w", pcap,
+        "exec",
+        ns,
+        "tcpdump",
+        "--immediate-mode",
+        "-i",
+        iface,
+        "-n",
+        "-U",
+        "-s",
+        "200",
+        "-w",
+        pcap,
     ];
     args.extend_from_slice(filter);
     let child = lab
@@ -195,6 +223,7 @@ fn vxlan_weights(lab: &Lab, be: &BTreeMap<String, Remote>) {
     let before = counter(lab, "lb_worker_encapsulated_total");
     let t = tally(&lab.ok(&["requests", "400"]));
     let encapsulated = counter(lab, "lb_worker_encapsulated_total") - before;
+    eprintln!("vxlan weights 1:3: {t:?}, {encapsulated} packets encapsulated");
     assert_eq!(t.get("FAILED"), None, "{t:?}");
     let on5 = t.get("be5").copied().unwrap_or(0);
     let on6 = t.get("be6").copied().unwrap_or(0);
@@ -239,6 +268,7 @@ fn downloads_drain_and_the_wire(lab: &Lab, be: &BTreeMap<String, Remote>) {
     let done = downloads(running);
     stop(cap);
     lab.ok(&["lbctl", "backend", "undrain", VIP, &be5.addr]);
+    eprintln!("drain: new connections {t:?}");
 
     assert_eq!(done.len(), 20);
     let broken: Vec<&Download> = done.iter().filter(|d| !complete(d)).collect();
@@ -318,6 +348,10 @@ fn downloads_drain_and_the_wire(lab: &Lab, be: &BTreeMap<String, Remote>) {
         from_client += usize::from(src[1] == CLIENT);
         *per_backend.entry(r.name.clone()).or_default() += 1;
     }
+    eprintln!(
+        "the wire: {to_vip} client packets to the VIP, {from_vip} from it, \
+         {from_client} of theirs out in VXLAN ({per_backend:?} with checks)"
+    );
     // Each client packet in went out again, encapsulated (a few may be
     // outside the capture's window at either end).
     assert!(
@@ -383,6 +417,7 @@ fn dr_and_vxlan_on_one_vip(lab: &Lab, be: &BTreeMap<String, Remote>) {
         "be1 shows as dr:\n{list}"
     );
     let t = tally(&lab.ok(&["requests", "300"]));
+    eprintln!("dr + vxlan: {t:?}");
     assert_eq!(t.get("FAILED"), None, "{t:?}");
     for name in ["be1", "be5", "be6"] {
         let n = t.get(name).copied().unwrap_or(0);
@@ -419,6 +454,7 @@ fn ipip_and_gue(lab: &Lab, be: &BTreeMap<String, Remote>) {
     let (ipip0, gue0) = (decap_counts(lab, "7"), decap_counts(lab, "8"));
     let t = tally(&lab.ok(&["requests", "200"]));
     let (ipip1, gue1) = (decap_counts(lab, "7"), decap_counts(lab, "8"));
+    eprintln!("ipip + gue: {t:?}; be7 {ipip1:?}; be8 {gue1:?}");
     assert_eq!(t.get("FAILED"), None, "{t:?}");
     for name in ["be7", "be8"] {
         let n = t.get(name).copied().unwrap_or(0);
@@ -485,6 +521,10 @@ fn path_mtu(lab: &Lab, be: &BTreeMap<String, Remote>) {
             &["icmp.mtu", "ip.dst"],
         );
         let sent = after - before;
+        eprintln!(
+            "{name} ({}): upload {out:?}, {sent} too-big sent, seen {icmp:?}",
+            r.method
+        );
         assert!(
             sent > 0,
             "{name} ({}): no too-big sent (drops {:?})",
@@ -499,7 +539,8 @@ fn path_mtu(lab: &Lab, be: &BTreeMap<String, Remote>) {
         );
         let want = (1500 - overhead).to_string();
         assert!(
-            icmp.iter().all(|m| m[0] == want && m[1] == CLIENT),
+            icmp.iter()
+                .all(|m| m[0] == want && m[1].split(',').next() == Some(CLIENT)),
             "{name} ({}): frag-needed MTU, want {want}: {icmp:?}",
             r.method
         );
