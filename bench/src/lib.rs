@@ -3,7 +3,7 @@
 //! the frames of those flows. Built the way lbd builds them, through the
 //! dataplane's public API.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use lb_core::flow::{FlowConfig, FlowTable};
 use lb_core::forward::{self, Action, Classified};
@@ -12,6 +12,7 @@ use lb_core::packet::ethernet::MacAddr;
 use lb_core::snapshot::{
     BackendRef, BackendSpec, BackendState, Proto, Snapshot, SnapshotSpec, VipKey, VipSpec,
 };
+use lb_core::tunnel::{Encap, Tunnel};
 
 pub const PORT_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x01]);
 pub const CLIENT_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x02]);
@@ -22,6 +23,27 @@ pub const BURST: usize = 32;
 /// Two VIPs on one address, port 443: TCP and UDP (QUIC), each with
 /// `backends` equal-weight backends of its own, all up and resolved.
 pub fn snapshot(backends: u16, table_size: u32) -> Snapshot {
+    snapshot_via(backends, table_size, None, false)
+}
+
+/// [`snapshot`] with every backend reached through `encap` (from our
+/// address), at IPv6 addresses when `v6` (the VIP stays IPv4): the same
+/// Maglev tables as [`snapshot`] for IPv4 backends.
+pub fn snapshot_via(backends: u16, table_size: u32, encap: Option<Encap>, v6: bool) -> Snapshot {
+    let addr = |i: u16| -> IpAddr {
+        if v6 {
+            IpAddr::V6(Ipv6Addr::from(
+                0x2001_0db8_0020_u128 << 80 | (u128::from(i) + 1),
+            ))
+        } else {
+            IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | (u32::from(i) + 1)))
+        }
+    };
+    let source: IpAddr = if v6 {
+        "2001:db8::1".parse().expect("an address")
+    } else {
+        IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))
+    };
     let vip = |proto, first: u16| VipSpec {
         key: VipKey {
             addr: IpAddr::V4(VIP),
@@ -36,10 +58,10 @@ pub fn snapshot(backends: u16, table_size: u32) -> Snapshot {
                     slot: i,
                     incarnation: 0,
                 },
-                addr: IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | (u32::from(i) + 1))),
+                addr: addr(i),
                 mac: Some(MacAddr([0x02, 0xbe, 0, 0, (i >> 8) as u8, i as u8])),
                 state: BackendState::Up,
-                tunnel: None,
+                tunnel: encap.map(|encap| Tunnel { encap, source }),
                 weight: 1,
             })
             .collect(),

@@ -94,6 +94,19 @@ pub struct Options {
     /// requests over the rate are dropped (echo_rate_limited). 0: no limit.
     #[arg(long, value_name = "N", default_value_t = dataplane::worker::ECHO_RATE)]
     pub vip_ping_rate: u32,
+    /// The port's IP MTU (bytes, 1350-9216): a packet to a tunnelled
+    /// backend (ipip, gue, vxlan) that would exceed it once encapsulated is
+    /// answered with ICMP fragmentation-needed / ICMPv6 packet-too-big
+    /// (DF set, or IPv6) naming the MTU less the tunnel's overhead, or
+    /// dropped (oversize). DR packets are not encapsulated.
+    #[arg(long, value_name = "BYTES", default_value_t = lb_core::tunnel::DEFAULT_MTU,
+          value_parser = clap::value_parser!(u16).range(i64::from(MIN_MTU)..=i64::from(MAX_MTU)))]
+    pub mtu: u16,
+    /// ICMP too-big replies (see --mtu) per second per worker, in bursts of
+    /// up to 100; packets over the rate are dropped (too_big_rate_limited).
+    /// 0: no limit.
+    #[arg(long, value_name = "N", default_value_t = dataplane::worker::TOO_BIG_RATE)]
+    pub too_big_rate: u32,
     /// Flow-table entries per worker (64 bytes each, allocated at start).
     #[arg(long, default_value_t = 1 << 20)]
     pub flows: usize,
@@ -128,6 +141,12 @@ pub struct Options {
     #[arg(long)]
     pub json: bool,
 }
+
+/// The range of `--mtu`: an IPv6 tunnel's overhead (up to 70 bytes for
+/// VXLAN) must leave the 1280 bytes IPv6 guarantees, and jumbo frames end
+/// at 9216.
+pub const MIN_MTU: u16 = 1350;
+pub const MAX_MTU: u16 = 9216;
 
 impl Options {
     pub fn shutdown_grace(&self) -> std::time::Duration {
@@ -230,6 +249,19 @@ mod tests {
         .unwrap();
         assert!(np.no_vip_ping);
         assert_eq!(np.vip_ping_rate, 5);
+        assert_eq!(o.mtu, 1500, "--mtu defaults to 1500");
+        assert_eq!(o.too_big_rate, 1000);
+        let (_, jumbo) = parse(&v(&[
+            "--",
+            "--port",
+            "p",
+            "--mtu",
+            "9000",
+            "--too-big-rate",
+            "10",
+        ]))
+        .unwrap();
+        assert_eq!((jumbo.mtu, jumbo.too_big_rate), (9000, 10));
         let (_, quiet) = parse(&v(&["--", "--port", "p", "--no-grpc"])).unwrap();
         assert_eq!(quiet.grpc_socket, None);
         assert_eq!(o.flow_config(), FlowConfig::default());
@@ -266,5 +298,15 @@ mod tests {
         );
         let e = parse(&v(&["--", "--port", "p", "--bgp-reload", "true"])).unwrap_err();
         assert!(format!("{e:#}").contains("--bgp-routes"), "{e:#}");
+        for mtu in ["1280", "9217", "70000", "big"] {
+            let e = format!(
+                "{:#}",
+                parse(&v(&["--", "--port", "p", "--mtu", mtu])).unwrap_err()
+            );
+            assert!(e.contains("--mtu"), "{e}");
+            if mtu != "big" {
+                assert!(e.contains("1350..=9216"), "{e}");
+            }
+        }
     }
 }

@@ -5,6 +5,11 @@
 //!
 //! ```toml
 //! local_addresses = ["192.0.2.1"]        # the port's own addresses (host traffic)
+//! tunnel_sources = ["192.0.2.1"]         # outer source of tunnels, per family (instance-local)
+//!
+//! [[route]]                              # next hops of tunnelled backends (instance-local)
+//! prefix = "10.20.0.0/16"
+//! gateway = "192.0.2.254"
 //!
 //! [[vip]]
 //! address = "198.51.100.10"
@@ -17,6 +22,7 @@
 //! mac = "02:00:00:00:00:11"              # static MAC; absent: resolved by ARP/ND
 //! weight = 1                             # default 1; 0 takes no new flows
 //! state = "up"                           # up | draining | down; default up
+//! forward = "dr"                         # dr | ipip | gue | vxlan; default dr
 //! ```
 
 use std::net::IpAddr;
@@ -36,8 +42,30 @@ pub struct Config {
     /// (one more with every accepted change). Ignored by Apply.
     #[serde(default, skip_serializing_if = "is_zero_u64")]
     pub revision: u64,
+    /// The outer source address of tunnels ([`ForwardMethod`]), at most one
+    /// per family; a family without one: the first `local_addresses` of
+    /// that family. The instance's own, as `local_addresses` are.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tunnel_sources: Vec<IpAddr>,
+    /// `[[route]]`: next hops of tunnelled backends beyond the segment.
+    /// The instance's own, as `local_addresses` are.
+    #[serde(default, rename = "route", skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<RouteConfig>,
     #[serde(default, rename = "vip")]
     pub vips: Vec<VipConfig>,
+}
+
+/// `[[route]]`: tunnelled backends whose address is in `prefix` are reached
+/// through `gateway` (on the port's segment); the longest prefix wins.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// `10.20.0.0/16`, `2001:db8:20::/48`.
+    pub prefix: String,
+    pub gateway: IpAddr,
+    /// The gateway's static MAC; absent: resolved by ARP / ND.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
 }
 
 fn is_zero_u64(v: &u64) -> bool {
@@ -59,6 +87,10 @@ pub struct VipConfig {
     /// Idle timeout (seconds) of this VIP's UDP flows; 0 or absent: lbd's `--udp-timeout`.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub udp_idle_timeout: u16,
+    /// The outer source of this VIP's tunnels, per family: overrides the
+    /// top-level `tunnel_sources`. Travels with the VIP.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tunnel_sources: Vec<IpAddr>,
     #[serde(default, rename = "backend")]
     pub backends: Vec<BackendConfig>,
 }
@@ -74,8 +106,19 @@ pub enum Protocol {
 #[serde(deny_unknown_fields)]
 pub struct BackendConfig {
     pub address: IpAddr,
+    /// dr: a static MAC (absent: resolved); vxlan: required, the MAC of the
+    /// backend's VXLAN device; ipip, gue: refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
+    /// How its packets reach it; default dr.
+    #[serde(default, skip_serializing_if = "ForwardMethod::is_dr")]
+    pub forward: ForwardMethod,
+    /// gue (default 6080) and vxlan (default 4789) only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel_port: Option<u16>,
+    /// vxlan only, and required there: 0-16777215.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vni: Option<u32>,
     #[serde(default = "default_weight")]
     pub weight: u32,
     #[serde(default)]
@@ -92,6 +135,59 @@ pub struct BackendConfig {
     pub max_flows: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_flows: Option<u32>,
+}
+
+/// How a backend's packets reach it ([`lb_core::tunnel`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ForwardMethod {
+    /// Direct server return on the segment: the Ethernet header rewritten.
+    #[default]
+    Dr,
+    /// The client's IP packet inside an outer IP header.
+    Ipip,
+    /// GUE variant 1: the client's IP packet after an outer UDP header.
+    Gue,
+    /// The DR frame inside VXLAN over UDP.
+    Vxlan,
+}
+
+impl ForwardMethod {
+    pub fn is_dr(&self) -> bool {
+        *self == ForwardMethod::Dr
+    }
+
+    /// The name with its article, for messages: "an ipip", "a gue".
+    pub fn a(&self) -> &'static str {
+        match self {
+            ForwardMethod::Dr => "a dr",
+            ForwardMethod::Ipip => "an ipip",
+            ForwardMethod::Gue => "a gue",
+            ForwardMethod::Vxlan => "a vxlan",
+        }
+    }
+
+    /// `dr`, `ipip`, `gue` or `vxlan` (`""`: `dr`), the CLI's form.
+    pub fn parse(s: &str) -> Option<ForwardMethod> {
+        match s {
+            "" | "dr" => Some(ForwardMethod::Dr),
+            "ipip" => Some(ForwardMethod::Ipip),
+            "gue" => Some(ForwardMethod::Gue),
+            "vxlan" => Some(ForwardMethod::Vxlan),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for ForwardMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ForwardMethod::Dr => "dr",
+            ForwardMethod::Ipip => "ipip",
+            ForwardMethod::Gue => "gue",
+            ForwardMethod::Vxlan => "vxlan",
+        })
+    }
 }
 
 /// `[vip.backend.agent]`: HAProxy's agent-check over TCP, or HTTP JSON.
@@ -318,6 +414,46 @@ mod tests {
         assert_eq!(spec.vips.len(), 2);
         let tcp = spec.vips.iter().find(|v| v.key.port == 443).unwrap();
         assert_eq!(tcp.backends[1].state, BackendState::Draining);
+        // Its tunnelled backends: each method, from the VIP's own source,
+        // the routed ones at the gateway's static MAC.
+        let by = |a: &str| {
+            tcp.backends
+                .iter()
+                .find(|b| b.addr.to_string() == a)
+                .unwrap()
+        };
+        let source: IpAddr = "192.0.2.5".parse().unwrap();
+        use lb_core::tunnel::{Encap, Tunnel};
+        assert_eq!(
+            by("192.0.2.13").tunnel,
+            Some(Tunnel {
+                encap: Encap::Ipip,
+                source
+            })
+        );
+        assert_eq!(
+            by("192.0.2.13").mac,
+            None,
+            "on the segment: resolved itself"
+        );
+        assert_eq!(
+            by("203.0.113.11").tunnel,
+            Some(Tunnel {
+                encap: Encap::Gue { port: 6080 },
+                source
+            })
+        );
+        assert_eq!(by("203.0.113.11").mac, Some(MacAddr([2, 0, 0, 0, 0, 0xfe])));
+        assert_eq!(
+            by("203.0.113.12").tunnel.unwrap().encap,
+            Encap::Vxlan {
+                port: 4789,
+                vni: 100,
+                inner_mac: MacAddr([2, 0, 0, 0, 1, 0x12])
+            }
+        );
+        assert_eq!(state.tunnel_sources.len(), 1);
+        assert_eq!(state.routes.len(), 1);
         let udp = spec.vips.iter().find(|v| v.key.port == 5000).unwrap();
         assert_eq!(udp.table_size, DEFAULT_TABLE_SIZE);
         let s = Snapshot::build(&spec).unwrap();
@@ -329,6 +465,87 @@ mod tests {
             state.to_config(),
             "round trip"
         );
+    }
+
+    #[test]
+    fn tunnels_in_the_file_name_their_fields() {
+        let head = "local_addresses = [\"192.0.2.1\"]\n\
+                    [[route]]\nprefix = \"10.20.0.0/16\"\ngateway = \"192.0.2.254\"\n\
+                    [[vip]]\naddress = \"198.51.100.10\"\nport = 80\nprotocol = \"tcp\"\n\
+                    [[vip.backend]]\naddress = \"10.20.0.11\"\n";
+        let c: Config = toml::from_str(&format!(
+            "{head}forward = \"vxlan\"\nvni = 100\nmac = \"02:00:00:00:01:11\"\n"
+        ))
+        .unwrap();
+        let s = DesiredState::load(&c).unwrap();
+        let spec = s.to_spec(1, MacAddr([2, 0, 0, 0, 0, 1]), |a| {
+            (a.to_string() == "192.0.2.254").then_some(MacAddr([2, 0, 0, 0, 0, 0xfe]))
+        });
+        let b = &spec.vips[0].backends[0];
+        assert_eq!(b.mac, Some(MacAddr([2, 0, 0, 0, 0, 0xfe])), "the gateway's");
+        assert!(b.tunnel.is_some());
+        let bad = |extra: &str| -> String {
+            let text = format!("{head}{extra}");
+            match toml::from_str::<Config>(&text) {
+                Err(e) => e.to_string(),
+                Ok(c) => DesiredState::load(&c).unwrap_err().to_string(),
+            }
+        };
+        for (extra, want) in [
+            ("forward = \"gre\"\n", "forward"),
+            ("forward = \"vxlan\"\nmac = \"02:00:00:00:01:11\"\n", "backend.vni"),
+            (
+                "forward = \"vxlan\"\nvni = 16777216\nmac = \"02:00:00:00:01:11\"\n",
+                "backend.vni",
+            ),
+            ("forward = \"vxlan\"\nvni = 1\n", "backend.mac: vip 198.51.100.10:80/tcp, backend 10.20.0.11: a vxlan backend needs the MAC of its vxlan device"),
+            ("forward = \"ipip\"\ntunnel_port = 4\n", "backend.tunnel_port"),
+            ("tunnel_port = 4\n", "backend.tunnel_port"),
+            ("forward = \"gue\"\nvni = 4\n", "backend.vni"),
+            ("forward = \"ipip\"\nmac = \"02:00:00:00:01:11\"\n", "backend.mac"),
+            ("forward = \"gue\"\ntunnel_port = 70000\n", "tunnel_port"),
+            ("vnid = 1\n", "vnid"),
+        ] {
+            let e = bad(extra);
+            assert!(e.contains(want), "{extra:?}: {e}");
+        }
+        // No source of the backend's family at all.
+        let c: Config = toml::from_str(
+            "[[vip]]\naddress = \"198.51.100.10\"\nport = 80\nprotocol = \"tcp\"\n\
+             [[vip.backend]]\naddress = \"10.20.0.11\"\nforward = \"ipip\"\n",
+        )
+        .unwrap();
+        let e = DesiredState::load(&c).unwrap_err().to_string();
+        assert!(
+            e.contains("backend.forward") && e.contains("tunnel_sources"),
+            "{e}"
+        );
+        let top = |t: &str| {
+            let c: Config = toml::from_str(t).unwrap();
+            DesiredState::load(&c).unwrap_err().to_string()
+        };
+        assert!(top("tunnel_sources = [\"192.0.2.1\", \"192.0.2.2\"]").contains("tunnel_sources"));
+        assert!(
+            top("[[route]]\nprefix = \"10.0.0.1/8\"\ngateway = \"192.0.2.254\"")
+                .contains("route.prefix")
+        );
+        assert!(
+            top("[[route]]\nprefix = \"10.0.0.0/8\"\ngateway = \"2001:db8::1\"")
+                .contains("route.gateway")
+        );
+        assert!(
+            top("[[route]]\nprefix = \"10.0.0.0/8\"\ngateway = \"192.0.2.254\"\nmac = \"x\"")
+                .contains("route.mac")
+        );
+        assert!(top(
+            "[[vip]]\naddress = \"198.51.100.10\"\nport = 80\nprotocol = \"tcp\"\n\
+                     tunnel_sources = [\"2001:db8::1\", \"2001:db8::2\"]"
+        )
+        .contains("vip.tunnel_sources: vip 198.51.100.10:80/tcp"));
+        let e = toml::from_str::<Config>("[[route]]\nprefix = \"10.0.0.0/8\"\nvia = \"x\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("via") || e.contains("gateway"), "{e}");
     }
 
     #[test]

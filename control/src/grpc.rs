@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::state::{
-    AgentCheck, AgentKind, BackendSettings, CheckKind, CheckVia, DesiredVip, HealthCheck,
-    LoadSettings, StateError,
+    AgentCheck, AgentKind, BackendSettings, CheckKind, CheckVia, DesiredVip, ForwardMethod,
+    HealthCheck, LoadSettings, StateError,
 };
 use anyhow::{bail, Context, Result};
 use lb_core::delay::Delays;
@@ -440,6 +440,67 @@ fn agent_at(a: pb::AgentCheck, at: &str) -> Result<AgentCheck, Status> {
     })
 }
 
+/// The forward method at field `at` (`at.forward`).
+fn forward_method_at(f: i32, at: &str) -> Result<ForwardMethod, Status> {
+    match pb::ForwardMethod::try_from(f) {
+        Ok(pb::ForwardMethod::Dr) => Ok(ForwardMethod::Dr),
+        Ok(pb::ForwardMethod::Ipip) => Ok(ForwardMethod::Ipip),
+        Ok(pb::ForwardMethod::Gue) => Ok(ForwardMethod::Gue),
+        Ok(pb::ForwardMethod::Vxlan) => Ok(ForwardMethod::Vxlan),
+        Err(_) => Err(invalid(
+            &format!("{at}.forward"),
+            format!("{f} is not a forward method (DR, IPIP, GUE or VXLAN)"),
+        )),
+    }
+}
+
+fn pb_forward(f: ForwardMethod) -> pb::ForwardMethod {
+    match f {
+        ForwardMethod::Dr => pb::ForwardMethod::Dr,
+        ForwardMethod::Ipip => pb::ForwardMethod::Ipip,
+        ForwardMethod::Gue => pb::ForwardMethod::Gue,
+        ForwardMethod::Vxlan => pb::ForwardMethod::Vxlan,
+    }
+}
+
+/// A tunnel port at field `at` (`at.tunnel_port`): 0 is the default.
+fn tunnel_port_at(p: u32, at: &str) -> Result<Option<u16>, Status> {
+    match p {
+        0 => Ok(None),
+        p => u16::try_from(p)
+            .map(Some)
+            .map_err(|_| invalid(&format!("{at}.tunnel_port"), format!("{p} is above 65535"))),
+    }
+}
+
+/// A request's forward method and its parameters (`at`: their parent):
+/// the VNI is a VXLAN backend's (any other refuses one that is not 0).
+fn forward_at(
+    forward: i32,
+    tunnel_port: u32,
+    vni: u32,
+    at: &str,
+) -> Result<(ForwardMethod, Option<u16>, Option<u32>), Status> {
+    let method = forward_method_at(forward, at)?;
+    let vni = (method == ForwardMethod::Vxlan || vni != 0).then_some(vni);
+    Ok((method, tunnel_port_at(tunnel_port, at)?, vni))
+}
+
+/// Tunnel sources at field `field` (`field[i]`).
+fn sources_at(list: &[String], field: &str) -> Result<Vec<IpAddr>, Status> {
+    list.iter()
+        .enumerate()
+        .map(|(i, s)| {
+            s.parse().map_err(|_| {
+                invalid(
+                    &format!("{field}[{i}]"),
+                    format!("{s:?} is not an IPv4 or IPv6 address"),
+                )
+            })
+        })
+        .collect()
+}
+
 /// Load settings from a request's agent and cap (0: none).
 fn load_at(
     agent: Option<pb::AgentCheck>,
@@ -515,6 +576,7 @@ fn pb_vip(c: &Control, key: &VipKey, v: &DesiredVip) -> pb::Vip {
         table_size: v.table_size,
         tcp_idle_timeout_s: u32::from(v.idle.tcp),
         udp_idle_timeout_s: u32::from(v.idle.udp),
+        tunnel_sources: v.tunnel_sources.iter().map(ToString::to_string).collect(),
         backends: v
             .backends
             .iter()
@@ -542,9 +604,13 @@ fn pb_backend(c: &Control, key: &VipKey, addr: &IpAddr, s: &BackendSettings) -> 
         weight: s.weight,
         mac: s.mac.map(|m| m.to_string()).unwrap_or_default(),
         effective_mac: c
-            .effective_mac(addr, s.mac)
+            .backend_mac(addr, s)
             .map(|m| m.to_string())
             .unwrap_or_default(),
+        forward: pb_forward(s.forward) as i32,
+        tunnel_port: u32::from(s.port_in_use()),
+        vni: s.vni.unwrap_or(0),
+        next_hop: c.state().next_hop(addr, s).0.to_string(),
         state: state as i32,
         drain: s.drain,
         check: s.check.as_ref().map(pb_check),
@@ -637,11 +703,13 @@ impl LoadBalancer for Api {
             tcp: secs("vip.tcp_idle_timeout_s", r.tcp_idle_timeout_s)?,
             udp: secs("vip.udp_idle_timeout_s", r.udp_idle_timeout_s)?,
         };
+        let sources = sources_at(&r.tunnel_sources, "vip.tunnel_sources")?;
         let (v, commit) = {
             let mut c = self.control()?;
             let ((), commit) = c
                 .change(&format!("vip {key} created"), |s| {
                     s.create_vip(key, size)?;
+                    s.set_vip_tunnel_sources(&key, sources)?;
                     s.set_idle_timeouts(&key, idle)
                 })
                 .map_err(status)?;
@@ -693,9 +761,13 @@ impl LoadBalancer for Api {
         let r = req.into_inner();
         let key = vip_key(r.vip)?;
         let addr = backend_addr(&r.address)?;
+        let (forward, tunnel_port, vni) = forward_at(r.forward, r.tunnel_port, r.vni, "backend")?;
         let settings = BackendSettings {
             weight: r.weight.unwrap_or(1),
             mac: mac(&r.mac)?,
+            forward,
+            tunnel_port,
+            vni,
             drain: r.drain,
             down: false,
             check: r.check.map(check).transpose()?,
@@ -747,6 +819,24 @@ impl LoadBalancer for Api {
             }
             if let Some(m) = &r.mac {
                 settings.mac = mac(m)?;
+            }
+            if let Some(f) = r.forward {
+                let f = forward_method_at(f, "backend")?;
+                // What belonged to the old method goes with it.
+                if f != settings.forward {
+                    settings.forward = f;
+                    settings.tunnel_port = None;
+                    settings.vni = None;
+                    if r.mac.is_none() {
+                        settings.mac = None;
+                    }
+                }
+            }
+            if let Some(p) = r.tunnel_port {
+                settings.tunnel_port = tunnel_port_at(p, "backend")?;
+            }
+            if let Some(v) = r.vni {
+                settings.vni = Some(v);
             }
             if let Some(d) = r.drain {
                 settings.drain = d;
@@ -802,6 +892,33 @@ impl LoadBalancer for Api {
         let (changes, revision, generation, commit) = {
             let mut c = self.control()?;
             check_revision(&c, r.expected_revision)?;
+            // The instance's own tunnel sources and routes stay, as its
+            // addresses do.
+            let (own_sources, own_routes) =
+                (c.state().tunnel_sources.clone(), c.state().routes.clone());
+            if desired.tunnel_sources.is_empty() {
+                desired.tunnel_sources.clone_from(&own_sources);
+            } else if !same_addresses(&desired.tunnel_sources, &own_sources) {
+                return Err(invalid(
+                    "toml.tunnel_sources",
+                    format!(
+                        "{:?} are not this instance's own ({own_sources:?}): Apply does not \
+                         change them (each instance has its own); leave them out, or set them \
+                         in the instance's state file and reload it (SIGHUP)",
+                        desired.tunnel_sources
+                    ),
+                ));
+            }
+            if desired.routes.is_empty() {
+                desired.routes.clone_from(&own_routes);
+            } else if desired.routes != own_routes {
+                return Err(invalid(
+                    "toml.route",
+                    "the routes are not this instance's own: Apply does not change them (each \
+                     instance has its own); leave them out, or set them in the instance's state \
+                     file and reload it (SIGHUP)",
+                ));
+            }
             // The instance's own addresses stay: absent means "as they are".
             let own = c.state().local_addresses.clone();
             if desired.local_addresses.is_empty() {
@@ -994,6 +1111,27 @@ impl LoadBalancer for Api {
                 .iter()
                 .map(ToString::to_string)
                 .collect(),
+            tunnel_sources: c
+                .state()
+                .tunnel_sources
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            routes: c
+                .state()
+                .routes
+                .iter()
+                .map(|r| pb::TunnelRoute {
+                    prefix: r.prefix.to_string(),
+                    gateway: r.gateway.to_string(),
+                    mac: r.mac.map(|m| m.to_string()).unwrap_or_default(),
+                    effective_mac: c
+                        .effective_mac(&r.gateway, r.mac)
+                        .map(|m| m.to_string())
+                        .unwrap_or_default(),
+                })
+                .collect(),
+            mtu: u32::from(c.mtu()),
             announced,
             announcing: c.announcing(),
             shutting_down: c.shutting_down(),

@@ -80,6 +80,8 @@ pub struct Control {
     conflicts: BTreeMap<(IpAddr, MacAddr), Conflict>,
     /// Whether the dataplane answers pings to VIPs (lbd --no-vip-ping).
     vip_ping: bool,
+    /// The port's IP MTU (lbd --mtu), what tunnelled packets must fit.
+    mtu: u16,
     /// The exception interface (lbd --kernel-iface), without which checks
     /// via the VIP cannot travel the DR path.
     kernel_iface: Option<String>,
@@ -151,8 +153,10 @@ impl Control {
         clock: fn() -> u64,
     ) -> Result<Control, SnapshotError> {
         let mut neigh = NeighTable::new(NeighConfig::default());
-        neigh.set_wanted(state.backend_addresses());
-        let snapshot = Snapshot::build(&state.to_spec(1, mac, |_| None))?.with_vip_ping(true);
+        neigh.set_wanted(state.next_hops());
+        let snapshot = Snapshot::build(&state.to_spec(1, mac, |_| None))?
+            .with_vip_ping(true)
+            .with_mtu(lb_core::tunnel::DEFAULT_MTU);
         let mut c = Control {
             durable: state.clone(),
             commits: Vec::new(),
@@ -169,6 +173,7 @@ impl Control {
             conflict_queue: Arc::new(ArrayQueue::new(NEIGH_QUEUE)),
             conflicts: BTreeMap::new(),
             vip_ping: true,
+            mtu: lb_core::tunnel::DEFAULT_MTU,
             kernel_iface: None,
             health: HashMap::new(),
             stats: None,
@@ -273,6 +278,18 @@ impl Control {
         }
     }
 
+    /// The port's IP MTU (lbd --mtu); republishes when it changes.
+    pub fn set_mtu(&mut self, mtu: u16) {
+        if self.mtu != mtu {
+            self.mtu = mtu;
+            self.republish();
+        }
+    }
+
+    pub fn mtu(&self) -> u16 {
+        self.mtu
+    }
+
     /// The exception interface the host's checks leave through (lbd
     /// --kernel-iface); `None`: checks via the VIP fail, saying why.
     pub fn set_kernel_iface(&mut self, name: Option<String>) {
@@ -354,12 +371,14 @@ impl Control {
         (vip, mac): &(IpAddr, MacAddr),
         c: &Conflict,
     ) -> lb_proto::v1::VipConflict {
+        // Only a backend on the segment, whose MAC in use is its own (not
+        // a gateway's), can be the claimant.
         let backend = self
             .state
-            .backend_addresses()
-            .into_iter()
-            .find(|(addr, fixed)| self.effective_mac(addr, *fixed) == Some(*mac))
-            .map(|(addr, _)| addr.to_string())
+            .backends()
+            .filter(|(_, addr, s)| self.state.next_hop(addr, s).0 == **addr)
+            .find(|(_, addr, s)| self.backend_mac(addr, s) == Some(*mac))
+            .map(|(_, addr, _)| addr.to_string())
             .unwrap_or_default();
         lb_proto::v1::VipConflict {
             vip: vip.to_string(),
@@ -480,10 +499,11 @@ impl Control {
     ) -> Result<(T, Commit), ChangeError> {
         let mut next = self.state.clone();
         let out = f(&mut next)?;
+        next.check_tunnels()?;
         next.revision = self.state.revision + 1;
         Snapshot::check(&self.spec(&next))?;
         self.state = next;
-        self.neigh.set_wanted(self.state.backend_addresses());
+        self.neigh.set_wanted(self.state.next_hops());
         // The next snapshot published is the first to hold it.
         let generation = self.generation + 1;
         info!(generation, what, "configuration changed");
@@ -525,7 +545,7 @@ impl Control {
             "state file not written; undoing the changes since the last write"
         );
         self.state = self.durable.clone();
-        self.neigh.set_wanted(self.state.backend_addresses());
+        self.neigh.set_wanted(self.state.next_hops());
         self.republish();
         self.emit(lb_proto::v1::event::Kind::Config(
             lb_proto::v1::ConfigChanged {
@@ -553,7 +573,7 @@ impl Control {
     /// filled in, backends failing their health checks down.
     fn build_snapshot(&self, state: &DesiredState) -> Result<Snapshot, SnapshotError> {
         Snapshot::build_from(&self.spec(state), Some(&self.publisher.current()))
-            .map(|s| s.with_vip_ping(self.vip_ping))
+            .map(|s| s.with_vip_ping(self.vip_ping).with_mtu(self.mtu))
     }
 
     fn spec(&self, state: &DesiredState) -> lb_core::snapshot::SnapshotSpec {
@@ -623,7 +643,7 @@ impl Control {
             return 0;
         };
         let (state, weight) = self.in_force(vip, addr, b.settings.state(), b.settings.weight);
-        let resolved = b.settings.mac.is_some() || self.neigh.mac(addr).is_some();
+        let resolved = self.backend_mac(addr, &b.settings).is_some();
         if state == lb_core::snapshot::BackendState::Up && resolved {
             weight
         } else {
@@ -883,10 +903,12 @@ impl Control {
     fn track_macs(&mut self) {
         let now = std::time::SystemTime::now();
         let mut next = HashMap::new();
-        for (addr, fixed) in self.state.backend_addresses() {
-            let Some(mac) = self.effective_mac(&addr, fixed) else {
-                continue;
-            };
+        let macs: Vec<(IpAddr, MacAddr)> = self
+            .state
+            .backends()
+            .filter_map(|(_, addr, s)| self.backend_mac(addr, s).map(|m| (*addr, m)))
+            .collect();
+        for (addr, mac) in macs {
             let since = match self.mac_since.get(&addr) {
                 Some(&(m, since)) if m == mac => since,
                 _ => now,
@@ -902,9 +924,17 @@ impl Control {
         self.mac_since.get(addr).map(|&(_, t)| t)
     }
 
-    /// The MAC a backend is forwarded to: static, resolved, or none yet.
+    /// A neighbour's MAC: static, resolved, or none yet.
     pub fn effective_mac(&self, addr: &IpAddr, fixed: Option<MacAddr>) -> Option<MacAddr> {
         fixed.or_else(|| self.neigh.mac(addr))
+    }
+
+    /// The MAC a backend's frames go to: its own (DR, static or resolved),
+    /// or its next hop's (tunnelled: its route's gateway, or itself on the
+    /// segment); `None` while unresolved, and then it takes no traffic.
+    pub fn backend_mac(&self, addr: &IpAddr, s: &crate::state::BackendSettings) -> Option<MacAddr> {
+        let (hop, fixed) = self.state.next_hop(addr, s);
+        self.effective_mac(&hop, fixed)
     }
 
     /// Take in what workers learned, ask for what is due, and publish a new
@@ -934,5 +964,79 @@ impl Control {
         if changed || forgotten {
             self.republish();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{BackendSettings, ForwardMethod, Route};
+    use lb_core::snapshot::Proto;
+
+    /// What the hub resolves are next hops: a tunnelled backend behind a
+    /// gateway takes the gateway's MAC once the gateway answers, and is
+    /// never asked for itself; the MTU reaches the snapshot.
+    #[test]
+    fn tunnelled_backends_follow_their_next_hop() {
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        let vip = VipKey {
+            addr: ip("198.51.100.10"),
+            port: 443,
+            proto: Proto::Tcp,
+        };
+        let mut s = DesiredState::default();
+        s.local_addresses = vec![ip("192.0.2.1")];
+        s.set_routes(vec![Route {
+            prefix: "10.20.0.0/16".parse().unwrap(),
+            gateway: ip("192.0.2.254"),
+            mac: None,
+        }])
+        .unwrap();
+        s.create_vip(vip, None).unwrap();
+        let gue = BackendSettings {
+            forward: ForwardMethod::Gue,
+            ..BackendSettings::default()
+        };
+        s.add_backend(&vip, ip("10.20.0.11"), gue.clone()).unwrap();
+        s.add_backend(&vip, ip("192.0.2.11"), BackendSettings::default())
+            .unwrap();
+        let mut c = Control::new(s, MacAddr([2, 0, 0, 0, 0, 1]), || 0).unwrap();
+        c.resolve_neighbors(1);
+        let mut asked = Vec::new();
+        while let Some(a) = c.requests().pop() {
+            asked.push(a);
+        }
+        asked.sort();
+        assert_eq!(
+            asked,
+            [ip("192.0.2.11"), ip("192.0.2.254")],
+            "next hops only"
+        );
+        assert_eq!(c.backend_mac(&ip("10.20.0.11"), &gue), None);
+        assert_eq!(
+            c.effective_weight(&vip, &ip("10.20.0.11")),
+            0,
+            "no traffic yet"
+        );
+        let gw = MacAddr([2, 0, 0, 0, 0, 0xfe]);
+        let learned = c.learned();
+        learned.push((ip("192.0.2.254"), gw)).unwrap();
+        // The backend's own address answering changes nothing.
+        learned
+            .push((ip("10.20.0.11"), MacAddr([2, 0, 0, 0, 0, 0x11])))
+            .unwrap();
+        c.resolve_neighbors(2);
+        let snap = c.snapshot();
+        let (_, b) = snap
+            .backends()
+            .find(|(_, b)| b.addr == ip("10.20.0.11"))
+            .unwrap();
+        assert_eq!(b.mac, Some(gw), "the gateway's MAC");
+        assert!(b.tunnel.is_some());
+        assert_eq!(c.backend_mac(&ip("10.20.0.11"), &gue), Some(gw));
+        assert_eq!(c.effective_weight(&vip, &ip("10.20.0.11")), 1);
+        assert!(c.mac_since(&ip("10.20.0.11")).is_some());
+        c.set_mtu(9000);
+        assert_eq!(c.snapshot().mtu(), 9000);
     }
 }

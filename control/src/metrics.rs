@@ -257,6 +257,10 @@ struct BackendRow {
     healthy: Option<bool>,
     /// The last check of each path: ("real" | "vip", ok).
     paths: Vec<(&'static str, bool)>,
+    /// How its packets reach it (dr, ipip, gue, vxlan) and through which
+    /// neighbour (itself, or its route's gateway).
+    forward: String,
+    next_hop: String,
 }
 
 fn vips_and_backends(out: &mut Out<'_>, source: &Source, control: &Control) -> fmt::Result {
@@ -302,6 +306,10 @@ fn vips_and_backends(out: &mut Out<'_>, source: &Source, control: &Control) -> f
                             .collect()
                     })
                     .unwrap_or_default(),
+                forward: configured.map_or("dr".into(), |d| d.forward.to_string()),
+                next_hop: configured
+                    .map_or(b.addr, |d| control.state().next_hop(&b.addr, d).0)
+                    .to_string(),
             });
         }
     }
@@ -336,6 +344,21 @@ fn vips_and_backends(out: &mut Out<'_>, source: &Source, control: &Control) -> f
             &format!("{help} to a backend (from zero when it was added)."),
             rows.iter().map(|r| (r.labels.clone(), get(&r.traffic))),
         )?;
+    }
+    {
+        let mut m = out.0.encode_descriptor(
+            "lb_backend",
+            "How the backend's packets reach it (the labels): forward dr (its MAC), ipip, gue or \
+             vxlan (a tunnel), through next_hop (itself, or the gateway of its route).",
+            None,
+            MetricType::Info,
+        )?;
+        for r in &rows {
+            let mut l = r.labels.clone();
+            l.push(("forward", r.forward.clone()));
+            l.push(("next_hop", r.next_hop.clone()));
+            m.encode_info(&l)?;
+        }
     }
     out.gauge(
         "lb_backend_active_flows",

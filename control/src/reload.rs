@@ -32,7 +32,7 @@ pub fn read_state(path: &Path) -> Result<DesiredState, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let config: Config = toml::from_str(&text)
         .map_err(|e| format!("{}: {}", path.display(), e.to_string().trim()))?;
-    DesiredState::from_config(&config).map_err(|e| format!("{}: {e}", path.display()))
+    DesiredState::load(&config).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Reload `path` into `control`: the changes made, once the state file

@@ -22,8 +22,9 @@ use crate::state::DesiredState;
 /// yet (the first change creates it, so its directory must exist).
 pub fn initial_state(path: Option<&Path>) -> Result<DesiredState> {
     match path {
-        Some(path) if path.exists() => DesiredState::from_config(&Config::load(path)?)
-            .with_context(|| format!("{}", path.display())),
+        Some(path) if path.exists() => {
+            DesiredState::load(&Config::load(path)?).with_context(|| format!("{}", path.display()))
+        }
         Some(path) => {
             let dir = path
                 .parent()
@@ -147,6 +148,7 @@ impl Dataplane {
         let (learned, requests, conflicts) = {
             let mut c = control.lock().expect("control lock");
             c.set_vip_ping(!opts.no_vip_ping);
+            c.set_mtu(opts.mtu);
             c.set_kernel_iface(
                 self.kernel
                     .is_some()
@@ -163,7 +165,8 @@ impl Dataplane {
                     let reader = control.lock().expect("control lock").reader();
                     let flows = dpdk::flow_table(opts.flows, opts.flow_config());
                     let mut worker = Worker::new(queue, reader, flows, st, tsc_hz)
-                        .with_echo_rate(opts.vip_ping_rate);
+                        .with_echo_rate(opts.vip_ping_rate)
+                        .with_too_big_rate(opts.too_big_rate);
                     if let Some(k) = &self.kernel {
                         worker = worker.with_kernel(k.queue(i as u16)?);
                     }

@@ -22,9 +22,10 @@ use lb_core::snapshot::MAX_BACKEND_SLOTS;
 use lb_core::snapshot::{
     BackendRef, BackendSpec, BackendState, Proto, SnapshotSpec, VipKey, VipSpec,
 };
+use lb_core::tunnel::{Encap, Tunnel, DEFAULT_GUE_PORT, DEFAULT_VXLAN_PORT, MAX_VNI};
 
-pub use crate::config::CheckVia;
 use crate::config::{self, Config};
+pub use crate::config::{CheckVia, ForwardMethod};
 
 pub const DEFAULT_TABLE_SIZE: u32 = config::DEFAULT_TABLE_SIZE;
 /// Smallest and largest Maglev table sizes accepted.
@@ -148,11 +149,97 @@ impl std::fmt::Display for CheckKind {
     }
 }
 
+/// An IPv4 or IPv6 prefix, `10.20.0.0/16`: its host bits are zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Prefix {
+    pub addr: IpAddr,
+    pub len: u8,
+}
+
+impl Prefix {
+    /// The address as the top bits of a u128, and the family's length.
+    fn bits(a: &IpAddr) -> (u128, u8) {
+        match a {
+            IpAddr::V4(v4) => (u128::from(u32::from(*v4)) << 96, 32),
+            IpAddr::V6(v6) => (u128::from(*v6), 128),
+        }
+    }
+
+    fn mask(len: u8) -> u128 {
+        match len {
+            0 => 0,
+            l => u128::MAX << (128 - u32::from(l)),
+        }
+    }
+
+    /// Whether `ip` (of the prefix's family) is inside it.
+    pub fn contains(&self, ip: &IpAddr) -> bool {
+        if ip.is_ipv4() != self.addr.is_ipv4() {
+            return false;
+        }
+        let m = Prefix::mask(self.len);
+        Prefix::bits(&self.addr).0 & m == Prefix::bits(ip).0 & m
+    }
+}
+
+impl std::str::FromStr for Prefix {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Prefix, String> {
+        let (a, l) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?}: expected ADDRESS/LENGTH, e.g. 10.20.0.0/16"))?;
+        let addr: IpAddr = a
+            .parse()
+            .map_err(|_| format!("{s:?}: {a:?} is not an IPv4 or IPv6 address"))?;
+        let (bits, max) = Prefix::bits(&addr);
+        let len: u8 = l
+            .parse()
+            .ok()
+            .filter(|l| *l <= max)
+            .ok_or_else(|| format!("{s:?}: the length {l:?} is not 0-{max}"))?;
+        let net = bits & Prefix::mask(len);
+        if net != bits {
+            let net = match addr {
+                IpAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::from((net >> 96) as u32)),
+                IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::from(net)),
+            };
+            return Err(format!(
+                "{s:?} has host bits set: the prefix is {net}/{len}"
+            ));
+        }
+        Ok(Prefix { addr, len })
+    }
+}
+
+impl std::fmt::Display for Prefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+/// A `[[route]]`: tunnelled backends in `prefix` are reached through
+/// `gateway`, at its static `mac` or the one resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub prefix: Prefix,
+    pub gateway: IpAddr,
+    pub mac: Option<MacAddr>,
+}
+
 /// What an operator can set on a backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendSettings {
     pub weight: u32,
+    /// DR: the backend's static MAC (`None`: resolved); VXLAN: the MAC of
+    /// its VXLAN device, the inner frame's destination (required); IPIP,
+    /// GUE: none.
     pub mac: Option<MacAddr>,
+    /// How its packets reach it, and the method's parameters: the UDP port
+    /// of GUE and VXLAN (`None`: the method's default), the VNI of VXLAN.
+    pub forward: ForwardMethod,
+    pub tunnel_port: Option<u16>,
+    pub vni: Option<u32>,
     pub drain: bool,
     /// Administratively down.
     pub down: bool,
@@ -247,6 +334,49 @@ impl AgentCheck {
 }
 
 impl BackendSettings {
+    /// Whether its packets travel a tunnel (its MAC is then the next hop's).
+    pub fn tunnelled(&self) -> bool {
+        !self.forward.is_dr()
+    }
+
+    /// The encapsulation, for a tunnelled backend.
+    pub fn encap(&self) -> Option<Encap> {
+        match self.forward {
+            ForwardMethod::Dr => None,
+            ForwardMethod::Ipip => Some(Encap::Ipip),
+            ForwardMethod::Gue => Some(Encap::Gue {
+                port: self.tunnel_port.unwrap_or(DEFAULT_GUE_PORT),
+            }),
+            ForwardMethod::Vxlan => Some(Encap::Vxlan {
+                port: self.tunnel_port.unwrap_or(DEFAULT_VXLAN_PORT),
+                vni: self.vni.unwrap_or(0),
+                inner_mac: self.mac.unwrap_or(MacAddr::ZERO),
+            }),
+        }
+    }
+
+    /// The tunnel's UDP port in use (GUE, VXLAN), 0 for the others.
+    pub fn port_in_use(&self) -> u16 {
+        match self.encap() {
+            Some(Encap::Gue { port } | Encap::Vxlan { port, .. }) => port,
+            _ => 0,
+        }
+    }
+
+    /// The method in words with its parameters: `dr`, `ipip`, `gue:6080`,
+    /// `vxlan:100` (the VNI; `vxlan:100@4790` off the default port).
+    pub fn forward_text(&self) -> String {
+        match self.encap() {
+            None => "dr".into(),
+            Some(Encap::Ipip) => "ipip".into(),
+            Some(Encap::Gue { port }) => format!("gue:{port}"),
+            Some(Encap::Vxlan { port, vni, .. }) if port == DEFAULT_VXLAN_PORT => {
+                format!("vxlan:{vni}")
+            }
+            Some(Encap::Vxlan { port, vni, .. }) => format!("vxlan:{vni}@{port}"),
+        }
+    }
+
     /// Down wins over draining.
     pub fn state(&self) -> BackendState {
         if self.down {
@@ -278,6 +408,9 @@ impl Default for BackendSettings {
         BackendSettings {
             weight: 1,
             mac: None,
+            forward: ForwardMethod::Dr,
+            tunnel_port: None,
+            vni: None,
             drain: false,
             down: false,
             check: None,
@@ -297,12 +430,21 @@ pub struct DesiredVip {
     pub table_size: u32,
     /// The VIP's own idle timeouts for established TCP and UDP flows (0: lbd's).
     pub idle: IdleTimeouts,
+    /// The outer source of its tunnels per family (over the instance's).
+    pub tunnel_sources: Vec<IpAddr>,
     pub backends: BTreeMap<IpAddr, DesiredBackend>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DesiredState {
     pub local_addresses: Vec<IpAddr>,
+    /// The instance's outer source of tunnels per family (at most one
+    /// each); absent for a family: its first local address. Instance-local
+    /// as `local_addresses` are: neither exported nor applied.
+    pub tunnel_sources: Vec<IpAddr>,
+    /// The instance's next hops for tunnelled backends beyond the segment
+    /// (instance-local too); the longest prefix holding a backend wins.
+    pub routes: Vec<Route>,
     /// Advanced by one with every accepted change ([`crate::hub::Control::change`]),
     /// kept in the state file: what a precondition names.
     pub revision: u64,
@@ -332,6 +474,7 @@ impl DesiredState {
             DesiredVip {
                 table_size,
                 idle: IdleTimeouts::default(),
+                tunnel_sources: Vec::new(),
                 backends: BTreeMap::new(),
             },
         );
@@ -348,6 +491,21 @@ impl DesiredState {
         if self.local_addresses != desired.local_addresses {
             self.local_addresses = desired.local_addresses.clone();
             changes.push(format!("local addresses set to {:?}", self.local_addresses));
+        }
+        if self.tunnel_sources != desired.tunnel_sources {
+            self.set_tunnel_sources(desired.tunnel_sources.clone())?;
+            changes.push(format!("tunnel sources set to {:?}", self.tunnel_sources));
+        }
+        if self.routes != desired.routes {
+            self.set_routes(desired.routes.clone())?;
+            changes.push(format!(
+                "routes set to [{}]",
+                self.routes
+                    .iter()
+                    .map(|r| format!("{} via {}", r.prefix, r.gateway))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
         }
         let gone: Vec<VipKey> = self
             .vips
@@ -376,6 +534,13 @@ impl DesiredState {
                 self.remove_backend(key, &addr)?;
                 changes.push(format!("backend {addr} removed from {key}"));
             }
+            if self.vips[key].tunnel_sources != want.tunnel_sources {
+                self.set_vip_tunnel_sources(key, want.tunnel_sources.clone())?;
+                changes.push(format!(
+                    "vip {key} tunnel sources set to {:?}",
+                    want.tunnel_sources
+                ));
+            }
             if self.vips[key].idle != want.idle {
                 self.vip_mut(key)?.idle = want.idle;
                 changes.push(format!(
@@ -395,7 +560,139 @@ impl DesiredState {
                 .collect();
             changes.extend(self.set_backends(key, &settings)?);
         }
+        // Backends that stayed as they were must still find a tunnel source.
+        self.check_tunnels()?;
         Ok(changes)
+    }
+
+    /// Set the instance's tunnel sources (at most one per family).
+    pub fn set_tunnel_sources(&mut self, sources: Vec<IpAddr>) -> Result<(), StateError> {
+        check_sources(&sources, "tunnel_sources")?;
+        self.tunnel_sources = sources;
+        Ok(())
+    }
+
+    /// Set a VIP's own tunnel sources (at most one per family).
+    pub fn set_vip_tunnel_sources(
+        &mut self,
+        key: &VipKey,
+        sources: Vec<IpAddr>,
+    ) -> Result<(), StateError> {
+        check_sources(&sources, "vip.tunnel_sources")?;
+        self.vip_mut(key)?.tunnel_sources = sources;
+        Ok(())
+    }
+
+    /// Set the instance's routes: each prefix once, its gateway of its family.
+    pub fn set_routes(&mut self, routes: Vec<Route>) -> Result<(), StateError> {
+        for (i, r) in routes.iter().enumerate() {
+            if routes[..i].iter().any(|o| o.prefix == r.prefix) {
+                return Err(invalid(
+                    "route.prefix",
+                    format!("{} is given twice", r.prefix),
+                ));
+            }
+            if r.gateway.is_ipv4() != r.prefix.addr.is_ipv4() {
+                return Err(invalid(
+                    "route.gateway",
+                    format!(
+                        "{} is not of the family of its prefix {}",
+                        r.gateway, r.prefix
+                    ),
+                ));
+            }
+            if r.gateway.is_unspecified() || r.gateway.is_multicast() || r.gateway.is_loopback() {
+                return Err(invalid(
+                    "route.gateway",
+                    format!("{} is not a unicast host address", r.gateway),
+                ));
+            }
+            if let Some(m) = r.mac {
+                if m.is_multicast() || m == MacAddr::ZERO {
+                    return Err(invalid(
+                        "route.mac",
+                        format!("route {}: {m} is not a unicast MAC address", r.prefix),
+                    ));
+                }
+            }
+        }
+        self.routes = routes;
+        Ok(())
+    }
+
+    /// The outer source of the tunnel to backend `addr` of `key`: the VIP's
+    /// tunnel source of the backend's family, else the instance's, else its
+    /// first local address of that family.
+    pub fn tunnel_source(&self, key: &VipKey, addr: &IpAddr) -> Option<IpAddr> {
+        let same = |a: &&IpAddr| a.is_ipv4() == addr.is_ipv4();
+        self.vips
+            .get(key)
+            .and_then(|v| v.tunnel_sources.iter().find(same))
+            .or_else(|| self.tunnel_sources.iter().find(same))
+            .or_else(|| self.local_addresses.iter().find(same))
+            .copied()
+    }
+
+    /// The route a tunnelled backend at `addr` takes: the longest prefix
+    /// holding it; `None`: on the segment.
+    pub fn route_to(&self, addr: &IpAddr) -> Option<&Route> {
+        self.routes
+            .iter()
+            .filter(|r| r.prefix.contains(addr))
+            .max_by_key(|r| r.prefix.len)
+    }
+
+    /// The neighbour a backend's packets go to, with its static MAC if it
+    /// has one: a DR backend itself (its static MAC); a tunnelled one its
+    /// route's gateway (the route's MAC), else itself on the segment
+    /// (resolved: a VXLAN backend's `mac` is its VXLAN device's, not its
+    /// NIC's).
+    pub fn next_hop(&self, addr: &IpAddr, s: &BackendSettings) -> (IpAddr, Option<MacAddr>) {
+        if !s.tunnelled() {
+            return (*addr, s.mac);
+        }
+        match self.route_to(addr) {
+            Some(r) => (r.gateway, r.mac),
+            None => (*addr, None),
+        }
+    }
+
+    /// A tunnelled backend's tunnel source: one of its family (the
+    /// instance's own settings count, so a whole configuration built alone,
+    /// as Apply's, is checked once converged: [`DesiredState::converge`],
+    /// `Control::change`).
+    fn check_tunnel(
+        &self,
+        key: &VipKey,
+        addr: &IpAddr,
+        s: &BackendSettings,
+    ) -> Result<(), StateError> {
+        if !s.tunnelled() {
+            return Ok(());
+        }
+        if self.tunnel_source(key, addr).is_none() {
+            let family = if addr.is_ipv4() { "IPv4" } else { "IPv6" };
+            return Err(invalid(
+                "backend.forward",
+                format!(
+                    "vip {key}, backend {addr}: {} backend needs a tunnel source of its family \
+                     ({family}): give the VIP's tunnel_sources, the top-level tunnel_sources, or \
+                     a local_addresses entry of that family",
+                    s.forward.a()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Every tunnelled backend has a tunnel source (see `check_tunnel`).
+    pub fn check_tunnels(&self) -> Result<(), StateError> {
+        for (key, v) in &self.vips {
+            for (addr, b) in &v.backends {
+                self.check_tunnel(key, addr, &b.settings)?;
+            }
+        }
+        Ok(())
     }
 
     /// Make `key`'s backends exactly `want`: those that stay keep their
@@ -460,6 +757,7 @@ impl DesiredState {
     ) -> Result<BackendRef, StateError> {
         check_settings(&settings)?;
         check_backend_addr(key, &addr)?;
+        check_forward_family(key, &addr, &settings)?;
         let vip = self.vips.get(key).ok_or_else(|| vip_not_found(key))?;
         if vip.backends.contains_key(&addr) {
             return Err(StateError::AlreadyExists {
@@ -492,6 +790,7 @@ impl DesiredState {
         settings: BackendSettings,
     ) -> Result<(), StateError> {
         check_settings(&settings)?;
+        check_forward_family(key, addr, &settings)?;
         let b = self
             .vip_mut(key)?
             .backends
@@ -526,8 +825,10 @@ impl DesiredState {
         })
     }
 
-    /// The snapshot this state asks for; `mac_of` supplies resolved MACs for
-    /// backends without a static one.
+    /// The snapshot this state asks for; `mac_of` supplies resolved MACs of
+    /// next hops without a static one: DR backends, the gateways of
+    /// tunnelled ones (or themselves on the segment, see
+    /// [`DesiredState::next_hop`]).
     pub fn to_spec(
         &self,
         generation: u64,
@@ -544,13 +845,23 @@ impl DesiredState {
                 backends: v
                     .backends
                     .iter()
-                    .map(|(addr, b)| BackendSpec {
-                        id: b.id,
-                        addr: *addr,
-                        weight: b.settings.weight,
-                        mac: b.settings.mac.or_else(|| mac_of(addr)),
-                        state: b.settings.state(),
-                        tunnel: None,
+                    .map(|(addr, b)| {
+                        let (hop, fixed) = self.next_hop(addr, &b.settings);
+                        let tunnel = b.settings.encap().and_then(|encap| {
+                            self.tunnel_source(key, addr)
+                                .map(|source| Tunnel { encap, source })
+                        });
+                        // A tunnelled backend without a source (validation
+                        // refuses one) takes no traffic rather than DR.
+                        let usable = tunnel.is_some() || !b.settings.tunnelled();
+                        BackendSpec {
+                            id: b.id,
+                            addr: *addr,
+                            weight: b.settings.weight,
+                            mac: fixed.or_else(|| mac_of(&hop)).filter(|_| usable),
+                            state: b.settings.state(),
+                            tunnel,
+                        }
                     })
                     .collect(),
             })
@@ -575,21 +886,69 @@ impl DesiredState {
             .collect()
     }
 
-    /// Every backend address, with its static MAC if it has one.
-    pub fn backend_addresses(&self) -> Vec<(IpAddr, Option<MacAddr>)> {
+    /// Every backend: (VIP, address, settings).
+    pub fn backends(&self) -> impl Iterator<Item = (&VipKey, &IpAddr, &BackendSettings)> {
         self.vips
-            .values()
-            .flat_map(|v| v.backends.iter().map(|(a, b)| (*a, b.settings.mac)))
-            .collect()
+            .iter()
+            .flat_map(|(k, v)| v.backends.iter().map(move |(a, b)| (k, a, &b.settings)))
     }
 
-    /// Build from the file format, validating every entry as the API would.
+    /// Every neighbour to resolve or pin, once, with its static MAC if it
+    /// has one (a static MAC wins over none): DR backends, the gateways
+    /// tunnelled backends use, and tunnelled backends on the segment. A
+    /// tunnelled backend behind a gateway is not resolved itself.
+    pub fn next_hops(&self) -> Vec<(IpAddr, Option<MacAddr>)> {
+        let mut hops: BTreeMap<IpAddr, Option<MacAddr>> = BTreeMap::new();
+        for (_, addr, s) in self.backends() {
+            let (hop, mac) = self.next_hop(addr, s);
+            let e = hops.entry(hop).or_insert(mac);
+            if e.is_none() {
+                *e = mac;
+            }
+        }
+        hops.into_iter().collect()
+    }
+
+    /// Build from the file format and check that every tunnelled backend has
+    /// a tunnel source: a state file lbd starts from.
+    pub fn load(c: &Config) -> Result<DesiredState, StateError> {
+        let s = DesiredState::from_config(c)?;
+        s.check_tunnels()?;
+        Ok(s)
+    }
+
+    /// Build from the file format, validating every entry as the API would
+    /// (a tunnel source, which may be the instance's own, only once
+    /// converged: see [`DesiredState::load`]).
     pub fn from_config(c: &Config) -> Result<DesiredState, StateError> {
         let mut s = DesiredState {
             local_addresses: c.local_addresses.clone(),
             revision: c.revision,
             ..DesiredState::default()
         };
+        s.set_tunnel_sources(c.tunnel_sources.clone())?;
+        let routes = c
+            .routes
+            .iter()
+            .map(|r| {
+                let prefix = r
+                    .prefix
+                    .parse::<Prefix>()
+                    .map_err(|e| invalid("route.prefix", e))?;
+                let mac = r
+                    .mac
+                    .as_deref()
+                    .map(str::parse::<MacAddr>)
+                    .transpose()
+                    .map_err(|e| invalid("route.mac", format!("route {prefix}: {e}")))?;
+                Ok(Route {
+                    prefix,
+                    gateway: r.gateway,
+                    mac,
+                })
+            })
+            .collect::<Result<Vec<Route>, StateError>>()?;
+        s.set_routes(routes)?;
         for v in &c.vips {
             let key = VipKey {
                 addr: v.address,
@@ -607,6 +966,13 @@ impl DesiredState {
                     udp: v.udp_idle_timeout,
                 },
             )?;
+            s.set_vip_tunnel_sources(&key, v.tunnel_sources.clone())
+                .map_err(|e| match e {
+                    StateError::Invalid { field, reason } => {
+                        invalid(field, format!("vip {key}: {reason}"))
+                    }
+                    e => e,
+                })?;
             for b in &v.backends {
                 let mac = b
                     .mac
@@ -670,6 +1036,9 @@ impl DesiredState {
                 let settings = BackendSettings {
                     weight: b.weight,
                     mac,
+                    forward: b.forward,
+                    tunnel_port: b.tunnel_port,
+                    vni: b.vni,
                     drain: b.state == config::AdminState::Draining,
                     down: b.state == config::AdminState::Down,
                     check,
@@ -679,7 +1048,14 @@ impl DesiredState {
                         min_flows: b.min_flows,
                     },
                 };
-                s.add_backend(&key, b.address, settings)?;
+                s.add_backend(&key, b.address, settings)
+                    .map_err(|e| match e {
+                        // The file's errors say where, as the API's path does.
+                        StateError::Invalid { field, reason } if !reason.starts_with("vip ") => {
+                            invalid(field, format!("vip {key}, backend {}: {reason}", b.address))
+                        }
+                        e => e,
+                    })?;
             }
         }
         Ok(s)
@@ -690,6 +1066,16 @@ impl DesiredState {
         Config {
             local_addresses: self.local_addresses.clone(),
             revision: self.revision,
+            tunnel_sources: self.tunnel_sources.clone(),
+            routes: self
+                .routes
+                .iter()
+                .map(|r| config::RouteConfig {
+                    prefix: r.prefix.to_string(),
+                    gateway: r.gateway,
+                    mac: r.mac.map(|m| m.to_string()),
+                })
+                .collect(),
             vips: self
                 .vips
                 .iter()
@@ -703,12 +1089,16 @@ impl DesiredState {
                     table_size: v.table_size,
                     tcp_idle_timeout: v.idle.tcp,
                     udp_idle_timeout: v.idle.udp,
+                    tunnel_sources: v.tunnel_sources.clone(),
                     backends: v
                         .backends
                         .iter()
                         .map(|(addr, b)| config::BackendConfig {
                             address: *addr,
                             mac: b.settings.mac.map(|m| m.to_string()),
+                            forward: b.settings.forward,
+                            tunnel_port: b.settings.tunnel_port,
+                            vni: b.settings.vni,
                             weight: b.settings.weight,
                             state: match b.settings.state() {
                                 BackendState::Up => config::AdminState::Up,
@@ -752,11 +1142,12 @@ impl DesiredState {
     }
 
     /// SHA-256 (hex) of everything that decides where a flow goes: the VIPs,
-    /// their table parameters and timeouts, their backends with weights,
-    /// states, MACs and checks, in the state file's canonical order (sorted,
-    /// so the order changes were made in does not matter). The instance's
-    /// own `local_addresses` are left out: instances behind one ECMP router
-    /// differ there and must still agree.
+    /// their table parameters, timeouts and tunnel sources, their backends
+    /// with weights, states, MACs, forward methods (port, VNI) and checks,
+    /// in the state file's canonical order (sorted, so the order changes
+    /// were made in does not matter). The instance's own `local_addresses`,
+    /// `tunnel_sources` and routes are left out: instances behind one ECMP
+    /// router differ there and must still agree.
     pub fn digest(&self) -> String {
         use sha2::{Digest, Sha256};
         let text = toml::to_string(&self.shared_config()).expect("the config serializes");
@@ -767,11 +1158,14 @@ impl DesiredState {
     }
 
     /// What instances share (Export, the digest): the configuration less
-    /// the instance's own `local_addresses` and its revision.
+    /// the instance's own `local_addresses`, `tunnel_sources`, routes and
+    /// its revision.
     pub fn shared_config(&self) -> Config {
         Config {
             local_addresses: Vec::new(),
             revision: 0,
+            tunnel_sources: Vec::new(),
+            routes: Vec::new(),
             ..self.to_config()
         }
     }
@@ -878,6 +1272,103 @@ fn check_load(l: &LoadSettings) -> Result<(), StateError> {
     }
 }
 
+/// Tunnel sources: unicast, at most one per family.
+fn check_sources(sources: &[IpAddr], field: &'static str) -> Result<(), StateError> {
+    for (i, a) in sources.iter().enumerate() {
+        if a.is_unspecified() || a.is_multicast() || a.is_loopback() {
+            return Err(invalid(
+                field,
+                format!("{a} is not a unicast address a tunnel can leave from"),
+            ));
+        }
+        if let Some(o) = sources[..i].iter().find(|o| o.is_ipv4() == a.is_ipv4()) {
+            return Err(invalid(
+                field,
+                format!("{o} and {a}: at most one tunnel source per family (one IPv4, one IPv6)"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// No IPv6 VIP's packets in IPIP to an IPv4 backend: nothing here carries
+/// IPv6 in IPv4.
+fn check_forward_family(
+    key: &VipKey,
+    addr: &IpAddr,
+    s: &BackendSettings,
+) -> Result<(), StateError> {
+    if s.forward == ForwardMethod::Ipip && key.addr.is_ipv6() && addr.is_ipv4() {
+        return Err(invalid(
+            "backend.forward",
+            format!(
+                "vip {key}, backend {addr}: ipip cannot carry an IPv6 VIP's packets to an \
+                 IPv4 backend (use gue or vxlan)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The forward method's parameters, each where it belongs.
+fn check_forward(s: &BackendSettings) -> Result<(), StateError> {
+    use ForwardMethod::{Dr, Gue, Ipip, Vxlan};
+    match (s.forward, s.tunnel_port) {
+        (Dr | Ipip, Some(_)) => {
+            return Err(invalid(
+                "backend.tunnel_port",
+                format!(
+                    "{} backend has no tunnel port (gue and vxlan backends do)",
+                    s.forward.a()
+                ),
+            ))
+        }
+        (_, Some(0)) => {
+            return Err(invalid(
+                "backend.tunnel_port",
+                "port 0 is not a UDP port a tunnel can use; give 1-65535 (or none for the default)",
+            ))
+        }
+        _ => {}
+    }
+    match (s.forward, s.vni) {
+        (Vxlan, None) => {
+            return Err(invalid(
+                "backend.vni",
+                format!("a vxlan backend needs its VNI (0-{MAX_VNI})"),
+            ))
+        }
+        (Vxlan, Some(v)) if v > MAX_VNI => {
+            return Err(invalid(
+                "backend.vni",
+                format!("{v} is above {MAX_VNI}: a VNI has 24 bits"),
+            ))
+        }
+        (Dr | Ipip | Gue, Some(_)) => {
+            return Err(invalid(
+                "backend.vni",
+                format!("{} backend has no VNI (vxlan backends do)", s.forward.a()),
+            ))
+        }
+        _ => {}
+    }
+    match (s.forward, s.mac) {
+        (Vxlan, None) => Err(invalid(
+            "backend.mac",
+            "a vxlan backend needs the MAC of its vxlan device (the inner frame's destination)",
+        )),
+        (Ipip | Gue, Some(_)) => Err(invalid(
+            "backend.mac",
+            format!(
+                "{} backend takes no MAC: its packets go to the next hop's (its route's \
+                 gateway, or its own address resolved on the segment)",
+                s.forward.a()
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 pub(crate) fn check_settings(s: &BackendSettings) -> Result<(), StateError> {
     check_load(&s.load)?;
     if s.weight > MAX_WEIGHT {
@@ -894,6 +1385,7 @@ pub(crate) fn check_settings(s: &BackendSettings) -> Result<(), StateError> {
             ));
         }
     }
+    check_forward(s)?;
     if let Some(c) = &s.check {
         check_health(c)?;
     }
@@ -1263,6 +1755,14 @@ mod tests {
             let settings = BackendSettings {
                 weight: i as u32 + 1,
                 mac: Some(MacAddr([2, 0, 0, 0, 0, last])),
+                // One tunnelled backend: its method survives a restart.
+                forward: if last == 13 {
+                    ForwardMethod::Vxlan
+                } else {
+                    ForwardMethod::Dr
+                },
+                tunnel_port: (last == 13).then_some(4790),
+                vni: (last == 13).then_some(100),
                 drain: last == 12,
                 down: false,
                 check: (last == 13).then(|| HealthCheck {
@@ -1324,5 +1824,510 @@ mod tests {
             "no temporary file left"
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn mac(last: u8) -> MacAddr {
+        MacAddr([2, 0, 0, 0, 1, last])
+    }
+
+    fn tunnelled(forward: ForwardMethod) -> BackendSettings {
+        BackendSettings {
+            forward,
+            vni: (forward == ForwardMethod::Vxlan).then_some(100),
+            mac: (forward == ForwardMethod::Vxlan).then(|| mac(0x99)),
+            ..BackendSettings::default()
+        }
+    }
+
+    /// The field a refusal names.
+    fn field(e: StateError) -> &'static str {
+        match e {
+            StateError::Invalid { field, .. } => field,
+            e => panic!("not an invalid argument: {e}"),
+        }
+    }
+
+    #[test]
+    fn forward_parameters_are_checked_naming_the_field() {
+        use ForwardMethod::{Dr, Gue, Ipip, Vxlan};
+        let with = |f: fn(&mut BackendSettings)| {
+            let mut s = BackendSettings::default();
+            f(&mut s);
+            check_settings(&s)
+        };
+        for (case, want, words) in [
+            (
+                with(|s| s.tunnel_port = Some(6080)),
+                "backend.tunnel_port",
+                "a dr backend has no tunnel port",
+            ),
+            (
+                with(|s| {
+                    s.forward = Ipip;
+                    s.tunnel_port = Some(6080);
+                }),
+                "backend.tunnel_port",
+                "ipip",
+            ),
+            (
+                with(|s| {
+                    s.forward = Gue;
+                    s.tunnel_port = Some(0);
+                }),
+                "backend.tunnel_port",
+                "port 0",
+            ),
+            (
+                with(|s| {
+                    s.forward = Vxlan;
+                    s.mac = Some(mac(1));
+                }),
+                "backend.vni",
+                "needs its VNI",
+            ),
+            (
+                with(|s| {
+                    s.forward = Vxlan;
+                    s.mac = Some(mac(1));
+                    s.vni = Some(MAX_VNI + 1);
+                }),
+                "backend.vni",
+                "16777216 is above 16777215",
+            ),
+            (
+                with(|s| {
+                    s.forward = Gue;
+                    s.vni = Some(1);
+                }),
+                "backend.vni",
+                "a gue backend has no VNI",
+            ),
+            (with(|s| s.vni = Some(1)), "backend.vni", "dr"),
+            (
+                with(|s| {
+                    s.forward = Vxlan;
+                    s.vni = Some(7);
+                }),
+                "backend.mac",
+                "a vxlan backend needs the MAC of its vxlan device",
+            ),
+            (
+                with(|s| {
+                    s.forward = Ipip;
+                    s.mac = Some(mac(1));
+                }),
+                "backend.mac",
+                "an ipip backend takes no MAC",
+            ),
+            (
+                with(|s| {
+                    s.forward = Gue;
+                    s.mac = Some(mac(1));
+                }),
+                "backend.mac",
+                "gue",
+            ),
+        ] {
+            let e = case.unwrap_err();
+            assert!(e.to_string().contains(words), "{e}: {words:?}");
+            assert_eq!(field(e), want);
+        }
+        for ok in [
+            tunnelled(Dr),
+            tunnelled(Ipip),
+            tunnelled(Gue),
+            tunnelled(Vxlan),
+            BackendSettings {
+                tunnel_port: Some(4790),
+                vni: Some(0),
+                ..tunnelled(Vxlan)
+            },
+            BackendSettings {
+                vni: Some(MAX_VNI),
+                ..tunnelled(Vxlan)
+            },
+            BackendSettings {
+                tunnel_port: Some(5555),
+                ..tunnelled(Gue)
+            },
+        ] {
+            check_settings(&ok).unwrap();
+        }
+        assert_eq!(tunnelled(Gue).forward_text(), "gue:6080");
+        assert_eq!(tunnelled(Vxlan).forward_text(), "vxlan:100");
+        assert_eq!(
+            BackendSettings {
+                tunnel_port: Some(4790),
+                ..tunnelled(Vxlan)
+            }
+            .forward_text(),
+            "vxlan:100@4790"
+        );
+        assert_eq!(tunnelled(Ipip).forward_text(), "ipip");
+        assert_eq!(tunnelled(Dr).forward_text(), "dr");
+    }
+
+    #[test]
+    fn tunnel_sources_routes_and_their_context_are_checked() {
+        let mut s = DesiredState::default();
+        s.create_vip(vip(443), None).unwrap();
+        // No source of the backend's family anywhere: refused once checked.
+        let mut t = s.clone();
+        t.add_backend(&vip(443), be(11), tunnelled(ForwardMethod::Gue))
+            .unwrap();
+        let e = t.check_tunnels().unwrap_err();
+        assert!(e.to_string().contains("tunnel_sources"), "{e}");
+        assert_eq!(field(e), "backend.forward");
+        let e = s.clone().converge(&t).unwrap_err();
+        assert_eq!(field(e), "backend.forward", "converge checks it");
+        // An IPv6 source does not do for an IPv4 backend.
+        t.set_tunnel_sources(vec![ip("2001:db8::1")]).unwrap();
+        assert!(t.check_tunnels().is_err());
+        t.local_addresses = vec![be(1)];
+        t.check_tunnels().unwrap();
+        for (sources, words) in [
+            (vec![be(1), be(2)], "at most one tunnel source per family"),
+            (vec![ip("0.0.0.0")], "not a unicast"),
+            (vec![ip("ff02::1")], "not a unicast"),
+        ] {
+            let e = s.clone().set_tunnel_sources(sources.clone()).unwrap_err();
+            assert!(e.to_string().contains(words), "{e}");
+            assert_eq!(field(e), "tunnel_sources");
+            let e = s
+                .clone()
+                .set_vip_tunnel_sources(&vip(443), sources)
+                .unwrap_err();
+            assert_eq!(field(e), "vip.tunnel_sources");
+        }
+        s.set_tunnel_sources(vec![be(1), ip("2001:db8::1")])
+            .unwrap();
+        let route = |p: &str, gw: &str| Route {
+            prefix: p.parse().unwrap(),
+            gateway: ip(gw),
+            mac: None,
+        };
+        for (routes, want) in [
+            (
+                vec![
+                    route("10.0.0.0/8", "192.0.2.254"),
+                    route("10.0.0.0/8", "192.0.2.253"),
+                ],
+                "route.prefix",
+            ),
+            (vec![route("10.0.0.0/8", "2001:db8::fe")], "route.gateway"),
+            (vec![route("10.0.0.0/8", "224.0.0.1")], "route.gateway"),
+            (
+                vec![Route {
+                    mac: Some(MacAddr::BROADCAST),
+                    ..route("10.0.0.0/8", "192.0.2.254")
+                }],
+                "route.mac",
+            ),
+        ] {
+            assert_eq!(field(s.clone().set_routes(routes).unwrap_err()), want);
+        }
+        for (text, words) in [
+            ("10.20.0.1/16", "the prefix is 10.20.0.0/16"),
+            ("2001:db8::1/32", "the prefix is 2001:db8::/32"),
+            ("10.0.0.0/33", "not 0-32"),
+            ("10.0.0.0", "ADDRESS/LENGTH"),
+            ("ten/8", "not an IPv4"),
+        ] {
+            let e = text.parse::<Prefix>().unwrap_err();
+            assert!(e.contains(words), "{text}: {e}");
+        }
+        assert_eq!(
+            "0.0.0.0/0".parse::<Prefix>().unwrap().to_string(),
+            "0.0.0.0/0"
+        );
+        // IPIP cannot carry an IPv6 VIP to an IPv4 backend.
+        let v6 = VipKey {
+            addr: ip("2001:db8::10"),
+            port: 443,
+            proto: Proto::Tcp,
+        };
+        s.create_vip(v6, None).unwrap();
+        let e = s
+            .clone()
+            .add_backend(&v6, be(11), tunnelled(ForwardMethod::Ipip))
+            .unwrap_err();
+        assert!(e.to_string().contains("use gue or vxlan"), "{e}");
+        assert_eq!(field(e), "backend.forward");
+        s.add_backend(&v6, be(11), tunnelled(ForwardMethod::Gue))
+            .unwrap();
+        s.add_backend(&v6, ip("2001:db8::11"), tunnelled(ForwardMethod::Ipip))
+            .unwrap();
+        s.check_tunnels().unwrap();
+    }
+
+    #[test]
+    fn the_next_hop_is_the_longest_route_else_the_backend_itself() {
+        let mut s = DesiredState {
+            local_addresses: vec![be(1), ip("2001:db8::1")],
+            ..DesiredState::default()
+        };
+        s.set_routes(vec![
+            Route {
+                prefix: "10.0.0.0/8".parse().unwrap(),
+                gateway: be(254),
+                mac: None,
+            },
+            Route {
+                prefix: "10.20.0.0/16".parse().unwrap(),
+                gateway: be(253),
+                mac: Some(mac(0xfd)),
+            },
+            Route {
+                prefix: "2001:db8:20::/48".parse().unwrap(),
+                gateway: ip("2001:db8::fe"),
+                mac: None,
+            },
+        ])
+        .unwrap();
+        s.create_vip(vip(443), None).unwrap();
+        s.set_vip_tunnel_sources(&vip(443), vec![be(5)]).unwrap();
+        let k = vip(443);
+        let add = |s: &mut DesiredState, a: &str, set: BackendSettings| {
+            s.add_backend(&k, ip(a), set).unwrap();
+        };
+        add(&mut s, "10.30.0.11", tunnelled(ForwardMethod::Ipip)); // via .254
+        add(&mut s, "10.20.0.11", tunnelled(ForwardMethod::Vxlan)); // via .253, static
+        add(&mut s, "192.0.2.21", tunnelled(ForwardMethod::Gue)); // on the segment
+        add(&mut s, "2001:db8:20::11", tunnelled(ForwardMethod::Gue)); // via ::fe
+                                                                       // A DR backend inside a routed prefix is still on the segment.
+        add(
+            &mut s,
+            "10.20.0.12",
+            BackendSettings {
+                mac: Some(mac(0x12)),
+                ..BackendSettings::default()
+            },
+        );
+        s.check_tunnels().unwrap();
+        let resolved = |a: &IpAddr| -> Option<MacAddr> {
+            match a.to_string().as_str() {
+                "192.0.2.254" => Some(mac(0xfe)),
+                "192.0.2.21" => Some(mac(0x21)),
+                // Never asked for: behind a gateway.
+                "10.30.0.11" | "10.20.0.11" => Some(MacAddr([2, 0xde, 0xad, 0, 0, 1])),
+                _ => None,
+            }
+        };
+        let spec = s.to_spec(1, MacAddr([2, 0, 0, 0, 0, 1]), resolved);
+        let b = |a: &str| {
+            spec.vips[0]
+                .backends
+                .iter()
+                .find(|b| b.addr == ip(a))
+                .unwrap()
+                .clone()
+        };
+        assert_eq!(
+            b("10.30.0.11").mac,
+            Some(mac(0xfe)),
+            "the /8's gateway, resolved"
+        );
+        assert_eq!(
+            b("10.20.0.11").mac,
+            Some(mac(0xfd)),
+            "the longest prefix, its static MAC"
+        );
+        assert_eq!(
+            b("192.0.2.21").mac,
+            Some(mac(0x21)),
+            "on the segment: itself"
+        );
+        assert_eq!(
+            b("2001:db8:20::11").mac,
+            None,
+            "its gateway unresolved: no traffic"
+        );
+        assert_eq!(b("10.20.0.12").mac, Some(mac(0x12)));
+        assert_eq!(b("10.20.0.12").tunnel, None);
+        assert_eq!(
+            b("10.30.0.11").tunnel,
+            Some(Tunnel {
+                encap: Encap::Ipip,
+                source: be(5)
+            }),
+            "the VIP's own source first"
+        );
+        assert_eq!(
+            b("10.20.0.11").tunnel.unwrap().encap,
+            Encap::Vxlan {
+                port: DEFAULT_VXLAN_PORT,
+                vni: 100,
+                inner_mac: mac(0x99)
+            }
+        );
+        assert_eq!(
+            b("2001:db8:20::11").tunnel,
+            Some(Tunnel {
+                encap: Encap::Gue {
+                    port: DEFAULT_GUE_PORT
+                },
+                source: ip("2001:db8::1")
+            }),
+            "no VIP or instance source of IPv6: the local address"
+        );
+        s.set_tunnel_sources(vec![ip("2001:db8::2")]).unwrap();
+        assert_eq!(
+            s.tunnel_source(&k, &ip("2001:db8:20::11")),
+            Some(ip("2001:db8::2")),
+            "the instance's source before its local address"
+        );
+        // What is resolved: next hops, never a backend behind a gateway.
+        let hops: Vec<(String, Option<MacAddr>)> = s
+            .next_hops()
+            .into_iter()
+            .map(|(a, m)| (a.to_string(), m))
+            .collect();
+        assert_eq!(
+            hops,
+            vec![
+                ("10.20.0.12".to_string(), Some(mac(0x12))),
+                ("192.0.2.21".to_string(), None),
+                ("192.0.2.253".to_string(), Some(mac(0xfd))),
+                ("192.0.2.254".to_string(), None),
+                ("2001:db8::fe".to_string(), None),
+            ]
+        );
+        Snapshot::build(&spec).unwrap();
+    }
+
+    #[test]
+    fn the_method_does_not_move_flows() {
+        // Maglev keys on addresses and weights alone: the same table
+        // whatever the backends' methods.
+        let table = |forward: ForwardMethod| {
+            let mut s = DesiredState {
+                local_addresses: vec![be(1)],
+                ..DesiredState::default()
+            };
+            s.create_vip(vip(443), None).unwrap();
+            for last in [11, 12, 13] {
+                s.add_backend(&vip(443), be(last), tunnelled(forward))
+                    .unwrap();
+            }
+            let spec = s.to_spec(1, MacAddr([2, 0, 0, 0, 0, 1]), |_| Some(mac(1)));
+            let snap = Snapshot::build(&spec).unwrap();
+            let v = snap.vip(0).unwrap();
+            v.table
+                .as_ref()
+                .unwrap()
+                .slots()
+                .iter()
+                .map(|&i| snap.backend(v.usable[usize::from(i)]).unwrap().addr)
+                .collect::<Vec<_>>()
+        };
+        let dr = table(ForwardMethod::Dr);
+        for f in [
+            ForwardMethod::Ipip,
+            ForwardMethod::Gue,
+            ForwardMethod::Vxlan,
+        ] {
+            assert!(table(f) == dr, "{f}");
+        }
+    }
+
+    #[test]
+    fn instance_settings_stay_home_and_the_vips_travel() {
+        let mut s = DesiredState {
+            local_addresses: vec![be(1)],
+            ..DesiredState::default()
+        };
+        s.set_tunnel_sources(vec![be(2)]).unwrap();
+        s.set_routes(vec![Route {
+            prefix: "10.0.0.0/8".parse().unwrap(),
+            gateway: be(254),
+            mac: Some(mac(0xfe)),
+        }])
+        .unwrap();
+        s.create_vip(vip(443), None).unwrap();
+        s.set_vip_tunnel_sources(&vip(443), vec![be(5)]).unwrap();
+        s.add_backend(
+            &vip(443),
+            ip("10.1.0.11"),
+            BackendSettings {
+                tunnel_port: Some(4790),
+                ..tunnelled(ForwardMethod::Vxlan)
+            },
+        )
+        .unwrap();
+        // The state file keeps everything.
+        let text = toml::to_string_pretty(&s.to_config()).unwrap();
+        for want in [
+            "tunnel_sources = [\"192.0.2.2\"]",
+            "[[route]]",
+            "prefix = \"10.0.0.0/8\"",
+            "forward = \"vxlan\"",
+            "vni = 100",
+            "tunnel_port = 4790",
+        ] {
+            assert!(text.contains(want), "{want} in {text}");
+        }
+        let back = DesiredState::load(&toml::from_str(&text).unwrap()).unwrap();
+        assert_eq!(back.to_config(), s.to_config(), "the state file round trip");
+        // Export leaves the instance's own out, the VIP's sources in.
+        let shared = toml::to_string_pretty(&s.shared_config()).unwrap();
+        assert!(
+            !shared.contains("[[route]]") && !shared.contains("192.0.2.2\""),
+            "{shared}"
+        );
+        assert!(
+            shared.contains("tunnel_sources = [\"192.0.2.5\"]"),
+            "{shared}"
+        );
+        assert!(shared.contains("forward = \"vxlan\""), "{shared}");
+        let exported = DesiredState::from_config(&toml::from_str(&shared).unwrap()).unwrap();
+        assert!(exported.tunnel_sources.is_empty() && exported.routes.is_empty());
+        assert_eq!(exported.digest(), s.digest());
+        // The digest: the instance's own settings are not in it, the
+        // method and its parameters are.
+        let mut other = s.clone();
+        other.set_tunnel_sources(vec![be(3)]).unwrap();
+        other.set_routes(Vec::new()).unwrap();
+        assert_eq!(other.digest(), s.digest());
+        for change in [
+            |s: &mut DesiredState| {
+                let mut b = s.vips()[&vip(443)].backends[&ip("10.1.0.11")]
+                    .settings
+                    .clone();
+                b.vni = Some(101);
+                s.update_backend(&vip(443), &ip("10.1.0.11"), b).unwrap();
+            },
+            |s: &mut DesiredState| {
+                let mut b = s.vips()[&vip(443)].backends[&ip("10.1.0.11")]
+                    .settings
+                    .clone();
+                b.tunnel_port = None;
+                s.update_backend(&vip(443), &ip("10.1.0.11"), b).unwrap();
+            },
+            |s: &mut DesiredState| {
+                s.update_backend(&vip(443), &ip("10.1.0.11"), tunnelled(ForwardMethod::Gue))
+                    .unwrap();
+            },
+            |s: &mut DesiredState| {
+                s.set_vip_tunnel_sources(&vip(443), vec![be(6)]).unwrap();
+            },
+        ] {
+            let mut c = s.clone();
+            change(&mut c);
+            assert_ne!(c.digest(), s.digest());
+        }
+        // A reload (converge to the file) applies the instance's own.
+        let mut running = s.clone();
+        let mut file = s.clone();
+        file.set_tunnel_sources(vec![be(3)]).unwrap();
+        file.set_routes(Vec::new()).unwrap();
+        let changes = running.converge(&file).unwrap();
+        assert_eq!(changes.len(), 2, "{changes:?}");
+        assert_eq!(running.tunnel_sources, vec![be(3)]);
+        assert!(running.routes.is_empty());
+        assert!(running.converge(&file).unwrap().is_empty(), "idempotent");
     }
 }

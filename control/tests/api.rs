@@ -763,7 +763,7 @@ fn lbctl_names_instances_nests_backends_and_watches_rates() {
     assert!(lines[2].starts_with("  192.0.2.11 "), "{table}");
     assert_eq!(
         row(2)[1..],
-        ["weight", "1", "up", "unchecked", "02:00:00:00:00:11"],
+        ["weight", "1", "up", "unchecked", "dr", "02:00:00:00:00:11"],
         "{table}"
     );
     assert_eq!(row(3)[..3], ["192.0.2.12", "weight", "2"], "{table}");
@@ -936,4 +936,182 @@ fn lbctl_names_instances_nests_backends_and_watches_rates() {
     a.stop();
     b.stop();
     let _ = std::fs::remove_dir_all(&base);
+}
+
+/// Tunnelled backends (issue #18) over the API: a VXLAN backend added over
+/// gRPC is read back with its method, VNI, port and next hop (the
+/// instance's route's gateway, at its static MAC); a bad VNI is refused
+/// with a BadRequest naming the field; Info shows the instance's own
+/// routes, tunnel sources and MTU, which Export leaves out.
+#[test]
+fn tunnelled_backends_over_the_api() {
+    use lb_proto::v1 as pb;
+    use lb_proto::v1::load_balancer_client::LoadBalancerClient;
+    use tonic_types::StatusExt;
+
+    let dir = std::env::temp_dir().join(format!("lbd-tun-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("state.toml"),
+        "local_addresses = [\"192.0.2.1\"]\ntunnel_sources = [\"192.0.2.2\"]\n\
+         [[route]]\nprefix = \"10.20.0.0/16\"\ngateway = \"192.0.2.254\"\nmac = \"02:00:00:00:00:fe\"\n",
+    )
+    .unwrap();
+    let lbd = Lbd::start_with(&dir, "tun", &["--mtu", "9000"]);
+    lbd.ok(&["vip", "add", VIP]);
+    let socket = lbd.socket.clone();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let vip = pb::VipKey {
+        address: "198.51.100.10".into(),
+        port: 443,
+        protocol: pb::Protocol::Tcp as i32,
+    };
+    let (added, refused) = rt.block_on(async move {
+        let channel = lb_proto::connect_unix(socket).await.unwrap();
+        let mut c = LoadBalancerClient::new(channel);
+        let req = |vni| pb::AddBackendRequest {
+            vip: Some(vip.clone()),
+            address: "10.20.0.11".into(),
+            mac: "02:00:00:00:01:11".into(),
+            forward: pb::ForwardMethod::Vxlan as i32,
+            vni,
+            ..Default::default()
+        };
+        let refused = c.add_backend(req(1 << 24)).await.unwrap_err();
+        let added = c.add_backend(req(100)).await.unwrap().into_inner();
+        (added, refused)
+    });
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    let violations = refused
+        .get_error_details()
+        .bad_request()
+        .expect("a BadRequest")
+        .field_violations
+        .clone();
+    assert_eq!(violations.len(), 1);
+    assert_eq!(violations[0].field, "backend.vni", "{refused:?}");
+    assert!(refused.message().contains("16777216"), "{refused:?}");
+    assert_eq!(added.forward, pb::ForwardMethod::Vxlan as i32);
+    assert_eq!((added.vni, added.tunnel_port), (100, 4789));
+    assert_eq!(added.next_hop, "192.0.2.254");
+    assert_eq!(added.mac, "02:00:00:00:01:11", "the VXLAN device's");
+    assert_eq!(added.effective_mac, "02:00:00:00:00:fe", "the gateway's");
+
+    // Read back, as JSON and in the table's FWD column.
+    let list = lbd.json(&["backend", "list", VIP]);
+    let b = &list[0];
+    assert_eq!(
+        (&b["forward"], &b["vni"], &b["tunnel_port"], &b["next_hop"]),
+        (
+            &serde_json::json!("vxlan"),
+            &serde_json::json!(100),
+            &serde_json::json!(4789),
+            &serde_json::json!("192.0.2.254")
+        ),
+        "{list}"
+    );
+    let table = lbd.ok(&["backend", "list", VIP]);
+    assert!(
+        table.contains("FWD") && table.contains("vxlan:100"),
+        "{table}"
+    );
+    assert!(lbd.ok(&["vip", "list"]).contains("vxlan:100"));
+    // lbctl's own refusals name the field too.
+    let e = lbd.err(&[
+        "backend",
+        "add",
+        VIP,
+        "10.20.0.12",
+        "--forward",
+        "vxlan",
+        "--vni",
+        "5",
+    ]);
+    assert!(
+        e.contains("backend.mac") && e.contains("vxlan device"),
+        "{e}"
+    );
+    let e = lbd.err(&[
+        "backend",
+        "add",
+        VIP,
+        "10.20.0.12",
+        "--forward",
+        "ipip",
+        "--tunnel-port",
+        "5",
+    ]);
+    assert!(e.contains("backend.tunnel_port"), "{e}");
+    lbd.ok(&["backend", "add", VIP, "192.0.2.21", "--forward", "gue"]);
+    let gue = lbd.json(&["backend", "list", VIP]);
+    let gue = gue
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["address"] == "192.0.2.21")
+        .unwrap();
+    assert_eq!(gue["tunnel_port"], 6080);
+    assert_eq!(gue["next_hop"], "192.0.2.21", "on the segment: itself");
+    let h = lbd.ok(&["health"]);
+    assert!(h.contains("192.0.2.21 unresolved"), "{h}");
+
+    // Another method drops the old one's parameters; the flows' identity stays.
+    let changed = lbd.json(&[
+        "backend",
+        "set-forward",
+        VIP,
+        "10.20.0.11",
+        "--forward",
+        "gue",
+        "--tunnel-port",
+        "5555",
+    ]);
+    assert_eq!(changed[0]["forward"], "gue");
+    assert_eq!(changed[0]["tunnel_port"], 5555);
+    assert_eq!(
+        (&changed[0]["mac"], &changed[0]["vni"]),
+        (&serde_json::json!(""), &serde_json::json!(0))
+    );
+
+    // Info: the instance's own; Export: not them, the backends' methods yes.
+    let info = lbd.json(&["info"]);
+    assert_eq!(info["mtu"], 9000);
+    assert_eq!(info["tunnel_sources"], serde_json::json!(["192.0.2.2"]));
+    assert_eq!(info["routes"][0]["prefix"], "10.20.0.0/16");
+    assert_eq!(info["routes"][0]["effective_mac"], "02:00:00:00:00:fe");
+    let text = lbd.ok(&["info"]);
+    assert!(
+        text.contains("route       10.20.0.0/16 via 192.0.2.254"),
+        "{text}"
+    );
+    let exported = lbd.ok(&["export"]);
+    assert!(exported.contains("forward = \"gue\"") && exported.contains("tunnel_port = 5555"));
+    assert!(
+        !exported.contains("[[route]]") && !exported.contains("tunnel_sources"),
+        "{exported}"
+    );
+    let file = dir.join("exported.toml");
+    std::fs::write(&file, &exported).unwrap();
+    let again = lbd.ok(&["apply", "-f", file.to_str().unwrap()]);
+    assert!(again.contains("no change"), "{again}");
+    // The state file keeps the instance's own beside the change.
+    let saved = std::fs::read_to_string(dir.join("state.toml")).unwrap();
+    assert!(
+        saved.contains("[[route]]") && saved.contains("forward = \"gue\""),
+        "{saved}"
+    );
+    // Routes in an Apply that are not the instance's own are refused.
+    std::fs::write(
+        &file,
+        format!("[[route]]\nprefix = \"10.0.0.0/8\"\ngateway = \"192.0.2.9\"\n{exported}"),
+    )
+    .unwrap();
+    let e = lbd.err(&["apply", "-f", file.to_str().unwrap()]);
+    assert!(e.contains("toml.route"), "{e}");
+    lbd.stop();
+    let _ = std::fs::remove_dir_all(&dir);
 }

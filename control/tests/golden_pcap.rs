@@ -1165,3 +1165,538 @@ fn lbd_steers_and_balances_what_the_host_sends_golden_pcap() {
         );
     }
 }
+
+/// Tunnelled backends, one VIP port per method and family, each with one
+/// backend behind a gateway (static MACs, so no resolution is needed):
+/// IPv4 VIP ports 81-83 through IPIP, GUE and VXLAN over IPv4, 84-86 over
+/// IPv6; IPv6 VIP ports 81 (IPIP over IPv6), 82 (GUE over IPv4), 83 (VXLAN
+/// over IPv6). lbd runs with `--mtu 1400`.
+const TUNNEL_CONFIG: &str = r#"
+local_addresses = ["192.0.2.1", "2001:db8::1"]
+tunnel_sources = ["192.0.2.1", "2001:db8::1"]
+
+[[route]]
+prefix = "10.20.0.0/24"
+gateway = "192.0.2.254"
+mac = "02:00:00:00:00:fe"
+
+[[route]]
+prefix = "2001:db8:20::/64"
+gateway = "2001:db8::fe"
+mac = "02:00:00:00:00:fd"
+
+[[vip]]
+address = "198.51.100.10"
+port = 81
+protocol = "tcp"
+[[vip.backend]]
+address = "10.20.0.17"
+forward = "ipip"
+
+[[vip]]
+address = "198.51.100.10"
+port = 82
+protocol = "tcp"
+[[vip.backend]]
+address = "10.20.0.18"
+forward = "gue"
+
+[[vip]]
+address = "198.51.100.10"
+port = 83
+protocol = "tcp"
+[[vip.backend]]
+address = "10.20.0.15"
+forward = "vxlan"
+vni = 100
+mac = "02:00:00:00:05:01"
+
+[[vip]]
+address = "198.51.100.10"
+port = 84
+protocol = "tcp"
+[[vip.backend]]
+address = "2001:db8:20::17"
+forward = "ipip"
+
+[[vip]]
+address = "198.51.100.10"
+port = 85
+protocol = "udp"
+[[vip.backend]]
+address = "2001:db8:20::18"
+forward = "gue"
+tunnel_port = 7080
+
+[[vip]]
+address = "198.51.100.10"
+port = 86
+protocol = "tcp"
+[[vip.backend]]
+address = "2001:db8:20::15"
+forward = "vxlan"
+vni = 16777215
+mac = "02:00:00:00:05:02"
+
+[[vip]]
+address = "2001:db8::10"
+port = 81
+protocol = "tcp"
+[[vip.backend]]
+address = "2001:db8:20::17"
+forward = "ipip"
+
+[[vip]]
+address = "2001:db8::10"
+port = 82
+protocol = "tcp"
+[[vip.backend]]
+address = "10.20.0.18"
+forward = "gue"
+
+[[vip]]
+address = "2001:db8::10"
+port = 83
+protocol = "udp"
+[[vip.backend]]
+address = "2001:db8:20::15"
+forward = "vxlan"
+vni = 100
+mac = "02:00:00:00:05:02"
+"#;
+
+const GW4: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xfe]);
+const GW6: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xfd]);
+
+/// What lbd must send for a frame of the tunnel run.
+#[derive(Debug, Clone, PartialEq)]
+enum TunnelWant {
+    /// Out to `gateway` through `method` ("ipip", "gue:PORT", "vxlan:VNI")
+    /// to `backend`.
+    Tunnel {
+        gateway: MacAddr,
+        backend: &'static str,
+        method: &'static str,
+    },
+    /// An ICMP too-big back to the client telling it `mtu`.
+    TooBig(u32),
+    Drop(&'static str),
+}
+
+/// An IPv4 frame with DF cleared (its header checksum redone).
+fn fragmentable(mut f: Vec<u8>) -> Vec<u8> {
+    f[20] &= !0x40;
+    f[24..26].copy_from_slice(&[0, 0]);
+    let c = lb_core::packet::checksum::checksum(&f[14..34]);
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
+fn tunnel_cases() -> Vec<(&'static str, Vec<u8>, TunnelWant)> {
+    use TunnelWant::*;
+    let t = |gateway, backend, method| Tunnel {
+        gateway,
+        backend,
+        method,
+    };
+    let tcp4 = |port, flags, data: &[u8]| {
+        build::tcp4(
+            PORT,
+            CLIENT,
+            client4(7),
+            VIP4,
+            40000 + port,
+            port,
+            flags,
+            data,
+        )
+    };
+    let tcp6 = |port, flags, data: &[u8]| {
+        build::tcp6(
+            PORT,
+            CLIENT,
+            client6(7),
+            vip6(),
+            40000 + port,
+            port,
+            flags,
+            data,
+        )
+    };
+    let mut c = vec![
+        (
+            "ipip4 syn",
+            tcp4(81, SYN, b""),
+            t(GW4, "10.20.0.17", "ipip"),
+        ),
+        (
+            "ipip4 data",
+            tcp4(81, ACK, b"GET /live/a.m3u8 HTTP/1.1\r\n\r\n"),
+            t(GW4, "10.20.0.17", "ipip"),
+        ),
+        (
+            "gue4 syn",
+            tcp4(82, SYN, b""),
+            t(GW4, "10.20.0.18", "gue:6080"),
+        ),
+        (
+            "vxlan4 syn",
+            tcp4(83, SYN, b""),
+            t(GW4, "10.20.0.15", "vxlan:100"),
+        ),
+        (
+            "ipip 4-in-6 syn",
+            tcp4(84, SYN, b""),
+            t(GW6, "2001:db8:20::17", "ipip"),
+        ),
+        (
+            "gue over ipv6, udp",
+            build::udp4(PORT, CLIENT, client4(8), VIP4, 5000, 85, &[0x47; 188]),
+            t(GW6, "2001:db8:20::18", "gue:7080"),
+        ),
+        (
+            "vxlan over ipv6 syn",
+            tcp4(86, SYN, b""),
+            t(GW6, "2001:db8:20::15", "vxlan:16777215"),
+        ),
+        (
+            "ipip6 syn",
+            tcp6(81, SYN, b""),
+            t(GW6, "2001:db8:20::17", "ipip"),
+        ),
+        (
+            "gue 6-in-4 syn",
+            tcp6(82, SYN, b""),
+            t(GW4, "10.20.0.18", "gue:6080"),
+        ),
+        (
+            "vxlan6 udp",
+            build::udp6(PORT, CLIENT, client6(8), vip6(), 5000, 83, &[0x47; 1316]),
+            t(GW6, "2001:db8:20::15", "vxlan:100"),
+        ),
+    ];
+    // --mtu 1400: IPIP over IPv4 fits 1380 bytes of IP; 1400 do not.
+    let big = tcp4(81, ACK, &[0x55; 1360]);
+    c.push(("ipip4 1400 bytes with DF", big.clone(), TooBig(1380)));
+    c.push((
+        "ipip4 1380 bytes",
+        tcp4(81, ACK, &[0x55; 1340]),
+        t(GW4, "10.20.0.17", "ipip"),
+    ));
+    c.push((
+        "ipip4 1400 bytes without DF",
+        fragmentable(big),
+        Drop("oversize"),
+    ));
+    // VXLAN over IPv6 adds 70: 1330 bytes of IP fit.
+    c.push((
+        "vxlan6 1380 bytes",
+        build::udp6(PORT, CLIENT, client6(8), vip6(), 5000, 83, &[0x47; 1332]),
+        TooBig(1330),
+    ));
+    c
+}
+
+/// One frame as tshark dissects it: each field's values in order (outer
+/// headers first), comma-joined.  Checksum statuses (with checking on): 1 good,
+/// 0 bad, 2 unverified.
+fn tshark_fields(pcap: &Path, fields: &[&str], extra: &[&str]) -> Vec<HashMap<String, String>> {
+    let mut cmd = Command::new("tshark");
+    cmd.args(["-n", "-r"]).arg(pcap).args([
+        "-o",
+        "ip.check_checksum:TRUE",
+        "-o",
+        "udp.check_checksum:TRUE",
+        "-o",
+        "tcp.check_checksum:TRUE",
+        "-T",
+        "fields",
+        "-E",
+        "separator=\t",
+        "-E",
+        "occurrence=a",
+        "-E",
+        "aggregator=,",
+    ]);
+    cmd.args(extra);
+    for f in fields {
+        cmd.args(["-e", f]);
+    }
+    let out = cmd.output().expect("tshark (scripts/setup.sh installs it)");
+    assert!(
+        out.status.success(),
+        "tshark: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            fields
+                .iter()
+                .zip(l.split('\t'))
+                .map(|(f, v)| (f.to_string(), v.to_string()))
+                .collect()
+        })
+        .collect()
+}
+
+/// `frames` as a pcap of raw IP packets (LINKTYPE_RAW), for tshark.
+fn write_raw_ip(path: &Path, frames: &[Vec<u8>]) {
+    pcap::write(path, frames);
+    let mut data = std::fs::read(path).unwrap();
+    data[20..24].copy_from_slice(&101u32.to_le_bytes());
+    std::fs::write(path, data).unwrap();
+}
+
+#[test]
+fn lbd_encapsulates_for_tunnelled_backends_golden_pcap() {
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let input = golden.join("tunnel-in.pcap");
+    let expected = golden.join("tunnel-expected.pcap");
+    let cases = tunnel_cases();
+    let frames: Vec<Vec<u8>> = cases.iter().map(|(_, f, _)| f.clone()).collect();
+    let bless = std::env::var("LB_BLESS").is_ok_and(|v| v == "1");
+    if bless {
+        pcap::write(&input, &frames);
+    }
+    assert_eq!(
+        pcap::read(&input),
+        frames,
+        "golden input vs the case list (LB_BLESS=1 to regenerate)"
+    );
+
+    let (got, report, log) = run_lbd("tunnel", &input, TUNNEL_CONFIG, &["--mtu", "1400"]);
+    let sent: Vec<&(&str, Vec<u8>, TunnelWant)> = cases
+        .iter()
+        .filter(|(_, _, w)| !matches!(w, TunnelWant::Drop(_)))
+        .collect();
+    assert_eq!(got.len(), sent.len(), "frames sent\n{log}");
+
+    // An independent decoder: tshark's dissection of what lbd sent.
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let out_pcap = tmp.join(format!("tunnel-dissect-{}.pcap", std::process::id()));
+    pcap::write(&out_pcap, &got);
+    let fields = [
+        "eth.dst",
+        "eth.src",
+        "ip.src",
+        "ip.dst",
+        "ip.proto",
+        "ip.flags.df",
+        "ip.ttl",
+        "ip.checksum.status",
+        "ipv6.src",
+        "ipv6.dst",
+        "ipv6.nxt",
+        "ipv6.hlim",
+        "udp.srcport",
+        "udp.dstport",
+        "udp.checksum",
+        "udp.checksum.status",
+        "vxlan.vni",
+        "tcp.srcport",
+        "tcp.dstport",
+        "tcp.checksum.status",
+        "icmp.type",
+        "icmp.code",
+        "icmp.mtu",
+        "icmp.checksum.status",
+        "icmpv6.type",
+        "icmpv6.mtu",
+        "icmpv6.checksum.status",
+        "data.data",
+    ];
+    let dissected = tshark_fields(&out_pcap, &fields, &[]);
+    let _ = std::fs::remove_file(&out_pcap);
+    assert_eq!(dissected.len(), got.len());
+    let mut gue_payloads = Vec::new();
+    for (((what, input, want), out), d) in sent.iter().zip(&got).zip(&dissected) {
+        let f = |k: &str| d[k].as_str();
+        let first = |k: &str| f(k).split(',').next().unwrap_or("").to_string();
+        match want {
+            TunnelWant::Tunnel {
+                gateway,
+                backend,
+                method,
+            } => {
+                assert_eq!(f("eth.dst"), gateway.to_string(), "{what}: to the gateway");
+                assert_eq!(f("eth.src"), PORT.to_string(), "{what}: from the port");
+                let over_v6 = backend.contains(':');
+                let (src, dst) = if over_v6 {
+                    ("ipv6.src", "ipv6.dst")
+                } else {
+                    ("ip.src", "ip.dst")
+                };
+                assert_eq!(
+                    first(src),
+                    if over_v6 { "2001:db8::1" } else { "192.0.2.1" },
+                    "{what}: outer source"
+                );
+                assert_eq!(first(dst), *backend, "{what}: outer destination");
+                if over_v6 {
+                    assert_eq!(first("ipv6.hlim"), "64", "{what}");
+                } else {
+                    assert_eq!(first("ip.ttl"), "64", "{what}");
+                    assert_eq!(
+                        first("ip.checksum.status"),
+                        "1",
+                        "{what}: outer IPv4 checksum good: {d:?}"
+                    );
+                }
+                let inner_v6 = input[12..14] == [0x86, 0xdd];
+                let proto_field = if over_v6 { "ipv6.nxt" } else { "ip.proto" };
+                let (kind, param) = method.split_once(':').unwrap_or((method, ""));
+                match kind {
+                    "ipip" => assert_eq!(
+                        first(proto_field),
+                        if inner_v6 { "41" } else { "4" },
+                        "{what}"
+                    ),
+                    _ => {
+                        assert_eq!(first(proto_field), "17", "{what}");
+                        let sport: u16 = first("udp.srcport").parse().unwrap();
+                        assert!(
+                            sport >= 49152,
+                            "{what}: an ephemeral source port from the flow: {sport}"
+                        );
+                        let cs = first("udp.checksum");
+                        if over_v6 {
+                            assert_eq!(
+                                first("udp.checksum.status"),
+                                "1",
+                                "{what}: UDP checksum over IPv6 good: {d:?}"
+                            );
+                        } else {
+                            assert_eq!(cs, "0x0000", "{what}: no UDP checksum over IPv4");
+                        }
+                        if kind == "vxlan" {
+                            assert_eq!(first("udp.dstport"), "4789", "{what}");
+                            assert_eq!(f("vxlan.vni"), param, "{what}");
+                        } else {
+                            assert_eq!(first("udp.dstport"), param, "{what}");
+                            gue_payloads.push((what, input, hex(f("data.data"))));
+                        }
+                    }
+                }
+                if kind != "gue" {
+                    // The client's packet inside, as tshark reads it.
+                    let inner_dst = if inner_v6 {
+                        "2001:db8::10".to_string()
+                    } else {
+                        VIP4.to_string()
+                    };
+                    let dsts = f(if inner_v6 { "ipv6.dst" } else { "ip.dst" });
+                    assert!(
+                        dsts.split(',').any(|a| a == inner_dst),
+                        "{what}: inner destination in {dsts}"
+                    );
+                    assert_ne!(
+                        f("tcp.checksum.status"),
+                        "0",
+                        "{what}: inner TCP checksum not bad"
+                    );
+                }
+                // Byte for byte, the client's IP packet is the tail.
+                let ip = &input[14..];
+                assert_eq!(
+                    &out[out.len() - ip.len()..],
+                    ip,
+                    "{what}: the client's packet, whole"
+                );
+            }
+            TunnelWant::TooBig(mtu) => {
+                assert_eq!(
+                    f("eth.dst"),
+                    CLIENT.to_string(),
+                    "{what}: back to the client"
+                );
+                if input[12..14] == [0x86, 0xdd] {
+                    assert_eq!(f("icmpv6.type"), "2", "{what}");
+                    assert_eq!(f("icmpv6.mtu"), mtu.to_string(), "{what}");
+                    assert_eq!(f("icmpv6.checksum.status"), "1", "{what}: {d:?}");
+                    assert_eq!(first("ipv6.src"), "2001:db8::10", "{what}: from the VIP");
+                } else {
+                    assert_eq!((f("icmp.type"), f("icmp.code")), ("3", "4"), "{what}");
+                    assert_eq!(f("icmp.mtu"), mtu.to_string(), "{what}");
+                    assert_eq!(f("icmp.checksum.status"), "1", "{what}: {d:?}");
+                    assert_eq!(first("ip.src"), VIP4.to_string(), "{what}: from the VIP");
+                    assert_eq!(first("ip.checksum.status"), "1", "{what}");
+                }
+            }
+            TunnelWant::Drop(_) => unreachable!(),
+        }
+    }
+    // GUE's payload is a bare IP packet, which tshark does not look for on
+    // a UDP port: dissect it on its own.
+    assert!(gue_payloads.len() >= 3);
+    let raw = tmp.join(format!("tunnel-gue-{}.pcap", std::process::id()));
+    write_raw_ip(
+        &raw,
+        &gue_payloads
+            .iter()
+            .map(|(_, _, p)| p.clone())
+            .collect::<Vec<_>>(),
+    );
+    let inner = tshark_fields(
+        &raw,
+        &[
+            "ip.dst",
+            "ipv6.dst",
+            "tcp.dstport",
+            "udp.dstport",
+            "tcp.checksum.status",
+        ],
+        &[],
+    );
+    let _ = std::fs::remove_file(&raw);
+    for ((what, input, payload), d) in gue_payloads.iter().zip(&inner) {
+        assert_eq!(
+            payload.as_slice(),
+            &input[14..],
+            "{what}: GUE carries the client's packet"
+        );
+        let dst = if input[12..14] == [0x86, 0xdd] {
+            &d["ipv6.dst"]
+        } else {
+            &d["ip.dst"]
+        };
+        assert!(
+            dst == "2001:db8::10" || dst == &VIP4.to_string(),
+            "{what}: {d:?}"
+        );
+    }
+
+    if bless {
+        pcap::write(&expected, &got);
+    }
+    let want = pcap::read(&expected);
+    assert_eq!(got.len(), want.len(), "sent frame count vs golden");
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert!(
+            g == w,
+            "sent frame {i} ({}) differs from the golden output",
+            sent[i].0
+        );
+    }
+
+    let total = &report["total"];
+    let tunnelled = cases
+        .iter()
+        .filter(|(_, _, w)| matches!(w, TunnelWant::Tunnel { .. }))
+        .count() as u64;
+    let too_big = cases
+        .iter()
+        .filter(|(_, _, w)| matches!(w, TunnelWant::TooBig(_)))
+        .count() as u64;
+    assert_eq!(total["encapsulated"], tunnelled, "{report}");
+    assert_eq!(total["forwarded"], tunnelled, "{report}");
+    assert_eq!(total["too_big_sent"], too_big, "{report}");
+    assert_eq!(total["drops"]["oversize"], 1, "{report}");
+    assert_eq!(total["tx_packets"], sent.len() as u64, "{report}");
+}
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len() / 2)
+        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap())
+        .collect()
+}

@@ -90,13 +90,18 @@ pub fn diagnose(
                 .find(|h| h.vip == v.key && h.address == b.address);
             let (p1, n1) = backend_traffic(before, &v.key, &b.address);
             let (p2, n2) = backend_traffic(after, &v.key, &b.address);
+            let behind_gateway = !b.next_hop.is_empty() && b.next_hop != b.address;
             let conflicts: u64 = health
                 .conflicts
                 .iter()
                 .filter(|c| {
+                    // A gateway's MAC is many backends': a claim from it is
+                    // none of theirs.
                     c.vip == vip_addr
                         && (c.backend == b.address
-                            || (!b.effective_mac.is_empty() && c.mac == b.effective_mac))
+                            || (!b.effective_mac.is_empty()
+                                && !behind_gateway
+                                && c.mac == b.effective_mac))
                 })
                 .map(|c| c.count)
                 .sum();
@@ -128,7 +133,16 @@ pub fn diagnose(
                 _ => "unknown",
             };
             let mut problems = Vec::new();
-            if b.effective_mac.is_empty() {
+            if b.effective_mac.is_empty() && behind_gateway {
+                problems.push(format!(
+                    "{addr}'s next hop {hop} unresolved: the gateway of lbd's route to {addr} \
+                     does not answer ARP/ND. Is {hop} up and on the balancer's segment (same VLAN \
+                     and subnet), and is the route right (`lbctl info` lists the routes)? Until it \
+                     answers, {addr} takes no traffic.",
+                    addr = b.address,
+                    hop = b.next_hop
+                ));
+            } else if b.effective_mac.is_empty() {
                 problems.push(format!(
                     "{addr}'s MAC is unresolved: it does not answer the balancer's ARP/ND. Is it up, \
                      on the balancer's segment (same VLAN and subnet), and is {addr} its address? \
@@ -232,6 +246,7 @@ pub fn diagnose(
             let a = v.key.as_ref().map_or("", |k| k.address.as_str());
             v.backends
                 .iter()
+                .filter(|b| b.next_hop.is_empty() || b.next_hop == b.address)
                 .map(move |b| (a, b.effective_mac.as_str()))
         })
         .collect();
@@ -414,6 +429,48 @@ mod tests {
             "the interval's traffic"
         );
         assert_eq!(r.rows[0].check, "http:/ via vip");
+    }
+
+    #[test]
+    fn a_backend_behind_an_unresolved_gateway_names_its_next_hop() {
+        let mut behind = backend("10.20.0.11", "", pb::Health::Healthy, "vip");
+        behind.forward = pb::ForwardMethod::Gue as i32;
+        behind.next_hop = "192.0.2.254".into();
+        let mut near = backend("192.0.2.21", "", pb::Health::Healthy, "vip");
+        near.forward = pb::ForwardMethod::Ipip as i32;
+        near.next_hop = "192.0.2.21".into();
+        let mut fine = backend(
+            "10.20.0.12",
+            "02:00:00:00:00:fe",
+            pb::Health::Healthy,
+            "vip",
+        );
+        fine.forward = pb::ForwardMethod::Vxlan as i32;
+        fine.next_hop = "192.0.2.254".into();
+        let vips = vec![pb::Vip {
+            key: key(),
+            backends: vec![behind, near, fine],
+            ..Default::default()
+        }];
+        // The gateway claims the VIP: none of its backends' doing.
+        let health = pb::HealthResponse {
+            conflicts: vec![pb::VipConflict {
+                vip: "198.51.100.10".into(),
+                mac: "02:00:00:00:00:fe".into(),
+                count: 3,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let r = diagnose(&vips, &health, &stats(0), &stats(0), None, text);
+        let p = &r.rows[0].problems;
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("next hop 192.0.2.254 unresolved"), "{p:?}");
+        assert!(p[0].contains("takes no traffic"), "{p:?}");
+        assert!(r.rows[1].problems[0].contains("192.0.2.21's MAC is unresolved"));
+        assert!(r.rows[2].problems.is_empty(), "{:?}", r.rows[2].problems);
+        assert_eq!(r.rows[2].conflicts, 0);
+        assert_eq!(r.strangers.len(), 1, "the gateway's claim: a stranger's");
     }
 
     #[test]

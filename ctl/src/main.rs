@@ -177,6 +177,11 @@ enum VipCommand {
         /// Idle timeout (seconds) of its UDP flows (default: lbd's).
         #[arg(long)]
         udp_idle_timeout: Option<u32>,
+        /// The outer source address of its backends' tunnels, one per
+        /// family (repeat it, or separate with commas); default: lbd's
+        /// tunnel_sources, else its local address of the family.
+        #[arg(long = "tunnel-source", value_name = "ADDRESS", value_delimiter = ',')]
+        tunnel_sources: Vec<String>,
     },
     /// Delete a VIP and its backends; its flows are no longer forwarded.
     Del {
@@ -248,6 +253,40 @@ impl CheckArgs {
     }
 }
 
+/// How a backend's packets reach it.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Forwarding")]
+struct ForwardArgs {
+    /// dr (the default: the backend on lbd's segment, its MAC), ipip, gue
+    /// or vxlan (a tunnel to the backend's address, through the gateway of
+    /// lbd's route to it, or on the segment). vxlan needs --vni and --mac
+    /// (its VXLAN device's MAC); ipip and gue take no --mac.
+    #[arg(long, value_parser = ["dr", "ipip", "gue", "vxlan"])]
+    forward: Option<String>,
+    /// gue and vxlan: the tunnel's UDP port (default 6080 for gue, 4789 for vxlan).
+    #[arg(long)]
+    tunnel_port: Option<u32>,
+    /// vxlan: the VNI, 0-16777215.
+    #[arg(long)]
+    vni: Option<u32>,
+}
+
+impl ForwardArgs {
+    fn method(&self) -> Option<pb::ForwardMethod> {
+        self.forward.as_deref().map(forward_method)
+    }
+}
+
+/// `dr`, `ipip`, `gue`, `vxlan` (clap has checked it).
+fn forward_method(s: &str) -> pb::ForwardMethod {
+    match s {
+        "ipip" => pb::ForwardMethod::Ipip,
+        "gue" => pb::ForwardMethod::Gue,
+        "vxlan" => pb::ForwardMethod::Vxlan,
+        _ => pb::ForwardMethod::Dr,
+    }
+}
+
 /// Load feedback and caps of a backend.
 #[derive(Debug, Clone, clap::Args)]
 struct LoadArgs {
@@ -297,12 +336,15 @@ enum BackendCommand {
         /// Share of new flows relative to the VIP's other backends (default 1; 0 takes none).
         #[arg(long)]
         weight: Option<u32>,
-        /// Static MAC; without it lbd resolves the MAC by ARP / ND.
+        /// Static MAC; without it lbd resolves the MAC by ARP / ND. With
+        /// --forward vxlan: the MAC of the backend's VXLAN device (required).
         #[arg(long)]
         mac: Option<String>,
         /// Add it draining (no new flows).
         #[arg(long)]
         drain: bool,
+        #[command(flatten)]
+        forward: ForwardArgs,
         #[command(flatten)]
         check: CheckArgs,
         #[command(flatten)]
@@ -323,6 +365,21 @@ enum BackendCommand {
         /// Remove the cap.
         #[arg(long, conflicts_with_all = ["max_flows", "min_flows"])]
         no_cap: bool,
+    },
+    /// Change how a backend's packets reach it (its flows stay with it).
+    /// Another method than its own drops what belonged to the old one
+    /// (tunnel port, VNI, MAC) unless given again.
+    SetForward {
+        /// ADDRESS:PORT/PROTOCOL.
+        vip: String,
+        /// The backend's IP address.
+        address: String,
+        #[command(flatten)]
+        forward: ForwardArgs,
+        /// The MAC: a DR backend's static one, a VXLAN backend's VXLAN
+        /// device's; "" clears it.
+        #[arg(long)]
+        mac: Option<String>,
     },
     /// Remove a backend; its flows move to the others.
     Del {
@@ -636,6 +693,7 @@ async fn run_one_untimed(cli: &Cli, target: &str) -> Result<()> {
             table_size,
             tcp_idle_timeout,
             udp_idle_timeout,
+            tunnel_sources,
         }) => {
             let v = c
                 .create_vip(pb::CreateVipRequest {
@@ -643,6 +701,7 @@ async fn run_one_untimed(cli: &Cli, target: &str) -> Result<()> {
                     table_size: table_size.unwrap_or(0),
                     tcp_idle_timeout_s: tcp_idle_timeout.unwrap_or(0),
                     udp_idle_timeout_s: udp_idle_timeout.unwrap_or(0),
+                    tunnel_sources,
                 })
                 .await
                 .map_err(server)?
@@ -675,6 +734,7 @@ async fn run_one_untimed(cli: &Cli, target: &str) -> Result<()> {
             weight,
             mac,
             drain,
+            forward,
             check,
             load,
         }) => {
@@ -689,6 +749,9 @@ async fn run_one_untimed(cli: &Cli, target: &str) -> Result<()> {
                     agent: load.agent_pb(),
                     max_flows: load.max_flows.unwrap_or(0),
                     min_flows: load.min_flows.unwrap_or(0),
+                    forward: forward.method().unwrap_or(pb::ForwardMethod::Dr) as i32,
+                    tunnel_port: forward.tunnel_port.unwrap_or(0),
+                    vni: forward.vni.unwrap_or(0),
                 })
                 .await
                 .map_err(server)?
@@ -703,6 +766,21 @@ async fn run_one_untimed(cli: &Cli, target: &str) -> Result<()> {
             .await
             .map_err(server)?;
             done(out, &format!("backend {address} removed from {vip}"));
+        }
+        Command::Backend(BackendCommand::SetForward {
+            vip,
+            address,
+            forward,
+            mac,
+        }) => {
+            let b = update(&mut c, &vip, address, |r| {
+                r.forward = forward.method().map(|m| m as i32);
+                r.tunnel_port = forward.tunnel_port;
+                r.vni = forward.vni;
+                r.mac = mac;
+            })
+            .await?;
+            print_backends(out, &[b]);
         }
         Command::Backend(BackendCommand::Drain { vip, address }) => {
             let b = update(&mut c, &vip, address, |r| r.drain = Some(true)).await?;
@@ -855,6 +933,16 @@ async fn run_one_untimed(cli: &Cli, target: &str) -> Result<()> {
                         .map(move |b| (vip_text(&v.key), b))
                 })
                 .collect();
+            // Backends whose MAC (or next hop's) is unknown take no traffic.
+            let unresolved: Vec<(String, &pb::Backend)> = vips
+                .iter()
+                .flat_map(|v| {
+                    v.backends
+                        .iter()
+                        .filter(|b| b.effective_mac.is_empty())
+                        .map(move |b| (vip_text(&v.key), b))
+                })
+                .collect();
             match out {
                 Output::Json => {
                     // Backends first, as before; then one {"vip_conflict": ...}
@@ -875,6 +963,12 @@ async fn run_one_untimed(cli: &Cli, target: &str) -> Result<()> {
                             let mut load = backend_json(b);
                             load["vip"] = vip.clone().into();
                             json!({ "load": load })
+                        }))
+                        // One {"unresolved": ...} entry per backend taking no
+                        // traffic for want of a MAC.
+                        .chain(unresolved.iter().map(|(vip, b)| {
+                            json!({"unresolved": {"vip": vip, "address": b.address,
+                                   "next_hop": b.next_hop, "why": unresolved_text(b)}})
                         }))
                         .collect();
                     print_json(Value::Array(v));
@@ -928,6 +1022,13 @@ async fn run_one_untimed(cli: &Cli, target: &str) -> Result<()> {
                                 b.effective_weight,
                                 flows_text(b)
                             );
+                        }
+                    }
+                    if !unresolved.is_empty() {
+                        println!();
+                        println!("UNRESOLVED (no traffic until ARP/ND answers)");
+                        for (vip, b) in &unresolved {
+                            println!("{vip:<28} {:<22} {}", b.address, unresolved_text(b));
                         }
                     }
                     if !h.conflicts.is_empty() {
@@ -1002,7 +1103,10 @@ async fn run_one_untimed(cli: &Cli, target: &str) -> Result<()> {
                            "snapshot_generation": i.snapshot_generation, "state_file": i.state_file,
                            "config_digest": i.config_digest, "announcing": i.announcing,
                            "announced": i.announced, "shutting_down": i.shutting_down,
-                           "config_revision": i.config_revision, "local_addresses": i.local_addresses}),
+                           "config_revision": i.config_revision, "local_addresses": i.local_addresses,
+                           "tunnel_sources": i.tunnel_sources, "mtu": i.mtu,
+                           "routes": i.routes.iter().map(|r| json!({"prefix": r.prefix, "gateway": r.gateway,
+                               "mac": r.mac, "effective_mac": r.effective_mac})).collect::<Vec<_>>()}),
                 ),
                 Output::Table => {
                     println!("port        {}", i.port);
@@ -1022,6 +1126,18 @@ async fn run_one_untimed(cli: &Cli, target: &str) -> Result<()> {
                     println!("revision    {}", i.config_revision);
                     if !i.local_addresses.is_empty() {
                         println!("local       {}", i.local_addresses.join(" "));
+                    }
+                    println!("mtu         {}", i.mtu);
+                    if !i.tunnel_sources.is_empty() {
+                        println!("tunnel src  {}", i.tunnel_sources.join(" "));
+                    }
+                    for r in &i.routes {
+                        let mac = match (r.mac.is_empty(), r.effective_mac.is_empty()) {
+                            (false, _) => format!("{} (static)", r.mac),
+                            (true, false) => r.effective_mac.clone(),
+                            (true, true) => "(resolving)".to_string(),
+                        };
+                        println!("route       {} via {} {mac}", r.prefix, r.gateway);
                     }
                     println!("announced   {}", announced_text(&i));
                     if i.shutting_down {
@@ -1151,8 +1267,44 @@ fn health_text(h: i32) -> &'static str {
     }
 }
 
+/// Why a backend without a MAC in use takes no traffic.
+fn unresolved_text(b: &pb::Backend) -> String {
+    if !b.next_hop.is_empty() && b.next_hop != b.address {
+        format!("next hop {} unresolved", b.next_hop)
+    } else {
+        format!("{} unresolved", b.address)
+    }
+}
+
+/// How a backend's packets reach it: dr, ipip, gue:6080, vxlan:100 (the
+/// VNI; vxlan:100@4790 off the default port).
+fn forward_text(b: &pb::Backend) -> String {
+    match pb::ForwardMethod::try_from(b.forward) {
+        Ok(pb::ForwardMethod::Dr) => "dr".into(),
+        Ok(pb::ForwardMethod::Ipip) => "ipip".into(),
+        Ok(pb::ForwardMethod::Gue) => format!("gue:{}", b.tunnel_port),
+        Ok(pb::ForwardMethod::Vxlan) if b.tunnel_port == 4789 || b.tunnel_port == 0 => {
+            format!("vxlan:{}", b.vni)
+        }
+        Ok(pb::ForwardMethod::Vxlan) => format!("vxlan:{}@{}", b.vni, b.tunnel_port),
+        Err(_) => format!("unknown({})", b.forward),
+    }
+}
+
+/// The method's name alone, for JSON: "dr", "ipip", "gue", "vxlan".
+fn forward_name(b: &pb::Backend) -> &'static str {
+    match pb::ForwardMethod::try_from(b.forward) {
+        Ok(pb::ForwardMethod::Ipip) => "ipip",
+        Ok(pb::ForwardMethod::Gue) => "gue",
+        Ok(pb::ForwardMethod::Vxlan) => "vxlan",
+        Ok(pb::ForwardMethod::Dr) => "dr",
+        Err(_) => "unknown",
+    }
+}
+
 fn backend_json(b: &pb::Backend) -> Value {
     json!({"address": b.address, "weight": b.weight, "mac": b.mac, "effective_mac": b.effective_mac,
+           "forward": forward_name(b), "tunnel_port": b.tunnel_port, "vni": b.vni, "next_hop": b.next_hop,
            "state": state_text(b.state), "drain": b.drain, "health": health_text(b.health),
            "check": b.check.as_ref().map(|c| json!({"kind": c.kind, "port": c.port, "interval_ms": c.interval_ms,
                "timeout_ms": c.timeout_ms, "rise": c.rise, "fall": c.fall, "http_status": c.http_status, "via": if c.via.is_empty() { "auto" } else { c.via.as_str() },
@@ -1189,6 +1341,7 @@ fn print_vips(out: Output, vips: &[pb::Vip]) {
                 .iter()
                 .map(|v| json!({"vip": vip_text(&v.key), "table_size": v.table_size,
                                 "tcp_idle_timeout_s": v.tcp_idle_timeout_s, "udp_idle_timeout_s": v.udp_idle_timeout_s,
+                                "tunnel_sources": v.tunnel_sources,
                                 "backends": v.backends.iter().map(backend_json).collect::<Vec<_>>()}))
                 .collect();
             print_json(Value::Array(v));
@@ -1205,11 +1358,12 @@ fn print_vips(out: Output, vips: &[pb::Vip]) {
                 );
                 for b in &v.backends {
                     println!(
-                        "  {:<30} weight {:<5} {:<9} {:<10} {}",
+                        "  {:<30} weight {:<5} {:<9} {:<10} {:<14} {}",
                         b.address,
                         b.weight,
                         state_text(b.state),
                         health_text(b.health),
+                        forward_text(b),
                         mac_text(b)
                     );
                 }
@@ -1218,12 +1372,18 @@ fn print_vips(out: Output, vips: &[pb::Vip]) {
     }
 }
 
-/// The MAC a backend's packets go to, or "(resolving)".
-fn mac_text(b: &pb::Backend) -> &str {
-    if b.effective_mac.is_empty() {
+/// The MAC a backend's packets go to, or "(resolving)"; a tunnelled
+/// backend behind a gateway: the gateway's, named ("via 192.0.2.254").
+fn mac_text(b: &pb::Backend) -> String {
+    let mac = if b.effective_mac.is_empty() {
         "(resolving)"
     } else {
         &b.effective_mac
+    };
+    if b.next_hop.is_empty() || b.next_hop == b.address {
+        mac.to_string()
+    } else {
+        format!("{mac} via {}", b.next_hop)
     }
 }
 
@@ -1232,8 +1392,8 @@ fn print_backends(out: Output, backends: &[pb::Backend]) {
         Output::Json => print_json(Value::Array(backends.iter().map(backend_json).collect())),
         Output::Table => {
             println!(
-                "{:<28} {:>6} {:>5} {:<9} {:<18} {:<10} {:<14} {:<16} CHECK",
-                "BACKEND", "WEIGHT", "EFF", "STATE", "MAC", "HEALTH", "FLOWS", "AGENT"
+                "{:<28} {:>6} {:>5} {:<9} {:<14} {:<18} {:<10} {:<14} {:<16} CHECK",
+                "BACKEND", "WEIGHT", "EFF", "STATE", "FWD", "MAC", "HEALTH", "FLOWS", "AGENT"
             );
             for b in backends {
                 let mac = mac_text(b);
@@ -1245,11 +1405,12 @@ fn print_backends(out: Output, backends: &[pb::Backend]) {
                         via => format!("{} via {via}", c.kind),
                     });
                 println!(
-                    "{:<28} {:>6} {:>5} {:<9} {:<18} {:<10} {:<14} {:<16} {check}",
+                    "{:<28} {:>6} {:>5} {:<9} {:<14} {:<18} {:<10} {:<14} {:<16} {check}",
                     b.address,
                     b.weight,
                     b.effective_weight,
                     state_text(b.state),
+                    forward_text(b),
                     mac,
                     health_text(b.health),
                     flows_text(b),
@@ -1633,5 +1794,102 @@ mod tests {
             let e = parse_vip(bad).unwrap_err().to_string();
             assert!(e.contains(why), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn forward_options_and_the_fwd_column() {
+        let cli = Cli::try_parse_from([
+            "lbctl",
+            "backend",
+            "add",
+            "198.51.100.10:443/tcp",
+            "10.20.0.11",
+            "--forward",
+            "vxlan",
+            "--vni",
+            "100",
+            "--tunnel-port",
+            "4790",
+            "--mac",
+            "02:00:00:00:01:11",
+        ])
+        .unwrap();
+        let Command::Backend(BackendCommand::Add { forward, mac, .. }) = cli.command else {
+            panic!("backend add");
+        };
+        assert_eq!(forward.method(), Some(pb::ForwardMethod::Vxlan));
+        assert_eq!((forward.vni, forward.tunnel_port), (Some(100), Some(4790)));
+        assert_eq!(mac.as_deref(), Some("02:00:00:00:01:11"));
+        let e = Cli::try_parse_from([
+            "lbctl",
+            "backend",
+            "add",
+            "198.51.100.10:443/tcp",
+            "10.20.0.11",
+            "--forward",
+            "gre",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("--forward") && e.contains("vxlan"), "{e}");
+        let cli = Cli::try_parse_from([
+            "lbctl",
+            "backend",
+            "set-forward",
+            "198.51.100.10:443/tcp",
+            "10.20.0.11",
+            "--forward",
+            "gue",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Backend(BackendCommand::SetForward { .. })
+        ));
+        let cli = Cli::try_parse_from([
+            "lbctl",
+            "vip",
+            "add",
+            "198.51.100.10:443/tcp",
+            "--tunnel-source",
+            "192.0.2.5,2001:db8::5",
+        ])
+        .unwrap();
+        let Command::Vip(VipCommand::Add { tunnel_sources, .. }) = cli.command else {
+            panic!("vip add");
+        };
+        assert_eq!(tunnel_sources, ["192.0.2.5", "2001:db8::5"]);
+        let b = |forward: pb::ForwardMethod, tunnel_port, vni| pb::Backend {
+            forward: forward as i32,
+            tunnel_port,
+            vni,
+            ..Default::default()
+        };
+        assert_eq!(forward_text(&b(pb::ForwardMethod::Dr, 0, 0)), "dr");
+        assert_eq!(forward_text(&b(pb::ForwardMethod::Ipip, 0, 0)), "ipip");
+        assert_eq!(
+            forward_text(&b(pb::ForwardMethod::Gue, 6080, 0)),
+            "gue:6080"
+        );
+        assert_eq!(
+            forward_text(&b(pb::ForwardMethod::Vxlan, 4789, 100)),
+            "vxlan:100"
+        );
+        assert_eq!(
+            forward_text(&b(pb::ForwardMethod::Vxlan, 4790, 100)),
+            "vxlan:100@4790"
+        );
+        let behind = pb::Backend {
+            address: "10.20.0.11".into(),
+            next_hop: "192.0.2.254".into(),
+            ..b(pb::ForwardMethod::Gue, 6080, 0)
+        };
+        assert_eq!(mac_text(&behind), "(resolving) via 192.0.2.254");
+        assert_eq!(unresolved_text(&behind), "next hop 192.0.2.254 unresolved");
+        let j = backend_json(&behind);
+        assert_eq!(
+            (&j["forward"], &j["tunnel_port"], &j["next_hop"]),
+            (&json!("gue"), &json!(6080), &json!("192.0.2.254"))
+        );
     }
 }

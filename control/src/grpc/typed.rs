@@ -12,8 +12,8 @@ use lb_proto::v1 as pb;
 use tonic::Status;
 
 use super::{
-    backend_addr_at, check_at, invalid, load_at, mac_at, pb_agent, pb_check, pb_key, status,
-    vip_key_at,
+    backend_addr_at, check_at, forward_at, invalid, load_at, mac_at, pb_agent, pb_check,
+    pb_forward, pb_key, sources_at, status, vip_key_at,
 };
 use crate::hub::ChangeError;
 use crate::state::{check_backend_addr, check_settings, BackendSettings, DesiredState, StateError};
@@ -28,6 +28,7 @@ fn at(e: StateError, vip_at: &str, backend_at: Option<&str>) -> Status {
                 (Some(rest), Some(b)) => format!("{b}{rest}"),
                 _ => match field {
                     "vip.table_size" => format!("{vip_at}.table_size"),
+                    "vip.tunnel_sources" => format!("{vip_at}.tunnel_sources"),
                     f => match f.strip_prefix("vip") {
                         Some(rest) => format!("{vip_at}.key{rest}"),
                         None => format!("{vip_at}.{f}"),
@@ -57,9 +58,13 @@ fn backend(
 ) -> Result<(IpAddr, BackendSettings), Status> {
     let addr = backend_addr_at(&b.address, at_path)?;
     check_backend_addr(vip, &addr).map_err(|e| at(e, at_path, Some(at_path)))?;
+    let (forward, tunnel_port, vni) = forward_at(b.forward, b.tunnel_port, b.vni, at_path)?;
     let settings = BackendSettings {
         weight: b.weight.unwrap_or(1),
         mac: mac_at(&b.mac, at_path)?,
+        forward,
+        tunnel_port,
+        vni,
         drain: b.drain,
         down: b.down,
         check: b.check.map(|c| check_at(c, at_path)).transpose()?,
@@ -111,6 +116,9 @@ pub fn desired_state(config: pb::Config) -> Result<DesiredState, Status> {
         };
         s.set_idle_timeouts(&key, idle)
             .map_err(|e| at(e, &vip_at, None))?;
+        let sources = sources_at(&v.tunnel_sources, &format!("{vip_at}.tunnel_sources"))?;
+        s.set_vip_tunnel_sources(&key, sources)
+            .map_err(|e| at(e, &vip_at, None))?;
         let field = format!("{vip_at}.backends");
         for (j, b) in v.backends.into_iter().enumerate() {
             let path = format!("{field}[{j}]");
@@ -128,6 +136,9 @@ pub fn pb_backend_config(addr: &IpAddr, s: &BackendSettings) -> pb::BackendConfi
         address: addr.to_string(),
         weight: Some(s.weight),
         mac: s.mac.map(|m| m.to_string()).unwrap_or_default(),
+        forward: pb_forward(s.forward) as i32,
+        tunnel_port: s.tunnel_port.map_or(0, u32::from),
+        vni: s.vni.unwrap_or(0),
         drain: s.drain,
         down: s.down,
         check: s.check.as_ref().map(pb_check),
@@ -148,6 +159,7 @@ pub fn pb_config(s: &DesiredState) -> pb::Config {
                 table_size: v.table_size,
                 tcp_idle_timeout_s: u32::from(v.idle.tcp),
                 udp_idle_timeout_s: u32::from(v.idle.udp),
+                tunnel_sources: v.tunnel_sources.iter().map(ToString::to_string).collect(),
                 backends: v
                     .backends
                     .iter()
@@ -226,6 +238,112 @@ mod tests {
         );
         assert_eq!(back.vips[1].tcp_idle_timeout_s, 7200);
         assert_eq!(desired_state(back.clone()).unwrap().digest(), s.digest());
+    }
+
+    #[test]
+    fn tunnels_round_trip_and_refusals_name_their_path() {
+        let vx = pb::BackendConfig {
+            forward: pb::ForwardMethod::Vxlan as i32,
+            vni: 100,
+            tunnel_port: 4790,
+            mac: "02:00:00:00:01:11".into(),
+            ..backend_config("192.0.2.11")
+        };
+        let gue = pb::BackendConfig {
+            forward: pb::ForwardMethod::Gue as i32,
+            ..backend_config("192.0.2.12")
+        };
+        let config = pb::Config {
+            vips: vec![pb::VipConfig {
+                tunnel_sources: vec!["192.0.2.5".into()],
+                ..vip(80, vec![vx.clone(), gue])
+            }],
+        };
+        let s = desired_state(config.clone()).unwrap();
+        // The sources are checked once converged into an instance.
+        s.check_tunnels().unwrap();
+        let back = pb_config(&s);
+        let b = &back.vips[0].backends;
+        assert_eq!(back.vips[0].tunnel_sources, vec!["192.0.2.5"]);
+        assert_eq!(
+            (b[0].forward, b[0].tunnel_port, b[0].vni),
+            (vx.forward, 4790, 100)
+        );
+        assert_eq!(b[1].forward, pb::ForwardMethod::Gue as i32);
+        assert_eq!(
+            pb_config(&desired_state(back.clone()).unwrap()),
+            back,
+            "round trip"
+        );
+        assert_eq!(desired_state(back).unwrap().digest(), s.digest());
+        for (b, want) in [
+            (
+                pb::BackendConfig {
+                    vni: lb_core::tunnel::MAX_VNI + 1,
+                    ..vx.clone()
+                },
+                "config.vips[0].backends[0].vni",
+            ),
+            (
+                pb::BackendConfig {
+                    mac: String::new(),
+                    ..vx.clone()
+                },
+                "config.vips[0].backends[0].mac",
+            ),
+            (
+                pb::BackendConfig {
+                    forward: 9,
+                    ..vx.clone()
+                },
+                "config.vips[0].backends[0].forward",
+            ),
+            (
+                pb::BackendConfig {
+                    tunnel_port: 70_000,
+                    ..vx.clone()
+                },
+                "config.vips[0].backends[0].tunnel_port",
+            ),
+            (
+                pb::BackendConfig {
+                    forward: pb::ForwardMethod::Ipip as i32,
+                    mac: String::new(),
+                    ..vx.clone()
+                },
+                "config.vips[0].backends[0].tunnel_port",
+            ),
+            (
+                pb::BackendConfig {
+                    forward: pb::ForwardMethod::Dr as i32,
+                    tunnel_port: 0,
+                    ..vx.clone()
+                },
+                "config.vips[0].backends[0].vni",
+            ),
+        ] {
+            let e = desired_state(pb::Config {
+                vips: vec![vip(80, vec![b])],
+            })
+            .unwrap_err();
+            assert_eq!(field_of(&e), want, "{e:?}");
+        }
+        for (sources, want) in [
+            (vec!["nope".to_string()], "config.vips[0].tunnel_sources[0]"),
+            (
+                vec!["192.0.2.5".to_string(), "192.0.2.6".to_string()],
+                "config.vips[0].tunnel_sources",
+            ),
+        ] {
+            let e = desired_state(pb::Config {
+                vips: vec![pb::VipConfig {
+                    tunnel_sources: sources,
+                    ..vip(80, vec![])
+                }],
+            })
+            .unwrap_err();
+            assert_eq!(field_of(&e), want, "{e:?}");
+        }
     }
 
     #[test]
