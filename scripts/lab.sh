@@ -21,10 +21,34 @@
 #   lbd #1 192.0.2.1, lbd #2 192.0.2.2 (namespaces lb, lb2)  ──┤
 #   be1..4 192.0.2.11-14 (default route: the router)         ──┘
 #
+# LAB_TOPO=tunnel at `up`: the flat segment as above (be1..be4 are DR
+# backends on it), plus a router and a second bridge ("br1", also in "sw")
+# with backends lbd reaches through tunnels only (issue #18). The router
+# forwards between the two and knows no route to the VIP: a packet for the
+# VIP gets to be5..be8 encapsulated, or not at all. Replies go from the
+# backend's default route (the router) to the client on the segment, never
+# through lbd. `up` writes lbd's state file with the route to 10.20.0.0/24.
+#
+#   client 192.0.2.100, lbd 192.0.2.1, be1..4 192.0.2.11-14 ─┐ br0
+#   router 192.0.2.254 ───────────────────────────────────────┘
+#   router 10.20.0.254 ──┐ br1
+#   be5 10.20.0.15 ──────┤ VXLAN: kernel vx0, VNI 65541, MAC 02:00:00:00:05:01, port 4789
+#   be6 10.20.0.16 ──────┤ VXLAN: kernel vx0, VNI 65542, MAC 02:00:00:00:06:01, port 4789
+#   be7 10.20.0.17 ──────┤ IPIP: scripts/tundecap.py --ipip (TUN decap0)
+#   be8 10.20.0.18 ──────┘ GUE:  scripts/tundecap.py --gue 5555 (TUN decap0)
+#
+# Each remote backend: default route via 10.20.0.254, the VIP on lo,
+# arp_ignore=1/arp_announce=2, rp_filter 0 (all, default, eth0, vx0/decap0:
+# the client's packets arrive on the tunnel device and their replies leave
+# by eth0). VNIs above 65535 and a GUE port that is not the default (6080)
+# catch a field lbd ignores. (`tunnel-backends` prints this table.)
+#
 # Usage: scripts/lab.sh COMMAND [ARGS]     (LAB_ID names one lab; default "demo";
 #                                           LB=2 picks the second lbd in ecmp)
 #   up                  namespaces, bridge, addresses, nginx on be1..be4
-#                       (in ecmp also the router and its BIRD)
+#                       (in ecmp also the router and its BIRD; in tunnel the
+#                       router, br1, be5..be8 with nginx, their vxlan devices
+#                       and decapsulators, and lbd's state file)
 #   down                stop everything and remove the namespaces (always safe)
 #   lbd-start [ARGS]    start lbd (state file kept in the lab), wait for its API
 #                       (in ecmp with --bgp-routes, and start its BIRD); ARGS go
@@ -65,6 +89,28 @@
 #                       prints "exit code size backend" per download when all end
 #   hls SECONDS         fetch the playlist and its segments in a loop (one retry
 #                       per fetch); prints "fetches N failed M"
+#   upload MB NAME      (any topology) PUT MB MiB of random data from the client to
+#                       http://VIP/upload/NAME (nginx's dav module writes it to
+#                       the serving backend's $DIR/beN/upload/NAME); prints
+#                       "code bytes_sent backend sha256" (the sha256 of what was sent)
+# Tunnel topology only:
+#   tunnel-backends     one line per remote backend: "name addr method mac vni port"
+#                       ("-" where a field does not apply)
+#   tunnel-state beN[:W]...  write lbd's state file: local address, the route to
+#                       10.20.0.0/24 via the router, the VIP with these backends
+#                       (any of be1..be8, weight W, default 1) and HTTP checks with
+#                       the lab's timing; a running lbd reloads it (SIGHUP) and
+#                       this waits until lbd holds exactly these backends
+#   decap N [ARGS]      (re)start tundecap.py on be N in the background (ARGS:
+#                       --ipip / --gue PORT; default: what the table says), wait
+#                       until it is ready
+#   decap-stop N        and its end
+#   decap-counts N      its counts now (one line: "KIND N ...")
+#   decap-selftest N    without lbd: send a hand-crafted encapsulated SYN for
+#                       VIP:80 from the router to be N (IPIP, GUE or VXLAN as the
+#                       table says) and wait for the SYN-ACK from the VIP at the
+#                       client; fails unless it comes, or if be N answered the
+#                       tunnel packet with ICMP
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -93,12 +139,17 @@ ECMP_CHECK_OPTIONS=(--interval 500 --timeout 450 --rise 2 --fall 3)
 METRICS=127.0.0.1:9100  # lbd's metrics, inside its namespace
 LARGE_MB=${LAB_LARGE_MB:-8}
 FIXED_PORTS=40000-44999  # the client's source ports for port-requests
+# The tunnel topology's second segment and its backends.
+TUN_NET=10.20.0
+TUN_ROUTER=$TUN_NET.254
+TUN_BACKENDS=(5 6 7 8)
+GUE_PORT=5555
 
 ns() { echo "$NS_PREFIX-$1"; }
 topo() { cat "$DIR/topo" 2>/dev/null || echo flat; }
 client_ip() { if [ "$(topo)" = ecmp ]; then echo 203.0.113.100; else echo 192.0.2.100; fi; }
 in_ns() { local n; n=$(ns "$1"); shift; ip netns exec "$n" "$@"; }
-backend_ip() { echo "192.0.2.$((10 + $1))"; }
+backend_ip() { if [ "$1" -le 4 ]; then echo "192.0.2.$((10 + $1))"; else echo "$TUN_NET.$((10 + $1))"; fi; }
 die() { echo "lab: $*" >&2; exit 1; }
 
 need_root() { [ "$(id -u)" = 0 ] || die "must run as root (network namespaces)"; }
@@ -116,10 +167,10 @@ cmd_down() {
         done
         kill -KILL "$(cat "$pidf")" 2>/dev/null || true
     done
-    for i in 1 2 3 4; do
+    for i in 1 2 3 4 5 6 7 8; do
         [ -f "$DIR/be$i/nginx.pid" ] && kill -TERM "$(cat "$DIR/be$i/nginx.pid")" 2>/dev/null || true
     done
-    for n in client router lb lb2 be1 be2 be3 be4 sw; do
+    for n in client router lb lb2 be1 be2 be3 be4 be5 be6 be7 be8 sw; do
         # Whatever still runs in the namespace goes with it.
         if ip netns pids "$(ns $n)" >/dev/null 2>&1; then
             ip netns pids "$(ns $n)" | xargs -r kill -KILL 2>/dev/null || true
@@ -158,6 +209,14 @@ http {
         root $DIR/www;
         add_header X-Backend be$i always;
         location = /name { add_header X-Backend be$i always; return 200 "be$i\n"; }
+        # Uploads (lab.sh upload): PUT writes the body to this backend's
+        # own directory, so a test can check that all of it arrived.
+        location /upload/ {
+            root $DIR/be$i;
+            dav_methods PUT;
+            create_full_put_path on;
+            client_max_body_size 64m;
+        }
     }
 }
 EOF
@@ -167,8 +226,8 @@ cmd_up() {
     need_root
     command -v nginx >/dev/null || die "nginx is missing: run scripts/setup.sh"
     local topo=${LAB_TOPO:-flat}
-    case "$topo" in flat | ecmp) ;; *) die "LAB_TOPO=$topo: flat or ecmp" ;; esac
-    [ "$topo" = flat ] || command -v bird >/dev/null || die "bird is missing: run scripts/setup.sh"
+    case "$topo" in flat | ecmp | tunnel) ;; *) die "LAB_TOPO=$topo: flat, ecmp or tunnel" ;; esac
+    [ "$topo" != ecmp ] || command -v bird >/dev/null || die "bird is missing: run scripts/setup.sh"
     cmd_down
     mkdir -p "$DIR/www/hls"
     echo "$topo" > "$DIR/topo"
@@ -184,7 +243,8 @@ cmd_up() {
     } > "$DIR/www/hls/live.m3u8"
 
     local spaces=(sw client lb be1 be2 be3 be4)
-    [ "$topo" = flat ] || spaces+=(router lb2)
+    [ "$topo" != ecmp ] || spaces+=(router lb2)
+    [ "$topo" != tunnel ] || spaces+=(router be5 be6 be7 be8)
     for n in "${spaces[@]}"; do
         ip netns add "$(ns $n)"
         in_ns "$n" ip link set lo up
@@ -194,17 +254,18 @@ cmd_up() {
     in_ns client sysctl -qw net.ipv4.ip_local_reserved_ports="$FIXED_PORTS"
     in_ns sw ip link add br0 type bridge
     in_ns sw ip link set br0 up
-    attach() { # namespace, its interface name
-        local port="p-$1"
+    attach() { # namespace, its interface name[, bridge: br0 or br1]
+        local br=${3:-br0} port="p-$1"
+        [ "$br" = br0 ] || port="q-$1"
         in_ns sw ip link add "$port" type veth peer name "$2" netns "$(ns "$1")"
-        in_ns sw ip link set "$port" master br0 up
+        in_ns sw ip link set "$port" master "$br" up
         in_ns "$1" ip link set "$2" up
         # veth TX checksum offload leaves partial checksums, broken once a
         # frame has crossed DPDK.
         in_ns "$1" ethtool -K "$2" tx off >/dev/null
     }
     attach lb data0
-    if [ "$topo" = flat ]; then
+    if [ "$topo" != ecmp ]; then
         attach client eth0
         in_ns client ip addr add "$(client_ip)/24" dev eth0
         # The VIP is reached through the segment (where a router would send it).
@@ -217,7 +278,7 @@ cmd_up() {
         attach "be$i" eth0
         in_ns "be$i" ip addr add "$(backend_ip "$i")/24" dev eth0
         # Replies go straight to the client, through the router if there is one.
-        [ "$topo" = flat ] || in_ns "be$i" ip route add default via "$ROUTER"
+        [ "$topo" != ecmp ] || in_ns "be$i" ip route add default via "$ROUTER"
         # Classic DR: the VIP on lo, never answered for on the segment.
         in_ns "be$i" ip addr add "$VIP/32" dev lo
         in_ns "be$i" sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2
@@ -225,7 +286,237 @@ cmd_up() {
         nginx_conf "$i" > "$DIR/be$i/nginx.conf"
         cmd_nginx_start "$i"
     done
-    echo "lab $ID up ($topo): client $(client_ip), backends 192.0.2.11-14, VIP $VIP:$VIP_PORT/tcp"
+    if [ "$topo" = tunnel ]; then
+        tunnel_up
+        echo "lab $ID up ($topo): client $(client_ip), backends 192.0.2.11-14," \
+            "tunnelled $TUN_NET.15-18 via $ROUTER, VIP $VIP:$VIP_PORT/tcp"
+    else
+        echo "lab $ID up ($topo): client $(client_ip), backends 192.0.2.11-14, VIP $VIP:$VIP_PORT/tcp"
+    fi
+}
+
+# be N of the tunnel topology: "name addr method mac vni port", "-" where
+# a field does not apply.
+tunnel_backend() {
+    case "$1" in
+        5) echo "be5 $TUN_NET.15 vxlan 02:00:00:00:05:01 65541 4789" ;;
+        6) echo "be6 $TUN_NET.16 vxlan 02:00:00:00:06:01 65542 4789" ;;
+        7) echo "be7 $TUN_NET.17 ipip - - -" ;;
+        8) echo "be8 $TUN_NET.18 gue - - $GUE_PORT" ;;
+        *) die "be$1 is no tunnelled backend (be5..be8)" ;;
+    esac
+}
+
+cmd_tunnel_backends() {
+    [ "$(topo)" = tunnel ] || die "tunnel-backends: the lab is $(topo), not tunnel"
+    for i in "${TUN_BACKENDS[@]}"; do tunnel_backend "$i"; done
+}
+
+# The router between the segment and 10.20.0.0/24, and be5..be8 behind it.
+tunnel_up() {
+    in_ns sw ip link add br1 type bridge
+    in_ns sw ip link set br1 up
+    attach router eth0
+    attach router eth1 br1
+    in_ns router ip addr add "$ROUTER/24" dev eth0
+    in_ns router ip addr add "$TUN_ROUTER/24" dev eth1
+    in_ns router sysctl -qw net.ipv4.ip_forward=1 \
+        net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 \
+        net.ipv4.conf.eth0.rp_filter=0 net.ipv4.conf.eth1.rp_filter=0
+    # The router must not know the VIP: it reaches be5..be8 through tunnels only.
+    if in_ns router ip route get "$VIP" >/dev/null 2>&1; then
+        die "the router has a route to the VIP: $(in_ns router ip route get "$VIP")"
+    fi
+    local i name addr method mac vni port
+    for i in "${TUN_BACKENDS[@]}"; do
+        read -r name addr method mac vni port <<< "$(tunnel_backend "$i")"
+        attach "$name" eth0 br1
+        in_ns "$name" ip addr add "$addr/24" dev eth0
+        in_ns "$name" ip route add default via "$TUN_ROUTER"
+        in_ns "$name" ip addr add "$VIP/32" dev lo
+        in_ns "$name" sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2 \
+            net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 \
+            net.ipv4.conf.eth0.rp_filter=0
+        mkdir -p "$DIR/$name/tmp"
+        case "$method" in
+            vxlan)
+                # The kernel's own VXLAN: lbd's inner frame goes to this MAC.
+                in_ns "$name" ip link add vx0 address "$mac" type vxlan id "$vni" \
+                    local "$addr" dstport "$port" nolearning
+                in_ns "$name" sysctl -qw net.ipv4.conf.vx0.rp_filter=0
+                in_ns "$name" ip link set vx0 up
+                ;;
+            ipip | gue) cmd_decap "$i" ;;
+        esac
+        nginx_conf "$i" > "$DIR/$name/nginx.conf"
+        cmd_nginx_start "$i"
+    done
+    # lbd's state file (lbd-start keeps it): the route to the second segment.
+    tunnel_state_file > "$DIR/state.toml"
+}
+
+# lbd's state file for the tunnel topology: the local address, the route,
+# and the VIP with the backends given ("beN" or "beN:WEIGHT"), if any.
+tunnel_state_file() {
+    echo "local_addresses = [\"$LOCAL\"]"
+    echo
+    echo "[[route]]"
+    echo "prefix = \"$TUN_NET.0/24\""
+    echo "gateway = \"$ROUTER\""
+    [ $# -gt 0 ] || return 0
+    local interval timeout rise fall
+    read -r _ interval _ timeout _ rise _ fall <<< "${CHECK_OPTIONS[*]}"
+    echo
+    echo "[[vip]]"
+    echo "address = \"$VIP\""
+    echo "port = $VIP_PORT"
+    echo "protocol = \"tcp\""
+    local spec i weight name addr method mac vni port
+    for spec in "$@"; do
+        [[ "$spec" =~ ^be([1-8])(:([0-9]+))?$ ]] || die "tunnel-state: $spec: give beN or beN:WEIGHT"
+        i=${BASH_REMATCH[1]} weight=${BASH_REMATCH[3]:-1}
+        echo
+        echo "[[vip.backend]]"
+        echo "address = \"$(backend_ip "$i")\""
+        echo "weight = $weight"
+        if [ "$i" -ge 5 ]; then
+            read -r name addr method mac vni port <<< "$(tunnel_backend "$i")"
+            echo "forward = \"$method\""
+            case "$method" in
+                # The default VXLAN port: left out, so the default is what is used.
+                vxlan) echo "vni = $vni"; echo "mac = \"$mac\"" ;;
+                gue) echo "tunnel_port = $port" ;;
+            esac
+        fi
+        echo
+        echo "[vip.backend.check]"
+        echo "kind = \"http:/name\""
+        echo "interval_ms = $interval"
+        echo "timeout_ms = $timeout"
+        echo "rise = $rise"
+        echo "fall = $fall"
+    done
+}
+
+lbd_running() { [ -f "$DIR/lbd$SFX.pid" ] && kill -0 "$(cat "$DIR/lbd$SFX.pid")" 2>/dev/null; }
+
+cmd_tunnel_state() {
+    [ "$(topo)" = tunnel ] || die "tunnel-state: the lab is $(topo), not tunnel"
+    local state="$DIR/state$SFX.toml"
+    tunnel_state_file "$@" > "$state.new"
+    mv "$state.new" "$state"
+    lbd_running || return 0
+    local log="$DIR/lbd$SFX.log" mark
+    mark=$(wc -l < "$log")
+    cmd_lbd_reload
+    # Until lbd holds exactly these backends (the monitor takes SIGHUP
+    # within a second).
+    local want=() spec have
+    for spec in "$@"; do want+=("$(backend_ip "${spec:2:1}")"); done
+    want=$(printf '%s\n' "${want[@]}" | sort)
+    for _ in $(seq 100); do
+        have=$(cmd_lbctl export 2>/dev/null | python3 -c '
+import sys, tomllib
+for v in tomllib.loads(sys.stdin.read()).get("vip", []):
+    for b in v.get("backend", []):
+        print(b["address"])' 2>/dev/null | sort || true)
+        [ "$have" = "$want" ] && return 0
+        if tail -n +"$((mark + 1))" "$log" | grep -q "reload refused"; then
+            tail -n +"$((mark + 1))" "$log" >&2
+            die "lbd refused the state file $state"
+        fi
+        sleep 0.1
+    done
+    tail -n +"$((mark + 1))" "$log" >&2
+    die "lbd holds backends [$(echo $have)], not [$(echo $want)], 10 s after the reload"
+}
+
+cmd_decap() {
+    local i=$1 name method port args
+    shift
+    read -r name _ method _ _ port <<< "$(tunnel_backend "$i")"
+    args=("$@")
+    if [ ${#args[@]} = 0 ]; then
+        case "$method" in
+            ipip) args=(--ipip) ;;
+            gue) args=(--gue "$port") ;;
+            *) die "decap: $name is a $method backend" ;;
+        esac
+    fi
+    cmd_decap_stop "$i"
+    local log="$DIR/$name/decap.log"
+    : > "$log"
+    # Not through in_ns: $! must be python itself (ip netns exec execs it).
+    ip netns exec "$(ns "$name")" python3 -u "$ROOT/scripts/tundecap.py" "${args[@]}" \
+        </dev/null >>"$log" 2>&1 &
+    echo $! > "$DIR/$name/decap.pid"
+    for _ in $(seq 100); do
+        grep -q "^tundecap: ready" "$log" && return 0
+        kill -0 "$(cat "$DIR/$name/decap.pid")" 2>/dev/null || break
+        sleep 0.05
+    done
+    cat "$log" >&2
+    die "tundecap on $name did not start"
+}
+
+cmd_decap_stop() {
+    local pidf="$DIR/be$1/decap.pid" pid
+    [ -f "$pidf" ] || return 0
+    pid=$(cat "$pidf")
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    rm -f "$pidf"
+}
+
+cmd_decap_counts() {
+    local log="$DIR/be$1/decap.log" n
+    [ -f "$DIR/be$1/decap.pid" ] || die "decap-counts: no tundecap on be$1"
+    n=$(grep -c "^tundecap: counts" "$log" || true)
+    kill -USR1 "$(cat "$DIR/be$1/decap.pid")"
+    for _ in $(seq 50); do
+        [ "$(grep -c "^tundecap: counts" "$log" || true)" -gt "$n" ] && break
+        sleep 0.05
+    done
+    grep "^tundecap: counts" "$log" | tail -1 | sed 's/^tundecap: counts: //'
+}
+
+cmd_decap_selftest() {
+    [ "$(topo)" = tunnel ] || die "decap-selftest: the lab is $(topo), not tunnel"
+    local i=$1 name addr method mac vni port how=() sport=$((45000 + $1)) cap icmp
+    read -r name addr method mac vni port <<< "$(tunnel_backend "$i")"
+    case "$method" in
+        ipip) how=(--method ipip) ;;
+        gue) how=(--method gue --port "$port") ;;
+        vxlan) how=(--method vxlan --vni "$vni" --mac "$mac" --port "$port") ;;
+    esac
+    cap=$(mktemp -d)
+    # The SYN-ACK at the client; any ICMP the backend sends back at the router.
+    in_ns client timeout 5 tcpdump --immediate-mode -l -n -c 1 -i eth0 \
+        "src host $VIP and tcp src port $VIP_PORT and dst port $sport and tcp[tcpflags] & (tcp-syn|tcp-ack) = (tcp-syn|tcp-ack)" \
+        > "$cap/synack" 2> "$cap/synack.err" &
+    local synack=$!
+    in_ns router timeout 2 tcpdump --immediate-mode -l -n -i eth1 "icmp and src host $addr" \
+        > "$cap/icmp" 2> "$cap/icmp.err" &
+    local icmp_pid=$!
+    for _ in $(seq 50); do
+        grep -q listening "$cap/synack.err" && grep -q listening "$cap/icmp.err" && break
+        sleep 0.05
+    done
+    in_ns router python3 "$ROOT/scripts/tundecap.py" send-syn "${how[@]}" --to "$addr" \
+        --source "$TUN_ROUTER" --client "$(client_ip)" --vip "$VIP" --sport "$sport"
+    local rc=0
+    wait "$synack" || rc=$?
+    wait "$icmp_pid" || true
+    icmp=$(cat "$cap/icmp")
+    local got
+    got=$(cat "$cap/synack")
+    rm -rf "$cap"
+    [ "$rc" = 0 ] && [ -n "$got" ] || die "decap-selftest $name ($method): no SYN-ACK from $VIP at the client"
+    [ -z "$icmp" ] || die "decap-selftest $name ($method): the backend sent ICMP: $icmp"
+    echo "$name $method: $got"
 }
 
 # BGP timers for a lab: a session is dead after 3 s and reconnects in 1 s.
@@ -422,11 +713,14 @@ cmd_lbd_start() {
             in_ns "lb$SFX" sysctl -qw net.ipv4.neigh.lbk0.retrans_time_ms=100
             in_ns "lb$SFX" ip link set lbk0 up
             in_ns "lb$SFX" ip addr replace "$LOCAL/24" dev lbk0
+            # The host's checks of a tunnelled backend's own address.
+            [ "$(topo)" != tunnel ] ||
+                in_ns "lb$SFX" ip route replace "$TUN_NET.0/24" via "$ROUTER" dev lbk0
             iface=up
         fi
         if [ -n "$iface" ] && [ -S "$sock" ] && "$LBCTL" --socket "$sock" info >/dev/null 2>&1; then
             in_ns "lb$SFX" ip link set lbk0 up
-            [ "$(topo)" = flat ] || lb_bird_start
+            [ "$(topo)" != ecmp ] || lb_bird_start
             return 0
         fi
         # The pid file is written by the starting shell: until it holds a
@@ -465,7 +759,7 @@ cmd_lbd_stop() {
 cmd_lbctl() { "$LBCTL" --socket "$DIR/lbd$SFX.sock" "$@"; }
 
 cmd_check_options() {
-    if [ "$(topo)" = flat ]; then echo "${CHECK_OPTIONS[*]}"; else echo "${ECMP_CHECK_OPTIONS[*]}"; fi
+    if [ "$(topo)" != ecmp ]; then echo "${CHECK_OPTIONS[*]}"; else echo "${ECMP_CHECK_OPTIONS[*]}"; fi
 }
 
 cmd_configure() {
@@ -561,6 +855,16 @@ cmd_downloads() {
     rm -rf "$out"
 }
 
+cmd_upload() {
+    local mb=$1 name=$2 src="$DIR/upload-$2.bin" sum result
+    head -c "$((mb << 20))" /dev/urandom > "$src"
+    sum=$(sha256sum < "$src" | cut -d' ' -f1)
+    result=$(in_ns client curl -s --max-time 60 -o /dev/null -T "$src" \
+        -w '%{http_code} %{size_upload} %header{x-backend}' "http://$VIP/upload/$name" || true)
+    rm -f "$src"
+    echo "$result $sum"
+}
+
 cmd_hls() {
     local until=$(( $(date +%s) + $1 )) fetches=0 failed=0
     fetch() {
@@ -607,6 +911,13 @@ main() {
         nexthops) cmd_nexthops ;;
         downloads) cmd_downloads "$1" "$2" ;;
         hls) cmd_hls "$1" ;;
+        upload) cmd_upload "$1" "$2" ;;
+        tunnel-backends) cmd_tunnel_backends ;;
+        tunnel-state) cmd_tunnel_state "$@" ;;
+        decap) cmd_decap "$@" ;;
+        decap-stop) cmd_decap_stop "$1" ;;
+        decap-counts) cmd_decap_counts "$1" ;;
+        decap-selftest) cmd_decap_selftest "$1" ;;
         *) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2 ;;
     esac
 }

@@ -21,7 +21,9 @@ cd "$(dirname "$0")/.."
 # buf (lint, curl: control/tests/buf_cli.rs): npm (pulls nodejs), through
 # which scripts/buf.sh installs the pinned @bufbuild/buf into target/buf;
 # Debian's npm only where no npm is installed (a NodeSource nodejs carries
-# its own and conflicts with Debian's).
+# its own and conflicts with Debian's). The tunnel lab's test
+# (control/tests/tunnel_lab.rs): tshark, to dissect the VXLAN frames lbd
+# sends and the ICMP frag-needed it answers with.
 PACKAGES=(
     libdpdk-dev dpdk dpdk-dev pkg-config libclang-dev clang protobuf-compiler build-essential
     libpcap-dev tcpdump python3 python3-venv iproute2 ethtool iputils-ping curl procps
@@ -29,6 +31,7 @@ PACKAGES=(
     golang-go golang-google-grpc-dev golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev
     protoc-gen-go protoc-gen-go-grpc
     haproxy jq libxml2-utils
+    tshark
 )
 
 as_root() {

@@ -22,7 +22,7 @@ pub struct Lab {
 }
 
 impl Lab {
-    /// A lab of topology `topo` (flat or ecmp) running the `lbd` binary at
+    /// A lab of topology `topo` (flat, ecmp or tunnel) running the `lbd` binary at
     /// `lbd` (a test passes `env!("CARGO_BIN_EXE_lbd")`); torn down after
     /// `limit` even if the test hangs, so a hung step fails instead of
     /// blocking.
@@ -400,8 +400,9 @@ pub fn event_time(e: &serde_json::Value) -> SystemTime {
 
 /// Per worker of an lbd report (or `lbctl stats` workers), the frames it
 /// received that no outcome counted: every received frame is forwarded (a
-/// backend's, ICMP errors included), answered (ARP reply, neighbor
-/// advertisement, echo reply), passed to the host, taken as a VIP conflict
+/// backend's, ICMP errors included, encapsulated or not), answered (ARP
+/// reply, neighbor advertisement, echo reply, ICMP too-big for a packet
+/// that would not fit once encapsulated), passed to the host, taken as a VIP conflict
 /// (dropped, counted as such), or dropped by a counted reason. Drops of
 /// what the host sent (`host_dropped`) share the reasons but were never
 /// received from the port. Empty when every worker's counters add up.
@@ -420,6 +421,7 @@ pub fn unaccounted(workers: &[serde_json::Value]) -> Vec<String> {
                 + n(w, "arp_replies")
                 + n(w, "nd_adverts")
                 + n(w, "echo_replies")
+                + n(w, "too_big_sent")
                 + n(w, "to_kernel")
                 + n(w, "vip_conflicts")
                 + dropped;
