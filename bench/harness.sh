@@ -14,7 +14,11 @@
 #                    [--churn-in-flight 8]
 #                    [--proto udp|tcp] [--ipv6] [--vips 1] [--rate-mpps 0]
 #                    [--new-flows-per-sec 0] [--json bench-result.json]
-#                    [--no-testpmd]
+#                    [--no-testpmd] [--forward dr|ipip|gue|vxlan]
+#
+# --forward: the backends are reached through that tunnel (IPv4, behind a
+# gateway of static MAC) instead of by DR; lbgen reads its stamps after the
+# tunnel's headers in what comes back.
 #
 # The traffic: --flows flows of --proto (UDP, or TCP ACKs of established
 # flows) over IPv4 or --ipv6, spread over --vips VIPs (198.51.100.10 + i or
@@ -37,7 +41,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ROUNDS=3 SECONDS_=5 WARMUP=2 FLOWS=1000000 BACKENDS=100 SIZE=64 JSON=bench-result.json CHURN=0 CHURN_IN_FLIGHT=8
-PROTO=udp IPV6=0 VIPS=1 RATE=0 NEW_FLOWS=0
+PROTO=udp IPV6=0 VIPS=1 RATE=0 NEW_FLOWS=0 FORWARD=dr
 TESTPMD=$(command -v dpdk-testpmd || true)
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -46,6 +50,7 @@ while [ $# -gt 0 ]; do
         --rounds) ROUNDS=$2 ;; --seconds) SECONDS_=$2 ;; --warmup) WARMUP=$2 ;;
         --flows) FLOWS=$2 ;; --backends) BACKENDS=$2 ;; --size) SIZE=$2 ;; --json) JSON=$2 ;; --churn) CHURN=$2 ;;
         --churn-in-flight) CHURN_IN_FLIGHT=$2 ;;
+        --forward) FORWARD=$2 ;;
         --proto) PROTO=$2 ;; --vips) VIPS=$2 ;; --rate-mpps) RATE=$2 ;; --new-flows-per-sec) NEW_FLOWS=$2 ;;
         *) echo "harness: unknown option $1 (see the header of $0)" >&2; exit 2 ;;
     esac
@@ -54,6 +59,15 @@ done
 case "$PROTO" in udp | tcp) ;; *) echo "harness: --proto $PROTO: udp or tcp" >&2; exit 2 ;; esac
 GEN_ARGS=(--proto "$PROTO" --vips "$VIPS" --rate-mpps "$RATE" --new-flows-per-sec "$NEW_FLOWS")
 [ "$IPV6" = 0 ] || GEN_ARGS+=(--ipv6)
+# Tunnelled backends (IPv4 backends; the tunnel's headers come back to lbgen).
+case "$FORWARD" in
+    dr) ;;
+    ipip) GEN_ARGS+=(--tunnel-overhead 20) ;;
+    gue) GEN_ARGS+=(--tunnel-overhead 28) ;;
+    vxlan) GEN_ARGS+=(--tunnel-overhead 50) ;;
+    *) echo "harness: --forward $FORWARD: dr, ipip, gue or vxlan" >&2; exit 2 ;;
+esac
+[ "$FORWARD" = dr ] || [ "$IPV6" = 0 ] || { echo "harness: --forward with --ipv6 is not set up (IPv4 backends only)" >&2; exit 2; }
 
 cargo build --release --locked -q -p lb-bench -p control
 # BENCH_BIN=DIR: another build's binaries (to compare two builds in turn).
@@ -69,15 +83,23 @@ EAL=(--no-pci --in-memory -m 512 --log-level lib.eal:warning)
 
 # The VIPs lbgen sends to (UDP: QUIC/SRT-style), each with the same N
 # backends of static MACs: no resolution.
-python3 - "$VIPS" "$BACKENDS" "$PROTO" "$IPV6" > "$WORK/lb.toml" <<'PY'
+# Tunnelled ones (--forward) sit behind a gateway of static MAC.
+python3 - "$VIPS" "$BACKENDS" "$PROTO" "$IPV6" "$FORWARD" > "$WORK/lb.toml" <<'PY'
 import ipaddress, sys
-vips, backends, proto, v6 = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4] == "1"
+vips, backends, proto, v6, forward = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4] == "1", sys.argv[5]
 first = ipaddress.ip_address("2001:db8::10" if v6 else "198.51.100.10")
+if forward != "dr":
+    print('local_addresses = ["192.0.2.1"]\n[[route]]\nprefix = "10.0.0.0/8"\ngateway = "192.0.2.254"\nmac = "02:00:00:00:00:fe"\n')
 for v in range(vips):
     print(f'[[vip]]\naddress = "{first + v}"\nport = 443\nprotocol = "{proto}"')
     for i in range(1, backends + 1):
         addr = f"2001:db8:1::{i:x}" if v6 else f"10.1.{i // 250}.{i % 250 + 1}"
-        print(f'[[vip.backend]]\naddress = "{addr}"\nmac = "02:be:00:00:{i // 256:02x}:{i % 256:02x}"')
+        mac = f'mac = "02:be:00:00:{i // 256:02x}:{i % 256:02x}"'
+        if forward == "vxlan":
+            mac += '\nforward = "vxlan"\nvni = 100'
+        elif forward != "dr":
+            mac = f'forward = "{forward}"'
+        print(f'[[vip.backend]]\naddress = "{addr}"\n{mac}')
 PY
 
 # lbd's metrics listener, on loopback: /healthz says when its workers run.

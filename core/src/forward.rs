@@ -645,10 +645,10 @@ pub fn egress(frame: &mut Frame<'_>, snap: &Snapshot, slot: u16) -> Result<bool,
     let Some(b) = snap.backend(slot) else {
         return Ok(false);
     };
-    let Some(t) = &b.tunnel else {
+    let Some(w) = &b.wrap else {
         return Ok(false);
     };
-    tunnel::encapsulate(frame, t, b.addr, b.max_inner).map(|()| true)
+    tunnel::encapsulate(frame, w, b.max_inner).map(|()| true)
 }
 
 /// [`decide`] then [`egress`]: what a worker does to one frame from the

@@ -21,7 +21,7 @@ use arc_swap::{ArcSwap, Cache};
 
 use crate::maglev::{Maglev, MaglevError};
 use crate::packet::ethernet::MacAddr;
-use crate::tunnel::{Encap, Tunnel, DEFAULT_MTU, MAX_VNI};
+use crate::tunnel::{Encap, Tunnel, Wrap, DEFAULT_MTU, MAX_VNI};
 use crate::vip_index::VipIndex;
 
 /// SnapshotBackend slots a snapshot may hand out: workers keep per-backend counters
@@ -115,6 +115,8 @@ pub struct SnapshotBackend {
     /// Reached through a tunnel ([`crate::tunnel`]) rather than by its MAC
     /// alone; `mac` is then the next hop's (a gateway, or the backend).
     pub tunnel: Option<Tunnel>,
+    /// Its tunnel's outer headers, built once ([`Tunnel::wrap`]).
+    pub wrap: Option<Wrap>,
     /// The largest client IP packet its tunnel fits within the port's MTU
     /// (`u16::MAX` for DR: nothing is added).
     pub max_inner: u16,
@@ -338,6 +340,7 @@ impl Snapshot {
                     incarnation: b.id.incarnation,
                     vip: vi,
                     tunnel: b.tunnel,
+                    wrap: b.tunnel.map(|t| t.wrap(b.addr, spec.mac)),
                     max_inner: b
                         .tunnel
                         .map_or(u16::MAX, |t| t.max_inner(b.addr, DEFAULT_MTU)),

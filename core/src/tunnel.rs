@@ -251,18 +251,115 @@ fn fold(mut s: u32) -> u16 {
     f
 }
 
+/// A backend's outer headers, built once per snapshot: every byte that is
+/// the same for all its packets (addresses, protocol, ports, VNI, the inner
+/// Ethernet header of VXLAN) and the checksum sums over them, so a packet
+/// costs a copy and a few patched fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wrap {
+    /// The outer IP header, then UDP, then VXLAN and the inner Ethernet
+    /// header (its ethertype patched per packet): `len` bytes.
+    hdr: [u8; 70],
+    len: u8,
+    outer_v6: bool,
+    /// 0: IPIP, 1: GUE, 2: VXLAN.
+    kind: u8,
+    /// IPv4: the outer header's sum with its variable words zero. IPv6:
+    /// the UDP checksum's fixed part (pseudo-header addresses and
+    /// protocol, destination port, VXLAN header, inner MACs).
+    fixed_sum: u32,
+}
+
+impl Tunnel {
+    /// The outer headers to `remote` (the backend), for frames whose
+    /// Ethernet source is `ours` (the inner one of VXLAN).
+    pub fn wrap(&self, remote: IpAddr, ours: MacAddr) -> Wrap {
+        let outer_v6 = remote.is_ipv6();
+        let ip = if outer_v6 { 40 } else { 20 };
+        let len = self.encap.overhead(outer_v6);
+        let mut hdr = [0u8; 70];
+        let (kind, port) = match self.encap {
+            Encap::Ipip => (0, 0),
+            Encap::Gue { port } => (1, port),
+            Encap::Vxlan { port, .. } => (2, port),
+        };
+        let udp_proto = if kind == 0 { 0 } else { IPPROTO_UDP };
+        match (self.source, remote) {
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                hdr[0] = 0x60;
+                hdr[6] = udp_proto;
+                hdr[7] = OUTER_TTL;
+                hdr[8..24].copy_from_slice(&s.octets());
+                hdr[24..40].copy_from_slice(&d.octets());
+            }
+            (s, d) => {
+                let (s, d) = match (s, d) {
+                    (IpAddr::V4(s), IpAddr::V4(d)) => (s.octets(), d.octets()),
+                    // Snapshot::build refuses mixed families; all zero never leaves.
+                    _ => ([0; 4], [0; 4]),
+                };
+                hdr[0] = 0x45;
+                hdr[8] = OUTER_TTL;
+                hdr[9] = udp_proto;
+                hdr[12..16].copy_from_slice(&s);
+                hdr[16..20].copy_from_slice(&d);
+            }
+        }
+        if kind != 0 {
+            hdr[ip + 2..ip + 4].copy_from_slice(&port.to_be_bytes());
+        }
+        if let Encap::Vxlan { vni, inner_mac, .. } = self.encap {
+            let v = ip + UDP;
+            hdr[v..v + 4].copy_from_slice(&[0x08, 0, 0, 0]);
+            hdr[v + 4..v + 8].copy_from_slice(&(vni << 8).to_be_bytes());
+            hdr[v + 8..v + 14].copy_from_slice(&inner_mac.0);
+            hdr[v + 14..v + 20].copy_from_slice(&ours.0);
+        }
+        let fixed_sum = if kind == 0 && outer_v6 {
+            0 // no checksum anywhere in IPIP over IPv6
+        } else if outer_v6 {
+            // Addresses, protocol, then everything after the UDP length and
+            // checksum (the VXLAN header and inner MACs; the ethertype is 0).
+            let s = checksum::sum(&hdr[8..40], u32::from(IPPROTO_UDP));
+            let s = checksum::sum(&hdr[ip + 2..ip + 4], s);
+            checksum::sum(&hdr[ip + UDP..len], s)
+        } else {
+            checksum::sum(&hdr[..20], 0)
+        };
+        Wrap {
+            hdr,
+            len: u8::try_from(len).unwrap_or(0),
+            outer_v6,
+            kind,
+            fixed_sum,
+        }
+    }
+}
+
+impl Wrap {
+    /// What the tunnel adds in front of the client's IP packet.
+    #[inline]
+    pub fn overhead(&self) -> usize {
+        usize::from(self.len)
+    }
+}
+
+/// Copy `N` bytes of the template: a fixed size, so no call to memcpy.
+#[inline(always)]
+fn put<const N: usize>(dst: &mut [u8], hdr: &[u8; 70]) {
+    if let (Some(d), Some(s)) = (dst.get_mut(..N), hdr.get(..N)) {
+        d.copy_from_slice(s);
+    }
+}
+
 /// Wrap the DR-rewritten `frame` (its Ethernet destination already the
-/// next hop's MAC, its source ours) for the backend at `remote` through
-/// `t`, using the room before it. The L2 header (VLAN tag included) stays
-/// the outer one; padding after the inner packet is cut. The caller has
-/// checked the size against the MTU with [`Tunnel::max_inner`]; a packet
-/// that slipped past (a fragment, an ICMP error) is dropped as `oversize`.
-pub fn encapsulate(
-    frame: &mut Frame<'_>,
-    t: &Tunnel,
-    remote: IpAddr,
-    max_inner: u16,
-) -> Result<(), DropReason> {
+/// next hop's MAC, its source ours) in `w`, using the room before it. The
+/// L2 header (VLAN tag included) stays the outer one; padding after the
+/// inner packet is cut. The caller has checked the size against the MTU
+/// with [`Tunnel::max_inner`]; a packet that slipped past (a fragment, an
+/// ICMP error) is dropped as `oversize`.
+#[inline]
+pub fn encapsulate(frame: &mut Frame<'_>, w: &Wrap, max_inner: u16) -> Result<(), DropReason> {
     let (l2_len, ethertype) = l2(frame).ok_or(DropReason::Truncated)?;
     let inner_v6 = match ethertype {
         ETHERTYPE_IPV4 => false,
@@ -278,132 +375,103 @@ pub fn encapsulate(
         return Err(DropReason::Oversize);
     }
     let ip = &ip[..inn.len];
-    let outer_v6 = remote.is_ipv6();
-    let overhead = t.encap.overhead(outer_v6);
-    let flow = entropy(ip, inner_v6);
+    let overhead = w.overhead();
+    let flow = if w.kind == 0 && !w.outer_v6 { 0 } else { entropy(ip, inner_v6) };
     // Over IPv6 the UDP checksum covers the payload: summed before the
     // headers are written over the old Ethernet header.
-    let payload_sum = match t.encap {
-        Encap::Gue { .. } if outer_v6 => inner_sum(ip, inner_v6),
-        Encap::Vxlan { .. } if outer_v6 => inner_sum(ip, inner_v6),
-        _ => 0,
-    };
-    let mut saved = [0u8; 18];
-    saved[..l2_len].copy_from_slice(&frame[..l2_len]);
+    let payload_sum = if w.outer_v6 && w.kind != 0 { inner_sum(ip, inner_v6) } else { 0 };
     if !frame.prepend(overhead) {
         return Err(DropReason::NoHeadroom);
     }
     frame.truncate(l2_len + overhead + inn.len);
     let f: &mut [u8] = frame;
-    f[..l2_len].copy_from_slice(&saved[..l2_len]);
-    let outer_type = if outer_v6 {
-        ETHERTYPE_IPV6
-    } else {
-        ETHERTYPE_IPV4
-    };
+    // The L2 header moves to the front; the overhead (at least 20 bytes)
+    // exceeds it, so the two places do not overlap.
+    let mut macs = [0u8; 12];
+    macs.copy_from_slice(&f[overhead..overhead + 12]);
+    f[..12].copy_from_slice(&macs);
+    if l2_len == 18 {
+        let mut tag = [0u8; 4];
+        tag.copy_from_slice(&f[overhead + 12..overhead + 16]);
+        f[12..16].copy_from_slice(&tag);
+    }
+    let outer_type = if w.outer_v6 { ETHERTYPE_IPV6 } else { ETHERTYPE_IPV4 };
     f[l2_len - 2..l2_len].copy_from_slice(&outer_type.to_be_bytes());
 
-    let ip_hdr = if outer_v6 { 40 } else { 20 };
-    let outer_len = overhead + inn.len;
-    let proto = match t.encap {
-        Encap::Ipip if inner_v6 => IPPROTO_IPV6,
-        Encap::Ipip => IPPROTO_IPIP,
-        _ => IPPROTO_UDP,
-    };
     let at = l2_len;
-    match (t.source, remote) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
-            let h = &mut f[at..at + 20];
-            h[0] = 0x45;
-            h[1] = inn.tos;
-            h[2..4].copy_from_slice(&u16::try_from(outer_len).unwrap_or(u16::MAX).to_be_bytes());
-            // DF when the inner packet has it (or is IPv6): the path may not
-            // fragment what the client said not to. A fragmentable one keeps
-            // its identification so fragments of the outer packet stay apart.
-            let (id, df) = if inn.fragmentable {
-                (inn.ident, 0)
-            } else {
-                (0, 0x40)
-            };
-            h[4..6].copy_from_slice(&id.to_be_bytes());
-            h[6] = df;
-            h[7] = 0;
-            h[8] = OUTER_TTL;
-            h[9] = proto;
-            h[10..12].copy_from_slice(&[0, 0]);
-            h[12..16].copy_from_slice(&s.octets());
-            h[16..20].copy_from_slice(&d.octets());
-            let c = checksum::checksum(h);
-            h[10..12].copy_from_slice(&c.to_be_bytes());
-        }
-        (IpAddr::V6(s), IpAddr::V6(d)) => {
-            let h = &mut f[at..at + 40];
-            #[allow(
-                clippy::cast_possible_truncation,
-                reason = "20 bits of the flow's entropy"
-            )]
-            let label = (flow >> 40) as u32 & 0x000f_ffff;
-            let first = 0x6000_0000 | u32::from(inn.tos) << 20 | label;
-            h[0..4].copy_from_slice(&first.to_be_bytes());
-            h[4..6].copy_from_slice(
-                &u16::try_from(outer_len - 40)
-                    .unwrap_or(u16::MAX)
-                    .to_be_bytes(),
-            );
-            h[6] = proto;
-            h[7] = OUTER_TTL;
-            h[8..24].copy_from_slice(&s.octets());
-            h[24..40].copy_from_slice(&d.octets());
-        }
-        // Snapshot::build refuses a source of the other family.
-        _ => return Err(DropReason::NoBackend),
+    let h = &mut f[at..];
+    match overhead {
+        20 => put::<20>(h, &w.hdr),
+        28 => put::<28>(h, &w.hdr),
+        40 => put::<40>(h, &w.hdr),
+        48 => put::<48>(h, &w.hdr),
+        50 => put::<50>(h, &w.hdr),
+        _ => put::<70>(h, &w.hdr),
     }
-    let (port, vni) = match t.encap {
-        Encap::Ipip => return Ok(()),
-        Encap::Gue { port } => (port, None),
-        Encap::Vxlan {
-            port,
-            vni,
-            inner_mac,
-        } => (port, Some((vni, inner_mac))),
-    };
-    let u = at + ip_hdr;
-    let udp_len = outer_len - ip_hdr;
+    let outer_len = overhead + inn.len;
+    let ip_hdr = if w.outer_v6 { 40 } else { 20 };
+    let len16 = |n: usize| u16::try_from(n).unwrap_or(u16::MAX);
+    if w.outer_v6 {
+        #[allow(clippy::cast_possible_truncation, reason = "20 bits of the flow's entropy")]
+        let label = (flow >> 40) as u32 & 0x000f_ffff;
+        let first = 0x6000_0000 | u32::from(inn.tos) << 20 | label;
+        h[0..4].copy_from_slice(&first.to_be_bytes());
+        h[4..6].copy_from_slice(&len16(outer_len - 40).to_be_bytes());
+        if w.kind == 0 {
+            h[6] = if inner_v6 { IPPROTO_IPV6 } else { IPPROTO_IPIP };
+        }
+    } else {
+        // DF when the inner packet has it (or is IPv6): the path may not
+        // fragment what the client said not to. A fragmentable one keeps
+        // its identification so fragments of the outer packet stay apart.
+        let (id, df) = if inn.fragmentable { (inn.ident, 0u8) } else { (0, 0x40) };
+        let proto = match w.kind {
+            0 if inner_v6 => IPPROTO_IPV6,
+            0 => IPPROTO_IPIP,
+            _ => IPPROTO_UDP,
+        };
+        h[1] = inn.tos;
+        h[2..4].copy_from_slice(&len16(outer_len).to_be_bytes());
+        h[4..6].copy_from_slice(&id.to_be_bytes());
+        h[6] = df;
+        h[9] = proto;
+        // The template's sum, plus what this packet put in the zero words
+        // (the protocol is zero in the template for IPIP).
+        let ipip = if w.kind == 0 { u32::from(proto) } else { 0 };
+        let s = w.fixed_sum
+            + u32::from(inn.tos)
+            + u32::from(len16(outer_len))
+            + u32::from(id)
+            + (u32::from(df) << 8)
+            + ipip;
+        h[10..12].copy_from_slice(&checksum::finish(s).to_be_bytes());
+    }
+    if w.kind == 0 {
+        return Ok(());
+    }
+    let u = ip_hdr;
+    let udp_len = len16(outer_len - ip_hdr);
     // An ephemeral-range source port (49152..65535) from the flow.
-    #[allow(
-        clippy::cast_possible_truncation,
-        reason = "14 bits of the flow's entropy"
-    )]
+    #[allow(clippy::cast_possible_truncation, reason = "14 bits of the flow's entropy")]
     let sport = 0xc000 | (flow >> 50) as u16 & 0x3fff;
-    f[u..u + 2].copy_from_slice(&sport.to_be_bytes());
-    f[u + 2..u + 4].copy_from_slice(&port.to_be_bytes());
-    f[u + 4..u + 6].copy_from_slice(&u16::try_from(udp_len).unwrap_or(u16::MAX).to_be_bytes());
-    f[u + 6..u + 8].copy_from_slice(&[0, 0]);
-    let mut sum = payload_sum;
-    if let Some((vni, inner_mac)) = vni {
-        let v = u + UDP;
-        f[v..v + 4].copy_from_slice(&[0x08, 0, 0, 0]);
-        f[v + 4..v + 8].copy_from_slice(&(vni << 8).to_be_bytes());
-        let e = v + VXLAN;
-        f[e..e + 6].copy_from_slice(&inner_mac.0);
-        f[e + 6..e + 12].copy_from_slice(&saved[6..12]);
-        f[e + 12..e + 14].copy_from_slice(&ethertype.to_be_bytes());
-        if outer_v6 {
-            sum = checksum::sum(&f[v..e + ETH], sum);
-        }
+    h[u..u + 2].copy_from_slice(&sport.to_be_bytes());
+    h[u + 4..u + 6].copy_from_slice(&udp_len.to_be_bytes());
+    if w.kind == 2 {
+        let e = u + UDP + VXLAN + 12;
+        h[e..e + 2].copy_from_slice(&ethertype.to_be_bytes());
     }
-    if outer_v6 {
-        let src: [u8; 16] = f[at + 8..at + 24].try_into().unwrap_or_default();
-        let dst: [u8; 16] = f[at + 24..at + 40].try_into().unwrap_or_default();
-        let pseudo =
-            checksum::ipv6_pseudo(&src, &dst, u32::try_from(udp_len).unwrap_or(0), IPPROTO_UDP);
-        let s = checksum::sum(&f[u..u + UDP], sum + pseudo);
+    if w.outer_v6 {
+        // The length counts twice: in the pseudo-header and the UDP header.
+        let mut s = w.fixed_sum + payload_sum + u32::from(sport) + 2 * u32::from(udp_len);
+        if w.kind == 2 {
+            s += u32::from(ethertype);
+        }
         // 0 means "no checksum"; its one's-complement twin is sent instead.
         let c = match checksum::finish(s) {
             0 => 0xffff,
             c => c,
         };
-        f[u + 6..u + 8].copy_from_slice(&c.to_be_bytes());
+        h[u + 6..u + 8].copy_from_slice(&c.to_be_bytes());
     }
     Ok(())
 }
@@ -583,7 +651,7 @@ mod tests {
         let mut buf = vec![0u8; HEAD + frame.len()];
         buf[HEAD..].copy_from_slice(frame);
         let mut f = Frame::new(&mut buf, HEAD, frame.len()).unwrap();
-        encapsulate(&mut f, t, remote, u16::MAX)?;
+        encapsulate(&mut f, &t.wrap(remote, OURS), u16::MAX)?;
         Ok(f.to_vec())
     }
 
@@ -775,7 +843,7 @@ mod tests {
         let mut buf = inner.clone();
         let mut f = Frame::new(&mut buf, 0, inner.len()).unwrap();
         assert_eq!(
-            encapsulate(&mut f, &t, remote, u16::MAX),
+            encapsulate(&mut f, &t.wrap(remote, OURS), u16::MAX),
             Err(DropReason::NoHeadroom)
         );
         assert_eq!(buf, inner);
@@ -783,7 +851,7 @@ mod tests {
         buf[HEAD..].copy_from_slice(&inner);
         let mut f = Frame::new(&mut buf, HEAD, inner.len()).unwrap();
         assert_eq!(
-            encapsulate(&mut f, &t, remote, 100),
+            encapsulate(&mut f, &t.wrap(remote, OURS), 100),
             Err(DropReason::Oversize)
         );
         assert_eq!(f.headroom(), HEAD);
@@ -791,7 +859,7 @@ mod tests {
         let mut short = vec![0u8; HEAD + 20];
         let mut f = Frame::new(&mut short, HEAD, 20).unwrap();
         assert_eq!(
-            encapsulate(&mut f, &t, remote, u16::MAX),
+            encapsulate(&mut f, &t.wrap(remote, OURS), u16::MAX),
             Err(DropReason::Truncated)
         );
     }
@@ -930,7 +998,7 @@ mod tests {
             let mut buf = vec![0u8; HEAD + bytes.len()];
             buf[HEAD..].copy_from_slice(&bytes);
             let mut f = Frame::new(&mut buf, HEAD, bytes.len()).unwrap();
-            let _ = encapsulate(&mut f, &t, remote, 1400);
+            let _ = encapsulate(&mut f, &t.wrap(remote, OURS), 1400);
             let mut b = bytes.clone();
             if let Some(len) = too_big(&mut b, OURS, 1280) {
                 prop_assert!(len <= b.len());

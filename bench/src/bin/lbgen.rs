@@ -8,7 +8,12 @@
 //!
 //! `lbgen [EAL options] -- --port net_memif0 --dst-mac MAC [--flows N] [--size B]
 //!   [--proto udp|tcp] [--ipv6] [--vips N] [--rate-mpps X] [--new-flows-per-sec N]
-//!   [--seconds S] [--warmup S] [--linger S]`
+//!   [--seconds S] [--warmup S] [--linger S] [--tunnel-overhead B]`
+//!
+//! `--tunnel-overhead B`: frames come back with B bytes of tunnel headers
+//! between the Ethernet header and the packet sent (the system under test
+//! forwarded to a tunnelled backend: 20 for IPIP, 28 for GUE, 50 for VXLAN
+//! over IPv4); the stamp is read after them.
 //!
 //! `--linger S`: after the report, keep the port open, without polling it,
 //! until the link goes down (the system under test closed it) or S seconds
@@ -46,6 +51,7 @@ struct Options {
     seconds: f64,
     warmup: f64,
     linger: f64,
+    tunnel_overhead: usize,
 }
 
 /// Where things are in every frame of a run.
@@ -60,6 +66,8 @@ struct Layout {
     csum_at: usize,
     /// The 16 bytes of magic and TSC stamp.
     stamp_at: usize,
+    /// Tunnel headers in front of the packet in frames that come back.
+    back_shift: usize,
 }
 
 impl Layout {
@@ -78,15 +86,22 @@ impl Layout {
             l4_at,
             csum_at: l4_at + csum,
             stamp_at: l4_at + l4_len,
+            back_shift: o.tunnel_overhead,
         }
     }
 
     /// Is `d` a frame of this run (that came back)?
     fn matches(&self, d: &[u8]) -> bool {
-        d.len() >= self.stamp_at + 16
+        let (proto_at, stamp_at) = (self.proto_at + self.back_shift, self.back_stamp());
+        d.len() >= stamp_at + 16
             && d[12..14] == self.ethertype
-            && d[self.proto_at] == self.proto
-            && d[self.stamp_at..self.stamp_at + 8] == MAGIC.to_le_bytes()
+            && d[proto_at] == self.proto
+            && d[stamp_at..stamp_at + 8] == MAGIC.to_le_bytes()
+    }
+
+    /// Where the stamp is in a frame that came back.
+    fn back_stamp(&self) -> usize {
+        self.stamp_at + self.back_shift
     }
 }
 
@@ -105,6 +120,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         seconds: 5.0,
         warmup: 1.0,
         linger: 0.0,
+        tunnel_overhead: 0,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -136,6 +152,11 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--seconds" => o.seconds = v()?.parse().map_err(|e| format!("--seconds: {e}"))?,
             "--warmup" => o.warmup = v()?.parse().map_err(|e| format!("--warmup: {e}"))?,
             "--linger" => o.linger = v()?.parse().map_err(|e| format!("--linger: {e}"))?,
+            "--tunnel-overhead" => {
+                o.tunnel_overhead = v()?
+                    .parse()
+                    .map_err(|e| format!("--tunnel-overhead: {e}"))?
+            }
             other => return Err(format!("unknown option {other}")),
         }
     }
@@ -374,7 +395,7 @@ fn main() {
                 }
                 rx += 1;
                 let sent = u64::from_le_bytes(
-                    d[at.stamp_at + 8..at.stamp_at + 16]
+                    d[at.back_stamp() + 8..at.back_stamp() + 16]
                         .try_into()
                         .expect("8 bytes"),
                 );
