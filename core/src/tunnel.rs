@@ -376,10 +376,18 @@ pub fn encapsulate(frame: &mut Frame<'_>, w: &Wrap, max_inner: u16) -> Result<()
     }
     let ip = &ip[..inn.len];
     let overhead = w.overhead();
-    let flow = if w.kind == 0 && !w.outer_v6 { 0 } else { entropy(ip, inner_v6) };
+    let flow = if w.kind == 0 && !w.outer_v6 {
+        0
+    } else {
+        entropy(ip, inner_v6)
+    };
     // Over IPv6 the UDP checksum covers the payload: summed before the
     // headers are written over the old Ethernet header.
-    let payload_sum = if w.outer_v6 && w.kind != 0 { inner_sum(ip, inner_v6) } else { 0 };
+    let payload_sum = if w.outer_v6 && w.kind != 0 {
+        inner_sum(ip, inner_v6)
+    } else {
+        0
+    };
     if !frame.prepend(overhead) {
         return Err(DropReason::NoHeadroom);
     }
@@ -395,7 +403,11 @@ pub fn encapsulate(frame: &mut Frame<'_>, w: &Wrap, max_inner: u16) -> Result<()
         tag.copy_from_slice(&f[overhead + 12..overhead + 16]);
         f[12..16].copy_from_slice(&tag);
     }
-    let outer_type = if w.outer_v6 { ETHERTYPE_IPV6 } else { ETHERTYPE_IPV4 };
+    let outer_type = if w.outer_v6 {
+        ETHERTYPE_IPV6
+    } else {
+        ETHERTYPE_IPV4
+    };
     f[l2_len - 2..l2_len].copy_from_slice(&outer_type.to_be_bytes());
 
     let at = l2_len;
@@ -412,7 +424,10 @@ pub fn encapsulate(frame: &mut Frame<'_>, w: &Wrap, max_inner: u16) -> Result<()
     let ip_hdr = if w.outer_v6 { 40 } else { 20 };
     let len16 = |n: usize| u16::try_from(n).unwrap_or(u16::MAX);
     if w.outer_v6 {
-        #[allow(clippy::cast_possible_truncation, reason = "20 bits of the flow's entropy")]
+        #[allow(
+            clippy::cast_possible_truncation,
+            reason = "20 bits of the flow's entropy"
+        )]
         let label = (flow >> 40) as u32 & 0x000f_ffff;
         let first = 0x6000_0000 | u32::from(inn.tos) << 20 | label;
         h[0..4].copy_from_slice(&first.to_be_bytes());
@@ -424,7 +439,11 @@ pub fn encapsulate(frame: &mut Frame<'_>, w: &Wrap, max_inner: u16) -> Result<()
         // DF when the inner packet has it (or is IPv6): the path may not
         // fragment what the client said not to. A fragmentable one keeps
         // its identification so fragments of the outer packet stay apart.
-        let (id, df) = if inn.fragmentable { (inn.ident, 0u8) } else { (0, 0x40) };
+        let (id, df) = if inn.fragmentable {
+            (inn.ident, 0u8)
+        } else {
+            (0, 0x40)
+        };
         let proto = match w.kind {
             0 if inner_v6 => IPPROTO_IPV6,
             0 => IPPROTO_IPIP,
@@ -452,7 +471,10 @@ pub fn encapsulate(frame: &mut Frame<'_>, w: &Wrap, max_inner: u16) -> Result<()
     let u = ip_hdr;
     let udp_len = len16(outer_len - ip_hdr);
     // An ephemeral-range source port (49152..65535) from the flow.
-    #[allow(clippy::cast_possible_truncation, reason = "14 bits of the flow's entropy")]
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "14 bits of the flow's entropy"
+    )]
     let sport = 0xc000 | (flow >> 50) as u16 & 0x3fff;
     h[u..u + 2].copy_from_slice(&sport.to_be_bytes());
     h[u + 4..u + 6].copy_from_slice(&udp_len.to_be_bytes());

@@ -1,21 +1,29 @@
 //! The internet checksum (RFC 1071).
 
 /// One's-complement sum of `data` as big-endian 16-bit words (odd tail padded
-/// with zero), added to `initial`, not yet folded.
+/// with zero), added to `initial`, folded to 16 bits (so a few such sums
+/// add up in a `u32` without overflow) but not complemented.
 #[inline]
 pub fn sum(data: &[u8], initial: u32) -> u32 {
+    // 32-bit words into a 64-bit accumulator: the one's-complement sum of
+    // the 16-bit words is the same once folded (RFC 1071, section 2).
     let mut acc = u64::from(initial);
-    let mut chunks = data.chunks_exact(2);
+    let mut words = data.chunks_exact(4);
+    for w in &mut words {
+        acc += u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]]));
+    }
+    let mut chunks = words.remainder().chunks_exact(2);
     for c in &mut chunks {
         acc += u64::from(u16::from_be_bytes([c[0], c[1]]));
     }
     if let [last] = chunks.remainder() {
         acc += u64::from(u16::from_be_bytes([*last, 0]));
     }
-    while acc >> 32 != 0 {
-        acc = (acc & 0xffff_ffff) + (acc >> 32);
-    }
-    #[allow(clippy::cast_possible_truncation, reason = "folded below 2^32")]
+    acc = (acc & 0xffff_ffff) + (acc >> 32);
+    acc = (acc & 0xffff_ffff) + (acc >> 32);
+    acc = (acc & 0xffff) + (acc >> 16);
+    acc = (acc & 0xffff) + (acc >> 16);
+    #[allow(clippy::cast_possible_truncation, reason = "folded below 2^17")]
     let folded = acc as u32;
     folded
 }
