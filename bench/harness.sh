@@ -59,12 +59,14 @@ done
 case "$PROTO" in udp | tcp) ;; *) echo "harness: --proto $PROTO: udp or tcp" >&2; exit 2 ;; esac
 GEN_ARGS=(--proto "$PROTO" --vips "$VIPS" --rate-mpps "$RATE" --new-flows-per-sec "$NEW_FLOWS")
 [ "$IPV6" = 0 ] || GEN_ARGS+=(--ipv6)
-# Tunnelled backends (IPv4 backends; the tunnel's headers come back to lbgen).
+# Tunnelled backends (IPv4 backends): what lbd sends back carries the
+# tunnel's headers (the baselines' frames do not).
+OVERHEAD=0
 case "$FORWARD" in
     dr) ;;
-    ipip) GEN_ARGS+=(--tunnel-overhead 20) ;;
-    gue) GEN_ARGS+=(--tunnel-overhead 28) ;;
-    vxlan) GEN_ARGS+=(--tunnel-overhead 50) ;;
+    ipip) OVERHEAD=20 ;;
+    gue) OVERHEAD=28 ;;
+    vxlan) OVERHEAD=50 ;;
     *) echo "harness: --forward $FORWARD: dr, ipip, gue or vxlan" >&2; exit 2 ;;
 esac
 [ "$FORWARD" = dr ] || [ "$IPV6" = 0 ] || { echo "harness: --forward with --ipv6 is not set up (IPv4 backends only)" >&2; exit 2; }
@@ -174,11 +176,12 @@ run_one() { # kind round
     # lbgen reports, then lingers without polling; the system under test
     # stops first, and lbgen closes its end after (see lbgen's --linger:
     # memif can free the rings under a peer that is still polling).
-    local out="$WORK/$1-$2.json"
+    local out="$WORK/$1-$2.json" overhead=0
+    [ "$1" != lbd ] || overhead=$OVERHEAD
     : > "$out"
     "$BIN/lbgen" -l 0 "${EAL[@]}" --file-prefix "bgen$$" --vdev "net_memif0,role=client,socket=$sock" \
         -- --port net_memif0 --dst-mac "$SUT_MAC" --flows "$FLOWS" --size "$SIZE" "${GEN_ARGS[@]}" \
-        --seconds "$SECONDS_" --warmup "$WARMUP" --linger 30 > "$out" 2> "$WORK/gen.err" &
+        --tunnel-overhead "$overhead" --seconds "$SECONDS_" --warmup "$WARMUP" --linger 30 > "$out" 2> "$WORK/gen.err" &
     local gen=$!
     while kill -0 "$gen" 2>/dev/null && ! grep -q '^{' "$out"; do sleep 0.1; done
     [ -z "$churn" ] || wait "$churn" || { echo "harness: lbchurn failed" >&2; exit 1; }
