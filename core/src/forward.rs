@@ -2108,6 +2108,49 @@ mod tests {
         );
     }
 
+    /// An ICMP error about a flow of a tunnelled backend reaches it
+    /// through its tunnel, the error whole inside.
+    #[test]
+    fn frag_needed_reaches_a_tunnelled_backend_through_its_tunnel() {
+        use crate::tunnel::{Encap, DEFAULT_VXLAN_PORT};
+        let encap = Encap::Vxlan {
+            port: DEFAULT_VXLAN_PORT,
+            vni: 9,
+            inner_mac: CLIENT_MAC,
+        };
+        let s = Snapshot::build(&tunnelled(spec([BackendState::Up; 5]), encap)).unwrap();
+        let mut t = table();
+        let mut f = syn(3100);
+        let Action::Forward { slot, .. } = decide(&mut f, &s, &mut t, 0) else {
+            panic!()
+        };
+        let reply = build::ipv4(VIP4, CLIENT4, 6, &build::tcp(443, 3100, ACK, &[0; 1400], 0));
+        let icmp = build::icmp4_frag_needed(
+            PORT_MAC,
+            MacAddr([2, 0, 0, 0, 0, 0xee]),
+            Ipv4Addr::new(203, 0, 113, 1),
+            &reply,
+            1400,
+        );
+        let mut buf = in_room(&icmp);
+        let mut f = Frame::new(&mut buf, 128, icmp.len()).unwrap();
+        assert_eq!(
+            decide_frame(&mut f, &s, &mut t, 1),
+            Action::IcmpToBackend { vip: 0, slot }
+        );
+        assert_eq!(f.len(), icmp.len() + 50, "VXLAN's 50 bytes in front");
+        assert_eq!(&f[..6], &backend_mac(slot).0, "to the next hop");
+        assert_eq!(
+            &f[14 + 16..14 + 20],
+            &[192, 0, 2, 10 + u8::try_from(slot).unwrap()]
+        );
+        assert_eq!(
+            f[f.len() - (icmp.len() - 14)..],
+            icmp[14..],
+            "the error, whole"
+        );
+    }
+
     #[test]
     fn frag_needed_reaches_the_flows_backend() {
         let s = all_up();
