@@ -360,6 +360,25 @@ fn put<const N: usize>(dst: &mut [u8], hdr: &[u8; 70]) {
 /// ICMP error) is dropped as `oversize`.
 #[inline]
 pub fn encapsulate(frame: &mut Frame<'_>, w: &Wrap, max_inner: u16) -> Result<(), DropReason> {
+    // One copy of the path per method and family, so every test of the
+    // method below is decided at compile time.
+    match (w.kind, w.outer_v6) {
+        (0, false) => wrap_as::<0, false>(frame, w, max_inner),
+        (0, true) => wrap_as::<0, true>(frame, w, max_inner),
+        (1, false) => wrap_as::<1, false>(frame, w, max_inner),
+        (1, true) => wrap_as::<1, true>(frame, w, max_inner),
+        (2, false) => wrap_as::<2, false>(frame, w, max_inner),
+        _ => wrap_as::<2, true>(frame, w, max_inner),
+    }
+}
+
+/// [`encapsulate`] for method `KIND` (0 IPIP, 1 GUE, 2 VXLAN) over IPv6 or not.
+#[inline(always)]
+fn wrap_as<const KIND: u8, const V6: bool>(
+    frame: &mut Frame<'_>,
+    w: &Wrap,
+    max_inner: u16,
+) -> Result<(), DropReason> {
     let (l2_len, ethertype) = l2(frame).ok_or(DropReason::Truncated)?;
     let inner_v6 = match ethertype {
         ETHERTYPE_IPV4 => false,
@@ -375,15 +394,15 @@ pub fn encapsulate(frame: &mut Frame<'_>, w: &Wrap, max_inner: u16) -> Result<()
         return Err(DropReason::Oversize);
     }
     let ip = &ip[..inn.len];
-    let overhead = w.overhead();
-    let flow = if w.kind == 0 && !w.outer_v6 {
+    let overhead = (if V6 { 40 } else { 20 }) + [0, UDP, UDP + VXLAN + ETH][usize::from(KIND)];
+    let flow = if KIND == 0 && !V6 {
         0
     } else {
         entropy(ip, inner_v6)
     };
     // Over IPv6 the UDP checksum covers the payload: summed before the
     // headers are written over the old Ethernet header.
-    let payload_sum = if w.outer_v6 && w.kind != 0 {
+    let payload_sum = if V6 && KIND != 0 {
         inner_sum(ip, inner_v6)
     } else {
         0
@@ -403,11 +422,7 @@ pub fn encapsulate(frame: &mut Frame<'_>, w: &Wrap, max_inner: u16) -> Result<()
         tag.copy_from_slice(&f[overhead + 12..overhead + 16]);
         f[12..16].copy_from_slice(&tag);
     }
-    let outer_type = if w.outer_v6 {
-        ETHERTYPE_IPV6
-    } else {
-        ETHERTYPE_IPV4
-    };
+    let outer_type = if V6 { ETHERTYPE_IPV6 } else { ETHERTYPE_IPV4 };
     f[l2_len - 2..l2_len].copy_from_slice(&outer_type.to_be_bytes());
 
     let at = l2_len;
@@ -421,9 +436,9 @@ pub fn encapsulate(frame: &mut Frame<'_>, w: &Wrap, max_inner: u16) -> Result<()
         _ => put::<70>(h, &w.hdr),
     }
     let outer_len = overhead + inn.len;
-    let ip_hdr = if w.outer_v6 { 40 } else { 20 };
+    let ip_hdr = if V6 { 40 } else { 20 };
     let len16 = |n: usize| u16::try_from(n).unwrap_or(u16::MAX);
-    if w.outer_v6 {
+    if V6 {
         #[allow(
             clippy::cast_possible_truncation,
             reason = "20 bits of the flow's entropy"
@@ -432,7 +447,7 @@ pub fn encapsulate(frame: &mut Frame<'_>, w: &Wrap, max_inner: u16) -> Result<()
         let first = 0x6000_0000 | u32::from(inn.tos) << 20 | label;
         h[0..4].copy_from_slice(&first.to_be_bytes());
         h[4..6].copy_from_slice(&len16(outer_len - 40).to_be_bytes());
-        if w.kind == 0 {
+        if KIND == 0 {
             h[6] = if inner_v6 { IPPROTO_IPV6 } else { IPPROTO_IPIP };
         }
     } else {
@@ -444,7 +459,7 @@ pub fn encapsulate(frame: &mut Frame<'_>, w: &Wrap, max_inner: u16) -> Result<()
         } else {
             (0, 0x40)
         };
-        let proto = match w.kind {
+        let proto = match KIND {
             0 if inner_v6 => IPPROTO_IPV6,
             0 => IPPROTO_IPIP,
             _ => IPPROTO_UDP,
@@ -456,7 +471,7 @@ pub fn encapsulate(frame: &mut Frame<'_>, w: &Wrap, max_inner: u16) -> Result<()
         h[9] = proto;
         // The template's sum, plus what this packet put in the zero words
         // (the protocol is zero in the template for IPIP).
-        let ipip = if w.kind == 0 { u32::from(proto) } else { 0 };
+        let ipip = if KIND == 0 { u32::from(proto) } else { 0 };
         let s = w.fixed_sum
             + u32::from(inn.tos)
             + u32::from(len16(outer_len))
@@ -465,7 +480,7 @@ pub fn encapsulate(frame: &mut Frame<'_>, w: &Wrap, max_inner: u16) -> Result<()
             + ipip;
         h[10..12].copy_from_slice(&checksum::finish(s).to_be_bytes());
     }
-    if w.kind == 0 {
+    if KIND == 0 {
         return Ok(());
     }
     let u = ip_hdr;
@@ -478,14 +493,14 @@ pub fn encapsulate(frame: &mut Frame<'_>, w: &Wrap, max_inner: u16) -> Result<()
     let sport = 0xc000 | (flow >> 50) as u16 & 0x3fff;
     h[u..u + 2].copy_from_slice(&sport.to_be_bytes());
     h[u + 4..u + 6].copy_from_slice(&udp_len.to_be_bytes());
-    if w.kind == 2 {
+    if KIND == 2 {
         let e = u + UDP + VXLAN + 12;
         h[e..e + 2].copy_from_slice(&ethertype.to_be_bytes());
     }
-    if w.outer_v6 {
+    if V6 {
         // The length counts twice: in the pseudo-header and the UDP header.
         let mut s = w.fixed_sum + payload_sum + u32::from(sport) + 2 * u32::from(udp_len);
-        if w.kind == 2 {
+        if KIND == 2 {
             s += u32::from(ethertype);
         }
         // 0 means "no checksum"; its one's-complement twin is sent instead.
