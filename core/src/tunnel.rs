@@ -188,7 +188,7 @@ fn entropy(ip: &[u8], v6: bool) -> u64 {
 }
 
 /// The one's-complement sum of the inner IP packet `ip` (`len` bytes),
-/// not folded. Where the packet's own checksums cover its transport
+/// not complemented. Where the packet's own checksums cover its transport
 /// segment (a TCP or UDP packet with a checksum, an ICMP message, not a
 /// fragment) that segment's sum is the complement of its pseudo-header's
 /// and is not read; otherwise the bytes are summed. A packet whose
@@ -211,11 +211,10 @@ fn inner_sum(ip: &[u8], v6: bool) -> u32 {
         if !covered {
             return checksum::sum(ip, 0);
         }
+        // The header's sum less the pseudo-header's: the addresses are in
+        // both and cancel, so only the first 8 bytes are read.
         let len = u32::try_from(seg.len()).unwrap_or(0);
-        let src: [u8; 16] = h[8..24].try_into().unwrap_or_default();
-        let dst: [u8; 16] = h[24..40].try_into().unwrap_or_default();
-        let pseudo = checksum::ipv6_pseudo(&src, &dst, len, next);
-        checksum::sum(h, u32::from(!fold(pseudo)))
+        checksum::sum(&h[..8], u32::from(!fold(len + u32::from(next))))
     } else {
         let ihl = usize::from(ip.first().map_or(5, |b| b & 0x0f)) * 4;
         let (Some(h), Some(seg)) = (ip.get(..ihl), ip.get(ihl..)) else {
@@ -232,9 +231,13 @@ fn inner_sum(ip: &[u8], v6: bool) -> u32 {
             IPPROTO_TCP | IPPROTO_UDP
                 if proto == IPPROTO_TCP || seg.get(6..8).is_some_and(|c| c != [0, 0]) =>
             {
+                // As for IPv6: the addresses cancel against the pseudo-header's.
                 let len = u16::try_from(seg.len()).unwrap_or(0);
-                let pseudo = checksum::sum(&h[12..20], u32::from(proto) + u32::from(len));
-                checksum::sum(h, u32::from(!fold(pseudo)))
+                let rest = checksum::sum(
+                    &h[20..],
+                    u32::from(!fold(u32::from(proto) + u32::from(len))),
+                );
+                checksum::sum(&h[..12], rest)
             }
             _ => checksum::sum(ip, 0),
         }
