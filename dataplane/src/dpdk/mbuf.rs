@@ -144,9 +144,9 @@ unsafe fn seg_frame<'a>(m: *mut rte_mbuf) -> Frame<'a> {
     let head = usize::from(unsafe { dpdk_sys::lb_rte_pktmbuf_headroom(m) });
     // SAFETY: valid mbuf (caller).
     let len = usize::from(unsafe { dpdk_sys::lb_rte_pktmbuf_data_len(m) });
-    // SAFETY: the headroom is the `head` bytes of the mbuf's own buffer
-    // right before the data, so `mtod - head .. mtod + len` lies inside it;
-    // exclusive by the caller's contract.
+    // The headroom is the `head` bytes of the mbuf's own buffer right
+    // before the data, so `mtod - head .. mtod + len` lies inside it.
+    // SAFETY: inside the mbuf's buffer (above); exclusive by the caller's contract.
     let buf = unsafe {
         std::slice::from_raw_parts_mut(
             dpdk_sys::lb_rte_pktmbuf_mtod(m).cast::<u8>().sub(head),
