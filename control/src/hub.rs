@@ -1032,7 +1032,7 @@ mod tests {
             .find(|(_, b)| b.addr == ip("10.20.0.11"))
             .unwrap();
         assert_eq!(b.mac, Some(gw), "the gateway's MAC");
-        assert!(b.tunnel.is_some());
+        assert!(b.wrap.is_some());
         assert_eq!(c.backend_mac(&ip("10.20.0.11"), &gue), Some(gw));
         assert_eq!(c.effective_weight(&vip, &ip("10.20.0.11")), 1);
         assert!(c.mac_since(&ip("10.20.0.11")).is_some());

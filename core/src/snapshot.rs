@@ -113,9 +113,8 @@ pub struct SnapshotBackend {
     /// Index of its VIP in [`Snapshot::vips`].
     pub vip: u32,
     /// Reached through a tunnel ([`crate::tunnel`]) rather than by its MAC
-    /// alone; `mac` is then the next hop's (a gateway, or the backend).
-    pub tunnel: Option<Tunnel>,
-    /// Its tunnel's outer headers, built once ([`Tunnel::wrap`]).
+    /// alone, with these outer headers, built once ([`Tunnel::wrap`]);
+    /// `mac` is then the next hop's (a gateway, or the backend).
     pub wrap: Option<Wrap>,
     /// The largest client IP packet its tunnel fits within the port's MTU
     /// (`u16::MAX` for DR: nothing is added).
@@ -332,6 +331,7 @@ impl Snapshot {
                 if let Some(t) = &b.tunnel {
                     check_tunnel(key, b.addr, t)?;
                 }
+                let wrap = b.tunnel.map(|t| t.wrap(b.addr, spec.mac));
                 backends[slot] = Some(SnapshotBackend {
                     addr: b.addr,
                     mac: b.mac,
@@ -339,11 +339,8 @@ impl Snapshot {
                     weight: b.weight,
                     incarnation: b.id.incarnation,
                     vip: vi,
-                    tunnel: b.tunnel,
-                    wrap: b.tunnel.map(|t| t.wrap(b.addr, spec.mac)),
-                    max_inner: b
-                        .tunnel
-                        .map_or(u16::MAX, |t| t.max_inner(b.addr, DEFAULT_MTU)),
+                    max_inner: wrap.map_or(u16::MAX, |w| w.max_inner(DEFAULT_MTU)),
+                    wrap,
                 });
                 slots.push(b.id.slot);
             }
@@ -453,8 +450,8 @@ impl Snapshot {
     pub fn with_mtu(mut self, mtu: u16) -> Snapshot {
         self.mtu = mtu;
         for b in self.backends.iter_mut().flatten() {
-            if let Some(t) = b.tunnel {
-                b.max_inner = t.max_inner(b.addr, mtu);
+            if let Some(w) = &b.wrap {
+                b.max_inner = w.max_inner(mtu);
             }
         }
         self

@@ -106,13 +106,7 @@ pub struct Tunnel {
     pub source: IpAddr,
 }
 
-impl Tunnel {
-    /// The largest client IP packet that fits `mtu` once wrapped for `remote`.
-    pub fn max_inner(&self, remote: IpAddr, mtu: u16) -> u16 {
-        let o = self.encap.overhead(remote.is_ipv6());
-        u16::try_from(usize::from(mtu).saturating_sub(o)).unwrap_or(0)
-    }
-}
+impl Tunnel {}
 
 /// The L2 header's length and the ethertype it announces, for an untagged
 /// or single-tagged frame.
@@ -345,6 +339,11 @@ impl Wrap {
     pub fn overhead(&self) -> usize {
         usize::from(self.len)
     }
+
+    /// The largest client IP packet that fits `mtu` once wrapped.
+    pub fn max_inner(&self, mtu: u16) -> u16 {
+        u16::try_from(usize::from(mtu).saturating_sub(self.overhead())).unwrap_or(0)
+    }
 }
 
 /// Copy `N` bytes of the template: a fixed size, so no call to memcpy.
@@ -359,7 +358,7 @@ fn put<const N: usize>(dst: &mut [u8], hdr: &[u8; 70]) {
 /// next hop's MAC, its source ours) in `w`, using the room before it. The
 /// L2 header (VLAN tag included) stays the outer one; padding after the
 /// inner packet is cut. The caller has checked the size against the MTU
-/// with [`Tunnel::max_inner`]; a packet that slipped past (a fragment, an
+/// with [`Wrap::max_inner`]; a packet that slipped past (a fragment, an
 /// ICMP error) is dropped as `oversize`.
 #[inline]
 pub fn encapsulate(frame: &mut Frame<'_>, w: &Wrap, max_inner: u16) -> Result<(), DropReason> {
