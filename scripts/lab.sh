@@ -836,18 +836,12 @@ cmd_requests() {
         "http://$VIP/name?r=[1-$1]" | sed 's/^$/FAILED/'
 }
 
-# The downloads start from one process inside the client's namespace: 50
-# `ip netns exec` in a row (each a mount namespace and a /sys remount) can
-# take longer on a loaded machine than the downloads last, and then they
-# are never all running at once.
-cmd_downloads() { in_ns client bash "$ROOT/scripts/lab.sh" downloads-in-client "$1" "$2"; }
-
-cmd_downloads_in_client() {
+cmd_downloads() {
     local n=$1 rate=$2 out
     out=$(mktemp -d)
     for i in $(seq "$n"); do
         # --speed-limit/--speed-time: a download stalled 15 s counts as failed.
-        curl -s -o /dev/null --limit-rate "$rate" --speed-limit 1000 \
+        in_ns client curl -s -o /dev/null --limit-rate "$rate" --speed-limit 1000 \
             --speed-time 15 -w '%{http_code} %{size_download} %header{x-backend}\n' \
             "http://$VIP/large?d=$i" > "$out/$i" 2>/dev/null &
     done
@@ -916,7 +910,6 @@ main() {
         port-requests) cmd_port_requests "$1" "$2" ;;
         nexthops) cmd_nexthops ;;
         downloads) cmd_downloads "$1" "$2" ;;
-        downloads-in-client) cmd_downloads_in_client "$1" "$2" ;;
         hls) cmd_hls "$1" ;;
         upload) cmd_upload "$1" "$2" ;;
         tunnel-backends) cmd_tunnel_backends ;;
