@@ -65,7 +65,6 @@
 #                       lbctl options; the demo uses them too)
 #   nexthops            (ecmp) the router's next hops for the VIP, one per line
 #   wait-healthy N      until N backends pass their checks
-#   wait-connections N  until the client has N established connections to the VIP
 #   metrics             lbd's Prometheus metrics (scraped in its namespace)
 #   http PATH           GET PATH on the metrics listener (/healthz, /readyz): body, then the status
 #   lbd-reload          SIGHUP to lbd (reload its state file)
@@ -86,7 +85,9 @@
 #                       order, within 40000-44999, reserved for it); prints
 #                       "port backend" (or "port FAILED:reason") each
 #   downloads N RATE    N parallel downloads of /large at RATE (curl --limit-rate);
-#                       prints "exit code size backend" per download when all end
+#                       prints "connected K" once all N have connected (K < N
+#                       after 20 s without), then "exit code size backend" per
+#                       download when all end
 #   hls SECONDS         fetch the playlist and its segments in a loop (one retry
 #                       per fetch); prints "fetches N failed M"
 #   upload MB NAME      (any topology) PUT MB MiB of random data from the client to
@@ -813,17 +814,6 @@ cmd_wait_healthy() {
     die "fewer than $1 healthy backends after 20 s"
 }
 
-cmd_wait_connections() {
-    local n
-    for _ in $(seq 200); do
-        n=$(in_ns client ss -Htn state established dst "$VIP" dport = ":$VIP_PORT" | wc -l)
-        [ "$n" -ge "$1" ] && return 0
-        sleep 0.1
-    done
-    in_ns client ss -tn dst "$VIP" | awk '{print $1}' | sort | uniq -c >&2
-    die "$n of $1 connections to the VIP established after 20 s"
-}
-
 cmd_metrics() { in_ns "lb$SFX" curl -sf "http://$METRICS/metrics"; }
 # "CODE BODY" of GET PATH on the metrics listener (/healthz, /readyz).
 cmd_http() { in_ns "lb$SFX" curl -s --max-time 5 -w ' %{http_code}' "http://$METRICS$1"; }
@@ -837,20 +827,37 @@ cmd_requests() {
 }
 
 cmd_downloads() {
-    local n=$1 rate=$2 out
+    local n=$1 rate=$2 out connected=0
     out=$(mktemp -d)
     for i in $(seq "$n"); do
         # --speed-limit/--speed-time: a download stalled 15 s counts as failed.
-        in_ns client curl -s -o /dev/null --limit-rate "$rate" --speed-limit 1000 \
+        # The trace (-v) says when this one has connected.
+        in_ns client curl -s -v -o /dev/null --limit-rate "$rate" --speed-limit 1000 \
             --speed-time 15 -w '%{http_code} %{size_download} %header{x-backend}\n' \
-            "http://$VIP/large?d=$i" > "$out/$i" 2>/dev/null &
+            "http://$VIP/large?d=$i" > "$out/$i.out" 2> "$out/$i.trace" &
     done
+    # Each download's own "Connected to", not a count of sockets at one
+    # moment: a slow machine starting the curls one by one may never have
+    # them all open at once.
+    for _ in $(seq 200); do
+        connected=$(cat "$out"/*.trace | grep -c '^\* Connected to' || true)
+        [ "$connected" -ge "$n" ] && break
+        sleep 0.1
+    done
+    echo "connected $connected"
+    if [ "$connected" -lt "$n" ]; then
+        echo "lab: $connected of $n downloads connected after 20 s; client sockets to the VIP:" >&2
+        in_ns client ss -tan dst "$VIP" | awk '{print $1}' | sort | uniq -c >&2
+        for t in "$out"/*.trace; do
+            grep -qs '^\* Connected to' "$t" || { echo "--- ${t##*/}:"; tail -n 5 "$t"; } >&2
+        done
+    fi
     local i=0
     for pid in $(jobs -p); do
         i=$((i + 1))
         local rc=0
         wait "$pid" || rc=$?
-        echo "$rc $(cat "$out/$i")"
+        echo "$rc $(cat "$out/$i.out")"
     done
     rm -rf "$out"
 }
@@ -891,7 +898,6 @@ main() {
         configure) cmd_configure "$@" ;;
         check-options) cmd_check_options ;;
         wait-healthy) cmd_wait_healthy "$1" ;;
-        wait-connections) cmd_wait_connections "$1" ;;
         metrics) cmd_metrics ;;
         http) cmd_http "$1" ;;
         lbd-reload) cmd_lbd_reload ;;
