@@ -51,6 +51,8 @@ pub fn snapshot_via(backends: u16, table_size: u32, encap: Option<Encap>, v6: bo
             proto,
         },
         table_size,
+        quic: None,
+        drain: Default::default(),
         idle: Default::default(),
         backends: (first..first + backends)
             .map(|i| BackendSpec {
@@ -62,6 +64,7 @@ pub fn snapshot_via(backends: u16, table_size: u32, encap: Option<Encap>, v6: bo
                 mac: Some(MacAddr([0x02, 0xbe, 0, 0, (i >> 8) as u8, i as u8])),
                 state: BackendState::Up,
                 tunnel: encap.map(|encap| Tunnel { encap, source }),
+                server_id: None,
                 weight: 1,
             })
             .collect(),

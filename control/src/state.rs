@@ -842,6 +842,8 @@ impl DesiredState {
                 key: *key,
                 idle: v.idle,
                 table_size: v.table_size,
+                quic: None,
+                drain: Default::default(),
                 backends: v
                     .backends
                     .iter()
@@ -861,6 +863,7 @@ impl DesiredState {
                             mac: fixed.or_else(|| mac_of(&hop)).filter(|_| usable),
                             state: b.settings.state(),
                             tunnel,
+                            server_id: None,
                         }
                     })
                     .collect(),

@@ -31,6 +31,7 @@ use crate::packet::icmpv6::{self, Icmpv6Packet, NEIGHBOR_ADVERT, NEIGHBOR_SOLICI
 use crate::packet::ipv4::Ipv4Packet;
 use crate::packet::ipv6::Ipv6Packet;
 use crate::packet::l4::{self, TcpHeader, UdpHeader, PROTO_TCP, PROTO_UDP};
+use crate::quic;
 use crate::snapshot::{BackendRef, Proto, Snapshot, SnapshotBackend, VipKey, MAX_BACKEND_SLOTS};
 use crate::tunnel;
 
@@ -47,6 +48,8 @@ pub enum Action {
         /// The backend's slot in the snapshot ([`Snapshot::backend`]).
         slot: u16,
         new_flow: bool,
+        /// On a VIP in QUIC mode, how the packet was placed.
+        quic: Option<quic::Route>,
     },
     /// The packet would exceed the port's MTU once encapsulated for its
     /// backend's tunnel and may not be fragmented: the frame is now the
@@ -95,12 +98,14 @@ pub enum Action {
 /// so a burst of them lives on the stack.
 #[derive(Debug, Clone, Copy)]
 pub enum Classified {
-    /// TCP or UDP to a VIP. `tcp_flags` is `None` for UDP.
+    /// TCP or UDP to a VIP. `tcp_flags` is `None` for UDP; `l4_at` is the
+    /// offset of the TCP or UDP header in the frame.
     Flow {
         vip: u32,
         key: FlowKey,
         hash: u64,
         tcp_flags: Option<u8>,
+        l4_at: u16,
     },
     /// A fragment to a VIP: Maglev on the 3-tuple hash, no flow entry.
     Fragment {
@@ -290,6 +295,7 @@ fn classify_ipv4(b: &[u8], missing: usize, snap: &Snapshot) -> Classified {
                 proto,
                 FlowKey::v4(src, dst4, sport, dport, proto),
                 flags,
+                14 + ip.header_len(),
             )
         }
         PROTO_ICMP => {
@@ -389,7 +395,7 @@ fn classify_ipv6(
                 dst_port: dport,
                 proto,
             };
-            flow(snap, dst, proto, key, flags)
+            flow(snap, dst, proto, key, flags, 14 + ip.upper_offset())
         }
         PROTO_ICMPV6 => {
             let icmp = tri!(Icmpv6Packet::new_checked(ip.upper_payload()));
@@ -453,6 +459,7 @@ fn flow(
     proto: u8,
     key: FlowKey,
     tcp_flags: Option<u8>,
+    l4_at: usize,
 ) -> Classified {
     let Some(proto) = Proto::from_number(proto) else {
         return Classified::Drop(DropReason::UnknownVipPort);
@@ -467,6 +474,8 @@ fn flow(
             hash: flow_hash(&key),
             key,
             tcp_flags,
+            // Headers that long are no frame this port takes.
+            l4_at: u16::try_from(l4_at).unwrap_or(u16::MAX),
         },
         None => Classified::Drop(DropReason::UnknownVipPort),
     }
@@ -515,57 +524,16 @@ pub fn apply(
             key,
             hash,
             tcp_flags,
+            l4_at,
         } => {
-            // One flow-table lookup: keep the pinned backend while it takes
-            // flows, re-pin when it went away, insert when new. Each path
-            // reads its backend once, MAC included.
-            let (backend, mac, new_flow, moved) = match flows.lookup(&key, hash, now) {
-                Some(e) => {
-                    // A new connection on the 5-tuple of a closed one (the
-                    // client reused its port) is a new flow: it goes where the
-                    // table says now, so a draining backend gets none.
-                    let reused = e.state() == FlowState::Closing && tcp_flags.is_some_and(bare_syn);
-                    let pinned = if reused {
-                        None
-                    } else {
-                        usable(snap, e.backend(), vip)
-                    };
-                    let (slot, mac, moved) = match pinned {
-                        Some((slot, Some(mac))) => (slot, mac, None),
-                        Some((_, None)) => return Action::Drop(DropReason::BackendUnresolved),
-                        None => match picked(snap, vip, hash) {
-                            Ok((slot, b, mac)) => {
-                                (slot, mac, Some(e.repin(vip, backend_ref(slot, b))))
-                            }
-                            Err(reason) => return Action::Drop(reason),
-                        },
-                    };
-                    e.observe(tcp_flags, now);
-                    (slot, mac, reused, moved)
+            if tcp_flags.is_none() && snap.quic_vips() {
+                if let Some((mode, ids)) = snap.vip(vip).and_then(|v| v.quic.as_ref()) {
+                    let payload = udp_payload(frame, l4_at);
+                    let header = quic::parse(payload, mode.server_id_len);
+                    return quic_flow(header, ids, vip, &key, hash, frame, snap, flows, now);
                 }
-                // Not pinned while unresolved: the retransmission finds the MAC.
-                None => match picked(snap, vip, hash) {
-                    Ok((slot, b, mac)) => {
-                        let idle = snap.vip(vip).map(|v| v.idle).unwrap_or_default();
-                        let r = backend_ref(slot, b);
-                        let inserted = flows.insert_with(&key, hash, vip, r, now, idle);
-                        (slot, mac, inserted != Insert::Updated, None)
-                    }
-                    Err(reason) => return Action::Drop(reason),
-                },
-            };
-            if let Some(m) = moved {
-                flows.moved(m);
             }
-            if let Some(a) = fits(frame, snap, backend) {
-                return a;
-            }
-            rewrite_to(frame, mac, snap.mac);
-            Action::Forward {
-                vip,
-                slot: backend,
-                new_flow,
-            }
+            flow_action(vip, &key, hash, tcp_flags, frame, snap, flows, now)
         }
         Classified::Fragment { vip, hash } => match picked(snap, vip, hash) {
             Ok((backend, _, mac)) => {
@@ -574,6 +542,7 @@ pub fn apply(
                     vip,
                     slot: backend,
                     new_flow: false,
+                    quic: None,
                 }
             }
             Err(reason) => Action::Drop(reason),
@@ -614,6 +583,161 @@ pub fn apply(
         Classified::ToKernel => Action::ToKernel,
         Classified::Drop(r) => Action::Drop(r),
     }
+}
+
+/// A TCP or UDP packet of a flow: the flow table, else Maglev on its hash.
+#[inline(always)]
+#[allow(clippy::too_many_arguments, reason = "the decision's inputs, inlined")]
+fn flow_action(
+    vip: u32,
+    key: &FlowKey,
+    hash: u64,
+    tcp_flags: Option<u8>,
+    frame: &mut [u8],
+    snap: &Snapshot,
+    flows: &mut FlowTable,
+    now: u32,
+) -> Action {
+    // One flow-table lookup: keep the pinned backend while it takes
+    // flows, re-pin when it went away, insert when new. Each path
+    // reads its backend once, MAC included.
+    let (backend, mac, new_flow, moved) = match flows.lookup(key, hash, now) {
+        Some(e) => {
+            // A new connection on the 5-tuple of a closed one (the
+            // client reused its port) is a new flow: it goes where the
+            // table says now, so a draining backend gets none.
+            let reused = e.state() == FlowState::Closing && tcp_flags.is_some_and(bare_syn);
+            let pinned = if reused {
+                None
+            } else {
+                usable(snap, e.backend(), vip)
+            };
+            let (slot, mac, moved) = match pinned {
+                Some((slot, Some(mac))) => (slot, mac, None),
+                Some((_, None)) => return Action::Drop(DropReason::BackendUnresolved),
+                None => match picked(snap, vip, hash) {
+                    Ok((slot, b, mac)) => (slot, mac, Some(e.repin(vip, backend_ref(slot, b)))),
+                    Err(reason) => return Action::Drop(reason),
+                },
+            };
+            e.observe(tcp_flags, now);
+            (slot, mac, reused, moved)
+        }
+        // Not pinned while unresolved: the retransmission finds the MAC.
+        None => match picked(snap, vip, hash) {
+            Ok((slot, b, mac)) => {
+                let idle = snap.vip(vip).map(|v| v.idle).unwrap_or_default();
+                let r = backend_ref(slot, b);
+                let inserted = flows.insert_with(key, hash, vip, r, now, idle);
+                (slot, mac, inserted != Insert::Updated, None)
+            }
+            Err(reason) => return Action::Drop(reason),
+        },
+    };
+    if let Some(m) = moved {
+        flows.moved(m);
+    }
+    if let Some(a) = fits(frame, snap, backend) {
+        return a;
+    }
+    rewrite_to(frame, mac, snap.mac);
+    Action::Forward {
+        vip,
+        slot: backend,
+        new_flow,
+        quic: None,
+    }
+}
+
+/// A datagram to a VIP in QUIC mode ([`quic`]): to the backend its server
+/// id names while that backend keeps flows; an opening packet without a
+/// known id by Maglev on its DCID; anything else as UDP.
+#[inline(never)]
+#[allow(clippy::too_many_arguments, reason = "the decision's inputs")]
+fn quic_flow(
+    header: quic::Header,
+    ids: &quic::IdTable,
+    vip: u32,
+    key: &FlowKey,
+    hash: u64,
+    frame: &mut [u8],
+    snap: &Snapshot,
+    flows: &mut FlowTable,
+    now: u32,
+) -> Action {
+    let as_udp = |route, frame: &mut [u8], flows: &mut FlowTable| match flow_action(
+        vip, key, hash, None, frame, snap, flows, now,
+    ) {
+        Action::Forward {
+            vip,
+            slot,
+            new_flow,
+            ..
+        } => Action::Forward {
+            vip,
+            slot,
+            new_flow,
+            quic: Some(route),
+        },
+        other => other,
+    };
+    let (id, opening) = match header {
+        quic::Header::First { id, dcid_hash } => (id, Some(dcid_hash)),
+        quic::Header::Other { id } => (id, None),
+        quic::Header::Unparsed => return as_udp(quic::Route::Unparsed, frame, flows),
+    };
+    if let Some(slot) = id.and_then(|id| ids.slot(id)) {
+        return match snap.resolve_slot(slot, vip).filter(|b| b.keeps_flows()) {
+            Some(b) => {
+                let Some(mac) = b.mac else {
+                    return Action::Drop(DropReason::BackendUnresolved);
+                };
+                to_backend(frame, snap, vip, slot, mac, quic::Route::ById)
+            }
+            None => as_udp(quic::Route::IdDown, frame, flows),
+        };
+    }
+    match opening {
+        Some(h) => match picked(snap, vip, h) {
+            Ok((slot, _, mac)) => to_backend(frame, snap, vip, slot, mac, quic::Route::Initial),
+            Err(reason) => Action::Drop(reason),
+        },
+        None => as_udp(quic::Route::UnknownId, frame, flows),
+    }
+}
+
+/// A QUIC packet placed without the flow table: fitted, rewritten.
+#[inline(always)]
+fn to_backend(
+    frame: &mut [u8],
+    snap: &Snapshot,
+    vip: u32,
+    slot: u16,
+    mac: MacAddr,
+    route: quic::Route,
+) -> Action {
+    if let Some(a) = fits(frame, snap, slot) {
+        return a;
+    }
+    rewrite_to(frame, mac, snap.mac);
+    Action::Forward {
+        vip,
+        slot,
+        new_flow: false,
+        quic: Some(route),
+    }
+}
+
+/// The UDP payload of a frame whose UDP header is at `l4_at`, as far as
+/// the frame (its first segment) holds it and the UDP length says.
+#[inline(always)]
+fn udp_payload(frame: &[u8], l4_at: u16) -> &[u8] {
+    let at = usize::from(l4_at);
+    let len = frame
+        .get(at + 4..at + 6)
+        .map_or(0, |l| usize::from(u16::from_be_bytes([l[0], l[1]])));
+    let end = (at + len).min(frame.len());
+    frame.get(at + 8..end).unwrap_or_default()
 }
 
 /// `None` when the frame fits its backend's way out (always for DR, where
@@ -1060,6 +1184,7 @@ mod tests {
             mac: Some(backend_mac(slot)),
             state,
             tunnel: None,
+            server_id: None,
         }
     }
 
@@ -1078,6 +1203,8 @@ mod tests {
                         proto: Proto::Tcp,
                     },
                     table_size: 251,
+                    quic: None,
+                    drain: Default::default(),
                     backends: (0..3).map(|s| backend(s, states[s as usize])).collect(),
                 },
                 VipSpec {
@@ -1088,6 +1215,8 @@ mod tests {
                         proto: Proto::Udp,
                     },
                     table_size: 251,
+                    quic: None,
+                    drain: Default::default(),
                     backends: (3..5).map(|s| backend(s, states[s as usize])).collect(),
                 },
             ],
@@ -1336,6 +1465,7 @@ mod tests {
             vip: 0,
             slot: backend,
             new_flow: true,
+            quic: None,
         } = decide(&mut out, &s, &mut t, 0)
         else {
             panic!("expected a forward");
@@ -1350,7 +1480,8 @@ mod tests {
             Action::Forward {
                 vip: 0,
                 slot: backend,
-                new_flow: false
+                new_flow: false,
+                quic: None
             }
         );
         assert_eq!(t.stats().active, 1);
@@ -1388,7 +1519,8 @@ mod tests {
             Action::Forward {
                 vip: 0,
                 slot: backend,
-                new_flow: false
+                new_flow: false,
+                quic: None
             }
         );
         // A new flow never lands on the draining backend.
@@ -1416,7 +1548,8 @@ mod tests {
             Action::Forward {
                 vip: 0,
                 slot: moved,
-                new_flow: false
+                new_flow: false,
+                quic: None
             }
         );
     }
@@ -1456,7 +1589,8 @@ mod tests {
             Action::Forward {
                 vip: 0,
                 slot: b,
-                new_flow: false
+                new_flow: false,
+                quic: None
             }
         );
     }
@@ -1492,7 +1626,8 @@ mod tests {
             Action::Forward {
                 vip: 0,
                 slot: expected,
-                new_flow: false
+                new_flow: false,
+                quic: None
             },
             "re-hashed, not pinned to the newcomer by accident"
         );
@@ -1533,6 +1668,7 @@ mod tests {
             vip: 1,
             slot: backend,
             new_flow: true,
+            quic: None,
         } = decide(&mut out, &s, &mut t, 0)
         else {
             panic!()
@@ -1743,7 +1879,7 @@ mod tests {
                 from_kernel(&mut again, &s, &mut t, 1),
                 FromKernel::Balanced {
                     slot,
-                    new_flow: false
+                    new_flow: false,
                 }
             );
         }

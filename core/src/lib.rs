@@ -12,6 +12,7 @@
 //! - [`flow`]: the per-worker flow table.
 //! - [`neigh`]: backend MAC resolution state.
 //! - [`forward`]: the decision, packet bytes + snapshot + flow table -> action.
+//! - [`quic`]: QUIC headers and server ids, for VIPs that route by connection ID.
 //! - [`tunnel`]: IPIP, GUE and VXLAN encapsulation, ICMP too-big; [`frame`]: a frame with room before it.
 //! - [`stats`]: the counters (declared once), drop reasons; [`delay`]: delay histograms.
 
@@ -33,6 +34,7 @@ pub mod frame;
 pub mod maglev;
 pub mod neigh;
 pub mod packet;
+pub mod quic;
 pub mod snapshot;
 pub mod stats;
 pub mod tunnel;

@@ -21,6 +21,7 @@ use arc_swap::{ArcSwap, Cache};
 
 use crate::maglev::{Maglev, MaglevError};
 use crate::packet::ethernet::MacAddr;
+use crate::quic::{IdTable, QuicMode, ServerId, MAX_SERVER_ID_LEN};
 use crate::tunnel::{Encap, Tunnel, Wrap, DEFAULT_MTU, MAX_VNI};
 use crate::vip_index::VipIndex;
 
@@ -119,13 +120,17 @@ pub struct SnapshotBackend {
     /// The largest client IP packet its tunnel fits within the port's MTU
     /// (`u16::MAX` for DR: nothing is added).
     pub max_inner: u16,
+    /// Up, or draining on a VIP whose draining backends keep their flows
+    /// ([`DrainFlows`]): decided once per snapshot, read per packet.
+    keeps: bool,
 }
 
 impl SnapshotBackend {
-    /// May a flow already pinned here stay? (up or draining)
+    /// May a flow already pinned here stay? (up, or draining where the
+    /// VIP's [`DrainFlows`] is `Keep`)
     #[inline]
     pub fn keeps_flows(&self) -> bool {
-        self.state != BackendState::Down
+        self.keeps
     }
 
     /// Is it in the Maglev table? (up with a weight; its MAC plays no part)
@@ -147,6 +152,21 @@ pub struct SnapshotVip {
     pub backends: Vec<u16>,
     pub table_size: u32,
     pub idle: crate::flow::IdleTimeouts,
+    /// In QUIC mode: the server-id length and the backends' ids.
+    pub quic: Option<(QuicMode, IdTable)>,
+    pub drain: DrainFlows,
+}
+
+/// What a draining backend's flows do on a VIP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum DrainFlows {
+    /// They stay until they end (TCP's close, UDP's idle timeout): the
+    /// default, so a drain never breaks a stream.
+    #[default]
+    Keep,
+    /// They move at once, as a down backend's do: for UDP services whose
+    /// clients never stop sending, so a drain would never end.
+    Move,
 }
 
 impl SnapshotVip {
@@ -177,6 +197,10 @@ pub struct VipSpec {
     /// Prime Maglev table size (65537 is the default).
     pub table_size: u32,
     pub backends: Vec<BackendSpec>,
+    /// QUIC mode (UDP VIPs only): route by the server id in the
+    /// destination connection ID ([`crate::quic`]).
+    pub quic: Option<QuicMode>,
+    pub drain: DrainFlows,
 }
 
 #[derive(Debug, Clone)]
@@ -188,6 +212,9 @@ pub struct BackendSpec {
     pub state: BackendState,
     /// Through a tunnel, `mac` being the next hop's; `None`: DR.
     pub tunnel: Option<Tunnel>,
+    /// Its QUIC server id, used when its VIP is in QUIC mode (ignored
+    /// otherwise, so QUIC mode can be turned off and on again).
+    pub server_id: Option<ServerId>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -220,6 +247,24 @@ pub enum SnapshotError {
     BadVni { vip: VipKey, addr: IpAddr, vni: u32 },
     #[error("vip {vip}: backend {addr}: tunnel port 0 is not a valid port")]
     TunnelPortZero { vip: VipKey, addr: IpAddr },
+    #[error("vip {vip}: QUIC mode is for UDP VIPs")]
+    QuicNotUdp { vip: VipKey },
+    #[error("vip {vip}: a server id length is 1 to {MAX_SERVER_ID_LEN} bytes, not {len}")]
+    ServerIdLenRange { vip: VipKey, len: u8 },
+    #[error("vip {vip}: backend {addr}: server id {id} is {} bytes, the VIP's ids are {want}", id.len())]
+    ServerIdLength {
+        vip: VipKey,
+        addr: IpAddr,
+        id: ServerId,
+        want: u8,
+    },
+    #[error("vip {vip}: backend {addr}: server id {id} is also backend {other}'s")]
+    ServerIdTwice {
+        vip: VipKey,
+        addr: IpAddr,
+        id: ServerId,
+        other: IpAddr,
+    },
 }
 
 /// The forwarding state of one generation. Immutable once built.
@@ -246,6 +291,9 @@ pub struct Snapshot {
     vip_ping: bool,
     /// The port's IP MTU ([`Snapshot::with_mtu`]).
     mtu: u16,
+    /// Is any VIP in QUIC mode? If not, a UDP packet costs what it did
+    /// before QUIC mode existed: this one test.
+    quic_vips: bool,
 }
 
 impl Snapshot {
@@ -296,6 +344,19 @@ impl Snapshot {
             if !by_key.insert(key) {
                 return Err(SnapshotError::DuplicateVip(key));
             }
+            if let Some(q) = v.quic {
+                if key.proto != Proto::Udp {
+                    return Err(SnapshotError::QuicNotUdp { vip: key });
+                }
+                if q.server_id_len == 0 || q.server_id_len > MAX_SERVER_ID_LEN {
+                    return Err(SnapshotError::ServerIdLenRange {
+                        vip: key,
+                        len: q.server_id_len,
+                    });
+                }
+            }
+            let mut ids: HashMap<u128, IpAddr> = HashMap::new();
+            let mut id_slots = Vec::new();
             let mut seen = HashSet::new();
             let mut slots = Vec::with_capacity(v.backends.len());
             for b in &v.backends {
@@ -331,6 +392,26 @@ impl Snapshot {
                 if let Some(t) = &b.tunnel {
                     check_tunnel(key, b.addr, t)?;
                 }
+                if let (Some(q), Some(id)) = (v.quic, b.server_id) {
+                    if id.len() != q.server_id_len {
+                        return Err(SnapshotError::ServerIdLength {
+                            vip: key,
+                            addr: b.addr,
+                            id,
+                            want: q.server_id_len,
+                        });
+                    }
+                    if let Some(&other) = ids.get(&id.value()) {
+                        return Err(SnapshotError::ServerIdTwice {
+                            vip: key,
+                            addr: b.addr,
+                            id,
+                            other,
+                        });
+                    }
+                    ids.insert(id.value(), b.addr);
+                    id_slots.push((id.value(), b.id.slot));
+                }
                 let wrap = b.tunnel.map(|t| t.wrap(b.addr, spec.mac));
                 backends[slot] = Some(SnapshotBackend {
                     addr: b.addr,
@@ -341,6 +422,11 @@ impl Snapshot {
                     vip: vi,
                     max_inner: wrap.map_or(u16::MAX, |w| w.max_inner(DEFAULT_MTU)),
                     wrap,
+                    keeps: match b.state {
+                        BackendState::Up => true,
+                        BackendState::Draining => v.drain == DrainFlows::Keep,
+                        BackendState::Down => false,
+                    },
                 });
                 slots.push(b.id.slot);
             }
@@ -394,6 +480,8 @@ impl Snapshot {
                 backends: slots,
                 table_size: v.table_size,
                 idle: v.idle,
+                quic: v.quic.map(|q| (q, IdTable::new(id_slots))),
+                drain: v.drain,
             });
         }
         let index = VipIndex::new(spec.vips.iter().enumerate().map(|(i, v)| {
@@ -418,7 +506,9 @@ impl Snapshot {
                 IpAddr::V4(_) => None,
             })
             .min();
+        let quic_vips = vips.iter().any(|v| v.quic.is_some());
         Ok(Snapshot {
+            quic_vips,
             generation: spec.generation,
             mac: spec.mac,
             published_tsc: 0,
@@ -459,6 +549,12 @@ impl Snapshot {
 
     pub fn mtu(&self) -> u16 {
         self.mtu
+    }
+
+    /// Is any VIP in QUIC mode?
+    #[inline]
+    pub fn quic_vips(&self) -> bool {
+        self.quic_vips
     }
 
     /// Are echo requests to VIP addresses answered?
@@ -539,6 +635,12 @@ impl Snapshot {
     pub fn resolve(&self, r: BackendRef, vip: u32) -> Option<&SnapshotBackend> {
         self.backend(r.slot)
             .filter(|b| b.incarnation == r.incarnation && b.vip == vip)
+    }
+
+    /// The backend in `slot` if it serves `vip`.
+    #[inline]
+    pub fn resolve_slot(&self, slot: u16, vip: u32) -> Option<&SnapshotBackend> {
+        self.backend(slot).filter(|b| b.vip == vip)
     }
 
     /// Backends and their slots, in slot order.
@@ -724,6 +826,7 @@ mod tests {
             mac: mac.then_some(MacAddr([2, 0, 0, 0, 0, last])),
             state,
             tunnel: None,
+            server_id: None,
         }
     }
 
@@ -736,6 +839,8 @@ mod tests {
                 idle: Default::default(),
                 key: vip(443),
                 table_size: 251,
+                quic: None,
+                drain: Default::default(),
                 backends,
             }],
         }
@@ -856,6 +961,8 @@ mod tests {
             idle: Default::default(),
             key: vip(80),
             table_size: 251,
+            quic: None,
+            drain: Default::default(),
             backends: vec![backend(1, 12, BackendState::Up, true)],
         });
         let s = Snapshot::build(&sp).unwrap();

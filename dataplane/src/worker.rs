@@ -378,8 +378,12 @@ impl<'a> Worker<'a> {
                 Action::Forward {
                     slot: backend,
                     new_flow,
+                    quic,
                     ..
                 } => {
+                    if let Some(route) = quic {
+                        counts.quic[route as usize] += 1;
+                    }
                     if let Err(reason) = egress(frame, backend, &mut bytes) {
                         counts.drops[reason as usize] += 1;
                         return Fate::Drop;
@@ -502,6 +506,14 @@ impl<'a> Worker<'a> {
         s.to_kernel.add(counts.to_kernel);
         s.new_flows.add(counts.new_flows);
         s.neigh_learned.add(counts.learned);
+        if counts.quic != [0; lb_core::quic::Route::COUNT] {
+            let [by_id, initial, unknown, down, unparsed] = counts.quic;
+            s.quic_by_id.add(by_id);
+            s.quic_initial.add(initial);
+            s.quic_unknown_id.add(unknown);
+            s.quic_id_down.add(down);
+            s.quic_unparsed.add(unparsed);
+        }
         s.flow_rejected.set(fs.rejected);
         s.active_flows.set(fs.active);
         for (c, d) in s.drops.iter().zip(counts.drops) {
@@ -565,5 +577,7 @@ struct BurstCounts {
     learned: u64,
     encapsulated: u64,
     too_big: u64,
+    /// Indexed by `quic::Route as usize`.
+    quic: [u64; lb_core::quic::Route::COUNT],
     drops: [u64; DropReason::COUNT],
 }

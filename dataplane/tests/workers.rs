@@ -36,6 +36,8 @@ fn publisher(port_mac: MacAddr) -> Publisher {
                 proto: Proto::Tcp,
             },
             table_size: 251,
+            quic: None,
+            drain: Default::default(),
             backends: vec![BackendSpec {
                 id: BackendRef {
                     slot: 0,
@@ -46,6 +48,7 @@ fn publisher(port_mac: MacAddr) -> Publisher {
                 mac: Some(BACKEND_MAC),
                 state: BackendState::Up,
                 tunnel: None,
+                server_id: None,
             }],
         }],
     };
