@@ -421,7 +421,7 @@ fn quic(c: &mut Criterion) {
             b.iter(|| {
                 let chunk = &mut frames[at..at + BURST];
                 at = (at + BURST) % (1 << 18);
-                let n = burst(chunk, snap, flows, 1, |e| dataplane::dpdk::prefetch(e));
+                let n = burst(chunk, snap, flows, 1, dataplane::dpdk::prefetch);
                 assert_eq!(n, BURST);
                 arrive(chunk);
             })
