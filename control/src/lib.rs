@@ -39,6 +39,7 @@ pub mod metrics;
 pub mod monitor;
 pub mod notify;
 pub mod persist;
+pub mod quic;
 pub mod reload;
 pub mod report;
 pub mod startup;
