@@ -224,6 +224,93 @@ mod tests {
     }
 
     #[test]
+    fn quic_round_trips_and_refusals_name_their_path() {
+        let udp = |backends| pb::VipConfig {
+            key: Some(pb::VipKey {
+                protocol: pb::Protocol::Udp as i32,
+                ..key(443).unwrap()
+            }),
+            quic_server_id_len: 2,
+            drain_flows: pb::DrainFlows::Move as i32,
+            backends,
+            ..Default::default()
+        };
+        let with_id = |address: &str, id: &str| pb::BackendConfig {
+            server_id: id.into(),
+            ..backend_config(address)
+        };
+        let config = pb::Config {
+            vips: vec![udp(vec![
+                with_id("192.0.2.11", "0a01"),
+                with_id("192.0.2.12", "0a02"),
+            ])],
+        };
+        let back = pb_config(&desired_state(config).unwrap());
+        let v = &back.vips[0];
+        assert_eq!(
+            (
+                v.quic_server_id_len,
+                v.drain_flows,
+                &v.backends[1].server_id
+            ),
+            (2, pb::DrainFlows::Move as i32, &"0a02".to_string())
+        );
+        assert_eq!(pb_config(&desired_state(back.clone()).unwrap()), back);
+        for (c, want) in [
+            (
+                vec![udp(vec![
+                    with_id("192.0.2.11", "0a01"),
+                    with_id("192.0.2.12", "0a01"),
+                ])],
+                "config.vips[0].backends[1].server_id",
+            ),
+            (
+                vec![udp(vec![with_id("192.0.2.11", "0a")])],
+                "config.vips[0].backends[0].server_id",
+            ),
+            (
+                vec![udp(vec![with_id("192.0.2.11", "xy")])],
+                "config.vips[0].backends[0].server_id",
+            ),
+            (
+                vec![udp(vec![backend_config("192.0.2.11")])],
+                "config.vips[0].backends[0].server_id",
+            ),
+            (
+                vec![pb::VipConfig {
+                    quic_server_id_len: 16,
+                    ..udp(vec![])
+                }],
+                "config.vips[0].quic_server_id_len",
+            ),
+            (
+                vec![pb::VipConfig {
+                    quic_server_id_len: 300,
+                    ..udp(vec![])
+                }],
+                "config.vips[0].quic_server_id_len",
+            ),
+            (
+                vec![pb::VipConfig {
+                    key: key(443),
+                    ..udp(vec![])
+                }],
+                "config.vips[0].quic_server_id_len",
+            ),
+            (
+                vec![pb::VipConfig {
+                    drain_flows: 7,
+                    ..udp(vec![])
+                }],
+                "config.vips[0].drain_flows",
+            ),
+        ] {
+            let e = desired_state(pb::Config { vips: c }).unwrap_err();
+            assert_eq!(field_of(&e), want, "{e:?}");
+        }
+    }
+
+    #[test]
     fn round_trips_through_the_desired_state() {
         let config = pb::Config {
             vips: vec![
