@@ -362,6 +362,10 @@ impl LoadArgs {
 }
 
 #[derive(Debug, Clone, Subcommand)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one command, parsed once per run: its size does not matter"
+)]
 enum BackendCommand {
     /// Add a backend to a VIP: it takes new flows once its MAC is known
     /// (with a check, it counts as healthy until `fall` checks fail).
