@@ -518,6 +518,9 @@ mod tests {
         assert_eq!(state.routes.len(), 1);
         let udp = spec.vips.iter().find(|v| v.key.port == 5000).unwrap();
         assert_eq!(udp.table_size, DEFAULT_TABLE_SIZE);
+        assert_eq!(udp.quic.map(|q| q.server_id_len), Some(2));
+        assert_eq!(udp.drain, lb_core::snapshot::DrainFlows::Move);
+        assert!(udp.backends[0].server_id.is_some());
         let s = Snapshot::build(&spec).unwrap();
         assert_eq!(s.vips().len(), 2);
         assert_eq!(
