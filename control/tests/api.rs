@@ -1200,7 +1200,7 @@ fn quic_mode_over_the_api() {
     let table = lbd.ok(&["backend", "list", UDP]);
     assert!(table.contains("SID") && table.contains("0a02"), "{table}");
     let vips = lbd.ok(&["vip", "list"]);
-    assert!(vips.contains("id 2B") && vips.contains("move"), "{vips}");
+    assert!(vips.contains("quic id 2B, drain move"), "{vips}");
     let e = lbd.err(&["backend", "set-server-id", UDP, "192.0.2.12", "none"]);
     assert!(e.contains("backend.server_id"), "{e}");
 

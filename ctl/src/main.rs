@@ -1439,18 +1439,16 @@ fn print_vips(out: Output, vips: &[pb::Vip]) {
         }
         Output::Table => {
             // Each VIP, then its backends indented under it.
-            println!(
-                "{:<32} {:>10} {:>9} {:<10} DRAIN",
-                "VIP", "TABLE", "BACKENDS", "QUIC"
-            );
+            println!("{:<32} {:>10} {:>9}", "VIP", "TABLE", "BACKENDS");
             for v in vips {
+                // A note only where a VIP is not plain: rows of plain VIPs
+                // stay as scripts read them.
+                let note = vip_note(v).map_or(String::new(), |n| format!("  {n}"));
                 println!(
-                    "{:<32} {:>10} {:>9} {:<10} {}",
+                    "{:<32} {:>10} {:>9}{note}",
                     vip_text(&v.key),
                     v.table_size,
-                    v.backends.len(),
-                    quic_text(v),
-                    drain_text(v)
+                    v.backends.len()
                 );
                 for b in &v.backends {
                     let sid = if b.server_id.is_empty() {
@@ -1479,6 +1477,18 @@ fn quic_text(v: &pb::Vip) -> String {
         0 => "-".into(),
         n => format!("id {n}B"),
     }
+}
+
+/// "quic id 2B, drain move": what differs from a plain VIP, if anything.
+fn vip_note(v: &pb::Vip) -> Option<String> {
+    let mut parts = Vec::new();
+    if v.quic_server_id_len != 0 {
+        parts.push(format!("quic {}", quic_text(v)));
+    }
+    if drain_text(v) != "keep" {
+        parts.push(format!("drain {}", drain_text(v)));
+    }
+    (!parts.is_empty()).then(|| parts.join(", "))
 }
 
 /// What a VIP's draining backends' flows do: "keep" or "move".
@@ -2016,8 +2026,10 @@ mod tests {
             ..Default::default()
         };
         assert_eq!((quic_text(&v), drain_text(&v)), ("id 2B".into(), "move"));
+        assert_eq!(vip_note(&v).as_deref(), Some("quic id 2B, drain move"));
         let off = pb::Vip::default();
         assert_eq!((quic_text(&off), drain_text(&off)), ("-".into(), "keep"));
+        assert_eq!(vip_note(&off), None);
         let j = backend_json(&pb::Backend {
             server_id: "0a01".into(),
             ..Default::default()
