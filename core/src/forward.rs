@@ -652,7 +652,7 @@ fn flow_action(
 /// A datagram to a VIP in QUIC mode ([`quic`]): to the backend its server
 /// id names while that backend keeps flows; an opening packet without a
 /// known id by Maglev on its DCID; anything else as UDP.
-#[inline(never)]
+#[inline(always)]
 #[allow(clippy::too_many_arguments, reason = "the decision's inputs")]
 fn quic_flow(
     header: quic::Header,
