@@ -39,6 +39,8 @@ const ALPN: &[u8] = b"lab";
 const CID_LEN: usize = 8;
 /// Short, so that a connection whose packets go astray fails fast.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The client's keep-alive, well within the idle timeout.
+const KEEP_ALIVE: Duration = Duration::from_millis(500);
 /// The longest request line.
 const MAX_REQUEST: usize = 64;
 
@@ -254,6 +256,10 @@ async fn client(args: ClientArgs) -> Result<bool> {
     // reads, so a rebind happens mid-transfer, not after it.
     t.stream_receive_window(VarInt::from_u32(256 * 1024));
     t.receive_window(VarInt::from_u32(512 * 1024));
+    // A waiting reader sends nothing on its own: keep-alives keep packets
+    // going, so a connection whose server is gone learns it (a stateless
+    // reset from whichever server gets them) rather than idling out.
+    t.keep_alive_interval(Some(KEEP_ALIVE));
     config.transport_config(Arc::new(t));
 
     let socket = UdpSocket::bind(args.bind).with_context(|| format!("bind {}", args.bind))?;
