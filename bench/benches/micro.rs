@@ -8,8 +8,8 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use lb_bench::{
-    burst, client, datagram, established, frame, snapshot, snapshot_via, ACK, BURST, PORT_MAC, SYN,
-    VIP,
+    burst, client, datagram, established, frame, quic_datagram, snapshot, snapshot_quic,
+    snapshot_via, ACK, BURST, PORT_MAC, SYN, VIP,
 };
 use lb_core::flow::{FlowConfig, FlowKey};
 use lb_core::forward::{self, Action, Classified};
@@ -379,12 +379,83 @@ fn encapsulate_alone(c: &mut Criterion) {
 /// The first octet of the IPv4 source address in an untagged frame.
 const SRC_OCTET: usize = 14 + 12;
 
+/// QUIC mode against plain UDP, at 1M established UDP flows and 100
+/// backends, in bursts of 32 as the worker runs them. The same QUIC
+/// short-header datagrams (random flows of the table) go to:
+/// - the UDP VIP of a snapshot without QUIC mode (the baseline: flow table);
+/// - the same VIP with a QUIC VIP beside it (`quic_vips` is set, this VIP
+///   is not in QUIC mode: what a plain UDP VIP pays for QUIC existing);
+/// - the VIP in QUIC mode, the ids naming its backends (no flow table);
+/// - the VIP in QUIC mode, ids no backend has (the parse, then the flow
+///   table: QUIC mode's most expensive path).
+fn quic(c: &mut Criterion) {
+    const FLOWS: u32 = 1 << 20;
+    let plain = snapshot(100, 65_537);
+    let quic = snapshot_quic(100, 65_537);
+    let beside = lb_bench::snapshot_quic_beside(100, 65_537);
+    let config = FlowConfig {
+        udp_timeout: u32::MAX,
+        established_timeout: u32::MAX,
+        ..FlowConfig::default()
+    };
+    let mut flows = lb_bench::established_udp(&plain, 2 << 20, FLOWS, config);
+    let order: Vec<u32> = shuffled(FLOWS, 3).into_iter().take(1 << 18).collect();
+    let known: Vec<Vec<u8>> = order
+        .iter()
+        .map(|&i| quic_datagram(i, (i % 100) as u16))
+        .collect();
+    let unknown: Vec<Vec<u8>> = order
+        .iter()
+        .map(|&i| quic_datagram(i, 1000 + (i % 100) as u16))
+        .collect();
+    let mut g = c.benchmark_group("quic");
+    g.sample_size(30);
+    g.throughput(Throughput::Elements(BURST as u64));
+    let mut at = 0;
+    let mut run = |name: &str,
+                   snap: &lb_core::snapshot::Snapshot,
+                   frames: &[Vec<u8>],
+                   flows: &mut lb_core::flow::FlowTable| {
+        let mut frames = frames.to_vec();
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let chunk = &mut frames[at..at + BURST];
+                at = (at + BURST) % (1 << 18);
+                let n = burst(chunk, snap, flows, 1, dataplane::dpdk::prefetch);
+                assert_eq!(n, BURST);
+                arrive(chunk);
+            })
+        });
+    };
+    run(
+        "plain UDP VIP, no QUIC VIP: flow table",
+        &plain,
+        &unknown,
+        &mut flows,
+    );
+    run(
+        "plain UDP VIP, a QUIC VIP beside it: flow table",
+        &beside,
+        &unknown,
+        &mut flows,
+    );
+    run("QUIC VIP, known ids: by id", &quic, &known, &mut flows);
+    run(
+        "QUIC VIP, unknown ids: parse, then flow table",
+        &quic,
+        &unknown,
+        &mut flows,
+    );
+    g.finish();
+}
+
 criterion_group!(
     benches,
     maglev_build,
     flow_table,
     decide,
     encapsulate,
-    encapsulate_alone
+    encapsulate_alone,
+    quic
 );
 criterion_main!(benches);

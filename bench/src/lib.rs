@@ -9,6 +9,7 @@ use lb_core::flow::{FlowConfig, FlowTable};
 use lb_core::forward::{self, Action, Classified};
 use lb_core::packet::build;
 use lb_core::packet::ethernet::MacAddr;
+use lb_core::quic::{QuicMode, ServerId};
 use lb_core::snapshot::{
     BackendRef, BackendSpec, BackendState, Proto, Snapshot, SnapshotSpec, VipKey, VipSpec,
 };
@@ -30,6 +31,48 @@ pub fn snapshot(backends: u16, table_size: u32) -> Snapshot {
 /// address), at IPv6 addresses when `v6` (the VIP stays IPv4): the same
 /// Maglev tables as [`snapshot`] for IPv4 backends.
 pub fn snapshot_via(backends: u16, table_size: u32, encap: Option<Encap>, v6: bool) -> Snapshot {
+    build_snapshot(backends, table_size, encap, v6, false)
+}
+
+/// [`snapshot`] with the UDP VIP in QUIC mode: server ids of 2 bytes,
+/// backend `i` of the UDP VIP has id `i` (see [`quic_datagram`]).
+pub fn snapshot_quic(backends: u16, table_size: u32) -> Snapshot {
+    build_snapshot(backends, table_size, None, false, true)
+}
+
+/// [`snapshot`] plus a third VIP, UDP port 4433 in QUIC mode with 100
+/// backends of its own: the UDP VIP on 443 is not in QUIC mode, but the
+/// snapshot has one.
+pub fn snapshot_quic_beside(backends: u16, table_size: u32) -> Snapshot {
+    let mut spec = build_spec(backends, table_size, None, false, false);
+    let mut extra = spec.vips[1].clone();
+    extra.key.port = 4433;
+    extra.quic = Some(QuicMode { server_id_len: 2 });
+    for (b, i) in extra.backends.iter_mut().zip(0u16..) {
+        b.id.slot = 2 * backends + i;
+        b.server_id = Some(ServerId::new(&i.to_be_bytes()).expect("2 bytes"));
+    }
+    spec.vips.push(extra);
+    Snapshot::build(&spec).expect("a valid snapshot")
+}
+
+fn build_snapshot(
+    backends: u16,
+    table_size: u32,
+    encap: Option<Encap>,
+    v6: bool,
+    quic: bool,
+) -> Snapshot {
+    Snapshot::build(&build_spec(backends, table_size, encap, v6, quic)).expect("a valid snapshot")
+}
+
+fn build_spec(
+    backends: u16,
+    table_size: u32,
+    encap: Option<Encap>,
+    v6: bool,
+    quic: bool,
+) -> SnapshotSpec {
     let addr = |i: u16| -> IpAddr {
         if v6 {
             IpAddr::V6(Ipv6Addr::from(
@@ -51,7 +94,7 @@ pub fn snapshot_via(backends: u16, table_size: u32, encap: Option<Encap>, v6: bo
             proto,
         },
         table_size,
-        quic: None,
+        quic: (quic && proto == Proto::Udp).then_some(QuicMode { server_id_len: 2 }),
         drain: Default::default(),
         idle: Default::default(),
         backends: (first..first + backends)
@@ -64,18 +107,17 @@ pub fn snapshot_via(backends: u16, table_size: u32, encap: Option<Encap>, v6: bo
                 mac: Some(MacAddr([0x02, 0xbe, 0, 0, (i >> 8) as u8, i as u8])),
                 state: BackendState::Up,
                 tunnel: encap.map(|encap| Tunnel { encap, source }),
-                server_id: None,
+                server_id: Some(ServerId::new(&(i - first).to_be_bytes()).expect("2 bytes")),
                 weight: 1,
             })
             .collect(),
     };
-    let spec = SnapshotSpec {
+    SnapshotSpec {
         generation: 1,
         mac: PORT_MAC,
         local: vec![IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))],
         vips: vec![vip(Proto::Tcp, 0), vip(Proto::Udp, backends)],
-    };
-    Snapshot::build(&spec).expect("a valid snapshot")
+    }
 }
 
 /// The client side of flow `i`: a distinct source address and port.
@@ -98,6 +140,18 @@ pub fn datagram(i: u32) -> Vec<u8> {
     build::udp4(PORT_MAC, CLIENT_MAC, src, VIP, sport, 443, b"")
 }
 
+/// A QUIC short-header datagram of flow `i` to the UDP VIP (the same
+/// 5-tuple as [`datagram`]) whose 8-byte connection ID carries server id
+/// `id` (a backend of [`snapshot_quic`] when below the backend count).
+pub fn quic_datagram(i: u32, id: u16) -> Vec<u8> {
+    let (src, sport) = client(i);
+    let mut p = vec![0x40, 0x00];
+    p.extend_from_slice(&id.to_be_bytes());
+    p.extend_from_slice(&i.to_be_bytes());
+    p.extend_from_slice(&[0x5a; 12]);
+    build::udp4(PORT_MAC, CLIENT_MAC, src, VIP, sport, 443, &p)
+}
+
 pub const SYN: u8 = 0x02;
 pub const ACK: u8 = 0x10;
 
@@ -113,6 +167,22 @@ pub fn established(snap: &Snapshot, capacity: usize, flows: u32, config: FlowCon
         assert!(matches!(a, Action::Forward { .. }), "{a:?}");
         let mut f = frame(i, ACK);
         forward::decide(&mut f, snap, &mut t, 0);
+    }
+    t
+}
+
+/// [`established`] for UDP: `flows` flows of [`datagram`] to the UDP VIP.
+pub fn established_udp(
+    snap: &Snapshot,
+    capacity: usize,
+    flows: u32,
+    config: FlowConfig,
+) -> FlowTable {
+    let mut t = dataplane::dpdk::flow_table(capacity, config);
+    for i in 0..flows {
+        let mut f = datagram(i);
+        let a = forward::decide(&mut f, snap, &mut t, 0);
+        assert!(matches!(a, Action::Forward { .. }), "{a:?}");
     }
     t
 }

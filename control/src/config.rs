@@ -16,6 +16,8 @@
 //! port = 443
 //! protocol = "tcp"                       # tcp | udp
 //! table_size = 65537                     # prime; default 65537
+//! # quic_server_id_len = 2               # udp only: route QUIC by the server id (1-15)
+//! # drain_flows = "move"                 # keep | move: a draining backend's flows; default keep
 //!
 //! [[vip.backend]]
 //! address = "192.0.2.11"
@@ -23,6 +25,7 @@
 //! weight = 1                             # default 1; 0 takes no new flows
 //! state = "up"                           # up | draining | down; default up
 //! forward = "dr"                         # dr | ipip | gue | vxlan; default dr
+//! # server_id = "0a01"                   # hex; the VIP's quic_server_id_len bytes (QUIC mode)
 //! ```
 
 use std::net::IpAddr;
@@ -91,6 +94,14 @@ pub struct VipConfig {
     /// top-level `tunnel_sources`. Travels with the VIP.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tunnel_sources: Vec<IpAddr>,
+    /// QUIC mode (UDP only): datagrams go to the backend whose `server_id`
+    /// is in the destination connection ID, this many bytes after its
+    /// first (1-15); 0 or absent: off. See docs/QUIC.md.
+    #[serde(default, skip_serializing_if = "is_zero_u8")]
+    pub quic_server_id_len: u8,
+    /// What a draining backend's flows do: `keep` (the default) or `move`.
+    #[serde(default, skip_serializing_if = "DrainFlows::is_keep")]
+    pub drain_flows: DrainFlows,
     #[serde(default, rename = "backend")]
     pub backends: Vec<BackendConfig>,
 }
@@ -119,6 +130,10 @@ pub struct BackendConfig {
     /// vxlan only, and required there: 0-16777215.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vni: Option<u32>,
+    /// Hex (`0a01`): the id its QUIC connection IDs carry, as long as its
+    /// VIP's `quic_server_id_len`; kept but unused while QUIC mode is off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_id: Option<String>,
     #[serde(default = "default_weight")]
     pub weight: u32,
     #[serde(default)]
@@ -186,6 +201,49 @@ impl std::fmt::Display for ForwardMethod {
             ForwardMethod::Ipip => "ipip",
             ForwardMethod::Gue => "gue",
             ForwardMethod::Vxlan => "vxlan",
+        })
+    }
+}
+
+/// What a draining backend's flows do on a VIP ([`lb_core::snapshot::DrainFlows`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DrainFlows {
+    /// They stay until they end.
+    #[default]
+    Keep,
+    /// They move at once, as a down backend's: for UDP clients that never
+    /// stop sending, whose drain would never end.
+    Move,
+}
+
+impl DrainFlows {
+    pub fn is_keep(&self) -> bool {
+        *self == DrainFlows::Keep
+    }
+
+    /// `keep` or `move` (`""`: `keep`), the CLI's form.
+    pub fn parse(s: &str) -> Option<DrainFlows> {
+        match s {
+            "" | "keep" => Some(DrainFlows::Keep),
+            "move" => Some(DrainFlows::Move),
+            _ => None,
+        }
+    }
+
+    pub fn to_core(self) -> lb_core::snapshot::DrainFlows {
+        match self {
+            DrainFlows::Keep => lb_core::snapshot::DrainFlows::Keep,
+            DrainFlows::Move => lb_core::snapshot::DrainFlows::Move,
+        }
+    }
+}
+
+impl std::fmt::Display for DrainFlows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DrainFlows::Keep => "keep",
+            DrainFlows::Move => "move",
         })
     }
 }
@@ -333,6 +391,10 @@ fn is_zero(v: &u16) -> bool {
     *v == 0
 }
 
+fn is_zero_u8(v: &u8) -> bool {
+    *v == 0
+}
+
 fn default_weight() -> u32 {
     1
 }
@@ -456,6 +518,9 @@ mod tests {
         assert_eq!(state.routes.len(), 1);
         let udp = spec.vips.iter().find(|v| v.key.port == 5000).unwrap();
         assert_eq!(udp.table_size, DEFAULT_TABLE_SIZE);
+        assert_eq!(udp.quic.map(|q| q.server_id_len), Some(2));
+        assert_eq!(udp.drain, lb_core::snapshot::DrainFlows::Move);
+        assert!(udp.backends[0].server_id.is_some());
         let s = Snapshot::build(&spec).unwrap();
         assert_eq!(s.vips().len(), 2);
         assert_eq!(

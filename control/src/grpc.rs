@@ -14,14 +14,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::state::{
-    AgentCheck, AgentKind, BackendSettings, CheckKind, CheckVia, DesiredVip, ForwardMethod,
-    HealthCheck, LoadSettings, StateError,
+    AgentCheck, AgentKind, BackendSettings, CheckKind, CheckVia, DesiredVip, DrainFlows,
+    ForwardMethod, HealthCheck, LoadSettings, StateError,
 };
 use anyhow::{bail, Context, Result};
 use lb_core::delay::Delays;
 use lb_core::drop_reason::DropReason;
 use lb_core::flow::IdleTimeouts;
 use lb_core::packet::MacAddr;
+use lb_core::quic::{QuicMode, ServerId};
 use lb_core::snapshot::{BackendState, Proto, VipKey};
 use lb_core::stats::WorkerStats;
 use lb_proto::v1 as pb;
@@ -486,6 +487,51 @@ fn forward_at(
     Ok((method, tunnel_port_at(tunnel_port, at)?, vni))
 }
 
+/// A QUIC server id at field `at` (`at.server_id`), hex; empty: none.
+fn server_id_at(s: &str, at: &str) -> Result<Option<ServerId>, Status> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    ServerId::from_hex(s)
+        .map(Some)
+        .map_err(|e| invalid(&format!("{at}.server_id"), e))
+}
+
+/// A VIP's QUIC mode at field `at` (`at.quic_server_id_len`); 0: off. The
+/// range is the state's to check ([`crate::quic::check_quic_mode`]).
+fn quic_at(len: u32, at: &str) -> Result<Option<QuicMode>, Status> {
+    match len {
+        0 => Ok(None),
+        n => u8::try_from(n)
+            .map(|server_id_len| Some(QuicMode { server_id_len }))
+            .map_err(|_| {
+                invalid(
+                    &format!("{at}.quic_server_id_len"),
+                    format!("{n} is not 1-15 bytes (0: QUIC mode off)"),
+                )
+            }),
+    }
+}
+
+/// The drain policy at field `at` (`at.drain_flows`).
+fn drain_flows_at(d: i32, at: &str) -> Result<DrainFlows, Status> {
+    match pb::DrainFlows::try_from(d) {
+        Ok(pb::DrainFlows::Keep) => Ok(DrainFlows::Keep),
+        Ok(pb::DrainFlows::Move) => Ok(DrainFlows::Move),
+        Err(_) => Err(invalid(
+            &format!("{at}.drain_flows"),
+            format!("{d} is not a drain policy (KEEP or MOVE)"),
+        )),
+    }
+}
+
+fn pb_drain_flows(d: DrainFlows) -> pb::DrainFlows {
+    match d {
+        DrainFlows::Keep => pb::DrainFlows::Keep,
+        DrainFlows::Move => pb::DrainFlows::Move,
+    }
+}
+
 /// Tunnel sources at field `field` (`field[i]`).
 fn sources_at(list: &[String], field: &str) -> Result<Vec<IpAddr>, Status> {
     list.iter()
@@ -577,6 +623,8 @@ fn pb_vip(c: &Control, key: &VipKey, v: &DesiredVip) -> pb::Vip {
         tcp_idle_timeout_s: u32::from(v.idle.tcp),
         udp_idle_timeout_s: u32::from(v.idle.udp),
         tunnel_sources: v.tunnel_sources.iter().map(ToString::to_string).collect(),
+        quic_server_id_len: v.quic.map_or(0, |q| u32::from(q.server_id_len)),
+        drain_flows: pb_drain_flows(v.drain) as i32,
         backends: v
             .backends
             .iter()
@@ -611,6 +659,7 @@ fn pb_backend(c: &Control, key: &VipKey, addr: &IpAddr, s: &BackendSettings) -> 
         tunnel_port: u32::from(s.port_in_use()),
         vni: s.vni.unwrap_or(0),
         next_hop: c.state().next_hop(addr, s).0.to_string(),
+        server_id: s.server_id.map(|id| id.to_string()).unwrap_or_default(),
         state: state as i32,
         drain: s.drain,
         check: s.check.as_ref().map(pb_check),
@@ -704,12 +753,16 @@ impl LoadBalancer for Api {
             udp: secs("vip.udp_idle_timeout_s", r.udp_idle_timeout_s)?,
         };
         let sources = sources_at(&r.tunnel_sources, "vip.tunnel_sources")?;
+        let quic = quic_at(r.quic_server_id_len, "vip")?;
+        let drain = drain_flows_at(r.drain_flows, "vip")?;
         let (v, commit) = {
             let mut c = self.control()?;
             let ((), commit) = c
                 .change(&format!("vip {key} created"), |s| {
                     s.create_vip(key, size)?;
                     s.set_vip_tunnel_sources(&key, sources)?;
+                    s.set_vip_quic(&key, quic)?;
+                    s.set_vip_drain(&key, drain)?;
                     s.set_idle_timeouts(&key, idle)
                 })
                 .map_err(status)?;
@@ -754,6 +807,40 @@ impl LoadBalancer for Api {
         Ok(Response::new(pb::ListVipsResponse { vips }))
     }
 
+    async fn update_vip(
+        &self,
+        req: Request<pb::UpdateVipRequest>,
+    ) -> Result<Response<pb::Vip>, Status> {
+        let r = req.into_inner();
+        let key = vip_key(r.vip)?;
+        let quic = r
+            .quic_server_id_len
+            .map(|n| quic_at(n, "vip"))
+            .transpose()?;
+        let drain = r
+            .drain_flows
+            .map(|d| drain_flows_at(d, "vip"))
+            .transpose()?;
+        let (v, commit) = {
+            let mut c = self.control()?;
+            let ((), commit) = c
+                .change(&format!("vip {key} updated"), |s| {
+                    // Always set (to itself when not given): a VIP that is
+                    // not there is NOT_FOUND even when nothing else is given.
+                    let cur = s.vips().get(&key).map(|v| v.drain);
+                    s.set_vip_drain(&key, drain.or(cur).unwrap_or_default())?;
+                    match quic {
+                        Some(q) => s.set_vip_quic(&key, q),
+                        None => Ok(()),
+                    }
+                })
+                .map_err(status)?;
+            (pb_vip(&c, &key, &c.state().vips()[&key]), commit)
+        };
+        commit.durable().await.map_err(status)?;
+        Ok(Response::new(v))
+    }
+
     async fn add_backend(
         &self,
         req: Request<pb::AddBackendRequest>,
@@ -768,6 +855,7 @@ impl LoadBalancer for Api {
             forward,
             tunnel_port,
             vni,
+            server_id: server_id_at(&r.server_id, "backend")?,
             drain: r.drain,
             down: false,
             check: r.check.map(check).transpose()?,
@@ -837,6 +925,9 @@ impl LoadBalancer for Api {
             }
             if let Some(v) = r.vni {
                 settings.vni = Some(v);
+            }
+            if let Some(id) = &r.server_id {
+                settings.server_id = server_id_at(id, "backend")?;
             }
             if let Some(d) = r.drain {
                 settings.drain = d;

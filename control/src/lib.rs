@@ -5,6 +5,8 @@
 //! - [`args`]: the command line.
 //! - [`config`], [`state`], [`persist`]: the state file's format, the
 //!   validated desired state, and durable file replacement.
+//! - [`quic`]: a VIP's QUIC mode and its backends' server ids, checked
+//!   together.
 //! - [`startup`]: the part that needs EAL (the port, the exception
 //!   interface, the workers on their lcores).
 //! - [`hub`]: the control hub, [`hub::Control`]: desired state, health
@@ -39,6 +41,7 @@ pub mod metrics;
 pub mod monitor;
 pub mod notify;
 pub mod persist;
+pub mod quic;
 pub mod reload;
 pub mod report;
 pub mod startup;

@@ -18,6 +18,7 @@ use std::path::Path;
 use lb_core::flow::IdleTimeouts;
 use lb_core::maglev::is_prime;
 use lb_core::packet::MacAddr;
+use lb_core::quic::{QuicMode, ServerId};
 use lb_core::snapshot::MAX_BACKEND_SLOTS;
 use lb_core::snapshot::{
     BackendRef, BackendSpec, BackendState, Proto, SnapshotSpec, VipKey, VipSpec,
@@ -25,7 +26,8 @@ use lb_core::snapshot::{
 use lb_core::tunnel::{Encap, Tunnel, DEFAULT_GUE_PORT, DEFAULT_VXLAN_PORT, MAX_VNI};
 
 use crate::config::{self, Config};
-pub use crate::config::{CheckVia, ForwardMethod};
+pub use crate::config::{CheckVia, DrainFlows, ForwardMethod};
+use crate::quic::{check_quic_backends, check_quic_mode};
 
 pub const DEFAULT_TABLE_SIZE: u32 = config::DEFAULT_TABLE_SIZE;
 /// Smallest and largest Maglev table sizes accepted.
@@ -240,6 +242,9 @@ pub struct BackendSettings {
     pub forward: ForwardMethod,
     pub tunnel_port: Option<u16>,
     pub vni: Option<u32>,
+    /// The server id its QUIC connection IDs carry (used while its VIP is
+    /// in QUIC mode; kept while it is not).
+    pub server_id: Option<ServerId>,
     pub drain: bool,
     /// Administratively down.
     pub down: bool,
@@ -411,6 +416,7 @@ impl Default for BackendSettings {
             forward: ForwardMethod::Dr,
             tunnel_port: None,
             vni: None,
+            server_id: None,
             drain: false,
             down: false,
             check: None,
@@ -432,6 +438,10 @@ pub struct DesiredVip {
     pub idle: IdleTimeouts,
     /// The outer source of its tunnels per family (over the instance's).
     pub tunnel_sources: Vec<IpAddr>,
+    /// QUIC mode: datagrams routed by the server id in their connection ID.
+    pub quic: Option<QuicMode>,
+    /// What a draining backend's flows do.
+    pub drain: DrainFlows,
     pub backends: BTreeMap<IpAddr, DesiredBackend>,
 }
 
@@ -475,6 +485,8 @@ impl DesiredState {
                 table_size,
                 idle: IdleTimeouts::default(),
                 tunnel_sources: Vec::new(),
+                quic: None,
+                drain: DrainFlows::Keep,
                 backends: BTreeMap::new(),
             },
         );
@@ -547,6 +559,18 @@ impl DesiredState {
                     "vip {key} idle timeouts set to tcp {} s, udp {} s",
                     want.idle.tcp, want.idle.udp
                 ));
+            }
+            if self.vips[key].quic != want.quic {
+                check_quic_mode(key, want.quic)?;
+                self.vip_mut(key)?.quic = want.quic;
+                changes.push(format!(
+                    "vip {key} quic server id length set to {}",
+                    want.quic.map_or(0, |q| q.server_id_len)
+                ));
+            }
+            if self.vips[key].drain != want.drain {
+                self.vip_mut(key)?.drain = want.drain;
+                changes.push(format!("vip {key} drain flows set to {}", want.drain));
             }
             if self.vips[key].table_size != want.table_size {
                 check_table_size(want.table_size, want.backends.len())?;
@@ -704,6 +728,9 @@ impl DesiredState {
         want: &BTreeMap<IpAddr, BackendSettings>,
     ) -> Result<Vec<String>, StateError> {
         let mut changes = Vec::new();
+        // The QUIC ids of the set as a whole: one by one, two backends
+        // swapping ids would collide half-way.
+        check_quic_backends(key, self.vip_mut(key)?.quic, want.iter())?;
         let removed: Vec<IpAddr> = self
             .vip_mut(key)?
             .backends
@@ -718,11 +745,11 @@ impl DesiredState {
         for (addr, settings) in want {
             match self.vips[key].backends.get(addr) {
                 None => {
-                    self.add_backend(key, *addr, settings.clone())?;
+                    self.insert_backend(key, *addr, settings.clone(), false)?;
                     changes.push(format!("backend {addr} added to {key}"));
                 }
                 Some(cur) if cur.settings != *settings => {
-                    self.update_backend(key, addr, settings.clone())?;
+                    self.replace_backend(key, addr, settings.clone(), false)?;
                     changes.push(format!("backend {addr} of {key} updated"));
                 }
                 Some(_) => {}
@@ -749,11 +776,44 @@ impl DesiredState {
         Ok(())
     }
 
+    /// Set a VIP's QUIC mode (`None`: off, always allowed; the server ids
+    /// stay). On, the VIP must be UDP and every backend have an id of the
+    /// length given, each its own.
+    pub fn set_vip_quic(&mut self, key: &VipKey, quic: Option<QuicMode>) -> Result<(), StateError> {
+        check_quic_mode(key, quic)?;
+        let vip = self.vips.get(key).ok_or_else(|| vip_not_found(key))?;
+        check_quic_backends(
+            key,
+            quic,
+            vip.backends.iter().map(|(a, b)| (a, &b.settings)),
+        )?;
+        self.vip_mut(key)?.quic = quic;
+        Ok(())
+    }
+
+    /// Set what a VIP's draining backends' flows do.
+    pub fn set_vip_drain(&mut self, key: &VipKey, drain: DrainFlows) -> Result<(), StateError> {
+        self.vip_mut(key)?.drain = drain;
+        Ok(())
+    }
+
     pub fn add_backend(
         &mut self,
         key: &VipKey,
         addr: IpAddr,
         settings: BackendSettings,
+    ) -> Result<BackendRef, StateError> {
+        self.insert_backend(key, addr, settings, true)
+    }
+
+    /// `add_backend`; `quic`: check its server id against the VIP's others
+    /// (`set_backends` checks the whole set first instead).
+    fn insert_backend(
+        &mut self,
+        key: &VipKey,
+        addr: IpAddr,
+        settings: BackendSettings,
+        quic: bool,
     ) -> Result<BackendRef, StateError> {
         check_settings(&settings)?;
         check_backend_addr(key, &addr)?;
@@ -764,6 +824,10 @@ impl DesiredState {
                 kind: "backend",
                 name: format!("{addr} of vip {key}"),
             });
+        }
+        if quic {
+            let others = vip.backends.iter().map(|(a, b)| (a, &b.settings));
+            check_quic_backends(key, vip.quic, others.chain([(&addr, &settings)]))?;
         }
         check_table_size(vip.table_size, vip.backends.len() + 1)?;
         let id = self.allocate()?;
@@ -789,8 +853,30 @@ impl DesiredState {
         addr: &IpAddr,
         settings: BackendSettings,
     ) -> Result<(), StateError> {
+        self.replace_backend(key, addr, settings, true)
+    }
+
+    /// `update_backend`; `quic` as `insert_backend`'s.
+    fn replace_backend(
+        &mut self,
+        key: &VipKey,
+        addr: &IpAddr,
+        settings: BackendSettings,
+        quic: bool,
+    ) -> Result<(), StateError> {
         check_settings(&settings)?;
         check_forward_family(key, addr, &settings)?;
+        if quic {
+            let vip = self.vips.get(key).ok_or_else(|| vip_not_found(key))?;
+            if vip.backends.contains_key(addr) {
+                let others = vip
+                    .backends
+                    .iter()
+                    .filter(|(a, _)| *a != addr)
+                    .map(|(a, b)| (a, &b.settings));
+                check_quic_backends(key, vip.quic, others.chain([(addr, &settings)]))?;
+            }
+        }
         let b = self
             .vip_mut(key)?
             .backends
@@ -842,8 +928,8 @@ impl DesiredState {
                 key: *key,
                 idle: v.idle,
                 table_size: v.table_size,
-                quic: None,
-                drain: Default::default(),
+                quic: v.quic,
+                drain: v.drain.to_core(),
                 backends: v
                     .backends
                     .iter()
@@ -863,7 +949,7 @@ impl DesiredState {
                             mac: fixed.or_else(|| mac_of(&hop)).filter(|_| usable),
                             state: b.settings.state(),
                             tunnel,
-                            server_id: None,
+                            server_id: b.settings.server_id,
                         }
                     })
                     .collect(),
@@ -976,6 +1062,12 @@ impl DesiredState {
                     }
                     e => e,
                 })?;
+            // On the empty VIP: its backends are checked against it as added.
+            let quic = (v.quic_server_id_len != 0).then_some(QuicMode {
+                server_id_len: v.quic_server_id_len,
+            });
+            s.set_vip_quic(&key, quic)?;
+            s.set_vip_drain(&key, v.drain_flows)?;
             for b in &v.backends {
                 let mac = b
                     .mac
@@ -985,6 +1077,17 @@ impl DesiredState {
                     .map_err(|e| {
                         invalid(
                             "backend.mac",
+                            format!("vip {key}, backend {}: {e}", b.address),
+                        )
+                    })?;
+                let server_id = b
+                    .server_id
+                    .as_deref()
+                    .map(ServerId::from_hex)
+                    .transpose()
+                    .map_err(|e| {
+                        invalid(
+                            "backend.server_id",
                             format!("vip {key}, backend {}: {e}", b.address),
                         )
                     })?;
@@ -1042,6 +1145,7 @@ impl DesiredState {
                     forward: b.forward,
                     tunnel_port: b.tunnel_port,
                     vni: b.vni,
+                    server_id,
                     drain: b.state == config::AdminState::Draining,
                     down: b.state == config::AdminState::Down,
                     check,
@@ -1093,6 +1197,8 @@ impl DesiredState {
                     tcp_idle_timeout: v.idle.tcp,
                     udp_idle_timeout: v.idle.udp,
                     tunnel_sources: v.tunnel_sources.clone(),
+                    quic_server_id_len: v.quic.map_or(0, |q| q.server_id_len),
+                    drain_flows: v.drain,
                     backends: v
                         .backends
                         .iter()
@@ -1102,6 +1208,7 @@ impl DesiredState {
                             forward: b.settings.forward,
                             tunnel_port: b.settings.tunnel_port,
                             vni: b.settings.vni,
+                            server_id: b.settings.server_id.map(|id| id.to_string()),
                             weight: b.settings.weight,
                             state: match b.settings.state() {
                                 BackendState::Up => config::AdminState::Up,
@@ -1146,7 +1253,8 @@ impl DesiredState {
 
     /// SHA-256 (hex) of everything that decides where a flow goes: the VIPs,
     /// their table parameters, timeouts and tunnel sources, their backends
-    /// with weights, states, MACs, forward methods (port, VNI) and checks,
+    /// with weights, states, MACs, forward methods (port, VNI), QUIC mode,
+    /// drain policy, server ids and checks,
     /// in the state file's canonical order (sorted, so the order changes
     /// were made in does not matter). The instance's own `local_addresses`,
     /// `tunnel_sources` and routes are left out: instances behind one ECMP
@@ -1766,6 +1874,8 @@ mod tests {
                 },
                 tunnel_port: (last == 13).then_some(4790),
                 vni: (last == 13).then_some(100),
+                // A server id survives a restart while QUIC mode is off.
+                server_id: (last == 12).then(|| ServerId::from_hex("0a01").unwrap()),
                 drain: last == 12,
                 down: false,
                 check: (last == 13).then(|| HealthCheck {

@@ -1115,3 +1115,125 @@ fn tunnelled_backends_over_the_api() {
     lbd.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// QUIC mode (issue #19) over the API: a UDP VIP in QUIC mode takes
+/// backends with server ids (lbctl and gRPC), refuses one without or with a
+/// taken id naming `backend.server_id` (a BadRequest over gRPC), and a
+/// length on a TCP VIP naming `vip.quic_server_id_len`; QUIC mode off is
+/// always allowed; Export carries all of it and Apply converges to it.
+#[test]
+fn quic_mode_over_the_api() {
+    use lb_proto::v1 as pb;
+    use lb_proto::v1::load_balancer_client::LoadBalancerClient;
+    use tonic_types::StatusExt;
+
+    const UDP: &str = "198.51.100.10:443/udp";
+    let dir = std::env::temp_dir().join(format!("lbd-quic-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let lbd = Lbd::start_with(&dir, "quic", &[]);
+    let v = lbd.json(&[
+        "vip",
+        "add",
+        UDP,
+        "--quic-server-id-len",
+        "2",
+        "--drain-flows",
+        "move",
+    ]);
+    assert_eq!(
+        (&v[0]["quic_server_id_len"], &v[0]["drain_flows"]),
+        (&serde_json::json!(2), &serde_json::json!("move")),
+        "{v}"
+    );
+    let e = lbd.err(&["vip", "add", VIP, "--quic-server-id-len", "2"]);
+    assert!(
+        e.contains("vip.quic_server_id_len") && e.contains("UDP"),
+        "{e}"
+    );
+    lbd.ok(&["backend", "add", UDP, "192.0.2.11", "--server-id", "0a01"]);
+    let e = lbd.err(&["backend", "add", UDP, "192.0.2.12"]);
+    assert!(
+        e.contains("backend.server_id") && e.contains("every backend of a QUIC VIP"),
+        "{e}"
+    );
+    let e = lbd.err(&["backend", "add", UDP, "192.0.2.12", "--server-id", "0a0102"]);
+    assert!(
+        e.contains("backend.server_id") && e.contains("3 bytes"),
+        "{e}"
+    );
+
+    // Over gRPC: a taken id is a BadRequest naming the field and the other backend.
+    let socket = lbd.socket.clone();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (refused, added) = rt.block_on(async move {
+        let channel = lb_proto::connect_unix(socket).await.unwrap();
+        let mut c = LoadBalancerClient::new(channel);
+        let req = |id: &str| pb::AddBackendRequest {
+            vip: Some(pb::VipKey {
+                address: "198.51.100.10".into(),
+                port: 443,
+                protocol: pb::Protocol::Udp as i32,
+            }),
+            address: "192.0.2.12".into(),
+            server_id: id.into(),
+            ..Default::default()
+        };
+        let refused = c.add_backend(req("0a01")).await.unwrap_err();
+        let added = c.add_backend(req("0A02")).await.unwrap().into_inner();
+        (refused, added)
+    });
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    let violations = refused
+        .get_error_details()
+        .bad_request()
+        .expect("a BadRequest")
+        .field_violations
+        .clone();
+    assert_eq!(violations[0].field, "backend.server_id", "{refused:?}");
+    assert!(refused.message().contains("192.0.2.11"), "{refused:?}");
+    assert_eq!(added.server_id, "0a02");
+
+    let table = lbd.ok(&["backend", "list", UDP]);
+    assert!(table.contains("SID") && table.contains("0a02"), "{table}");
+    let vips = lbd.ok(&["vip", "list"]);
+    assert!(vips.contains("quic id 2B, drain move"), "{vips}");
+    let e = lbd.err(&["backend", "set-server-id", UDP, "192.0.2.12", "none"]);
+    assert!(e.contains("backend.server_id"), "{e}");
+
+    // Export carries it; another digest once changed; Apply converges back.
+    let exported = lbd.ok(&["export"]);
+    for want in [
+        "quic_server_id_len = 2",
+        "drain_flows = \"move\"",
+        "server_id = \"0a02\"",
+    ] {
+        assert!(exported.contains(want), "{want}: {exported}");
+    }
+    let digest = lbd.json(&["info"])["config_digest"].clone();
+    let off = lbd.json(&["vip", "set", UDP, "--no-quic", "--drain-flows", "keep"]);
+    assert_eq!(off[0]["quic_server_id_len"], 0, "{off}");
+    assert_eq!(
+        off[0]["backends"][1]["server_id"], "0a02",
+        "ids stay: {off}"
+    );
+    lbd.ok(&["backend", "set-server-id", UDP, "192.0.2.12", "none"]);
+    assert_ne!(lbd.json(&["info"])["config_digest"], digest);
+    let e = lbd.err(&["vip", "set", UDP, "--quic-server-id-len", "2"]);
+    assert!(
+        e.contains("backend.server_id") && e.contains("192.0.2.12"),
+        "{e}"
+    );
+    let file = dir.join("exported.toml");
+    std::fs::write(&file, &exported).unwrap();
+    let changed = lbd.ok(&["apply", "-f", file.to_str().unwrap()]);
+    assert!(changed.contains("quic"), "{changed}");
+    assert_eq!(lbd.json(&["info"])["config_digest"], digest);
+    let stats = lbd.json(&["stats"]);
+    assert!(stats["workers"][0]["quic_by_id"].is_u64(), "{stats}");
+    lbd.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1704,3 +1704,326 @@ fn hex(s: &str) -> Vec<u8> {
         .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap())
         .collect()
 }
+
+/// A UDP VIP in QUIC mode (server ids of 2 bytes) with three backends and
+/// a fourth that is down.
+const QUIC_CONFIG: &str = r#"
+local_addresses = ["192.0.2.1"]
+
+[[vip]]
+address = "198.51.100.10"
+port = 4433
+protocol = "udp"
+table_size = 1009
+quic_server_id_len = 2
+[[vip.backend]]
+address = "192.0.2.11"
+mac = "02:00:00:00:00:11"
+server_id = "0a01"
+[[vip.backend]]
+address = "192.0.2.12"
+mac = "02:00:00:00:00:12"
+server_id = "0a02"
+[[vip.backend]]
+address = "192.0.2.13"
+mac = "02:00:00:00:00:13"
+server_id = "0a03"
+[[vip.backend]]
+address = "192.0.2.14"
+mac = "02:00:00:00:00:14"
+server_id = "0a04"
+state = "down"
+"#;
+
+/// What lbd must do with a datagram to the QUIC VIP: reach backend `to`
+/// (an index of `BACKENDS`) when given, the same backend as every other
+/// case of its `group`, never the down backend (192.0.2.14), and count
+/// it under `route`.
+struct QuicWant {
+    to: Option<usize>,
+    group: u32,
+    route: &'static str,
+}
+
+const QUIC_DOWN_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 0x14]);
+
+/// A short header whose connection ID carries `id` after its first byte.
+fn quic_short(id: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x47, 0x3c];
+    p.extend_from_slice(id);
+    p.extend_from_slice(&[0x5a; 5]);
+    p.extend_from_slice(&[0xa5; 40]); // packet number and protected payload
+    p
+}
+
+/// A long header: first byte, version, DCID, an 8-byte SCID, then (for
+/// Initials) a zero token length, a length and a payload, padded to `pad`.
+fn quic_long(first: u8, version: u32, dcid: &[u8], pad: usize) -> Vec<u8> {
+    let mut p = vec![first];
+    p.extend_from_slice(&version.to_be_bytes());
+    p.push(u8::try_from(dcid.len()).unwrap());
+    p.extend_from_slice(dcid);
+    p.push(8);
+    p.extend_from_slice(&[0x51; 8]);
+    p.push(0); // token length (Initial) / start of length
+    p.extend_from_slice(&[0x44, 0x00]); // length 1024 (varint)
+    p.resize(pad.max(p.len() + 24), 0xa5);
+    p
+}
+
+fn quic_cases() -> Vec<(&'static str, Vec<u8>, QuicWant)> {
+    let d = |client: u8, sport: u16, payload: Vec<u8>| {
+        build::udp4(PORT, CLIENT, client4(client), VIP4, sport, 4433, &payload)
+    };
+    let want = |to, group, route| QuicWant { to, group, route };
+    const V1: u32 = 1;
+    const V2: u32 = 0x6b33_43cf;
+    let named = |id: u8| vec![0x00, 0x0a, id, 0x11, 0x22, 0x33, 0x44, 0x55];
+    let unknown_a = vec![0x3d, 0x9b, 0x71, 0x02, 0xe4, 0x5f, 0x80, 0x6a];
+    let unknown_b = vec![0xc9, 0x14, 0xf0, 0x2c, 0x66, 0x0b, 0x3a, 0x91, 0x7e, 0x08];
+    vec![
+        // Short headers naming a backend: there from any port or address.
+        (
+            "short id 0a01",
+            d(1, 1000, quic_short(&[0x0a, 0x01])),
+            want(Some(0), 1, "quic_by_id"),
+        ),
+        (
+            "short id 0a01, new port",
+            d(1, 1001, quic_short(&[0x0a, 0x01])),
+            want(Some(0), 1, "quic_by_id"),
+        ),
+        (
+            "short id 0a01, new address",
+            d(2, 2000, quic_short(&[0x0a, 0x01])),
+            want(Some(0), 1, "quic_by_id"),
+        ),
+        (
+            "short id 0a02",
+            d(1, 1002, quic_short(&[0x0a, 0x02])),
+            want(Some(1), 2, "quic_by_id"),
+        ),
+        (
+            "short id 0a03",
+            d(3, 1003, quic_short(&[0x0a, 0x03])),
+            want(Some(2), 3, "quic_by_id"),
+        ),
+        // Long headers whose DCID names a backend (a client's Handshake,
+        // or an Initial after a Retry), both versions.
+        (
+            "v1 handshake id 0a02",
+            d(1, 3000, quic_long(0xe0, V1, &named(2), 0)),
+            want(Some(1), 2, "quic_by_id"),
+        ),
+        (
+            "v1 initial id 0a03",
+            d(1, 3001, quic_long(0xc0, V1, &named(3), 1200)),
+            want(Some(2), 3, "quic_by_id"),
+        ),
+        (
+            "v2 initial id 0a01",
+            d(4, 3002, quic_long(0xd0, V2, &named(1), 1200)),
+            want(Some(0), 1, "quic_by_id"),
+        ),
+        (
+            "v2 handshake id 0a03",
+            d(4, 3003, quic_long(0xf0, V2, &named(3), 0)),
+            want(Some(2), 3, "quic_by_id"),
+        ),
+        // Initials and 0-RTT without a known id: by their DCID, whatever the port.
+        (
+            "v1 initial, unknown id",
+            d(5, 4000, quic_long(0xc0, V1, &unknown_a, 1200)),
+            want(None, 10, "quic_initial"),
+        ),
+        (
+            "v1 initial retransmitted, new port",
+            d(5, 4001, quic_long(0xc0, V1, &unknown_a, 1200)),
+            want(None, 10, "quic_initial"),
+        ),
+        (
+            "v1 0-rtt, new address",
+            d(6, 4002, quic_long(0xd0, V1, &unknown_a, 0)),
+            want(None, 10, "quic_initial"),
+        ),
+        (
+            "v2 initial, unknown id",
+            d(5, 4003, quic_long(0xd0, V2, &unknown_b, 1200)),
+            want(None, 11, "quic_initial"),
+        ),
+        (
+            "v2 0-rtt, new port",
+            d(5, 4004, quic_long(0xe0, V2, &unknown_b, 0)),
+            want(None, 11, "quic_initial"),
+        ),
+        (
+            "v1 initial, DCID too short for an id",
+            d(5, 4005, quic_long(0xc0, V1, &[0x0a], 1200)),
+            want(None, 12, "quic_initial"),
+        ),
+        // Without a known id otherwise: a UDP flow (its 5-tuple keeps its backend).
+        (
+            "v1 handshake, unknown id",
+            d(7, 5000, quic_long(0xe0, V1, &unknown_a, 0)),
+            want(None, 20, "quic_unknown_id"),
+        ),
+        (
+            "v1 handshake, unknown id, same flow",
+            d(7, 5000, quic_long(0xe0, V1, &unknown_a, 0)),
+            want(None, 20, "quic_unknown_id"),
+        ),
+        (
+            "short unknown id 0bbb",
+            d(7, 5001, quic_short(&[0x0b, 0xbb])),
+            want(None, 21, "quic_unknown_id"),
+        ),
+        (
+            "short unknown id, same flow",
+            d(7, 5001, quic_short(&[0x0b, 0xbb])),
+            want(None, 21, "quic_unknown_id"),
+        ),
+        (
+            "short, CID too short for an id",
+            d(7, 5002, vec![0x40, 0x00, 0x0a]),
+            want(None, 22, "quic_unknown_id"),
+        ),
+        // An id naming the down backend: placed afresh, as UDP.
+        (
+            "short id of the down backend",
+            d(8, 5003, quic_short(&[0x0a, 0x04])),
+            want(None, 23, "quic_id_down"),
+        ),
+        (
+            "short id of the down backend, same flow",
+            d(8, 5003, quic_short(&[0x0a, 0x04])),
+            want(None, 23, "quic_id_down"),
+        ),
+        // Not QUIC v1 or v2: as UDP.
+        (
+            "unknown version",
+            d(9, 6000, quic_long(0xc0, 0x1a2a_3a4a, &named(1), 1200)),
+            want(None, 30, "quic_unparsed"),
+        ),
+        (
+            "version negotiation",
+            d(9, 6001, quic_long(0x80, 0, &named(1), 0)),
+            want(None, 31, "quic_unparsed"),
+        ),
+        (
+            "long header cut after the first byte",
+            d(9, 6002, vec![0xc0, 0xff]),
+            want(None, 32, "quic_unparsed"),
+        ),
+        (
+            "DCID length 21",
+            d(9, 6003, {
+                let mut p = quic_long(0xc0, V1, &[7; 21], 1200);
+                p[5] = 21;
+                p
+            }),
+            want(None, 33, "quic_unparsed"),
+        ),
+        (
+            "DCID beyond the datagram",
+            d(9, 6004, vec![0xc0, 0, 0, 0, 1, 20, 1, 2, 3]),
+            want(None, 34, "quic_unparsed"),
+        ),
+        (
+            "empty datagram",
+            d(9, 6005, Vec::new()),
+            want(None, 35, "quic_unparsed"),
+        ),
+    ]
+}
+
+/// A VIP in QUIC mode through lbd as a process: long headers (versions 1
+/// and 2) and short ones reach the backend their server id names from any
+/// port or address; Initials without a known id keep together by their
+/// DCID; unknown ids, ids of a down backend, and what is not QUIC v1/v2 are
+/// UDP flows; every case counted by its route; the long headers' version
+/// and DCID as tshark's QUIC dissector reads them, not ours.
+#[test]
+fn lbd_routes_quic_by_connection_id_golden_pcap() {
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let input = golden.join("quic-in.pcap");
+    let expected = golden.join("quic-expected.pcap");
+    let cases = quic_cases();
+    let frames: Vec<Vec<u8>> = cases.iter().map(|(_, f, _)| f.clone()).collect();
+    let bless = std::env::var("LB_BLESS").is_ok_and(|v| v == "1");
+    if bless {
+        pcap::write(&input, &frames);
+    }
+    assert_eq!(
+        pcap::read(&input),
+        frames,
+        "golden QUIC input differs from the case list (LB_BLESS=1 to regenerate)"
+    );
+
+    // The crafted long headers are what an independent decoder reads.
+    let dissected = tshark_fields(
+        &input,
+        &["quic.header_form", "quic.version", "quic.dcid"],
+        &["-d", "udp.port==4433,quic"],
+    );
+    assert_eq!(dissected.len(), cases.len());
+    for ((what, frame, _), t) in cases.iter().zip(&dissected) {
+        let payload = &frame[42..];
+        let long_v1_v2 = payload.len() > 6
+            && payload[0] & 0x80 != 0
+            && matches!(&payload[1..5], [0, 0, 0, 1] | [0x6b, 0x33, 0x43, 0xcf])
+            && payload[5] <= 20
+            && payload.len() >= 6 + usize::from(payload[5]);
+        if long_v1_v2 {
+            let dcid = &payload[6..6 + usize::from(payload[5])];
+            let hexed: String = dcid.iter().map(|b| format!("{b:02x}")).collect();
+            assert_eq!(
+                t["quic.header_form"].split(',').next(),
+                Some("1"),
+                "{what}: {t:?}"
+            );
+            assert_eq!(
+                t["quic.dcid"].split(',').next().map(|s| s.replace(':', "")),
+                Some(hexed),
+                "{what}: tshark reads another DCID: {t:?}"
+            );
+        }
+    }
+
+    let (got, report, log) = run_lbd("quic", &input, QUIC_CONFIG, &[]);
+    assert_eq!(got.len(), cases.len(), "every datagram forwarded\n{log}");
+    let mut group_backend: HashMap<u32, MacAddr> = HashMap::new();
+    for ((what, input, want), out) in cases.iter().zip(&got) {
+        let to = MacAddr(out[..6].try_into().unwrap());
+        assert!(BACKENDS[..3].contains(&to), "{what}: sent to {to}");
+        assert_ne!(to, QUIC_DOWN_MAC, "{what}: the down backend");
+        assert_eq!(&out[6..12], &PORT.0, "{what}: source is the port");
+        assert_eq!(&out[12..], &input[12..], "{what}: IP packet untouched");
+        if let Some(i) = want.to {
+            assert_eq!(to, BACKENDS[i], "{what}: the backend its id names");
+        }
+        let first = *group_backend.entry(want.group).or_insert(to);
+        assert_eq!(first, to, "{what}: with the others of group {}", want.group);
+    }
+
+    if bless {
+        pcap::write(&expected, &got);
+    }
+    assert_eq!(
+        got,
+        pcap::read(&expected),
+        "sent frames differ from the golden output"
+    );
+
+    let total = &report["total"];
+    for route in [
+        "quic_by_id",
+        "quic_initial",
+        "quic_unknown_id",
+        "quic_id_down",
+        "quic_unparsed",
+    ] {
+        let n = cases.iter().filter(|(_, _, w)| w.route == route).count() as u64;
+        assert_eq!(total[route], n, "{route}: {report}");
+    }
+    assert_eq!(total["forwarded"], cases.len() as u64, "{report}");
+}

@@ -24,6 +24,7 @@ enum Req {
     DeleteVip(pb::VipKey),
     GetVip(pb::VipKey),
     ListVips,
+    UpdateVip(pb::UpdateVipRequest),
     AddBackend(pb::AddBackendRequest),
     RemoveBackend(pb::BackendKey),
     UpdateBackend(pb::UpdateBackendRequest),
@@ -45,6 +46,7 @@ impl Req {
             Req::DeleteVip(_) => "DeleteVip",
             Req::GetVip(_) => "GetVip",
             Req::ListVips => "ListVips",
+            Req::UpdateVip(_) => "UpdateVip",
             Req::AddBackend(_) => "AddBackend",
             Req::RemoveBackend(_) => "RemoveBackend",
             Req::UpdateBackend(_) => "UpdateBackend",
@@ -66,6 +68,7 @@ impl Req {
             Req::DeleteVip(r) => api.delete_vip(r).await.map(drop),
             Req::GetVip(r) => api.get_vip(r).await.map(drop),
             Req::ListVips => api.list_vips(e).await.map(drop),
+            Req::UpdateVip(r) => api.update_vip(r).await.map(drop),
             Req::AddBackend(r) => api.add_backend(r).await.map(drop),
             Req::RemoveBackend(r) => api.remove_backend(r).await.map(drop),
             Req::UpdateBackend(r) => api.update_backend(r).await.map(drop),
@@ -167,6 +170,15 @@ fn add(f: impl FnOnce(&mut pb::AddBackendRequest)) -> Req {
     Req::AddBackend(r)
 }
 
+fn update_vip(vip: pb::VipKey, f: impl FnOnce(&mut pb::UpdateVipRequest)) -> Req {
+    let mut r = pb::UpdateVipRequest {
+        vip: Some(vip),
+        ..Default::default()
+    };
+    f(&mut r);
+    Req::UpdateVip(r)
+}
+
 fn add_check(kind: &str, f: impl FnOnce(&mut pb::HealthCheck)) -> Req {
     let mut c = pb::HealthCheck {
         kind: kind.into(),
@@ -261,6 +273,11 @@ fn empty_requests() -> Vec<(Req, Code, &'static str)> {
             "vip.address",
         ),
         (Req::ListVips, Ok, ""),
+        (
+            Req::UpdateVip(Default::default()),
+            InvalidArgument,
+            "vip: missing",
+        ),
         (
             Req::AddBackend(Default::default()),
             InvalidArgument,
@@ -474,6 +491,18 @@ fn hostile_requests() -> Vec<(Req, Code, &'static str)> {
             FailedPrecondition,
             "vip.table_size 65537 is too small for 656 backends",
         ),
+        (update_vip(absent(), |_| {}), NotFound, "vip 198.51.100.78:80/tcp not found"),
+        (update_vip(proto(99), |_| {}), InvalidArgument, "vip.protocol"),
+        (update_vip(v(), |r| r.quic_server_id_len = Some(2)), InvalidArgument, "vip.quic_server_id_len"),
+        (update_vip(v(), |r| r.quic_server_id_len = Some(u32::MAX)), InvalidArgument, "vip.quic_server_id_len"),
+        (update_vip(v(), |r| r.drain_flows = Some(99)), InvalidArgument, "vip.drain_flows"),
+        (create_with(|r| r.quic_server_id_len = 2), InvalidArgument, "vip.quic_server_id_len"),
+        (create_with(|r| r.drain_flows = -1), InvalidArgument, "vip.drain_flows"),
+        (add(|r| r.server_id = huge()), InvalidArgument, "backend.server_id"),
+        (add(|r| r.server_id = "0x".into()), InvalidArgument, "backend.server_id"),
+        (update(|r| r.server_id = Some("\0".into())), InvalidArgument, "backend.server_id"),
+        (typed(|v| v.quic_server_id_len = 2), InvalidArgument, "config.vips[0].quic_server_id_len"),
+        (set(|r| r.backends[0].server_id = "zz".into()), InvalidArgument, "backends[0].server_id"),
         (set(|r| r.vip = Some(absent())), NotFound, "vip 198.51.100.78:80/tcp not found"),
         (set(|r| r.vip = Some(proto(99))), InvalidArgument, "vip.protocol"),
         (set(|r| r.expected_revision = Some(0)), Aborted, "expected_revision"),
@@ -540,7 +569,7 @@ fn unary_methods() -> Vec<String> {
 #[test]
 fn the_probe_covers_every_unary_method() {
     let unary = unary_methods();
-    assert_eq!(unary.len(), 13, "{unary:?}");
+    assert_eq!(unary.len(), 14, "{unary:?}");
     for cases in [empty_requests(), hostile_requests()] {
         let mut covered: Vec<String> = cases.iter().map(|c| c.0.method().to_string()).collect();
         covered.sort();

@@ -2748,6 +2748,39 @@ mod tests {
                 b"GET / HTTP/1.1",
             ),
             build::udp6(PORT_MAC, CLIENT_MAC, client6(), vip6(), 40000, 5000, b"srt"),
+            // QUIC to VIP 1 (in QUIC mode in the mutation run): a short
+            // header naming backend 4, Initials of versions 1 and 2.
+            build::udp6(
+                PORT_MAC,
+                CLIENT_MAC,
+                client6(),
+                vip6(),
+                40001,
+                5000,
+                &[0x41, 0x00, 0x0a, 0x04, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
+            ),
+            build::udp6(
+                PORT_MAC,
+                CLIENT_MAC,
+                client6(),
+                vip6(),
+                40002,
+                5000,
+                &[
+                    0xc0, 0, 0, 0, 1, 8, 0x00, 0x0a, 0x03, 4, 5, 6, 7, 8, 0, 0, 0,
+                ],
+            ),
+            build::udp6(
+                PORT_MAC,
+                CLIENT_MAC,
+                client6(),
+                vip6(),
+                40003,
+                5000,
+                &[
+                    0xd0, 0x6b, 0x33, 0x43, 0xcf, 8, 0xc0, 1, 2, 3, 4, 5, 6, 7, 0, 0, 0,
+                ],
+            ),
             build::tcp6(
                 PORT_MAC,
                 CLIENT_MAC,
@@ -2839,7 +2872,15 @@ mod tests {
         reason = "random indices and bytes: the low bits of a 64-bit xorshift"
     )]
     fn mutated_frames_never_break_the_decision() {
-        let s = all_up();
+        // VIP 1 in QUIC mode, so the QUIC parser meets the mutations too.
+        let mut spec = spec([BackendState::Up; 5]);
+        spec.vips[1].quic = Some(crate::quic::QuicMode { server_id_len: 2 });
+        for b in &mut spec.vips[1].backends {
+            let id = 0x0a00 + b.id.slot;
+            b.server_id = Some(crate::quic::ServerId::new(&id.to_be_bytes()).unwrap());
+        }
+        let s = Snapshot::build(&spec).unwrap();
+        let mut routes = std::collections::HashSet::new();
         let mut t = table();
         let corpus = corpus();
         let mut rng = Mutator(0x9e37_79b9_7f4a_7c15);
@@ -2871,6 +2912,21 @@ mod tests {
                 Action::ToKernel | Action::Drop(_) | Action::Learned { .. } => assert_eq!(f, orig),
             }
             seen_actions.insert(std::mem::discriminant(&a));
+            if let Action::Forward { quic: Some(r), .. } = a {
+                routes.insert(r);
+            }
+        }
+        use crate::quic::Route;
+        for r in [
+            Route::ById,
+            Route::Initial,
+            Route::UnknownId,
+            Route::Unparsed,
+        ] {
+            assert!(
+                routes.contains(&r),
+                "mutations reach QUIC's {r:?}: {routes:?}"
+            );
         }
         assert!(
             seen_actions.len() >= 8,

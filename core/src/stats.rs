@@ -48,7 +48,7 @@ macro_rules! for_each_counter {
             [neigh_learned, Total, "ARP replies and neighbor advertisements reported to the control side."],
             [quic_by_id, Total, "Datagrams to a QUIC VIP sent to the backend their connection ID's server id names."],
             [quic_initial, Total, "QUIC Initial and 0-RTT datagrams without a known server id, placed by Maglev on their destination connection ID."],
-            [quic_unknown_id, Total, "Datagrams to a QUIC VIP without a known server id (none, too short, unroutable or unknown), placed as UDP (flow table, Maglev)."],
+            [quic_unknown_id, Total, "Datagrams to a QUIC VIP without a known server id (a connection ID too short for one, or an id no backend has), placed as UDP (flow table, Maglev)."],
             [quic_id_down, Total, "Datagrams to a QUIC VIP whose server id names a backend that keeps no flows now (down), placed afresh as UDP."],
             [quic_unparsed, Total, "Datagrams to a QUIC VIP that are not QUIC version 1 or 2 as far as their header shows, placed as UDP."],
             [new_flows, Total, "Flows that got a backend from Maglev (new, or whose backend went away)."],

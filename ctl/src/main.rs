@@ -182,6 +182,18 @@ enum VipCommand {
         /// tunnel_sources, else its local address of the family.
         #[arg(long = "tunnel-source", value_name = "ADDRESS", value_delimiter = ',')]
         tunnel_sources: Vec<String>,
+        #[command(flatten)]
+        quic: QuicArgs,
+    },
+    /// Change a VIP's QUIC mode or drain policy (what is not given stays).
+    Set {
+        /// ADDRESS:PORT/PROTOCOL.
+        vip: String,
+        #[command(flatten)]
+        quic: QuicArgs,
+        /// Turn QUIC mode off (the backends' server ids stay, unused).
+        #[arg(long, conflicts_with = "quic_server_id_len")]
+        no_quic: bool,
     },
     /// Delete a VIP and its backends; its flows are no longer forwarded.
     Del {
@@ -197,6 +209,31 @@ enum VipCommand {
         /// ADDRESS:PORT/PROTOCOL.
         vip: String,
     },
+}
+
+/// A VIP's QUIC mode and drain policy.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "QUIC and drain")]
+struct QuicArgs {
+    /// QUIC mode (UDP VIPs): route datagrams by the server id in their
+    /// destination connection ID, this many bytes (1-15) after its first;
+    /// every backend then needs --server-id. See docs/QUIC.md.
+    #[arg(long, value_name = "N")]
+    quic_server_id_len: Option<u32>,
+    /// What a draining backend's flows do: keep (the default: they stay
+    /// until they end) or move (at once, as a down backend's: for UDP
+    /// clients that never stop sending).
+    #[arg(long, value_parser = ["keep", "move"])]
+    drain_flows: Option<String>,
+}
+
+impl QuicArgs {
+    fn drain_pb(&self) -> Option<pb::DrainFlows> {
+        self.drain_flows.as_deref().map(|d| match d {
+            "move" => pb::DrainFlows::Move,
+            _ => pb::DrainFlows::Keep,
+        })
+    }
 }
 
 // The health check options of `backend add`.
@@ -325,6 +362,10 @@ impl LoadArgs {
 }
 
 #[derive(Debug, Clone, Subcommand)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one command, parsed once per run: its size does not matter"
+)]
 enum BackendCommand {
     /// Add a backend to a VIP: it takes new flows once its MAC is known
     /// (with a check, it counts as healthy until `fall` checks fail).
@@ -343,6 +384,10 @@ enum BackendCommand {
         /// Add it draining (no new flows).
         #[arg(long)]
         drain: bool,
+        /// Its QUIC server id in hex (e.g. 0a01), as many bytes as the
+        /// VIP's --quic-server-id-len; required on a VIP in QUIC mode.
+        #[arg(long, value_name = "HEX")]
+        server_id: Option<String>,
         #[command(flatten)]
         forward: ForwardArgs,
         #[command(flatten)]
@@ -380,6 +425,16 @@ enum BackendCommand {
         /// device's; "" clears it.
         #[arg(long)]
         mac: Option<String>,
+    },
+    /// Set a backend's QUIC server id (its flows stay with it).
+    SetServerId {
+        /// ADDRESS:PORT/PROTOCOL.
+        vip: String,
+        /// The backend's IP address.
+        address: String,
+        /// The id in hex (e.g. 0a01), or "none" to clear it (refused while
+        /// the VIP is in QUIC mode).
+        server_id: String,
     },
     /// Remove a backend; its flows move to the others.
     Del {
@@ -694,6 +749,7 @@ async fn run_one_untimed(cli: &Cli, target: &str) -> Result<()> {
             tcp_idle_timeout,
             udp_idle_timeout,
             tunnel_sources,
+            quic,
         }) => {
             let v = c
                 .create_vip(pb::CreateVipRequest {
@@ -702,6 +758,24 @@ async fn run_one_untimed(cli: &Cli, target: &str) -> Result<()> {
                     tcp_idle_timeout_s: tcp_idle_timeout.unwrap_or(0),
                     udp_idle_timeout_s: udp_idle_timeout.unwrap_or(0),
                     tunnel_sources,
+                    quic_server_id_len: quic.quic_server_id_len.unwrap_or(0),
+                    drain_flows: quic.drain_pb().unwrap_or(pb::DrainFlows::Keep) as i32,
+                })
+                .await
+                .map_err(server)?
+                .into_inner();
+            print_vips(out, &[v]);
+        }
+        Command::Vip(VipCommand::Set { vip, quic, no_quic }) => {
+            let v = c
+                .update_vip(pb::UpdateVipRequest {
+                    vip: Some(parse_vip(&vip)?),
+                    quic_server_id_len: if no_quic {
+                        Some(0)
+                    } else {
+                        quic.quic_server_id_len
+                    },
+                    drain_flows: quic.drain_pb().map(|d| d as i32),
                 })
                 .await
                 .map_err(server)?
@@ -734,6 +808,7 @@ async fn run_one_untimed(cli: &Cli, target: &str) -> Result<()> {
             weight,
             mac,
             drain,
+            server_id,
             forward,
             check,
             load,
@@ -752,10 +827,24 @@ async fn run_one_untimed(cli: &Cli, target: &str) -> Result<()> {
                     forward: forward.method().unwrap_or(pb::ForwardMethod::Dr) as i32,
                     tunnel_port: forward.tunnel_port.unwrap_or(0),
                     vni: forward.vni.unwrap_or(0),
+                    server_id: server_id.unwrap_or_default(),
                 })
                 .await
                 .map_err(server)?
                 .into_inner();
+            print_backends(out, &[b]);
+        }
+        Command::Backend(BackendCommand::SetServerId {
+            vip,
+            address,
+            server_id,
+        }) => {
+            let id = if server_id == "none" {
+                String::new()
+            } else {
+                server_id
+            };
+            let b = update(&mut c, &vip, address, |r| r.server_id = Some(id)).await?;
             print_backends(out, &[b]);
         }
         Command::Backend(BackendCommand::Del { vip, address }) => {
@@ -1305,6 +1394,7 @@ fn forward_name(b: &pb::Backend) -> &'static str {
 fn backend_json(b: &pb::Backend) -> Value {
     json!({"address": b.address, "weight": b.weight, "mac": b.mac, "effective_mac": b.effective_mac,
            "forward": forward_name(b), "tunnel_port": b.tunnel_port, "vni": b.vni, "next_hop": b.next_hop,
+           "server_id": b.server_id,
            "state": state_text(b.state), "drain": b.drain, "health": health_text(b.health),
            "check": b.check.as_ref().map(|c| json!({"kind": c.kind, "port": c.port, "interval_ms": c.interval_ms,
                "timeout_ms": c.timeout_ms, "rise": c.rise, "fall": c.fall, "http_status": c.http_status, "via": if c.via.is_empty() { "auto" } else { c.via.as_str() },
@@ -1342,6 +1432,7 @@ fn print_vips(out: Output, vips: &[pb::Vip]) {
                 .map(|v| json!({"vip": vip_text(&v.key), "table_size": v.table_size,
                                 "tcp_idle_timeout_s": v.tcp_idle_timeout_s, "udp_idle_timeout_s": v.udp_idle_timeout_s,
                                 "tunnel_sources": v.tunnel_sources,
+                                "quic_server_id_len": v.quic_server_id_len, "drain_flows": drain_text(v),
                                 "backends": v.backends.iter().map(backend_json).collect::<Vec<_>>()}))
                 .collect();
             print_json(Value::Array(v));
@@ -1350,15 +1441,23 @@ fn print_vips(out: Output, vips: &[pb::Vip]) {
             // Each VIP, then its backends indented under it.
             println!("{:<32} {:>10} {:>9}", "VIP", "TABLE", "BACKENDS");
             for v in vips {
+                // A note only where a VIP is not plain: rows of plain VIPs
+                // stay as scripts read them.
+                let note = vip_note(v).map_or(String::new(), |n| format!("  {n}"));
                 println!(
-                    "{:<32} {:>10} {:>9}",
+                    "{:<32} {:>10} {:>9}{note}",
                     vip_text(&v.key),
                     v.table_size,
                     v.backends.len()
                 );
                 for b in &v.backends {
+                    let sid = if b.server_id.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" sid {}", b.server_id)
+                    };
                     println!(
-                        "  {:<30} weight {:<5} {:<9} {:<10} {:<14} {}",
+                        "  {:<30} weight {:<5} {:<9} {:<10} {:<14} {}{sid}",
                         b.address,
                         b.weight,
                         state_text(b.state),
@@ -1369,6 +1468,35 @@ fn print_vips(out: Output, vips: &[pb::Vip]) {
                 }
             }
         }
+    }
+}
+
+/// A VIP's QUIC mode: "id 2B" (the server id's length), "-" when off.
+fn quic_text(v: &pb::Vip) -> String {
+    match v.quic_server_id_len {
+        0 => "-".into(),
+        n => format!("id {n}B"),
+    }
+}
+
+/// "quic id 2B, drain move": what differs from a plain VIP, if anything.
+fn vip_note(v: &pb::Vip) -> Option<String> {
+    let mut parts = Vec::new();
+    if v.quic_server_id_len != 0 {
+        parts.push(format!("quic {}", quic_text(v)));
+    }
+    if drain_text(v) != "keep" {
+        parts.push(format!("drain {}", drain_text(v)));
+    }
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
+/// What a VIP's draining backends' flows do: "keep" or "move".
+fn drain_text(v: &pb::Vip) -> &'static str {
+    match pb::DrainFlows::try_from(v.drain_flows) {
+        Ok(pb::DrainFlows::Move) => "move",
+        Ok(pb::DrainFlows::Keep) => "keep",
+        Err(_) => "unknown",
     }
 }
 
@@ -1392,8 +1520,17 @@ fn print_backends(out: Output, backends: &[pb::Backend]) {
         Output::Json => print_json(Value::Array(backends.iter().map(backend_json).collect())),
         Output::Table => {
             println!(
-                "{:<28} {:>6} {:>5} {:<9} {:<14} {:<18} {:<10} {:<14} {:<16} CHECK",
-                "BACKEND", "WEIGHT", "EFF", "STATE", "FWD", "MAC", "HEALTH", "FLOWS", "AGENT"
+                "{:<28} {:>6} {:>5} {:<9} {:<14} {:<18} {:<10} {:<14} {:<16} {:<8} CHECK",
+                "BACKEND",
+                "WEIGHT",
+                "EFF",
+                "STATE",
+                "FWD",
+                "MAC",
+                "HEALTH",
+                "FLOWS",
+                "AGENT",
+                "SID"
             );
             for b in backends {
                 let mac = mac_text(b);
@@ -1404,8 +1541,13 @@ fn print_backends(out: Output, backends: &[pb::Backend]) {
                         "" | "auto" => c.kind.clone(),
                         via => format!("{} via {via}", c.kind),
                     });
+                let sid = if b.server_id.is_empty() {
+                    "-"
+                } else {
+                    &b.server_id
+                };
                 println!(
-                    "{:<28} {:>6} {:>5} {:<9} {:<14} {:<18} {:<10} {:<14} {:<16} {check}",
+                    "{:<28} {:>6} {:>5} {:<9} {:<14} {:<18} {:<10} {:<14} {:<16} {sid:<8} {check}",
                     b.address,
                     b.weight,
                     b.effective_weight,
@@ -1497,6 +1639,8 @@ fn print_stats(out: Output, s: &pb::Stats, rates: Option<&rates::Rates>) {
                                 "host_balanced": w.host_balanced, "host_replies": w.host_replies, "host_dropped": w.host_dropped,
                                 "neigh_requests": w.neigh_requests, "neigh_learned": w.neigh_learned,
                                 "echo_replies": w.echo_replies, "vip_conflicts": w.vip_conflicts,
+                                "quic_by_id": w.quic_by_id, "quic_initial": w.quic_initial, "quic_unknown_id": w.quic_unknown_id,
+                                "quic_id_down": w.quic_id_down, "quic_unparsed": w.quic_unparsed,
                                 "new_flows": w.new_flows, "flow_rejected": w.flow_rejected,
                                 "active_flows": w.active_flows, "flow_capacity": w.flow_capacity, "snapshot_generation": w.snapshot_generation,
                                 "snapshot_adoption": delays_json(&w.snapshot_adoption), "drops": drops(w)}))
@@ -1574,6 +1718,9 @@ fn print_stats(out: Output, s: &pb::Stats, rates: Option<&rates::Rates>) {
                         w.flow_rejected
                     );
                 }
+                if let Some(t) = quic_counters_text(w) {
+                    println!("         quic: {t}");
+                }
                 if let Some(t) = delays_text(&w.snapshot_adoption) {
                     println!("         new snapshots reached it: {t}");
                 }
@@ -1601,6 +1748,23 @@ fn print_stats(out: Output, s: &pb::Stats, rates: Option<&rates::Rates>) {
             }
         }
     }
+}
+
+/// A worker's QUIC routes ("by_id=5 initial=2 ..."); `None` while all are 0.
+fn quic_counters_text(w: &pb::WorkerStats) -> Option<String> {
+    let all = [
+        ("by_id", w.quic_by_id),
+        ("initial", w.quic_initial),
+        ("unknown_id", w.quic_unknown_id),
+        ("id_down", w.quic_id_down),
+        ("unparsed", w.quic_unparsed),
+    ];
+    all.iter().any(|(_, v)| *v > 0).then(|| {
+        all.iter()
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    })
 }
 
 /// `stats --watch`'s rates section: per worker, then per VIP and its
@@ -1794,6 +1958,92 @@ mod tests {
             let e = parse_vip(bad).unwrap_err().to_string();
             assert!(e.contains(why), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn quic_options_and_columns() {
+        let parse =
+            |args: &[&str]| Cli::try_parse_from(["lbctl"].iter().chain(args)).map(|c| c.command);
+        let Command::Vip(VipCommand::Add { quic, .. }) = parse(&[
+            "vip",
+            "add",
+            "198.51.100.10:443/udp",
+            "--quic-server-id-len",
+            "2",
+            "--drain-flows",
+            "move",
+        ])
+        .unwrap() else {
+            panic!("vip add");
+        };
+        assert_eq!(quic.quic_server_id_len, Some(2));
+        assert_eq!(quic.drain_pb(), Some(pb::DrainFlows::Move));
+        let Command::Vip(VipCommand::Set { quic, no_quic, .. }) =
+            parse(&["vip", "set", "198.51.100.10:443/udp", "--no-quic"]).unwrap()
+        else {
+            panic!("vip set");
+        };
+        assert!(no_quic && quic.quic_server_id_len.is_none() && quic.drain_pb().is_none());
+        assert!(parse(&[
+            "vip",
+            "set",
+            "198.51.100.10:443/udp",
+            "--no-quic",
+            "--quic-server-id-len",
+            "2"
+        ])
+        .is_err());
+        let e = parse(&[
+            "vip",
+            "set",
+            "198.51.100.10:443/udp",
+            "--drain-flows",
+            "later",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("--drain-flows") && e.contains("move"), "{e}");
+        let Command::Backend(BackendCommand::Add { server_id, .. }) = parse(&[
+            "backend",
+            "add",
+            "198.51.100.10:443/udp",
+            "192.0.2.11",
+            "--server-id",
+            "0a01",
+        ])
+        .unwrap() else {
+            panic!("backend add");
+        };
+        assert_eq!(server_id.as_deref(), Some("0a01"));
+        assert!(matches!(
+            parse(&["backend", "set-server-id", "198.51.100.10:443/udp", "192.0.2.11", "none"])
+                .unwrap(),
+            Command::Backend(BackendCommand::SetServerId { server_id, .. }) if server_id == "none"
+        ));
+        let v = pb::Vip {
+            quic_server_id_len: 2,
+            drain_flows: pb::DrainFlows::Move as i32,
+            ..Default::default()
+        };
+        assert_eq!((quic_text(&v), drain_text(&v)), ("id 2B".into(), "move"));
+        assert_eq!(vip_note(&v).as_deref(), Some("quic id 2B, drain move"));
+        let off = pb::Vip::default();
+        assert_eq!((quic_text(&off), drain_text(&off)), ("-".into(), "keep"));
+        assert_eq!(vip_note(&off), None);
+        let j = backend_json(&pb::Backend {
+            server_id: "0a01".into(),
+            ..Default::default()
+        });
+        assert_eq!(j["server_id"], json!("0a01"));
+        let w = pb::WorkerStats {
+            quic_by_id: 5,
+            ..Default::default()
+        };
+        assert_eq!(
+            quic_counters_text(&w).as_deref(),
+            Some("by_id=5 initial=0 unknown_id=0 id_down=0 unparsed=0")
+        );
+        assert_eq!(quic_counters_text(&pb::WorkerStats::default()), None);
     }
 
     #[test]

@@ -39,7 +39,7 @@ address = "192.0.2.77"
 mac = "02:00:00:00:00:77"
 """
 UNARY = [
-    "CreateVip", "DeleteVip", "GetVip", "ListVips", "AddBackend", "RemoveBackend",
+    "CreateVip", "DeleteVip", "GetVip", "ListVips", "UpdateVip", "AddBackend", "RemoveBackend",
     "UpdateBackend", "Apply", "SetBackends", "Export", "ListHealth", "GetStats", "GetInfo",
 ]
 
@@ -94,6 +94,7 @@ EMPTY = [
     ("DeleteVip", pb.VipKey(), INVALID, "vip.address"),
     ("GetVip", pb.VipKey(), INVALID, "vip.address"),
     ("ListVips", pb.Empty(), OK, ""),
+    ("UpdateVip", pb.UpdateVipRequest(), INVALID, "vip: missing"),
     ("AddBackend", pb.AddBackendRequest(), INVALID, "vip: missing"),
     ("RemoveBackend", pb.BackendKey(), INVALID, "vip: missing"),
     ("UpdateBackend", pb.UpdateBackendRequest(), INVALID, "backend: missing"),
@@ -212,6 +213,12 @@ HOSTILE = [
     ("AddBackend", add(agent=pb.AgentCheck(kind="tcp", port=70_000)), INVALID, "backend.agent.port"),
     ("AddBackend", add(min_flows=5), INVALID, "backend.min_flows"),
     ("UpdateBackend", update(min_flows=2**32 - 1), INVALID, "backend.min_flows"),
+    ("UpdateVip", pb.UpdateVipRequest(vip=ABSENT), NOT_FOUND, "vip 198.51.100.78:80/tcp not found"),
+    ("UpdateVip", pb.UpdateVipRequest(vip=V, quic_server_id_len=2), INVALID, "vip.quic_server_id_len"),
+    ("UpdateVip", pb.UpdateVipRequest(vip=V, quic_server_id_len=2**32 - 1), INVALID, "vip.quic_server_id_len"),
+    ("UpdateVip", pb.UpdateVipRequest(vip=V, drain_flows=99), INVALID, "vip.drain_flows"),
+    ("AddBackend", add(server_id="0x"), INVALID, "backend.server_id"),
+    ("UpdateBackend", update(server_id="\0"), INVALID, "backend.server_id"),
     ("SetBackends", set_backends(vip=ABSENT), NOT_FOUND, "vip 198.51.100.78:80/tcp not found"),
     ("SetBackends", set_backends(vip=key(protocol=99)), INVALID, "vip.protocol"),
     ("SetBackends", set_backends(expected_revision=0), ABORTED, "expected_revision"),

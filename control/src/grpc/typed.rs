@@ -12,8 +12,9 @@ use lb_proto::v1 as pb;
 use tonic::Status;
 
 use super::{
-    backend_addr_at, check_at, forward_at, invalid, load_at, mac_at, pb_agent, pb_check,
-    pb_forward, pb_key, sources_at, status, vip_key_at,
+    backend_addr_at, check_at, drain_flows_at, forward_at, invalid, load_at, mac_at, pb_agent,
+    pb_check, pb_drain_flows, pb_forward, pb_key, quic_at, server_id_at, sources_at, status,
+    vip_key_at,
 };
 use crate::hub::ChangeError;
 use crate::state::{check_backend_addr, check_settings, BackendSettings, DesiredState, StateError};
@@ -29,6 +30,7 @@ fn at(e: StateError, vip_at: &str, backend_at: Option<&str>) -> Status {
                 _ => match field {
                     "vip.table_size" => format!("{vip_at}.table_size"),
                     "vip.tunnel_sources" => format!("{vip_at}.tunnel_sources"),
+                    "vip.quic_server_id_len" => format!("{vip_at}.quic_server_id_len"),
                     f => match f.strip_prefix("vip") {
                         Some(rest) => format!("{vip_at}.key{rest}"),
                         None => format!("{vip_at}.{f}"),
@@ -65,6 +67,7 @@ fn backend(
         forward,
         tunnel_port,
         vni,
+        server_id: server_id_at(&b.server_id, at_path)?,
         drain: b.drain,
         down: b.down,
         check: b.check.map(|c| check_at(c, at_path)).transpose()?,
@@ -119,6 +122,11 @@ pub fn desired_state(config: pb::Config) -> Result<DesiredState, Status> {
         let sources = sources_at(&v.tunnel_sources, &format!("{vip_at}.tunnel_sources"))?;
         s.set_vip_tunnel_sources(&key, sources)
             .map_err(|e| at(e, &vip_at, None))?;
+        // On the empty VIP: each backend is checked against it as added.
+        s.set_vip_quic(&key, quic_at(v.quic_server_id_len, &vip_at)?)
+            .map_err(|e| at(e, &vip_at, None))?;
+        s.set_vip_drain(&key, drain_flows_at(v.drain_flows, &vip_at)?)
+            .map_err(|e| at(e, &vip_at, None))?;
         let field = format!("{vip_at}.backends");
         for (j, b) in v.backends.into_iter().enumerate() {
             let path = format!("{field}[{j}]");
@@ -139,6 +147,7 @@ pub fn pb_backend_config(addr: &IpAddr, s: &BackendSettings) -> pb::BackendConfi
         forward: pb_forward(s.forward) as i32,
         tunnel_port: s.tunnel_port.map_or(0, u32::from),
         vni: s.vni.unwrap_or(0),
+        server_id: s.server_id.map(|id| id.to_string()).unwrap_or_default(),
         drain: s.drain,
         down: s.down,
         check: s.check.as_ref().map(pb_check),
@@ -160,6 +169,8 @@ pub fn pb_config(s: &DesiredState) -> pb::Config {
                 tcp_idle_timeout_s: u32::from(v.idle.tcp),
                 udp_idle_timeout_s: u32::from(v.idle.udp),
                 tunnel_sources: v.tunnel_sources.iter().map(ToString::to_string).collect(),
+                quic_server_id_len: v.quic.map_or(0, |q| u32::from(q.server_id_len)),
+                drain_flows: pb_drain_flows(v.drain) as i32,
                 backends: v
                     .backends
                     .iter()
@@ -210,6 +221,93 @@ mod tests {
         assert_eq!(v.len(), 1);
         assert!(s.message().starts_with(&v[0].field), "{s:?}");
         v[0].field.clone()
+    }
+
+    #[test]
+    fn quic_round_trips_and_refusals_name_their_path() {
+        let udp = |backends| pb::VipConfig {
+            key: Some(pb::VipKey {
+                protocol: pb::Protocol::Udp as i32,
+                ..key(443).unwrap()
+            }),
+            quic_server_id_len: 2,
+            drain_flows: pb::DrainFlows::Move as i32,
+            backends,
+            ..Default::default()
+        };
+        let with_id = |address: &str, id: &str| pb::BackendConfig {
+            server_id: id.into(),
+            ..backend_config(address)
+        };
+        let config = pb::Config {
+            vips: vec![udp(vec![
+                with_id("192.0.2.11", "0a01"),
+                with_id("192.0.2.12", "0a02"),
+            ])],
+        };
+        let back = pb_config(&desired_state(config).unwrap());
+        let v = &back.vips[0];
+        assert_eq!(
+            (
+                v.quic_server_id_len,
+                v.drain_flows,
+                &v.backends[1].server_id
+            ),
+            (2, pb::DrainFlows::Move as i32, &"0a02".to_string())
+        );
+        assert_eq!(pb_config(&desired_state(back.clone()).unwrap()), back);
+        for (c, want) in [
+            (
+                vec![udp(vec![
+                    with_id("192.0.2.11", "0a01"),
+                    with_id("192.0.2.12", "0a01"),
+                ])],
+                "config.vips[0].backends[1].server_id",
+            ),
+            (
+                vec![udp(vec![with_id("192.0.2.11", "0a")])],
+                "config.vips[0].backends[0].server_id",
+            ),
+            (
+                vec![udp(vec![with_id("192.0.2.11", "xy")])],
+                "config.vips[0].backends[0].server_id",
+            ),
+            (
+                vec![udp(vec![backend_config("192.0.2.11")])],
+                "config.vips[0].backends[0].server_id",
+            ),
+            (
+                vec![pb::VipConfig {
+                    quic_server_id_len: 16,
+                    ..udp(vec![])
+                }],
+                "config.vips[0].quic_server_id_len",
+            ),
+            (
+                vec![pb::VipConfig {
+                    quic_server_id_len: 300,
+                    ..udp(vec![])
+                }],
+                "config.vips[0].quic_server_id_len",
+            ),
+            (
+                vec![pb::VipConfig {
+                    key: key(443),
+                    ..udp(vec![])
+                }],
+                "config.vips[0].quic_server_id_len",
+            ),
+            (
+                vec![pb::VipConfig {
+                    drain_flows: 7,
+                    ..udp(vec![])
+                }],
+                "config.vips[0].drain_flows",
+            ),
+        ] {
+            let e = desired_state(pb::Config { vips: c }).unwrap_err();
+            assert_eq!(field_of(&e), want, "{e:?}");
+        }
     }
 
     #[test]
