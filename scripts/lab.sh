@@ -641,6 +641,9 @@ cmd_udp_echo_stop() {
     rm -f "$pidf"
 }
 
+# Whether process $1 runs (exists and is no zombie).
+running() { [ -e "/proc/$1" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null; }
+
 cmd_quic_server() {
     local i=$1 id=$2 log="$DIR/be$1/quic.log"
     [ -x "$QUIC_PEER" ] || die "quic-server: $QUIC_PEER is missing (cargo build --workspace builds it)"
@@ -654,7 +657,7 @@ cmd_quic_server() {
     echo $! > "$DIR/be$i/quic.pid"
     for _ in $(seq 100); do
         grep -q "listening on" "$log" && return 0
-        kill -0 "$(cat "$DIR/be$i/quic.pid")" 2>/dev/null || break
+        running "$(cat "$DIR/be$i/quic.pid")" || break
         sleep 0.05
     done
     cat "$log" >&2
@@ -666,11 +669,13 @@ cmd_quic_server_stop() {
     [ -f "$pidf" ] || return 0
     pid=$(cat "$pidf")
     kill -TERM "$pid" 2>/dev/null || true
+    # Gone, or a zombie: its parent (the shell that started it) has exited,
+    # and whoever inherits it may reap it late.
     for _ in $(seq 50); do
-        kill -0 "$pid" 2>/dev/null || break
+        running "$pid" || break
         sleep 0.05
     done
-    kill -0 "$pid" 2>/dev/null && die "quic-peer server on be$1 did not stop"
+    running "$pid" && die "quic-peer server on be$1 did not stop"
     rm -f "$pidf"
 }
 

@@ -7,7 +7,8 @@
 //! (draft-ietf-quic-load-balancers):
 //!
 //! ```text
-//! CID byte 0:        2 config-rotation bits (00) | 6 bits the server may use (random here)
+//! CID byte 0:        2 config-rotation bits (00) | 6 bits the server may use (random here);
+//!                    lbd does not read this byte (servers fill it as they like)
 //! CID bytes 1..=len: the server id, big-endian (len = the VIP's --quic-server-id-len)
 //! CID rest:          random, so that an observer cannot link a connection's IDs
 //! ```
