@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The DR lab: real clients and real servers around lbd, in network namespaces
 # this script creates and removes. One implementation, used by `make demo`
-# (scripts/demo.sh) and by the end-to-end tests (control/tests/{dr_lab,
-# ecmp_lab,netns_lab}.rs, through testkit/src/lab.rs).
+# (scripts/demo.sh) and by the end-to-end tests (control/tests/*_lab.rs,
+# through testkit/src/lab.rs).
 #
-#   client 192.0.2.100 ─┐
+#   client 192.0.2.100 ─┐   (and 192.0.2.101: a second address to move to)
 #   lbd    192.0.2.1  ──┤ bridge (namespace "sw")
 #   be1..4 192.0.2.11-14┘   each owns the VIP 198.51.100.10 on lo and runs nginx
 #
@@ -73,6 +73,16 @@
 #                       on every address, as at `up`)
 #   udp-echo N PORT     a UDP echo server on be N bound to VIP:PORT (background);
 #   udp-echo-stop N     and its end
+#   quic-server N ID    quic-peer's QUIC server on be N bound to VIP:4433, issuing
+#                       connection IDs with server id ID (hex; LAB_QUIC_ID_LEN
+#                       bytes, default 2), answering as "beN", with a TCP
+#                       listener on port 4434 (every address) for health checks;
+#                       in the background, started when it listens. Every
+#                       server shares one stateless-reset key
+#   quic-server-stop N  SIGTERM it (no CONNECTION_CLOSE: as if it crashed), wait
+#   quic-client ARGS    quic-peer client --connect VIP:4433 ARGS in the client's
+#                       namespace (exec: the caller's pid becomes the client's);
+#                       see quic-peer/src/main.rs for ARGS and what it prints
 #   agent N ANSWER      be N's load-feedback agent (lb-agent, port 10999) answers
 #                       ANSWER ("50%", "drain", ...) from now on; started if
 #                       not running (background)
@@ -120,9 +130,16 @@ DIR=${LAB_DIR:-/tmp/lblab-$ID}
 LBD=${LBD:-$ROOT/target/debug/lbd}
 LBCTL=${LBCTL:-$ROOT/target/debug/lbctl}
 LB_AGENT=${LB_AGENT:-$ROOT/target/debug/lb-agent}
+QUIC_PEER=${QUIC_PEER:-$ROOT/target/debug/quic-peer}
 
 VIP=198.51.100.10
 VIP_PORT=80
+QUIC_PORT=4433
+QUIC_CHECK_PORT=4434
+# One stateless-reset key for every QUIC server: a server's reset of a
+# connection it does not know (another's, while that one is down) is then
+# one its client believes.
+QUIC_RESET_KEY=6c61622d72657365742d6b6579
 LB=${LB:-1}
 [[ "$LB" =~ ^[12]$ ]] || { echo "lab: LB=$LB: give 1 or 2" >&2; exit 2; }
 SFX=${LB/#1/}           # instance 1 keeps the plain names: lb, lbd.sock
@@ -269,6 +286,8 @@ cmd_up() {
     if [ "$topo" != ecmp ]; then
         attach client eth0
         in_ns client ip addr add "$(client_ip)/24" dev eth0
+        # A second address, for a client that moves (QUIC migration).
+        in_ns client ip addr add 192.0.2.101/24 dev eth0
         # The VIP is reached through the segment (where a router would send it).
         in_ns client ip route add "$VIP/32" dev eth0
     else
@@ -622,6 +641,44 @@ cmd_udp_echo_stop() {
     rm -f "$pidf"
 }
 
+# Whether process $1 runs (exists and is no zombie).
+running() { [ -e "/proc/$1" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null; }
+
+cmd_quic_server() {
+    local i=$1 id=$2 log="$DIR/be$1/quic.log"
+    [ -x "$QUIC_PEER" ] || die "quic-server: $QUIC_PEER is missing (cargo build --workspace builds it)"
+    cmd_quic_server_stop "$i"
+    : > "$log"
+    # Not through in_ns: $! must be quic-peer itself (ip netns exec execs it).
+    ip netns exec "$(ns "be$i")" "$QUIC_PEER" server --listen "$VIP:$QUIC_PORT" \
+        --server-id "$id" --id-len "${LAB_QUIC_ID_LEN:-2}" --name "be$i" \
+        --tcp-check "0.0.0.0:$QUIC_CHECK_PORT" --reset-key "$QUIC_RESET_KEY" \
+        </dev/null >>"$log" 2>&1 &
+    echo $! > "$DIR/be$i/quic.pid"
+    for _ in $(seq 100); do
+        grep -q "listening on" "$log" && return 0
+        running "$(cat "$DIR/be$i/quic.pid")" || break
+        sleep 0.05
+    done
+    cat "$log" >&2
+    die "quic-peer server on be$i did not start"
+}
+
+cmd_quic_server_stop() {
+    local pidf="$DIR/be$1/quic.pid" pid
+    [ -f "$pidf" ] || return 0
+    pid=$(cat "$pidf")
+    kill -TERM "$pid" 2>/dev/null || true
+    # Gone, or a zombie: its parent (the shell that started it) has exited,
+    # and whoever inherits it may reap it late.
+    for _ in $(seq 50); do
+        running "$pid" || break
+        sleep 0.05
+    done
+    running "$pid" && die "quic-peer server on be$1 did not stop"
+    rm -f "$pidf"
+}
+
 cmd_agent() {
     local i=$1 answer=$2 pidf="$DIR/be$1/agent.pid"
     [ -x "$LB_AGENT" ] || die "agent: $LB_AGENT is missing (cargo build --workspace builds it)"
@@ -907,6 +964,11 @@ main() {
         udp-echo) cmd_udp_echo "$1" "$2" ;;
         udp-echo-stop) cmd_udp_echo_stop "$1" ;;
         agent) cmd_agent "$1" "$2" ;;
+        quic-server) cmd_quic_server "$1" "$2" ;;
+        quic-server-stop) cmd_quic_server_stop "$1" ;;
+        quic-client)
+            [ -x "$QUIC_PEER" ] || die "quic-client: $QUIC_PEER is missing (cargo build --workspace builds it)"
+            exec ip netns exec "$(ns client)" "$QUIC_PEER" client --connect "$VIP:$QUIC_PORT" "$@" ;;
         agent-stop) cmd_agent_stop "$1" ;;
         # exec: a caller can signal lbctl itself (events).
         lbctl) exec "$LBCTL" --socket "$DIR/lbd$SFX.sock" "$@" ;;

@@ -90,7 +90,8 @@ impl Lab {
             .env("LAB_ID", &self.id)
             .env("LB", self.lb.to_string())
             .env("LBD", &self.lbd)
-            .env("LBCTL", self.lbd.with_file_name("lbctl"));
+            .env("LBCTL", self.lbd.with_file_name("lbctl"))
+            .env("QUIC_PEER", self.lbd.with_file_name("quic-peer"));
         c
     }
 
