@@ -10,3 +10,6 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 # Integration tests run lbctl next to lbd: build every binary first.
 cargo build --workspace --locked
 cargo test --workspace --locked
+# Coverage-guided fuzzing, briefly: every target for FUZZ_SECONDS (30) on
+# top of its seeds and the corpus of earlier runs; a crash fails the test.
+scripts/fuzz.sh "${FUZZ_SECONDS:-30}"

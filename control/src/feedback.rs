@@ -95,9 +95,18 @@ pub fn parse_text(line: &str) -> Result<Report, String> {
     Ok(r)
 }
 
+/// A refused word, quoted in at most 32 characters of its escaped form
+/// (a control character escapes to several: a cut before escaping would
+/// not bound the message).
 fn bad(word: &str) -> String {
-    let shown: String = word.chars().take(40).collect();
-    format!("{shown:?} is not an agent word (N%, ready, up, drain, maint)")
+    let escaped = word.escape_debug();
+    let cut = if escaped.clone().count() > 32 {
+        "..."
+    } else {
+        ""
+    };
+    let shown: String = escaped.take(32).collect();
+    format!("\"{shown}\"{cut} is not an agent word (N%, ready, up, drain, maint)")
 }
 
 fn percent(v: f64) -> Result<u8, String> {
@@ -113,6 +122,15 @@ fn percent(v: f64) -> Result<u8, String> {
     }
 }
 
+/// A JSON value as an error quotes it: at most 32 characters of its text.
+fn shown(v: &serde_json::Value) -> String {
+    let text = v.to_string();
+    match text.char_indices().nth(32) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text,
+    }
+}
+
 /// The HTTP form: `{"weight_percent": 75, "state": "drain"}`, both optional
 /// (at least one given).
 pub fn parse_json(body: &str) -> Result<Report, String> {
@@ -121,13 +139,13 @@ pub fn parse_json(body: &str) -> Result<Report, String> {
     if let Some(p) = v.get("weight_percent") {
         let p = p
             .as_f64()
-            .ok_or_else(|| format!("weight_percent {p} is not a number"))?;
+            .ok_or_else(|| format!("weight_percent {} is not a number", shown(p)))?;
         r.percent = Some(percent(p)?);
     }
     if let Some(s) = v.get("state") {
         let s = s
             .as_str()
-            .ok_or_else(|| format!("state {s} is not a string"))?;
+            .ok_or_else(|| format!("state {} is not a string", shown(s)))?;
         let Report { state, .. } = parse_text(s)?;
         r.state = state;
     }
@@ -305,6 +323,29 @@ async fn run(vip: VipKey, addr: IpAddr, agent: AgentCheck, control: Arc<Mutex<Co
     }
 }
 
+/// What an agent's whole answer says: the first line of a TCP agent's
+/// (HAProxy's protocol), or the JSON body of an HTTP agent's 200. Errors
+/// quote at most a few words of the answer, never all of it.
+pub fn answer_of(kind: &AgentKind, answer: &[u8]) -> Result<Report, String> {
+    if answer.len() > MAX_ANSWER {
+        return Err(format!("an answer over {MAX_ANSWER} bytes"));
+    }
+    let text = String::from_utf8_lossy(answer);
+    match kind {
+        AgentKind::Tcp => parse_text(text.lines().next().unwrap_or_default()),
+        AgentKind::Http { .. } => {
+            let (head, body) = text
+                .split_once("\r\n\r\n")
+                .ok_or("an HTTP answer without a body")?;
+            match crate::health::http_status(head.as_bytes()) {
+                Some(200) => parse_json(body),
+                Some(code) => Err(format!("HTTP {code}, expected 200")),
+                None => Err("no HTTP status line".into()),
+            }
+        }
+    }
+}
+
 /// Ask the agent at `target` once.
 pub async fn poll(
     target: SocketAddr,
@@ -331,23 +372,7 @@ pub async fn poll(
             .read_to_end(&mut answer)
             .await
             .map_err(|e| format!("reading the answer: {e}"))?;
-        if answer.len() > MAX_ANSWER {
-            return Err(format!("an answer over {MAX_ANSWER} bytes"));
-        }
-        let text = String::from_utf8_lossy(&answer);
-        match kind {
-            AgentKind::Tcp => parse_text(text.lines().next().unwrap_or_default()),
-            AgentKind::Http { .. } => {
-                let (head, body) = text
-                    .split_once("\r\n\r\n")
-                    .ok_or("an HTTP answer without a body")?;
-                let status = head.split_whitespace().nth(1).unwrap_or_default();
-                if status != "200" {
-                    return Err(format!("HTTP {status}, expected 200"));
-                }
-                parse_json(body)
-            }
-        }
+        answer_of(kind, &answer)
     };
     tokio::time::timeout(timeout, exchange)
         .await

@@ -300,12 +300,7 @@ pub async fn probe_from(
             }
             len += n;
         }
-        let line = String::from_utf8_lossy(&head[..len]);
-        let got = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse::<u16>().ok());
-        match got {
+        match http_status(&head[..len]) {
             Some(code) if code == *status => Ok(()),
             Some(code) => Err(format!("HTTP {code}, expected {status}")),
             None => Err("no HTTP status line".into()),
@@ -315,6 +310,23 @@ pub async fn probe_from(
         Ok(r) => r,
         Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
     }
+}
+
+/// The status code of an HTTP response's status line (`HTTP/1.x NNN ...`),
+/// from the first bytes of the answer.
+pub fn http_status(head: &[u8]) -> Option<u16> {
+    let line = head.split(|&b| b == b'\n').next()?;
+    let mut words = line
+        .split(|b| b.is_ascii_whitespace())
+        .filter(|w| !w.is_empty());
+    if !words.next()?.starts_with(b"HTTP/") {
+        return None;
+    }
+    let code = words.next()?;
+    if code.len() != 3 || !code.iter().all(u8::is_ascii_digit) || code[0] == b'0' {
+        return None;
+    }
+    std::str::from_utf8(code).ok()?.parse().ok()
 }
 
 #[cfg(test)]
@@ -462,6 +474,24 @@ mod tests {
                 .unwrap_err();
             assert!(e.contains("no answer within 200 ms"), "{e}");
         });
+    }
+
+    #[test]
+    fn status_lines() {
+        assert_eq!(http_status(b"HTTP/1.1 204 No Content\r\n"), Some(204));
+        assert_eq!(http_status(b"HTTP/1.0 200"), Some(200));
+        for no in [
+            &b""[..],
+            b"HTTP/1.1",
+            b"HTTP/1.1 20",
+            b"HTTP/1.1 2000 OK",
+            b"HTTP/1.1 +20 OK",
+            b"HTTP/1.1 002 OK",
+            b"SSH-2.0 200 x",
+            b"\nHTTP/1.1 200 OK",
+        ] {
+            assert_eq!(http_status(no), None, "{:?}", String::from_utf8_lossy(no));
+        }
     }
 
     #[test]

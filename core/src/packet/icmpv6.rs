@@ -70,10 +70,15 @@ impl<T: AsRef<[u8]>> Icmpv6Packet<T> {
         Ok(q)
     }
 
-    /// Target address of a solicitation or advertisement.
+    /// Target address of a solicitation or advertisement (whose length
+    /// [`Icmpv6Packet::new_checked`] guarantees); all zero for another
+    /// message too short to hold one, so the view never panics.
     #[inline]
     pub fn nd_target(&self) -> [u8; 16] {
-        arr(self.buf.as_ref(), 8)
+        match self.buf.as_ref().get(8..24) {
+            Some(t) => arr(t, 0),
+            None => [0; 16],
+        }
     }
 
     /// The link-layer address option of a solicitation (source) or an
