@@ -25,7 +25,8 @@
 //! `--flood-seconds` (default 10). A refused established frame is sent
 //! again at the flow's next turn, so every flow gets its packets in turn
 //! whatever the link takes. Before
-//! each measured phase it stops sending and drains; with `--sync DIR` it
+//! each measured phase and at the end it stops sending and drains (until
+//! nothing came back for 200 ms); with `--sync DIR` it
 //! then creates `DIR/PHASE.ready` (`base`, `flood`) and waits for
 //! `DIR/PHASE.go` (the harness reads lbd's counters in between, so each
 //! phase's counts are exact). The report has each phase's established
@@ -693,10 +694,7 @@ mod flood {
         /// Stop sending, drain what comes back, then (with `--sync`) say
         /// `name` is next and wait for the harness's go.
         fn gap(&mut self, name: &str) {
-            let until = Instant::now() + Duration::from_millis(50);
-            while Instant::now() < until {
-                self.poll();
-            }
+            self.drain();
             let Some(dir) = &self.o.sync else { return };
             let _ = std::fs::write(dir.join(format!("{name}.ready")), b"");
             let go = dir.join(format!("{name}.go"));
@@ -708,6 +706,21 @@ mod flood {
                 }
                 self.poll();
                 std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+
+        /// Poll until nothing has come back for 200 ms (at most 5 s): the
+        /// system under test has then handled every frame sent (it sends
+        /// each back), so its counters cover them all.
+        fn drain(&mut self) {
+            let by = Instant::now() + Duration::from_secs(5);
+            let mut quiet_since = Instant::now();
+            while Instant::now() < by && quiet_since.elapsed() < Duration::from_millis(200) {
+                let before = self.p.est_rx + self.p.flood_rx;
+                self.poll();
+                if self.p.est_rx + self.p.flood_rx != before {
+                    quiet_since = Instant::now();
+                }
             }
         }
 
@@ -746,6 +759,8 @@ mod flood {
                 self.poll();
             }
             self.p.secs = start.elapsed().as_secs_f64();
+            // What comes back after the phase is still the phase's.
+            self.drain();
             std::mem::take(&mut self.p)
         }
     }
