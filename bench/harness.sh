@@ -15,6 +15,22 @@
 #                    [--proto udp|tcp] [--ipv6] [--vips 1] [--rate-mpps 0]
 #                    [--new-flows-per-sec 0] [--json bench-result.json]
 #                    [--no-testpmd] [--forward dr|ipip|gue|vxlan]
+#                    [--flood] [--flood-seconds 10]
+#
+# --flood: lbd alone (no baselines), per round: lbgen establishes and
+# confirms every flow (at least three passes at full rate, each flow's
+# second packet confirming its entry: TCP ACKs, or UDP datagrams), sends
+# them paced at --rate-mpps (1 if not given) for --seconds, then the same
+# with a flood of never-repeating new 5-tuples filling every burst at the
+# generator's full rate for --flood-seconds: TCP SYNs with --proto tcp,
+# UDP datagrams with udp, to the same VIP. Before each of the two phases
+# lbgen pauses while the harness reads lbd's counters (/metrics), so each
+# phase's counts are exact. The report, per phase: established packets
+# returned per second (and refused by the link, latency), the established
+# packets that missed the flow table (lbd's new_flows less the flood
+# frames sent), confirmed entries displaced (flow_evicted_confirmed), and
+# what the flood's entries did (flow_inserted, flow_evicted_unconfirmed,
+# flow_rejected, active_flows).
 #
 # --forward: the backends are reached through that tunnel (IPv4, behind a
 # gateway of static MAC) instead of by DR; lbgen reads its stamps after the
@@ -41,12 +57,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ROUNDS=3 SECONDS_=5 WARMUP=2 FLOWS=1000000 BACKENDS=100 SIZE=64 JSON=bench-result.json CHURN=0 CHURN_IN_FLIGHT=8
-PROTO=udp IPV6=0 VIPS=1 RATE=0 NEW_FLOWS=0 FORWARD=dr
+PROTO=udp IPV6=0 VIPS=1 RATE=0 NEW_FLOWS=0 FORWARD=dr FLOOD=0 FLOOD_SECONDS=10
 TESTPMD=$(command -v dpdk-testpmd || true)
 while [ $# -gt 0 ]; do
     case "$1" in
         --ipv6) IPV6=1; shift; continue ;;
         --no-testpmd) TESTPMD=""; shift; continue ;;
+        --flood) FLOOD=1; shift; continue ;;
+        --flood-seconds) FLOOD_SECONDS=$2 ;;
         --rounds) ROUNDS=$2 ;; --seconds) SECONDS_=$2 ;; --warmup) WARMUP=$2 ;;
         --flows) FLOWS=$2 ;; --backends) BACKENDS=$2 ;; --size) SIZE=$2 ;; --json) JSON=$2 ;; --churn) CHURN=$2 ;;
         --churn-in-flight) CHURN_IN_FLIGHT=$2 ;;
@@ -57,7 +75,10 @@ while [ $# -gt 0 ]; do
     shift 2
 done
 case "$PROTO" in udp | tcp) ;; *) echo "harness: --proto $PROTO: udp or tcp" >&2; exit 2 ;; esac
+# The flood paces the established flows (the flood fills the rest).
+[ "$FLOOD" = 0 ] || [ "$RATE" != 0 ] || RATE=1
 GEN_ARGS=(--proto "$PROTO" --vips "$VIPS" --rate-mpps "$RATE" --new-flows-per-sec "$NEW_FLOWS")
+[ "$FLOOD" = 0 ] || GEN_ARGS+=(--flood --flood-seconds "$FLOOD_SECONDS")
 [ "$IPV6" = 0 ] || GEN_ARGS+=(--ipv6)
 # Tunnelled backends (IPv4 backends): what lbd sends back carries the
 # tunnel's headers (the baselines' frames do not).
@@ -176,13 +197,24 @@ run_one() { # kind round
     # lbgen reports, then lingers without polling; the system under test
     # stops first, and lbgen closes its end after (see lbgen's --linger:
     # memif can free the rings under a peer that is still polling).
-    local out="$WORK/$1-$2.json" overhead=0
+    local out="$WORK/$1-$2.json" overhead=0 sync=()
     [ "$1" != lbd ] || overhead=$OVERHEAD
+    [ "$FLOOD" = 0 ] || { mkdir -p "$WORK/sync-$2"; sync=(--sync "$WORK/sync-$2"); }
     : > "$out"
     "$BIN/lbgen" -l 0 "${EAL[@]}" --file-prefix "bgen$$" --vdev "net_memif0,role=client,socket=$sock" \
-        -- --port net_memif0 --dst-mac "$SUT_MAC" --flows "$FLOWS" --size "$SIZE" "${GEN_ARGS[@]}" \
+        -- --port net_memif0 --dst-mac "$SUT_MAC" --flows "$FLOWS" --size "$SIZE" "${GEN_ARGS[@]}" "${sync[@]}" \
         --tunnel-overhead "$overhead" --seconds "$SECONDS_" --warmup "$WARMUP" --linger 30 > "$out" 2> "$WORK/gen.err" &
     local gen=$!
+    # Flood mode: lbgen pauses before each phase; lbd's counters then.
+    local phase phases=()
+    [ "$FLOOD" = 0 ] || phases=(base flood)
+    for phase in "${phases[@]}"; do
+        while kill -0 "$gen" 2>/dev/null && [ ! -e "$WORK/sync-$2/$phase.ready" ]; do sleep 0.05; done
+        [ -e "$WORK/sync-$2/$phase.ready" ] || break
+        curl -sf --max-time 10 "http://127.0.0.1:$METRICS_PORT/metrics" > "$WORK/metrics-$phase-$2.txt" ||
+            { echo "harness: lbd's /metrics did not answer" >&2; exit 1; }
+        : > "$WORK/sync-$2/$phase.go"
+    done
     while kill -0 "$gen" 2>/dev/null && ! grep -q '^{' "$out"; do sleep 0.1; done
     [ -z "$churn" ] || wait "$churn" || { echo "harness: lbchurn failed" >&2; exit 1; }
     stop_sut "$1"
@@ -193,10 +225,70 @@ run_one() { # kind round
 }
 
 for r in $(seq "$ROUNDS"); do
-    run_one baseline "$r"
-    [ -z "$TESTPMD" ] || run_one testpmd "$r"
+    if [ "$FLOOD" = 0 ]; then
+        run_one baseline "$r"
+        [ -z "$TESTPMD" ] || run_one testpmd "$r"
+    fi
     run_one lbd "$r"
 done
+
+if [ "$FLOOD" = 1 ]; then
+    python3 - "$WORK" "$ROUNDS" "$JSON" <<'PY'
+import json, re, sys
+work, rounds, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+NAMES = ("new_flows", "flow_rejected", "flow_inserted", "flow_evicted_unconfirmed", "flow_evicted_confirmed",
+         "flow_expired", "active_flows", "forwarded", "tx_failed")
+def metrics(path):
+    # lb_worker_NAME_total{worker="1"} V (a gauge has no _total), summed over workers.
+    got = dict.fromkeys(NAMES, 0)
+    got["drops"] = 0
+    for line in open(path):
+        if line.startswith("lb_worker_drops_total{"):
+            got["drops"] += int(float(line.split()[-1]))
+        m = re.match(r"lb_worker_(\w+?)(?:_total)?\{worker=\"[^\"]*\"\} (\S+)$", line)
+        if m and m.group(1) in got:
+            got[m.group(1)] += int(float(m.group(2)))
+    return got
+rows = []
+for r in range(1, rounds + 1):
+    g = json.load(open(f"{work}/lbd-{r}.json"))
+    at = {p: metrics(f"{work}/metrics-{p}-{r}.txt") for p in ("base", "flood")}
+    t = json.load(open(f"{work}/lbd-counters-{r}.json"))["total"]
+    at["end"] = {k: t[k] for k in NAMES}
+    at["end"]["drops"] = sum(t["drops"].values())
+    row = {"round": r, "lbgen": g, "lbd_at": at}
+    for phase, (a, b) in {"base": ("base", "flood"), "flood": ("flood", "end")}.items():
+        d = {k: at[b][k] - at[a][k] for k in NAMES + ("drops",) if k != "active_flows"}
+        d["active_flows_before"], d["active_flows_after"] = at[a]["active_flows"], at[b]["active_flows"]
+        # Every flood frame is a new 5-tuple: one new flow each; the rest
+        # are established packets that found no entry.
+        d["established_misses"] = d["new_flows"] - g[phase]["flood_tx"]
+        row[phase] = d
+    rows.append(row)
+json.dump({"mode": "flood", "rounds": rows}, open(out, "w"), indent=1)
+for x in rows:
+    g, b, f = x["lbgen"], x["base"], x["flood"]
+    gb, gf = g["base"], g["flood"]
+    kind = "TCP SYN" if g["flood_kind"] == "syn" else "UDP"
+    print(f"round {x['round']}: {g['flows']} established {g['proto'].upper()}/IPv{g['ip']} flows paced at {g['rate_mpps']} Mpps "
+          f"(warm-up {g['warmup_s']:.1f} s, {g['warmup_tx']} frames), then a {kind} flood for {gf['seconds']:.1f} s\n")
+    print("| phase | established sent / returned Mpps | refused by the link | p50 / p99 µs | flood sent Mpps (tried) "
+          "| established packets that missed the table | confirmed entries displaced | flood: inserted / displaced unconfirmed / rejected | active flows at the end |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, p, d in (("without flood", gb, b), ("flood", gf, f)):
+        print(f"| {name} ({p['seconds']:.1f} s) | {p['est_tx_mpps']:.3f} / {p['est_rx_mpps']:.3f} | {p['est_refused']} | "
+              f"{p['lat_p50_us']:.0f} / {p['lat_p99_us']:.0f} | {p['flood_tx_mpps']:.2f} ({p['flood_offered_mpps']:.2f}) | "
+              f"{d['established_misses']} | {d['flow_evicted_confirmed']} | "
+              f"{d['flow_inserted']} / {d['flow_evicted_unconfirmed']} / {d['flow_rejected']} | {d['active_flows_after']} |")
+    ratio = gf["est_rx_mpps"] / gb["est_rx_mpps"] if gb["est_rx_mpps"] else 0.0
+    print(f"\nestablished packets returned during the flood / without it: {ratio:.2f}; the flood's {gf['flood_tx']} frames "
+          f"({g['flood_tuples']} tuples built) made {f['new_flows']} new flows in lbd; lbd's transmits refused "
+          f"(generator's ring full) {b['tx_failed']} / {f['tx_failed']}; lbd's drops {b['drops']} / {f['drops']}; "
+          f"entries expired {b['flow_expired']} / {f['flow_expired']} (without the flood / during it)\n")
+print(f"all rounds in {out}")
+PY
+    exit 0
+fi
 
 python3 - "$WORK" "$ROUNDS" "$JSON" "$FLOWS" "$BACKENDS" "$SIZE" "${TESTPMD:+1}" <<'PY'
 import json, statistics, sys

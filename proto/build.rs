@@ -32,8 +32,14 @@ fn git_revision() {
     // A new commit (HEAD or the branch it names moves) rebuilds this.
     if let Some(dir) = git(&["rev-parse", "--absolute-git-dir"]) {
         println!("cargo:rerun-if-changed={dir}/HEAD");
-        if let Some(r) = git(&["symbolic-ref", "-q", "HEAD"]) {
-            println!("cargo:rerun-if-changed={dir}/{r}");
+        // Where the branch's ref really is (a worktree keeps its refs in
+        // the common git dir); a path that does not exist would rebuild
+        // every time.
+        if let Some(r) = git(&["symbolic-ref", "-q", "HEAD"])
+            .and_then(|r| git(&["rev-parse", "--path-format=absolute", "--git-path", &r]))
+            .filter(|p| std::path::Path::new(p).exists())
+        {
+            println!("cargo:rerun-if-changed={r}");
         }
         println!("cargo:rerun-if-changed={dir}/index");
     }

@@ -1554,6 +1554,84 @@ mod tests {
         );
     }
 
+    /// The flood case end to end through the decision: streams confirmed
+    /// by their handshake's ACK (TCP) or second datagram (UDP), then SYN
+    /// and UDP floods of new 5-tuples, 20 times the table, while every
+    /// stream keeps sending once a second: each stream's next packet still
+    /// hits its entry (`new_flow: false`), no confirmed entry is displaced,
+    /// and the flood's entries displace each other.
+    #[test]
+    fn a_flood_through_the_decision_leaves_every_stream_its_entry() {
+        let s = all_up();
+        let mut t = FlowTable::new(4096, FlowConfig::default());
+        let tcp = |src: u32, sport: u16, flags| {
+            build::tcp4(
+                PORT_MAC,
+                CLIENT_MAC,
+                Ipv4Addr::from(src),
+                VIP4,
+                sport,
+                443,
+                flags,
+                b"",
+            )
+        };
+        let udp = |src: u32, sport: u16| {
+            let a = Ipv6Addr::from(0x2001_0db8_0100_u128 << 80 | u128::from(src));
+            build::udp6(PORT_MAC, CLIENT_MAC, a, vip6(), sport, 5000, b"x")
+        };
+        let hit = |a: Action| {
+            matches!(
+                a,
+                Action::Forward {
+                    new_flow: false,
+                    ..
+                }
+            )
+        };
+        // 512 TCP and 512 UDP streams: a quarter of the table.
+        let streams: Vec<u32> = (0..512).map(|i| 0x6400_0000 + i).collect();
+        for &c in &streams {
+            decide(&mut tcp(c, 40000, SYN), &s, &mut t, 0);
+            decide(&mut udp(c, 40000), &s, &mut t, 0);
+            assert!(hit(decide(&mut tcp(c, 40000, ACK), &s, &mut t, 0)));
+            assert!(hit(decide(&mut udp(c, 40000), &s, &mut t, 0)));
+        }
+        let flood = 20 * u32::try_from(t.capacity()).unwrap();
+        for i in 0..flood {
+            let now = 1 + i * 10 / flood;
+            let (src, sport) = (
+                0xac10_0000 + i / 1000,
+                1024 + u16::try_from(i % 1000).unwrap(),
+            );
+            let a = if i % 2 == 0 {
+                decide(&mut tcp(src, sport, SYN), &s, &mut t, now)
+            } else {
+                decide(&mut udp(src, sport), &s, &mut t, now)
+            };
+            assert!(matches!(a, Action::Forward { new_flow: true, .. }), "{a:?}");
+            // Every stream once a second.
+            if i % (flood / 10) == 0 {
+                for &c in &streams {
+                    assert!(hit(decide(&mut tcp(c, 40000, ACK), &s, &mut t, now)));
+                    assert!(hit(decide(&mut udp(c, 40000), &s, &mut t, now)));
+                }
+            }
+        }
+        for &c in &streams {
+            assert!(hit(decide(&mut tcp(c, 40000, ACK), &s, &mut t, 11)));
+            assert!(hit(decide(&mut udp(c, 40000), &s, &mut t, 11)));
+        }
+        let st = t.stats();
+        assert_eq!(st.evicted_confirmed, 0);
+        assert!(st.evicted_unconfirmed > 0, "{st:?}");
+        assert_eq!(
+            st.inserts + st.rejected,
+            u64::from(flood) + 2 * 512,
+            "one insert or rejection per new tuple: {st:?}"
+        );
+    }
+
     #[test]
     fn a_reused_port_after_close_is_a_new_flow() {
         let mut t = table();

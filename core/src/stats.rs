@@ -53,6 +53,10 @@ macro_rules! for_each_counter {
             [quic_unparsed, Total, "Datagrams to a QUIC VIP that are not QUIC version 1 or 2 as far as their header shows, placed as UDP."],
             [new_flows, Total, "Flows that got a backend from Maglev (new, or whose backend went away)."],
             [flow_rejected, Total, "Packets of new flows that found no flow-table slot (forwarded by Maglev without an entry)."],
+            [flow_inserted, Total, "Flow-table entries placed for new flows, unconfirmed until the flow's next packet (in a free or expired slot, or displacing another: flow_evicted_*)."],
+            [flow_evicted_unconfirmed, Total, "Unconfirmed flow-table entries (one packet seen: a SYN, a first datagram) displaced by a new flow."],
+            [flow_evicted_confirmed, Total, "Confirmed flow-table entries (streams) displaced by a new flow after idling at least the eviction threshold; an active stream never is."],
+            [flow_expired, Total, "Flow-table entries freed after their idle timeout."],
             [active_flows, Level, "Entries in the worker's flow table."],
             [flow_capacity, Level, "Entries the worker's flow table holds at most (active_flows / flow_capacity: how full it is)."],
         }

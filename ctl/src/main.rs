@@ -1642,6 +1642,8 @@ fn print_stats(out: Output, s: &pb::Stats, rates: Option<&rates::Rates>) {
                                 "quic_by_id": w.quic_by_id, "quic_initial": w.quic_initial, "quic_unknown_id": w.quic_unknown_id,
                                 "quic_id_down": w.quic_id_down, "quic_unparsed": w.quic_unparsed,
                                 "new_flows": w.new_flows, "flow_rejected": w.flow_rejected,
+                                "flow_inserted": w.flow_inserted, "flow_evicted_unconfirmed": w.flow_evicted_unconfirmed,
+                                "flow_evicted_confirmed": w.flow_evicted_confirmed, "flow_expired": w.flow_expired,
                                 "active_flows": w.active_flows, "flow_capacity": w.flow_capacity, "snapshot_generation": w.snapshot_generation,
                                 "snapshot_adoption": delays_json(&w.snapshot_adoption), "drops": drops(w)}))
                 .collect();
@@ -1716,6 +1718,12 @@ fn print_stats(out: Output, s: &pb::Stats, rates: Option<&rates::Rates>) {
                     println!(
                         "         flow table full: {} packets forwarded without an entry",
                         w.flow_rejected
+                    );
+                }
+                if w.flow_evicted_unconfirmed + w.flow_evicted_confirmed > 0 {
+                    println!(
+                        "         flow table displaced: {} unconfirmed entries, {} idle streams",
+                        w.flow_evicted_unconfirmed, w.flow_evicted_confirmed
                     );
                 }
                 if let Some(t) = quic_counters_text(w) {

@@ -319,7 +319,7 @@ impl<'a> Worker<'a> {
         if n == 0 {
             let freed = self.flows.expire(now, SWEEP_IDLE);
             if freed > 0 {
-                self.stats.active_flows.set(self.flows.stats().active);
+                publish_flow_stats(self.stats, self.flows.stats());
             }
             self.publish_backend_flows(PUBLISH_IDLE);
             // Idle workers take new snapshots too: the old one can be freed,
@@ -514,8 +514,7 @@ impl<'a> Worker<'a> {
             s.quic_id_down.add(down);
             s.quic_unparsed.add(unparsed);
         }
-        s.flow_rejected.set(fs.rejected);
-        s.active_flows.set(fs.active);
+        publish_flow_stats(s, fs);
         for (c, d) in s.drops.iter().zip(counts.drops) {
             if d != 0 {
                 c.add(d);
@@ -523,6 +522,18 @@ impl<'a> Worker<'a> {
         }
         n
     }
+}
+
+/// The flow table's own counts (monotonic: the table lives as long as the
+/// worker), a few stores on the worker's own counters.
+#[inline(always)]
+fn publish_flow_stats(s: &WorkerStats, fs: lb_core::flow::FlowStats) {
+    s.flow_rejected.set(fs.rejected);
+    s.flow_inserted.set(fs.inserts);
+    s.flow_evicted_unconfirmed.set(fs.evicted_unconfirmed);
+    s.flow_evicted_confirmed.set(fs.evicted_confirmed);
+    s.flow_expired.set(fs.expired);
+    s.active_flows.set(fs.active);
 }
 
 /// Seconds of TSC time at `tsc_hz`.

@@ -8,12 +8,29 @@
 //!
 //! `lbgen [EAL options] -- --port net_memif0 --dst-mac MAC [--flows N] [--size B]
 //!   [--proto udp|tcp] [--ipv6] [--vips N] [--rate-mpps X] [--new-flows-per-sec N]
-//!   [--seconds S] [--warmup S] [--linger S] [--tunnel-overhead B]`
+//!   [--seconds S] [--warmup S] [--linger S] [--tunnel-overhead B]
+//!   [--flood [--flood-seconds S] [--sync DIR]]`
 //!
 //! `--tunnel-overhead B`: frames come back with B bytes of tunnel headers
 //! between the Ethernet header and the packet sent (the system under test
 //! forwarded to a tunnelled backend: 20 for IPIP, 28 for GUE, 50 for VXLAN
 //! over IPv4); the stamp is read after them.
+//!
+//! `--flood`: the flood mode (see [`flood`]): establish and confirm every
+//! flow (at least three passes, full rate, for `--warmup` at least), send
+//! them paced at `--rate-mpps` for `--seconds` and one pass over them at
+//! least (the baseline), then the same established traffic with a flood of
+//! never-repeating new 5-tuples (TCP SYNs for `--proto tcp`, UDP datagrams
+//! for `udp`) filling every burst, as fast as the link takes it, for
+//! `--flood-seconds` (default 10). A refused established frame is sent
+//! again at the flow's next turn, so every flow gets its packets in turn
+//! whatever the link takes. Before
+//! each measured phase and at the end it stops sending and drains (until
+//! nothing came back for 200 ms); with `--sync DIR` it
+//! then creates `DIR/PHASE.ready` (`base`, `flood`) and waits for
+//! `DIR/PHASE.go` (the harness reads lbd's counters in between, so each
+//! phase's counts are exact). The report has each phase's established
+//! packets sent, refused and returned, and the flood's.
 //!
 //! `--linger S`: after the report, keep the port open, without polling it,
 //! until the link goes down (the system under test closed it) or S seconds
@@ -29,9 +46,11 @@ use std::time::{Duration, Instant};
 use dataplane::dpdk::{Burst, Eal, Mempool, Port, PortConfig, BURST_SIZE};
 use lb_core::packet::build;
 use lb_core::packet::ethernet::MacAddr;
-use lb_core::packet::l4::ACK;
+use lb_core::packet::l4::{ACK, SYN};
 
 const MAGIC: u64 = 0x6c62_6765_6e21_7473; // "lbgen!ts"
+/// The stamp of a flood frame (`--flood`): counted apart on return.
+const MAGIC_FLOOD: u64 = 0x6c62_666c_6f6f_6421; // "lbflood!"
 /// How long the link may take to come up.
 const LINK_WAIT: Duration = Duration::from_secs(10);
 /// How long a connection attempt may take before the port is restarted.
@@ -52,6 +71,9 @@ struct Options {
     warmup: f64,
     linger: f64,
     tunnel_overhead: usize,
+    flood: bool,
+    flood_seconds: f64,
+    sync: Option<std::path::PathBuf>,
 }
 
 /// Where things are in every frame of a run.
@@ -92,11 +114,14 @@ impl Layout {
 
     /// Is `d` a frame of this run (that came back)?
     fn matches(&self, d: &[u8]) -> bool {
+        self.magic(d) == Some(MAGIC)
+    }
+
+    /// The magic stamped in `d`, if it is a frame of this run's kind.
+    fn magic(&self, d: &[u8]) -> Option<u64> {
         let (proto_at, stamp_at) = (self.proto_at + self.back_shift, self.back_stamp());
-        d.len() >= stamp_at + 16
-            && d[12..14] == self.ethertype
-            && d[proto_at] == self.proto
-            && d[stamp_at..stamp_at + 8] == MAGIC.to_le_bytes()
+        (d.len() >= stamp_at + 16 && d[12..14] == self.ethertype && d[proto_at] == self.proto)
+            .then(|| u64::from_le_bytes(d[stamp_at..stamp_at + 8].try_into().expect("8 bytes")))
     }
 
     /// Where the stamp is in a frame that came back.
@@ -121,11 +146,18 @@ fn parse(args: &[String]) -> Result<Options, String> {
         warmup: 1.0,
         linger: 0.0,
         tunnel_overhead: 0,
+        flood: false,
+        flood_seconds: 10.0,
+        sync: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         if a == "--ipv6" {
             o.ipv6 = true;
+            continue;
+        }
+        if a == "--flood" {
+            o.flood = true;
             continue;
         }
         let mut v = || it.next().ok_or(format!("{a}: needs a value"));
@@ -152,6 +184,10 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--seconds" => o.seconds = v()?.parse().map_err(|e| format!("--seconds: {e}"))?,
             "--warmup" => o.warmup = v()?.parse().map_err(|e| format!("--warmup: {e}"))?,
             "--linger" => o.linger = v()?.parse().map_err(|e| format!("--linger: {e}"))?,
+            "--flood-seconds" => {
+                o.flood_seconds = v()?.parse().map_err(|e| format!("--flood-seconds: {e}"))?
+            }
+            "--sync" => o.sync = Some(v()?.into()),
             "--tunnel-overhead" => {
                 o.tunnel_overhead = v()?
                     .parse()
@@ -184,10 +220,14 @@ fn parse(args: &[String]) -> Result<Options, String> {
         ("--seconds", o.seconds),
         ("--warmup", o.warmup),
         ("--linger", o.linger),
+        ("--flood-seconds", o.flood_seconds),
     ] {
         if !(0.0..=86_400.0).contains(&v) {
             return Err(format!("{name} {v}: 0 to 86400 seconds"));
         }
+    }
+    if o.flood && !(o.rate_mpps > 0.0 && o.new_flows_per_sec == 0.0) {
+        return Err("--flood: the established flows need a pace (--rate-mpps above 0), and no --new-flows-per-sec".into());
     }
     Ok(o)
 }
@@ -312,6 +352,12 @@ fn main() {
     let mut all = frames(&o, src_mac, at);
     let mut q = port.queue(0).expect("queue 0");
     let hz = eal.tsc_hz() as f64;
+    if o.flood {
+        let tpl = flood::Template::new(&o, src_mac, at);
+        println!("{}", flood::run(&o, &mut q, pool, &all, at, hz, &tpl));
+        linger(&port, o.linger);
+        return;
+    }
     let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 10_000_000_000, 3).unwrap();
 
     // Pacing in TSC cycles: per burst sent, and per flow renewed (0: off).
@@ -438,11 +484,420 @@ fn linger(port: &Port, secs: f64) {
     }
 }
 
+/// `--flood`: established flows, then the same with a flood of new 5-tuples.
+mod flood {
+    use super::*;
+    use dataplane::dpdk::Queue;
+    use std::path::Path;
+
+    /// Flood tuples per source address: ports 1024 to 65535.
+    const PORTS: u64 = 65536 - 1024;
+
+    /// The flood's frame: copied into each mbuf, then given the next
+    /// 5-tuple (source address and port) with its checksums patched.
+    pub struct Template {
+        frame: Vec<u8>,
+        /// The source address's last four bytes (all of it for IPv4).
+        src_at: usize,
+        /// The IPv4 header checksum (none in IPv6).
+        ip_csum_at: Option<usize>,
+        at: Layout,
+        udp4: bool,
+    }
+
+    impl Template {
+        /// Sources 172.16.0.0/12 or 2001:db8:f100::/48, apart from the
+        /// established flows' (100.0.0.0/8, 2001:db8:100::/48).
+        pub fn new(o: &Options, src_mac: MacAddr, at: Layout) -> Template {
+            let payload = vec![0u8; o.size - at.stamp_at];
+            let src = if o.ipv6 {
+                IpAddr::V6(Ipv6Addr::from(0x2001_0db8_f100_u128 << 80))
+            } else {
+                IpAddr::V4(Ipv4Addr::from(0xac10_0000))
+            };
+            let dst = vip(o, 0);
+            let frame = if o.tcp {
+                build::tcp_frame(
+                    o.dst_mac, src_mac, src, dst, 1024, o.vip_port, SYN, &payload,
+                )
+            } else {
+                build::udp_frame(o.dst_mac, src_mac, src, dst, 1024, o.vip_port, &payload)
+            };
+            let (src_at, ip_csum_at) = if o.ipv6 {
+                (14 + 8 + 12, None)
+            } else {
+                (14 + 12, Some(14 + 10))
+            };
+            Template {
+                frame,
+                src_at,
+                ip_csum_at,
+                at,
+                udp4: !o.ipv6 && !o.tcp,
+            }
+        }
+
+        /// Write tuple number `k` (never repeated in a run) into `d`, a copy
+        /// of the template. The checksums are patched for the changed
+        /// words (RFC 1624), from the template's own values.
+        pub fn write(&self, d: &mut [u8], k: u64) {
+            #[allow(
+                clippy::cast_possible_truncation,
+                reason = "2^32 addresses of 64512 ports"
+            )]
+            let (addr, port) = (
+                (self.base() + (k / PORTS) as u32),
+                (1024 + k % PORTS) as u16,
+            );
+            let word = |b: &[u8], i: usize| u16::from_be_bytes([b[i], b[i + 1]]);
+            let t = &self.frame;
+            let old = [word(t, self.src_at), word(t, self.src_at + 2)];
+            let new = [(addr >> 16) as u16, addr as u16];
+            d[self.src_at..self.src_at + 4].copy_from_slice(&addr.to_be_bytes());
+            d[self.at.l4_at..self.at.l4_at + 2].copy_from_slice(&port.to_be_bytes());
+            if let Some(c) = self.ip_csum_at {
+                let sum = adjust(adjust(word(t, c), old[0], new[0]), old[1], new[1]);
+                d[c..c + 2].copy_from_slice(&sum.to_be_bytes());
+            }
+            let c = self.at.csum_at;
+            let l4 = word(t, c);
+            if self.udp4 && l4 == 0 {
+                return; // no checksum
+            }
+            let mut sum = adjust(adjust(l4, old[0], new[0]), old[1], new[1]);
+            sum = adjust(sum, word(t, self.at.l4_at), port);
+            if !at_tcp(self.at) && sum == 0 {
+                sum = 0xffff;
+            }
+            d[c..c + 2].copy_from_slice(&sum.to_be_bytes());
+        }
+
+        fn base(&self) -> u32 {
+            let t = &self.frame;
+            u32::from_be_bytes(t[self.src_at..self.src_at + 4].try_into().expect("4 bytes"))
+        }
+    }
+
+    /// A one's-complement checksum with one 16-bit word changed (RFC 1624).
+    fn adjust(csum: u16, old: u16, new: u16) -> u16 {
+        let mut sum = u32::from(!csum) + u32::from(!old) + u32::from(new);
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        #[allow(clippy::cast_possible_truncation, reason = "folded to 16 bits")]
+        !(sum as u16)
+    }
+
+    /// What one phase sent and got back.
+    #[derive(Default)]
+    struct Phase {
+        est_tx: u64,
+        est_refused: u64,
+        est_rx: u64,
+        flood_tx: u64,
+        flood_refused: u64,
+        flood_rx: u64,
+        secs: f64,
+    }
+
+    struct Run<'a, 'q> {
+        o: &'a Options,
+        q: &'a mut Queue<'q>,
+        pool: &'static Mempool,
+        all: &'a [u8],
+        n: usize,
+        next: usize,
+        at: Layout,
+        hz: f64,
+        back: Burst,
+        out: Burst,
+        /// Established round trips of the phase.
+        hist: hdrhistogram::Histogram<u64>,
+        p: Phase,
+    }
+
+    impl Run<'_, '_> {
+        fn poll(&mut self) {
+            let got = self.q.rx(&mut self.back);
+            if got == 0 {
+                return;
+            }
+            let now = dataplane::dpdk::rdtsc();
+            let s = self.at.back_stamp();
+            for i in 0..got {
+                let Some(d) = self.back.data(i) else { continue };
+                match self.at.magic(d) {
+                    Some(MAGIC) => {
+                        self.p.est_rx += 1;
+                        let sent =
+                            u64::from_le_bytes(d[s + 8..s + 16].try_into().expect("8 bytes"));
+                        let ns = (now.wrapping_sub(sent) as f64 / self.hz * 1e9) as u64;
+                        let _ = self.hist.record(ns.max(1));
+                    }
+                    Some(MAGIC_FLOOD) => self.p.flood_rx += 1,
+                    _ => {}
+                }
+            }
+            self.back.clear();
+        }
+
+        /// One burst: `est` established frames spread evenly over `total`
+        /// (the rest flood frames, numbered from `*k`). The link takes a
+        /// prefix: what it refused is counted by kind.
+        fn send(&mut self, est: usize, total: usize, tpl: Option<&Template>, k: &mut u64) {
+            if total == 0 || !self.pool.alloc_bulk(&mut self.out, total) {
+                return;
+            }
+            let now = dataplane::dpdk::rdtsc();
+            let at = self.at;
+            let mut is_est = [false; BURST_SIZE];
+            for (i, e) in is_est.iter_mut().enumerate().take(self.out.len()) {
+                *e = (i + 1) * est / total != i * est / total;
+                let (magic, ok) = if *e {
+                    let f = &self.all[self.next * self.o.size..(self.next + 1) * self.o.size];
+                    self.next = if self.next + 1 == self.n {
+                        0
+                    } else {
+                        self.next + 1
+                    };
+                    (MAGIC, self.out.extend_at(i, f))
+                } else {
+                    let t = tpl.expect("flood frames need the template");
+                    let ok = self.out.extend_at(i, &t.frame);
+                    if ok {
+                        t.write(self.out.data_mut(i).expect("in burst"), *k);
+                        *k += 1;
+                    }
+                    (MAGIC_FLOOD, ok)
+                };
+                if !ok {
+                    continue;
+                }
+                let d = self.out.data_mut(i).expect("in burst");
+                d[at.stamp_at..at.stamp_at + 8].copy_from_slice(&magic.to_le_bytes());
+                d[at.stamp_at + 8..at.stamp_at + 16].copy_from_slice(&now.to_le_bytes());
+            }
+            let len = self.out.len();
+            let r = self.q.tx(&mut self.out);
+            let est_sent = is_est[..r.sent].iter().filter(|&&e| e).count() as u64;
+            let est_all = is_est[..len].iter().filter(|&&e| e).count() as u64;
+            // A refused flow's turn comes again (the refused are the last
+            // established frames taken): every flow gets its packets in turn.
+            let refused = usize::try_from(est_all - est_sent).expect("a burst");
+            self.next = (self.next + self.n - refused % self.n) % self.n;
+            self.p.est_tx += est_sent;
+            self.p.est_refused += est_all - est_sent;
+            self.p.flood_tx += r.sent as u64 - est_sent;
+            self.p.flood_refused += (len - r.sent) as u64 - (est_all - est_sent);
+        }
+
+        /// Stop sending, drain what comes back, then (with `--sync`) say
+        /// `name` is next and wait for the harness's go.
+        fn gap(&mut self, name: &str) {
+            self.drain();
+            let Some(dir) = &self.o.sync else { return };
+            let _ = std::fs::write(dir.join(format!("{name}.ready")), b"");
+            let go = dir.join(format!("{name}.go"));
+            let by = Instant::now() + Duration::from_secs(60);
+            while !Path::new(&go).exists() {
+                if Instant::now() >= by {
+                    eprintln!("lbgen: no {} within 60 s", go.display());
+                    std::process::exit(1);
+                }
+                self.poll();
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+
+        /// Poll until nothing has come back for 200 ms (at most 5 s): the
+        /// system under test has then handled every frame sent (it sends
+        /// each back), so its counters cover them all.
+        fn drain(&mut self) {
+            let by = Instant::now() + Duration::from_secs(5);
+            let mut quiet_since = Instant::now();
+            while Instant::now() < by && quiet_since.elapsed() < Duration::from_millis(200) {
+                let before = self.p.est_rx + self.p.flood_rx;
+                self.poll();
+                if self.p.est_rx + self.p.flood_rx != before {
+                    quiet_since = Instant::now();
+                }
+            }
+        }
+
+        /// Established frames paced at `--rate-mpps` (each burst takes
+        /// those due; behind by more than a burst, it does not catch up),
+        /// with flood frames filling every burst when `tpl` is given.
+        /// Without the flood, it lasts at least one pass over the flows (so
+        /// every flow placed late is confirmed before the flood).
+        fn paced(&mut self, secs: f64, tpl: Option<&Template>, k: &mut u64) -> Phase {
+            self.p = Phase::default();
+            self.hist.reset();
+            let per_frame = self.hz / (self.o.rate_mpps * 1e6);
+            let start = Instant::now();
+            let mut due_at = dataplane::dpdk::rdtsc() as f64;
+            let pass = if tpl.is_none() { self.n as u64 } else { 0 };
+            while start.elapsed().as_secs_f64() < secs || self.p.est_tx < pass {
+                if start.elapsed() > Duration::from_secs(600) {
+                    eprintln!("lbgen: {} of {pass} frames in 600 s", self.p.est_tx);
+                    std::process::exit(1);
+                }
+                let now = dataplane::dpdk::rdtsc() as f64;
+                due_at = due_at.max(now - BURST_SIZE as f64 * per_frame);
+                #[allow(
+                    clippy::cast_possible_truncation,
+                    clippy::cast_sign_loss,
+                    reason = "0 to a burst"
+                )]
+                let due = (((now - due_at) / per_frame).max(0.0) as usize).min(BURST_SIZE);
+                if tpl.is_some() {
+                    self.send(due, BURST_SIZE, tpl, k);
+                    due_at += due as f64 * per_frame;
+                } else if due == BURST_SIZE {
+                    self.send(due, due, None, k);
+                    due_at += due as f64 * per_frame;
+                }
+                self.poll();
+            }
+            self.p.secs = start.elapsed().as_secs_f64();
+            // What comes back after the phase is still the phase's.
+            self.drain();
+            std::mem::take(&mut self.p)
+        }
+    }
+
+    fn phase_json(p: &Phase, hist: &hdrhistogram::Histogram<u64>) -> String {
+        let m = |x: u64| x as f64 / p.secs.max(1e-9) / 1e6;
+        let q = |x: f64| hist.value_at_quantile(x) as f64 / 1e3;
+        format!(
+            "{{\"seconds\":{:.4},\"est_tx\":{},\"est_refused\":{},\"est_rx\":{},\"est_tx_mpps\":{:.4},\"est_rx_mpps\":{:.4},\
+             \"flood_tx\":{},\"flood_refused\":{},\"flood_rx\":{},\"flood_tx_mpps\":{:.4},\"flood_offered_mpps\":{:.4},\
+             \"lat_p50_us\":{:.2},\"lat_p99_us\":{:.2},\"lat_p999_us\":{:.2}}}",
+            p.secs,
+            p.est_tx,
+            p.est_refused,
+            p.est_rx,
+            m(p.est_tx),
+            m(p.est_rx),
+            p.flood_tx,
+            p.flood_refused,
+            p.flood_rx,
+            m(p.flood_tx),
+            m(p.flood_tx + p.flood_refused),
+            q(0.5),
+            q(0.99),
+            q(0.999),
+        )
+    }
+
+    /// Warm-up, baseline, flood; the report as one JSON line.
+    pub fn run(
+        o: &Options,
+        q: &mut Queue<'_>,
+        pool: &'static Mempool,
+        all: &[u8],
+        at: Layout,
+        hz: f64,
+        tpl: &Template,
+    ) -> String {
+        let mut r = Run {
+            o,
+            q,
+            pool,
+            all,
+            n: all.len() / o.size,
+            next: 0,
+            at,
+            hz,
+            back: Burst::new(),
+            out: Burst::new(),
+            hist: hdrhistogram::Histogram::new_with_bounds(1, 10_000_000_000, 3).expect("bounds"),
+            p: Phase::default(),
+        };
+        // Establish and confirm: every flow's second packet confirms its
+        // entry (TCP: an ACK after the first segment; UDP: a second
+        // datagram). Three passes, so flows placed late get their second.
+        let start = Instant::now();
+        let mut k = 0u64;
+        let passes = 3 * r.n as u64;
+        while r.p.est_tx < passes || start.elapsed().as_secs_f64() < o.warmup {
+            if start.elapsed() > Duration::from_secs(300) {
+                eprintln!(
+                    "lbgen: warm-up: {} of {passes} frames sent in 300 s",
+                    r.p.est_tx
+                );
+                std::process::exit(1);
+            }
+            r.send(BURST_SIZE, BURST_SIZE, None, &mut k);
+            r.poll();
+        }
+        let warm = start.elapsed().as_secs_f64();
+        let warm_tx = r.p.est_tx;
+        r.gap("base");
+        let base = r.paced(o.seconds, None, &mut k);
+        let base_json = phase_json(&base, &r.hist);
+        r.gap("flood");
+        let flood = r.paced(o.flood_seconds, Some(tpl), &mut k);
+        let flood_json = phase_json(&flood, &r.hist);
+        format!(
+            "{{\"mode\":\"flood\",\"flows\":{},\"size\":{},\"proto\":\"{}\",\"ip\":{},\"vips\":{},\"rate_mpps\":{},\
+             \"flood_kind\":\"{}\",\"warmup_s\":{warm:.3},\"warmup_tx\":{warm_tx},\"flood_tuples\":{k},\
+             \"base\":{base_json},\"flood\":{flood_json}}}",
+            o.flows,
+            o.size,
+            if o.tcp { "tcp" } else { "udp" },
+            if o.ipv6 { 6 } else { 4 },
+            o.vips,
+            o.rate_mpps,
+            if o.tcp { "syn" } else { "udp" },
+        )
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn flood_tuples_never_repeat_and_keep_their_checksums() {
+            for (ipv6, tcp) in [(false, false), (false, true), (true, false), (true, true)] {
+                let mut o = super::super::tests::options(ipv6, tcp);
+                o.vips = 1;
+                let at = Layout::of(&o);
+                let mac = MacAddr([2, 0, 0, 0, 0, 2]);
+                let t = Template::new(&o, mac, at);
+                let mut seen = std::collections::HashSet::new();
+                for k in [0, 1, PORTS - 1, PORTS, 3 * PORTS + 7, 50_000_000] {
+                    let mut d = t.frame.clone();
+                    t.write(&mut d, k);
+                    let tuple = [&d[t.src_at..t.src_at + 4], &d[at.l4_at..at.l4_at + 2]].concat();
+                    assert!(seen.insert(tuple), "k {k} repeats a tuple");
+                    // The frame built from scratch with that tuple.
+                    let a = t.base() + (k / PORTS) as u32;
+                    let port = (1024 + k % PORTS) as u16;
+                    let src = if ipv6 {
+                        IpAddr::V6(Ipv6Addr::from(
+                            (0x2001_0db8_f100_u128 << 80) | u128::from(a - t.base()),
+                        ))
+                    } else {
+                        IpAddr::V4(Ipv4Addr::from(a))
+                    };
+                    let payload = vec![0u8; o.size - at.stamp_at];
+                    let want = if tcp {
+                        build::tcp_frame(o.dst_mac, mac, src, vip(&o, 0), port, 443, SYN, &payload)
+                    } else {
+                        build::udp_frame(o.dst_mac, mac, src, vip(&o, 0), port, 443, &payload)
+                    };
+                    assert_eq!(d, want, "ipv6 {ipv6} tcp {tcp} k {k}");
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn options(ipv6: bool, tcp: bool) -> Options {
+    pub(super) fn options(ipv6: bool, tcp: bool) -> Options {
         let mut o = parse(
             &[
                 "--port",
