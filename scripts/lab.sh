@@ -15,7 +15,8 @@
 # LAB_TOPO=ecmp at `up`: two balancers behind a router instead, each lbd
 # announcing the VIP by BGP through its own BIRD (over lbd's exception
 # path) to the router's BIRD, which installs one multipath route and
-# spreads flows by L4 hash (fib_multipath_hash_policy=1):
+# spreads flows by L4 hash (fib_multipath_hash_policy=1). BFD runs beside
+# each BGP session (100 ms x 5), so a crashed lbd's route goes in 500 ms:
 #
 #   client 203.0.113.100 ── router 203.0.113.1 | 192.0.2.254 ─┐ bridge
 #   lbd #1 192.0.2.1, lbd #2 192.0.2.2 (namespaces lb, lb2)  ──┤
@@ -58,12 +59,21 @@
 #                       per worker (default 65536). Its stdout goes
 #                       to lbd.out, stderr to lbd.log
 #   lbd-stop            SIGTERM lbd, wait for it; fails unless it exited with 0
+#   lbd-kill            SIGKILL lbd (a crash: no withdrawal, no grace); prints the
+#                       time of the signal (Unix ms), returns once lbd is gone.
+#                       lbd-start restarts it from its state file
 #   configure [W1 W2 W3] lbctl: the VIP and be1..be3 with HTTP checks (weights;
 #                       LAB_ORDER="3 2 1" adds the backends in another order,
 #                       LAB_ORDER=1 only be1)
 #   check-options       the health-check timing configure gives (one line of
 #                       lbctl options; the demo uses them too)
 #   nexthops            (ecmp) the router's next hops for the VIP, one per line
+#   nexthops-wait ADDR... (ecmp) until the next hops are exactly ADDR..., polled
+#                       every 20 ms (10 s at most); prints when (Unix ms)
+#   bgp-sessions [lb]   (ecmp) the router's BGP sessions, "NAME STATE INFO" each
+#                       (INFO: "Established", or the last error); with "lb", LB='s
+#   bfd-sessions [lb]   (ecmp) the router's BFD sessions, "ADDRESS STATE" each
+#                       (Up, Down, Init...); with "lb", those of lbd LB='s BIRD
 #   wait-healthy N      until N backends pass their checks
 #   metrics             lbd's Prometheus metrics (scraped in its namespace)
 #   http PATH           GET PATH on the metrics listener (/healthz, /readyz): body, then the status
@@ -91,6 +101,8 @@
 #   exec NS CMD...      run CMD in a namespace: client, lb, sw, be1..be4
 #   requests N          N HTTP requests (each its own connection) from the client;
 #                       prints one line per request: the serving backend or "FAILED"
+#   connects N          as requests, each line "SECONDS BACKEND": curl's time to
+#                       connect (a lost SYN costs 1 s); "0.000 FAILED" for a failure
 #   port-requests P N   N requests from the client's source ports P..P+N-1 (in
 #                       order, within 40000-44999, reserved for it); prints
 #                       "port backend" (or "port FAILED:reason") each
@@ -541,6 +553,13 @@ cmd_decap_selftest() {
 
 # BGP timers for a lab: a session is dead after 3 s and reconnects in 1 s.
 BGP_TIMERS="hold time 3; keepalive time 1; connect retry time 1; error wait time 1, 5;"
+# BFD beside every BGP session (bfd on): a balancer that dies (its tap, and
+# so its BFD packets, gone with lbd) takes its routes down after
+# interval x multiplier, 500 ms, not after the BGP hold time. Not 3: these
+# shared 2-core VMs were seen to pass no packet at all for 300 ms (both
+# directions, every session at once), and a flap drops a balancer's route
+# for the seconds BGP takes to come back.
+BFD_TIMERS="interval 100 ms; multiplier 5;"
 
 router_up() {
     in_ns sw ip link add p-router type veth peer name eth0 netns "$(ns router)"
@@ -564,11 +583,16 @@ router_up() {
 router id $ROUTER;
 log "$DIR/router/bird.log" all;
 protocol device { scan time 1; }
+# (Session changes logged: the lab's bird.log tells a flap from a crash.)
+protocol bfd { interface "eth0" { $BFD_TIMERS }; debug { events }; }
 # Equal BGP paths from the balancers become one multipath kernel route.
 protocol kernel { ipv4 { import none; export all; }; merge paths on; }
 template bgp balancer {
     local $ROUTER as 65000;
     $BGP_TIMERS
+    # Not "graceful": a dead balancer's routes must go, not be kept stale.
+    bfd on;
+    debug { states };
     ipv4 { import all; export none; };
 }
 protocol bgp lb1 from balancer { neighbor 192.0.2.1 as 65001; }
@@ -588,16 +612,56 @@ lb_bird_start() {
 router id $LOCAL;
 log "$d/bird.log" all;
 protocol device { scan time 1; }
+protocol bfd { interface "lbk0" { $BFD_TIMERS }; }
 include "$d/vips.conf";
 protocol bgp uplink {
     local $LOCAL as 65001;
     neighbor $ROUTER as 65000;
     $BGP_TIMERS
+    bfd on;
     ipv4 { import none; export where source = RTS_STATIC; };
 }
 CONF
     in_ns "lb$SFX" bird -c "$d/bird.conf" -s "$d/bird.ctl" -P "$d/bird.pid" \
         </dev/null >/dev/null 2>>"$d/bird.err" || die "bird in lb$SFX: $(cat "$d/bird.err")"
+}
+
+# BFD sessions as one BIRD sees them, "ADDRESS STATE" per line: the router's
+# (default) or, with "lb", the balancer's (LB=).
+cmd_bfd_sessions() {
+    local ctl
+    case "${1:-router}" in
+        router) ctl="$DIR/router/bird.ctl" ;;
+        lb) ctl="$DIR/lb$LB/bird.ctl" ;;
+        *) die "bfd-sessions: router or lb, not $1" ;;
+    esac
+    birdc -s "$ctl" show bfd sessions | awk '$1 ~ /^[0-9.]+$/ {print $1, $3}' | sort
+}
+
+# The BGP sessions as one BIRD sees them (router or "lb", as bfd-sessions),
+# "NAME STATE INFO" per line: "lb2 start Connect Error: BFD session down".
+cmd_bgp_sessions() {
+    local ctl
+    case "${1:-router}" in
+        router) ctl="$DIR/router/bird.ctl" ;;
+        lb) ctl="$DIR/lb$LB/bird.ctl" ;;
+        *) die "bgp-sessions: router or lb, not $1" ;;
+    esac
+    birdc -s "$ctl" show protocols | awk '$2 == "BGP" {$2 = $3 = $5 = ""; print}' | tr -s ' ' | sort
+}
+
+# Until the router's next hops for the VIP are exactly ADDR..., polled every
+# 20 ms (the test's own polls, through this script, take 100 ms on a busy
+# machine); prints when it saw them (Unix ms).
+cmd_nexthops_wait() {
+    local want have
+    want=$(printf '%s\n' "$@" | sort | tr '\n' ' ')
+    for _ in $(seq 500); do
+        have=$(cmd_nexthops | tr '\n' ' ')
+        [ "$have" = "$want" ] && { date +%s%3N; return 0; }
+        sleep 0.02
+    done
+    die "nexthops-wait: the router's next hops are [$have], not [$want], after 10 s"
 }
 
 cmd_nexthops() {
@@ -814,6 +878,21 @@ cmd_lbd_stop() {
     [ "$rc" = 0 ] || { tail -20 "$DIR/lbd$SFX.log" >&2; die "lbd exited with status $rc"; }
 }
 
+# A crash: SIGKILL, no withdrawal, no grace. Prints the time of the signal
+# (Unix ms), then waits until the process is gone.
+cmd_lbd_kill() {
+    local pid pidf="$DIR/lbd$SFX.pid"
+    pid=$(cat "$pidf")
+    kill -KILL "$pid"
+    date +%s%3N
+    for _ in $(seq 100); do
+        running "$pid" || break
+        sleep 0.05
+    done
+    running "$pid" && die "lbd ($pid) still runs 5 s after SIGKILL"
+    rm -f "$pidf"
+}
+
 cmd_lbctl() { "$LBCTL" --socket "$DIR/lbd$SFX.sock" "$@"; }
 
 cmd_check_options() {
@@ -881,6 +960,12 @@ cmd_requests() {
     # servers close after every response), so each gets a new source port.
     in_ns client curl -s --max-time 5 -o /dev/null -w '%header{x-backend}\n' \
         "http://$VIP/name?r=[1-$1]" | sed 's/^$/FAILED/'
+}
+
+cmd_connects() {
+    # As requests, with curl's time to connect (seconds) before each backend.
+    in_ns client curl -s --max-time 5 -o /dev/null -w '%{time_connect} %header{x-backend}\n' \
+        "http://$VIP/name?c=[1-$1]" | awk 'NF < 2 {print $1, "FAILED"; next} {print}' || true
 }
 
 cmd_downloads() {
@@ -952,6 +1037,7 @@ main() {
         down) cmd_down ;;
         lbd-start) cmd_lbd_start "$@" ;;
         lbd-stop) cmd_lbd_stop ;;
+        lbd-kill) cmd_lbd_kill ;;
         configure) cmd_configure "$@" ;;
         check-options) cmd_check_options ;;
         wait-healthy) cmd_wait_healthy "$1" ;;
@@ -977,6 +1063,10 @@ main() {
         requests) cmd_requests "$1" ;;
         port-requests) cmd_port_requests "$1" "$2" ;;
         nexthops) cmd_nexthops ;;
+        nexthops-wait) cmd_nexthops_wait "$@" ;;
+        bgp-sessions) cmd_bgp_sessions "${1:-}" ;;
+        bfd-sessions) cmd_bfd_sessions "${1:-}" ;;
+        connects) cmd_connects "$1" ;;
         downloads) cmd_downloads "$1" "$2" ;;
         hls) cmd_hls "$1" ;;
         upload) cmd_upload "$1" "$2" ;;

@@ -311,13 +311,22 @@ impl Lab {
     }
 
     fn logs(&self) -> String {
-        ["lbd.log", "lbd.out", "lbd2.log", "lbd2.out"]
-            .iter()
-            .filter_map(|f| {
-                let text = std::fs::read_to_string(self.dir().join(f)).ok()?;
-                Some(format!("--- {f} ---\n{text}"))
-            })
-            .collect()
+        // (The BIRD logs of the ecmp topology: sessions and BFD changes.)
+        [
+            "lbd.log",
+            "lbd.out",
+            "lbd2.log",
+            "lbd2.out",
+            "router/bird.log",
+            "lb1/bird.log",
+            "lb2/bird.log",
+        ]
+        .iter()
+        .filter_map(|f| {
+            let text = std::fs::read_to_string(self.dir().join(f)).ok()?;
+            Some(format!("--- {f} ---\n{text}"))
+        })
+        .collect()
     }
 }
 
