@@ -42,7 +42,7 @@ fn config(s: &State) -> pb::Config {
             .iter()
             .map(|(&v, bs)| pb::VipConfig {
                 key: Some(key(v)),
-                table_size: 251,
+                table_size: 2039,
                 backends: bs.iter().map(|(&b, &w)| backend(b, w)).collect(),
                 ..Default::default()
             })
@@ -195,7 +195,7 @@ async fn the_state_file_survives_kill_9_with_every_acknowledged_change() {
     let (s, mut revision) = served(&mut api).await;
     assert_eq!(s, history[0]);
     let mut lbd = Some(lbd);
-    let (mut acked_total, mut in_flight_kills) = (0, 0);
+    let (mut acked_total, mut in_flight_kills, mut in_flight_kept) = (0, 0, 0);
 
     for round in 1..=20 {
         // Changes one at a time; lbd is killed after a random delay,
@@ -258,12 +258,16 @@ async fn the_state_file_survives_kill_9_with_every_acknowledged_change() {
                 "round {round}: the revision with its changes"
             );
             history.push(s);
+            in_flight_kept += 1;
         }
         revision = r;
         lbd = Some(restarted);
     }
     drop(lbd);
-    eprintln!("{acked_total} changes acknowledged over 20 kills, {in_flight_kills} kills with one in flight");
+    eprintln!(
+        "{acked_total} changes acknowledged over 20 kills, {in_flight_kills} kills with one in \
+         flight, {in_flight_kept} of those found in the state file after"
+    );
     assert!(
         acked_total > 0,
         "no change was acknowledged before any kill"

@@ -106,9 +106,10 @@ impl Rng {
 
 const PORTS: [u32; 4] = [1000, 1001, 1002, 1003];
 const BACKENDS: u8 = 8;
-/// Small tables: 64 VIPs of 65537 entries would make every snapshot the
-/// control side builds cost more than the requests.
-const TABLE_SIZE: u32 = 251;
+/// Small tables (prime, 100 slots a backend at least): 64 VIPs of 65537
+/// entries would make every snapshot the control side builds cost more
+/// than the requests.
+const TABLE_SIZE: u32 = 821;
 
 /// One client's VIPs (by port) and their backends (last octet -> weight).
 type Model = BTreeMap<u32, BTreeMap<u8, u32>>;
