@@ -11,7 +11,7 @@
 #
 #   bench/harness.sh [--rounds 3] [--seconds 5] [--warmup 2] [--flows 1000000]
 #                    [--backends 100] [--size 64] [--churn CHANGES_PER_S]
-#                    [--churn-in-flight 8]
+#                    [--churn-in-flight 8] [--abuse CLIENTS]
 #                    [--proto udp|tcp] [--ipv6] [--vips 1] [--rate-mpps 0]
 #                    [--new-flows-per-sec 0] [--json bench-result.json]
 #                    [--no-testpmd] [--forward dr|ipip|gue|vxlan]
@@ -50,13 +50,22 @@
 # time, the time from a snapshot's publication until every worker forwards
 # with it (p50/p99) and the packets the dataplane dropped meanwhile.
 #
+# --abuse: each round runs lbd a second time with lbabuse during the
+# measurement: CLIENTS concurrent gRPC clients (one connection each) send
+# valid and hostile requests (lb_testkit::probe) as fast as replies come,
+# on VIPs of their own (the measured VIPs are left alone and checked
+# unchanged). Reported: requests and statuses per method, failures
+# (UNKNOWN, INTERNAL, UNAVAILABLE, transport errors: must be 0), lbd's RSS
+# (VmRSS, and VmHWM after) before and after, and lbd's forwarded rate and
+# drops beside the same round's lbd without abuse.
+#
 # Builds release binaries first. Needs root and 1 GiB of free hugepages
 # (scripts/setup.sh reserves them). A loaded 2-core VM is noisy: read the
 # ratio, not the absolute rates.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ROUNDS=3 SECONDS_=5 WARMUP=2 FLOWS=1000000 BACKENDS=100 SIZE=64 JSON=bench-result.json CHURN=0 CHURN_IN_FLIGHT=8
+ROUNDS=3 SECONDS_=5 WARMUP=2 FLOWS=1000000 BACKENDS=100 SIZE=64 JSON=bench-result.json CHURN=0 CHURN_IN_FLIGHT=8 ABUSE=0
 PROTO=udp IPV6=0 VIPS=1 RATE=0 NEW_FLOWS=0 FORWARD=dr FLOOD=0 FLOOD_SECONDS=10
 TESTPMD=$(command -v dpdk-testpmd || true)
 while [ $# -gt 0 ]; do
@@ -68,6 +77,7 @@ while [ $# -gt 0 ]; do
         --rounds) ROUNDS=$2 ;; --seconds) SECONDS_=$2 ;; --warmup) WARMUP=$2 ;;
         --flows) FLOWS=$2 ;; --backends) BACKENDS=$2 ;; --size) SIZE=$2 ;; --json) JSON=$2 ;; --churn) CHURN=$2 ;;
         --churn-in-flight) CHURN_IN_FLIGHT=$2 ;;
+        --abuse) ABUSE=$2 ;;
         --forward) FORWARD=$2 ;;
         --proto) PROTO=$2 ;; --vips) VIPS=$2 ;; --rate-mpps) RATE=$2 ;; --new-flows-per-sec) NEW_FLOWS=$2 ;;
         *) echo "harness: unknown option $1 (see the header of $0)" >&2; exit 2 ;;
@@ -182,10 +192,27 @@ stop_sut() { # kind
     [ "$rc" = 0 ] || { tail -20 "$WORK/sut.err" >&2; echo "harness: $1 exited with status $rc" >&2; exit 1; }
 }
 
-run_one() { # kind round
+# VmRSS or VmHWM of lbd, in kB.
+rss_kb() { awk -v f="$1:" '$1 == f { print $2 }' "/proc/$SUT_PID/status"; }
+
+run_one() { # kind (baseline, testpmd, lbd, lbd-abuse) round
     local sock="$WORK/memif-$1-$2.sock"
-    start_sut "$1" "$sock"
-    local churn=""
+    start_sut "${1%-abuse}" "$sock"
+    local churn="" abuse=""
+    if [ "$1" = lbd-abuse ]; then
+        local protect=() i
+        for i in $(seq 0 $(( VIPS - 1 ))); do
+            if [ "$IPV6" = 0 ]; then protect+=(--protect "198.51.100.$(( 10 + i )):443/$PROTO")
+            else protect+=(--protect "[2001:db8::$(printf %x $(( 16 + i )))]:443/$PROTO"); fi
+        done
+        # On cpu 0, as lbchurn. RSS read just before and just after it.
+        (sleep "$WARMUP"; before=$(rss_kb VmRSS)
+         rc=0; taskset -c 0 "$BIN/lbabuse" --socket "$WORK/lbd.sock" --clients "$ABUSE" \
+            --seconds "$SECONDS_" "${protect[@]}" > "$WORK/abuse-$2.json" || rc=$?
+         echo "{\"rss_before_kb\":$before,\"rss_after_kb\":$(rss_kb VmRSS),\"hwm_after_kb\":$(rss_kb VmHWM),\"rc\":$rc}" \
+            > "$WORK/abuse-rss-$2.json"; exit "$rc") &
+        abuse=$!
+    fi
     if [ "$1" = lbd ] && [ "$CHURN" != 0 ]; then
         local vip=198.51.100.10:443/$PROTO backend=10.1.0.2
         [ "$IPV6" = 0 ] || { vip="[2001:db8::10]:443/$PROTO"; backend=2001:db8:1::1; }
@@ -198,7 +225,7 @@ run_one() { # kind round
     # stops first, and lbgen closes its end after (see lbgen's --linger:
     # memif can free the rings under a peer that is still polling).
     local out="$WORK/$1-$2.json" overhead=0 sync=()
-    [ "$1" != lbd ] || overhead=$OVERHEAD
+    [ "${1%-abuse}" != lbd ] || overhead=$OVERHEAD
     [ "$FLOOD" = 0 ] || { mkdir -p "$WORK/sync-$2"; sync=(--sync "$WORK/sync-$2"); }
     : > "$out"
     "$BIN/lbgen" -l 0 "${EAL[@]}" --file-prefix "bgen$$" --vdev "net_memif0,role=client,socket=$sock" \
@@ -217,9 +244,13 @@ run_one() { # kind round
     done
     while kill -0 "$gen" 2>/dev/null && ! grep -q '^{' "$out"; do sleep 0.1; done
     [ -z "$churn" ] || wait "$churn" || { echo "harness: lbchurn failed" >&2; exit 1; }
-    stop_sut "$1"
+    local abuse_rc=0
+    [ -z "$abuse" ] || wait "$abuse" || abuse_rc=$?
+    stop_sut "${1%-abuse}"
     wait "$gen" || { cat "$WORK/gen.err" >&2; echo "harness: lbgen failed" >&2; exit 1; }
-    [ "$1" != lbd ] || cp "$WORK/sut.out" "$WORK/lbd-counters-$2.json"
+    [ "${1%-abuse}" != lbd ] || cp "$WORK/sut.out" "$WORK/$1-counters-$2.json"
+    [ -z "$abuse" ] || echo "harness: round $2 abuse: $(cat "$WORK/abuse-$2.json") $(cat "$WORK/abuse-rss-$2.json")" >&2
+    [ "$abuse_rc" = 0 ] || { echo "harness: lbabuse failed (status $abuse_rc)" >&2; exit 1; }
     echo "harness: round $2 $1: $(cat "$WORK/$1-$2.json")" >&2
     [ -z "$churn" ] || echo "harness: round $2 churn: $(cat "$WORK/churn-$2.json")" >&2
 }
@@ -230,6 +261,7 @@ for r in $(seq "$ROUNDS"); do
         [ -z "$TESTPMD" ] || run_one testpmd "$r"
     fi
     run_one lbd "$r"
+    [ "$ABUSE" = 0 ] || run_one lbd-abuse "$r"
 done
 
 if [ "$FLOOD" = 1 ]; then
@@ -311,6 +343,16 @@ for r in range(1, rounds + 1):
         row["churn"] = json.load(open(f"{work}/churn-{r}.json"))
     except FileNotFoundError:
         pass
+    try:
+        row["abuse"] = json.load(open(f"{work}/abuse-{r}.json"))
+        row["abuse"]["rss"] = json.load(open(f"{work}/abuse-rss-{r}.json"))
+        row["lbd_abuse"] = json.load(open(f"{work}/lbd-abuse-{r}.json"))
+        drops = lambda f: sum(json.load(open(f))["total"]["drops"].values())
+        row["lbd_drops"] = drops(f"{work}/lbd-counters-{r}.json")
+        row["lbd_abuse_drops"] = drops(f"{work}/lbd-abuse-counters-{r}.json")
+        row["lbd_abuse_tx_failed"] = json.load(open(f"{work}/lbd-abuse-counters-{r}.json"))["total"]["tx_failed"]
+    except FileNotFoundError:
+        pass
     rows.append(row)
 med = sorted(rows, key=lambda x: x["ratio"])[len(rows) // 2]
 result = {"flows": flows, "backends": backends, "size": size, "cores": "generator cpu 0, forwarder cpu 1",
@@ -342,6 +384,20 @@ if "churn" in med:
           f"p99 <= {c['all_workers_p99_us']} µs, max <= {c['all_workers_max_us']} µs "
           f"(measured by the workers; workers still behind 1 s after the last change: {c['workers_behind_after_1s']}); "
           f"meanwhile lbd dropped {c['dataplane_drops']} packets and the link refused {c['tx_failed']} of its transmits")
+for x in rows:
+    if "abuse" not in x:
+        continue
+    a, m = x["abuse"], x["abuse"]["rss"]
+    tally = "; ".join(f"{k} " + ", ".join(f"{c} {n}" for c, n in v.items()) for k, v in a["by_method"].items())
+    print(f"\nround {x['round']}, API abuse ({a['clients']} clients, {a['seconds']:.0f} s): lbd forwarded "
+          f"{x['lbd_abuse']['returned_mpps']:.2f} Mpps of {x['lbd_abuse']['offered_mpps']:.2f} offered "
+          f"(without abuse, same round: {x['lbd']['returned_mpps']:.2f} of {x['lbd']['offered_mpps']:.2f}); "
+          f"lbd's drops over the round {x['lbd_abuse_drops']} (without: {x['lbd_drops']}), during the abuse "
+          f"{a['dataplane_drops']} dropped and {a['tx_failed']} transmits refused; {a['requests']} requests "
+          f"({a['requests_per_s']:.0f}/s, reply p50 {a['reply_p50_us']:.0f} µs, p99 {a['reply_p99_us']:.0f} µs), "
+          f"failures {a['failures']}, unexpected statuses {a['unexpected']}, measured VIPs unchanged: "
+          f"{a['protected_unchanged']}; RSS {m['rss_before_kb']} kB before, {m['rss_after_kb']} kB after "
+          f"(peak {m['hwm_after_kb']} kB)\nstatuses: {tally}")
 f = med["lbd_flows"]
 print(f"\nlbd's flow table at the end: {f['active_flows']} active flows; {f['new_flows']} packets missed the table and were "
       f"placed by Maglev, {f['flow_rejected']} of them found no slot (forwarded without an entry, placed again next time); "
