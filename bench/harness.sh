@@ -59,6 +59,13 @@
 # (VmRSS, and VmHWM after) before and after, and lbd's forwarded rate and
 # drops beside the same round's lbd without abuse.
 #
+# Every lbd round also reports lbd's VmRSS before the first packet (its
+# flow table allocated and zeroed) and at the end, and how long its flow
+# table took from the first flow to hold 99% of --flows (/metrics read
+# every 0.1 s during the warm-up): a round whose table was not full by
+# then says that it measured insertion. bench/scale.sh runs the series of
+# flows, backends and VIPs.
+#
 # Builds release binaries first. Needs root and 1 GiB of free hugepages
 # (scripts/setup.sh reserves them). A loaded 2-core VM is noisy: read the
 # ratio, not the absolute rates.
@@ -125,6 +132,9 @@ if forward != "dr":
     print('local_addresses = ["192.0.2.1"]\n[[route]]\nprefix = "10.0.0.0/8"\ngateway = "192.0.2.254"\nmac = "02:00:00:00:00:fe"\n')
 for v in range(vips):
     print(f'[[vip]]\naddress = "{first + v}"\nport = 443\nprotocol = "{proto}"')
+    if backends > 655:
+        # Maglev needs 100 slots a backend; the default table has 65537.
+        print("table_size = 655373")
     for i in range(1, backends + 1):
         addr = f"2001:db8:1::{i:x}" if v6 else f"10.1.{i // 250}.{i % 250 + 1}"
         mac = f'mac = "02:be:00:00:{i // 256:02x}:{i % 256:02x}"'
@@ -232,6 +242,25 @@ run_one() { # kind (baseline, testpmd, lbd, lbd-abuse) round
         -- --port net_memif0 --dst-mac "$SUT_MAC" --flows "$FLOWS" --size "$SIZE" "${GEN_ARGS[@]}" "${sync[@]}" \
         --tunnel-overhead "$overhead" --seconds "$SECONDS_" --warmup "$WARMUP" --linger 30 > "$out" 2> "$WORK/gen.err" &
     local gen=$!
+    # lbd's memory with its table allocated and zeroed, before any flow;
+    # then, during the warm-up, how long its flow table takes to hold the
+    # flows (lbd's /metrics every 0.1 s, from the first flow seen until
+    # 99% of --flows hold an entry; polled on cpu 0 with the generator,
+    # so only while it fills, and at most until the warm-up's end plus
+    # lbgen's start). Not in flood mode (its own phases).
+    local fill=""
+    if [ "$1" = lbd ] && [ "$FLOOD" = 0 ]; then
+        echo "{\"rss_idle_kb\":$(rss_kb VmRSS)}" > "$WORK/mem-idle-$2.json"
+        (end=$(( $(date +%s%N) + (WARMUP + 2) * 1000000000 ))
+         while [ "$(date +%s%N)" -lt "$end" ]; do
+             n=$(curl -sf --max-time 1 "http://127.0.0.1:$METRICS_PORT/metrics" |
+                 awk '/^lb_worker_active_flows\{/ { s += $2 } END { printf "%d", s }') || n=""
+             [ -z "$n" ] || echo "$(date +%s%N) $n"
+             [ -z "$n" ] || [ "$n" -lt $(( FLOWS * 99 / 100 )) ] || break
+             sleep 0.1
+         done > "$WORK/fill-$2.txt") &
+        fill=$!
+    fi
     # Flood mode: lbgen pauses before each phase; lbd's counters then.
     local phase phases=()
     [ "$FLOOD" = 0 ] || phases=(base flood)
@@ -243,6 +272,11 @@ run_one() { # kind (baseline, testpmd, lbd, lbd-abuse) round
         : > "$WORK/sync-$2/$phase.go"
     done
     while kill -0 "$gen" 2>/dev/null && ! grep -q '^{' "$out"; do sleep 0.1; done
+    if [ -n "$fill" ]; then
+        kill "$fill" 2>/dev/null || true
+        wait "$fill" 2>/dev/null || true
+        echo "{\"rss_end_kb\":$(rss_kb VmRSS),\"hwm_end_kb\":$(rss_kb VmHWM)}" > "$WORK/mem-end-$2.json"
+    fi
     [ -z "$churn" ] || wait "$churn" || { echo "harness: lbchurn failed" >&2; exit 1; }
     local abuse_rc=0
     [ -z "$abuse" ] || wait "$abuse" || abuse_rc=$?
@@ -322,10 +356,10 @@ PY
     exit 0
 fi
 
-python3 - "$WORK" "$ROUNDS" "$JSON" "$FLOWS" "$BACKENDS" "$SIZE" "${TESTPMD:+1}" <<'PY'
+python3 - "$WORK" "$ROUNDS" "$JSON" "$FLOWS" "$BACKENDS" "$SIZE" "${TESTPMD:+1}" "$WARMUP" <<'PY'
 import json, statistics, sys
 work, rounds, out, flows, backends, size = sys.argv[1], int(sys.argv[2]), sys.argv[3], *map(int, sys.argv[4:7])
-testpmd = sys.argv[7] == "1"
+testpmd, warmup = sys.argv[7] == "1", float(sys.argv[8])
 rows = []
 ratio = lambda x, b: x["returned_mpps"] / b["returned_mpps"] if b["returned_mpps"] else 0.0
 for r in range(1, rounds + 1):
@@ -339,6 +373,14 @@ for r in range(1, rounds + 1):
     # lbd's own flow-table counters at the end of the round.
     t = json.load(open(f"{work}/lbd-counters-{r}.json"))["total"]
     row["lbd_flows"] = {k: t[k] for k in ("active_flows", "new_flows", "flow_rejected", "tx_failed")}
+    row["lbd_memory"] = {**json.load(open(f"{work}/mem-idle-{r}.json")), **json.load(open(f"{work}/mem-end-{r}.json"))}
+    # (ns, active flows) samples from the first with a flow on.
+    samples = [tuple(map(int, l.split())) for l in open(f"{work}/fill-{r}.txt") if l.strip()]
+    samples = [x for x in samples if x[1] > 0]
+    full = [t for t, n in samples if n >= flows * 99 // 100]
+    row["fill"] = {"samples": len(samples), "target": flows * 99 // 100,
+                   "last_seen": samples[-1][1] if samples else 0,
+                   "seconds": (full[0] - samples[0][0]) / 1e9 if samples and full else None}
     try:
         row["churn"] = json.load(open(f"{work}/churn-{r}.json"))
     except FileNotFoundError:
@@ -403,7 +445,19 @@ print(f"\nlbd's flow table at the end: {f['active_flows']} active flows; {f['new
       f"placed by Maglev, {f['flow_rejected']} of them found no slot (forwarded without an entry, placed again next time); "
       f"over the whole round (warm-up included) the link refused {f['tx_failed']} of lbd's transmits (the generator's "
       f"receive ring full)")
-g = med["lbd"]
+m, fl, g = med["lbd_memory"], med["fill"], med["lbd"]
+mb = lambda kb: f"{kb / 1024:.1f} MiB"
+print(f"\nlbd's memory (VmRSS): {mb(m['rss_idle_kb'])} before the first packet (the flow table allocated and zeroed), "
+      f"{mb(m['rss_end_kb'])} at the end of the round (peak {mb(m['hwm_end_kb'])}): "
+      f"{m['rss_end_kb'] * 1024 / flows:.0f} bytes per flow of the whole process")
+if fl["seconds"] is None:
+    print(f"lbd's flow table did not hold 99% of the flows by the end of the warm-up ({warmup:.1f} s; "
+          f"{fl['last_seen']} active flows at the last look): the measurement includes the flows' insertion, "
+          f"not only established flows")
+else:
+    when = f"{fl['seconds']:.1f} s" if fl["seconds"] >= 0.1 else "under 0.1 s (one look)"
+    print(f"lbd's flow table held 99% of the flows {when} after the first flow showed (looks every 0.1 s; "
+          f"warm-up {warmup:.1f} s): the measurement is of established flows")
 rate = f"at {g['rate_mpps']} Mpps" if g["rate_mpps"] else "as fast as the link takes"
 print(f"\nmedian of {rounds} rounds by ratio; {flows} flows ({g['new_flows_per_s']:.0f} new per second) to {g['vips']} VIP(s), "
       f"{backends} backends each, {size}-byte {g['proto'].upper()}/IPv{g['ip']} frames {rate}, over net_memif; all rounds in {out}")
