@@ -182,21 +182,24 @@ fn entropy(ip: &[u8], v6: bool) -> u64 {
 }
 
 /// The one's-complement sum of the inner IP packet `ip` (`len` bytes),
-/// not complemented. Where the packet's own checksums cover its transport
-/// segment (a TCP or UDP packet with a checksum, an ICMP message, not a
-/// fragment) that segment's sum is the complement of its pseudo-header's
-/// and is not read; otherwise the bytes are summed. A packet whose
-/// checksums are wrong gets an outer checksum that is wrong too, and the
-/// backend drops it, as it would have dropped the inner one.
+/// not complemented, below 2^17. Where the packet's own checksums cover its
+/// transport segment (a TCP or UDP packet with a checksum, an ICMP message,
+/// not a fragment) that segment's sum is the complement of its
+/// pseudo-header's and is not read; otherwise the bytes are summed. A
+/// packet whose checksums are wrong gets an outer checksum that is wrong
+/// too, and the backend drops it, as it would have dropped the inner one.
+/// The common headers (IPv4 without options, IPv6 without extension
+/// headers) are summed as a few fixed words, not by the general loop.
+#[inline(always)]
 fn inner_sum(ip: &[u8], v6: bool) -> u32 {
     if v6 {
-        let Some(h) = ip.get(..40) else {
+        let Some(h) = ip.first_chunk::<40>() else {
             return checksum::sum(ip, 0);
         };
         // Only the fixed header is read: with extension headers, or a
         // transport without its own checksum, sum everything.
         let next = h[6];
-        let seg = ip.get(40..).unwrap_or_default();
+        let seg = &ip[40..];
         let covered = match next {
             IPPROTO_TCP | IPPROTO_ICMPV6 => true,
             IPPROTO_UDP => seg.get(6..8).is_some_and(|c| c != [0, 0]),
@@ -208,41 +211,99 @@ fn inner_sum(ip: &[u8], v6: bool) -> u32 {
         // The header's sum less the pseudo-header's: the addresses are in
         // both and cancel, so only the first 8 bytes are read.
         let len = u32::try_from(seg.len()).unwrap_or(0);
-        checksum::sum(&h[..8], u32::from(!fold(len + u32::from(next))))
+        words(&[be32(h, 0), be32(h, 4)], !fold(len + u32::from(next)))
     } else {
-        let ihl = usize::from(ip.first().map_or(5, |b| b & 0x0f)) * 4;
-        let (Some(h), Some(seg)) = (ip.get(..ihl), ip.get(ihl..)) else {
+        let Some(h) = ip.first_chunk::<20>() else {
             return checksum::sum(ip, 0);
         };
-        if ihl < 20 || h[6] & 0x3f != 0 || h[7] != 0 {
-            // A fragment (MF or an offset): its checksums cover the datagram, not this.
-            return checksum::sum(ip, 0);
+        let ihl = usize::from(h[0] & 0x0f) * 4;
+        if ihl != 20 || h[6] & 0x3f != 0 || h[7] != 0 {
+            // Options (rare: the general loop), or a fragment (MF or an
+            // offset: its checksums cover the datagram, not this).
+            return inner_sum_v4_general(ip);
         }
+        let seg = &ip[20..];
         let proto = h[9];
         match proto {
             // An ICMP message sums to zero by itself.
-            IPPROTO_ICMP => checksum::sum(h, 0),
+            IPPROTO_ICMP => words(
+                &[be32(h, 0), be32(h, 4), be32(h, 8), be32(h, 12), be32(h, 16)],
+                0,
+            ),
             IPPROTO_TCP | IPPROTO_UDP
                 if proto == IPPROTO_TCP || seg.get(6..8).is_some_and(|c| c != [0, 0]) =>
             {
                 // As for IPv6: the addresses cancel against the pseudo-header's.
                 let len = u16::try_from(seg.len()).unwrap_or(0);
-                let rest = checksum::sum(
-                    &h[20..],
-                    u32::from(!fold(u32::from(proto) + u32::from(len))),
-                );
-                checksum::sum(&h[..12], rest)
+                words(
+                    &[be32(h, 0), be32(h, 4), be32(h, 8)],
+                    !fold(u32::from(proto) + u32::from(len)),
+                )
             }
             _ => checksum::sum(ip, 0),
         }
     }
 }
 
-#[inline]
-fn fold(mut s: u32) -> u16 {
-    while s >> 16 != 0 {
-        s = (s & 0xffff) + (s >> 16);
+/// [`inner_sum`] of an IPv4 packet with options or a malformed header
+/// length: the general loop.
+#[cold]
+fn inner_sum_v4_general(ip: &[u8]) -> u32 {
+    let ihl = usize::from(ip.first().map_or(5, |b| b & 0x0f)) * 4;
+    let (Some(h), Some(seg)) = (ip.get(..ihl), ip.get(ihl..)) else {
+        return checksum::sum(ip, 0);
+    };
+    if ihl < 20 || h[6] & 0x3f != 0 || h[7] != 0 {
+        // A fragment (MF or an offset): its checksums cover the datagram, not this.
+        return checksum::sum(ip, 0);
     }
+    let proto = h[9];
+    match proto {
+        // An ICMP message sums to zero by itself.
+        IPPROTO_ICMP => checksum::sum(h, 0),
+        IPPROTO_TCP | IPPROTO_UDP
+            if proto == IPPROTO_TCP || seg.get(6..8).is_some_and(|c| c != [0, 0]) =>
+        {
+            // As for IPv6: the addresses cancel against the pseudo-header's.
+            let len = u16::try_from(seg.len()).unwrap_or(0);
+            let rest = checksum::sum(
+                &h[20..],
+                u32::from(!fold(u32::from(proto) + u32::from(len))),
+            );
+            checksum::sum(&h[..12], rest)
+        }
+        _ => checksum::sum(ip, 0),
+    }
+}
+
+/// The big-endian word at `at` of a fixed-size header (no bounds check
+/// once inlined with a constant `at`).
+#[inline(always)]
+fn be32<const N: usize>(h: &[u8; N], at: usize) -> u32 {
+    u32::from_be_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]])
+}
+
+/// The one's-complement sum of a few 32-bit words and `initial`, folded
+/// below 2^17 (not complemented), without [`checksum::sum`]'s loop.
+#[inline(always)]
+fn words(w: &[u32], initial: u16) -> u32 {
+    let mut acc = u64::from(initial);
+    for &x in w {
+        acc += u64::from(x);
+    }
+    // Fewer than 2^3 words: after one fold below 2^32 + 8, after a second below 2^17.
+    acc = (acc & 0xffff_ffff) + (acc >> 32);
+    acc = (acc & 0xffff) + (acc >> 16);
+    #[allow(clippy::cast_possible_truncation, reason = "folded below 2^17")]
+    let s = acc as u32;
+    s
+}
+
+#[inline]
+fn fold(s: u32) -> u16 {
+    // Two folds bring any u32 below 2^16.
+    let s = (s & 0xffff) + (s >> 16);
+    let s = (s & 0xffff) + (s >> 16);
     #[allow(clippy::cast_possible_truncation, reason = "folded below 2^16")]
     let f = s as u16;
     f
@@ -346,14 +407,6 @@ impl Wrap {
     }
 }
 
-/// Copy `N` bytes of the template: a fixed size, so no call to memcpy.
-#[inline(always)]
-fn put<const N: usize>(dst: &mut [u8], hdr: &[u8; 70]) {
-    if let (Some(d), Some(s)) = (dst.get_mut(..N), hdr.get(..N)) {
-        d.copy_from_slice(s);
-    }
-}
-
 /// Wrap the DR-rewritten `frame` (its Ethernet destination already the
 /// next hop's MAC, its source ours) in `w`, using the room before it. The
 /// L2 header (VLAN tag included) stays the outer one; padding after the
@@ -363,20 +416,22 @@ fn put<const N: usize>(dst: &mut [u8], hdr: &[u8; 70]) {
 #[inline]
 pub fn encapsulate(frame: &mut Frame<'_>, w: &Wrap, max_inner: u16) -> Result<(), DropReason> {
     // One copy of the path per method and family, so every test of the
-    // method below is decided at compile time.
+    // method below is decided at compile time, and the outer headers are a
+    // fixed-size array (no bounds check on any field written).
     match (w.kind, w.outer_v6) {
-        (0, false) => wrap_as::<0, false>(frame, w, max_inner),
-        (0, true) => wrap_as::<0, true>(frame, w, max_inner),
-        (1, false) => wrap_as::<1, false>(frame, w, max_inner),
-        (1, true) => wrap_as::<1, true>(frame, w, max_inner),
-        (2, false) => wrap_as::<2, false>(frame, w, max_inner),
-        _ => wrap_as::<2, true>(frame, w, max_inner),
+        (0, false) => wrap_as::<0, false, 20>(frame, w, max_inner),
+        (0, true) => wrap_as::<0, true, 40>(frame, w, max_inner),
+        (1, false) => wrap_as::<1, false, { 20 + UDP }>(frame, w, max_inner),
+        (1, true) => wrap_as::<1, true, { 40 + UDP }>(frame, w, max_inner),
+        (2, false) => wrap_as::<2, false, { 20 + UDP + VXLAN + ETH }>(frame, w, max_inner),
+        _ => wrap_as::<2, true, { 40 + UDP + VXLAN + ETH }>(frame, w, max_inner),
     }
 }
 
-/// [`encapsulate`] for method `KIND` (0 IPIP, 1 GUE, 2 VXLAN) over IPv6 or not.
+/// [`encapsulate`] for method `KIND` (0 IPIP, 1 GUE, 2 VXLAN) over IPv6 or
+/// not, whose outer headers take `OVER` bytes.
 #[inline(always)]
-fn wrap_as<const KIND: u8, const V6: bool>(
+fn wrap_as<const KIND: u8, const V6: bool, const OVER: usize>(
     frame: &mut Frame<'_>,
     w: &Wrap,
     max_inner: u16,
@@ -396,7 +451,6 @@ fn wrap_as<const KIND: u8, const V6: bool>(
         return Err(DropReason::Oversize);
     }
     let ip = &ip[..inn.len];
-    let overhead = (if V6 { 40 } else { 20 }) + [0, UDP, UDP + VXLAN + ETH][usize::from(KIND)];
     let flow = if KIND == 0 && !V6 {
         0
     } else {
@@ -409,35 +463,28 @@ fn wrap_as<const KIND: u8, const V6: bool>(
     } else {
         0
     };
-    if !frame.prepend(overhead) {
+    if !frame.prepend(OVER) {
         return Err(DropReason::NoHeadroom);
     }
-    frame.truncate(l2_len + overhead + inn.len);
+    frame.truncate(l2_len + OVER + inn.len);
     let f: &mut [u8] = frame;
-    // The L2 header moves to the front; the overhead (at least 20 bytes)
-    // exceeds it, so the two places do not overlap.
-    let mut macs = [0u8; 12];
-    macs.copy_from_slice(&f[overhead..overhead + 12]);
-    f[..12].copy_from_slice(&macs);
+    // The L2 header moves to the front (the MACs, a VLAN tag with them);
+    // the overhead (at least 20 bytes) exceeds it, so the two places do
+    // not overlap.
+    f.copy_within(OVER..OVER + 12, 0);
     if l2_len == 18 {
-        let mut tag = [0u8; 4];
-        tag.copy_from_slice(&f[overhead + 12..overhead + 16]);
-        f[12..16].copy_from_slice(&tag);
+        f.copy_within(OVER + 12..OVER + 16, 12);
     }
     let outer_type = if V6 { ETHERTYPE_IPV6 } else { ETHERTYPE_IPV4 };
     f[l2_len - 2..l2_len].copy_from_slice(&outer_type.to_be_bytes());
 
-    let at = l2_len;
-    let h = &mut f[at..];
-    match overhead {
-        20 => put::<20>(h, &w.hdr),
-        28 => put::<28>(h, &w.hdr),
-        40 => put::<40>(h, &w.hdr),
-        48 => put::<48>(h, &w.hdr),
-        50 => put::<50>(h, &w.hdr),
-        _ => put::<70>(h, &w.hdr),
+    let Some(h) = f[l2_len..].first_chunk_mut::<OVER>() else {
+        return Err(DropReason::Truncated);
+    };
+    if let Some(t) = w.hdr.first_chunk::<OVER>() {
+        *h = *t;
     }
-    let outer_len = overhead + inn.len;
+    let outer_len = OVER + inn.len;
     let ip_hdr = if V6 { 40 } else { 20 };
     let len16 = |n: usize| u16::try_from(n).unwrap_or(u16::MAX);
     if V6 {
@@ -1022,6 +1069,42 @@ mod tests {
         ) {
             let inner = inner_packet(v6, proto, len, seed, true);
             let (t, remote) = tunnel(if vxlan { VX } else { GUE }, true);
+            let out = wrap(&inner, &t, remote).unwrap();
+            let seg = &out[54..];
+            let p = checksum::ipv6_pseudo(&SRC6.octets(), &BE6.octets(), u32::try_from(seg.len()).unwrap(), IPPROTO_UDP);
+            prop_assert_eq!(checksum::finish(checksum::sum(seg, p)), 0);
+        }
+
+        /// The same for the IPv4 packets the fixed-word sum leaves to the
+        /// general loop or to a full sum: with options, fragments, a UDP
+        /// datagram without checksum.
+        #[test]
+        fn the_outer_udp_checksum_is_right_for_ipv4_options_and_fragments(
+            proto in prop::sample::select(vec![IPPROTO_TCP, IPPROTO_UDP, 0]),
+            len in 0usize..600,
+            seed in any::<u8>(),
+            options in 0usize..=10,
+            fragment in any::<bool>(),
+            no_udp_checksum in any::<bool>(),
+        ) {
+            let mut inner = inner_packet(false, proto, len, seed, true);
+            if proto == IPPROTO_UDP && no_udp_checksum {
+                inner[40..42].copy_from_slice(&[0, 0]);
+            }
+            // NOP options after the fixed header; the transport checksum
+            // does not cover them, the header's is computed again.
+            let extra = 4 * options;
+            inner.splice(34..34, std::iter::repeat_n(1u8, extra));
+            inner[14] = 0x45 + u8::try_from(options).unwrap();
+            let total = u16::from_be_bytes([inner[16], inner[17]]) + u16::try_from(extra).unwrap();
+            inner[16..18].copy_from_slice(&total.to_be_bytes());
+            if fragment {
+                inner[20] |= 0x20;
+            }
+            inner[24..26].copy_from_slice(&[0, 0]);
+            let c = checksum::checksum(&inner[14..34 + extra]);
+            inner[24..26].copy_from_slice(&c.to_be_bytes());
+            let (t, remote) = tunnel(GUE, true);
             let out = wrap(&inner, &t, remote).unwrap();
             let seg = &out[54..];
             let p = checksum::ipv6_pseudo(&SRC6.octets(), &BE6.octets(), u32::try_from(seg.len()).unwrap(), IPPROTO_UDP);
