@@ -56,7 +56,9 @@
 # on VIPs of their own (the measured VIPs are left alone and checked
 # unchanged). Reported: requests and statuses per method, failures
 # (UNKNOWN, INTERNAL, UNAVAILABLE, transport errors: must be 0), lbd's RSS
-# (VmRSS, and VmHWM after) before and after, and lbd's forwarded rate and
+# (VmRSS, and VmHWM after) before and after and every 5 s between (the
+# growth in the run's first half against its second: does it level off?),
+# and lbd's forwarded rate and
 # drops beside the same round's lbd without abuse.
 #
 # Every lbd round also reports lbd's VmRSS before the first packet (its
@@ -215,11 +217,16 @@ run_one() { # kind (baseline, testpmd, lbd, lbd-abuse) round
             if [ "$IPV6" = 0 ]; then protect+=(--protect "198.51.100.$(( 10 + i )):443/$PROTO")
             else protect+=(--protect "[2001:db8::$(printf %x $(( 16 + i )))]:443/$PROTO"); fi
         done
-        # On cpu 0, as lbchurn. RSS read just before and just after it.
+        # On cpu 0, as lbchurn. RSS read just before and just after it,
+        # and every 5 s while it runs (whether it levels off).
         (sleep "$WARMUP"; before=$(rss_kb VmRSS)
+         (while :; do sleep 5; rss_kb VmRSS; done) > "$WORK/abuse-rss-samples-$2.txt" &
+         sampler=$!
          rc=0; taskset -c 0 "$BIN/lbabuse" --socket "$WORK/lbd.sock" --clients "$ABUSE" \
             --seconds "$SECONDS_" "${protect[@]}" > "$WORK/abuse-$2.json" || rc=$?
-         echo "{\"rss_before_kb\":$before,\"rss_after_kb\":$(rss_kb VmRSS),\"hwm_after_kb\":$(rss_kb VmHWM),\"rc\":$rc}" \
+         kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null
+         samples=$(paste -sd, "$WORK/abuse-rss-samples-$2.txt")
+         echo "{\"rss_before_kb\":$before,\"rss_after_kb\":$(rss_kb VmRSS),\"hwm_after_kb\":$(rss_kb VmHWM),\"rss_every_5s_kb\":[$samples],\"rc\":$rc}" \
             > "$WORK/abuse-rss-$2.json"; exit "$rc") &
         abuse=$!
     fi
@@ -440,6 +447,11 @@ for x in rows:
           f"failures {a['failures']}, unexpected statuses {a['unexpected']}, measured VIPs unchanged: "
           f"{a['protected_unchanged']}; RSS {m['rss_before_kb']} kB before, {m['rss_after_kb']} kB after "
           f"(peak {m['hwm_after_kb']} kB)\nstatuses: {tally}")
+    w = m.get("rss_every_5s_kb", [])
+    if len(w) >= 4:
+        h = len(w) // 2
+        print(f"RSS every 5 s during the abuse ({len(w)} samples): {w[0]} to {w[h - 1]} kB in the first half "
+              f"({w[h - 1] - w[0]:+d} kB), {w[h]} to {w[-1]} kB in the second ({w[-1] - w[h]:+d} kB)")
 f = med["lbd_flows"]
 print(f"\nlbd's flow table at the end: {f['active_flows']} active flows; {f['new_flows']} packets missed the table and were "
       f"placed by Maglev, {f['flow_rejected']} of them found no slot (forwarded without an entry, placed again next time); "

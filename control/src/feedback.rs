@@ -118,7 +118,15 @@ fn percent(v: f64) -> Result<u8, String> {
         )]
         Ok(v.round() as u8)
     } else {
-        Err(format!("{v}% is outside 0-100%"))
+        // Display writes every digit of a huge or tiny float (6e209 is 210
+        // characters): those are shown in scientific notation.
+        let shown = format!("{v}");
+        let shown = if shown.len() > 16 {
+            format!("{v:e}")
+        } else {
+            shown
+        };
+        Err(format!("{shown}% is outside 0-100%"))
     }
 }
 
@@ -382,6 +390,17 @@ pub async fn poll(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_huge_or_tiny_percentage_is_quoted_briefly() {
+        // Found by the long fuzz run: a 210-digit number came back whole.
+        let huge = format!("6{}%", "0".repeat(209));
+        let e = parse_text(&huge).unwrap_err();
+        assert_eq!(e, "6e209% is outside 0-100%");
+        let e = parse_json(r#"{"weight_percent": -1e-300}"#).unwrap_err();
+        assert_eq!(e, "-1e-300% is outside 0-100%");
+        assert_eq!(parse_text("101%").unwrap_err(), "101% is outside 0-100%");
+    }
 
     #[test]
     fn haproxy_agent_words() {

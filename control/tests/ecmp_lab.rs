@@ -69,7 +69,9 @@ fn hard_crash(lab: &Lab, lb2: &Lab, placement: &BTreeMap<u16, String>) {
     let before = lb2.counter("new_flows");
     // 500 kB/s (16 s each): at 1 MB/s the 2-core VMs' kernels dropped
     // packets of their own (softnet backlog), now and then a new SYN.
-    let running = lab.spawn_downloads(50, "500K");
+    // ECMP_DOWNLOAD_RATE (curl's --limit-rate) tries another rate.
+    let rate = std::env::var("ECMP_DOWNLOAD_RATE").unwrap_or_else(|_| "500K".into());
+    let running = lab.spawn_downloads(50, &rate);
     let carried = lb2.counter("new_flows") - before;
     assert!(carried >= 10, "instance 2 took {carried} of the downloads");
     // The kill mid-download, not in the burst of the 50 curls'
@@ -115,10 +117,12 @@ fn hard_crash(lab: &Lab, lb2: &Lab, placement: &BTreeMap<u16, String>) {
     assert_eq!(times.len(), 20, "{connects}");
     times.sort_by(f64::total_cmp);
     eprintln!(
-        "hard crash: 20 new connections through instance 1, connect time median {:.1} ms, \
-         max {:.1} ms",
+        "hard crash: 20 new connections through instance 1 (downloads at {rate}/s), connect \
+         time median {:.1} ms, max {:.1} ms; meanwhile the kernel's backlog dropped {backlog} \
+         packets, instance 1's port: {}",
         times[10] * 1e3,
-        times[19] * 1e3
+        times[19] * 1e3,
+        port_losses(lab)
     );
     assert!(
         times[19] < 1.0,
