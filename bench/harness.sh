@@ -224,7 +224,7 @@ run_one() { # kind (baseline, testpmd, lbd, lbd-abuse) round
          sampler=$!
          rc=0; taskset -c 0 "$BIN/lbabuse" --socket "$WORK/lbd.sock" --clients "$ABUSE" \
             --seconds "$SECONDS_" "${protect[@]}" > "$WORK/abuse-$2.json" || rc=$?
-         kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null
+         kill "$sampler" 2>/dev/null || true; wait "$sampler" 2>/dev/null || true
          samples=$(paste -sd, "$WORK/abuse-rss-samples-$2.txt")
          echo "{\"rss_before_kb\":$before,\"rss_after_kb\":$(rss_kb VmRSS),\"hwm_after_kb\":$(rss_kb VmHWM),\"rss_every_5s_kb\":[$samples],\"rc\":$rc}" \
             > "$WORK/abuse-rss-$2.json"; exit "$rc") &
