@@ -65,7 +65,8 @@ fn main() {
         buf[HEADROOM..].copy_from_slice(black_box(&original));
         let mut f = Frame::new(&mut buf, HEADROOM, len).expect("inside");
         if let Some(w) = &wrap {
-            encapsulate(&mut f, black_box(w), 1500).expect("wrapped");
+            encapsulate(&mut f, black_box(w), 1500, black_box(0x9e37_79b9_7f4a_7c15))
+                .expect("wrapped");
         }
         out = out.wrapping_add(black_box(f.len()));
     }

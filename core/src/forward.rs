@@ -158,6 +158,21 @@ impl Classified {
         }
     }
 
+    /// The hash a tunnel's outer headers take their entropy from
+    /// ([`egress`]): the flow's for a flow or an ICMP error about one (so
+    /// the error reaches the backend's queue the flow reaches), the
+    /// 3-tuple's for a fragment (every fragment of a datagram on one
+    /// queue); 0 for what is not forwarded.
+    #[inline]
+    pub fn hash(&self) -> u64 {
+        match self {
+            Classified::Flow { hash, .. }
+            | Classified::Fragment { hash, .. }
+            | Classified::IcmpError { hash, .. } => *hash,
+            _ => 0,
+        }
+    }
+
     /// The flow-table hash to prefetch for, if `apply` will look one up.
     #[inline]
     pub fn flow_hash(&self) -> Option<u64> {
@@ -762,17 +777,23 @@ fn fits(frame: &mut [u8], snap: &Snapshot, slot: u16) -> Option<Action> {
 
 /// After [`apply`] chose backend `slot` (`Forward`, `IcmpToBackend`) or
 /// [`from_kernel`] did (`Steered`, `Balanced`): a tunnelled backend's frame
-/// is encapsulated, in the room before it. `Ok(true)` when it was,
-/// `Ok(false)` for DR (unchanged).
+/// is encapsulated, in the room before it, its outer UDP source port and
+/// flow label from `hash` (the packet's [`Classified::hash`]). `Ok(true)`
+/// when it was, `Ok(false)` for DR (unchanged).
 #[inline]
-pub fn egress(frame: &mut Frame<'_>, snap: &Snapshot, slot: u16) -> Result<bool, DropReason> {
+pub fn egress(
+    frame: &mut Frame<'_>,
+    snap: &Snapshot,
+    slot: u16,
+    hash: u64,
+) -> Result<bool, DropReason> {
     let Some(b) = snap.backend(slot) else {
         return Ok(false);
     };
     let Some(w) = &b.wrap else {
         return Ok(false);
     };
-    tunnel::encapsulate(frame, w, b.max_inner).map(|()| true)
+    tunnel::encapsulate(frame, w, b.max_inner, hash).map(|()| true)
 }
 
 /// [`decide`] then [`egress`]: what a worker does to one frame from the
@@ -784,10 +805,11 @@ pub fn decide_frame(
     flows: &mut FlowTable,
     now: u32,
 ) -> Action {
-    let action = decide(frame, snap, flows, now);
+    let c = classify(frame, snap);
+    let action = apply(c, frame, snap, flows, now);
     match action {
         Action::Forward { slot, .. } | Action::IcmpToBackend { slot, .. } => {
-            match egress(frame, snap, slot) {
+            match egress(frame, snap, slot, c.hash()) {
                 Ok(_) => action,
                 Err(reason) => Action::Drop(reason),
             }
@@ -823,11 +845,16 @@ pub fn probe_port(slot: u16) -> Option<u16> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FromKernel {
     /// A VIP-path probe: the Ethernet destination is now the backend's
-    /// MAC, the source ours; the IP packet is untouched.
-    Steered { slot: u16 },
+    /// MAC, the source ours; the IP packet is untouched. `hash` as in
+    /// [`egress`].
+    Steered { slot: u16, hash: u64 },
     /// Other host traffic to a VIP: balanced exactly as a client's packet
     /// ([`decide`] with the worker's flow table) and rewritten to `slot`.
-    Balanced { slot: u16, new_flow: bool },
+    Balanced {
+        slot: u16,
+        new_flow: bool,
+        hash: u64,
+    },
     /// An echo request from the host to a VIP, rewritten into the reply
     /// in place (or a packet too big for its backend's tunnel, rewritten
     /// into the ICMP too-big): back to the host through the exception
@@ -864,19 +891,26 @@ pub fn from_kernel(
     let Some(dst) = vip_destination(frame, snap) else {
         return FromKernel::Unchanged;
     };
+    let c = classify(frame, snap);
+    let hash = c.hash();
     match probe_target(frame, snap, dst) {
         Some(Ok((slot, mac))) => {
             rewrite_to(frame, mac, snap.mac);
-            return FromKernel::Steered { slot };
+            return FromKernel::Steered { slot, hash };
         }
         Some(Err(reason)) => return FromKernel::Dropped(reason),
         None => {}
     }
-    match decide(frame, snap, flows, now) {
-        Action::Forward { slot, new_flow, .. } => FromKernel::Balanced { slot, new_flow },
+    match apply(c, frame, snap, flows, now) {
+        Action::Forward { slot, new_flow, .. } => FromKernel::Balanced {
+            slot,
+            new_flow,
+            hash,
+        },
         Action::IcmpToBackend { slot, .. } => FromKernel::Balanced {
             slot,
             new_flow: false,
+            hash,
         },
         Action::EchoReply | Action::TooBig { .. } => FromKernel::Reply,
         Action::Drop(reason) => FromKernel::Dropped(reason),
@@ -1254,6 +1288,14 @@ mod tests {
         spec
     }
 
+    /// The slot a host frame was steered to, if it was.
+    fn steered(r: FromKernel) -> Option<u16> {
+        match r {
+            FromKernel::Steered { slot, .. } => Some(slot),
+            _ => None,
+        }
+    }
+
     fn in_room(frame: &[u8]) -> Vec<u8> {
         let mut buf = vec![0u8; 128 + frame.len()];
         buf[128..].copy_from_slice(frame);
@@ -1292,6 +1334,14 @@ mod tests {
         );
         assert_eq!(&f[14 + 12..14 + 16], &LOCAL4.octets(), "from our address");
         assert_eq!(f[42..], pkt[14..], "the client's packet, whole");
+        // The outer source port from the flow's own hash, the classifier's.
+        let key = FlowKey::v4(CLIENT4.octets(), VIP4.octets(), 40000, 443, 6);
+        let sport = 0xc000 | (flow_hash(&key) >> 50) as u16 & 0x3fff;
+        assert_eq!(f[34..36], sport.to_be_bytes(), "the flow's source port");
+        let mut again = in_room(&pkt);
+        let mut g = Frame::new(&mut again, 128, pkt.len()).unwrap();
+        decide_frame(&mut g, &s, &mut t, 1);
+        assert_eq!(g[34..36], f[34..36], "one flow, one source port");
 
         // The same flow on a DR snapshot: the same backend (Maglev does not
         // look at the method), only the MAC rewritten.
@@ -1777,8 +1827,8 @@ mod tests {
             let f = probe4(slot);
             let mut out = f.clone();
             assert_eq!(
-                from_kernel(&mut out, &s, &mut table(), 0),
-                FromKernel::Steered { slot }
+                steered(from_kernel(&mut out, &s, &mut table(), 0)),
+                Some(slot)
             );
             assert_dr_rewrite(&f, &out, slot);
             assert_eq!(out.len(), f.len());
@@ -1796,8 +1846,8 @@ mod tests {
             );
             let mut out = f.clone();
             assert_eq!(
-                from_kernel(&mut out, &s, &mut table(), 0),
-                FromKernel::Steered { slot }
+                steered(from_kernel(&mut out, &s, &mut table(), 0)),
+                Some(slot)
             );
             assert_dr_rewrite(&f, &out, slot);
         }
@@ -1814,10 +1864,7 @@ mod tests {
             b"",
         );
         let mut out = f.clone();
-        assert_eq!(
-            from_kernel(&mut out, &s, &mut table(), 0),
-            FromKernel::Steered { slot: 2 }
-        );
+        assert_eq!(steered(from_kernel(&mut out, &s, &mut table(), 0)), Some(2));
         assert_dr_rewrite(&f, &out, 2);
         let f = build::tcp6(
             PORT_MAC,
@@ -1830,17 +1877,14 @@ mod tests {
             b"",
         );
         let mut out = f.clone();
-        assert_eq!(
-            from_kernel(&mut out, &s, &mut table(), 0),
-            FromKernel::Steered { slot: 4 }
-        );
+        assert_eq!(steered(from_kernel(&mut out, &s, &mut table(), 0)), Some(4));
         assert_dr_rewrite(&f, &out, 4);
         // A backend that is down is still probed (to see it come back).
         let down = snap([BackendState::Down; 5]);
         let mut out = probe4(1);
         assert_eq!(
-            from_kernel(&mut out, &down, &mut table(), 0),
-            FromKernel::Steered { slot: 1 }
+            steered(from_kernel(&mut out, &down, &mut table(), 0)),
+            Some(1)
         );
         assert_eq!(probe_port(0), Some(PROBE_PORT_BASE));
         assert_eq!(probe_port(4095), Some(u16::MAX));
@@ -1870,6 +1914,7 @@ mod tests {
             let FromKernel::Balanced {
                 slot,
                 new_flow: true,
+                ..
             } = r
             else {
                 panic!("{r:?}")
@@ -1947,6 +1992,7 @@ mod tests {
         let FromKernel::Balanced {
             slot,
             new_flow: true,
+            hash,
         } = from_kernel(&mut out, &s, &mut t, 0)
         else {
             panic!()
@@ -1958,6 +2004,7 @@ mod tests {
                 FromKernel::Balanced {
                     slot,
                     new_flow: false,
+                    hash,
                 }
             );
         }
@@ -3044,7 +3091,7 @@ mod tests {
             let orig = f.clone();
             let r = from_kernel(&mut f, &s, &mut t, round / 1000);
             match r {
-                FromKernel::Steered { slot } | FromKernel::Balanced { slot, .. } => {
+                FromKernel::Steered { slot, .. } | FromKernel::Balanced { slot, .. } => {
                     assert_eq!(&f[..6], &backend_mac(slot).0);
                     assert_eq!(&f[12..], &orig[12..], "only Ethernet addresses change");
                 }
@@ -3152,8 +3199,8 @@ mod tests {
             let mut f = Frame::new(&mut buf, 128, frame.len()).unwrap();
             if host {
                 match from_kernel(&mut f, &s, &mut t, 0) {
-                    FromKernel::Steered { slot } | FromKernel::Balanced { slot, .. } => {
-                        let _ = egress(&mut f, &s, slot);
+                    FromKernel::Steered { slot, hash } | FromKernel::Balanced { slot, hash, .. } => {
+                        let _ = egress(&mut f, &s, slot, hash);
                     }
                     _ => {}
                 }

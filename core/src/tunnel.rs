@@ -10,9 +10,10 @@
 //! - **VXLAN**: the DR frame itself (its Ethernet destination the MAC of the
 //!   backend's VXLAN device) inside VXLAN over UDP to the backend's VTEP.
 //!
-//! The outer UDP source port comes from the inner flow's addresses and
-//! ports, so the backend NIC's RSS spreads flows and keeps each on one
-//! queue; the outer IPv6 flow label likewise. DSCP and ECN are copied from
+//! The outer UDP source port comes from the flow's hash (the one the
+//! classifier computed for the flow table and Maglev, handed in: not
+//! computed again), so the backend NIC's RSS spreads flows and keeps each
+//! on one queue; the outer IPv6 flow label likewise. DSCP and ECN are copied from
 //! the inner header; the outer TTL is 64 and the inner one is left alone
 //! (RFC 2003 lets the encapsulator treat the tunnel as one hop or none: the
 //! balancer, an L2 forwarder in DR mode, is none). Outer IPv4 carries DF
@@ -34,7 +35,6 @@ use std::net::IpAddr;
 
 use crate::drop_reason::DropReason;
 use crate::frame::Frame;
-use crate::maglev::mix64;
 use crate::packet::checksum;
 use crate::packet::ethernet::{MacAddr, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_VLAN};
 
@@ -150,34 +150,6 @@ fn inner(ip: &[u8], v6: bool) -> Option<Inner> {
             fragmentable: h[6] & 0x40 == 0,
             ident: u16::from_be_bytes([h[4], h[5]]),
         })
-    }
-}
-
-/// Per-flow entropy from the inner packet's addresses and (first 4 bytes
-/// of the transport header) ports: the same for every packet of a flow.
-#[inline]
-fn entropy(ip: &[u8], v6: bool) -> u64 {
-    let word = |b: &[u8], at: usize| {
-        b.get(at..at + 8)
-            .and_then(|s| <[u8; 8]>::try_from(s).ok())
-            .map_or(0, u64::from_le_bytes)
-    };
-    let ports = |at: usize| {
-        ip.get(at..at + 4)
-            .and_then(|s| <[u8; 4]>::try_from(s).ok())
-            .map_or(0, |p| u64::from(u32::from_le_bytes(p)))
-    };
-    if v6 {
-        mix64(
-            word(ip, 8)
-                ^ word(ip, 16).rotate_left(16)
-                ^ word(ip, 24).rotate_left(32)
-                ^ word(ip, 32).rotate_left(48)
-                ^ ports(40),
-        )
-    } else {
-        let ihl = usize::from(ip.first().map_or(5, |b| b & 0x0f)) * 4;
-        mix64(word(ip, 12) ^ ports(ihl).rotate_left(29))
     }
 }
 
@@ -412,19 +384,27 @@ impl Wrap {
 /// L2 header (VLAN tag included) stays the outer one; padding after the
 /// inner packet is cut. The caller has checked the size against the MTU
 /// with [`Wrap::max_inner`]; a packet that slipped past (a fragment, an
-/// ICMP error) is dropped as `oversize`.
+/// ICMP error) is dropped as `oversize`. `flow` is the flow's hash
+/// ([`crate::forward::flow_hash`], or any well-mixed value the same for
+/// every packet of the flow): its top bits become the outer UDP source
+/// port and the IPv6 flow label.
 #[inline]
-pub fn encapsulate(frame: &mut Frame<'_>, w: &Wrap, max_inner: u16) -> Result<(), DropReason> {
+pub fn encapsulate(
+    frame: &mut Frame<'_>,
+    w: &Wrap,
+    max_inner: u16,
+    flow: u64,
+) -> Result<(), DropReason> {
     // One copy of the path per method and family, so every test of the
     // method below is decided at compile time, and the outer headers are a
     // fixed-size array (no bounds check on any field written).
     match (w.kind, w.outer_v6) {
-        (0, false) => wrap_as::<0, false, 20>(frame, w, max_inner),
-        (0, true) => wrap_as::<0, true, 40>(frame, w, max_inner),
-        (1, false) => wrap_as::<1, false, { 20 + UDP }>(frame, w, max_inner),
-        (1, true) => wrap_as::<1, true, { 40 + UDP }>(frame, w, max_inner),
-        (2, false) => wrap_as::<2, false, { 20 + UDP + VXLAN + ETH }>(frame, w, max_inner),
-        _ => wrap_as::<2, true, { 40 + UDP + VXLAN + ETH }>(frame, w, max_inner),
+        (0, false) => wrap_as::<0, false, 20>(frame, w, max_inner, flow),
+        (0, true) => wrap_as::<0, true, 40>(frame, w, max_inner, flow),
+        (1, false) => wrap_as::<1, false, { 20 + UDP }>(frame, w, max_inner, flow),
+        (1, true) => wrap_as::<1, true, { 40 + UDP }>(frame, w, max_inner, flow),
+        (2, false) => wrap_as::<2, false, { 20 + UDP + VXLAN + ETH }>(frame, w, max_inner, flow),
+        _ => wrap_as::<2, true, { 40 + UDP + VXLAN + ETH }>(frame, w, max_inner, flow),
     }
 }
 
@@ -435,6 +415,7 @@ fn wrap_as<const KIND: u8, const V6: bool, const OVER: usize>(
     frame: &mut Frame<'_>,
     w: &Wrap,
     max_inner: u16,
+    flow: u64,
 ) -> Result<(), DropReason> {
     let (l2_len, ethertype) = l2(frame).ok_or(DropReason::Truncated)?;
     let inner_v6 = match ethertype {
@@ -451,11 +432,6 @@ fn wrap_as<const KIND: u8, const V6: bool, const OVER: usize>(
         return Err(DropReason::Oversize);
     }
     let ip = &ip[..inn.len];
-    let flow = if KIND == 0 && !V6 {
-        0
-    } else {
-        entropy(ip, inner_v6)
-    };
     // Over IPv6 the UDP checksum covers the payload: summed before the
     // headers are written over the old Ethernet header.
     let payload_sum = if V6 && KIND != 0 {
@@ -490,7 +466,7 @@ fn wrap_as<const KIND: u8, const V6: bool, const OVER: usize>(
     if V6 {
         #[allow(
             clippy::cast_possible_truncation,
-            reason = "20 bits of the flow's entropy"
+            reason = "20 bits of the flow's hash"
         )]
         let label = (flow >> 40) as u32 & 0x000f_ffff;
         let first = 0x6000_0000 | u32::from(inn.tos) << 20 | label;
@@ -537,7 +513,7 @@ fn wrap_as<const KIND: u8, const V6: bool, const OVER: usize>(
     // An ephemeral-range source port (49152..65535) from the flow.
     #[allow(
         clippy::cast_possible_truncation,
-        reason = "14 bits of the flow's entropy"
+        reason = "14 bits of the flow's hash"
     )]
     let sport = 0xc000 | (flow >> 50) as u16 & 0x3fff;
     h[u..u + 2].copy_from_slice(&sport.to_be_bytes());
@@ -737,9 +713,12 @@ mod tests {
         let mut buf = vec![0u8; HEAD + frame.len()];
         buf[HEAD..].copy_from_slice(frame);
         let mut f = Frame::new(&mut buf, HEAD, frame.len()).unwrap();
-        encapsulate(&mut f, &t.wrap(remote, OURS), u16::MAX)?;
+        encapsulate(&mut f, &t.wrap(remote, OURS), u16::MAX, FLOW)?;
         Ok(f.to_vec())
     }
+
+    /// A flow's hash, as the classifier hands it in.
+    const FLOW: u64 = 0x9e37_79b9_7f4a_7c15;
 
     const VX: Encap = Encap::Vxlan {
         port: DEFAULT_VXLAN_PORT,
@@ -910,16 +889,31 @@ mod tests {
     }
 
     #[test]
-    fn the_source_port_and_flow_label_follow_the_flow() {
+    fn the_source_port_and_flow_label_come_from_the_flow_hash() {
         let (t, remote) = tunnel(GUE, true);
-        let a = wrap(&tcp6(10), &t, remote).unwrap();
-        let b = wrap(&tcp6(500), &t, remote).unwrap();
-        assert_eq!(a[54..56], b[54..56], "one flow, one source port");
-        assert_eq!(a[15..18], b[15..18], "one flow, one flow label");
-        let mut other = tcp6(10);
-        other[54..56].copy_from_slice(&40001u16.to_be_bytes());
-        let c = wrap(&other, &t, remote).unwrap();
-        assert_ne!(a[54..56], c[54..56]);
+        let with = |flow: u64, len: usize| {
+            let frame = tcp6(len);
+            let mut buf = vec![0u8; HEAD + frame.len()];
+            buf[HEAD..].copy_from_slice(&frame);
+            let mut f = Frame::new(&mut buf, HEAD, frame.len()).unwrap();
+            encapsulate(&mut f, &t.wrap(remote, OURS), u16::MAX, flow).unwrap();
+            f.to_vec()
+        };
+        let flow = 0xabcd_e012_3456_789a_u64;
+        let a = with(flow, 10);
+        // The top 14 bits, in the ephemeral range; the 20 below the top 4.
+        let sport = 0xc000 | (flow >> 50) as u16 & 0x3fff;
+        assert_eq!(a[54..56], sport.to_be_bytes());
+        let label = (flow >> 40) as u32 & 0xf_ffff;
+        let first = u32::from_be_bytes([a[14], a[15], a[16], a[17]]);
+        assert_eq!(first & 0xf_ffff, label);
+        assert_eq!(
+            with(flow, 500)[54..56],
+            a[54..56],
+            "one flow, one source port"
+        );
+        assert_ne!(with(flow ^ 1 << 60, 10)[54..56], a[54..56]);
+        assert_ne!(with(flow ^ 1 << 45, 10)[15..18], a[15..18]);
     }
 
     #[test]
@@ -929,7 +923,7 @@ mod tests {
         let mut buf = inner.clone();
         let mut f = Frame::new(&mut buf, 0, inner.len()).unwrap();
         assert_eq!(
-            encapsulate(&mut f, &t.wrap(remote, OURS), u16::MAX),
+            encapsulate(&mut f, &t.wrap(remote, OURS), u16::MAX, FLOW),
             Err(DropReason::NoHeadroom)
         );
         assert_eq!(buf, inner);
@@ -937,7 +931,7 @@ mod tests {
         buf[HEAD..].copy_from_slice(&inner);
         let mut f = Frame::new(&mut buf, HEAD, inner.len()).unwrap();
         assert_eq!(
-            encapsulate(&mut f, &t.wrap(remote, OURS), 100),
+            encapsulate(&mut f, &t.wrap(remote, OURS), 100, FLOW),
             Err(DropReason::Oversize)
         );
         assert_eq!(f.headroom(), HEAD);
@@ -945,7 +939,7 @@ mod tests {
         let mut short = vec![0u8; HEAD + 20];
         let mut f = Frame::new(&mut short, HEAD, 20).unwrap();
         assert_eq!(
-            encapsulate(&mut f, &t.wrap(remote, OURS), u16::MAX),
+            encapsulate(&mut f, &t.wrap(remote, OURS), u16::MAX, FLOW),
             Err(DropReason::Truncated)
         );
     }
@@ -1120,7 +1114,7 @@ mod tests {
             let mut buf = vec![0u8; HEAD + bytes.len()];
             buf[HEAD..].copy_from_slice(&bytes);
             let mut f = Frame::new(&mut buf, HEAD, bytes.len()).unwrap();
-            let _ = encapsulate(&mut f, &t.wrap(remote, OURS), 1400);
+            let _ = encapsulate(&mut f, &t.wrap(remote, OURS), 1400, FLOW);
             let mut b = bytes.clone();
             if let Some(len) = too_big(&mut b, OURS, 1280) {
                 prop_assert!(len <= b.len());

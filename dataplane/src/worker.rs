@@ -229,8 +229,8 @@ impl<'a> Worker<'a> {
         let mut replies_burst = Burst::new();
         burst.triage(&mut replies_burst, |frame| {
             let fate = match forward::from_kernel(frame, snap, flows, now) {
-                forward::FromKernel::Steered { slot } => {
-                    match forward::egress(frame, snap, slot) {
+                forward::FromKernel::Steered { slot, hash } => {
+                    match forward::egress(frame, snap, slot, hash) {
                         Ok(tunnelled) => encapsulated += u64::from(tunnelled),
                         Err(reason) => {
                             drops[reason as usize] += 1;
@@ -240,8 +240,12 @@ impl<'a> Worker<'a> {
                     steered += 1;
                     Fate::Send(frame.len())
                 }
-                forward::FromKernel::Balanced { slot, new_flow } => {
-                    match forward::egress(frame, snap, slot) {
+                forward::FromKernel::Balanced {
+                    slot,
+                    new_flow,
+                    hash,
+                } => {
+                    match forward::egress(frame, snap, slot, hash) {
                         Ok(tunnelled) => encapsulated += u64::from(tunnelled),
                         Err(reason) => {
                             drops[reason as usize] += 1;
@@ -357,12 +361,13 @@ impl<'a> Worker<'a> {
         burst.triage(&mut to_kernel, |frame| {
             let mut bytes = wire[i];
             counts.rx_bytes += bytes as u64;
+            let hash = classified[i].hash();
             let action = forward::apply(classified[i], frame, snap, flows, now);
             i += 1;
             // A tunnelled backend's frame grows at the front.
             let mut egress = |frame: &mut lb_core::frame::Frame<'_>, slot, bytes: &mut usize| {
                 let before = frame.len();
-                match forward::egress(frame, snap, slot) {
+                match forward::egress(frame, snap, slot, hash) {
                     Ok(false) => Ok(()),
                     Ok(true) => {
                         counts.encapsulated += 1;

@@ -84,7 +84,7 @@ fn check_action(action: Action, orig: &[u8], out: &[u8], snap: &Snapshot) {
 
 fn check_from_kernel(got: FromKernel, orig: &[u8], out: &[u8], snap: &Snapshot) {
     match got {
-        FromKernel::Steered { slot } | FromKernel::Balanced { slot, .. } => {
+        FromKernel::Steered { slot, .. } | FromKernel::Balanced { slot, .. } => {
             let b = snap.backend(slot).expect("the slot exists");
             assert_eq!(Some(&out[..6]), b.mac.as_ref().map(|m| &m.0[..]));
             assert_eq!(&out[6..12], &PORT_MAC.0);
