@@ -313,7 +313,7 @@ fn encapsulate(c: &mut Criterion) {
                         if let Action::Forward { slot, .. } =
                             forward::apply(*c, &mut f, &snap, flows, 1)
                         {
-                            if forward::egress(&mut f, &snap, slot, c.hash()).is_ok() {
+                            if forward::egress(&mut f, &snap, slot, || c.hash()).is_ok() {
                                 sent += f.len();
                             }
                         }

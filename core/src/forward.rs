@@ -203,8 +203,10 @@ pub fn flow_hash(k: &FlowKey) -> u64 {
     mix64(a ^ b.rotate_left(17) ^ c.rotate_left(31) ^ d.rotate_left(43) ^ e.rotate_left(53))
 }
 
-/// Parse and hash one frame.
-#[inline]
+/// Parse and hash one frame. Always inlined: called from more than the
+/// burst loop (the host's path, tests), it was otherwise left a call,
+/// returning its [`Classified`] through memory (see [`classify_inner`]).
+#[inline(always)]
 pub fn classify(frame: &[u8], snap: &Snapshot) -> Classified {
     classify_segmented(frame, frame.len(), snap)
 }
@@ -212,7 +214,7 @@ pub fn classify(frame: &[u8], snap: &Snapshot) -> Classified {
 /// [`classify`] for a packet whose bytes do not all sit in `first` (a
 /// multi-segment mbuf, e.g. a jumbo frame): every header the decision reads
 /// must be in `first`; length fields are checked against `wire_len`.
-#[inline]
+#[inline(always)]
 pub fn classify_segmented(first: &[u8], wire_len: usize, snap: &Snapshot) -> Classified {
     let missing = wire_len.saturating_sub(first.len());
     classify_inner(first, missing, snap)
@@ -778,14 +780,16 @@ fn fits(frame: &mut [u8], snap: &Snapshot, slot: u16) -> Option<Action> {
 /// After [`apply`] chose backend `slot` (`Forward`, `IcmpToBackend`) or
 /// [`from_kernel`] did (`Steered`, `Balanced`): a tunnelled backend's frame
 /// is encapsulated, in the room before it, its outer UDP source port and
-/// flow label from `hash` (the packet's [`Classified::hash`]). `Ok(true)`
-/// when it was, `Ok(false)` for DR (unchanged).
+/// flow label from `hash()` (the packet's [`Classified::hash`]), asked
+/// for only then: reading it for every DR packet cost the worker's burst
+/// loop 3-4 ns a packet (`encapsulate/...: dr` in the micro benchmarks).
+/// `Ok(true)` when it was, `Ok(false)` for DR (unchanged).
 #[inline]
 pub fn egress(
     frame: &mut Frame<'_>,
     snap: &Snapshot,
     slot: u16,
-    hash: u64,
+    hash: impl FnOnce() -> u64,
 ) -> Result<bool, DropReason> {
     let Some(b) = snap.backend(slot) else {
         return Ok(false);
@@ -793,7 +797,7 @@ pub fn egress(
     let Some(w) = &b.wrap else {
         return Ok(false);
     };
-    tunnel::encapsulate(frame, w, b.max_inner, hash).map(|()| true)
+    tunnel::encapsulate(frame, w, b.max_inner, hash()).map(|()| true)
 }
 
 /// [`decide`] then [`egress`]: what a worker does to one frame from the
@@ -805,11 +809,14 @@ pub fn decide_frame(
     flows: &mut FlowTable,
     now: u32,
 ) -> Action {
-    let c = classify(frame, snap);
-    let action = apply(c, frame, snap, flows, now);
+    // Classified twice (here for the hash, then in `decide`): calling
+    // `apply` from here as well made LLVM stop inlining it into `decide`,
+    // 30 instructions more on every decision (quic_instructions).
+    let hash = classify(frame, snap).hash();
+    let action = decide(frame, snap, flows, now);
     match action {
         Action::Forward { slot, .. } | Action::IcmpToBackend { slot, .. } => {
-            match egress(frame, snap, slot, c.hash()) {
+            match egress(frame, snap, slot, || hash) {
                 Ok(_) => action,
                 Err(reason) => Action::Drop(reason),
             }
@@ -891,8 +898,9 @@ pub fn from_kernel(
     let Some(dst) = vip_destination(frame, snap) else {
         return FromKernel::Unchanged;
     };
-    let c = classify(frame, snap);
-    let hash = c.hash();
+    // The host's path is cold: classified for the hash, then again in
+    // `decide` (see `decide_frame`).
+    let hash = classify(frame, snap).hash();
     match probe_target(frame, snap, dst) {
         Some(Ok((slot, mac))) => {
             rewrite_to(frame, mac, snap.mac);
@@ -901,7 +909,7 @@ pub fn from_kernel(
         Some(Err(reason)) => return FromKernel::Dropped(reason),
         None => {}
     }
-    match apply(c, frame, snap, flows, now) {
+    match decide(frame, snap, flows, now) {
         Action::Forward { slot, new_flow, .. } => FromKernel::Balanced {
             slot,
             new_flow,
@@ -3200,7 +3208,7 @@ mod tests {
             if host {
                 match from_kernel(&mut f, &s, &mut t, 0) {
                     FromKernel::Steered { slot, hash } | FromKernel::Balanced { slot, hash, .. } => {
-                        let _ = egress(&mut f, &s, slot, hash);
+                        let _ = egress(&mut f, &s, slot, || hash);
                     }
                     _ => {}
                 }

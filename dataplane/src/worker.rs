@@ -230,7 +230,7 @@ impl<'a> Worker<'a> {
         burst.triage(&mut replies_burst, |frame| {
             let fate = match forward::from_kernel(frame, snap, flows, now) {
                 forward::FromKernel::Steered { slot, hash } => {
-                    match forward::egress(frame, snap, slot, hash) {
+                    match forward::egress(frame, snap, slot, || hash) {
                         Ok(tunnelled) => encapsulated += u64::from(tunnelled),
                         Err(reason) => {
                             drops[reason as usize] += 1;
@@ -245,7 +245,7 @@ impl<'a> Worker<'a> {
                     new_flow,
                     hash,
                 } => {
-                    match forward::egress(frame, snap, slot, hash) {
+                    match forward::egress(frame, snap, slot, || hash) {
                         Ok(tunnelled) => encapsulated += u64::from(tunnelled),
                         Err(reason) => {
                             drops[reason as usize] += 1;
@@ -361,13 +361,13 @@ impl<'a> Worker<'a> {
         burst.triage(&mut to_kernel, |frame| {
             let mut bytes = wire[i];
             counts.rx_bytes += bytes as u64;
-            let hash = classified[i].hash();
-            let action = forward::apply(classified[i], frame, snap, flows, now);
+            let c = &classified[i];
+            let action = forward::apply(*c, frame, snap, flows, now);
             i += 1;
             // A tunnelled backend's frame grows at the front.
             let mut egress = |frame: &mut lb_core::frame::Frame<'_>, slot, bytes: &mut usize| {
                 let before = frame.len();
-                match forward::egress(frame, snap, slot, hash) {
+                match forward::egress(frame, snap, slot, || c.hash()) {
                     Ok(false) => Ok(()),
                     Ok(true) => {
                         counts.encapsulated += 1;
