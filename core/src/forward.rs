@@ -205,7 +205,7 @@ pub fn flow_hash(k: &FlowKey) -> u64 {
 
 /// Parse and hash one frame. Always inlined: called from more than the
 /// burst loop (the host's path, tests), it was otherwise left a call,
-/// returning its [`Classified`] through memory (see [`classify_inner`]).
+/// returning its [`Classified`] through memory (see `classify_inner`).
 #[inline(always)]
 pub fn classify(frame: &[u8], snap: &Snapshot) -> Classified {
     classify_segmented(frame, frame.len(), snap)
