@@ -333,6 +333,8 @@ fn encapsulate_alone(c: &mut Criterion) {
     use lb_core::frame::Frame;
     use lb_core::tunnel::{encapsulate, Encap, Tunnel, DEFAULT_GUE_PORT, DEFAULT_VXLAN_PORT};
     use std::net::IpAddr;
+    /// The next hop's MAC (a gateway's).
+    const HOP_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xfe]);
     let original = frame(7, ACK);
     let len = original.len();
     let mut buf = vec![0u8; HEADROOM + len];
@@ -367,7 +369,7 @@ fn encapsulate_alone(c: &mut Criterion) {
         ("gue over IPv6", gue, v6, src6),
         ("vxlan over IPv6", vxlan, v6, src6),
     ] {
-        let w = Tunnel { encap, source }.wrap(remote, PORT_MAC);
+        let w = Tunnel { encap, source }.wrap(remote, PORT_MAC, HOP_MAC);
         g.bench_function(name, |b| {
             b.iter(|| {
                 buf[HEADROOM..].copy_from_slice(&original);

@@ -20,6 +20,8 @@ use lb_core::packet::ethernet::MacAddr;
 use lb_core::tunnel::{encapsulate, Encap, Tunnel, DEFAULT_GUE_PORT, DEFAULT_VXLAN_PORT};
 
 const HEADROOM: usize = 128;
+/// The next hop's MAC (a gateway's).
+const HOP_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xfe]);
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -56,7 +58,7 @@ fn main() {
             "192.0.2.1".parse().expect("an address"),
         )
     };
-    let wrap = encap.map(|encap| Tunnel { encap, source }.wrap(remote, PORT_MAC));
+    let wrap = encap.map(|encap| Tunnel { encap, source }.wrap(remote, PORT_MAC, HOP_MAC));
     let original = frame(7, ACK);
     let len = original.len();
     let mut buf = vec![0u8; HEADROOM + len];

@@ -131,7 +131,18 @@ fn feedback_lab() {
     wait_until("all at 100%", Duration::from_secs(10), || {
         weights(&lab) == [20, 20, 20]
     });
-    let running = lab.spawn_downloads(15, "1M");
+    // Downloads until be1 carries some: each lands there with chance 1/3,
+    // so 15 can all miss (a drain with nothing running proves nothing).
+    let be1_flows = || {
+        lab.json(&["backend", "list", VIP]).as_array().unwrap()[0]["active_flows"]
+            .as_u64()
+            .unwrap()
+    };
+    let mut running = Vec::new();
+    while running.is_empty() || be1_flows() == 0 {
+        assert!(running.len() < 4, "60 downloads and none on be1");
+        running.push(lab.spawn_downloads(15, "1M"));
+    }
     lab.ok(&["agent", "1", "drain"]);
     wait_until("be1 drained by its agent", Duration::from_secs(10), || {
         weights(&lab)[0] == 0
@@ -143,7 +154,7 @@ fn feedback_lab() {
         None,
         "a drained backend got new connections: {t:?}"
     );
-    let d = downloads(running);
+    let d: Vec<_> = running.into_iter().flat_map(downloads).collect();
     assert!(
         d.iter().any(|d| d.backend == "be1"),
         "no download on be1: {d:?}"

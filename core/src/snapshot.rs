@@ -412,7 +412,9 @@ impl Snapshot {
                     ids.insert(id.value(), b.addr);
                     id_slots.push((id.value(), b.id.slot));
                 }
-                let wrap = b.tunnel.map(|t| t.wrap(b.addr, spec.mac));
+                // Unresolved, the backend takes no packet: the zero MAC never leaves.
+                let hop = b.mac.unwrap_or(MacAddr::ZERO);
+                let wrap = b.tunnel.map(|t| t.wrap(b.addr, spec.mac, hop));
                 backends[slot] = Some(SnapshotBackend {
                     addr: b.addr,
                     mac: b.mac,
