@@ -304,6 +304,11 @@ fn encapsulate(c: &mut Criterion) {
                         .zip(&originals[chunk.clone()])
                     {
                         buf[HEADROOM..].copy_from_slice(o);
+                        // As the worker does: with tunnels, the line
+                        // before the packet, where the outer headers go.
+                        if snap.tunnels() {
+                            dataplane::dpdk::prefetch(&buf[HEADROOM - 64]);
+                        }
                         *c = forward::classify(&buf[HEADROOM..], &snap);
                         c.prefetch_entries(flows, dataplane::dpdk::prefetch);
                     }

@@ -1319,6 +1319,10 @@ mod tests {
             },
         ))
         .unwrap();
+        assert!(s.tunnels(), "workers prefetch the room before packets");
+        assert!(!Snapshot::build(&spec([BackendState::Up; 5]))
+            .unwrap()
+            .tunnels());
         let mut t = table();
         let pkt = build::tcp4(PORT_MAC, CLIENT_MAC, CLIENT4, VIP4, 40000, 443, SYN, b"");
         let mut buf = in_room(&pkt);

@@ -294,6 +294,9 @@ pub struct Snapshot {
     /// Is any VIP in QUIC mode? If not, a UDP packet costs what it did
     /// before QUIC mode existed: this one test.
     quic_vips: bool,
+    /// Is any backend tunnelled? Workers then prefetch the room before
+    /// each packet, where the outer headers go.
+    tunnels: bool,
 }
 
 impl Snapshot {
@@ -509,8 +512,10 @@ impl Snapshot {
             })
             .min();
         let quic_vips = vips.iter().any(|v| v.quic.is_some());
+        let tunnels = backends.iter().flatten().any(|b| b.wrap.is_some());
         Ok(Snapshot {
             quic_vips,
+            tunnels,
             generation: spec.generation,
             mac: spec.mac,
             published_tsc: 0,
@@ -557,6 +562,12 @@ impl Snapshot {
     #[inline]
     pub fn quic_vips(&self) -> bool {
         self.quic_vips
+    }
+
+    /// Is any backend reached through a tunnel?
+    #[inline]
+    pub fn tunnels(&self) -> bool {
+        self.tunnels
     }
 
     /// Are echo requests to VIP addresses answered?

@@ -1,8 +1,9 @@
 //! The poll loop of one worker lcore on its own RX/TX queue pair: burst RX,
-//! load the snapshot once, prefetch packet data, classify and hash every
-//! packet, prefetch the two flow-table entries each lookup reads (the whole
-//! bucket for a SYN, which will be placed), then decide and rewrite in
-//! place, burst TX, free and count what was not sent.
+//! load the snapshot once, prefetch packet data (with tunnels, the line
+//! before it too), classify and hash every packet, prefetch the two
+//! flow-table entries each lookup reads (the whole bucket for a SYN, which
+//! will be placed), then decide and rewrite in place, burst TX, free and
+//! count what was not sent.
 //! Nothing here allocates, locks or makes a syscall; counters are published
 //! once per burst. The worker owns the clock (the TSC) and hands `now` to
 //! the pure decision.
@@ -334,7 +335,7 @@ impl<'a> Worker<'a> {
         }
         let snap = self.snapshots.load();
         adopt(&mut self.generation, snap, self.stats, self.tsc_hz);
-        burst.prefetch_data();
+        burst.prefetch_data(snap.tunnels());
 
         let mut classified = [Classified::ToKernel; BURST_SIZE];
         // Whole-packet lengths (several segments for a jumbo frame).
