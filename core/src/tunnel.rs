@@ -188,23 +188,18 @@ fn inner_sum(ip: &[u8], v6: bool) -> u32 {
         let Some(h) = ip.first_chunk::<20>() else {
             return checksum::sum(ip, 0);
         };
-        let ihl = usize::from(h[0] & 0x0f) * 4;
-        if ihl != 20 || h[6] & 0x3f != 0 || h[7] != 0 {
-            // Options (rare: the general loop), or a fragment (MF or an
-            // offset: its checksums cover the datagram, not this).
+        if h[0] & 0x0f != 5 {
+            // Options (rare: the general loop), or a malformed length.
             return inner_sum_v4_general(ip);
         }
         let seg = &ip[20..];
-        let proto = h[9];
-        match proto {
+        match covered_v4(h, seg) {
             // An ICMP message sums to zero by itself.
-            IPPROTO_ICMP => words(
+            Some(IPPROTO_ICMP) => words(
                 &[be32(h, 0), be32(h, 4), be32(h, 8), be32(h, 12), be32(h, 16)],
                 0,
             ),
-            IPPROTO_TCP | IPPROTO_UDP
-                if proto == IPPROTO_TCP || seg.get(6..8).is_some_and(|c| c != [0, 0]) =>
-            {
+            Some(proto) => {
                 // As for IPv6: the addresses cancel against the pseudo-header's.
                 let len = u16::try_from(seg.len()).unwrap_or(0);
                 words(
@@ -212,8 +207,25 @@ fn inner_sum(ip: &[u8], v6: bool) -> u32 {
                     !fold(u32::from(proto) + u32::from(len)),
                 )
             }
-            _ => checksum::sum(ip, 0),
+            None => checksum::sum(ip, 0),
         }
+    }
+}
+
+/// Whether the IPv4 packet of header `h` has checksums that cover its
+/// transport segment `seg`: its protocol (ICMP, TCP, or UDP with a
+/// checksum) if so; `None` for a fragment (MF or an offset: its checksums
+/// cover the datagram, not this), a UDP datagram without checksum or
+/// another protocol.
+#[inline(always)]
+fn covered_v4(h: &[u8; 20], seg: &[u8]) -> Option<u8> {
+    if h[6] & 0x3f != 0 || h[7] != 0 {
+        return None;
+    }
+    match h[9] {
+        p @ (IPPROTO_ICMP | IPPROTO_TCP) => Some(p),
+        IPPROTO_UDP if seg.get(6..8).is_some_and(|c| c != [0, 0]) => Some(IPPROTO_UDP),
+        _ => None,
     }
 }
 
@@ -225,17 +237,13 @@ fn inner_sum_v4_general(ip: &[u8]) -> u32 {
     let (Some(h), Some(seg)) = (ip.get(..ihl), ip.get(ihl..)) else {
         return checksum::sum(ip, 0);
     };
-    if ihl < 20 || h[6] & 0x3f != 0 || h[7] != 0 {
-        // A fragment (MF or an offset): its checksums cover the datagram, not this.
+    let Some(fixed) = h.first_chunk::<20>() else {
         return checksum::sum(ip, 0);
-    }
-    let proto = h[9];
-    match proto {
+    };
+    match covered_v4(fixed, seg) {
         // An ICMP message sums to zero by itself.
-        IPPROTO_ICMP => checksum::sum(h, 0),
-        IPPROTO_TCP | IPPROTO_UDP
-            if proto == IPPROTO_TCP || seg.get(6..8).is_some_and(|c| c != [0, 0]) =>
-        {
+        Some(IPPROTO_ICMP) => checksum::sum(h, 0),
+        Some(proto) => {
             // As for IPv6: the addresses cancel against the pseudo-header's.
             let len = u16::try_from(seg.len()).unwrap_or(0);
             let rest = checksum::sum(
@@ -244,7 +252,7 @@ fn inner_sum_v4_general(ip: &[u8]) -> u32 {
             );
             checksum::sum(&h[..12], rest)
         }
-        _ => checksum::sum(ip, 0),
+        None => checksum::sum(ip, 0),
     }
 }
 
