@@ -404,11 +404,11 @@ impl Wrap {
 /// put there, written from the template rather than read back from the
 /// frame just written, which measured faster); a VLAN tag stays on the
 /// outer frame; padding after the inner packet is cut. The caller has
-/// checked the size against the MTU with [`Wrap::max_inner`]; a packet that slipped past (a fragment, an
-/// ICMP error) is dropped as `oversize`. `flow` is the flow's hash
-/// ([`crate::forward::flow_hash`], or any well-mixed value the same for
-/// every packet of the flow): its top bits become the outer UDP source
-/// port and the IPv6 flow label.
+/// checked the size against the MTU with [`Wrap::max_inner`]; a packet
+/// that slipped past (a fragment, an ICMP error) is dropped as `oversize`.
+/// `flow` is the flow's hash ([`crate::forward::flow_hash`], or any
+/// well-mixed value the same for every packet of the flow): its top bits
+/// become the outer UDP source port and the IPv6 flow label.
 #[inline]
 pub fn encapsulate(
     frame: &mut Frame<'_>,
