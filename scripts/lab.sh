@@ -969,7 +969,7 @@ cmd_connects() {
 }
 
 cmd_downloads() {
-    local n=$1 rate=$2 out connected=0
+    local n=$1 rate=$2 out connected=0 pids=()
     out=$(mktemp -d)
     for i in $(seq "$n"); do
         # --speed-limit/--speed-time: a download stalled 15 s counts as failed.
@@ -977,6 +977,7 @@ cmd_downloads() {
         in_ns client curl -s -v -o /dev/null --limit-rate "$rate" --speed-limit 1000 \
             --speed-time 15 -w '%{http_code} %{size_download} %header{x-backend}\n' \
             "http://$VIP/large?d=$i" > "$out/$i.out" 2> "$out/$i.trace" &
+        pids+=("$!")
     done
     # Each download's own "Connected to", not a count of sockets at one
     # moment: a slow machine starting the curls one by one may never have
@@ -994,11 +995,12 @@ cmd_downloads() {
             grep -qs '^\* Connected to' "$t" || { echo "--- ${t##*/}:"; tail -n 5 "$t"; } >&2
         done
     fi
-    local i=0
-    for pid in $(jobs -p); do
-        i=$((i + 1))
+    # Each download's own pid, kept when started: `jobs -p` leaves out one
+    # that has already ended (a result line short, the others' shifted).
+    local i
+    for i in $(seq "$n"); do
         local rc=0
-        wait "$pid" || rc=$?
+        wait "${pids[i - 1]}" || rc=$?
         echo "$rc $(cat "$out/$i.out")"
     done
     rm -rf "$out"
