@@ -1337,6 +1337,7 @@ mod tests {
         };
         assert_eq!(f.len(), pkt.len() + 28);
         assert_eq!(&f[..6], &backend_mac(slot).0, "to the next hop");
+        assert_eq!(&f[6..12], &s.mac.0, "from us");
         assert_eq!(f[14 + 9], 17, "over UDP");
         assert_eq!(
             &f[14 + 16..14 + 20],

@@ -106,8 +106,6 @@ pub struct Tunnel {
     pub source: IpAddr,
 }
 
-impl Tunnel {}
-
 /// The L2 header's length and the ethertype it announces, for an untagged
 /// or single-tagged frame.
 #[inline]
