@@ -152,76 +152,96 @@ fn inner(ip: &[u8], v6: bool) -> Option<Inner> {
 }
 
 /// The one's-complement sum of the inner IP packet `ip` (`len` bytes),
-/// not complemented, below 2^17. Where the packet's own checksums cover its
-/// transport segment (a TCP or UDP packet with a checksum, an ICMP message,
-/// not a fragment) that segment's sum is the complement of its
-/// pseudo-header's and is not read; otherwise the bytes are summed. A
-/// packet whose checksums are wrong gets an outer checksum that is wrong
-/// too, and the backend drops it, as it would have dropped the inner one.
-/// The common headers (IPv4 without options, IPv6 without extension
-/// headers) are summed as a few fixed words, not by the general loop.
+/// not complemented and not folded, in the byte-swapped domain: the sum
+/// of its 16-bit words each loaded little-endian, which is the big-endian
+/// sum with its two bytes swapped once folded (RFC 1071 section 2(B)), so
+/// the words are loaded without a byte swap each and the checksum stored
+/// little-endian. Where the packet's own checksums cover its transport
+/// segment (a TCP or UDP packet with a checksum, an ICMP message, not a
+/// fragment) that segment's sum is the complement of its pseudo-header's
+/// and is not read; otherwise the bytes are summed. A packet whose
+/// checksums are wrong gets an outer checksum that is wrong too, and the
+/// backend drops it, as it would have dropped the inner one. The common
+/// headers (IPv4 without options, IPv6 without extension headers) are a few
+/// fixed words, not the general loop.
 #[inline(always)]
-fn inner_sum(ip: &[u8], v6: bool) -> u32 {
+fn inner_sum(ip: &[u8], v6: bool) -> u64 {
     if v6 {
         let Some(h) = ip.first_chunk::<40>() else {
-            return checksum::sum(ip, 0);
+            return swapped(checksum::sum(ip, 0));
         };
         // Only the fixed header is read: with extension headers, or a
         // transport without its own checksum, sum everything.
         let next = h[6];
-        let seg = &ip[40..];
         let covered = match next {
             IPPROTO_TCP | IPPROTO_ICMPV6 => true,
-            IPPROTO_UDP => seg.get(6..8).is_some_and(|c| c != [0, 0]),
+            IPPROTO_UDP => ip.get(46..48).is_some_and(|c| c != [0, 0]),
             _ => false,
         };
         if !covered {
-            return checksum::sum(ip, 0);
+            return swapped(checksum::sum(ip, 0));
         }
-        // The header's sum less the pseudo-header's: the addresses are in
-        // both and cancel, so only the first 8 bytes are read.
-        let len = u32::try_from(seg.len()).unwrap_or(0);
-        words(&[be32(h, 0), be32(h, 4)], !fold(len + u32::from(next)))
+        // The header's sum less the pseudo-header's. The addresses are in
+        // both and cancel, and so does the payload length (the segment's
+        // length: no extension headers); left are the first word, the
+        // (next header, hop limit) word and minus the pseudo-header's
+        // next-header word (0x00nn, swapped 0xnn00; -x is 0xffff - x).
+        let w1 = le32(h, 4);
+        u64::from(le32(h, 0)) + u64::from(w1 >> 16) + u64::from(0xffff - (u32::from(next) << 8))
     } else {
         let Some(h) = ip.first_chunk::<20>() else {
-            return checksum::sum(ip, 0);
+            return swapped(checksum::sum(ip, 0));
         };
-        if h[0] & 0x0f != 5 {
+        let (w0, w1, w2) = (le32(h, 0), le32(h, 4), le32(h, 8));
+        if w0 & 0x0f != 5 {
             // Options (rare: the general loop), or a malformed length.
-            return inner_sum_v4_general(ip);
+            return swapped(inner_sum_v4_general(ip));
         }
-        let seg = &ip[20..];
-        match covered_v4(h, seg) {
+        match covered_v4(h, &ip[20..]) {
             // An ICMP message sums to zero by itself.
-            Some(IPPROTO_ICMP) => words(
-                &[be32(h, 0), be32(h, 4), be32(h, 8), be32(h, 12), be32(h, 16)],
-                0,
-            ),
-            Some(proto) => {
-                // As for IPv6: the addresses cancel against the pseudo-header's.
-                let len = u16::try_from(seg.len()).unwrap_or(0);
-                words(
-                    &[be32(h, 0), be32(h, 4), be32(h, 8)],
-                    !fold(u32::from(proto) + u32::from(len)),
-                )
+            Some(IPPROTO_ICMP) => {
+                u64::from(w0)
+                    + u64::from(w1)
+                    + u64::from(w2)
+                    + u64::from(le32(h, 12))
+                    + u64::from(le32(h, 16))
             }
-            None => checksum::sum(ip, 0),
+            // As for IPv6 the addresses cancel against the pseudo-header's,
+            // and its segment length (the total length, in w0's top half,
+            // less 20) against the header's: left are the first 12 bytes
+            // without the total length, plus 20 (swapped 0x1400), the
+            // protocol (the top byte of w2's low word) taken out.
+            Some(_) => {
+                u64::from(w0 & 0xffff) + u64::from(w1) + u64::from(w2 & 0xffff_00ff) + 0x1400
+            }
+            None => swapped(checksum::sum(ip, 0)),
         }
     }
+}
+
+/// A big-endian sum (below 2^32) in [`inner_sum`]'s byte-swapped domain.
+#[inline]
+fn swapped(s: u32) -> u64 {
+    u64::from(fold(s).swap_bytes())
 }
 
 /// Whether the IPv4 packet of header `h` has checksums that cover its
 /// transport segment `seg`: its protocol (ICMP, TCP, or UDP with a
 /// checksum) if so; `None` for a fragment (MF or an offset: its checksums
 /// cover the datagram, not this), a UDP datagram without checksum or
-/// another protocol.
+/// another protocol. Tested on the header's second and third words as
+/// loaded for the sum (flags and offset in `w1`'s top half, the protocol
+/// in `w2`'s second byte), so the bytes are not loaded again one by one.
 #[inline(always)]
 fn covered_v4(h: &[u8; 20], seg: &[u8]) -> Option<u8> {
-    if h[6] & 0x3f != 0 || h[7] != 0 {
+    let (w1, w2) = (le32(h, 4), le32(h, 8));
+    if w1 & 0xff3f_0000 != 0 {
         return None;
     }
-    match h[9] {
-        p @ (IPPROTO_ICMP | IPPROTO_TCP) => Some(p),
+    #[allow(clippy::cast_possible_truncation, reason = "the protocol byte")]
+    let proto = (w2 >> 8) as u8;
+    match proto {
+        IPPROTO_ICMP | IPPROTO_TCP => Some(proto),
         IPPROTO_UDP if seg.get(6..8).is_some_and(|c| c != [0, 0]) => Some(IPPROTO_UDP),
         _ => None,
     }
@@ -254,27 +274,30 @@ fn inner_sum_v4_general(ip: &[u8]) -> u32 {
     }
 }
 
-/// The big-endian word at `at` of a fixed-size header (no bounds check
+/// The little-endian word at `at` of a fixed-size header (no bounds check
 /// once inlined with a constant `at`).
 #[inline(always)]
-fn be32<const N: usize>(h: &[u8; N], at: usize) -> u32 {
-    u32::from_be_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]])
+fn le32<const N: usize>(h: &[u8; N], at: usize) -> u32 {
+    // A copy of the four bytes, not an array of four indexed bytes, so it
+    // is one load even where some of the bytes were read before.
+    let mut w = [0u8; 4];
+    w.copy_from_slice(&h[at..at + 4]);
+    u32::from_le_bytes(w)
 }
 
-/// The one's-complement sum of a few 32-bit words and `initial`, folded
-/// below 2^17 (not complemented), without [`checksum::sum`]'s loop.
+/// A one's-complement sum in a `u64` folded to 16 bits with end-around
+/// carries (an add and an add-with-carry each), not complemented.
 #[inline(always)]
-fn words(w: &[u32], initial: u16) -> u32 {
-    let mut acc = u64::from(initial);
-    for &x in w {
-        acc += u64::from(x);
-    }
-    // Fewer than 2^3 words: after one fold below 2^32 + 8, after a second below 2^17.
-    acc = (acc & 0xffff_ffff) + (acc >> 32);
-    acc = (acc & 0xffff) + (acc >> 16);
-    #[allow(clippy::cast_possible_truncation, reason = "folded below 2^17")]
-    let s = acc as u32;
-    s
+fn fold64(s: u64) -> u16 {
+    #[allow(clippy::cast_possible_truncation, reason = "the halves, split")]
+    let (lo, hi) = (s as u32, (s >> 32) as u32);
+    let (s, c) = lo.overflowing_add(hi);
+    // No second overflow: a carry leaves s at most 2^32 - 2.
+    let s = s + u32::from(c);
+    #[allow(clippy::cast_possible_truncation, reason = "the halves, split")]
+    let (lo, hi) = (s as u16, (s >> 16) as u16);
+    let (s, c) = lo.overflowing_add(hi);
+    s + u16::from(c)
 }
 
 #[inline]
@@ -305,7 +328,8 @@ pub struct Wrap {
     path: u8,
     /// IPv4: the outer header's sum with its variable words zero. IPv6:
     /// the UDP checksum's fixed part (pseudo-header addresses and
-    /// protocol, destination port, VXLAN header, inner MACs).
+    /// protocol, destination port, VXLAN header, inner MACs), byte-swapped
+    /// as [`inner_sum`]'s.
     fixed_sum: u32,
 }
 
@@ -371,7 +395,7 @@ impl Tunnel {
             // checksum (the VXLAN header and inner MACs; the ethertype is 0).
             let s = checksum::sum(&hdr[8..40], u32::from(IPPROTO_UDP));
             let s = checksum::sum(&hdr[ip + 2..ip + 4], s);
-            checksum::sum(&hdr[ip + UDP..len], s)
+            u32::from(fold(checksum::sum(&hdr[ip + UDP..len], s)).swap_bytes())
         } else {
             checksum::sum(&hdr[..20], 0)
         };
@@ -549,17 +573,21 @@ fn wrap_as<const KIND: u8, const V6: bool, const OVER: usize>(
         h[e..e + 2].copy_from_slice(&ethertype.to_be_bytes());
     }
     if V6 {
-        // The length counts twice: in the pseudo-header and the UDP header.
-        let mut s = w.fixed_sum + payload_sum + u32::from(sport) + 2 * u32::from(udp_len);
+        // Summed byte-swapped, as inner_sum; the length counts twice: in
+        // the pseudo-header and the UDP header.
+        let mut s = u64::from(w.fixed_sum)
+            + payload_sum
+            + u64::from(sport.swap_bytes())
+            + 2 * u64::from(udp_len.swap_bytes());
         if KIND == 2 {
-            s += u32::from(ethertype);
+            s += u64::from(ethertype.swap_bytes());
         }
         // 0 means "no checksum"; its one's-complement twin is sent instead.
-        let c = match checksum::finish(s) {
+        let c = match !fold64(s) {
             0 => 0xffff,
             c => c,
         };
-        h[u + 6..u + 8].copy_from_slice(&c.to_be_bytes());
+        h[u + 6..u + 8].copy_from_slice(&c.to_le_bytes());
     }
     Ok(())
 }
