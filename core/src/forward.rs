@@ -552,6 +552,9 @@ pub fn apply(
         }
         Classified::Fragment { vip, hash } => match picked(snap, vip, hash) {
             Ok((backend, _, mac)) => {
+                if let Some(a) = fits(frame, snap, backend) {
+                    return a;
+                }
                 rewrite_to(frame, mac, snap.mac);
                 Action::Forward {
                     vip,
@@ -573,6 +576,11 @@ pub fn apply(
                 None => picked(snap, vip, hash).map(|(slot, _, mac)| (slot, mac)),
             };
             match target {
+                // No ICMP error about an ICMP error (RFC 1122 3.2.2): one
+                // too long for the backend's tunnel is dropped, unchanged.
+                Ok((backend, _)) if oversize(frame, snap, backend) => {
+                    Action::Drop(DropReason::Oversize)
+                }
                 Ok((backend, mac)) => {
                     rewrite_to(frame, mac, snap.mac);
                     Action::IcmpToBackend { vip, slot: backend }
@@ -753,6 +761,14 @@ fn udp_payload(frame: &[u8], l4_at: u16) -> &[u8] {
         .map_or(0, |l| usize::from(u16::from_be_bytes([l[0], l[1]])));
     let end = (at + len).min(frame.len());
     frame.get(at + 8..end).unwrap_or_default()
+}
+
+/// Is the frame too long for its backend's way out (never for DR)?
+#[inline(always)]
+fn oversize(frame: &[u8], snap: &Snapshot, slot: u16) -> bool {
+    snap.backend(slot).is_some_and(|b| {
+        frame.len() > usize::from(b.max_inner) + 14 && tunnel::exceeds(frame, b.max_inner).is_some()
+    })
 }
 
 /// `None` when the frame fits its backend's way out (always for DR, where
@@ -1413,6 +1429,30 @@ mod tests {
         let s = s.with_mtu(1500);
         assert!(matches!(
             decide(&mut big.clone(), &s, &mut t, 0),
+            Action::Forward { .. }
+        ));
+    }
+
+    #[test]
+    fn a_fragment_too_big_for_the_tunnel_is_dropped_unchanged() {
+        use crate::tunnel::Encap;
+        let mut sp = tunnelled(spec([BackendState::Up; 5]), Encap::Ipip);
+        sp.vips.truncate(1);
+        let s = Snapshot::build(&sp).unwrap().with_mtu(1400);
+        // A first fragment (MF, no DF) of 20 + 1400 bytes: 1440 once wrapped.
+        let ip = build::ipv4_fragment(CLIENT4, VIP4, 6, 0x2000, 7, &[0; 1400]);
+        let pkt = build::ethernet(PORT_MAC, CLIENT_MAC, ETHERTYPE_IPV4, &ip);
+        let mut f = pkt.clone();
+        assert_eq!(
+            decide(&mut f, &s, &mut table(), 0),
+            Action::Drop(DropReason::Oversize)
+        );
+        assert_eq!(f, pkt, "a drop leaves the frame");
+        // A small one goes through the tunnel's backend.
+        let ip = build::ipv4_fragment(CLIENT4, VIP4, 6, 0x2000, 7, &[0; 100]);
+        let mut f = build::ethernet(PORT_MAC, CLIENT_MAC, ETHERTYPE_IPV4, &ip);
+        assert!(matches!(
+            decide(&mut f, &s, &mut table(), 0),
             Action::Forward { .. }
         ));
     }
